@@ -1,0 +1,14 @@
+// Package image turns a directory tree into a deterministic ext2 image and
+// describes that image with a signed manifest.
+//
+// The writer needs no root, no mount and no external tool: it lays out the
+// ext2 (revision 1) structures itself, byte for byte, from a scan of the
+// tree. The same tree and options always give the same image, so the same
+// release id.
+//
+// The manifest cuts the image into fixed-size chunks (ChunkSize), each with
+// its SHA-256; it carries the whole image's SHA-256, provenance, and an
+// ed25519 signature. It is what the sender distributes and what receivers
+// check every chunk against. This package touches neither the network nor
+// any mount.
+package image
