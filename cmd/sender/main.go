@@ -49,6 +49,7 @@ func newApp() *cli.App {
 		Usage: "build, sign and multicast release images to a fleet",
 		Commands: []*cli.Command{
 			keygenCommand(),
+			buildCommand(),
 			inspectCommand(),
 		},
 		HideHelpCommand: true,

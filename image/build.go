@@ -1,0 +1,366 @@
+package image
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/loopcast/loopcast/internal/atomicfile"
+	"golang.org/x/sys/unix"
+)
+
+// ErrTooLarge reports a tree that does not fit the requested image size.
+var ErrTooLarge = errors.New("image: tree too large")
+
+// ErrChanged reports a source file that changed size while it was read.
+var ErrChanged = errors.New("image: file changed during the build")
+
+// Test hooks: run after a source file is opened, and after the scan.
+var (
+	testHookOpened  func(path string)
+	testHookScanned func()
+)
+
+// readBufSize is the source read size: large enough that a big file costs
+// few syscalls, small enough to stay in cache.
+const readBufSize = 1 << 20
+
+// Options tune a build. The zero value builds with minimal headroom, root
+// ownership and the files' own timestamps, unsigned.
+type Options struct {
+	// Epoch, when set, replaces every timestamp (SOURCE_DATE_EPOCH).
+	Epoch *int64
+	// KeepOwner keeps the source's uid/gid instead of root:root.
+	KeepOwner bool
+	// Size fixes the image size in bytes; 0 sizes it from the tree.
+	Size int64
+	// HeadroomPct adds free blocks and inodes, percent of the tree's needs.
+	HeadroomPct int
+	// Label is recorded in the manifest (e.g. a VCS revision).
+	Label string
+	// ChunkSize for the manifest; 0 means ChunkSize.
+	ChunkSize uint32
+	// Key signs the manifest when set.
+	Key ed25519.PrivateKey
+	// Progress, when set, is called as data is written.
+	Progress func(done, total int64)
+}
+
+// Result describes a finished build.
+type Result struct {
+	Manifest  *Manifest
+	Files     uint64 // names in the tree, the root excluded
+	Blocks    uint32 // image blocks of 4 KiB
+	UsedBytes int64  // data bytes written
+}
+
+// Build writes an ext2 image of the tree at src to out and its manifest to
+// out + ".manifest". Both appear only when complete and verified; on error
+// nothing is left behind.
+func Build(ctx context.Context, src, out string, opts Options) (*Result, error) {
+	if opts.HeadroomPct < 0 {
+		return nil, fmt.Errorf("image: negative headroom %d%%", opts.HeadroomPct)
+	}
+	t, err := scanTree(src)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.assignInodes(); err != nil {
+		return nil, err
+	}
+	if testHookScanned != nil {
+		testHookScanned()
+	}
+	b := &builder{t: t, opts: opts}
+	geo, err := b.plan()
+	if err != nil {
+		return nil, err
+	}
+	f, err := atomicfile.Create(out, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Abort()
+	m, err := b.write(ctx, f.File, geo)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Commit(); err != nil {
+		return nil, err
+	}
+	if err := WriteManifestFile(out+".manifest", m); err != nil {
+		os.Remove(out)
+		return nil, err
+	}
+	return &Result{Manifest: m, Files: t.entries, Blocks: geo.blocks, UsedBytes: b.w.written}, nil
+}
+
+type builder struct {
+	t      *tree
+	opts   Options
+	w      *imageWriter
+	digest hash.Hash // content digest: the UUID and hash seed come from it
+	buf    []byte
+	total  int64 // source bytes to read, for progress
+	done   int64
+}
+
+// plan sizes the image: upper bounds of blocks and inodes plus headroom.
+func (b *builder) plan() (geometry, error) {
+	data := uint64(1) // lost+found
+	for i := range b.t.nodes {
+		n := &b.t.nodes[i]
+		switch {
+		case n.primary >= 0:
+		case n.kind == kindDir:
+			data += blocksFor(dirBlockCount(b.t.dirEntries(int32(i))))
+		case n.kind == kindFile:
+			data += fileBlocksUpper(n.size)
+			b.total += n.size
+		case n.kind == kindSymlink && len(n.target) > fastSymlinkMax:
+			data++
+		}
+	}
+	inodes := uint64(b.t.inodes)
+	if b.opts.Size > 0 {
+		g, err := fixedGeometry(b.opts.Size, data, inodes)
+		if err != nil {
+			return g, fmt.Errorf("%w (source %s)", err, b.t.src)
+		}
+		return g, nil
+	}
+	pct := uint64(b.opts.HeadroomPct)
+	data += max(data*pct/100, minHeadroomBlocks)
+	inodes += max(inodes*pct/100, minHeadroomInodes)
+	return planGeometry(data, inodes)
+}
+
+// write lays the whole image into f, then reads it back into a manifest.
+func (b *builder) write(ctx context.Context, f *os.File, geo geometry) (*Manifest, error) {
+	if err := f.Truncate(int64(geo.blocks) * blockSize); err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	b.w = newImageWriter(f, geo, b.t.inodes)
+	b.digest = sha256.New()
+	b.buf = make([]byte, readBufSize)
+	created := b.created()
+	b.writeLostFound(created)
+	dirs := make([]uint16, geo.groups)
+	dirs[(lostFound-1)/geo.ipg]++
+	for i := range b.t.nodes {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		n := &b.t.nodes[i]
+		if n.kind == kindDir {
+			dirs[(n.ino-1)/geo.ipg]++
+		}
+		if err := b.writeNode(int32(i)); err != nil {
+			return nil, err
+		}
+	}
+	sb := superblock{time: uint32(created), volumeName: "loopcast"}
+	sum := b.digest.Sum(nil)
+	copy(sb.uuid[:], sum[:16])
+	sb.uuid[6] = sb.uuid[6]&0x0f | 0x40 // RFC 4122 version 4 layout, content-derived
+	sb.uuid[8] = sb.uuid[8]&0x3f | 0x80
+	copy(sb.hashSeed[:], sum[16:])
+	if err := b.w.finish(sb, dirs, b.t.inodes); err != nil {
+		return nil, err
+	}
+	if err := f.Sync(); err != nil {
+		return nil, fmt.Errorf("image: sync %s: %w", f.Name(), err)
+	}
+	return b.manifest(ctx, f.Name(), created)
+}
+
+func (b *builder) manifest(ctx context.Context, path string, created int64) (*Manifest, error) {
+	cs := b.opts.ChunkSize
+	if cs == 0 {
+		cs = ChunkSize
+	}
+	m, err := HashFile(ctx, path, cs)
+	if err != nil {
+		return nil, err
+	}
+	m.FileCount, m.Created, m.Label = b.t.entries, created, b.opts.Label
+	if len(m.Label) > MaxLabel {
+		return nil, fmt.Errorf("image: label of %d bytes, more than %d", len(m.Label), MaxLabel)
+	}
+	if b.opts.Key != nil {
+		m.Sign(b.opts.Key)
+	}
+	return m, nil
+}
+
+// created is the build's timestamp: the epoch, or the newest in the tree.
+func (b *builder) created() int64 {
+	if b.opts.Epoch != nil {
+		return *b.opts.Epoch
+	}
+	return b.t.maxTime
+}
+
+func (b *builder) baseInode(n *node) inode {
+	in := inode{mode: n.perm, sec: n.sec, nsec: n.nsec, links: n.links}
+	if b.opts.Epoch != nil {
+		in.sec, in.nsec = *b.opts.Epoch, 0
+	}
+	if b.opts.KeepOwner {
+		in.uid, in.gid = n.uid, n.gid
+	}
+	return in
+}
+
+func (b *builder) writeLostFound(created int64) {
+	in := inode{mode: sIFDIR | 0o700, sec: created, links: 2}
+	ents := []dirEntry{{".", lostFound, ftDir}, {"..", rootIno, ftDir}}
+	b.writeDirBlocks(&in, encodeDir(ents))
+	b.w.putInode(lostFound, &in)
+}
+
+func (b *builder) writeNode(i int32) error {
+	n := &b.t.nodes[i]
+	binary.Write(b.digest, binary.LittleEndian, [2]uint32{b.t.nodes[n.parent].ino, uint32(len(n.name))})
+	b.digest.Write([]byte(n.name))
+	if n.primary >= 0 {
+		binary.Write(b.digest, binary.LittleEndian, n.ino)
+		return nil
+	}
+	in := b.baseInode(n)
+	switch n.kind {
+	case kindDir:
+		in.mode |= sIFDIR
+		b.writeDirBlocks(&in, encodeDir(b.t.dirEntries(i)))
+	case kindSymlink:
+		in.mode |= sIFLNK
+		b.writeSymlink(&in, n.target)
+	case kindFile:
+		in.mode |= sIFREG
+		if err := b.writeFile(i, &in); err != nil {
+			return err
+		}
+	}
+	b.w.putInode(n.ino, &in)
+	b.digest.Write(b.w.itable[(n.ino-1)*inodeSize : n.ino*inodeSize])
+	return b.w.err
+}
+
+func (b *builder) writeDirBlocks(in *inode, data []byte) {
+	in.size = uint64(len(data))
+	m := newBlockMap(b.w, in)
+	for off := 0; off < len(data); off += blockSize {
+		p := b.w.alloc()
+		b.w.writeBlock(p, data[off:off+blockSize])
+		m.add(p)
+	}
+	m.finish()
+}
+
+func (b *builder) writeSymlink(in *inode, target string) {
+	in.size = uint64(len(target))
+	if len(target) <= fastSymlinkMax {
+		in.inline = []byte(target)
+		return
+	}
+	p := b.w.alloc()
+	b.w.writeBlock(p, []byte(target))
+	in.block[0], in.blocks = p, 1
+}
+
+// writeFile streams one file's data into the image. All-zero blocks become
+// holes. The file must be exactly the size the scan saw.
+func (b *builder) writeFile(i int32, in *inode) error {
+	n := &b.t.nodes[i]
+	in.size = uint64(n.size)
+	if n.size == 0 {
+		return nil
+	}
+	path := b.t.path(i)
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("image: open %s: %w", path, err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	if testHookOpened != nil {
+		testHookOpened(path)
+	}
+	m := newBlockMap(b.w, in)
+	xx := xxhash.New()
+	var off int64
+	for off < n.size {
+		if n.sparse {
+			off = b.skipHole(f, m, off, n.size)
+			if off >= n.size {
+				break
+			}
+		}
+		want := int(min(int64(len(b.buf)), n.size-off))
+		got, err := f.ReadAt(b.buf[:want], off)
+		if got < want {
+			if err == nil || errors.Is(err, io.EOF) {
+				return fmt.Errorf("%w: %s shrank below %d bytes", ErrChanged, path, n.size)
+			}
+			return fmt.Errorf("image: read %s: %w", path, err)
+		}
+		b.placeBlocks(m, xx, off, b.buf[:want])
+		off += int64(want)
+		b.progress(int64(want))
+	}
+	if k, _ := f.ReadAt(b.buf[:1], n.size); k > 0 {
+		return fmt.Errorf("%w: %s grew beyond %d bytes", ErrChanged, path, n.size)
+	}
+	m.finish()
+	binary.Write(b.digest, binary.LittleEndian, xx.Sum64())
+	return b.w.err
+}
+
+// placeBlocks writes data (read at file offset off) block by block.
+func (b *builder) placeBlocks(m *blockMap, xx *xxhash.Digest, off int64, data []byte) {
+	var idx [8]byte
+	for p := 0; p < len(data); p += blockSize {
+		blk := data[p:min(p+blockSize, len(data))]
+		if IsZero(blk) {
+			m.add(0)
+			continue
+		}
+		binary.LittleEndian.PutUint64(idx[:], uint64(off+int64(p))/blockSize)
+		xx.Write(idx[:])
+		xx.Write(blk)
+		phys := b.w.alloc()
+		b.w.writeBlock(phys, blk)
+		m.add(phys)
+	}
+}
+
+// skipHole turns the hole at block-aligned offset off, if any, into hole
+// blocks without reading it, and returns the offset of the next data.
+func (b *builder) skipHole(f *os.File, m *blockMap, off, size int64) int64 {
+	next, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
+	switch {
+	case errors.Is(err, unix.ENXIO):
+		next = size
+	case err != nil:
+		return off
+	}
+	next = min(next, size) / blockSize * blockSize
+	for ; off < next; off += blockSize {
+		m.add(0)
+	}
+	return off
+}
+
+func (b *builder) progress(n int64) {
+	b.done += n
+	if b.opts.Progress != nil {
+		b.opts.Progress(b.done, b.total)
+	}
+}

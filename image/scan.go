@@ -1,0 +1,257 @@
+package image
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+type nodeKind uint8
+
+const (
+	kindDir nodeKind = iota + 1
+	kindFile
+	kindSymlink
+)
+
+// node is one name in the source tree. Memory per node is what bounds the
+// writer's memory: file data is never held.
+type node struct {
+	name     string
+	parent   int32 // index in tree.nodes; the root is its own parent
+	kind     nodeKind
+	perm     uint16 // permission bits with setuid, setgid, sticky
+	uid, gid uint32
+	sec      int64
+	nsec     uint32
+	size     int64
+	sparse   bool   // the source file has holes: SEEK_DATA is worth asking
+	target   string // symlink target
+	children []int32
+	primary  int32  // for a hard link: the node that owns the inode; -1 otherwise
+	ino      uint32 // assigned by tree.assignInodes
+	links    uint16 // names for the inode (files) or 2 + subdirectories (dirs)
+}
+
+// tree is the scanned source: nodes in a fixed order, root first.
+type tree struct {
+	src     string
+	nodes   []node
+	maxTime int64
+	inodes  uint32 // highest inode number in use
+	entries uint64 // names below the root
+}
+
+type devIno struct{ dev, ino uint64 }
+
+// scanTree reads the metadata of every entry under src, sorted by name
+// bytes. It refuses devices, fifos and sockets, and names that do not fit.
+func scanTree(src string) (*tree, error) {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return nil, fmt.Errorf("image: source: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("image: source %s is not a directory", src)
+	}
+	t := &tree{src: src}
+	var st unix.Stat_t
+	if err := unix.Stat(src, &st); err != nil {
+		return nil, fmt.Errorf("image: stat %s: %w", src, err)
+	}
+	t.nodes = append(t.nodes, nodeFromStat("", 0, &st))
+	t.nodes[0].kind = kindDir
+	links := map[devIno]int32{}
+	if err := t.scanDir(0, src, links); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *tree) scanDir(idx int32, path string, links map[devIno]int32) error {
+	d, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("image: %w", err)
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return fmt.Errorf("image: read directory %s: %w", path, err)
+	}
+	slices.Sort(names) // Go strings compare as bytes
+	dirfd := int(d.Fd())
+	var subdirs []int32
+	for _, name := range names {
+		child, err := t.scanEntry(idx, dirfd, path, name, links)
+		if err != nil {
+			return err
+		}
+		t.nodes[idx].children = append(t.nodes[idx].children, child)
+		if t.nodes[child].kind == kindDir {
+			subdirs = append(subdirs, child)
+		}
+	}
+	for _, c := range subdirs {
+		if err := t.scanDir(c, filepath.Join(path, t.nodes[c].name), links); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *tree) scanEntry(parent int32, dirfd int, dir, name string, links map[devIno]int32) (int32, error) {
+	path := filepath.Join(dir, name)
+	if len(name) > maxNameLen {
+		return 0, fmt.Errorf("image: %s: name is %d bytes, ext2 allows %d", path, len(name), maxNameLen)
+	}
+	if parent == 0 && name == "lost+found" {
+		return 0, fmt.Errorf("image: %s: lost+found is reserved at the image root", path)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return 0, fmt.Errorf("image: stat %s: %w", path, err)
+	}
+	n := nodeFromStat(name, parent, &st)
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		n.kind = kindDir
+	case unix.S_IFREG:
+		n.kind = kindFile
+		n.sparse = st.Blocks*512 < st.Size
+		if err := checkFileSize(path, st.Size); err != nil {
+			return 0, err
+		}
+	case unix.S_IFLNK:
+		n.kind = kindSymlink
+		target, err := readlinkat(dirfd, name, st.Size)
+		if err != nil {
+			return 0, fmt.Errorf("image: readlink %s: %w", path, err)
+		}
+		if len(target) > maxSymlinkLen {
+			return 0, fmt.Errorf("image: %s: symlink target of %d bytes, ext2 allows %d", path, len(target), maxSymlinkLen)
+		}
+		n.target = target
+		n.size = int64(len(target))
+	default:
+		return 0, fmt.Errorf("image: %s: %s is not supported (only files, directories and symlinks)", path, fileTypeName(st.Mode))
+	}
+	idx := int32(len(t.nodes))
+	if n.kind != kindDir && st.Nlink > 1 {
+		key := devIno{uint64(st.Dev), st.Ino}
+		if p, ok := links[key]; ok {
+			n.primary = p
+		} else {
+			links[key] = idx
+		}
+	}
+	t.nodes = append(t.nodes, n)
+	t.entries++
+	return idx, nil
+}
+
+func nodeFromStat(name string, parent int32, st *unix.Stat_t) node {
+	return node{
+		name: name, parent: parent, primary: -1,
+		perm: uint16(st.Mode & 0o7777), uid: st.Uid, gid: st.Gid,
+		sec: st.Mtim.Sec, nsec: uint32(st.Mtim.Nsec), size: st.Size,
+	}
+}
+
+func checkFileSize(path string, size int64) error {
+	if need := fileBlocksUpper(size); need > maxFileBlocks {
+		return fmt.Errorf("image: %s: %d bytes is too big for ext2 with 4 KiB blocks (max %d bytes)", path, size, maxFileSize())
+	}
+	return nil
+}
+
+// maxFileSize is the largest regular file the format takes.
+func maxFileSize() int64 {
+	lo, hi := int64(0), int64(1)<<44
+	for lo < hi { // largest size whose blocks fit in maxFileBlocks
+		mid := (lo + hi + 1) / 2
+		if fileBlocksUpper(mid) <= maxFileBlocks {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	return lo
+}
+
+func readlinkat(dirfd int, name string, size int64) (string, error) {
+	buf := make([]byte, max(size+1, 64))
+	for {
+		n, err := unix.Readlinkat(dirfd, name, buf)
+		if err != nil {
+			return "", err
+		}
+		if n < len(buf) {
+			return string(buf[:n]), nil
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+func fileTypeName(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFCHR:
+		return "character device"
+	case unix.S_IFBLK:
+		return "block device"
+	case unix.S_IFIFO:
+		return "fifo"
+	case unix.S_IFSOCK:
+		return "socket"
+	}
+	return fmt.Sprintf("file type %#o", mode&unix.S_IFMT)
+}
+
+// path returns the source path of node i.
+func (t *tree) path(i int32) string {
+	var parts []string
+	for ; i != 0; i = t.nodes[i].parent {
+		parts = append(parts, t.nodes[i].name)
+	}
+	slices.Reverse(parts)
+	return filepath.Join(t.src, strings.Join(parts, "/"))
+}
+
+// assignInodes numbers inodes in scan order: the root is 2, lost+found 11,
+// then each directory's children consecutively, directory by directory
+// (depth first). A hard link takes its primary's inode, which the scan met
+// first. It also counts links and the newest timestamp.
+func (t *tree) assignInodes() error {
+	next := uint32(firstIno + 1)
+	root := &t.nodes[0]
+	root.ino = rootIno
+	root.links = 3 // ".", its own "..", and lost+found's ".."
+	t.maxTime = root.sec
+	for i := 1; i < len(t.nodes); i++ {
+		n := &t.nodes[i]
+		t.maxTime = max(t.maxTime, n.sec)
+		switch {
+		case n.kind == kindDir:
+			n.ino, next = next, next+1
+			n.links = 2
+			t.nodes[n.parent].links++
+		case n.primary >= 0:
+			p := &t.nodes[n.primary]
+			n.ino = p.ino
+			p.links++
+		default:
+			n.ino, next = next, next+1
+			n.links = 1
+		}
+	}
+	for i := range t.nodes {
+		if t.nodes[i].links > linkMax {
+			return fmt.Errorf("image: %s: %d links (names or subdirectories), ext2 allows %d", t.path(int32(i)), t.nodes[i].links, linkMax)
+		}
+	}
+	t.inodes = next - 1
+	return nil
+}
