@@ -89,11 +89,11 @@ func (s *superblock) encode(b []byte) {
 	le.PutUint32(b[32:], blocksPerGroup)
 	le.PutUint32(b[36:], blocksPerGroup)
 	le.PutUint32(b[40:], s.inodesPerGroup)
-	le.PutUint32(b[48:], s.time)   // s_wtime
-	le.PutUint16(b[54:], 0xFFFF)   // s_max_mnt_count: -1, no forced checks
+	le.PutUint32(b[48:], s.time) // s_wtime
+	le.PutUint16(b[54:], 0xFFFF) // s_max_mnt_count: -1, no forced checks
 	le.PutUint16(b[56:], ext2Magic)
-	le.PutUint16(b[58:], 1) // s_state: clean
-	le.PutUint16(b[60:], 1) // s_errors: continue
+	le.PutUint16(b[58:], 1)      // s_state: clean
+	le.PutUint16(b[60:], 1)      // s_errors: continue
 	le.PutUint32(b[64:], s.time) // s_lastcheck
 	le.PutUint32(b[76:], 1)      // s_rev_level: dynamic
 	le.PutUint32(b[84:], firstIno)

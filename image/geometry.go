@@ -25,7 +25,7 @@ type geometry struct {
 	gdtBlocks uint32 // group descriptor table blocks (in each superblock copy)
 }
 
-func (g *geometry) inodes() uint32           { return g.groups * g.ipg }
+func (g *geometry) inodes() uint32             { return g.groups * g.ipg }
 func (g *geometry) groupStart(i uint32) uint32 { return i * blocksPerGroup }
 func (g *geometry) groupEnd(i uint32) uint32 {
 	return min(g.blocks, (i+1)*blocksPerGroup)
