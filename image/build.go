@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io"
 	"os"
+	"runtime"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/loopcast/loopcast/internal/atomicfile"
@@ -68,6 +69,9 @@ func Build(ctx context.Context, src, out string, opts Options) (*Result, error) 
 	if opts.HeadroomPct < 0 {
 		return nil, fmt.Errorf("image: negative headroom %d%%", opts.HeadroomPct)
 	}
+	if cs := opts.ChunkSize; cs != 0 && (cs%blockSize != 0 || cs < MinChunkSize || cs > MaxChunkSize) {
+		return nil, fmt.Errorf("image: chunk size %d is not a multiple of %d in [%d, %d]", cs, blockSize, MinChunkSize, MaxChunkSize)
+	}
 	t, err := scanTree(src)
 	if err != nil {
 		return nil, err
@@ -103,13 +107,15 @@ func Build(ctx context.Context, src, out string, opts Options) (*Result, error) 
 }
 
 type builder struct {
-	t      *tree
-	opts   Options
-	w      *imageWriter
-	digest hash.Hash // content digest: the UUID and hash seed come from it
-	buf    []byte
-	total  int64 // source bytes to read, for progress
-	done   int64
+	t          *tree
+	pathParent int32 // cache of the last file's directory path
+	parentPath string
+	opts       Options
+	w          *imageWriter
+	digest     hash.Hash // content digest: the UUID and hash seed come from it
+	buf        []byte
+	total      int64 // source bytes to read, for progress
+	done       int64
 }
 
 // plan sizes the image: upper bounds of blocks and inodes plus headroom.
@@ -148,6 +154,12 @@ func (b *builder) write(ctx context.Context, f *os.File, geo geometry) (*Manifes
 		return nil, fmt.Errorf("image: %w", err)
 	}
 	b.w = newImageWriter(f, geo, b.t.inodes)
+	m := &Manifest{ImageSize: int64(geo.blocks) * blockSize, ChunkSize: b.chunkSize()}
+	m.Chunks = make([]Chunk, ChunkCount(m.ImageSize, m.ChunkSize))
+	// hash finished chunks on the other cores while this one writes
+	early := startEarlyHasher(ctx, f, m, max(1, runtime.GOMAXPROCS(0)-1))
+	defer early.wait()
+	b.w.onFinal, b.w.chunkBlocks = early.submit, m.ChunkSize/blockSize
 	b.digest = sha256.New()
 	b.buf = make([]byte, readBufSize)
 	created := b.created()
@@ -178,18 +190,27 @@ func (b *builder) write(ctx context.Context, f *os.File, geo geometry) (*Manifes
 	if err := f.Sync(); err != nil {
 		return nil, fmt.Errorf("image: sync %s: %w", f.Name(), err)
 	}
-	return b.manifest(ctx, f.Name(), created)
+	have, err := early.wait()
+	if err != nil {
+		return nil, fmt.Errorf("image: hash %s: %w", f.Name(), err)
+	}
+	whole := sha256.New()
+	if err := hashChunks(ctx, f, m, whole, have); err != nil {
+		return nil, fmt.Errorf("image: hash %s: %w", f.Name(), err)
+	}
+	copy(m.ImageHash[:], whole.Sum(nil))
+	return b.manifest(m, created)
 }
 
-func (b *builder) manifest(ctx context.Context, path string, created int64) (*Manifest, error) {
-	cs := b.opts.ChunkSize
-	if cs == 0 {
-		cs = ChunkSize
+func (b *builder) chunkSize() uint32 {
+	if b.opts.ChunkSize == 0 {
+		return ChunkSize
 	}
-	m, err := HashFile(ctx, path, cs)
-	if err != nil {
-		return nil, err
-	}
+	return b.opts.ChunkSize
+}
+
+// manifest completes m with provenance and signs it.
+func (b *builder) manifest(m *Manifest, created int64) (*Manifest, error) {
 	m.FileCount, m.Created, m.Label = b.t.entries, created, b.opts.Label
 	if len(m.Label) > MaxLabel {
 		return nil, fmt.Errorf("image: label of %d bytes, more than %d", len(m.Label), MaxLabel)
@@ -248,8 +269,7 @@ func (b *builder) writeNode(i int32) error {
 			return err
 		}
 	}
-	b.w.putInode(n.ino, &in)
-	b.digest.Write(b.w.itable[(n.ino-1)*inodeSize : n.ino*inodeSize])
+	b.digest.Write(b.w.putInode(n.ino, &in))
 	return b.w.err
 }
 
@@ -283,7 +303,7 @@ func (b *builder) writeFile(i int32, in *inode) error {
 	if n.size == 0 {
 		return nil
 	}
-	path := b.t.path(i)
+	path := b.path(i)
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("image: open %s: %w", path, err)
@@ -356,6 +376,16 @@ func (b *builder) skipHole(f *os.File, m *blockMap, off, size int64) int64 {
 		m.add(0)
 	}
 	return off
+}
+
+// path returns node i's source path; siblings come in a row, so the
+// directory's path is computed once for all of them.
+func (b *builder) path(i int32) string {
+	n := &b.t.nodes[i]
+	if b.parentPath == "" || b.pathParent != n.parent {
+		b.pathParent, b.parentPath = n.parent, b.t.path(n.parent)
+	}
+	return b.parentPath + "/" + n.name
 }
 
 func (b *builder) progress(n int64) {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -59,6 +60,17 @@ func TestBuildEveryKindPassesFsck(t *testing.T) {
 	fi, _ := os.Stat(img)
 	if fi.Size() != m.ImageSize {
 		t.Errorf("image is %d bytes, manifest says %d", fi.Size(), m.ImageSize)
+	}
+	// chunks hashed while the image was written match a fresh read
+	fresh, err := HashFile(context.Background(), img, m.ChunkSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh.ImageHash != m.ImageHash || !slices.Equal(fresh.Chunks, m.Chunks) {
+		t.Error("manifest differs from a fresh HashFile of the image")
+	}
+	if fresh.ImageHash != fileSHA(t, img) {
+		t.Error("image hash is not the SHA-256 of the file")
 	}
 }
 

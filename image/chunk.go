@@ -14,8 +14,25 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// zeroBuf is read-only zeros for hashing holes.
-var zeroBuf = make([]byte, MaxChunkSize)
+// zeroBuf is read-only zeros for hashing holes, written repeatedly.
+var zeroBuf = make([]byte, 64<<10)
+
+// writeZeros feeds n zero bytes to h.
+func writeZeros(h hash.Hash, n int) {
+	for n > 0 {
+		k := min(n, len(zeroBuf))
+		h.Write(zeroBuf[:k])
+		n -= k
+	}
+}
+
+// zeroHash returns the SHA-256 of n zero bytes.
+func zeroHash(n int) (sum [sha256.Size]byte) {
+	h := sha256.New()
+	writeZeros(h, n)
+	copy(sum[:], h.Sum(nil))
+	return sum
+}
 
 // IsZero reports whether every byte of b is zero.
 func IsZero(b []byte) bool {
@@ -56,7 +73,7 @@ func HashFile(ctx context.Context, path string, chunkSize uint32) (*Manifest, er
 	}
 	m.Chunks = make([]Chunk, ChunkCount(m.ImageSize, chunkSize))
 	whole := sha256.New()
-	if err := hashChunks(ctx, f, m, whole); err != nil {
+	if err := hashChunks(ctx, f, m, whole, nil); err != nil {
 		return nil, fmt.Errorf("image: hash %s: %w", path, err)
 	}
 	copy(m.ImageHash[:], whole.Sum(nil))
@@ -70,8 +87,10 @@ type chunkJob struct {
 }
 
 // hashChunks runs a reader, a pool of chunk hashers, and the in-order
-// whole-image hasher; the window of chunks in flight bounds memory.
-func hashChunks(ctx context.Context, f *os.File, m *Manifest, whole hash.Hash) error {
+// whole-image hasher; the window of chunks in flight bounds memory. Chunks
+// marked in have are already hashed and only feed the whole-image hash.
+func hashChunks(ctx context.Context, f *os.File, m *Manifest, whole hash.Hash, have []bool) error {
+	zeroSum := zeroHash(int(m.ChunkSize))
 	workers := runtime.GOMAXPROCS(0)
 	window := 2 * workers
 	free := make(chan []byte, window)
@@ -85,10 +104,16 @@ func hashChunks(ctx context.Context, f *os.File, m *Manifest, whole hash.Hash) e
 	for range workers {
 		g.Go(func() error {
 			for j := range work {
+				if have != nil && have[j.i] {
+					close(j.done)
+					continue
+				}
 				if j.data == nil || IsZero(j.data) {
 					m.Chunks[j.i].Zero = true
-					_, n := m.ChunkRange(j.i)
-					m.Chunks[j.i].Hash = sha256.Sum256(zeroBuf[:n])
+					m.Chunks[j.i].Hash = zeroSum
+					if _, n := m.ChunkRange(j.i); n != int(m.ChunkSize) {
+						m.Chunks[j.i].Hash = zeroHash(n)
+					}
 				} else {
 					m.Chunks[j.i].Hash = sha256.Sum256(j.data)
 				}
@@ -106,7 +131,7 @@ func hashChunks(ctx context.Context, f *os.File, m *Manifest, whole hash.Hash) e
 			}
 			_, n := m.ChunkRange(j.i)
 			if j.data == nil {
-				whole.Write(zeroBuf[:n])
+				writeZeros(whole, n)
 				continue
 			}
 			whole.Write(j.data)
@@ -154,4 +179,60 @@ func isHole(f *os.File, off int64, n int) bool {
 		return true // no data after off
 	}
 	return err == nil && next >= off+int64(n)
+}
+
+// earlyHasher hashes chunks of a file that is still being written, as soon
+// as the writer reports them final, on its own goroutines.
+type earlyHasher struct {
+	f    *os.File
+	m    *Manifest
+	have []bool // written only by the workers, read after wait
+	work chan int
+	g    *errgroup.Group
+	ctx  context.Context
+	err  error
+	done bool
+}
+
+func startEarlyHasher(ctx context.Context, f *os.File, m *Manifest, workers int) *earlyHasher {
+	g, ctx := errgroup.WithContext(ctx)
+	h := &earlyHasher{f: f, m: m, have: make([]bool, len(m.Chunks)), work: make(chan int, workers), g: g, ctx: ctx}
+	for range workers {
+		g.Go(h.worker)
+	}
+	return h
+}
+
+func (h *earlyHasher) worker() error {
+	buf := make([]byte, h.m.ChunkSize)
+	for i := range h.work {
+		off, n := h.m.ChunkRange(i)
+		if _, err := h.f.ReadAt(buf[:n], off); err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		c := &h.m.Chunks[i]
+		c.Zero = IsZero(buf[:n])
+		c.Hash = sha256.Sum256(buf[:n])
+		h.have[i] = true
+	}
+	return nil
+}
+
+// submit queues chunk i, which will not change any more.
+func (h *earlyHasher) submit(i int) {
+	select {
+	case h.work <- i:
+	case <-h.ctx.Done():
+	}
+}
+
+// wait stops the workers and returns which chunks they hashed. It may be
+// called more than once.
+func (h *earlyHasher) wait() ([]bool, error) {
+	if !h.done {
+		h.done = true
+		close(h.work)
+		h.err = h.g.Wait()
+	}
+	return h.have, h.err
 }

@@ -16,10 +16,10 @@ func recLen(nameLen int) int { return 8 + (nameLen+3)&^3 }
 // children sorted by name bytes (the root also holds lost+found).
 func (t *tree) dirEntries(d int32) []dirEntry {
 	n := &t.nodes[d]
-	ents := make([]dirEntry, 0, len(n.children)+3)
+	ents := make([]dirEntry, 0, n.count+3)
 	ents = append(ents, dirEntry{".", n.ino, ftDir}, dirEntry{"..", t.nodes[n.parent].ino, ftDir})
 	lf := d == 0
-	for _, c := range n.children {
+	for c := n.first; c < n.first+n.count; c++ {
 		cn := &t.nodes[c]
 		if lf && cn.name > "lost+found" {
 			ents = append(ents, dirEntry{"lost+found", lostFound, ftDir})

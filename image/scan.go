@@ -31,7 +31,8 @@ type node struct {
 	size     int64
 	sparse   bool   // the source file has holes: SEEK_DATA is worth asking
 	target   string // symlink target
-	children []int32
+	first    int32  // a directory's children are nodes[first : first+count]
+	count    int32
 	primary  int32  // for a hard link: the node that owns the inode; -1 otherwise
 	ino      uint32 // assigned by tree.assignInodes
 	links    uint16 // names for the inode (files) or 2 + subdirectories (dirs)
@@ -77,25 +78,26 @@ func (t *tree) scanDir(idx int32, path string, links map[devIno]int32) error {
 	if err != nil {
 		return fmt.Errorf("image: %w", err)
 	}
-	defer d.Close()
 	names, err := d.Readdirnames(-1)
 	if err != nil {
+		d.Close()
 		return fmt.Errorf("image: read directory %s: %w", path, err)
 	}
 	slices.Sort(names) // Go strings compare as bytes
 	dirfd := int(d.Fd())
-	var subdirs []int32
+	first := int32(len(t.nodes))
+	t.nodes[idx].first, t.nodes[idx].count = first, int32(len(names))
 	for _, name := range names {
-		child, err := t.scanEntry(idx, dirfd, path, name, links)
-		if err != nil {
+		if err := t.scanEntry(idx, dirfd, path, name, links); err != nil {
+			d.Close()
 			return err
 		}
-		t.nodes[idx].children = append(t.nodes[idx].children, child)
-		if t.nodes[child].kind == kindDir {
-			subdirs = append(subdirs, child)
-		}
 	}
-	for _, c := range subdirs {
+	d.Close() // before recursing: one directory open at a time
+	for c := first; c < first+int32(len(names)); c++ {
+		if t.nodes[c].kind != kindDir {
+			continue
+		}
 		if err := t.scanDir(c, filepath.Join(path, t.nodes[c].name), links); err != nil {
 			return err
 		}
@@ -103,17 +105,17 @@ func (t *tree) scanDir(idx int32, path string, links map[devIno]int32) error {
 	return nil
 }
 
-func (t *tree) scanEntry(parent int32, dirfd int, dir, name string, links map[devIno]int32) (int32, error) {
+func (t *tree) scanEntry(parent int32, dirfd int, dir, name string, links map[devIno]int32) error {
 	path := filepath.Join(dir, name)
 	if len(name) > maxNameLen {
-		return 0, fmt.Errorf("image: %s: name is %d bytes, ext2 allows %d", path, len(name), maxNameLen)
+		return fmt.Errorf("image: %s: name is %d bytes, ext2 allows %d", path, len(name), maxNameLen)
 	}
 	if parent == 0 && name == "lost+found" {
-		return 0, fmt.Errorf("image: %s: lost+found is reserved at the image root", path)
+		return fmt.Errorf("image: %s: lost+found is reserved at the image root", path)
 	}
 	var st unix.Stat_t
 	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return 0, fmt.Errorf("image: stat %s: %w", path, err)
+		return fmt.Errorf("image: stat %s: %w", path, err)
 	}
 	n := nodeFromStat(name, parent, &st)
 	switch st.Mode & unix.S_IFMT {
@@ -123,21 +125,21 @@ func (t *tree) scanEntry(parent int32, dirfd int, dir, name string, links map[de
 		n.kind = kindFile
 		n.sparse = st.Blocks*512 < st.Size
 		if err := checkFileSize(path, st.Size); err != nil {
-			return 0, err
+			return err
 		}
 	case unix.S_IFLNK:
 		n.kind = kindSymlink
 		target, err := readlinkat(dirfd, name, st.Size)
 		if err != nil {
-			return 0, fmt.Errorf("image: readlink %s: %w", path, err)
+			return fmt.Errorf("image: readlink %s: %w", path, err)
 		}
 		if len(target) > maxSymlinkLen {
-			return 0, fmt.Errorf("image: %s: symlink target of %d bytes, ext2 allows %d", path, len(target), maxSymlinkLen)
+			return fmt.Errorf("image: %s: symlink target of %d bytes, ext2 allows %d", path, len(target), maxSymlinkLen)
 		}
 		n.target = target
 		n.size = int64(len(target))
 	default:
-		return 0, fmt.Errorf("image: %s: %s is not supported (only files, directories and symlinks)", path, fileTypeName(st.Mode))
+		return fmt.Errorf("image: %s: %s is not supported (only files, directories and symlinks)", path, fileTypeName(st.Mode))
 	}
 	idx := int32(len(t.nodes))
 	if n.kind != kindDir && st.Nlink > 1 {
@@ -150,7 +152,7 @@ func (t *tree) scanEntry(parent int32, dirfd int, dir, name string, links map[de
 	}
 	t.nodes = append(t.nodes, n)
 	t.entries++
-	return idx, nil
+	return nil
 }
 
 func nodeFromStat(name string, parent int32, st *unix.Stat_t) node {

@@ -25,7 +25,19 @@ type imageWriter struct {
 	next  uint32
 
 	bitmap []byte // one bit per block, whole image
-	itable []byte // inode table, inodes 1..highest used
+	// itable holds the inode table of group itGroup only: inodes arrive in
+	// ascending order, so each group's table is written once, when the
+	// next group's first inode arrives (or at finish).
+	itable  []byte
+	itGroup uint32
+	itUsed  uint32 // bytes of itable in use
+
+	// onFinal, when set, learns of each chunk (of chunkBlocks blocks) that
+	// will not change any more: written, and clear of the group headers
+	// that finish writes.
+	onFinal     func(chunk int)
+	chunkBlocks uint32
+	nextFinal   uint32
 
 	buf      []byte
 	bufStart uint32
@@ -37,7 +49,7 @@ func newImageWriter(f *os.File, geo geometry, inodes uint32) *imageWriter {
 	w := &imageWriter{
 		f: f, geo: geo,
 		bitmap: make([]byte, ceilDiv(uint64(geo.blocks), 8)),
-		itable: make([]byte, uint64(inodes)*inodeSize),
+		itable: make([]byte, uint64(min(inodes, geo.ipg))*inodeSize),
 		buf:    make([]byte, writeBufBlocks*blockSize),
 		next:   geo.dataStart(0),
 	}
@@ -99,7 +111,36 @@ func (w *imageWriter) flush() {
 		w.fail(fmt.Errorf("image: write %s: %w", w.f.Name(), err))
 	}
 	w.written += n
+	end := w.bufStart + w.bufN
 	w.bufN = 0
+	w.reportFinal(end)
+}
+
+// reportFinal hands onFinal the chunks that lie wholly below block end:
+// allocation only moves forward, so nothing below it is written again,
+// except the group headers, which finish writes.
+func (w *imageWriter) reportFinal(end uint32) {
+	if w.onFinal == nil || w.err != nil {
+		return
+	}
+	for (w.nextFinal+1)*w.chunkBlocks <= end {
+		c := w.nextFinal
+		w.nextFinal++
+		if !w.touchesHeader(c*w.chunkBlocks, (c+1)*w.chunkBlocks) {
+			w.onFinal(int(c))
+		}
+	}
+}
+
+// touchesHeader reports whether blocks [start, end) overlap a group's
+// superblock copy, descriptors, bitmaps or inode table. A chunk is smaller
+// than a group, so it meets at most two groups.
+func (w *imageWriter) touchesHeader(start, end uint32) bool {
+	g := start / blocksPerGroup
+	if start < w.geo.dataStart(g) {
+		return true
+	}
+	return (end-1)/blocksPerGroup != g
 }
 
 // writeAt writes raw bytes at a byte offset, outside the block buffer.
@@ -113,15 +154,43 @@ func (w *imageWriter) writeAt(p []byte, off int64) {
 	}
 }
 
-// putInode stores inode number ino in the in-memory inode table.
-func (w *imageWriter) putInode(ino uint32, in *inode) {
-	in.encode(w.itable[(ino-1)*inodeSize:])
+var errInodeOrder = errors.New("image: inodes written out of group order")
+
+// putInode encodes inode number ino into its group's table and returns the
+// encoded bytes. Inodes must come in ascending group order.
+func (w *imageWriter) putInode(ino uint32, in *inode) []byte {
+	g := (ino - 1) / w.geo.ipg
+	if g < w.itGroup {
+		w.fail(errInodeOrder)
+		return nil
+	}
+	if g > w.itGroup {
+		w.flushInodeTable()
+		w.itGroup = g
+	}
+	off := (ino - 1 - g*w.geo.ipg) * inodeSize
+	b := w.itable[off : off+inodeSize]
+	in.encode(b)
+	w.itUsed = max(w.itUsed, off+inodeSize)
+	return b
+}
+
+// flushInodeTable writes the used part of the current group's inode table;
+// the rest stays zero (a hole in the image file).
+func (w *imageWriter) flushInodeTable() {
+	if w.itUsed == 0 {
+		return
+	}
+	w.writeAt(w.itable[:w.itUsed], int64(w.geo.inodeTable(w.itGroup))*blockSize)
+	clear(w.itable[:w.itUsed])
+	w.itUsed = 0
 }
 
 // finish writes the inode tables, bitmaps, group descriptors and
 // superblocks, and returns the sticky error.
 func (w *imageWriter) finish(sb superblock, dirsPerGroup []uint16, usedInodes uint32) error {
 	w.flush()
+	w.flushInodeTable()
 	geo := &w.geo
 	descs := make([]groupDesc, geo.groups)
 	var freeBlocks, freeInodes uint32
@@ -137,7 +206,6 @@ func (w *imageWriter) finish(sb superblock, dirsPerGroup []uint16, usedInodes ui
 		freeInodes += uint32(d.freeInodes)
 		w.writeAt(bb, int64(d.blockBitmap)*blockSize)
 		w.writeAt(ib, int64(d.inodeBitmap)*blockSize)
-		w.writeInodeTable(g, usedInodes)
 	}
 	sb.blocks, sb.inodes, sb.inodesPerGroup = geo.blocks, geo.inodes(), geo.ipg
 	sb.freeBlocks, sb.freeInodes = freeBlocks, freeInodes
@@ -194,17 +262,6 @@ func (w *imageWriter) groupInodeBitmap(g, usedInodes uint32) ([]byte, uint32) {
 		b[i/8] |= 1 << (i % 8)
 	}
 	return b, used
-}
-
-// writeInodeTable writes the used part of group g's inode table; the rest
-// stays zero (a hole in the image file).
-func (w *imageWriter) writeInodeTable(g, usedInodes uint32) {
-	first := g * w.geo.ipg // zero-based index of the group's first inode
-	if first >= usedInodes {
-		return
-	}
-	last := min(usedInodes, first+w.geo.ipg)
-	w.writeAt(w.itable[uint64(first)*inodeSize:uint64(last)*inodeSize], int64(w.geo.inodeTable(g))*blockSize)
 }
 
 func countBits(b []byte, n uint32) uint32 {
