@@ -1,0 +1,38 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/loopcast/loopcast/release"
+	"github.com/urfave/cli/v2"
+)
+
+func rollbackCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "rollback",
+		Usage: "switch this host back to the previous release (or --to one still kept), without the network",
+		Flags: []cli.Flag{
+			storeRootFlag(),
+			&cli.StringFlag{Name: "to", Usage: "roll back to release `ID` instead of the previous one"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 0 {
+				return fmt.Errorf("rollback: unexpected arguments %v (use --to ID)", c.Args().Slice())
+			}
+			s, err := openStore(c, release.Options{})
+			if err != nil {
+				return err
+			}
+			to, err := s.Rollback(c.String("to"))
+			if err != nil {
+				return err
+			}
+			st, err := s.Status()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "current %s (rolled back from %s)\n", to, orNone(st.Previous))
+			return nil
+		},
+	}
+}

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/loopcast/loopcast/release"
+	"github.com/urfave/cli/v2"
+)
+
+// storeRootFlag is the --root flag of the local commands.
+func storeRootFlag() *cli.StringFlag {
+	return &cli.StringFlag{
+		Name: "root", Value: release.DefaultRoot, EnvVars: []string{"LOOPCAST_ROOT"},
+		Usage: "the agent's store `DIR` (images/, releases/, current, state)",
+	}
+}
+
+// openStore opens the store at --root, refusing to create one where none is.
+func openStore(c *cli.Context, opts release.Options) (*release.Store, error) {
+	root := c.String("root")
+	if _, err := os.Stat(root); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: no release store at %s (see --root)", c.Command.Name, root)
+	}
+	if opts.Logger == nil {
+		// The command prints its outcome; the store's log is for the agent.
+		opts.Logger = slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	return release.Open(root, opts)
+}
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "print this host's releases: current, previous, staged, free disk, last error",
+		Flags: []cli.Flag{
+			storeRootFlag(),
+			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+		},
+		Action: func(c *cli.Context) error {
+			s, err := openStore(c, release.Options{})
+			if err != nil {
+				return err
+			}
+			st, err := s.Status()
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				enc := json.NewEncoder(c.App.Writer)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			printStatus(c.App.Writer, st)
+			return nil
+		},
+	}
+}
+
+func printStatus(w io.Writer, st *release.Status) {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintf(tw, "root\t%s\n", st.Root)
+	fmt.Fprintf(tw, "current\t%s\n", orNone(st.Current))
+	fmt.Fprintf(tw, "previous\t%s\n", orNone(st.Previous))
+	fmt.Fprintf(tw, "staged\t%s\n", orNone(strings.Join(st.Staged, " ")))
+	fmt.Fprintf(tw, "free disk\t%s\n", humanBytes(st.FreeBytes))
+	fmt.Fprintf(tw, "last error\t%s\n", orNone(st.LastError))
+	tw.Flush()
+	if len(st.Releases) > 0 {
+		fmt.Fprintln(w)
+		printReleases(w, st)
+	}
+	for _, f := range st.Failed {
+		fmt.Fprintf(w, "failed %s at %s: %s\n", orNone(f.ID), f.At.Format("2006-01-02 15:04:05Z"), f.Error)
+	}
+}
+
+func printReleases(w io.Writer, st *release.Status) {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "RELEASE\tSTATE\tMOUNTED\tSIZE\tSTAGED\tLABEL")
+	for _, r := range st.Releases {
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\n", r.ID, releaseState(st, r), r.Mounted,
+			humanBytes(r.Size), r.StagedAt.Format("2006-01-02 15:04:05Z"), r.Label)
+	}
+	tw.Flush()
+}
+
+func releaseState(st *release.Status, r release.ReleaseStatus) string {
+	switch {
+	case r.ID == st.Current:
+		return "current"
+	case r.ID == st.Previous:
+		return "previous"
+	case r.Activated == 0:
+		return "staged"
+	}
+	return "kept"
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

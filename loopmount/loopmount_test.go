@@ -1,0 +1,355 @@
+package loopmount
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/loopcast/loopcast/internal/testenv"
+	"golang.org/x/sys/unix"
+)
+
+// settleTimeout bounds the wait for the kernel's asynchronous autoclear
+// after the last user of a loop device goes; it is a deadline for a
+// condition, not a timing assertion.
+const settleTimeout = 20 * time.Second
+
+// makeImage builds an ext2 image holding files (name → content) with mke2fs.
+func makeImage(t *testing.T, dir, name string, files map[string]string) string {
+	t.Helper()
+	testenv.RequireTool(t, "mke2fs")
+	src := filepath.Join(dir, name+".src")
+	for n, c := range files {
+		p := filepath.Join(src, n)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img := filepath.Join(dir, name+".img")
+	out, err := exec.Command("mke2fs", "-q", "-t", "ext2", "-d", src, img, "4M").CombinedOutput()
+	if err != nil {
+		t.Fatalf("mke2fs: %v\n%s", err, out)
+	}
+	return img
+}
+
+// scratch returns a temporary directory whose loop mounts and devices are
+// cleaned up when the test ends, even on failure.
+func scratch(t *testing.T) string {
+	t.Helper()
+	testenv.RequireLoop(t)
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cleanupUnder(t, dir) })
+	return dir
+}
+
+// cleanupUnder lazily unmounts every mount below dir, newest first.
+func cleanupUnder(t *testing.T, dir string) {
+	b, err := os.ReadFile(mountinfoPath)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	var dirs []string
+	for line := range bytes.Lines(b) {
+		if d, _, ok := parseMountinfo(string(line)); ok && strings.HasPrefix(d, dir+"/") {
+			dirs = append(dirs, d)
+		}
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := unix.Unmount(dirs[i], unix.MNT_DETACH); err != nil {
+			t.Errorf("cleanup: unmount %s: %v", dirs[i], err)
+		}
+	}
+}
+
+// ownLoops counts loop devices backed by files under dir.
+func ownLoops(t *testing.T, dir string) int {
+	t.Helper()
+	loops, err := Devices()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range loops {
+		if strings.HasPrefix(l.Backing, dir+"/") {
+			n++
+		}
+	}
+	return n
+}
+
+// ownMounts counts loop mounts of images under dir.
+func ownMounts(t *testing.T, dir string) int {
+	t.Helper()
+	ms, err := Mounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, m := range ms {
+		if strings.HasPrefix(m.Image, dir+"/") {
+			n++
+		}
+	}
+	return n
+}
+
+// waitNoLoops waits until no loop device is backed by a file under dir.
+func waitNoLoops(t *testing.T, dir string) {
+	t.Helper()
+	deadline := time.Now().Add(settleTimeout)
+	for ownLoops(t, dir) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d loop devices backed by files under %s still bound", ownLoops(t, dir), dir)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func mkdir(t *testing.T, dir string) string {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// mountOptions returns the per-mount options of dir from mountinfo.
+func mountOptions(t *testing.T, dir string) []string {
+	t.Helper()
+	b, err := os.ReadFile(mountinfoPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range bytes.Lines(b) {
+		f := strings.Fields(string(line))
+		if len(f) > 5 && unescape(f[4]) == dir {
+			return strings.Split(f[5], ",")
+		}
+	}
+	t.Fatalf("%s is not mounted", dir)
+	return nil
+}
+
+func hasAll(have []string, want ...string) bool {
+	for _, w := range want {
+		found := false
+		for _, h := range have {
+			found = found || h == w
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+func TestMountReadOnly(t *testing.T) {
+	dir := scratch(t)
+	img := makeImage(t, dir, "a", map[string]string{"hello.txt": "hello\n", "sub/x": "x"})
+	mnt := mkdir(t, filepath.Join(dir, "mnt"))
+	m, err := MountImage(img, mnt, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(mnt, "hello.txt")); err != nil || string(got) != "hello\n" {
+		t.Fatalf("read hello.txt = %q, %v; want %q", got, err, "hello\n")
+	}
+	if opts := mountOptions(t, mnt); !hasAll(opts, "ro", "nodev", "nosuid") || hasAll(opts, "noexec") {
+		t.Errorf("mount options %v, want ro,nodev,nosuid without noexec", opts)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "new"), nil, 0o644); !errors.Is(err, unix.EROFS) {
+		t.Errorf("write into mount: %v, want EROFS", err)
+	}
+	found, err := FindMounts(img)
+	if err != nil || len(found) != 1 || found[0].Dir != mnt || found[0].Device != m.Device {
+		t.Fatalf("FindMounts = %+v, %v; want one mount at %s on %s", found, err, mnt, m.Device)
+	}
+	if ro, err := os.ReadFile("/sys/block/" + filepath.Base(m.Device) + "/ro"); err != nil || strings.TrimSpace(string(ro)) != "1" {
+		t.Errorf("%s ro = %q, %v; want 1", m.Device, ro, err)
+	}
+	lazy, err := Unmount(mnt)
+	if err != nil || lazy {
+		t.Fatalf("Unmount = lazy %v, %v; want an immediate unmount", lazy, err)
+	}
+	if found, _ := FindMounts(img); len(found) != 0 {
+		t.Errorf("after Unmount FindMounts = %+v, want none", found)
+	}
+	waitNoLoops(t, dir)
+}
+
+func TestMountNoExec(t *testing.T) {
+	dir := scratch(t)
+	img := makeImage(t, dir, "a", map[string]string{"f": "f"})
+	mnt := mkdir(t, filepath.Join(dir, "mnt"))
+	if _, err := MountImage(img, mnt, Options{NoExec: true}); err != nil {
+		t.Fatal(err)
+	}
+	if opts := mountOptions(t, mnt); !hasAll(opts, "ro", "nodev", "nosuid", "noexec") {
+		t.Errorf("mount options %v, want ro,nodev,nosuid,noexec", opts)
+	}
+	if _, err := Unmount(mnt); err != nil {
+		t.Fatal(err)
+	}
+	waitNoLoops(t, dir)
+}
+
+// TestCyclesNoLeak mounts and unmounts many times, through LOOP_CONFIGURE
+// and through the LOOP_SET_FD fallback, and checks that no loop device or
+// mount is left behind.
+func TestCyclesNoLeak(t *testing.T) {
+	const cycles = 40 // enough to expose a leak per cycle; ~10 ms each
+	for _, fallback := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fallback=%v", fallback), func(t *testing.T) {
+			dir := scratch(t)
+			prev := noConfigure.Load()
+			noConfigure.Store(fallback)
+			t.Cleanup(func() { noConfigure.Store(prev) })
+			img := makeImage(t, dir, "a", map[string]string{"f": "content"})
+			mnt := mkdir(t, filepath.Join(dir, "mnt"))
+			for i := range cycles {
+				m, err := MountImage(img, mnt, Options{})
+				if err != nil {
+					t.Fatalf("cycle %d: %v", i, err)
+				}
+				if i == 0 {
+					checkLoopFlags(t, m.Device)
+				}
+				if got, err := os.ReadFile(filepath.Join(mnt, "f")); err != nil || string(got) != "content" {
+					t.Fatalf("cycle %d: read = %q, %v", i, got, err)
+				}
+				if _, err := Unmount(mnt); err != nil {
+					t.Fatalf("cycle %d: %v", i, err)
+				}
+			}
+			waitNoLoops(t, dir)
+			if n := ownMounts(t, dir); n != 0 {
+				t.Errorf("%d mounts left, want 0", n)
+			}
+		})
+	}
+}
+
+// checkLoopFlags checks that dev is read-only and autoclears.
+func checkLoopFlags(t *testing.T, dev string) {
+	t.Helper()
+	sys := "/sys/block/" + filepath.Base(dev)
+	for _, f := range []string{sys + "/ro", sys + "/loop/autoclear"} {
+		if b, err := os.ReadFile(f); err != nil || strings.TrimSpace(string(b)) != "1" {
+			t.Errorf("%s = %q, %v; want 1", f, b, err)
+		}
+	}
+}
+
+// TestConcurrentAttach races attachers for free devices: each must get its
+// own device (retrying on EBUSY), and all are freed afterwards.
+func TestConcurrentAttach(t *testing.T) {
+	const workers = 8 // more than the 8 pre-made nodes on a default system
+	dir := scratch(t)
+	img := makeImage(t, dir, "a", map[string]string{"f": "f"})
+	mounts := make([]*Mount, workers)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for i := range workers {
+		mnt := mkdir(t, filepath.Join(dir, fmt.Sprint("mnt", i)))
+		wg.Go(func() { mounts[i], errs[i] = MountImage(img, mnt, Options{}) })
+	}
+	wg.Wait()
+	devs := map[string]bool{}
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("worker %d: %v", i, err)
+		}
+		if devs[mounts[i].Device] {
+			t.Errorf("device %s given to two mounts", mounts[i].Device)
+		}
+		devs[mounts[i].Device] = true
+	}
+	if n := ownLoops(t, dir); n != workers {
+		t.Errorf("%d own loop devices, want %d", n, workers)
+	}
+	for _, m := range mounts {
+		if _, err := Unmount(m.Dir); err != nil {
+			t.Error(err)
+		}
+	}
+	waitNoLoops(t, dir)
+}
+
+// TestLazyUnmount: a file open in a busy mount keeps reading after the
+// unmount; the mount leaves the namespace at once and the device is freed
+// when the file is closed.
+func TestLazyUnmount(t *testing.T) {
+	dir := scratch(t)
+	img := makeImage(t, dir, "a", map[string]string{"f": "still here"})
+	mnt := mkdir(t, filepath.Join(dir, "mnt"))
+	if _, err := MountImage(img, mnt, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(mnt, "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	lazy, err := Unmount(mnt)
+	if err != nil || !lazy {
+		t.Fatalf("Unmount of a busy mount = lazy %v, %v; want lazy", lazy, err)
+	}
+	if ok, err := IsMountPoint(mnt); err != nil || ok {
+		t.Errorf("IsMountPoint after lazy unmount = %v, %v; want false", ok, err)
+	}
+	if n := ownLoops(t, dir); n != 1 {
+		t.Errorf("%d own loop devices while the file is open, want 1", n)
+	}
+	buf := make([]byte, 64)
+	n, err := f.ReadAt(buf, 0)
+	if got := string(buf[:n]); got != "still here" {
+		t.Errorf("read after lazy unmount = %q, %v; want %q", got, err, "still here")
+	}
+	f.Close()
+	waitNoLoops(t, dir)
+}
+
+// TestMountFailureNoLeak: a file that is not ext2 fails to mount and leaves
+// no device attached.
+func TestMountFailureNoLeak(t *testing.T) {
+	dir := scratch(t)
+	junk := filepath.Join(dir, "junk.img")
+	if err := os.WriteFile(junk, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mnt := mkdir(t, filepath.Join(dir, "mnt"))
+	_, err := MountImage(junk, mnt, Options{})
+	if err == nil || !strings.Contains(err.Error(), junk) {
+		t.Fatalf("mount of junk = %v, want an error naming %s", err, junk)
+	}
+	waitNoLoops(t, dir)
+}
+
+func TestParseMountinfo(t *testing.T) {
+	line := `36 35 7:3 / /srv/a\040b ro,nodev master:1 - ext2 /dev/loop3 ro` + "\n"
+	dir, src, ok := parseMountinfo(line)
+	if !ok || dir != "/srv/a b" || src != "/dev/loop3" {
+		t.Errorf("parseMountinfo = %q, %q, %v; want /srv/a b, /dev/loop3, true", dir, src, ok)
+	}
+	if _, _, ok := parseMountinfo("garbage\n"); ok {
+		t.Error("parseMountinfo(garbage) ok, want not ok")
+	}
+	if got := unescape(`a\134b\011c\0`); got != "a\\b\tc\\0" {
+		t.Errorf("unescape = %q", got)
+	}
+}

@@ -1,0 +1,74 @@
+package loopmount
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultFSType is the filesystem loopcast images carry.
+const DefaultFSType = "ext2"
+
+// Options tune Mount.
+type Options struct {
+	FSType string // filesystem type; DefaultFSType when empty
+	NoExec bool   // add noexec: nothing in the image may be executed directly
+}
+
+// Mount is a read-only loop mount of an image.
+type Mount struct {
+	Image  string // backing file
+	Dir    string // mount point
+	Device string // /dev/loopN
+}
+
+// mountFlags are always set: an image is content, never devices or setuid
+// programs, and is never written.
+const mountFlags = unix.MS_RDONLY | unix.MS_NODEV | unix.MS_NOSUID
+
+// MountImage attaches image to a free loop device and mounts it read-only
+// at dir. The returned mount is the device's only user, so unmounting it
+// frees the device; on error nothing stays attached or mounted.
+func MountImage(image, dir string, opts Options) (*Mount, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("loopmount: %w", err)
+	}
+	d, err := Attach(image)
+	if err != nil {
+		return nil, err
+	}
+	// Closing our reference after the mount (or its failure) leaves the
+	// mount as the only user; autoclear detaches when that goes.
+	defer d.Close()
+	fstype := opts.FSType
+	if fstype == "" {
+		fstype = DefaultFSType
+	}
+	flags := uintptr(mountFlags)
+	if opts.NoExec {
+		flags |= unix.MS_NOEXEC
+	}
+	if err := unix.Mount(d.Path, abs, fstype, flags, ""); err != nil {
+		return nil, fmt.Errorf("loopmount: mount %s (%s, %s) at %s: %w", d.Path, d.Backing, fstype, abs, err)
+	}
+	return &Mount{Image: d.Backing, Dir: abs, Device: d.Path}, nil
+}
+
+// Unmount unmounts dir. When the mount is busy it detaches it lazily
+// (MNT_DETACH): it leaves the namespace at once and the kernel finishes the
+// unmount, and frees the loop device, when the last open file in it is
+// closed. lazy reports whether that happened.
+func Unmount(dir string) (lazy bool, err error) {
+	err = unix.Unmount(dir, unix.UMOUNT_NOFOLLOW)
+	if errors.Is(err, unix.EBUSY) {
+		lazy = true
+		err = unix.Unmount(dir, unix.UMOUNT_NOFOLLOW|unix.MNT_DETACH)
+	}
+	if err != nil {
+		return lazy, fmt.Errorf("loopmount: unmount %s: %w", dir, err)
+	}
+	return lazy, nil
+}

@@ -1,0 +1,224 @@
+package release
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/testenv"
+	"github.com/loopcast/loopcast/loopmount"
+	"golang.org/x/sys/unix"
+)
+
+// settleTimeout bounds the wait for the kernel's asynchronous release of a
+// loop device after its mount goes; a deadline for a condition, not a
+// timing assertion.
+const settleTimeout = 20 * time.Second
+
+// testKey signs the test manifests; the stores trust it.
+var testPub, testKey, _ = ed25519.GenerateKey(rand.Reader)
+
+// fixture is a test's scratch directory: images are built in dir/src, the
+// store lives in dir/root.
+type fixture struct {
+	t   *testing.T
+	dir string
+}
+
+// newFixture needs loop devices and mke2fs, and unmounts everything below
+// its directory when the test ends, even on failure, then checks that no
+// loop device backed by a file of the test is left.
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	testenv.RequireLoop(t)
+	testenv.RequireTool(t, "mke2fs")
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		unmountUnder(t, dir)
+		waitNoLoops(t, dir, 0)
+	})
+	return &fixture{t: t, dir: dir}
+}
+
+// open opens a store at dir/root trusting testKey.
+func (f *fixture) open(opts Options) *Store {
+	f.t.Helper()
+	opts.TrustedKeys = []ed25519.PublicKey{testPub}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s, err := Open(filepath.Join(f.dir, "root"), opts)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return s
+}
+
+// build makes an ext2 image whose files all say name (id.txt, a.txt,
+// b.txt) and a signed manifest for it; it returns their paths.
+func (f *fixture) build(name string) (img, man string) {
+	f.t.Helper()
+	return f.buildFiles(name, map[string]string{"id.txt": name, "a.txt": name, "b.txt": name}, "4M")
+}
+
+func (f *fixture) buildFiles(name string, files map[string]string, size string) (img, man string) {
+	f.t.Helper()
+	src := filepath.Join(f.dir, "src", name)
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		f.t.Fatal(err)
+	}
+	for n, c := range files {
+		if err := os.WriteFile(filepath.Join(src, n), []byte(c), 0o644); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	img = filepath.Join(f.dir, "src", name+".img")
+	if out, err := exec.Command("mke2fs", "-q", "-t", "ext2", "-d", src, img, size).CombinedOutput(); err != nil {
+		f.t.Fatalf("mke2fs: %v\n%s", err, out)
+	}
+	return img, f.manifest(img, name, testKey)
+}
+
+// manifest hashes img and writes a manifest signed by key beside it.
+func (f *fixture) manifest(img, label string, key ed25519.PrivateKey) string {
+	f.t.Helper()
+	m, err := image.HashFile(context.Background(), img, image.ChunkSize)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	m.Label = label
+	m.Sign(key)
+	man := strings.TrimSuffix(img, ".img") + ".manifest"
+	if err := image.WriteManifestFile(man, m); err != nil {
+		f.t.Fatal(err)
+	}
+	return man
+}
+
+// stage builds release name and stages it, returning its id.
+func (f *fixture) stage(s *Store, name string) string {
+	f.t.Helper()
+	img, man := f.build(name)
+	id, err := s.Stage(context.Background(), "", img, man)
+	if err != nil {
+		f.t.Fatalf("stage %s: %v", name, err)
+	}
+	return id
+}
+
+// deploy stages and activates release name.
+func (f *fixture) deploy(s *Store, name string) string {
+	f.t.Helper()
+	id := f.stage(s, name)
+	if err := s.Activate(id); err != nil {
+		f.t.Fatalf("activate %s (%s): %v", name, id, err)
+	}
+	return id
+}
+
+// served reads current/id.txt.
+func served(t *testing.T, s *Store) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.CurrentPath(), "id.txt"))
+	if err != nil {
+		t.Fatalf("read current: %v", err)
+	}
+	return string(b)
+}
+
+// linkTarget reads the current symlink.
+func linkTarget(t *testing.T, s *Store) string {
+	t.Helper()
+	l, err := os.Readlink(s.CurrentPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func state(t *testing.T, s *Store) *State {
+	t.Helper()
+	st, err := s.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// unmountUnder lazily unmounts every mount below dir, newest first.
+func unmountUnder(t *testing.T, dir string) {
+	for _, d := range mountsUnder(t, dir) {
+		if err := unix.Unmount(d, unix.MNT_DETACH); err != nil {
+			t.Errorf("cleanup: unmount %s: %v", d, err)
+		}
+	}
+}
+
+// mountsUnder lists the mount points below dir, newest first.
+func mountsUnder(t *testing.T, dir string) []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for line := range bytes.Lines(b) {
+		f := strings.Fields(string(line))
+		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			dirs = append([]string{f[4]}, dirs...)
+		}
+	}
+	return dirs
+}
+
+// ownLoops counts loop devices backed by files below dir.
+func ownLoops(t *testing.T, dir string) int {
+	t.Helper()
+	loops, err := loopmount.Devices()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range loops {
+		if strings.HasPrefix(l.Backing, dir+"/") {
+			n++
+		}
+	}
+	return n
+}
+
+// waitNoLoops waits until exactly want loop devices are backed by files
+// below dir.
+func waitNoLoops(t *testing.T, dir string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(settleTimeout)
+	for ownLoops(t, dir) != want {
+		if time.Now().After(deadline) {
+			t.Errorf("%d loop devices backed by files under %s, want %d", ownLoops(t, dir), dir, want)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func mustMounted(t *testing.T, s *Store, id string, want bool) {
+	t.Helper()
+	if got := s.mounted(id); got != want {
+		t.Errorf("release %s mounted = %v, want %v", id, got, want)
+	}
+}
+
+func releaseLink(id string) string { return fmt.Sprintf("releases/%s", id) }

@@ -1,0 +1,186 @@
+package release
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/loopcast/loopcast/image"
+)
+
+// tmpMarker is in the names of atomicfile's temporary files.
+const tmpMarker = ".tmp-"
+
+// Reconcile brings the store in line with the disk at boot, before the
+// agent reports ready: it removes temporary files, adopts images a crash
+// left unrecorded, remounts every kept release, and repairs `current` when
+// it points at a missing or broken release (to the recorded current, else
+// the previous, else the newest activated one). It returns an error when
+// releases exist but none can be served.
+func (s *Store) Reconcile() error {
+	return s.update("reconcile", func(st *State) error {
+		s.removeTemps()
+		adopted := s.adoptOrphans(st)
+		s.remountAll(st)
+		s.removeStrayDirs(st)
+		if err := s.repairCurrent(st); err != nil {
+			return err
+		}
+		// Adopted images stay until the next switch applies retention: with
+		// the state lost, their history is unknown.
+		return s.prune(st, adopted...)
+	})
+}
+
+// removeTemps removes temporary files an interrupted write left behind,
+// and manifests whose image never arrived (Stage writes the manifest first).
+func (s *Store) removeTemps() {
+	for _, dir := range []string{s.root, filepath.Join(s.root, imagesDir)} {
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			n := e.Name()
+			temp := strings.HasPrefix(n, ".") && strings.Contains(n, tmpMarker)
+			if temp || dir != s.root && s.manifestOnly(n) {
+				s.log.Info("release: removing leftover file", "path", filepath.Join(dir, n))
+				os.Remove(filepath.Join(dir, n))
+			}
+		}
+	}
+}
+
+// manifestOnly reports whether name is a manifest in images/ without its
+// image.
+func (s *Store) manifestOnly(name string) bool {
+	id, ok := strings.CutSuffix(name, ".manifest")
+	return ok && !exists(s.imagePath(id))
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
+
+// adoptOrphans records images that were adopted but not recorded (a crash
+// in Stage after the rename, or a lost state file), oldest first by
+// modification time. An image is only ever renamed into images/ after it
+// was verified, so one with its manifest is staged; one without is
+// removed. It returns the ids adopted.
+func (s *Store) adoptOrphans(st *State) []string {
+	imgs, _ := filepath.Glob(filepath.Join(s.root, imagesDir, "*.img"))
+	slices.SortFunc(imgs, func(a, b string) int { return cmp.Compare(mtime(a), mtime(b)) })
+	var adopted []string
+	for _, img := range imgs {
+		id := strings.TrimSuffix(filepath.Base(img), ".img")
+		if st.live(id) != nil {
+			continue
+		}
+		m, err := image.ReadManifestFile(s.manifestPath(id))
+		if err != nil || checkID(id) != nil || m.ReleaseID() != id {
+			s.log.Warn("release: removing unrecorded image", "path", img, "err", err)
+			s.discard(id)
+			continue
+		}
+		s.log.Info("release: adopting unrecorded image", "id", id)
+		s.record(st, id, m)
+		adopted = append(adopted, id)
+	}
+	return adopted
+}
+
+// mtime returns a file's modification time in nanoseconds, 0 on error.
+func mtime(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.ModTime().UnixNano()
+}
+
+// remountAll mounts every live release; one that cannot be mounted is
+// recorded as failed and retired.
+func (s *Store) remountAll(st *State) {
+	for i := range st.History {
+		e := &st.History[i]
+		if e.Retired {
+			continue
+		}
+		err := s.ensureMounted(e.ID)
+		if errors.Is(err, fs.ErrNotExist) {
+			err = fmt.Errorf("release: image of %s is missing: %w", e.ID, err)
+		}
+		if err != nil {
+			st.fail(e.ID, err)
+			s.discard(e.ID)
+			e.Retired = true
+		}
+	}
+}
+
+// removeStrayDirs removes release directories that belong to no live
+// release, unmounting them first.
+func (s *Store) removeStrayDirs(st *State) {
+	ents, _ := os.ReadDir(filepath.Join(s.root, releasesDir))
+	for _, e := range ents {
+		if st.live(e.Name()) == nil {
+			if err := s.unmount(e.Name()); err != nil {
+				s.log.Warn("release: cannot remove stray release directory", "err", err)
+			}
+		}
+	}
+}
+
+// repairCurrent makes `current` and the state agree on a live, mounted
+// release. The link is the truth when it is sound: a crash between the
+// flip and the state write leaves the state one switch behind.
+func (s *Store) repairCurrent(st *State) error {
+	if id := s.linkedID(); id != "" && st.live(id) != nil {
+		if id != st.Current {
+			s.log.Warn("release: state was behind current", "state", st.Current, "current", id)
+			e := st.live(id)
+			st.Previous, st.Current = st.Current, id
+			e.Activated, e.ActivatedAt = st.next(), now()
+		}
+		return nil
+	}
+	for _, id := range s.fallbacks(st) {
+		s.log.Warn("release: repairing current", "link", s.CurrentPath(), "to", id)
+		if err := s.flip(id); err != nil {
+			return err
+		}
+		if id != st.Current {
+			st.Previous, st.Current = st.Current, id
+		}
+		return nil
+	}
+	if len(st.History) == 0 || st.Current == "" && st.Previous == "" {
+		return nil // nothing was ever served
+	}
+	return fmt.Errorf("release: no mounted release to serve under %s (current was %q)", s.root, st.Current)
+}
+
+// fallbacks lists the live releases `current` may be repaired to, best
+// first: the recorded current, the previous, then by latest activation.
+func (s *Store) fallbacks(st *State) []string {
+	var ids []string
+	for _, id := range []string{st.Current, st.Previous} {
+		if id != "" && st.live(id) != nil {
+			ids = append(ids, id)
+		}
+	}
+	var best *Entry
+	for i := range st.History {
+		e := &st.History[i]
+		if !e.Retired && e.Activated > 0 && (best == nil || e.Activated > best.Activated) {
+			best = e
+		}
+	}
+	if best != nil {
+		ids = append(ids, best.ID)
+	}
+	return ids
+}

@@ -1,0 +1,190 @@
+package release
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/atomicfile"
+	"golang.org/x/sys/unix"
+)
+
+// copyBlock is the unit of the sparse copy: all-zero blocks become holes.
+// 64 KiB matches the runs of zeros an ext2 image has between files while
+// keeping the syscall count low.
+const copyBlock = 64 << 10
+
+// Stage makes the image at imagePath a staged release: it checks the
+// manifest at manifestPath (signature when TrustedKeys are set, release
+// id), the free space, and the image's size and SHA-256 against the
+// manifest; then it adopts the image as images/<id>.img (a rename on the
+// same filesystem, which moves the caller's file, else a sparse copy) and
+// mounts it read-only at releases/<id>, checking that it holds a tree.
+// An empty id means the manifest's, and Stage returns the id it staged.
+// Staging a staged release only checks its mount. A refusal before the
+// image is adopted (bad manifest or signature, wrong id, no space, hash
+// mismatch) changes nothing but the failure record and leaves the caller's
+// files in place; an image adopted but then unmountable or empty is
+// removed.
+func (s *Store) Stage(ctx context.Context, id, imagePath, manifestPath string) (string, error) {
+	m, raw, err := s.check(ctx, id, imagePath, manifestPath)
+	if m != nil && id == "" {
+		id = m.ReleaseID()
+	}
+	if err != nil {
+		s.update("stage", func(st *State) error {
+			st.fail(id, err)
+			return err
+		})
+		return id, err
+	}
+	err = s.update("stage", func(st *State) error {
+		if st.live(id) != nil {
+			return s.ensureMounted(id)
+		}
+		if err := s.stage(ctx, st, id, imagePath, m, raw); err != nil {
+			st.fail(id, err)
+			return err
+		}
+		st.clearFailure(id)
+		st.LastError = ""
+		return s.prune(st, id) // keep what was just staged, even if old
+	})
+	return id, err
+}
+
+// check verifies the manifest, the space and the image without touching
+// the store, so a long hash does not hold the lock.
+func (s *Store) check(ctx context.Context, id, imagePath, manifestPath string) (*image.Manifest, []byte, error) {
+	raw, err := os.ReadFile(manifestPath)
+	if err != nil {
+		return nil, nil, fmt.Errorf("release: %w", err)
+	}
+	m, err := image.ParseManifest(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("release: manifest %s: %w", manifestPath, err)
+	}
+	if err := s.checkManifest(m, id, manifestPath); err != nil {
+		return m, nil, err
+	}
+	cost, err := s.stagingCost(imagePath)
+	if err != nil {
+		return m, nil, err
+	}
+	if err := s.CheckSpace(cost); err != nil {
+		return m, nil, fmt.Errorf("release: stage %s: %w", m.ReleaseID(), err)
+	}
+	return m, raw, verifyImage(ctx, imagePath, m)
+}
+
+func (s *Store) checkManifest(m *image.Manifest, id, path string) error {
+	if len(s.opts.TrustedKeys) > 0 {
+		if err := m.Verify(s.opts.TrustedKeys); err != nil {
+			return fmt.Errorf("release: manifest %s: %w", path, err)
+		}
+	}
+	if id != "" && id != m.ReleaseID() {
+		return fmt.Errorf("%w: %s names %s, not %s", ErrIDMismatch, path, m.ReleaseID(), id)
+	}
+	return checkID(m.ReleaseID())
+}
+
+// verifyImage checks the image's size and whole-image SHA-256.
+func verifyImage(ctx context.Context, path string, m *image.Manifest) error {
+	got, err := image.HashFile(ctx, path, m.ChunkSize)
+	if err != nil {
+		return fmt.Errorf("release: %w", err)
+	}
+	if got.ImageSize != m.ImageSize {
+		return fmt.Errorf("%w: %s has %d bytes, manifest says %d", ErrCorrupt, path, got.ImageSize, m.ImageSize)
+	}
+	if !bytes.Equal(got.ImageHash[:], m.ImageHash[:]) {
+		return fmt.Errorf("%w: %s has SHA-256 %x, manifest says %x", ErrCorrupt, path, got.ImageHash, m.ImageHash)
+	}
+	return nil
+}
+
+// stage adopts a verified image, mounts it and records it; on error it
+// removes whatever it added.
+func (s *Store) stage(ctx context.Context, st *State, id, src string, m *image.Manifest, raw []byte) error {
+	if err := atomicfile.WriteFile(s.manifestPath(id), raw, 0o644); err != nil {
+		return fmt.Errorf("release: stage %s: %w", id, err)
+	}
+	if err := adopt(ctx, src, s.imagePath(id)); err != nil {
+		os.Remove(s.manifestPath(id))
+		return fmt.Errorf("release: stage %s: %w", id, err)
+	}
+	if err := s.ensureMounted(id); err != nil {
+		s.discard(id)
+		return err
+	}
+	s.record(st, id, m)
+	s.log.Info("release: staged", "id", id, "size", m.ImageSize, "label", m.Label)
+	return nil
+}
+
+// record adds id to the history as staged. A release staged before keeps
+// its first order, so it is still older than what came after it.
+func (s *Store) record(st *State, id string, m *image.Manifest) {
+	e := st.entry(id)
+	if e == nil {
+		st.History = append(st.History, Entry{ID: id, Order: st.next()})
+		e = &st.History[len(st.History)-1]
+	}
+	e.Retired, e.Size, e.Label = false, m.ImageSize, m.Label
+	e.StagedAt = now()
+}
+
+// adopt moves src to dst, copying when they are on different filesystems.
+func adopt(ctx context.Context, src, dst string) error {
+	err := os.Rename(src, dst)
+	if errors.Is(err, unix.EXDEV) {
+		return copySparse(ctx, src, dst)
+	}
+	if err != nil {
+		return err
+	}
+	return atomicfile.SyncDir(dirOf(dst))
+}
+
+// copySparse copies src to dst atomically, leaving all-zero blocks as holes.
+func copySparse(ctx context.Context, src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := atomicfile.Create(dst, 0o644)
+	if err != nil {
+		return err
+	}
+	defer out.Abort()
+	buf := make([]byte, copyBlock)
+	var off int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := io.ReadFull(in, buf)
+		if n > 0 && !image.IsZero(buf[:n]) {
+			if _, werr := out.WriteAt(buf[:n], off); werr != nil {
+				return fmt.Errorf("copy %s to %s: %w", src, dst, werr)
+			}
+		}
+		off += int64(n)
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("copy %s: %w", src, err)
+		}
+	}
+	if err := out.Truncate(off); err != nil {
+		return fmt.Errorf("copy %s to %s: %w", src, dst, err)
+	}
+	return out.Commit()
+}

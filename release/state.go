@@ -1,0 +1,142 @@
+package release
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/loopcast/loopcast/internal/atomicfile"
+)
+
+const (
+	// maxFailures bounds the failure log in the state file: enough to see a
+	// pattern, small enough to read in `receiver status`.
+	maxFailures = 10
+	// maxHistory bounds the history; only retired entries are dropped, oldest
+	// first. At several deploys a day this remembers months of releases, so
+	// an old release sent again is still known to be old.
+	maxHistory = 512
+)
+
+// State is the store's record, kept in the state file as JSON.
+type State struct {
+	Current   string    `json:"current,omitempty"`
+	Previous  string    `json:"previous,omitempty"` // the rollback target
+	Staged    []string  `json:"staged"`             // staged, never activated, oldest first
+	Failed    []Failure `json:"failed"`             // most recent last
+	History   []Entry   `json:"history"`            // in staging order
+	LastError string    `json:"last_error,omitempty"`
+	Seq       uint64    `json:"seq"` // last order number handed out
+}
+
+// Entry is one release the store has staged.
+type Entry struct {
+	ID          string    `json:"id"`
+	Order       uint64    `json:"order"`               // first staging; higher is newer
+	Activated   uint64    `json:"activated,omitempty"` // latest activation's order; 0: never
+	Size        int64     `json:"size"`
+	Label       string    `json:"label,omitempty"`
+	StagedAt    time.Time `json:"staged_at"`
+	ActivatedAt time.Time `json:"activated_at,omitzero"`
+	Retired     bool      `json:"retired,omitempty"` // unmounted, image removed
+}
+
+// Failure records a release that failed to stage or mount.
+type Failure struct {
+	ID    string    `json:"id"`
+	Error string    `json:"error"`
+	At    time.Time `json:"at"`
+}
+
+// next hands out the next order number.
+func (st *State) next() uint64 {
+	st.Seq++
+	return st.Seq
+}
+
+// entry returns the history entry of id, or nil.
+func (st *State) entry(id string) *Entry {
+	for i := range st.History {
+		if st.History[i].ID == id {
+			return &st.History[i]
+		}
+	}
+	return nil
+}
+
+// live returns the entry of id if it is staged and not retired, or nil.
+func (st *State) live(id string) *Entry {
+	if e := st.entry(id); e != nil && !e.Retired {
+		return e
+	}
+	return nil
+}
+
+// fail records a failure of id.
+func (st *State) fail(id string, err error) {
+	st.Failed = append(st.Failed, Failure{ID: id, Error: err.Error(), At: time.Now().UTC()})
+	if n := len(st.Failed) - maxFailures; n > 0 {
+		st.Failed = slices.Delete(st.Failed, 0, n)
+	}
+}
+
+// clearFailure forgets earlier failures of id after it staged fine.
+func (st *State) clearFailure(id string) {
+	st.Failed = slices.DeleteFunc(st.Failed, func(f Failure) bool { return f.ID == id })
+}
+
+// tidy recomputes the derived fields and bounds the history.
+func (st *State) tidy() {
+	st.Staged = []string{} // written as [], not null
+	if st.Failed == nil {
+		st.Failed = []Failure{}
+	}
+	if st.History == nil {
+		st.History = []Entry{}
+	}
+	for _, e := range st.History {
+		if !e.Retired && e.Activated == 0 {
+			st.Staged = append(st.Staged, e.ID)
+		}
+	}
+	for len(st.History) > maxHistory {
+		i := slices.IndexFunc(st.History, func(e Entry) bool { return e.Retired })
+		if i < 0 {
+			break
+		}
+		st.History = slices.Delete(st.History, i, i+1)
+	}
+}
+
+// loadState reads the state file; a missing file is an empty state.
+func loadState(path string) (*State, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &State{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("release: %w", err)
+	}
+	st := new(State)
+	if err := json.Unmarshal(b, st); err != nil {
+		return nil, fmt.Errorf("release: state file %s: %w", path, err)
+	}
+	return st, nil
+}
+
+// saveState writes the state file atomically.
+func saveState(path string, st *State) error {
+	st.tidy()
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("release: %w", err)
+	}
+	if err := atomicfile.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("release: write state %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,172 @@
+package release
+
+import (
+	"crypto/ed25519"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+
+	"github.com/loopcast/loopcast/loopmount"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultRoot is the agent's store when none is configured.
+const DefaultRoot = "/srv/loopcast"
+
+// DefaultKeep is how many activated releases stay mounted besides current
+// and the rollback target: three deploys back covers a bad deploy found
+// after the next one, at the cost of three images of disk.
+const DefaultKeep = 3
+
+// DefaultReserve is the free space left on the root's filesystem after
+// staging: room for the state file, logs and the web server's own writes,
+// so staging never fills the disk the current release is served from.
+const DefaultReserve = 64 << 20
+
+// Names inside the root.
+const (
+	imagesDir   = "images"
+	releasesDir = "releases"
+	currentName = "current"
+	stateName   = "state"
+	lockName    = "lock"
+)
+
+// validID accepts release ids that are safe as file names: manifests name
+// releases by 16 hex digits, and nothing from the network may climb out.
+var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// Options tune a Store.
+type Options struct {
+	// Keep is how many activated releases stay mounted besides current and
+	// the rollback target; DefaultKeep when zero.
+	Keep int
+	// Reserve is the free space staging must leave; DefaultReserve when
+	// zero, none when negative.
+	Reserve int64
+	// NoExec mounts releases noexec.
+	NoExec bool
+	// FSType is the image filesystem; loopmount.DefaultFSType when empty.
+	FSType string
+	// TrustedKeys, when set, makes Stage refuse a manifest not signed by
+	// one of them. When empty the caller must have verified the manifest.
+	TrustedKeys []ed25519.PublicKey
+	// Logger receives what the store does; slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+// Store is the release store under one root. Its methods are safe for
+// concurrent use, also across processes (the agent and local commands).
+type Store struct {
+	root string
+	opts Options
+	log  *slog.Logger
+}
+
+// Open opens the store at root, creating its directories.
+func Open(root string, opts Options) (*Store, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("release: %w", err)
+	}
+	for _, d := range []string{abs, filepath.Join(abs, imagesDir), filepath.Join(abs, releasesDir)} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("release: %w", err)
+		}
+	}
+	// The kernel reports mount points and backing files by real path.
+	if abs, err = filepath.EvalSymlinks(abs); err != nil {
+		return nil, fmt.Errorf("release: %w", err)
+	}
+	if opts.Keep <= 0 {
+		opts.Keep = DefaultKeep
+	}
+	if opts.Reserve == 0 {
+		opts.Reserve = DefaultReserve
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Store{root: abs, opts: opts, log: log.With("root", abs)}, nil
+}
+
+// Root returns the store's root directory.
+func (s *Store) Root() string { return s.root }
+
+func (s *Store) imagePath(id string) string {
+	return filepath.Join(s.root, imagesDir, id+".img")
+}
+
+func (s *Store) manifestPath(id string) string {
+	return filepath.Join(s.root, imagesDir, id+".manifest")
+}
+
+// ReleaseDir returns the mount point of release id.
+func (s *Store) ReleaseDir(id string) string {
+	return filepath.Join(s.root, releasesDir, id)
+}
+
+// CurrentPath returns the path of the `current` symlink.
+func (s *Store) CurrentPath() string { return filepath.Join(s.root, currentName) }
+
+func (s *Store) statePath() string { return filepath.Join(s.root, stateName) }
+
+func (s *Store) mountOptions() loopmount.Options {
+	return loopmount.Options{FSType: s.opts.FSType, NoExec: s.opts.NoExec}
+}
+
+func checkID(id string) error {
+	if !validID.MatchString(id) {
+		return fmt.Errorf("%w: %q", ErrBadID, id)
+	}
+	return nil
+}
+
+// lock takes the store's exclusive lock; the returned func releases it.
+func (s *Store) lock() (func(), error) {
+	path := filepath.Join(s.root, lockName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("release: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("release: lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// update runs fn (operation op) on the state under the lock and saves the
+// state, with fn's error recorded as the last error. fn's error is
+// returned first.
+func (s *Store) update(op string, fn func(st *State) error) error {
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, err := loadState(s.statePath())
+	if err != nil {
+		return err
+	}
+	opErr := fn(st)
+	if opErr != nil {
+		st.LastError = opErr.Error() // the caller logs and reports opErr
+	}
+	if err := saveState(s.statePath(), st); err != nil {
+		if opErr != nil {
+			s.log.Error("release: cannot record failure", "op", op, "err", err, "failure", opErr)
+			return opErr
+		}
+		return err
+	}
+	return opErr
+}
+
+// State returns a copy of the state as last written.
+func (s *Store) State() (*State, error) {
+	return loadState(s.statePath())
+}

@@ -1,0 +1,111 @@
+package release
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/loopcast/loopcast/internal/atomicfile"
+)
+
+// Activate makes staged release id current: `current` is flipped
+// atomically and the previous current becomes the rollback target. A
+// release older than current is refused with ErrDowngrade; only Rollback
+// may name it. Activating the current release does nothing.
+func (s *Store) Activate(id string) error {
+	return s.update("activate", func(st *State) error {
+		e, err := s.target(st, id)
+		if err != nil || id == st.Current {
+			return err
+		}
+		if cur := st.live(st.Current); cur != nil && e.Order < cur.Order {
+			return fmt.Errorf("%w: %s (staged #%d) is older than current %s (#%d); only a rollback may name it",
+				ErrDowngrade, id, e.Order, st.Current, cur.Order)
+		}
+		if err := s.switchTo(st, e); err != nil {
+			return err
+		}
+		return s.prune(st)
+	})
+}
+
+// Rollback makes release to current again; an empty to means the previous
+// release. It is a symlink flip: a release still mounted is not remounted.
+// It applies no retention (a local `receiver rollback` does not know the
+// agent's Keep); the next activation does. It returns the release now
+// current.
+func (s *Store) Rollback(to string) (string, error) {
+	err := s.update("rollback", func(st *State) error {
+		if to == "" {
+			to = st.Previous
+		}
+		if to == "" {
+			return ErrNoPrevious
+		}
+		if to == st.Current {
+			return fmt.Errorf("%w: %s", ErrAlreadyCurrent, to)
+		}
+		e, err := s.target(st, to)
+		if err != nil {
+			return err
+		}
+		return s.switchTo(st, e)
+	})
+	return to, err
+}
+
+// target returns the live entry of id.
+func (s *Store) target(st *State, id string) (*Entry, error) {
+	if err := checkID(id); err != nil {
+		return nil, err
+	}
+	e := st.live(id)
+	if e == nil {
+		return nil, fmt.Errorf("%w: %s under %s", ErrNotStaged, id, s.root)
+	}
+	return e, nil
+}
+
+// switchTo checks that e is mounted and holds a tree (mounting it again if
+// its mount was lost), flips `current` to it and records it.
+func (s *Store) switchTo(st *State, e *Entry) error {
+	if err := s.ensureMounted(e.ID); err != nil {
+		return err
+	}
+	if err := s.flip(e.ID); err != nil {
+		return err
+	}
+	from := st.Current
+	st.Previous, st.Current = from, e.ID
+	e.Activated, e.ActivatedAt = st.next(), now()
+	st.LastError = ""
+	s.log.Info("release: switched", "current", e.ID, "previous", from)
+	return nil
+}
+
+// flip points `current` at releases/<id>: a relative symlink under a
+// temporary name renamed over `current`, then the root fsynced.
+func (s *Store) flip(id string) error {
+	if err := atomicfile.Symlink(filepath.Join(releasesDir, id), s.CurrentPath()); err != nil {
+		return fmt.Errorf("release: switch %s to %s: %w", s.CurrentPath(), id, err)
+	}
+	return nil
+}
+
+// linkedID returns the release `current` points at, or "" when it is
+// missing or points outside releases/.
+func (s *Store) linkedID() string {
+	t, err := os.Readlink(s.CurrentPath())
+	if err != nil {
+		return ""
+	}
+	if !filepath.IsAbs(t) {
+		t = filepath.Join(s.root, t)
+	}
+	dir, id := filepath.Split(filepath.Clean(t))
+	if filepath.Clean(dir) != filepath.Join(s.root, releasesDir) || strings.HasPrefix(id, ".") {
+		return ""
+	}
+	return id
+}
