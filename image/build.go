@@ -187,18 +187,21 @@ func (b *builder) write(ctx context.Context, f *os.File, geo geometry) (*Manifes
 	if err := b.w.finish(sb, dirs, b.t.inodes); err != nil {
 		return nil, err
 	}
-	if err := f.Sync(); err != nil {
-		return nil, fmt.Errorf("image: sync %s: %w", f.Name(), err)
-	}
+	// the disk flush and the closing hash pass (page cache reads) overlap
+	synced := make(chan error, 1)
+	go func() { synced <- f.Sync() }()
 	have, err := early.wait()
+	if err == nil {
+		whole := sha256.New()
+		err = hashChunks(ctx, f, m, whole, have)
+		copy(m.ImageHash[:], whole.Sum(nil))
+	}
+	if serr := <-synced; serr != nil {
+		return nil, fmt.Errorf("image: sync %s: %w", f.Name(), serr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("image: hash %s: %w", f.Name(), err)
 	}
-	whole := sha256.New()
-	if err := hashChunks(ctx, f, m, whole, have); err != nil {
-		return nil, fmt.Errorf("image: hash %s: %w", f.Name(), err)
-	}
-	copy(m.ImageHash[:], whole.Sum(nil))
 	return b.manifest(m, created)
 }
 
