@@ -2,9 +2,6 @@
 GO      ?= go
 BIN     ?= bin
 PKGS    ?= ./...
-# Tests needing root, loop devices or namespaces skip outside CI and fail
-# under CI=true when a prerequisite is missing.
-TESTFLAGS ?= -count=1 -timeout 25m
 
 .PHONY: help deps build test test-short bench bench-build fuzz-seeds demo clean
 
@@ -17,9 +14,8 @@ deps: ## install what the tests and the demo need (Debian, as root)
 build: ## build bin/sender and bin/receiver
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-test: deps build ## install prerequisites, vet, run every test
-	$(GO) vet $(PKGS)
-	$(GO) test $(TESTFLAGS) $(PKGS)
+test: ## install prerequisites, vet, run every test (as root: the README's test command)
+	./scripts/test.sh $(PKGS)
 
 test-short: ## unit tests only, no root needed
 	$(GO) test -short -count=1 $(PKGS)

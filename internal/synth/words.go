@@ -1,0 +1,38 @@
+package synth
+
+// words feeds names and generated code. 256 entries so one byte of
+// randomness picks one; the vocabulary of a web application.
+var words = [256]string{
+	"user", "order", "cache", "request", "response", "session", "token", "route",
+	"controller", "model", "view", "event", "listener", "queue", "job", "mail",
+	"config", "service", "provider", "factory", "builder", "query", "table", "column",
+	"index", "schema", "migration", "seed", "record", "entity", "repository", "manager",
+	"handler", "middleware", "guard", "policy", "gate", "auth", "password", "hash",
+	"crypt", "cookie", "header", "body", "stream", "file", "storage", "disk",
+	"upload", "image", "thumbnail", "asset", "bundle", "script", "style", "font",
+	"locale", "translation", "message", "notification", "channel", "broadcast", "socket", "client",
+	"server", "host", "port", "url", "path", "uri", "scheme", "domain",
+	"product", "cart", "checkout", "payment", "invoice", "customer", "address", "shipping",
+	"price", "tax", "discount", "coupon", "stock", "warehouse", "category", "tag",
+	"post", "comment", "author", "page", "menu", "widget", "theme", "layout",
+	"template", "block", "section", "field", "form", "input", "validator", "rule",
+	"error", "exception", "logger", "debug", "trace", "stack", "frame", "context",
+	"container", "binding", "resolver", "loader", "parser", "lexer", "token", "node",
+	"visitor", "compiler", "renderer", "engine", "filter", "sorter", "pager", "cursor",
+	"collection", "item", "list", "map", "set", "array", "string", "number",
+	"integer", "float", "boolean", "date", "time", "interval", "period", "zone",
+	"client", "api", "endpoint", "resource", "transformer", "serializer", "normalizer", "encoder",
+	"decoder", "format", "json", "xml", "yaml", "csv", "html", "text",
+	"search", "result", "hit", "score", "match", "pattern", "regex", "scanner",
+	"account", "profile", "avatar", "role", "permission", "group", "team", "member",
+	"report", "chart", "metric", "counter", "gauge", "timer", "sample", "batch",
+	"import", "export", "sync", "task", "worker", "process", "command", "option",
+	"argument", "flag", "value", "default", "state", "status", "flow", "step",
+	"wizard", "modal", "dialog", "button", "link", "icon", "label", "tooltip",
+	"feed", "rss", "atom", "sitemap", "robot", "crawler", "spider", "agent",
+	"mailer", "transport", "smtp", "imap", "pop", "dns", "record", "lookup",
+	"lock", "mutex", "semaphore", "pool", "connection", "driver", "adapter", "bridge",
+	"proxy", "decorator", "facade", "strategy", "observer", "command", "state", "memento",
+	"license", "version", "release", "package", "module", "plugin", "extension", "hook",
+	"filter", "action", "trigger", "signal", "slot", "emitter", "subscriber", "dispatcher",
+}
