@@ -1,0 +1,2 @@
+<?php
+const BODY_RELEASE = 'v1';

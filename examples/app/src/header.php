@@ -1,0 +1,2 @@
+<?php
+const HEADER_RELEASE = 'v1';

@@ -1,0 +1,2 @@
+<?php
+const LOOPCAST_RELEASE = 'v1';
