@@ -90,6 +90,7 @@ func (s *Store) unmount(id string) error {
 // discard unmounts release id and removes its image and manifest.
 func (s *Store) discard(id string) error {
 	err := s.unmount(id)
+	crashPoint(stepRetireUnmounted)
 	for _, p := range []string{s.imagePath(id), s.manifestPath(id)} {
 		if rerr := os.Remove(p); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
 			err = errors.Join(err, fmt.Errorf("release: %w", rerr))

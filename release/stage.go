@@ -114,14 +114,17 @@ func (s *Store) stage(ctx context.Context, st *State, id, src string, m *image.M
 	if err := atomicfile.WriteFile(s.manifestPath(id), raw, 0o644); err != nil {
 		return fmt.Errorf("release: stage %s: %w", id, err)
 	}
+	crashPoint(stepManifestWritten)
 	if err := adopt(ctx, src, s.imagePath(id)); err != nil {
 		os.Remove(s.manifestPath(id))
 		return fmt.Errorf("release: stage %s: %w", id, err)
 	}
+	crashPoint(stepAdopted)
 	if err := s.ensureMounted(id); err != nil {
 		s.discard(id)
 		return err
 	}
+	crashPoint(stepMounted)
 	s.record(st, id, m)
 	s.log.Info("release: staged", "id", id, "size", m.ImageSize, "label", m.Label)
 	return nil
@@ -174,6 +177,7 @@ func copySparse(ctx context.Context, src, dst string) error {
 			if _, werr := out.WriteAt(buf[:n], off); werr != nil {
 				return fmt.Errorf("copy %s to %s: %w", src, dst, werr)
 			}
+			crashPoint(stepCopying)
 		}
 		off += int64(n)
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {

@@ -156,6 +156,7 @@ func (s *Store) update(op string, fn func(st *State) error) error {
 	if opErr != nil {
 		st.LastError = opErr.Error() // the caller logs and reports opErr
 	}
+	crashPoint(op + stepSavingState)
 	if err := saveState(s.statePath(), st); err != nil {
 		if opErr != nil {
 			s.log.Error("release: cannot record failure", "op", op, "err", err, "failure", opErr)

@@ -73,9 +73,11 @@ func (s *Store) switchTo(st *State, e *Entry) error {
 	if err := s.ensureMounted(e.ID); err != nil {
 		return err
 	}
+	crashPoint(stepSwitchChecked)
 	if err := s.flip(e.ID); err != nil {
 		return err
 	}
+	crashPoint(stepFlipped)
 	from := st.Current
 	st.Previous, st.Current = from, e.ID
 	e.Activated, e.ActivatedAt = st.next(), now()

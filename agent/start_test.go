@@ -1,0 +1,245 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/testenv"
+	"github.com/loopcast/loopcast/loopmount"
+	"github.com/loopcast/loopcast/release"
+	"golang.org/x/sys/unix"
+)
+
+// settleTimeout bounds the wait for the kernel to free loop devices after
+// their mounts go: a deadline for a condition, not a timing assertion.
+const settleTimeout = 20 * time.Second
+
+// notifySocket stands in for systemd: it listens on a datagram socket and
+// points NOTIFY_SOCKET at it for the test.
+func notifySocket(t *testing.T) *net.UnixConn {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	t.Setenv("NOTIFY_SOCKET", path)
+	return conn
+}
+
+func read(t *testing.T, conn *net.UnixConn) string {
+	t.Helper()
+	buf := make([]byte, 4096)
+	n, err := conn.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(buf[:n])
+}
+
+func openStore(t *testing.T, dir string, keys ...ed25519.PublicKey) *release.Store {
+	t.Helper()
+	s, err := release.Open(filepath.Join(dir, "root"), release.Options{
+		TrustedKeys: keys, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestReadyOutsideSystemd(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "")
+	if err := Ready(); err != nil {
+		t.Errorf("Ready without NOTIFY_SOCKET: %v, want nothing done", err)
+	}
+}
+
+func TestReadyAndStopping(t *testing.T) {
+	conn := notifySocket(t)
+	if err := Ready(); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, conn); got != "READY=1" {
+		t.Errorf("Ready sent %q, want READY=1", got)
+	}
+	if err := Stopping(); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, conn); got != "STOPPING=1" {
+		t.Errorf("Stopping sent %q, want STOPPING=1", got)
+	}
+}
+
+func TestReadyBrokenSocket(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "nobody-listens"))
+	if err := Ready(); err == nil || !strings.Contains(err.Error(), "agent: notify systemd") {
+		t.Errorf("Ready to a dead socket: %v, want an error", err)
+	}
+}
+
+// TestStartEmptyStore: a fresh store reconciles to nothing and is ready.
+func TestStartEmptyStore(t *testing.T) {
+	conn := notifySocket(t)
+	s := openStore(t, t.TempDir())
+	if err := Start(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, conn); got != "READY=1\nSTATUS=serving nothing yet" {
+		t.Errorf("Start sent %q", got)
+	}
+}
+
+// TestStartReconcileFails: no READY when reconcile fails. A Ready sent
+// afterwards is the first datagram, so Start sent none.
+func TestStartReconcileFails(t *testing.T) {
+	conn := notifySocket(t)
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	if err := os.WriteFile(filepath.Join(s.Root(), "state"), []byte("{not json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Start(context.Background(), s); err == nil || !strings.Contains(err.Error(), "reconcile") {
+		t.Fatalf("Start with a broken state file: %v, want a reconcile error", err)
+	}
+	if err := Ready(); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, conn); got != "READY=1" {
+		t.Errorf("first notification %q: Start reported ready despite failing", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := Start(ctx, s); err != context.Canceled {
+		t.Errorf("Start with a cancelled context: %v", err)
+	}
+}
+
+// TestStartAfterReboot: after a reboot (every release unmounted) Start
+// remounts the releases, and when READY arrives current already serves.
+func TestStartAfterReboot(t *testing.T) {
+	testenv.RequireLoop(t)
+	testenv.RequireTool(t, "mke2fs")
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unmountAll(t, dir) })
+	pub, key, _ := ed25519.GenerateKey(rand.Reader)
+	s := openStore(t, dir, pub)
+	for _, name := range []string{"A", "B"} {
+		img, man := buildImage(t, dir, name, key)
+		id, err := s.Stage(context.Background(), "", img, man)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Activate(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unmountAll(t, dir) // the reboot
+	current := filepath.Join(s.CurrentPath(), "id.txt")
+	if _, err := os.ReadFile(current); err == nil {
+		t.Fatal("current still serves after the simulated reboot")
+	}
+
+	conn := notifySocket(t)
+	served := make(chan string, 1)
+	go func() { // what nginx would see the moment systemd starts it
+		buf := make([]byte, 4096)
+		conn.Read(buf)
+		b, err := os.ReadFile(current)
+		if err != nil {
+			served <- err.Error()
+			return
+		}
+		served <- string(b)
+	}()
+	if err := Start(context.Background(), openStore(t, dir, pub)); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-served; got != "B" {
+		t.Errorf("when READY arrived current served %q, want B", got)
+	}
+}
+
+// buildImage makes a signed ext2 image whose id.txt says name and returns
+// the image and manifest paths.
+func buildImage(t *testing.T, dir, name string, key ed25519.PrivateKey) (string, string) {
+	t.Helper()
+	src := filepath.Join(dir, "src", name)
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "id.txt"), []byte(name), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img := src + ".img"
+	if out, err := exec.Command("mke2fs", "-q", "-t", "ext2", "-d", src, img, "4M").CombinedOutput(); err != nil {
+		t.Fatalf("mke2fs: %v\n%s", err, out)
+	}
+	m, err := image.HashFile(context.Background(), img, image.ChunkSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Sign(key)
+	man := src + ".manifest"
+	if err := image.WriteManifestFile(man, m); err != nil {
+		t.Fatal(err)
+	}
+	return img, man
+}
+
+// unmountAll lazily unmounts everything below dir, newest first, and waits
+// until no loop device is backed by a file below it.
+func unmountAll(t *testing.T, dir string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for line := range bytes.Lines(b) {
+		if f := strings.Fields(string(line)); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			dirs = append([]string{f[4]}, dirs...)
+		}
+	}
+	for _, d := range dirs {
+		if err := unix.Unmount(d, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", d, err)
+		}
+	}
+	deadline := time.Now().Add(settleTimeout)
+	for {
+		loops, err := loopmount.Devices()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, l := range loops {
+			if strings.HasPrefix(l.Backing, dir+"/") {
+				n++
+			}
+		}
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%d loop devices still backed by files under %s", n, dir)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,54 @@
+// Package control is the signed control plane between the sender and the
+// agents: the commands that switch releases (ACTIVATE, ROLLBACK) or ask for
+// a host's state (STATUS), and the agents' replies. It is transport
+// agnostic: messages are bytes in, bytes out; the caller moves them (UDP
+// multicast for commands, unicast for replies).
+//
+// # Wire layout
+//
+// All integers are big-endian. A name (group, host, release id) is a length
+// u8 and 0..MaxName printable ASCII bytes without spaces; a text (error,
+// version) is a length u16 and at most MaxText bytes of UTF-8.
+//
+//	every message
+//	 0  magic "LCCP" [4]   4  version u8   5  type u8   6  flags u16 (0)
+//	 8  deploy id u64
+//
+//	commands: ACTIVATE, ROLLBACK, STATUS
+//	16  issued i64 (Unix milliseconds)      24  nonce [16]
+//	40  group name
+//	    target count u16 (0: every host of the group), then that many host names
+//	    ACTIVATE: release name        ROLLBACK: release name (empty: previous)
+//	    STATUS: nothing
+//	    scheme u8: 0 unsigned, 1 ed25519
+//	    ed25519: public key [32], signature [64] over every byte before it
+//
+//	REPLY (agent -> sender, unsigned)
+//	16  nonce [16] of the command answered   32  command type u8
+//	33  outcome u8 (1 ok, 2 failed, 3 refused)
+//	34  host name, current release name, error text (empty iff ok)
+//	    STATUS answered ok: previous name, free bytes u64,
+//	    staged count u8 + names, agent version text, last error text
+//
+// # Trust
+//
+// A [Verifier] accepts a command only when it is for this host and group,
+// signed by a trusted ed25519 key, issued within [MaxClockSkew] of the
+// agent's clock, and its nonce has not been seen; the nonces of accepted
+// commands are remembered until they are too old to pass the time check,
+// in a cache of bounded size. A [Handler] applies verified commands to a
+// release store and answers every command addressed to the host, refused
+// or not, so the sender can report why; it re-sends its earlier reply to a
+// retransmitted command instead of applying it again.
+//
+// A sender retransmits a command unanswered by some hosts as the same
+// bytes (same nonce), never re-signed: each agent applies a command at most
+// once. A ROLLBACK that names its target is idempotent even when re-issued
+// with a new nonce; one without a target is not (it flips back again).
+//
+// On the sender's side a [Tally] collects the replies to one command and
+// names the hosts still missing.
+//
+// Replies are not signed: they inform the sender's report and change
+// nothing on any host.
+package control

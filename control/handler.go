@@ -1,0 +1,155 @@
+package control
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/loopcast/loopcast/release"
+)
+
+// maxAnswered bounds the replies kept for retransmitted commands: a
+// retransmission comes within seconds, and a sender has few commands in
+// flight.
+const maxAnswered = 64
+
+// HandlerConfig configures a Handler.
+type HandlerConfig struct {
+	Store    *release.Store
+	Verifier *Verifier
+	// Version is the agent's version, reported by STATUS.
+	Version string
+	// Logger receives one line per command; slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+// Handler applies verified commands to a release store and answers them.
+// It is meant for the one goroutine that owns the agent's control socket.
+type Handler struct {
+	store   *release.Store
+	verify  *Verifier
+	version string
+	log     *slog.Logger
+
+	answered map[[NonceLen]byte]*Reply
+	order    [][NonceLen]byte // answered, oldest first
+}
+
+// NewHandler returns a handler.
+func NewHandler(cfg HandlerConfig) *Handler {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Handler{
+		store: cfg.Store, verify: cfg.Verifier, version: truncateText(cfg.Version),
+		log: log, answered: make(map[[NonceLen]byte]*Reply),
+	}
+}
+
+// Handle parses a packet, verifies and applies the command in it at time
+// now, and returns the reply to send. It returns a nil reply, with the
+// reason as error, for what deserves no answer: a malformed packet, a
+// reply, or a command for another group or host. A retransmitted command
+// gets the reply it got the first time and is not applied again.
+func (h *Handler) Handle(pkt []byte, now time.Time) (*Reply, error) {
+	c, err := ParseCommand(pkt)
+	if err != nil {
+		h.log.Debug("control: ignoring packet", "err", err)
+		return nil, err
+	}
+	if err := h.verify.Verify(c, now); err != nil {
+		return h.refused(c, err)
+	}
+	r := h.apply(c)
+	h.remember(r)
+	return r, nil
+}
+
+// refused answers a command the verifier refused, or ignores it when it
+// was not addressed to this host.
+func (h *Handler) refused(c Command, err error) (*Reply, error) {
+	e := c.Env()
+	attrs := []any{"command", c.Type(), "deploy", e.Deploy, "key", e.KeyID(), "err", err}
+	if errors.Is(err, ErrOtherGroup) || errors.Is(err, ErrNotForHost) {
+		h.log.Debug("control: command not for this host", attrs...)
+		return nil, err
+	}
+	// The signature was checked before time and nonce: a retransmission of
+	// an answered command, even one now too old, gets its answer again.
+	if r := h.answered[e.Nonce]; r != nil && (errors.Is(err, ErrReplay) || errors.Is(err, ErrStale)) {
+		h.log.Info("control: retransmitted command, answering again", attrs...)
+		return r, nil
+	}
+	h.log.Warn("control: command refused", attrs...)
+	return h.reply(c, OutcomeRefused, err), nil
+}
+
+// apply runs a verified command on the store.
+func (h *Handler) apply(c Command) *Reply {
+	e := c.Env()
+	attrs := []any{"command", c.Type(), "deploy", e.Deploy, "key", e.KeyID()}
+	var err error
+	switch c := c.(type) {
+	case *Activate:
+		attrs = append(attrs, "release", c.Release)
+		err = h.store.Activate(c.Release)
+	case *Rollback:
+		var to string
+		to, err = h.store.Rollback(c.To)
+		attrs = append(attrs, "release", to)
+		if c.To != "" && errors.Is(err, release.ErrAlreadyCurrent) {
+			err = nil // the state asked for: a re-issued rollback is not a failure
+		}
+	case *StatusRequest:
+		return h.status(c, attrs)
+	}
+	if err != nil {
+		h.log.Warn("control: command failed", append(attrs, "err", err)...)
+		return h.reply(c, OutcomeFailed, err)
+	}
+	r := h.reply(c, OutcomeOK, nil)
+	h.log.Info("control: command applied", append(attrs, "current", r.Current)...)
+	return r
+}
+
+// status answers STATUS from the store's status.
+func (h *Handler) status(c Command, attrs []any) *Reply {
+	st, err := h.store.Status()
+	if err != nil {
+		h.log.Warn("control: status failed", append(attrs, "err", err)...)
+		return h.reply(c, OutcomeFailed, err)
+	}
+	r := h.reply(c, OutcomeOK, nil)
+	r.Current = st.Current
+	staged := st.Staged[max(0, len(st.Staged)-MaxStaged):] // the newest
+	r.Status = &Status{
+		Previous: st.Previous, FreeBytes: uint64(max(st.FreeBytes, 0)), Staged: staged,
+		AgentVersion: h.version, LastError: truncateText(st.LastError),
+	}
+	h.log.Info("control: status reported", append(attrs, "current", r.Current)...)
+	return r
+}
+
+// reply builds the reply to c; Current is what the store now serves.
+func (h *Handler) reply(c Command, o Outcome, err error) *Reply {
+	e := c.Env()
+	r := &Reply{Deploy: e.Deploy, Nonce: e.Nonce, Command: c.Type(), Outcome: o, Host: h.verify.Host()}
+	if err != nil {
+		r.Error = truncateText(err.Error())
+	}
+	if st, serr := h.store.State(); serr == nil {
+		r.Current = st.Current
+	}
+	return r
+}
+
+// remember keeps r for retransmissions of its command.
+func (h *Handler) remember(r *Reply) {
+	if len(h.order) >= maxAnswered {
+		delete(h.answered, h.order[0])
+		h.order = h.order[1:]
+	}
+	h.answered[r.Nonce] = r
+	h.order = append(h.order, r.Nonce)
+}

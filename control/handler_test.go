@@ -1,0 +1,332 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/testenv"
+	"github.com/loopcast/loopcast/loopmount"
+	"github.com/loopcast/loopcast/release"
+	"golang.org/x/sys/unix"
+)
+
+// settleTimeout bounds the wait for the kernel to free loop devices after
+// their mounts go: a deadline for a condition, not a timing assertion.
+const settleTimeout = 20 * time.Second
+
+// agent is a handler on a store under a temporary directory.
+type agent struct {
+	t     *testing.T
+	dir   string
+	store *release.Store
+	h     *Handler
+	now   time.Time
+	logs  *bytes.Buffer
+	names map[string]string // release id -> the name in its id.txt
+}
+
+func newAgent(t *testing.T) *agent {
+	t.Helper()
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := new(bytes.Buffer)
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+	s, err := release.Open(filepath.Join(dir, "root"), release.Options{
+		TrustedKeys: []ed25519.PublicKey{trustedPub}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := newVerifier(t, VerifierConfig{NotBefore: t0})
+	h := NewHandler(HandlerConfig{Store: s, Verifier: v, Version: "v9.9.9-test", Logger: log})
+	return &agent{t: t, dir: dir, store: s, h: h, now: t0, logs: logs, names: map[string]string{}}
+}
+
+// send signs c, hands it to the handler and checks that the reply, if
+// any, encodes and parses back equal.
+func (a *agent) send(c Command, key ed25519.PrivateKey) (*Reply, error) {
+	a.t.Helper()
+	a.now = a.now.Add(time.Second)
+	c.Env().Issued = a.now.UnixMilli()
+	wire, err := Sign(c, key)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return a.deliver(wire)
+}
+
+func (a *agent) deliver(wire []byte) (*Reply, error) {
+	a.t.Helper()
+	r, err := a.h.Handle(wire, a.now)
+	if r != nil {
+		b, eerr := r.AppendBinary(nil)
+		if eerr != nil {
+			a.t.Fatalf("reply %+v does not encode: %v", r, eerr)
+		}
+		back, perr := ParseReply(b)
+		if perr != nil || !cmp.Equal(back, r) {
+			a.t.Fatalf("reply does not round trip: %v\n%s", perr, cmp.Diff(r, back))
+		}
+	}
+	return r, err
+}
+
+func cmdEnv(targets ...string) Envelope { return NewEnvelope("web", 99, targets, time.Time{}) }
+
+// TestHandlerRefusals needs no root: refused commands never reach the store.
+func TestHandlerRefusals(t *testing.T) {
+	a := newAgent(t)
+	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
+
+	r, err := a.send(&Activate{Envelope: cmdEnv(), Release: "0123456789abcdef"}, otherKey)
+	if err != nil || r == nil || r.Outcome != OutcomeRefused || !strings.Contains(r.Error, "untrusted") ||
+		!strings.Contains(r.Error, "ACTIVATE") || !strings.Contains(r.Error, image.KeyID(otherKey.Public().(ed25519.PublicKey))) {
+		t.Errorf("untrusted ACTIVATE: reply %+v, %v; want refused naming the command and key", r, err)
+	}
+	if r != nil && (r.Host != "web01" || r.Deploy != 99 || r.Command != TypeActivate) {
+		t.Errorf("refusal reply %+v does not identify host, deploy and command", r)
+	}
+
+	unsigned := &Rollback{Envelope: cmdEnv()}
+	unsigned.Issued = a.now.UnixMilli()
+	wire, _ := unsigned.AppendBinary(nil)
+	if r, _ := a.deliver(wire); r == nil || r.Outcome != OutcomeRefused || !strings.Contains(r.Error, "not signed") {
+		t.Errorf("unsigned ROLLBACK: reply %+v; want refused", r)
+	}
+
+	if r, err := a.send(&Activate{Envelope: cmdEnv("web02"), Release: "0123456789abcdef"}, goldenKey); r != nil || !errors.Is(err, ErrNotForHost) {
+		t.Errorf("command for web02: reply %+v, %v; want no reply, ErrNotForHost", r, err)
+	}
+	if r, err := a.deliver([]byte("LCCP garbage")); r != nil || !errors.Is(err, ErrMalformed) {
+		t.Errorf("garbage: reply %+v, %v; want no reply, ErrMalformed", r, err)
+	}
+	reply, _ := (&Reply{Command: TypeStatus, Outcome: OutcomeFailed, Host: "x", Error: "e"}).AppendBinary(nil)
+	if r, err := a.deliver(reply); r != nil || !errors.Is(err, ErrMalformed) {
+		t.Errorf("a reply sent to the agent: reply %+v, %v; want no reply", r, err)
+	}
+
+	// A replayed STATUS that was answered gets the same answer again.
+	st := &StatusRequest{Envelope: cmdEnv()}
+	st.Issued = a.now.UnixMilli()
+	wire, _ = Sign(st, goldenKey)
+	r1, err := a.deliver(wire)
+	if err != nil || r1.Outcome != OutcomeOK || r1.Status == nil || r1.Status.AgentVersion != "v9.9.9-test" || r1.Status.FreeBytes == 0 {
+		t.Fatalf("STATUS on an empty store: %+v, %v", r1, err)
+	}
+	if r2, err := a.deliver(wire); err != nil || r2 != r1 {
+		t.Errorf("retransmitted STATUS: %+v, %v; want the first reply again", r2, err)
+	}
+
+	// Once its answer is forgotten, the same STATUS is refused as a replay.
+	var last *Reply
+	var lastWire []byte
+	for range maxAnswered {
+		c := &StatusRequest{Envelope: cmdEnv()}
+		a.now = a.now.Add(time.Second)
+		c.Issued = a.now.UnixMilli()
+		lastWire, _ = Sign(c, goldenKey)
+		if last, err = a.deliver(lastWire); err != nil || last.Outcome != OutcomeOK {
+			t.Fatalf("STATUS: %+v, %v", last, err)
+		}
+	}
+	if r, err := a.deliver(wire); err != nil || r.Outcome != OutcomeRefused || !strings.Contains(r.Error, "replayed") {
+		t.Errorf("replayed STATUS after its answer was forgotten: %+v, %v; want refused", r, err)
+	}
+	// A remembered one retransmitted after the time window is answered again.
+	a.now = a.now.Add(MaxClockSkew + time.Second)
+	if r, err := a.deliver(lastWire); err != nil || r != last {
+		t.Errorf("STATUS retransmitted after the window: %+v, %v; want its first reply", r, err)
+	}
+	if !strings.Contains(a.logs.String(), `"msg":"control: command refused"`) {
+		t.Errorf("refusals not logged:\n%s", a.logs)
+	}
+	if cur, _ := os.Readlink(a.store.CurrentPath()); cur != "" {
+		t.Errorf("refused commands made current -> %s", cur)
+	}
+}
+
+// TestHandlerApplies runs the commands against a real store.
+func TestHandlerApplies(t *testing.T) {
+	a := newAgent(t)
+	a.needLoop()
+	relA, relB, relC := a.stage("A"), a.stage("B"), a.stage("C")
+
+	ok := func(r *Reply, err error, current string) {
+		t.Helper()
+		if err != nil || r == nil || r.Outcome != OutcomeOK || r.Current != current {
+			t.Fatalf("reply %+v, %v; want ok with current %s", r, err, current)
+		}
+		if got := a.served(); got != current {
+			t.Fatalf("store serves %s, want %s", got, current)
+		}
+	}
+	sendOK := func(c Command, current string) {
+		t.Helper()
+		r, err := a.send(c, goldenKey)
+		ok(r, err, current)
+	}
+	sendOK(&Activate{Envelope: cmdEnv(), Release: relA}, relA)
+	act := &Activate{Envelope: cmdEnv("web00", "web01"), Release: relB}
+	act.Issued = a.now.Add(time.Second).UnixMilli()
+	a.now = a.now.Add(time.Second)
+	wireB, _ := Sign(act, goldenKey)
+	first, err := a.deliver(wireB)
+	ok(first, err, relB)
+
+	// The retransmitted ACTIVATE B, after a local rollback to A, answers as
+	// before and does not switch again.
+	if _, err := a.store.Rollback(""); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := a.deliver(wireB); err != nil || again != first || a.served() != relA {
+		t.Errorf("retransmitted ACTIVATE: %+v, %v, serving %s; want the first reply and A still served", again, err, a.served())
+	}
+	sendOK(&Activate{Envelope: cmdEnv(), Release: relB}, relB)
+
+	// Downgrade: ACTIVATE A with B current fails; only ROLLBACK may name A.
+	r, err := a.send(&Activate{Envelope: cmdEnv(), Release: relA}, goldenKey)
+	if err != nil || r.Outcome != OutcomeFailed || !strings.Contains(r.Error, "older than current") || r.Current != relB {
+		t.Errorf("downgrade ACTIVATE: %+v, %v; want failed, B still current", r, err)
+	}
+	sendOK(&Rollback{Envelope: cmdEnv(), To: relA}, relA)
+	sendOK(&Rollback{Envelope: cmdEnv(), To: relA}, relA) // re-issued with a new nonce: already there
+	sendOK(&Rollback{Envelope: cmdEnv()}, relB)
+
+	r, err = a.send(&Activate{Envelope: cmdEnv(), Release: "0123456789abcdef"}, goldenKey)
+	if err != nil || r.Outcome != OutcomeFailed || !strings.Contains(r.Error, "not staged") {
+		t.Errorf("ACTIVATE of an unknown release: %+v, %v; want failed", r, err)
+	}
+
+	r, err = a.send(&StatusRequest{Envelope: cmdEnv()}, goldenKey)
+	if err != nil || r.Outcome != OutcomeOK || r.Status == nil {
+		t.Fatalf("STATUS: %+v, %v", r, err)
+	}
+	want := &Status{Previous: relA, FreeBytes: r.Status.FreeBytes, Staged: []string{relC},
+		AgentVersion: "v9.9.9-test", LastError: r.Status.LastError}
+	if diff := cmp.Diff(want, r.Status); diff != "" || r.Current != relB || r.Status.FreeBytes == 0 {
+		t.Errorf("STATUS reply current %s (-want +got):\n%s", r.Current, diff)
+	}
+	if !strings.Contains(r.Status.LastError, "not staged") {
+		t.Errorf("STATUS last error %q, want the failed ACTIVATE", r.Status.LastError)
+	}
+	for _, msg := range []string{"control: command applied", "control: command failed", "control: status reported",
+		"control: retransmitted command, answering again"} {
+		if !strings.Contains(a.logs.String(), msg) {
+			t.Errorf("log lacks %q", msg)
+		}
+	}
+}
+
+// needLoop gates the test and unmounts everything below the agent's
+// directory when it ends, then waits until its loop devices are gone.
+func (a *agent) needLoop() {
+	t := a.t
+	testenv.RequireLoop(t)
+	testenv.RequireTool(t, "mke2fs")
+	t.Cleanup(func() {
+		for _, d := range mountsUnder(t, a.dir) {
+			if err := unix.Unmount(d, unix.MNT_DETACH); err != nil {
+				t.Errorf("cleanup: unmount %s: %v", d, err)
+			}
+		}
+		deadline := time.Now().Add(settleTimeout)
+		for loopsUnder(t, a.dir) > 0 {
+			if time.Now().After(deadline) {
+				t.Errorf("%d loop devices still backed by files under %s", loopsUnder(t, a.dir), a.dir)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+// stage builds an image whose id.txt says name, signs its manifest and
+// stages it.
+func (a *agent) stage(name string) string {
+	t := a.t
+	src := filepath.Join(a.dir, "src", name)
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "id.txt"), []byte(name), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img := src + ".img"
+	if out, err := exec.Command("mke2fs", "-q", "-t", "ext2", "-d", src, img, "4M").CombinedOutput(); err != nil {
+		t.Fatalf("mke2fs: %v\n%s", err, out)
+	}
+	m, err := image.HashFile(context.Background(), img, image.ChunkSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Label = name
+	m.Sign(goldenKey)
+	man := src + ".manifest"
+	if err := image.WriteManifestFile(man, m); err != nil {
+		t.Fatal(err)
+	}
+	id, err := a.store.Stage(context.Background(), "", img, man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.names[id] = name
+	return id
+}
+
+// served returns the release id current resolves to, after checking that
+// the mounted tree there is that release's.
+func (a *agent) served() string {
+	real, err := filepath.EvalSymlinks(a.store.CurrentPath())
+	if err != nil {
+		return ""
+	}
+	id := filepath.Base(real)
+	if b, err := os.ReadFile(filepath.Join(real, "id.txt")); err != nil || string(b) != a.names[id] {
+		a.t.Fatalf("current -> %s holds id.txt %q, %v; want %q", id, b, err, a.names[id])
+	}
+	return id
+}
+
+func mountsUnder(t *testing.T, dir string) []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for line := range bytes.Lines(b) {
+		f := strings.Fields(string(line))
+		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			dirs = append([]string{f[4]}, dirs...)
+		}
+	}
+	return dirs
+}
+
+func loopsUnder(t *testing.T, dir string) int {
+	loops, err := loopmount.Devices()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range loops {
+		if strings.HasPrefix(l.Backing, dir+"/") {
+			n++
+		}
+	}
+	return n
+}

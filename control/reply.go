@@ -1,0 +1,151 @@
+package control
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// Reply is an agent's answer to a command addressed to it.
+type Reply struct {
+	Deploy  uint64         // the command's deploy id
+	Nonce   [NonceLen]byte // the command's nonce: which command this answers
+	Command Type           // the command's type
+	Outcome Outcome
+	Host    string // the agent's host id
+	Current string // the release current after the command; empty: none
+	Error   string // why it failed or was refused; empty iff Outcome is ok
+	Status  *Status
+}
+
+// Status is what a STATUS command asks for; a reply carries it exactly
+// when it answers STATUS with OutcomeOK.
+type Status struct {
+	Previous     string   // the rollback target
+	FreeBytes    uint64   // free disk on the agent's root
+	Staged       []string // staged, never activated, oldest first
+	AgentVersion string
+	LastError    string // the store's last error; empty: none
+}
+
+// Type returns TypeReply.
+func (*Reply) Type() Type { return TypeReply }
+
+func (r *Reply) check() error {
+	switch {
+	case !r.Command.isCommand():
+		return fmt.Errorf("%w: reply to %v", ErrMalformed, r.Command)
+	case !r.Outcome.valid():
+		return fmt.Errorf("%w: outcome %v", ErrMalformed, r.Outcome)
+	case (r.Outcome == OutcomeOK) != (r.Error == ""):
+		return fmt.Errorf("%w: outcome %v with error %q", ErrMalformed, r.Outcome, r.Error)
+	case (r.Command == TypeStatus && r.Outcome == OutcomeOK) != (r.Status != nil):
+		return fmt.Errorf("%w: %v reply %v with status %v", ErrMalformed, r.Command, r.Outcome, r.Status != nil)
+	}
+	for _, err := range []error{
+		checkName("host", r.Host, false), checkName("current release", r.Current, true),
+		checkText("error", r.Error),
+	} {
+		if err != nil {
+			return err
+		}
+	}
+	if r.Status != nil {
+		return r.Status.check()
+	}
+	return nil
+}
+
+func (s *Status) check() error {
+	if len(s.Staged) > MaxStaged {
+		return fmt.Errorf("%w: %d staged releases, more than %d", ErrMalformed, len(s.Staged), MaxStaged)
+	}
+	for _, id := range s.Staged {
+		if err := checkName("staged release", id, false); err != nil {
+			return err
+		}
+	}
+	for _, err := range []error{
+		checkName("previous release", s.Previous, true), checkText("agent version", s.AgentVersion),
+		checkText("last error", s.LastError),
+	} {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AppendBinary appends the reply's encoding.
+func (r *Reply) AppendBinary(b []byte) ([]byte, error) {
+	if err := r.check(); err != nil {
+		return b, err
+	}
+	b = Header{Type: TypeReply, Deploy: r.Deploy}.appendHeader(b)
+	b = append(b, r.Nonce[:]...)
+	b = append(b, byte(r.Command), byte(r.Outcome))
+	b = appendName(b, r.Host)
+	b = appendName(b, r.Current)
+	b = appendText(b, r.Error)
+	if s := r.Status; s != nil {
+		b = appendName(b, s.Previous)
+		b = binary.BigEndian.AppendUint64(b, s.FreeBytes)
+		b = append(b, byte(len(s.Staged)))
+		for _, id := range s.Staged {
+			b = appendName(b, id)
+		}
+		b = appendText(b, s.AgentVersion)
+		b = appendText(b, s.LastError)
+	}
+	return b, nil
+}
+
+func parseReply(r *reader, h Header) (*Reply, error) {
+	p := &Reply{Deploy: h.Deploy}
+	copy(p.Nonce[:], r.take("nonce", NonceLen))
+	p.Command, p.Outcome = Type(r.u8("command")), Outcome(r.u8("outcome"))
+	p.Host = r.name("host", false)
+	p.Current = r.name("current release", true)
+	p.Error = r.text("error")
+	if r.err == nil && p.Command == TypeStatus && p.Outcome == OutcomeOK {
+		p.Status = parseStatus(r)
+	}
+	if err := r.done(); err != nil {
+		return nil, err
+	}
+	return p, p.check()
+}
+
+func parseStatus(r *reader) *Status {
+	s := &Status{Previous: r.name("previous release", true), FreeBytes: r.u64("free bytes")}
+	n := int(r.u8("staged count"))
+	if n > MaxStaged {
+		r.fail("%d staged releases, more than %d", n, MaxStaged)
+		return s
+	}
+	for range n {
+		if r.err != nil {
+			break
+		}
+		s.Staged = append(s.Staged, r.name("staged release", false))
+	}
+	s.AgentVersion = r.text("agent version")
+	s.LastError = r.text("last error")
+	return s
+}
+
+// truncateText makes s a valid text: UTF-8, at most MaxText bytes, cut at
+// a rune boundary with "…" marking the cut.
+func truncateText(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= MaxText {
+		return s
+	}
+	const ellipsis = "…"
+	cut := MaxText - len(ellipsis)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + ellipsis
+}
