@@ -35,6 +35,7 @@ PACKAGES=(
 	"procps      ps, pgrep, sysctl"
 	"time        GNU /usr/bin/time for bench-build"
 	"kmod        modprobe loop"
+	"vagrant     vagrant validate: the Vagrantfile check (packaging tests)"
 )
 
 log() { printf 'install-deps: %s\n' "$*"; }
