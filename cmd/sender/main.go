@@ -51,6 +51,7 @@ func newApp() *cli.App {
 			keygenCommand(),
 			buildCommand(),
 			inspectCommand(),
+			sendCommand(),
 		},
 		HideHelpCommand: true,
 		ExitErrHandler:  func(*cli.Context, error) {}, // main prints and exits

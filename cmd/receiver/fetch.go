@@ -1,0 +1,63 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/multicast"
+	"github.com/urfave/cli/v2"
+)
+
+func fetchCommand() *cli.Command {
+	host, _ := os.Hostname()
+	return &cli.Command{
+		Name:  "fetch",
+		Usage: "receive one multicast session into a file, verify it, and exit",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "group", Required: true, Usage: "multicast `ADDR:PORT` to join"},
+			&cli.StringFlag{Name: "iface", Usage: "join on this network `INTERFACE`"},
+			&cli.StringSliceFlag{Name: "trust", Usage: "accept manifests signed by this public key `FILE` (repeatable)"},
+			&cli.BoolFlag{Name: "insecure", Usage: "accept an unsigned or untrusted manifest (testing only)"},
+			&cli.StringFlag{Name: "host-id", Value: host, Usage: "this host's `ID` as the sender's --hosts names it"},
+			&cli.StringFlag{Name: "out", Required: true, Usage: "write the verified image to `FILE`"},
+			&cli.DurationFlag{Name: "sender-timeout", Value: multicast.DefaultSenderTimeout, Usage: "give up when the sender is silent this long"},
+			&cli.DurationFlag{Name: "wait", Usage: "give up when no trusted session is joined this long (default: wait until interrupted)"},
+		},
+		Action: runFetch,
+	}
+}
+
+func runFetch(c *cli.Context) error {
+	var trusted []ed25519.PublicKey
+	if keys := c.StringSlice("trust"); len(keys) > 0 {
+		var err error
+		if trusted, err = image.ReadTrustedKeys(keys); err != nil {
+			return err
+		}
+	} else if !c.Bool("insecure") {
+		return fmt.Errorf("fetch: give --trust KEY.pub (or --insecure)")
+	}
+	group, err := net.ResolveUDPAddr("udp4", c.String("group"))
+	if err != nil || group.IP == nil || !group.IP.IsMulticast() {
+		return fmt.Errorf("fetch: --group %q is not a multicast ADDR:PORT", c.String("group"))
+	}
+	conn, err := multicast.ListenGroup(group, c.String("iface"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	res, err := multicast.Receive(c.Context, conn, multicast.ReceiveOptions{
+		HostID: c.String("host-id"), Out: c.String("out"), Trusted: trusted, Insecure: c.Bool("insecure"),
+		SenderTimeout: c.Duration("sender-timeout"), AnnounceTimeout: c.Duration("wait"),
+		Logf: func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, f+"\n", a...) },
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "release %s (session %08x) verified: %s (%d chunks resumed, %d asked again)\n",
+		res.ReleaseID, res.Session, res.Path, res.Resumed, res.BadChunks)
+	return nil
+}

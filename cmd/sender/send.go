@@ -1,0 +1,179 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/multicast"
+	"github.com/urfave/cli/v2"
+)
+
+// exitPartial is the exit code when some but not all hosts completed.
+const exitPartial = 2
+
+func sendCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "send",
+		Usage:     "multicast one image (and IMAGE.manifest) to every host at once",
+		ArgsUsage: "IMAGE",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "group", Required: true, Usage: "multicast `ADDR:PORT`, e.g. 239.192.0.1:5000"},
+			&cli.StringFlag{Name: "iface", Usage: "send through this network `INTERFACE`"},
+			&cli.IntFlag{Name: "ttl", Value: multicast.DefaultTTL, Usage: "multicast TTL (1 stays on the local link)"},
+			&cli.StringFlag{Name: "rate", Value: "900M", Usage: "sending `RATE` in bit/s; K, M, G suffixes (0: unpaced)"},
+			&cli.StringFlag{Name: "hosts", Usage: "closed group: host ids `a,b,...` or @FILE (one per line) that must complete"},
+			&cli.DurationFlag{Name: "wait", Value: multicast.DefaultWait, Usage: "how long hosts may take to register"},
+			&cli.IntFlag{Name: "min-hosts", Usage: "open group: start as soon as `N` hosts registered"},
+			&cli.IntFlag{Name: "fec-overhead", Usage: "proactive parity, `PCT` of each block's data packets"},
+			&cli.DurationFlag{Name: "host-timeout", Value: multicast.DefaultHostTimeout, Usage: "drop a host silent this long"},
+		},
+		Action: runSend,
+	}
+}
+
+func runSend(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return fmt.Errorf("send: want one image file, got %d arguments", c.NArg())
+	}
+	opts, closer, err := sendOptions(c)
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	group := opts.Group.(*net.UDPAddr)
+	conn, err := multicast.DialGroup(group, c.String("iface"), c.Int("ttl"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	start := time.Now()
+	opts.Logf = func(f string, a ...any) {
+		fmt.Fprintf(c.App.ErrWriter, "%7.3fs "+f+"\n", append([]any{time.Since(start).Seconds()}, a...)...)
+	}
+	rep, err := multicast.Send(c.Context, conn, opts)
+	if rep != nil {
+		printReport(c.App.Writer, rep)
+	}
+	if err != nil {
+		return err
+	}
+	return reportExit(rep)
+}
+
+// sendOptions reads the image, its manifest and the flags.
+func sendOptions(c *cli.Context) (multicast.SendOptions, io.Closer, error) {
+	path := c.Args().First()
+	var o multicast.SendOptions
+	m, err := image.ReadManifestFile(path + ".manifest")
+	if err != nil {
+		return o, nil, err
+	}
+	if m.PublicKey == nil {
+		fmt.Fprintf(c.App.ErrWriter, "warning: %s.manifest is unsigned; receivers will refuse it unless insecure\n", path)
+	}
+	group, err := net.ResolveUDPAddr("udp4", c.String("group"))
+	if err != nil || group.IP == nil || !group.IP.IsMulticast() {
+		return o, nil, fmt.Errorf("send: --group %q is not a multicast ADDR:PORT", c.String("group"))
+	}
+	rate, err := parseRate(c.String("rate"))
+	if err != nil {
+		return o, nil, err
+	}
+	hosts, err := parseHosts(c.String("hosts"))
+	if err != nil {
+		return o, nil, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return o, nil, err
+	}
+	o = multicast.SendOptions{Group: group, Manifest: m, Image: f, Rate: rate, Hosts: hosts,
+		Wait: c.Duration("wait"), MinHosts: c.Int("min-hosts"), FECOverhead: c.Int("fec-overhead"),
+		HostTimeout: c.Duration("host-timeout")}
+	return o, f, nil
+}
+
+// parseRate reads a bit rate such as 900M (SI multipliers).
+func parseRate(s string) (int64, error) {
+	mult := int64(1)
+	if n := len(s); n > 0 {
+		switch s[n-1] {
+		case 'k', 'K':
+			mult, s = 1e3, s[:n-1]
+		case 'm', 'M':
+			mult, s = 1e6, s[:n-1]
+		case 'g', 'G':
+			mult, s = 1e9, s[:n-1]
+		}
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("send: bad --rate %q", s)
+	}
+	return int64(v * float64(mult)), nil
+}
+
+// parseHosts reads a,b,c or @FILE (one id per line, # comments).
+func parseHosts(s string) ([]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	sep := ","
+	if file, ok := strings.CutPrefix(s, "@"); ok {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("send: --hosts: %w", err)
+		}
+		s, sep = string(b), "\n"
+	}
+	var hosts []string
+	seen := map[string]bool{}
+	for _, h := range strings.Split(s, sep) {
+		h, _, _ = strings.Cut(h, "#")
+		if h = strings.TrimSpace(h); h == "" || seen[h] {
+			continue
+		}
+		if len(h) > multicast.MaxHostID {
+			return nil, fmt.Errorf("send: host id %q longer than %d bytes", h, multicast.MaxHostID)
+		}
+		seen[h] = true
+		hosts = append(hosts, h)
+	}
+	return hosts, nil
+}
+
+func printReport(w io.Writer, r *multicast.Report) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tSTATE\tADDRESS\tREASON")
+	for _, h := range r.Hosts {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", h.ID, h.State, h.Addr, h.Reason)
+	}
+	tw.Flush()
+	done, all := r.Completed()
+	ratio := 0.0
+	if r.PayloadBytes > 0 {
+		ratio = float64(r.Bytes) / float64(r.PayloadBytes)
+	}
+	fmt.Fprintf(w, "release %s session %08x: %d/%d hosts complete in %v; %d packets (%d data, %d repair), %s on the wire, %.3f× the compressed payload, %d rounds\n",
+		r.ReleaseID, r.Session, done, all, r.Duration.Round(1e6), r.Packets, r.DataPackets, r.RepairPackets, humanBytes(r.Bytes), ratio, r.Rounds)
+}
+
+// reportExit maps the outcome to the exit code: all, partial or none.
+func reportExit(r *multicast.Report) error {
+	done, all := r.Completed()
+	switch {
+	case done == all && all > 0:
+		return nil
+	case done > 0:
+		return &exitError{code: exitPartial, err: fmt.Errorf("send: %d of %d hosts did not complete", all-done, all)}
+	}
+	return errors.New("send: no host completed")
+}

@@ -1,0 +1,119 @@
+package multicast
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/loopcast/loopcast/image"
+)
+
+// announceFixedLen is the size of ANNOUNCE before its host list.
+const announceFixedLen = 77
+
+// Announce flags.
+const announceClosed = 1 // closed group: only the listed hosts are waited for
+
+// Announce opens a session; the sender multicasts it repeatedly. The host
+// list is paged: each ANNOUNCE carries hosts [First, First+len(Hosts)) of
+// HostsTotal, and the sender cycles through the pages.
+//
+//	 0 release id [8]        8 manifest SHA-256 [32]  40 manifest size u32
+//	44 image size u64       52 chunk size u32        56 chunk count u32
+//	60 symbol size u16      62 block symbols u8      63 flags u8
+//	64 rate bit/s u64       72 hosts total u16       74 first host u16
+//	76 host count u8        77 hosts: len u8 + id, repeated
+type Announce struct {
+	ReleaseID      [8]byte
+	ManifestDigest [32]byte
+	ManifestSize   uint32
+	ImageSize      uint64
+	ChunkSize      uint32
+	ChunkCount     uint32
+	SymbolSize     uint16 // payload bytes of every DATA/REPAIR symbol
+	BlockSymbols   uint8  // data symbols per full FEC block
+	Closed         bool
+	Rate           uint64 // sending rate in bit/s, for information
+	HostsTotal     uint16
+	HostsFirst     uint16
+	Hosts          []string
+}
+
+func (*Announce) Type() Type { return TypeAnnounce }
+
+func (a *Announce) AppendBinary(b []byte) ([]byte, error) {
+	if err := a.check(); err != nil {
+		return b, err
+	}
+	b = append(b, a.ReleaseID[:]...)
+	b = append(b, a.ManifestDigest[:]...)
+	b = binary.BigEndian.AppendUint32(b, a.ManifestSize)
+	b = binary.BigEndian.AppendUint64(b, a.ImageSize)
+	b = binary.BigEndian.AppendUint32(b, a.ChunkSize)
+	b = binary.BigEndian.AppendUint32(b, a.ChunkCount)
+	b = binary.BigEndian.AppendUint16(b, a.SymbolSize)
+	var fl byte
+	if a.Closed {
+		fl |= announceClosed
+	}
+	b = append(b, a.BlockSymbols, fl)
+	b = binary.BigEndian.AppendUint64(b, a.Rate)
+	b = binary.BigEndian.AppendUint16(b, a.HostsTotal)
+	b = binary.BigEndian.AppendUint16(b, a.HostsFirst)
+	b = append(b, byte(len(a.Hosts)))
+	var err error
+	for _, h := range a.Hosts {
+		if b, err = appendStr8(b, "host id", h, MaxHostID); err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+// check validates the fields a receiver relies on.
+func (a *Announce) check() error {
+	switch {
+	case a.ManifestSize == 0 || a.ManifestSize > MaxManifestSize:
+		return fmt.Errorf("%w: manifest size %d", ErrMalformed, a.ManifestSize)
+	case a.ChunkSize < image.MinChunkSize || a.ChunkSize > image.MaxChunkSize:
+		return fmt.Errorf("%w: chunk size %d", ErrMalformed, a.ChunkSize)
+	case a.ImageSize == 0 || a.ImageSize > uint64(a.ChunkSize)*image.MaxChunks:
+		return fmt.Errorf("%w: image size %d", ErrMalformed, a.ImageSize)
+	case int(a.ChunkCount) != image.ChunkCount(int64(a.ImageSize), a.ChunkSize):
+		return fmt.Errorf("%w: %d chunks for %d bytes", ErrMalformed, a.ChunkCount, a.ImageSize)
+	case a.SymbolSize < MinSymbolSize || a.SymbolSize > MaxSymbolSize:
+		return fmt.Errorf("%w: symbol size %d", ErrMalformed, a.SymbolSize)
+	case a.BlockSymbols == 0 || a.BlockSymbols > MaxBlockSymbols:
+		return fmt.Errorf("%w: %d symbols per block", ErrMalformed, a.BlockSymbols)
+	case len(a.Hosts) > MaxAnnounceHosts || int(a.HostsFirst)+len(a.Hosts) > int(a.HostsTotal):
+		return fmt.Errorf("%w: hosts %d+%d of %d", ErrMalformed, a.HostsFirst, len(a.Hosts), a.HostsTotal)
+	}
+	return nil
+}
+
+func parseAnnounce(b []byte) (*Announce, error) {
+	r := reader{b: b}
+	a := &Announce{}
+	copy(a.ReleaseID[:], r.take(8))
+	copy(a.ManifestDigest[:], r.take(32))
+	a.ManifestSize = r.u32()
+	a.ImageSize = r.u64()
+	a.ChunkSize = r.u32()
+	a.ChunkCount = r.u32()
+	a.SymbolSize = r.u16()
+	a.BlockSymbols = r.u8()
+	fl := r.u8()
+	r.check(fl&^announceClosed == 0, "announce flags %#x", fl)
+	a.Closed = fl&announceClosed != 0
+	a.Rate = r.u64()
+	a.HostsTotal = r.u16()
+	a.HostsFirst = r.u16()
+	n := int(r.u8())
+	r.check(n <= MaxAnnounceHosts, "%d hosts in one announce, more than %d", n, MaxAnnounceHosts)
+	for i := 0; i < n && r.err == nil; i++ {
+		a.Hosts = append(a.Hosts, r.str8("host id", MaxHostID))
+	}
+	if err := r.done(); err != nil {
+		return nil, err
+	}
+	return a, a.check()
+}

@@ -1,0 +1,56 @@
+package multicast
+
+// Complete statuses.
+const (
+	CompleteOK     = 0 // image verified and in place
+	CompleteFailed = 1 // the host gave up; Reason says why
+)
+
+// Complete reports a host's end of the session (unicast); the sender
+// echoes it back to acknowledge.
+//
+//	0 host id: len u8 + bytes   status u8   reason: len u8 + bytes
+type Complete struct {
+	Host   string
+	Status uint8
+	Reason string
+}
+
+func (*Complete) Type() Type { return TypeComplete }
+
+func (c *Complete) AppendBinary(b []byte) ([]byte, error) {
+	b, err := appendStr8(b, "host id", c.Host, MaxHostID)
+	if err != nil {
+		return b, err
+	}
+	b = append(b, c.Status)
+	return appendStr8(b, "reason", c.Reason, MaxReason)
+}
+
+func parseComplete(b []byte) (*Complete, error) {
+	r := reader{b: b}
+	c := &Complete{Host: r.str8("host id", MaxHostID), Status: r.u8()}
+	r.check(c.Status <= CompleteFailed, "complete status %d", c.Status)
+	c.Reason = r.str8("reason", MaxReason)
+	return c, r.done()
+}
+
+// Abort ends the session for everyone (multicast): receivers discard
+// their partial files.
+//
+//	0 reason: len u8 + bytes
+type Abort struct {
+	Reason string
+}
+
+func (*Abort) Type() Type { return TypeAbort }
+
+func (a *Abort) AppendBinary(b []byte) ([]byte, error) {
+	return appendStr8(b, "reason", a.Reason, MaxReason)
+}
+
+func parseAbort(b []byte) (*Abort, error) {
+	r := reader{b: b}
+	a := &Abort{Reason: r.str8("reason", MaxReason)}
+	return a, r.done()
+}

@@ -1,0 +1,141 @@
+package multicast
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/loopcast/loopcast/image"
+	"golang.org/x/sys/unix"
+)
+
+// maxDecoders caps the goroutines decoding chunks: each holds about three
+// chunks of buffers (compressed, decoded, one block), so four keep a
+// receiver well inside its memory budget while using the cores a web
+// server can spare.
+const maxDecoders = 4
+
+// decodeJob is a chunk whose every block holds enough symbols.
+type decodeJob struct {
+	chunk  int
+	clen   uint32
+	blocks []blockState // read-only while the chunk is pending
+}
+
+// decodeResult is a decoder's verdict on one chunk.
+type decodeResult struct {
+	chunk int
+	err   error
+}
+
+// decoder turns a chunk's spooled symbols into verified image bytes. It
+// touches only its own buffers and the two files (positional I/O), so
+// several run beside the session loop, which keeps answering the sender.
+type decoder struct {
+	m          *image.Manifest
+	symSize, k int
+	slots      int64
+	file       *os.File
+	spool      *os.File
+	coder      coder
+	zd         *zstd.Decoder
+	comp, raw  []byte
+}
+
+func newDecoder(st *store) (*decoder, error) {
+	zd, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(st.m.ChunkSize)),
+		zstd.WithDecoderMaxWindow(max(zstd.MinWindowSize, uint64(st.m.ChunkSize))))
+	if err != nil {
+		return nil, fmt.Errorf("multicast: zstd decoder: %w", err)
+	}
+	return &decoder{m: st.m, symSize: st.symSize, k: st.k, slots: st.slots, file: st.file, spool: st.spool, zd: zd,
+		raw: make([]byte, 0, st.m.ChunkSize)}, nil
+}
+
+// decoders returns how many decoders to run.
+func decoders() int { return min(maxDecoders, runtime.GOMAXPROCS(0)) }
+
+// run decodes jobs until the channel closes or ctx ends.
+func (d *decoder) run(ctx context.Context, jobs <-chan decodeJob, results chan<- decodeResult) error {
+	defer d.zd.Close()
+	for j := range jobs {
+		r := decodeResult{chunk: j.chunk, err: d.chunk(j)}
+		select {
+		case results <- r:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	return nil
+}
+
+// chunk decodes, decompresses and verifies a chunk and only then writes it
+// into the image; it frees the chunk's spool range either way.
+func (d *decoder) chunk(j decodeJob) error {
+	defer d.punch(j.chunk)
+	raw, err := d.decode(j)
+	if err == nil {
+		err = d.m.VerifyChunk(j.chunk, raw)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: chunk %d: %w", errChunkRetry, j.chunk, err)
+	}
+	off, _ := d.m.ChunkRange(j.chunk)
+	if _, err := d.file.WriteAt(raw, off); err != nil {
+		return fmt.Errorf("multicast: write chunk %d: %w", j.chunk, err)
+	}
+	return nil
+}
+
+// decode reassembles the compressed bytes from the spool, rebuilding lost
+// data symbols from parity, and decompresses them.
+func (d *decoder) decode(j decodeJob) ([]byte, error) {
+	l := newLayout(int(j.clen), d.symSize, d.k)
+	d.comp = d.comp[:0]
+	for b := range j.blocks {
+		shards, err := d.readBlock(j, l, b)
+		if err != nil {
+			return nil, err
+		}
+		for _, sh := range shards {
+			d.comp = append(d.comp, sh...)
+		}
+	}
+	raw, err := d.zd.DecodeAll(d.comp[:j.clen], d.raw[:0])
+	if err != nil {
+		return nil, fmt.Errorf("decompress: %w", err)
+	}
+	return raw, nil
+}
+
+// readBlock returns block b's k data shards.
+func (d *decoder) readBlock(j decodeJob, l layout, b int) ([][]byte, error) {
+	start, k := l.block(b)
+	buf := make([]byte, k*d.symSize)
+	off := (int64(j.chunk)*d.slots + int64(start)) * int64(d.symSize)
+	if _, err := d.spool.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("read spool: %w", err)
+	}
+	shards := make([][]byte, MaxShards)
+	needRS := false
+	for slot, idx := range j.blocks[b].slots {
+		shards[idx] = buf[slot*d.symSize : (slot+1)*d.symSize]
+		needRS = needRS || int(idx) >= k
+	}
+	if needRS {
+		if err := d.coder.reconstruct(k, shards); err != nil {
+			return nil, fmt.Errorf("block %d: %w", b, err)
+		}
+	}
+	return shards[:k], nil
+}
+
+// punch frees chunk i's spool slots.
+func (d *decoder) punch(i int) {
+	n := d.slots * int64(d.symSize)
+	_ = unix.Fallocate(int(d.spool.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(i)*n, n)
+}

@@ -1,0 +1,138 @@
+// Package multicast ships one image to many hosts at once over UDP
+// multicast, UFTP-style in its phases and NORM-style in its repair: lost
+// packets are not resent, fresh Reed-Solomon parity is, so one repair
+// packet fills a different hole at every host that has one.
+//
+// It moves the chunks an [image.Manifest] names and knows nothing of ext2,
+// mounts or releases. [Send] runs the sender's side of a session and
+// returns a per-host [Report]; [Receive] runs one receiver's side and is
+// what an agent calls (one session per call, conn reused across calls).
+//
+// # Session
+//
+//	sender                                          receivers
+//	ANNOUNCE  ─multicast, every 200 ms, then 1 s──▶  lock onto the session
+//	          ◀──unicast── REGISTER{need manifest}   (until the manifest is whole)
+//	MANIFEST  ─multicast, at most every 100 ms────▶  assemble, check digest,
+//	                                                 verify signature vs trusted keys
+//	          ◀──unicast── REGISTER                  (untrusted: refuse, wait for another)
+//	REGISTER  ─unicast echo = acknowledged────────▶
+//	          … closed group: all listed hosts registered, or --wait elapsed;
+//	            open group: --min-hosts registered, or --wait elapsed
+//	DATA      ─multicast, paced────────────────────▶ spool symbols, decode chunk,
+//	          (+ proactive REPAIR per block)          verify SHA-256, pwrite
+//	STATUS    ─multicast ×2, end of round──────────▶
+//	          ◀──unicast── NACK × ≤16                per block: count missing
+//	REPAIR    ─multicast: per block, the max count asked, fresh parity indices
+//	          … rounds repeat until every host completed or was dropped
+//	          ◀──unicast── COMPLETE                  after the whole-image hash checks
+//	COMPLETE  ─unicast echo = acknowledged────────▶
+//	ABORT     ─multicast when the sender gives up─▶  discard partial files
+//
+// Each non-zero chunk is compressed with zstd on its own and cut into
+// symbols of the announced size (1408 bytes by default, the last one
+// zero-padded); a chunk's symbols are spread evenly over FEC blocks of at
+// most the announced count (64). All-zero chunks are never sent: receivers
+// leave them as holes. A receiver that has no symbol of a chunk cannot know
+// its block layout and asks for the whole chunk; the sender resends it once
+// however many hosts ask. A chunk that fails its check is forgotten and so
+// asked for whole again.
+//
+// # Joining
+//
+// A receiver tries the first session announced (or the one it was told
+// to join), fetches its manifest and checks it against the announced
+// digest and its trusted keys before registering. A session whose manifest
+// is untrusted, corrupt or does not arrive within a second is refused and
+// remembered, and the receiver waits for another: a forged announce can
+// delay a receiver but not capture it. A receiver that hears a session
+// mid-transfer (late, or restarted) asks its sender for the announce and
+// manifest at once instead of waiting for the next periodic ANNOUNCE.
+//
+// # Liveness
+//
+// A host that leaves STATUS requests unanswered for HostTimeout is dropped
+// and reported; a listed host that never registers is reported missing. A
+// receiver that hears nothing of its session for SenderTimeout (longer than
+// HostTimeout) discards its partial file. A receiver restarted mid-session
+// registers again, gets the chunks it lacks, and resumes a partial file
+// left by a killed predecessor (Out.<release>.partial) after re-verifying
+// its chunks.
+//
+// # Trust
+//
+// What a receiver writes is bound to the signed manifest: every chunk's
+// SHA-256 before it is written, the whole image's before it is renamed
+// into place. The session's control packets (ANNOUNCE, STATUS, ABORT and
+// the acknowledgements) are not authenticated in this version: a forged
+// ABORT from the sender's address can make receivers discard a transfer,
+// though never accept wrong data.
+//
+// # Bounds
+//
+// Every length and count read from the network is checked against a named
+// limit (MaxHostID, MaxNackBlocks, MaxManifestSize, ...); parsers reject
+// truncated packets and trailing bytes. Sockets are read by one goroutine
+// into a bounded queue that drops on overflow; one goroutine owns each
+// session's state; chunk decoding (Reed-Solomon, zstd with bounded window
+// and output, SHA-256, pwrite) runs on up to four decoder goroutines fed by
+// the loop, so the loop keeps answering the sender. Receiver memory is the
+// decoders' buffers (about three chunks each) plus ~100 bytes per FEC block
+// of chunks begun but not finished: symbols wait in a sparse spool file
+// until their chunk decodes, then the spool range is punched out. The
+// whole-image hash is computed in order as chunks land, not in a final
+// pass.
+//
+// # Wire format
+//
+// All integers are big-endian. Every packet starts with the header:
+//
+//	 0               1               2               3
+//	 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7
+//	+---------------+---------------+---------------+---------------+
+//	|                      magic "LCMC"                             |
+//	+---------------+---------------+---------------+---------------+
+//	|  version (1)  |     type      |        flags (0)              |
+//	+---------------+---------------+---------------+---------------+
+//	|                          session id                           |
+//	+---------------+---------------+---------------+---------------+
+//	|             sequence (sender's multicast; 0 for unicast)      |
+//	+---------------+---------------+---------------+---------------+
+//
+// Types (values are on the wire — only append): 1 ANNOUNCE, 2 REGISTER,
+// 3 MANIFEST, 4 DATA, 5 STATUS, 6 NACK, 7 REPAIR, 8 COMPLETE, 9 ABORT.
+// Bodies ("str8" is a u8 length then that many bytes):
+//
+//	ANNOUNCE  (sender → group)
+//	  0 release id [8]       8 manifest SHA-256 [32]   40 manifest size u32
+//	 44 image size u64      52 chunk size u32         56 chunk count u32
+//	 60 symbol size u16     62 block symbols u8       63 flags u8 (1: closed group)
+//	 64 rate bit/s u64      72 hosts total u16        74 first host u16
+//	 76 host count u8 (≤16) 77 host ids: str8 each (a page of the closed group)
+//
+//	REGISTER  (host → sender; echoed back as the acknowledgement)
+//	  host id str8 | flags u8 (1: need manifest) | range count u16 (≤64)
+//	  | ranges: first chunk u32, count u32 (chunks already held; empty for now)
+//
+//	MANIFEST  (sender → group)
+//	  0 offset u32   4 total u32 (≤8 MiB)   8 length u16   10 bytes
+//
+//	DATA, REPAIR  (sender → group)
+//	  0 chunk u32   4 compressed length u32   8 block u16   10 index u8
+//	 11 reserved u8  12 payload length u16    14 payload
+//	  index < the block's data count: a data symbol; above: parity shard index
+//
+//	STATUS  (sender → group)
+//	  0 round u32
+//
+//	NACK  (host → sender; ≤16 per round)
+//	  host id str8 | round u32 | loss ‰ u16 | part u8 | parts u8
+//	  | range count u8 (≤16) | ranges: first chunk u32, count u32 (nothing held)
+//	  | block count u16 (≤160) | blocks: chunk u32, block u16, missing u8
+//
+//	COMPLETE  (host → sender; echoed back as the acknowledgement)
+//	  host id str8 | status u8 (0 ok, 1 failed) | reason str8 (≤200)
+//
+//	ABORT  (sender → group)
+//	  reason str8 (≤200)
+package multicast

@@ -1,0 +1,179 @@
+package multicast
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// Version is the wire protocol version this package speaks. A packet with
+// another version is rejected, never guessed at.
+const Version = 1
+
+// HeaderLen is the size of the fixed header every packet starts with.
+const HeaderLen = 16
+
+var magic = [4]byte{'L', 'C', 'M', 'C'}
+
+// Bounds on what a packet may carry; every length and count read from the
+// network is checked against one of these before it is used.
+const (
+	// MaxPacket is the largest datagram either side sends or accepts: an
+	// IPv4 UDP payload on a 1500-byte Ethernet MTU (1500-20-8).
+	MaxPacket = 1472
+	// MaxHostID caps a host id: long enough for an FQDN label set, short
+	// enough that a NACK with a host id still fits one packet.
+	MaxHostID = 64
+	// MaxReason caps the free-text reason in COMPLETE and ABORT.
+	MaxReason = 200
+	// MaxManifestSize caps the encoded manifest a receiver will assemble:
+	// 8 MiB names ~250,000 chunks (a 250 GiB image at 1 MiB chunks) and
+	// keeps a receiver's memory bounded.
+	MaxManifestSize = 8 << 20
+	// MaxBlockSymbols caps the data symbols of one FEC block. GF(2^8)
+	// Reed-Solomon allows 256 shards; 128 data leaves room for parity.
+	MaxBlockSymbols = 128
+	// MaxShards is the GF(2^8) limit on data + parity shards of a block.
+	MaxShards = 256
+	// MinSymbolSize and MaxSymbolSize bound the symbol (payload) size an
+	// ANNOUNCE may name; the upper bound keeps DATA within MaxPacket.
+	MinSymbolSize = 64
+	MaxSymbolSize = MaxPacket - HeaderLen - symbolHeaderLen
+	// MaxAnnounceHosts caps the host ids in one ANNOUNCE page.
+	MaxAnnounceHosts = 16
+	// MaxRegisterRanges caps the held-chunk ranges in one REGISTER.
+	MaxRegisterRanges = 64
+	// MaxNackRanges caps whole-chunk ranges in one NACK packet.
+	MaxNackRanges = 16
+	// MaxNackBlocks caps per-block entries in one NACK packet; with a
+	// maximal host id the packet stays under MaxPacket (see nack.go).
+	MaxNackBlocks = 160
+	// MaxNackParts caps the NACK packets a host sends per round: 16 × 160
+	// blocks covers ~2,500 incomplete blocks (~200 MiB at 5% loss) per
+	// round while a sender's work per host and round stays bounded.
+	MaxNackParts = 16
+)
+
+// Errors returned by Parse.
+var (
+	ErrShort     = errors.New("multicast: packet truncated")
+	ErrMagic     = errors.New("multicast: not a loopcast packet")
+	ErrVersion   = errors.New("multicast: unsupported protocol version")
+	ErrType      = errors.New("multicast: unknown message type")
+	ErrMalformed = errors.New("multicast: malformed packet")
+)
+
+// Type is a message type. Values are on the wire — only append.
+type Type uint8
+
+const (
+	TypeAnnounce Type = 1 + iota
+	TypeRegister
+	TypeManifest
+	TypeData
+	TypeStatus
+	TypeNack
+	TypeRepair
+	TypeComplete
+	TypeAbort
+)
+
+var typeNames = [...]string{
+	TypeAnnounce: "ANNOUNCE", TypeRegister: "REGISTER", TypeManifest: "MANIFEST",
+	TypeData: "DATA", TypeStatus: "STATUS", TypeNack: "NACK", TypeRepair: "REPAIR",
+	TypeComplete: "COMPLETE", TypeAbort: "ABORT",
+}
+
+func (t Type) String() string {
+	if int(t) < len(typeNames) && typeNames[t] != "" {
+		return typeNames[t]
+	}
+	return fmt.Sprintf("Type(%d)", uint8(t))
+}
+
+// Header is the fixed start of every packet:
+//
+//	0 magic "LCMC"  4 version u8  5 type u8  6 flags u16 (0)
+//	8 session u32  12 sequence u32
+type Header struct {
+	Type    Type
+	Session uint32 // chosen by the sender per transfer
+	Seq     uint32 // per-sender packet counter; receivers estimate loss from gaps
+}
+
+// AppendBinary appends the encoded header.
+func (h Header) AppendBinary(b []byte) ([]byte, error) {
+	b = append(b, magic[:]...)
+	b = append(b, Version, byte(h.Type), 0, 0)
+	b = binary.BigEndian.AppendUint32(b, h.Session)
+	return binary.BigEndian.AppendUint32(b, h.Seq), nil
+}
+
+func parseHeader(b []byte) (Header, error) {
+	if len(b) < HeaderLen {
+		return Header{}, fmt.Errorf("%w: %d bytes, header needs %d", ErrShort, len(b), HeaderLen)
+	}
+	if [4]byte(b[:4]) != magic {
+		return Header{}, ErrMagic
+	}
+	if b[4] != Version {
+		return Header{}, fmt.Errorf("%w: %d (this build speaks %d)", ErrVersion, b[4], Version)
+	}
+	if binary.BigEndian.Uint16(b[6:]) != 0 {
+		return Header{}, fmt.Errorf("%w: header flags %#x", ErrMalformed, b[6:8])
+	}
+	return Header{
+		Type:    Type(b[5]),
+		Session: binary.BigEndian.Uint32(b[8:]),
+		Seq:     binary.BigEndian.Uint32(b[12:]),
+	}, nil
+}
+
+// Message is the body of a packet.
+type Message interface {
+	Type() Type
+	AppendBinary(b []byte) ([]byte, error)
+}
+
+// AppendPacket appends a header (its Type taken from m) and m.
+func AppendPacket(b []byte, h Header, m Message) ([]byte, error) {
+	h.Type = m.Type()
+	b, _ = h.AppendBinary(b)
+	return m.AppendBinary(b)
+}
+
+// Parse decodes a whole packet. Byte slices in the result (DATA payload,
+// MANIFEST fragment) alias b.
+func Parse(b []byte) (Header, Message, error) {
+	h, err := parseHeader(b)
+	if err != nil {
+		return h, nil, err
+	}
+	m, err := parseBody(h.Type, b[HeaderLen:])
+	if err != nil {
+		return h, nil, fmt.Errorf("%v packet seq %d: %w", h.Type, h.Seq, err)
+	}
+	return h, m, nil
+}
+
+func parseBody(t Type, b []byte) (Message, error) {
+	switch t {
+	case TypeAnnounce:
+		return parseAnnounce(b)
+	case TypeRegister:
+		return parseRegister(b)
+	case TypeManifest:
+		return parseManifestFrag(b)
+	case TypeData, TypeRepair:
+		return parseSymbol(t, b)
+	case TypeStatus:
+		return parseStatus(b)
+	case TypeNack:
+		return parseNack(b)
+	case TypeComplete:
+		return parseComplete(b)
+	case TypeAbort:
+		return parseAbort(b)
+	}
+	return nil, fmt.Errorf("%w %d", ErrType, uint8(t))
+}

@@ -1,0 +1,319 @@
+package multicast
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/testenv"
+)
+
+// The namespace test runs one sender and several receivers as separate
+// processes (this test binary re-executed as TestNetnsHelper), each in its
+// own network namespace on a private bridge, with loss injected on each
+// receiver's input by iptables. Namespaces are entered with nsenter --net
+// so all processes share the mount namespace (and the temp dir).
+
+const (
+	envRole  = "LOOPCAST_NETNS_ROLE" // "send" or "recv": run as a helper
+	envArgs  = "LOOPCAST_NETNS_ARGS" // JSON helperArgs
+	netGroup = "239.77.0.1:47100"
+)
+
+type helperArgs struct {
+	Image, Out, Host string
+	Hosts            []string
+	Rate             int64
+	FEC              int
+}
+
+// TestNetnsHelper is not a test: it is the sender or receiver process of
+// TestNetns, and skips when run on its own.
+func TestNetnsHelper(t *testing.T) {
+	role := os.Getenv(envRole)
+	if role == "" {
+		t.Skip("helper process for TestNetns")
+	}
+	var a helperArgs
+	if err := json.Unmarshal([]byte(os.Getenv(envArgs)), &a); err != nil {
+		t.Fatal(err)
+	}
+	group, _ := net.ResolveUDPAddr("udp4", netGroup)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if role == "send" {
+		helperSend(t, ctx, group, a)
+	} else {
+		helperRecv(t, ctx, group, a)
+	}
+}
+
+func helperSend(t *testing.T, ctx context.Context, group *net.UDPAddr, a helperArgs) {
+	m, err := image.ReadManifestFile(a.Image + ".manifest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(a.Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := DialGroup(group, "eth0", DefaultTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Send(ctx, conn, SendOptions{Group: group, Manifest: m, Image: f, Rate: a.Rate, Hosts: a.Hosts, FECOverhead: a.FEC,
+		Wait: 5 * time.Second, HostTimeout: 3 * time.Second, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewEncoder(os.Stdout).Encode(rep)
+}
+
+func helperRecv(t *testing.T, ctx context.Context, group *net.UDPAddr, a helperArgs) {
+	conn, err := ListenGroup(group, "eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, ed25519.SeedSize))
+	res, err := Receive(ctx, conn, ReceiveOptions{HostID: a.Host, Out: a.Out, Trusted: []ed25519.PublicKey{priv.Public().(ed25519.PublicKey)},
+		SenderTimeout: 10 * time.Second, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: resumed %d chunks", a.Host, res.Resumed)
+	t.Logf("%s: peak-rss %d KiB", a.Host, peakRSS(t))
+}
+
+// lab is a bridge namespace plus one namespace per node.
+type lab struct {
+	t     *testing.T
+	tag   string
+	nodes []string
+}
+
+func (l *lab) ip(args ...string) {
+	l.t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		l.t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+func (l *lab) ns(name string) string { return "lc" + l.tag + name }
+
+// newLab builds the bridge and nodes named names (10.77.0.1, .2, ...);
+// loss[name] is the input drop probability at that node.
+func newLab(t *testing.T, names []string, loss map[string]float64) *lab {
+	l := &lab{t: t, tag: strconv.Itoa(os.Getpid() % 100000)}
+	br := l.ns("br")
+	l.ip("netns", "add", br)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", br).Run() })
+	l.ip("-n", br, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
+	l.ip("-n", br, "link", "set", "br0", "up")
+	for i, n := range names {
+		ns := l.ns(n)
+		l.ip("netns", "add", ns)
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+		port := fmt.Sprintf("p%d", i)
+		l.ip("-n", br, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
+		l.ip("-n", br, "link", "set", port, "master", "br0", "up")
+		l.ip("-n", ns, "addr", "add", fmt.Sprintf("10.77.0.%d/24", i+1), "dev", "eth0")
+		l.ip("-n", ns, "link", "set", "eth0", "up")
+		l.ip("-n", ns, "link", "set", "lo", "up")
+		if p := loss[n]; p > 0 {
+			cmd := exec.Command("ip", "netns", "exec", ns, "iptables", "-A", "INPUT", "-p", "udp",
+				"-m", "statistic", "--mode", "random", "--probability", fmt.Sprint(p), "-j", "DROP")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("iptables in %s: %v\n%s", ns, err, out)
+			}
+		}
+		l.nodes = append(l.nodes, n)
+	}
+	return l
+}
+
+// start runs this test binary as a helper in node's namespace.
+func (l *lab) start(node, role string, a helperArgs, stdout *bytes.Buffer) *exec.Cmd {
+	l.t.Helper()
+	js, _ := json.Marshal(a)
+	cmd := exec.Command("nsenter", "--net=/var/run/netns/"+l.ns(node), "--", os.Args[0], "-test.run=^TestNetnsHelper$", "-test.v")
+	cmd.Env = append(os.Environ(), envRole+"="+role, envArgs+"="+string(js))
+	cmd.Stdout = stdout
+	var errBuf bytes.Buffer
+	cmd.Stderr = &errBuf
+	if err := cmd.Start(); err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	return cmd
+}
+
+func TestNetns(t *testing.T) {
+	testenv.Long(t)
+	testenv.RequireNetns(t)
+	testenv.RequireTool(t, "iptables")
+	for _, loss := range []float64{0, 0.05} {
+		t.Run(fmt.Sprintf("loss%.0f%%", loss*100), func(t *testing.T) { runNetns(t, loss) })
+	}
+}
+
+// runNetns: receivers r1, r2 finish; r3 is killed mid-transfer and
+// restarted; "ghost" is listed but never runs. Under loss the sender adds
+// 12% proactive parity, so chunks complete during the first pass (without
+// it nearly every block at 5% loss waits for a repair round, and a receiver
+// killed during the first pass has nothing to resume).
+func runNetns(t *testing.T, loss float64) {
+	recv := []string{"r1", "r2", "r3"}
+	lossAt := map[string]float64{}
+	for _, r := range recv {
+		lossAt[r] = loss
+	}
+	l := newLab(t, append([]string{"s"}, append(recv, "ghost")...), lossAt)
+	img, m, _ := randomImage(t, 32<<20)
+	if err := image.WriteManifestFile(img+".manifest", m); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	out := func(r string) string { return filepath.Join(dir, r+".img") }
+	var sout bytes.Buffer
+	sender := l.start("s", "send", helperArgs{Image: img, Rate: 100e6, Hosts: append(recv, "ghost"), FEC: int(loss * 240)}, &sout)
+	cmds := map[string]*exec.Cmd{}
+	outs := map[string]*bytes.Buffer{}
+	for _, r := range recv {
+		outs[r] = &bytes.Buffer{}
+		cmds[r] = l.start(r, "recv", helperArgs{Host: r, Out: out(r)}, outs[r])
+	}
+	killMidway(t, cmds["r3"], out("r3")+"."+m.ReleaseID()+".partial", m)
+	outs["r3"] = &bytes.Buffer{}
+	cmds["r3"] = l.start("r3", "recv", helperArgs{Host: "r3", Out: out("r3")}, outs["r3"])
+	for _, r := range recv {
+		if err := cmds[r].Wait(); err != nil {
+			t.Errorf("receiver %s: %v\n%s", r, err, outs[r])
+		}
+		checkRSS(t, r, outs[r].String())
+	}
+	if err := sender.Wait(); err != nil {
+		t.Fatalf("sender: %v\n%s", err, sout.String())
+	}
+	checkNetnsReport(t, sout.Bytes(), m, recv)
+	for _, r := range recv {
+		b, err := os.ReadFile(out(r))
+		if err != nil || sha256.Sum256(b) != m.ImageHash {
+			t.Errorf("%s: image missing or wrong (%v)", r, err)
+		}
+	}
+	var resumed int
+	if i := strings.Index(outs["r3"].String(), "r3: resumed "); i < 0 {
+		t.Errorf("r3 after restart did not say what it resumed:\n%s", outs["r3"])
+	} else if fmt.Sscanf(outs["r3"].String()[i:], "r3: resumed %d", &resumed); resumed == 0 || resumed >= len(m.Chunks) {
+		t.Errorf("r3 resumed %d of %d chunks, want some but not all", resumed, len(m.Chunks))
+	}
+	t.Logf("r3 killed mid-transfer, resumed %d of %d chunks", resumed, len(m.Chunks))
+}
+
+// maxReceiverRSS is the issue's memory bound for a receiver process.
+const maxReceiverRSS = 64 << 20
+
+// peakRSS returns this process's peak resident set (VmHWM) in KiB. It is
+// read by the helper itself: the rusage a parent sees would include the
+// pages the child shared with the (large) test process before exec.
+func peakRSS(t *testing.T) int {
+	st, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(st), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			return n
+		}
+	}
+	t.Fatal("no VmHWM in /proc/self/status")
+	return 0
+}
+
+// checkRSS asserts the peak RSS a receiver helper reported.
+func checkRSS(t *testing.T, name, out string) {
+	i := strings.Index(out, name+": peak-rss ")
+	var kib int
+	if i < 0 {
+		t.Errorf("%s did not report its peak RSS:\n%s", name, out)
+		return
+	}
+	fmt.Sscanf(out[i:], name+": peak-rss %d KiB", &kib)
+	t.Logf("%s: peak RSS %d MiB", name, kib>>10)
+	if kib<<10 > maxReceiverRSS && !raceEnabled || kib == 0 {
+		t.Errorf("%s: peak RSS %d KiB, want (0, %d MiB]", name, kib, maxReceiverRSS>>20)
+	}
+}
+
+// killMidway waits until the receiver's partial image holds a few
+// verified chunks, then kills it (SIGKILL: no cleanup runs).
+func killMidway(t *testing.T, cmd *exec.Cmd, partial string, m *image.Manifest) {
+	const enough = 4
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if verifiedChunks(partial, m) >= enough {
+			cmd.Process.Kill()
+			cmd.Wait()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("receiver never wrote %d chunks into %s", enough, partial)
+}
+
+// verifiedChunks counts the non-zero chunks of path that match m.
+func verifiedChunks(path string, m *image.Manifest) int {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	n, buf := 0, make([]byte, m.ChunkSize)
+	for i, c := range m.Chunks {
+		off, size := m.ChunkRange(i)
+		if _, err := f.ReadAt(buf[:size], off); !c.Zero && err == nil && m.VerifyChunk(i, buf[:size]) == nil {
+			n++
+		}
+	}
+	return n
+}
+
+func checkNetnsReport(t *testing.T, out []byte, m *image.Manifest, recv []string) {
+	i := bytes.LastIndex(out, []byte(`{"Session"`))
+	if i < 0 {
+		t.Fatalf("no report in sender output:\n%s", out)
+	}
+	var rep Report
+	if err := json.NewDecoder(bytes.NewReader(out[i:])).Decode(&rep); err != nil {
+		t.Fatalf("report: %v", err)
+	}
+	want := map[string]HostState{"ghost": HostMissing}
+	for _, r := range recv {
+		want[r] = HostComplete
+	}
+	for _, h := range rep.Hosts {
+		if h.State != want[h.ID] {
+			t.Errorf("report: %s %v (%s), want %v", h.ID, h.State, h.Reason, want[h.ID])
+		}
+	}
+	t.Logf("payload %d B, sent %d B (%.3f×), %d data + %d repair packets, %d rounds, %v",
+		rep.PayloadBytes, rep.Bytes, float64(rep.Bytes)/float64(rep.PayloadBytes), rep.DataPackets, rep.RepairPackets, rep.Rounds, rep.Duration)
+}

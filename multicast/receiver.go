@@ -1,0 +1,394 @@
+package multicast
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/loopcast/loopcast/image"
+	"golang.org/x/sync/errgroup"
+)
+
+// Receiver tunables.
+const (
+	// DefaultSenderTimeout is how long a receiver waits for any packet of
+	// its session before it decides the sender vanished and discards its
+	// partial image. Longer than DefaultHostTimeout, so the sender gives
+	// up on a host before the host gives up on it.
+	DefaultSenderTimeout = 30 * time.Second
+	// registerEvery limits REGISTER retries to one per period.
+	registerEvery = 100 * time.Millisecond
+	// completeEvery is the COMPLETE retry period until the sender echoes it.
+	completeEvery = 300 * time.Millisecond
+	// nackSpread spreads hosts' answers to a STATUS over this window
+	// (NORM-style randomised backoff), so thousands of NACKs do not arrive
+	// in one burst and overflow the sender's socket buffer. Well under
+	// the sender's statusWait.
+	nackSpread = 50 * time.Millisecond
+	// completeLinger bounds how long a finished receiver waits for that
+	// echo: the image is in place either way.
+	completeLinger = 5 * time.Second
+)
+
+// Errors returned by Receive.
+var (
+	ErrSenderGone = errors.New("multicast: sender went silent")
+	ErrAborted    = errors.New("multicast: sender aborted the session")
+	ErrUntrusted  = errors.New("multicast: manifest refused")
+	ErrNoSession  = errors.New("multicast: no session announced")
+)
+
+// ReceiveOptions configure Receive.
+type ReceiveOptions struct {
+	HostID        string              // this host's id, as the sender's --hosts names it
+	Out           string              // where the verified image goes
+	Trusted       []ed25519.PublicKey // keys a manifest must be signed by
+	Insecure      bool                // accept an unsigned or untrusted manifest
+	Session       uint32              // join only this session; 0: the first announced
+	SenderTimeout time.Duration       // default DefaultSenderTimeout
+	// AnnounceTimeout bounds the wait for a trusted session to join; 0
+	// waits until ctx ends. Untrusted sessions are ignored meanwhile.
+	AnnounceTimeout time.Duration
+	// Accept, if set, is asked about each verified manifest before the
+	// receiver registers; an error refuses the session like an untrusted
+	// one (an agent uses it to skip a release it already has, e.g. a
+	// session still running for other hosts).
+	Accept func(*image.Manifest) error
+	// Skip lists sessions not to join: an agent that completed a session
+	// calls Receive again while that session still runs for other hosts.
+	Skip []uint32
+	Logf func(format string, args ...any)
+}
+
+// Result describes a received image.
+type Result struct {
+	Session   uint32
+	ReleaseID string
+	Manifest  *image.Manifest // verified against Trusted (unless Insecure)
+	Path      string          // Out: the verified image
+	Resumed   int             // chunks already held by a partial file from an earlier attempt
+	BadChunks int             // chunks that failed their check and were asked again
+	Packets   int64           // packets of the session received
+	Ignored   int64           // packets malformed, foreign or out of place
+}
+
+// Receive joins one session announced on conn, receives its image into
+// opts.Out, verifies it, and reports COMPLETE. On failure it removes its
+// partial files and leaves opts.Out untouched; when ctx is cancelled it
+// keeps the partial image (Out.<release>.partial), which a later Receive
+// of the same release resumes, as it does one left by a killed receiver:
+// its verified chunks are not asked for again. conn stays open for the caller when it supports
+// read deadlines.
+func Receive(ctx context.Context, conn Conn, opts ReceiveOptions) (*Result, error) {
+	if opts.HostID == "" || len(opts.HostID) > MaxHostID || opts.Out == "" {
+		return nil, fmt.Errorf("multicast: receive needs a host id (1-%d bytes) and an output path", MaxHostID)
+	}
+	if len(opts.Trusted) == 0 && !opts.Insecure {
+		return nil, fmt.Errorf("%w: no trusted keys given (and not insecure)", ErrUntrusted)
+	}
+	opts.SenderTimeout = cmpOr(opts.SenderTimeout, DefaultSenderTimeout)
+	if opts.Logf == nil {
+		opts.Logf = func(string, ...any) {}
+	}
+	r := &receiver{opts: opts, conn: conn, begin: time.Now()}
+	err := serve(ctx, conn, r.run)
+	if err != nil {
+		if ctx.Err() == nil { // cancelled: keep the partial file to resume
+			r.discard()
+		}
+		return nil, err
+	}
+	return &r.res, nil
+}
+
+type receiver struct {
+	ctx        context.Context
+	begin      time.Time
+	join       joinState
+	opts       ReceiveOptions
+	conn       Conn
+	res        Result
+	sender     net.Addr
+	ann        *Announce
+	heard      time.Time // last packet of the session
+	man        manifestBuf
+	st         *store
+	partial    string
+	registered bool
+	lastReg    time.Time
+	doneAt     time.Time // image verified and in place
+	lastDone   time.Time
+	acked      bool
+	seq        seqStats
+	nackAt     time.Time // when to answer the pending STATUS; zero: none
+	nackRound  uint32
+	jobs       chan decodeJob // to the decoders; nil until the manifest is in
+	results    chan decodeResult
+	decoders   errgroup.Group
+	stopDecode context.CancelFunc
+}
+
+// run is the session loop; it alone touches the receiver's state.
+func (r *receiver) run(ctx context.Context, inbox <-chan packet) error {
+	timer := time.NewTimer(time.Second)
+	defer timer.Stop()
+	defer r.closeFiles()
+	defer r.stopDecoders()
+	r.ctx = ctx
+	for {
+		now := time.Now()
+		if err := r.tick(now); err != nil || r.finished(now) {
+			return err
+		}
+		resetTimer(timer, r.wakeIn(now))
+		jobs, next := r.nextJob()
+		var err error
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case p := <-inbox:
+			err = r.handleBatch(p, inbox)
+		case jobs <- next:
+			r.st.ready = r.st.ready[1:]
+		case res := <-r.results:
+			err = r.onDecoded(res)
+		case <-timer.C:
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// drainBatch bounds how many queued packets one loop turn handles, so
+// timers and decoder results are still looked at under a flood.
+const drainBatch = 64
+
+// handleBatch handles p and whatever else is already queued, boundedly.
+func (r *receiver) handleBatch(p packet, inbox <-chan packet) error {
+	now := time.Now()
+	for range drainBatch {
+		if err := r.handle(p, now); err != nil {
+			return err
+		}
+		select {
+		case p = <-inbox:
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// nextJob returns the decoders' channel and the next ready chunk, or a
+// nil channel (never ready in a select) when there is none.
+func (r *receiver) nextJob() (chan<- decodeJob, decodeJob) {
+	if r.st == nil || len(r.st.ready) == 0 {
+		return nil, decodeJob{}
+	}
+	return r.jobs, r.st.job(r.st.ready[0])
+}
+
+// startDecoders runs the chunk decoders beside the loop.
+func (r *receiver) startDecoders() error {
+	ctx, cancel := context.WithCancel(r.ctx)
+	n := decoders()
+	r.jobs, r.results, r.stopDecode = make(chan decodeJob), make(chan decodeResult, n), cancel
+	for range n {
+		d, err := newDecoder(r.st)
+		if err != nil {
+			return err
+		}
+		r.decoders.Go(func() error { return d.run(ctx, r.jobs, r.results) })
+	}
+	return nil
+}
+
+// stopDecoders ends the decoders and waits for them.
+func (r *receiver) stopDecoders() {
+	if r.jobs == nil {
+		return
+	}
+	r.stopDecode()
+	close(r.jobs)
+	r.decoders.Wait()
+}
+
+// onDecoded takes a decoder's verdict; the last chunk finishes the image.
+func (r *receiver) onDecoded(res decodeResult) error {
+	if err := r.st.decoded(res.chunk, res.err); err != nil {
+		return err
+	}
+	if res.err != nil {
+		r.opts.Logf("%v", res.err)
+		r.res.BadChunks = r.st.bad
+	}
+	if r.st.remaining == 0 && r.doneAt.IsZero() {
+		return r.finish(time.Now())
+	}
+	return nil
+}
+
+// tick runs the timers: sender liveness and COMPLETE retries.
+func (r *receiver) tick(now time.Time) error {
+	if err := r.tickJoin(now); err != nil {
+		return err
+	}
+	if r.st != nil && r.doneAt.IsZero() && now.Sub(r.heard) > r.opts.SenderTimeout {
+		return fmt.Errorf("%w: nothing from %v for %v (session %08x)", ErrSenderGone, r.sender, r.opts.SenderTimeout, r.res.Session)
+	}
+	if r.ann != nil && !r.registered {
+		r.register(now) // retried until acknowledged; rate-limited inside
+	}
+	r.answerStatus(now)
+	if !r.doneAt.IsZero() && !r.acked && now.Sub(r.lastDone) >= completeEvery {
+		r.sendComplete(now)
+	}
+	return nil
+}
+
+func (r *receiver) finished(now time.Time) bool {
+	return !r.doneAt.IsZero() && (r.acked || now.Sub(r.doneAt) > completeLinger)
+}
+
+func (r *receiver) wakeIn(now time.Time) time.Duration {
+	if !r.nackAt.IsZero() {
+		return r.nackAt.Sub(now)
+	}
+	if !r.doneAt.IsZero() {
+		return completeEvery
+	}
+	if r.st == nil || !r.registered {
+		return joinCheckEvery
+	}
+	return r.heard.Add(r.opts.SenderTimeout).Sub(now) + time.Millisecond
+}
+
+// handle processes one datagram; only a fatal condition (abort, refused
+// manifest, disk error) is returned.
+func (r *receiver) handle(p packet, now time.Time) error {
+	h, m, err := Parse(p.b)
+	if err != nil || !r.accept(h, m, p.from, now) {
+		r.res.Ignored++
+		return nil
+	}
+	r.heard = now
+	r.res.Packets++
+	r.seq.saw(h.Seq)
+	switch m := m.(type) {
+	case *Announce:
+		return r.onAnnounce(m, now)
+	case *ManifestFrag:
+		return r.onManifest(m, now)
+	case *Symbol:
+		return r.onSymbol(m)
+	case *Status:
+		return r.onStatus(m, now)
+	case *Register:
+		r.registered = r.registered || (m.Host == r.opts.HostID && r.st != nil)
+	case *Complete:
+		r.acked = r.acked || (m.Host == r.opts.HostID && !r.doneAt.IsZero())
+	case *Abort:
+		if r.doneAt.IsZero() { // once the image is in place, nothing to abort
+			return fmt.Errorf("%w %08x: %s", ErrAborted, h.Session, m.Reason)
+		}
+	}
+	return nil
+}
+
+func (r *receiver) onAnnounce(a *Announce, now time.Time) error {
+	if a.ManifestDigest != r.ann.ManifestDigest {
+		return nil // the same session id cannot change its manifest
+	}
+	r.register(now)
+	return nil
+}
+
+// register asks to join, or for the manifest while it lacks one.
+func (r *receiver) register(now time.Time) {
+	if r.registered || now.Sub(r.lastReg) < registerEvery || !r.doneAt.IsZero() {
+		return
+	}
+	r.lastReg = now
+	r.send(&Register{Host: r.opts.HostID, NeedManifest: r.st == nil})
+}
+
+func (r *receiver) send(m Message) {
+	b, err := AppendPacket(nil, Header{Session: r.res.Session}, m)
+	if err == nil {
+		r.conn.WriteTo(b, r.sender)
+	}
+}
+
+func (r *receiver) onSymbol(s *Symbol) error {
+	if r.st == nil || !r.doneAt.IsZero() {
+		return nil
+	}
+	err := r.st.add(s)
+	if errors.Is(err, errBadSymbol) {
+		r.opts.Logf("%v", err)
+		return nil
+	}
+	return err
+}
+
+func (r *receiver) onStatus(s *Status, now time.Time) error {
+	switch {
+	case !r.doneAt.IsZero():
+		r.sendComplete(now)
+	case !r.registered:
+		r.register(now)
+	case r.nackAt.IsZero() || r.nackRound != s.Round:
+		r.nackAt, r.nackRound = now.Add(rand.N(nackSpread)), s.Round
+	}
+	return nil
+}
+
+// answerStatus sends the NACKs for the pending STATUS once its jitter
+// has passed.
+func (r *receiver) answerStatus(now time.Time) {
+	if r.nackAt.IsZero() || now.Before(r.nackAt) || !r.doneAt.IsZero() {
+		return
+	}
+	r.nackAt = time.Time{}
+	for _, n := range r.nacks(r.nackRound) {
+		r.send(n)
+	}
+}
+
+func (r *receiver) sendComplete(now time.Time) {
+	r.lastDone = now
+	r.send(&Complete{Host: r.opts.HostID, Status: CompleteOK})
+}
+
+// finish verifies the whole image, moves it into place and says so.
+func (r *receiver) finish(now time.Time) error {
+	if err := r.st.file.Sync(); err != nil {
+		return fmt.Errorf("multicast: sync %s: %w", r.partial, err)
+	}
+	if err := r.st.verifyImage(); err != nil {
+		return fmt.Errorf("%w (%s)", err, r.partial)
+	}
+	if err := os.Rename(r.partial, r.opts.Out); err != nil {
+		return fmt.Errorf("multicast: %w", err)
+	}
+	syncDir(filepath.Dir(r.opts.Out))
+	r.res.Path, r.res.BadChunks = r.opts.Out, r.st.bad
+	r.doneAt = now
+	r.opts.Logf("session %08x: image %s verified", r.res.Session, r.opts.Out)
+	r.sendComplete(now)
+	return nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}

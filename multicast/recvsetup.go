@@ -1,0 +1,210 @@
+package multicast
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/loopcast/loopcast/image"
+	"golang.org/x/sys/unix"
+)
+
+// manifestBuf assembles the manifest from fragments, in memory bounded by
+// the announced size (itself at most MaxManifestSize).
+type manifestBuf struct {
+	b    []byte
+	have []uint64 // bitmap of received bytes
+	got  int
+}
+
+// add stores a fragment; it reports whether the manifest is whole.
+func (mb *manifestBuf) add(total uint32, f *ManifestFrag) bool {
+	if mb.b == nil {
+		mb.b = make([]byte, total)
+		mb.have = make([]uint64, (total+63)/64)
+	}
+	if f.Total != uint32(len(mb.b)) {
+		return false
+	}
+	for i := range f.Data {
+		p := int(f.Offset) + i
+		if mb.have[p/64]&(1<<(p%64)) == 0 {
+			mb.have[p/64] |= 1 << (p % 64)
+			mb.b[p] = f.Data[i]
+			mb.got++
+		}
+	}
+	return mb.got == len(mb.b)
+}
+
+func (r *receiver) onManifest(f *ManifestFrag, now time.Time) error {
+	if r.st != nil || f.Total != r.ann.ManifestSize {
+		return nil
+	}
+	got := r.man.got
+	whole := r.man.add(r.ann.ManifestSize, f)
+	if r.man.got > got {
+		r.join.progress = now
+	}
+	if !whole {
+		return nil
+	}
+	m, err := r.checkManifest(r.man.b)
+	if err != nil {
+		r.refuse(err)
+		return nil
+	}
+	r.man = manifestBuf{}
+	if err := r.open(m); err != nil {
+		return err
+	}
+	r.lastReg = time.Time{}
+	r.register(now)
+	return nil
+}
+
+// checkManifest verifies the assembled manifest against the announce and
+// the trusted keys; a receiver joins only a session it trusts.
+func (r *receiver) checkManifest(b []byte) (*image.Manifest, error) {
+	if sha256.Sum256(b) != r.ann.ManifestDigest {
+		return nil, fmt.Errorf("%w: session %08x: manifest does not match its announced digest", ErrUntrusted, r.res.Session)
+	}
+	m, err := image.ParseManifest(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: session %08x: %w", ErrUntrusted, r.res.Session, err)
+	}
+	if err := m.Verify(r.opts.Trusted); err != nil {
+		if !r.opts.Insecure {
+			return nil, fmt.Errorf("%w: session %08x release %s: %w", ErrUntrusted, r.res.Session, m.ReleaseID(), err)
+		}
+		r.opts.Logf("insecure: accepting release %s: %v", m.ReleaseID(), err)
+	}
+	a := r.ann
+	if m.ReleaseID() != hex.EncodeToString(a.ReleaseID[:]) || uint64(m.ImageSize) != a.ImageSize || m.ChunkSize != a.ChunkSize {
+		return nil, fmt.Errorf("%w: session %08x: announce does not match manifest %s", ErrUntrusted, r.res.Session, m.ReleaseID())
+	}
+	if r.opts.Accept != nil {
+		if err := r.opts.Accept(m); err != nil {
+			return nil, fmt.Errorf("%w: session %08x release %s not wanted: %w", ErrUntrusted, r.res.Session, m.ReleaseID(), err)
+		}
+	}
+	return m, nil
+}
+
+// open prepares the partial image (resuming one left by a killed
+// receiver) and a fresh spool beside the output.
+func (r *receiver) open(m *image.Manifest) error {
+	r.partial = fmt.Sprintf("%s.%s.partial", r.opts.Out, m.ReleaseID())
+	f, err := os.OpenFile(r.partial, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("multicast: %w", err)
+	}
+	spool, err := os.OpenFile(r.opts.Out+".spool", os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("multicast: %w", err)
+	}
+	r.st = newStore(m, r.ann, f, spool)
+	r.res.Manifest, r.res.ReleaseID = m, m.ReleaseID()
+	if err := r.prepare(m); err != nil {
+		return err
+	}
+	if r.st.remaining == 0 { // all resumed, or all zero
+		return r.finish(time.Now())
+	}
+	return r.startDecoders()
+}
+
+// prepare sizes the partial file, allocating blocks for the chunks that
+// will be written and leaving all-zero chunks as holes.
+func (r *receiver) prepare(m *image.Manifest) error {
+	fi, err := r.st.file.Stat()
+	if err != nil {
+		return fmt.Errorf("multicast: %w", err)
+	}
+	if fi.Size() == m.ImageSize {
+		r.res.Resumed = r.st.resume()
+		r.opts.Logf("resuming %s: %d chunks already verified", r.partial, r.res.Resumed)
+	}
+	if err := r.st.file.Truncate(m.ImageSize); err != nil {
+		return fmt.Errorf("multicast: size %s: %w", r.partial, err)
+	}
+	fd := int(r.st.file.Fd())
+	for i, c := range m.Chunks {
+		off, n := m.ChunkRange(i)
+		switch {
+		case c.Zero: // a resumed file may hold zeros here: make it a hole
+			unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, int64(n))
+		case !r.st.chunks[i].done:
+			unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, off, int64(n))
+		}
+	}
+	return nil
+}
+
+func (r *receiver) closeFiles() {
+	if r.st == nil {
+		return
+	}
+	r.st.file.Close()
+	r.st.spool.Close()
+	os.Remove(r.opts.Out + ".spool")
+}
+
+// discard removes the partial image after a failure.
+func (r *receiver) discard() {
+	if r.partial != "" && r.doneAt.IsZero() {
+		os.Remove(r.partial)
+	}
+}
+
+// seqStats estimates loss from gaps in the sender's sequence numbers.
+type seqStats struct {
+	first, last uint32
+	got         uint32
+}
+
+func (q *seqStats) saw(seq uint32) {
+	if seq == 0 {
+		return // unicast replies are not sequenced
+	}
+	if q.got == 0 {
+		q.first = seq
+	}
+	if int32(seq-q.last) > 0 || q.got == 0 {
+		q.last = seq
+	}
+	q.got++
+}
+
+// lossPermille returns the loss since the last call and resets.
+func (q *seqStats) lossPermille() uint16 {
+	span := q.last - q.first + 1
+	if q.got == 0 || span == 0 || q.got >= span {
+		*q = seqStats{}
+		return 0
+	}
+	l := 1000 - uint64(q.got)*1000/uint64(span)
+	*q = seqStats{}
+	return uint16(l)
+}
+
+// nacks packs what the host lacks into at most MaxNackParts packets.
+func (r *receiver) nacks(round uint32) []*Nack {
+	chunks, blocks := r.st.needs()
+	loss := r.seq.lossPermille()
+	var out []*Nack
+	for len(out) < MaxNackParts && (len(out) == 0 || len(chunks) > 0 || len(blocks) > 0) {
+		n := &Nack{Host: r.opts.HostID, Round: round, Loss: loss}
+		nc, nb := min(len(chunks), MaxNackRanges), min(len(blocks), MaxNackBlocks)
+		n.Chunks, n.Blocks = chunks[:nc], blocks[:nb]
+		chunks, blocks = chunks[nc:], blocks[nb:]
+		out = append(out, n)
+	}
+	for i, n := range out {
+		n.Part, n.Parts = uint8(i), uint8(len(out))
+	}
+	return out
+}

@@ -1,0 +1,64 @@
+package multicast
+
+import "time"
+
+// HostState is how a host ended a session.
+type HostState int
+
+const (
+	HostComplete HostState = iota // verified the image and said so
+	HostFailed                    // reported it gave up (Reason is its own)
+	HostDropped                   // registered, then went silent or the session ended
+	HostMissing                   // never registered
+)
+
+func (s HostState) String() string {
+	switch s {
+	case HostComplete:
+		return "complete"
+	case HostFailed:
+		return "failed"
+	case HostDropped:
+		return "dropped"
+	case HostMissing:
+		return "missing"
+	}
+	return "unknown"
+}
+
+// HostReport is one host's line in a session report.
+type HostReport struct {
+	ID     string
+	Addr   string
+	Member bool // in the closed group's list, or registered in an open group
+	State  HostState
+	Reason string
+}
+
+// Report summarises a sender's session.
+type Report struct {
+	Session       uint32
+	ReleaseID     string
+	Hosts         []HostReport // sorted by id
+	Duration      time.Duration
+	Rounds        int   // repair rounds (STATUS requests)
+	Packets       int64 // datagrams sent
+	Bytes         int64 // datagram bytes sent
+	PayloadBytes  int64 // compressed chunk bytes in the first pass (one copy)
+	DataPackets   int64 // DATA symbols, first pass and whole-chunk resends
+	RepairPackets int64 // REPAIR symbols, proactive and on request
+	Ignored       int64 // received packets malformed, foreign or out of place
+}
+
+// Completed counts member hosts that completed, and members in all.
+func (r *Report) Completed() (done, members int) {
+	for _, h := range r.Hosts {
+		if h.Member {
+			members++
+			if h.State == HostComplete {
+				done++
+			}
+		}
+	}
+	return done, members
+}

@@ -1,0 +1,380 @@
+package multicast
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"time"
+
+	"github.com/loopcast/loopcast/image"
+)
+
+// Sender tunables.
+const (
+	// DefaultSymbolSize fits a DATA packet (16+14+1408 = 1438 bytes) in a
+	// 1500-byte MTU with room for IP options; a multiple of 64 suits the
+	// SIMD Reed-Solomon kernels.
+	DefaultSymbolSize = 1408
+	// DefaultBlockSymbols is the FEC block size: 64 data symbols need ~7%
+	// parity at 1% loss over 1,000 hosts where plain NACKs resend ~100%.
+	DefaultBlockSymbols = 64
+	// DefaultWait is how long the sender waits for hosts to register.
+	DefaultWait = 10 * time.Second
+	// DefaultHostTimeout is how long a host may leave STATUS requests
+	// unanswered before it is dropped and reported.
+	DefaultHostTimeout = 15 * time.Second
+	// announceEvery is the ANNOUNCE period while hosts register; fast so
+	// a session starts promptly once every host is in.
+	announceEvery = 200 * time.Millisecond
+	// announceEveryLate is the period during the transfer, for hosts that
+	// join late or restart: slow, because every host hears it.
+	announceEveryLate = time.Second
+	// manifestEvery limits manifest resends, however many hosts ask.
+	manifestEvery = 100 * time.Millisecond
+	// statusWait is how long a round collects NACKs before repairing with
+	// what it has; hosts that did not answer are asked again next round.
+	// It covers the receivers' answer spread (nackSpread) with margin.
+	statusWait = 150 * time.Millisecond
+	// statusCopies is how many times STATUS is sent back to back: a host
+	// that misses it makes the round wait the whole statusWait, and two
+	// copies cut that from p to p² at loss p for 28 bytes.
+	statusCopies = 2
+	// sendBatch is how many packets go per system call and loop turn,
+	// so feedback is read between batches.
+	sendBatch = 32
+)
+
+// SendOptions configure Send.
+type SendOptions struct {
+	Group        net.Addr        // destination of multicast packets
+	Session      uint32          // session id; 0 picks one at random
+	Manifest     *image.Manifest // the signed manifest of Image
+	Image        io.ReaderAt     // the image the manifest describes
+	Rate         int64           // bit/s; 0 sends unpaced
+	Hosts        []string        // closed group: hosts that must complete; empty: open group
+	Wait         time.Duration   // registration window (default DefaultWait)
+	MinHosts     int             // open group: start once this many registered
+	FECOverhead  int             // proactive parity, percent of each block's data symbols
+	HostTimeout  time.Duration   // drop a host silent this long (default DefaultHostTimeout)
+	SymbolSize   int             // default DefaultSymbolSize
+	BlockSymbols int             // default DefaultBlockSymbols
+	Logf         func(format string, args ...any)
+}
+
+func (o *SendOptions) defaults() error {
+	if o.Manifest == nil || o.Image == nil || o.Group == nil {
+		return errors.New("multicast: send needs a manifest, an image and a group")
+	}
+	o.Wait = cmpOr(o.Wait, DefaultWait)
+	o.HostTimeout = cmpOr(o.HostTimeout, DefaultHostTimeout)
+	o.SymbolSize = cmpOr(o.SymbolSize, DefaultSymbolSize)
+	o.BlockSymbols = cmpOr(o.BlockSymbols, DefaultBlockSymbols)
+	if o.Session == 0 {
+		var b [4]byte
+		rand.Read(b[:])
+		o.Session = binary.BigEndian.Uint32(b[:]) | 1
+	}
+	if o.FECOverhead < 0 || o.FECOverhead > 100 {
+		return fmt.Errorf("multicast: fec overhead %d%% out of range [0, 100]", o.FECOverhead)
+	}
+	if len(o.Hosts) > maxHosts {
+		return fmt.Errorf("multicast: %d hosts, more than %d", len(o.Hosts), maxHosts)
+	}
+	for _, h := range o.Hosts {
+		if h == "" || len(h) > MaxHostID {
+			return fmt.Errorf("multicast: host id %q: want 1 to %d bytes", h, MaxHostID)
+		}
+	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	return nil
+}
+
+func cmpOr[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// Send runs one session: it announces the manifest, waits for hosts to
+// register, multicasts every non-zero chunk, then repairs round by round
+// until every host has completed or been dropped. The report says how
+// each host ended; the error is for the session itself failing.
+func Send(ctx context.Context, conn Conn, opts SendOptions) (*Report, error) {
+	if err := opts.defaults(); err != nil {
+		return nil, err
+	}
+	s, err := newSender(conn, opts)
+	if err != nil {
+		return nil, err
+	}
+	err = serve(ctx, conn, s.run)
+	return s.finalReport(), err
+}
+
+type phase int
+
+const (
+	phaseRegister phase = iota
+	phaseSend
+	phaseCollect
+	phaseDone
+)
+
+type sender struct {
+	opts     SendOptions
+	conn     Conn
+	seq      uint32
+	manifest []byte
+	ann      Announce
+	src      *source
+	pacer    *pacer
+	coder    coder
+	sched    scheduler
+	hosts    map[string]*host
+	list     []string // closed group members, for ANNOUNCE pages
+	page     int
+	phase    phase
+	queue    [][]byte
+	jobs     []repairJob
+	round    uint32
+	agg      *roundAgg
+	started  time.Time
+	deadline time.Time // registration deadline, then round deadline
+	announce time.Time // next ANNOUNCE
+	lastMan  time.Time
+	wantMan  bool
+	err      error
+	stats    Report
+	pre      chan compressed // first-pass chunks compressed ahead; nil when not running
+	// stopPrefetch ends the prefetcher and waits for it.
+	stopPrefetch func()
+}
+
+func newSender(conn Conn, o SendOptions) (*sender, error) {
+	mb, err := o.Manifest.AppendBinary(nil)
+	if err != nil {
+		return nil, fmt.Errorf("multicast: encode manifest: %w", err)
+	}
+	if len(mb) > MaxManifestSize {
+		return nil, fmt.Errorf("multicast: manifest of %d bytes, more than %d", len(mb), MaxManifestSize)
+	}
+	src, err := newSource(o.Image, o.Manifest)
+	if err != nil {
+		return nil, err
+	}
+	s := &sender{opts: o, conn: conn, manifest: mb, src: src, hosts: map[string]*host{}, list: slices.Clone(o.Hosts)}
+	s.ann = s.baseAnnounce()
+	for _, id := range o.Hosts {
+		s.hosts[id] = &host{id: id, member: true}
+	}
+	s.stats.Session = o.Session
+	s.stats.ReleaseID = o.Manifest.ReleaseID()
+	return s, s.ann.check()
+}
+
+func (s *sender) baseAnnounce() Announce {
+	m := s.opts.Manifest
+	a := Announce{
+		ManifestDigest: sha256Of(s.manifest), ManifestSize: uint32(len(s.manifest)),
+		ImageSize: uint64(m.ImageSize), ChunkSize: m.ChunkSize, ChunkCount: uint32(len(m.Chunks)),
+		SymbolSize: uint16(s.opts.SymbolSize), BlockSymbols: uint8(s.opts.BlockSymbols),
+		Closed: len(s.opts.Hosts) > 0, Rate: uint64(s.opts.Rate), HostsTotal: uint16(len(s.opts.Hosts)),
+	}
+	hex.Decode(a.ReleaseID[:], []byte(m.ReleaseID()))
+	return a
+}
+
+// run is the session loop; it alone touches the sender's state.
+func (s *sender) run(ctx context.Context, inbox <-chan packet) error {
+	now := time.Now()
+	s.started, s.deadline, s.announce = now, now.Add(s.opts.Wait), now
+	s.pacer = newPacer(s.opts.Rate, now)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	defer func() {
+		if s.stopPrefetch != nil {
+			s.stopPrefetch()
+		}
+	}()
+	for {
+		now = time.Now()
+		s.step(now)
+		if s.phase == phaseDone || s.err != nil {
+			return s.end(now)
+		}
+		if err := s.flush(now); err != nil {
+			s.err = err
+			return s.end(now)
+		}
+		resetTimer(timer, s.wakeIn(time.Now()))
+		select {
+		case <-ctx.Done():
+			s.err = fmt.Errorf("multicast: session %08x cancelled: %w", s.opts.Session, ctx.Err())
+			return s.end(time.Now())
+		case p := <-inbox:
+			s.handle(p, time.Now())
+			s.drain(inbox)
+		case <-timer.C:
+		}
+	}
+}
+
+// drain handles what else is already queued, boundedly.
+func (s *sender) drain(inbox <-chan packet) {
+	for range inboxDepth {
+		select {
+		case p := <-inbox:
+			s.handle(p, time.Now())
+		default:
+			return
+		}
+	}
+}
+
+// wakeIn is the time until the loop has something to do.
+func (s *sender) wakeIn(now time.Time) time.Duration {
+	if len(s.queue) > 0 || s.phase == phaseSend {
+		return s.pacer.delay(now)
+	}
+	return min(s.deadline.Sub(now), s.announce.Sub(now), hostCheckEvery)
+}
+
+// hostCheckEvery bounds how late a silent host is noticed.
+const hostCheckEvery = 100 * time.Millisecond
+
+// step advances timers and phases.
+func (s *sender) step(now time.Time) {
+	if !now.Before(s.announce) {
+		s.queueAnnounce(now)
+	}
+	if s.wantMan && now.Sub(s.lastMan) >= manifestEvery {
+		s.queueManifest(now)
+	}
+	switch s.phase {
+	case phaseRegister:
+		s.stepRegister(now)
+	case phaseCollect:
+		if s.roundAnswered() || !now.Before(s.deadline) {
+			s.finishRound(now)
+		}
+	}
+	if s.phase != phaseRegister {
+		s.dropSilent(now)
+		if s.allDone() {
+			s.phase = phaseDone
+		}
+	}
+}
+
+func (s *sender) queueAnnounce(now time.Time) {
+	a := s.ann
+	if n := len(s.list); n > 0 {
+		first := s.page * MaxAnnounceHosts
+		a.HostsFirst, a.Hosts = uint16(first), s.list[first:min(n, first+MaxAnnounceHosts)]
+		s.page = (s.page + 1) % ((n + MaxAnnounceHosts - 1) / MaxAnnounceHosts)
+	}
+	s.queue = append([][]byte{s.encode(&a)}, s.queue...)
+	every := announceEveryLate
+	if s.phase == phaseRegister {
+		every = announceEvery
+	}
+	s.announce = now.Add(every)
+}
+
+func (s *sender) queueManifest(now time.Time) {
+	var pk [][]byte
+	for off := 0; off < len(s.manifest); off += s.opts.SymbolSize {
+		end := min(len(s.manifest), off+s.opts.SymbolSize)
+		pk = append(pk, s.encode(&ManifestFrag{Offset: uint32(off), Total: uint32(len(s.manifest)), Data: s.manifest[off:end]}))
+	}
+	s.queue = append(pk, s.queue...)
+	s.wantMan, s.lastMan = false, now
+	s.queueAnnounce(now) // ahead of the manifest: a late host may lack it too
+}
+
+func (s *sender) stepRegister(now time.Time) {
+	reg, members := 0, 0
+	for _, h := range s.hosts {
+		if h.member {
+			members++
+			if h.registered {
+				reg++
+			}
+		}
+	}
+	closed := len(s.opts.Hosts) > 0
+	switch {
+	case closed && reg == members, !closed && s.opts.MinHosts > 0 && reg >= s.opts.MinHosts:
+	case now.Before(s.deadline):
+		return
+	case reg == 0 || reg < s.opts.MinHosts:
+		s.err = fmt.Errorf("multicast: session %08x: %d hosts registered in %v, need %d", s.opts.Session, reg, s.opts.Wait, max(1, s.opts.MinHosts))
+		return
+	}
+	s.startTransfer(now)
+}
+
+func (s *sender) startTransfer(now time.Time) {
+	for _, h := range s.hosts {
+		if h.member && !h.registered {
+			h.dropped = "never registered"
+		}
+	}
+	for i, c := range s.opts.Manifest.Chunks {
+		if !c.Zero {
+			s.jobs = append(s.jobs, repairJob{chunk: uint32(i), whole: true})
+		}
+	}
+	s.phase = phaseSend
+	s.opts.Logf("session %08x: sending %d chunks to %d hosts", s.opts.Session, len(s.jobs), s.live())
+	s.startPrefetch()
+}
+
+// startPrefetch compresses the first pass's chunks ahead of the loop.
+func (s *sender) startPrefetch() {
+	chunks := make([]uint32, len(s.jobs))
+	for i, j := range s.jobs {
+		chunks[i] = j.chunk
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.pre = make(chan compressed, prefetchDepth)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		prefetch(ctx, s.opts.Image, s.opts.Manifest, chunks, s.pre)
+	}()
+	s.stopPrefetch = func() { cancel(); <-done }
+}
+
+// live counts members still expected to finish.
+func (s *sender) live() int {
+	n := 0
+	for _, h := range s.hosts {
+		if h.member && h.active() {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *sender) allDone() bool { return s.live() == 0 }
+
+// encode frames a message with the next sequence number.
+func (s *sender) encode(m Message) []byte {
+	s.seq++
+	b, err := AppendPacket(make([]byte, 0, MaxPacket), Header{Session: s.opts.Session, Seq: s.seq}, m)
+	if err != nil {
+		panic(fmt.Sprintf("multicast: encode %v: %v", m.Type(), err)) // our own message: a bug
+	}
+	return b
+}

@@ -1,0 +1,155 @@
+package multicast
+
+import (
+	"fmt"
+	"time"
+
+	"golang.org/x/net/ipv4"
+)
+
+// wireOverhead is charged to the pacer per datagram on top of its payload:
+// IPv4 (20) + UDP (8) + Ethernet framing (38), so --rate is link rate.
+const wireOverhead = 66
+
+// flush sends up to sendBatch packets the pacer allows now, refilling the
+// queue from the job list as it drains.
+func (s *sender) flush(now time.Time) error {
+	var batch [][]byte
+	for len(batch) < sendBatch && s.err == nil {
+		if len(s.queue) == 0 && !s.refill(now) {
+			break
+		}
+		if len(s.queue) == 0 || s.pacer.delay(now) > 0 {
+			break
+		}
+		b := s.queue[0]
+		s.queue = s.queue[1:]
+		s.pacer.sent(now, len(b)+wireOverhead)
+		batch = append(batch, b)
+	}
+	if s.err != nil {
+		return s.err
+	}
+	return s.write(batch)
+}
+
+// refill expands the next job into packets, or starts a status round when
+// the jobs are done. It reports whether it queued anything.
+func (s *sender) refill(now time.Time) bool {
+	if s.phase != phaseSend {
+		return false
+	}
+	if len(s.jobs) == 0 {
+		s.startRound(now)
+		return true
+	}
+	j := s.jobs[0]
+	s.jobs = s.jobs[1:]
+	if err := s.expand(j); err != nil {
+		s.err = err
+		return false
+	}
+	return true
+}
+
+// expand queues the DATA or REPAIR packets of one job.
+func (s *sender) expand(j repairJob) error {
+	data, err := s.chunk(j)
+	if err != nil {
+		return err
+	}
+	l := newLayout(len(data), s.opts.SymbolSize, s.opts.BlockSymbols)
+	if !j.whole {
+		return s.queueParity(j.chunk, data, l, j.block, j.from, j.to)
+	}
+	if s.round == 0 {
+		s.stats.PayloadBytes += int64(len(data))
+	}
+	for b := range l.blocks {
+		shards := symbols(data, l, b, s.opts.SymbolSize)
+		for i, sh := range shards {
+			s.queueSymbol(&Symbol{Chunk: j.chunk, Compressed: uint32(len(data)), Block: uint16(b), Index: uint8(i), Payload: sh})
+		}
+		if p := s.proactive(len(shards)); p > 0 {
+			if err := s.queueParity(j.chunk, data, l, uint16(b), len(shards), len(shards)+p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// chunk returns a job's compressed chunk: in the first pass from the
+// prefetcher, which compresses in the same order, otherwise from the
+// source (cached or compressed now).
+func (s *sender) chunk(j repairJob) ([]byte, error) {
+	if s.round == 0 && j.whole && s.pre != nil {
+		if c, ok := <-s.pre; ok && c.chunk == j.chunk {
+			if c.err == nil {
+				s.src.put(c.chunk, c.data)
+			}
+			return c.data, c.err
+		}
+		s.pre = nil // out of step or stopped: compress in the loop from now on
+	}
+	return s.src.chunk(j.chunk)
+}
+
+func (s *sender) queueParity(chunk uint32, data []byte, l layout, block uint16, from, to int) error {
+	if int(block) >= l.blocks {
+		return fmt.Errorf("multicast: chunk %d has no block %d", chunk, block)
+	}
+	par, err := s.coder.parity(symbols(data, l, int(block), s.opts.SymbolSize), from, to)
+	if err != nil {
+		return fmt.Errorf("multicast: chunk %d block %d: %w", chunk, block, err)
+	}
+	for i, sh := range par {
+		s.queueSymbol(&Symbol{Repair: true, Chunk: chunk, Compressed: uint32(len(data)), Block: block, Index: uint8(from + i), Payload: sh})
+	}
+	return nil
+}
+
+func (s *sender) queueSymbol(sym *Symbol) {
+	if sym.Repair {
+		s.stats.RepairPackets++
+	} else {
+		s.stats.DataPackets++
+	}
+	s.queue = append(s.queue, s.encode(sym))
+}
+
+// write sends a batch to the group, in one system call where the conn
+// supports it.
+func (s *sender) write(batch [][]byte) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	for _, b := range batch {
+		s.stats.Packets++
+		s.stats.Bytes += int64(len(b))
+	}
+	if bw, ok := s.conn.(batchWriter); ok {
+		return s.writeBatch(bw, batch)
+	}
+	for _, b := range batch {
+		if _, err := s.conn.WriteTo(b, s.opts.Group); err != nil {
+			return fmt.Errorf("multicast: send to %v: %w", s.opts.Group, err)
+		}
+	}
+	return nil
+}
+
+func (s *sender) writeBatch(bw batchWriter, batch [][]byte) error {
+	ms := make([]ipv4.Message, len(batch))
+	for i, b := range batch {
+		ms[i] = ipv4.Message{Buffers: [][]byte{b}, Addr: s.opts.Group}
+	}
+	for len(ms) > 0 {
+		n, err := bw.WriteBatch(ms, 0)
+		if err != nil {
+			return fmt.Errorf("multicast: send to %v: %w", s.opts.Group, err)
+		}
+		ms = ms[n:]
+	}
+	return nil
+}

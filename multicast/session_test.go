@@ -1,0 +1,424 @@
+package multicast
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/loopcast/loopcast/image"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
+)
+
+// testChunk keeps test images small and transfers quick.
+const testChunk = 64 << 10
+
+// testImage writes an image of mixed chunks — random, compressible, all
+// zero — ending in a short chunk, and signs its manifest.
+func testImage(t *testing.T) (path string, m *image.Manifest, pub ed25519.PublicKey) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(7, 7))
+	var b bytes.Buffer
+	for i := range 24 {
+		c := make([]byte, testChunk)
+		switch i % 4 {
+		case 0:
+			for j := range c {
+				c[j] = byte(r.Uint32())
+			}
+		case 1:
+			copy(c, strings.Repeat(fmt.Sprintf("chunk %d compresses well. ", i), testChunk/20))
+		case 3:
+			c[r.IntN(len(c))] = 1 // nearly zero, but not a hole
+		} // case 2: all zero
+		b.Write(c)
+	}
+	b.WriteString("a short last chunk")
+	path = filepath.Join(t.TempDir(), "test.img")
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := image.HashFile(context.Background(), path, testChunk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, ed25519.SeedSize))
+	pub = priv.Public().(ed25519.PublicKey)
+	m.Label = "test"
+	m.Sign(priv)
+	return path, m, pub
+}
+
+// lossy drops each delivery with probability p, deterministically seeded.
+func lossy(p float64, seed uint64) func(from, to string, b []byte) bool {
+	r := rand.New(rand.NewPCG(seed, seed))
+	return func(string, string, []byte) bool { return r.Float64() < p }
+}
+
+type testSession struct {
+	t      *testing.T
+	net    *memNet
+	img    string
+	m      *image.Manifest
+	pub    ed25519.PublicKey
+	dir    string
+	send   SendOptions
+	report *Report
+}
+
+func newTestSession(t *testing.T, drop func(from, to string, b []byte) bool) *testSession {
+	img, m, pub := testImage(t)
+	ts := &testSession{t: t, net: newMemNet(drop), img: img, m: m, pub: pub, dir: t.TempDir()}
+	ts.send = SendOptions{Group: memGroup, Session: 0x5e55, Manifest: m, Rate: 100e6,
+		Wait: 5 * time.Second, HostTimeout: 2 * time.Second, Logf: t.Logf}
+	return ts
+}
+
+// run sends once and runs a receiver per host with opts from recv; it
+// returns each receiver's result and error by host id.
+func (ts *testSession) run(ctx context.Context, hosts []string, recv func(host string, o *ReceiveOptions)) (map[string]*Result, map[string]error) {
+	f, err := os.Open(ts.img)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	defer f.Close()
+	ts.send.Image = f
+	var mu sync.Mutex
+	res, errs := map[string]*Result{}, map[string]error{}
+	var g errgroup.Group
+	sconn := ts.net.conn("sender", false)
+	g.Go(func() error {
+		var err error
+		ts.report, err = Send(ctx, sconn, ts.send)
+		return err
+	})
+	for _, h := range hosts {
+		o := ReceiveOptions{HostID: h, Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
+			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second, Logf: func(f string, a ...any) { ts.t.Logf(h+": "+f, a...) }}
+		if recv != nil {
+			recv(h, &o)
+		}
+		conn := ts.net.conn(h, true)
+		g.Go(func() error {
+			r, err := Receive(ctx, conn, o)
+			mu.Lock()
+			res[h], errs[h] = r, err
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		ts.t.Fatalf("send: %v", err)
+	}
+	return res, errs
+}
+
+// checkImage asserts the received file matches the manifest, with holes
+// where the manifest has all-zero chunks.
+func (ts *testSession) checkImage(host string) {
+	t := ts.t
+	path := filepath.Join(ts.dir, host+".img")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%s: %v", host, err)
+	}
+	if sha256.Sum256(b) != ts.m.ImageHash {
+		t.Errorf("%s: image hash does not match the manifest", host)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for i, c := range ts.m.Chunks {
+		off, n := ts.m.ChunkRange(i)
+		next, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
+		isHole := errors.Is(err, unix.ENXIO) || (err == nil && next >= off+int64(n))
+		if c.Zero && !isHole {
+			t.Errorf("%s: zero chunk %d was written, want a hole", host, i)
+		}
+	}
+	for _, leftover := range []string{".spool", "." + ts.m.ReleaseID() + ".partial"} {
+		if _, err := os.Stat(path + leftover); err == nil {
+			t.Errorf("%s: %s left behind", host, path+leftover)
+		}
+	}
+}
+
+func TestTransferLossy(t *testing.T) {
+	ts := newTestSession(t, lossy(0.05, 1))
+	hosts := []string{"web1", "web2", "web3", "web4", "web5"}
+	ts.send.Hosts = hosts
+	res, errs := ts.run(context.Background(), hosts, nil)
+	for _, h := range hosts {
+		if errs[h] != nil {
+			t.Fatalf("%s: %v", h, errs[h])
+		}
+		if res[h].ReleaseID != ts.m.ReleaseID() {
+			t.Errorf("%s: release %s, want %s", h, res[h].ReleaseID, ts.m.ReleaseID())
+		}
+		ts.checkImage(h)
+	}
+	if done, all := ts.report.Completed(); done != len(hosts) || all != len(hosts) {
+		t.Errorf("report: %d of %d complete, want %d of %d: %+v", done, all, len(hosts), len(hosts), ts.report.Hosts)
+	}
+	r := ts.report
+	t.Logf("payload %d B, %d data + %d repair packets, %d rounds, %v", r.PayloadBytes, r.DataPackets, r.RepairPackets, r.Rounds, r.Duration)
+	if r.RepairPackets == 0 {
+		t.Errorf("no repair packets at 5%% loss: the repair path was not exercised")
+	}
+}
+
+func TestTransferProactiveParity(t *testing.T) {
+	ts := newTestSession(t, lossy(0.02, 2))
+	ts.send.FECOverhead = 10
+	hosts := []string{"a", "b"}
+	ts.send.Hosts = hosts
+	_, errs := ts.run(context.Background(), hosts, nil)
+	for _, h := range hosts {
+		if errs[h] != nil {
+			t.Fatalf("%s: %v", h, errs[h])
+		}
+		ts.checkImage(h)
+	}
+}
+
+// A host that registers and then never answers is dropped and reported;
+// a listed host that never shows up is reported missing; the others
+// finish. The silent host's receiver finds its sender gone and discards
+// its partial file.
+func TestSilentAndMissingHosts(t *testing.T) {
+	muted := false // the host "crashes" once the sender has acknowledged it
+	drop := func(from, to string, b []byte) bool {
+		if muted && (from == "mute" || to == "mute") {
+			return true
+		}
+		if to == "mute" && len(b) > 5 && Type(b[5]) == TypeRegister {
+			muted = true
+		}
+		return false
+	}
+	ts := newTestSession(t, drop)
+	ts.send.Hosts = []string{"ok1", "ok2", "mute", "absent"}
+	ts.send.Wait = time.Second
+	res, errs := ts.run(context.Background(), []string{"ok1", "ok2", "mute"}, func(h string, o *ReceiveOptions) {
+		o.SenderTimeout = 3 * time.Second
+	})
+	for _, h := range []string{"ok1", "ok2"} {
+		if errs[h] != nil {
+			t.Fatalf("%s: %v", h, errs[h])
+		}
+		ts.checkImage(h)
+	}
+	if !errors.Is(errs["mute"], ErrSenderGone) || res["mute"] != nil {
+		t.Errorf("mute: got %v, want %v", errs["mute"], ErrSenderGone)
+	}
+	matches, _ := filepath.Glob(filepath.Join(ts.dir, "mute.img*"))
+	if len(matches) != 0 {
+		t.Errorf("mute: partial files left: %v", matches)
+	}
+	want := map[string]HostState{"ok1": HostComplete, "ok2": HostComplete, "mute": HostDropped, "absent": HostMissing}
+	for _, h := range ts.report.Hosts {
+		if h.State != want[h.ID] {
+			t.Errorf("report: %s is %v (%s), want %v", h.ID, h.State, h.Reason, want[h.ID])
+		}
+		if h.ID == "mute" && !strings.Contains(h.Reason, "silent") {
+			t.Errorf("report: mute dropped for %q, want a reason naming silence", h.Reason)
+		}
+	}
+}
+
+// A corrupted DATA symbol makes a chunk fail its hash; the receiver asks
+// for the chunk again and still ends with the right image.
+func TestCorruptChunkAskedAgain(t *testing.T) {
+	var once sync.Once
+	drop := func(from, to string, b []byte) bool {
+		if to == "victim" && len(b) > HeaderLen+symbolHeaderLen && Type(b[5]) == TypeData {
+			once.Do(func() { b[len(b)-1] ^= 0xff; b[HeaderLen+symbolHeaderLen] ^= 0xff })
+		}
+		return false
+	}
+	ts := newTestSession(t, drop)
+	ts.send.Hosts = []string{"victim"}
+	res, errs := ts.run(context.Background(), ts.send.Hosts, nil)
+	if errs["victim"] != nil {
+		t.Fatal(errs["victim"])
+	}
+	ts.checkImage("victim")
+	if res["victim"].BadChunks != 1 {
+		t.Errorf("bad chunks %d, want 1", res["victim"].BadChunks)
+	}
+}
+
+// Garbage, foreign sessions and truncated packets on the group and at the
+// sender neither crash nor stall the session.
+func TestHostileTraffic(t *testing.T) {
+	ts := newTestSession(t, lossy(0.01, 3))
+	ts.send.Hosts = []string{"h1", "h2"}
+	ts.send.Wait = 15 * time.Second // receivers may first try (and refuse) forged sessions
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	evil := ts.net.conn("evil", true)
+	go func() {
+		r := rand.New(rand.NewPCG(9, 9))
+		var valid [][]byte
+		for i, m := range samples() {
+			valid = append(valid, encodeSample(t, uint32(i), m))
+		}
+		for ctx.Err() == nil {
+			v := valid[r.IntN(len(valid))]
+			junk := make([]byte, r.IntN(MaxPacket))
+			for i := range junk {
+				junk[i] = byte(r.Uint32())
+			}
+			foreign := bytes.Clone(v)
+			foreign[8] ^= 0x40 // another session
+			ours := bytes.Clone(v)
+			copy(ours[8:12], []byte{0, 0, 0x5e, 0x55}) // our session, from the wrong host
+			for _, p := range [][]byte{junk, v[:r.IntN(len(v))], foreign, ours} {
+				evil.WriteTo(p, memGroup)
+				evil.WriteTo(p, memAddr("sender"))
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	res, errs := ts.run(ctx, ts.send.Hosts, nil)
+	for _, h := range ts.send.Hosts {
+		if errs[h] != nil {
+			t.Fatalf("%s: %v", h, errs[h])
+		}
+		ts.checkImage(h)
+		if res[h].Ignored == 0 {
+			t.Errorf("%s ignored no packets: the hostile traffic did not reach it", h)
+		}
+	}
+	if ts.report.Ignored == 0 {
+		t.Errorf("sender ignored no packets: the hostile traffic did not reach it")
+	}
+}
+
+func TestUntrustedManifestRefused(t *testing.T) {
+	ts := newTestSession(t, nil)
+	ts.send.Wait = 500 * time.Millisecond
+	other := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{5}, ed25519.SeedSize)).Public().(ed25519.PublicKey)
+	res, errs := ts.runAllowSendError([]string{"h"}, func(_ string, o *ReceiveOptions) {
+		o.Trusted = []ed25519.PublicKey{other}
+	})
+	if !errors.Is(errs["h"], ErrUntrusted) || res["h"] != nil {
+		t.Errorf("got %v, want %v", errs["h"], ErrUntrusted)
+	}
+	if _, err := os.Stat(filepath.Join(ts.dir, "h.img")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("refused image exists: %v", err)
+	}
+}
+
+// runAllowSendError is run for sessions expected to fail on the sender.
+func (ts *testSession) runAllowSendError(hosts []string, recv func(string, *ReceiveOptions)) (map[string]*Result, map[string]error) {
+	f, _ := os.Open(ts.img)
+	defer f.Close()
+	ts.send.Image = f
+	sconn := ts.net.conn("sender", false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { _, err := Send(ctx, sconn, ts.send); done <- err }()
+	res, errs := map[string]*Result{}, map[string]error{}
+	for _, h := range hosts {
+		o := ReceiveOptions{HostID: h, Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
+			SenderTimeout: 2 * time.Second, AnnounceTimeout: 2 * time.Second}
+		recv(h, &o)
+		res[h], errs[h] = Receive(ctx, ts.net.conn(h, true), o)
+	}
+	<-done
+	return res, errs
+}
+
+// A receiver that starts after the data has gone out gets the chunks it
+// lacks, and the sender waits for it.
+func TestLateJoiner(t *testing.T) {
+	var mu sync.Mutex
+	dataSeen := 0
+	started := make(chan struct{})
+	drop := func(from, to string, b []byte) bool {
+		if to == "early" && len(b) > 5 && Type(b[5]) == TypeData {
+			mu.Lock()
+			if dataSeen++; dataSeen == 200 {
+				close(started)
+			}
+			mu.Unlock()
+		}
+		return false
+	}
+	ts := newTestSession(t, drop)
+	ts.send.MinHosts = 1
+	ts.send.Rate = 20e6
+	f, _ := os.Open(ts.img)
+	defer f.Close()
+	ts.send.Image = f
+	ctx := context.Background()
+	var g errgroup.Group
+	sconn := ts.net.conn("sender", false)
+	g.Go(func() error { var err error; ts.report, err = Send(ctx, sconn, ts.send); return err })
+	for _, h := range []string{"early", "late"} {
+		conn := ts.net.conn(h, true)
+		o := ReceiveOptions{HostID: h, Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
+			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second}
+		g.Go(func() error {
+			if h == "late" {
+				<-started
+			}
+			_, err := Receive(ctx, conn, o)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	ts.checkImage("early")
+	ts.checkImage("late")
+	if done, all := ts.report.Completed(); done != 2 || all != 2 {
+		t.Errorf("report: %d of %d complete: %+v", done, all, ts.report.Hosts)
+	}
+}
+
+// A partial image left by a killed receiver is resumed: chunks it holds
+// are verified and not asked for again.
+func TestResumePartial(t *testing.T) {
+	ts := newTestSession(t, nil)
+	ts.send.Hosts = []string{"h"}
+	src, _ := os.ReadFile(ts.img)
+	partial := make([]byte, len(src))
+	copy(partial, src[:5*testChunk]) // chunks 0..4: 0,1,3,4 are non-zero
+	os.WriteFile(filepath.Join(ts.dir, "h.img."+ts.m.ReleaseID()+".partial"), partial, 0o644)
+	res, errs := ts.run(context.Background(), ts.send.Hosts, nil)
+	if errs["h"] != nil {
+		t.Fatal(errs["h"])
+	}
+	ts.checkImage("h")
+	if res["h"].Resumed != 4 {
+		t.Errorf("resumed %d chunks, want 4", res["h"].Resumed)
+	}
+}
+
+// A receiver whose Accept refuses the release does not join; it reports
+// the refusal once its announce timeout passes.
+func TestAcceptRefuses(t *testing.T) {
+	ts := newTestSession(t, nil)
+	ts.send.Wait = 500 * time.Millisecond
+	res, errs := ts.runAllowSendError([]string{"h"}, func(_ string, o *ReceiveOptions) {
+		o.Accept = func(m *image.Manifest) error { return fmt.Errorf("already have %s", m.ReleaseID()) }
+	})
+	if !errors.Is(errs["h"], ErrUntrusted) || !strings.Contains(fmt.Sprint(errs["h"]), "already have") || res["h"] != nil {
+		t.Errorf("got %v, want a refusal naming Accept's reason", errs["h"])
+	}
+}

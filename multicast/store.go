@@ -1,0 +1,231 @@
+package multicast
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"os"
+
+	"github.com/loopcast/loopcast/image"
+)
+
+// Errors from store.add that cost the session nothing but the packet or
+// the chunk: the receiver logs them and carries on.
+var (
+	// errBadSymbol marks a symbol inconsistent with what the host has.
+	errBadSymbol = errors.New("multicast: symbol inconsistent with its chunk")
+	// errChunkRetry marks a chunk that failed to decode or verify and was
+	// forgotten, so the next NACK asks for it whole.
+	errChunkRetry = errors.New("multicast: chunk failed its check and is asked again")
+)
+
+// store is a receiver's on-disk state: the preallocated partial image and a
+// sparse spool file where symbols wait until their chunk can be decoded.
+// Memory holds only per-block bookkeeping (a few dozen bytes per block),
+// so a receiver's footprint does not grow with the image.
+type store struct {
+	m          *image.Manifest
+	symSize, k int
+	file       *os.File // the partial image
+	spool      *os.File
+	chunks     []chunkState
+	remaining  int   // non-zero chunks not yet written
+	slots      int64 // spool symbol slots per chunk
+	ready      []int // chunks whose every block can be decoded, not yet handed to a decoder
+	bad        int   // chunks that failed their check and were asked again
+	hash       imageHash
+}
+
+type chunkState struct {
+	done    bool
+	pending bool   // handed to a decoder; its blocks no longer change
+	clen    uint32 // compressed length; 0 until a first symbol names it
+	blocks  []blockState
+	ready   int // blocks holding enough symbols to decode
+}
+
+// blockState records which shard indices a block holds and, per spool
+// slot, which shard the slot holds.
+type blockState struct {
+	have  [MaxShards / 64]uint64
+	slots []uint8
+}
+
+// maxCompressed bounds a chunk's compressed size: zstd stores
+// incompressible data raw, adding a few bytes per 128 KiB block.
+func maxCompressed(chunkSize uint32) int { return int(chunkSize) + int(chunkSize)/256 + 1024 }
+
+func newStore(m *image.Manifest, ann *Announce, file, spool *os.File) *store {
+	st := &store{m: m, symSize: int(ann.SymbolSize), k: int(ann.BlockSymbols), file: file, spool: spool,
+		chunks: make([]chunkState, len(m.Chunks))}
+	st.slots = int64((maxCompressed(m.ChunkSize) + st.symSize - 1) / st.symSize)
+	for i, c := range m.Chunks {
+		st.chunks[i].done = c.Zero
+		if !c.Zero {
+			st.remaining++
+		}
+	}
+	return st
+}
+
+// add stores one symbol; when it completes its chunk's last block, the
+// chunk joins st.ready for a decoder.
+func (st *store) add(s *Symbol) error {
+	if int(s.Chunk) >= len(st.chunks) || len(s.Payload) != st.symSize {
+		return fmt.Errorf("%w: chunk %d, %d bytes", errBadSymbol, s.Chunk, len(s.Payload))
+	}
+	cs := &st.chunks[s.Chunk]
+	if cs.done || cs.pending {
+		return nil
+	}
+	if cs.clen == 0 {
+		if s.Compressed == 0 || int(s.Compressed) > maxCompressed(st.m.ChunkSize) {
+			return fmt.Errorf("%w: chunk %d compressed to %d", errBadSymbol, s.Chunk, s.Compressed)
+		}
+		cs.clen = s.Compressed
+		cs.blocks = make([]blockState, newLayout(int(cs.clen), st.symSize, st.k).blocks)
+	}
+	l := newLayout(int(cs.clen), st.symSize, st.k)
+	if s.Compressed != cs.clen || int(s.Block) >= l.blocks {
+		return fmt.Errorf("%w: chunk %d block %d, length %d (have %d)", errBadSymbol, s.Chunk, s.Block, s.Compressed, cs.clen)
+	}
+	return st.addToBlock(s, cs, l)
+}
+
+func (st *store) addToBlock(s *Symbol, cs *chunkState, l layout) error {
+	bs := &cs.blocks[s.Block]
+	start, k := l.block(int(s.Block))
+	w, bit := s.Index/64, uint64(1)<<(s.Index%64)
+	if len(bs.slots) >= k || bs.have[w]&bit != 0 {
+		return nil // block already decodable, or a duplicate
+	}
+	off := (int64(s.Chunk)*st.slots + int64(start+len(bs.slots))) * int64(st.symSize)
+	if _, err := st.spool.WriteAt(s.Payload, off); err != nil {
+		return fmt.Errorf("multicast: spool chunk %d: %w", s.Chunk, err)
+	}
+	bs.have[w] |= bit
+	bs.slots = append(bs.slots, s.Index)
+	if len(bs.slots) == k {
+		if cs.ready++; cs.ready == len(cs.blocks) {
+			cs.pending = true
+			st.ready = append(st.ready, int(s.Chunk))
+		}
+	}
+	return nil
+}
+
+// job describes ready chunk i to a decoder. The blocks it references do
+// not change while the chunk is pending.
+func (st *store) job(i int) decodeJob {
+	return decodeJob{chunk: i, clen: st.chunks[i].clen, blocks: st.chunks[i].blocks}
+}
+
+// decoded records a decoder's verdict on chunk i: written, or forgotten
+// so the next NACK asks for it whole. Other errors are fatal.
+func (st *store) decoded(i int, err error) error {
+	switch {
+	case err == nil:
+		st.chunks[i] = chunkState{done: true}
+		st.remaining--
+		return st.advance()
+	case errors.Is(err, errChunkRetry):
+		st.bad++
+		st.chunks[i] = chunkState{}
+	default:
+		return err
+	}
+	return nil
+}
+
+// needs lists what the host lacks: chunks with no symbol yet and, per
+// started chunk, blocks with how many symbols each still misses.
+func (st *store) needs() (chunks []Range, blocks []BlockNeed) {
+	for i := range st.chunks {
+		cs := &st.chunks[i]
+		switch {
+		case cs.done, cs.pending:
+		case cs.clen == 0:
+			chunks = appendChunk(chunks, uint32(i))
+		default:
+			blocks = st.blockNeeds(blocks, uint32(i), cs)
+		}
+	}
+	return chunks, blocks
+}
+
+func (st *store) blockNeeds(out []BlockNeed, i uint32, cs *chunkState) []BlockNeed {
+	l := newLayout(int(cs.clen), st.symSize, st.k)
+	for b := range cs.blocks {
+		if _, k := l.block(b); len(cs.blocks[b].slots) < k {
+			out = append(out, BlockNeed{Chunk: i, Block: uint16(b), Missing: uint8(k - len(cs.blocks[b].slots))})
+		}
+	}
+	return out
+}
+
+func appendChunk(rs []Range, c uint32) []Range {
+	if n := len(rs); n > 0 && rs[n-1].First+rs[n-1].Count == c {
+		rs[n-1].Count++
+		return rs
+	}
+	return append(rs, Range{First: c, Count: 1})
+}
+
+// resume marks chunks of an existing partial image that already verify.
+func (st *store) resume() int {
+	n := 0
+	buf := make([]byte, st.m.ChunkSize)
+	for i, c := range st.m.Chunks {
+		if c.Zero {
+			continue
+		}
+		off, size := st.m.ChunkRange(i)
+		raw := buf[:size]
+		if _, err := st.file.ReadAt(raw, off); err == nil && !image.IsZero(raw) && st.m.VerifyChunk(i, raw) == nil {
+			st.chunks[i].done = true
+			st.remaining--
+			n++
+		}
+	}
+	return n
+}
+
+// imageHash reads back the written image in order as its chunks land, so
+// the whole-image check costs no pass at the end: hashed counts the
+// leading chunks already fed to h (zero chunks hash as zeros, unread).
+type imageHash struct {
+	h      hash.Hash
+	hashed int
+	buf    []byte
+}
+
+// advance hashes every chunk from hashed on that is done, in order.
+func (st *store) advance() error {
+	ih := &st.hash
+	if ih.h == nil {
+		ih.h, ih.buf = sha256.New(), make([]byte, st.m.ChunkSize)
+	}
+	for ; ih.hashed < len(st.chunks) && st.chunks[ih.hashed].done; ih.hashed++ {
+		off, n := st.m.ChunkRange(ih.hashed)
+		b := ih.buf[:n]
+		if st.m.Chunks[ih.hashed].Zero {
+			clear(b)
+		} else if _, err := st.file.ReadAt(b, off); err != nil {
+			return fmt.Errorf("multicast: read back chunk %d: %w", ih.hashed, err)
+		}
+		ih.h.Write(b)
+	}
+	return nil
+}
+
+// verifyImage checks the whole file against the manifest's image hash.
+func (st *store) verifyImage() error {
+	if err := st.advance(); err != nil {
+		return err
+	}
+	if st.hash.hashed != len(st.chunks) || [32]byte(st.hash.h.Sum(nil)) != st.m.ImageHash {
+		return fmt.Errorf("multicast: image hash does not match the manifest")
+	}
+	return nil
+}
