@@ -70,7 +70,7 @@ func (h *Handler) Handle(pkt []byte, now time.Time) (*Reply, error) {
 // was not addressed to this host.
 func (h *Handler) refused(c Command, err error) (*Reply, error) {
 	e := c.Env()
-	attrs := []any{"command", c.Type(), "deploy", e.Deploy, "key", e.KeyID(), "err", err}
+	attrs := []any{"command", c.Type().String(), "deploy", e.Deploy, "key", e.KeyID(), "err", err}
 	if errors.Is(err, ErrOtherGroup) || errors.Is(err, ErrNotForHost) {
 		h.log.Debug("control: command not for this host", attrs...)
 		return nil, err
@@ -88,7 +88,7 @@ func (h *Handler) refused(c Command, err error) (*Reply, error) {
 // apply runs a verified command on the store.
 func (h *Handler) apply(c Command) *Reply {
 	e := c.Env()
-	attrs := []any{"command", c.Type(), "deploy", e.Deploy, "key", e.KeyID()}
+	attrs := []any{"command", c.Type().String(), "deploy", e.Deploy, "key", e.KeyID()}
 	var err error
 	switch c := c.(type) {
 	case *Activate:

@@ -2,13 +2,21 @@
 # cluster.sh — a LAN of network namespaces on one machine, for tests,
 # benchmarks and the demo.
 #
-#   cluster.sh [--name NAME] up N [--loss PCT] [--rate MBIT]
+#   cluster.sh [--name NAME] up N [--loss PCT] [--rate MBIT] [--agents KEY.pub [--web]]
 #   cluster.sh [--name NAME] down
 #   cluster.sh [--name NAME] loss HOST PCT   drop PCT% of UDP arriving at HOST
 #   cluster.sh [--name NAME] exec HOST CMD...
 #   cluster.sh [--name NAME] hosts           one "host address" line each
 #
 # NAME defaults to lc.
+#
+# --agents KEY.pub starts `receiver run` on every receiver (host id rI,
+# root DIR/rI, trusting KEY.pub, group 239.192.0.1:5000 on eth0); --web adds
+# an nginx and a php-fpm per receiver, made from packaging/'s samples,
+# serving DIR/rI/current/public on port 80 through $realpath_root. DIR is
+# /run/loopcast-cluster/NAME; every pid started is kept there and `down`
+# stops those pids, unmounts what the agents mounted under DIR and removes
+# it. Binaries come from bin/ (make build).
 #
 # Hosts are NAME-s (the sender, 10.77.0.1) and NAME-r1..rN (10.77.0.11 on).
 # Each host's veth plugs into a bridge inside its own namespace NAME-sw, so
@@ -21,6 +29,10 @@ set -euo pipefail
 NAME=lc
 SUBNET=10.77.0
 NETNS_DIR=/var/run/netns
+GROUP=239.192.0.1:5000
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${LOOPCAST_BIN:-$REPO/bin} # where receiver is found
+PHP_FPM=$(ls /usr/sbin/php-fpm* 2>/dev/null | head -1 || true)
 
 die() { echo "cluster: $*" >&2; exit 1; }
 
@@ -51,15 +63,18 @@ set_loss() {
 }
 
 up() {
-	local n=$1 loss=0 rate=""
+	local n=$1 loss=0 rate="" pub="" web=0
 	shift
 	while [[ $# -gt 0 ]]; do
 		case $1 in
 		--loss) loss=$2; shift 2 ;;
 		--rate) rate=$2; shift 2 ;;
+		--agents) pub=$(realpath "$2"); shift 2 ;;
+		--web) web=1; shift ;;
 		*) die "up: unknown option $1" ;;
 		esac
 	done
+	[[ $web == 0 || -n $pub ]] || die "up: --web needs --agents"
 	[[ $n =~ ^[0-9]+$ && $n -ge 1 && $n -le 200 ]] || die "up: N must be 1..200"
 	[[ -e $NETNS_DIR/$NAME-sw ]] && die "cluster $NAME is already up (cluster.sh down --name $NAME)"
 	trap 'echo "cluster: setup failed, removing it" >&2; down' ERR
@@ -81,17 +96,107 @@ up() {
 		[[ -n $rate ]] && shape "$h" "$rate"
 		[[ $i != 0 && $loss != 0 ]] && set_loss "$h" "$loss"
 	done
+	if [[ -n $pub ]]; then
+		mkdir -p "$DIR"
+		for i in $(seq 1 "$n"); do
+			start_agent "$i" "$pub"
+			[[ $web == 1 ]] && start_web "$i"
+		done
+		wait_ready "$n" "$web"
+	fi
 	trap - ERR
 	echo "cluster $NAME: sender $(hostname_of 0) ($(addr_of 0)), $n receivers, loss ${loss}%, rate ${rate:-unshaped}"
 }
 
+# start_bg HOST LOG CMD...: run CMD in HOST's network namespace, in the
+# background; its pid goes to DIR/pids.
+start_bg() {
+	local h=$1 log=$2; shift 2
+	nsenter --net="$NETNS_DIR/$h" -- "$@" >>"$log" 2>&1 &
+	echo $! >>"$DIR/pids"
+}
+
+start_agent() {
+	local i=$1 pub=$2 h; h=$(hostname_of "$1")
+	[[ -x $BIN/receiver ]] || die "no $BIN/receiver (make build, or set LOOPCAST_BIN)"
+	start_bg "$h" "$DIR/agent-r$i.log" "$BIN/receiver" run --root "$DIR/r$i" \
+		--group "$GROUP" --iface eth0 --host-id "r$i" --trust "$pub"
+}
+
+start_web() {
+	local i=$1 h w; h=$(hostname_of "$1"); w=$DIR/web-r$i
+	[[ -n $PHP_FPM ]] || die "no php-fpm (scripts/install-deps.sh)"
+	mkdir -p "$w"
+	sed -e "s|/run/php/php8.2-fpm-loopcast.sock|$w/php.sock|" "$REPO/packaging/php-fpm-loopcast.conf" >"$w/pool.conf"
+	printf '[global]\npid = %s\nerror_log = %s\ndaemonize = no\ninclude = %s\n' \
+		"$w/php-fpm.pid" "$w/php-fpm.log" "$w/pool.conf" >"$w/php-fpm.conf"
+	sed -e "s|/srv/loopcast|$DIR/r$i|" -e "s|unix:/run/php/php8.2-fpm-loopcast.sock|unix:$w/php.sock|" \
+		-e "s|include fastcgi_params;|include /etc/nginx/fastcgi_params;|" "$REPO/packaging/nginx-loopcast.conf" >"$w/server.conf"
+	cat >"$w/nginx.conf" <<-CONF
+	user www-data;
+	worker_processes 1;
+	daemon off;
+	pid $w/nginx.pid;
+	error_log $w/nginx-error.log;
+	events { worker_connections 512; }
+	http {
+	    include /etc/nginx/mime.types;
+	    access_log off;
+	    include $w/server.conf;
+	}
+	CONF
+	start_bg "$h" "$w/php-fpm.out" "$PHP_FPM" -F -y "$w/php-fpm.conf"
+	start_bg "$h" "$w/nginx.out" nginx -c "$w/nginx.conf"
+}
+
+# wait_ready N WEB: every agent answered on its store (and nginx listens).
+wait_ready() {
+	local n=$1 web=$2 i t
+	for t in $(seq 1 100); do
+		local ok=1
+		for i in $(seq 1 "$n"); do
+			[[ -e $DIR/r$i/state || -d $DIR/r$i/releases ]] || ok=0
+			[[ $web == 0 || -S $DIR/web-r$i/php.sock ]] || ok=0
+			[[ $web == 0 || -s $DIR/web-r$i/nginx.pid ]] || ok=0
+		done
+		[[ $ok == 1 ]] && return 0
+		sleep 0.1
+	done
+	die "agents or web servers did not come up; logs in $DIR"
+}
+
+# stop_started: TERM the pids we started, then KILL what is left.
+stop_started() {
+	[[ -f $DIR/pids ]] || return 0
+	local pid t
+	for pid in $(cat "$DIR/pids"); do kill "$pid" 2>/dev/null || true; done
+	for t in $(seq 1 50); do
+		local alive=0
+		for pid in $(cat "$DIR/pids"); do kill -0 "$pid" 2>/dev/null && alive=1; done
+		[[ $alive == 0 ]] && break
+		sleep 0.1
+	done
+	for pid in $(cat "$DIR/pids"); do kill -9 "$pid" 2>/dev/null || true; done
+	rm -f "$DIR/pids"
+}
+
+# unmount_all: the agents' loop mounts under DIR (lazily if still busy);
+# their loop devices go with them (autoclear).
+unmount_all() {
+	local m
+	for m in $(awk -v d="$DIR/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r); do
+		umount "$m" 2>/dev/null || umount -l "$m"
+	done
+}
+
 down() {
+	stop_started
 	local ns
 	for ns in $(ip netns list | awk '{print $1}' | grep -E "^$NAME-(s|sw|r[0-9]+)$" || true); do
-		# stop what still runs inside (started by us via exec), by pid
-		for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
 		ip netns del "$ns"
 	done
+	unmount_all
+	rm -rf "$DIR"
 }
 
 hosts() {
@@ -104,6 +209,7 @@ hosts() {
 [[ $(id -u) == 0 ]] || die "needs root (network namespaces)"
 if [[ ${1:-} == --name ]]; then NAME=${2:-}; shift 2; fi
 [[ $NAME =~ ^[a-z][a-z0-9]{0,7}$ ]] || die "--name must be 1-8 lowercase letters/digits"
+DIR=/run/loopcast-cluster/$NAME
 [[ $# -ge 1 ]] || die "usage: cluster.sh [--name NAME] up N [--loss PCT] [--rate MBIT] | down | loss HOST PCT | exec HOST CMD... | hosts"
 cmd=$1; shift
 case $cmd in
@@ -112,5 +218,6 @@ down) down ;;
 loss) [[ $# == 2 ]] || die "usage: loss HOST PCT"; set_loss "$1" "$2" ;;
 exec) [[ $# -ge 2 ]] || die "usage: exec HOST CMD..."; h=$1; shift; exec nsenter --net="$NETNS_DIR/$h" -- "$@" ;;
 hosts) hosts ;;
+dir) echo "$DIR" ;;
 *) die "unknown command $cmd" ;;
 esac

@@ -45,7 +45,7 @@ func newApp() *cli.App {
 	return &cli.App{
 		Name:            "receiver",
 		Usage:           "the loopcast agent: receive, stage and switch releases",
-		Commands:        []*cli.Command{statusCommand(), rollbackCommand(), fetchCommand()},
+		Commands:        []*cli.Command{runCommand(), statusCommand(), rollbackCommand(), fetchCommand()},
 		HideHelpCommand: true,
 		ExitErrHandler:  func(*cli.Context, error) {},
 	}

@@ -52,6 +52,9 @@ func newApp() *cli.App {
 			buildCommand(),
 			inspectCommand(),
 			sendCommand(),
+			deployCommand(),
+			statusCommand(),
+			rollbackCommand(),
 		},
 		HideHelpCommand: true,
 		ExitErrHandler:  func(*cli.Context, error) {}, // main prints and exits

@@ -1,0 +1,185 @@
+package agent
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/loopcast/loopcast/control"
+	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/multicast"
+	"github.com/loopcast/loopcast/release"
+	"golang.org/x/sync/errgroup"
+)
+
+// ControlPortOffset places the control socket next to the data port:
+// commands go to the group's address at port+1, so one ADDR:PORT
+// configures both and firewall rules stay a pair.
+const ControlPortOffset = 1
+
+// retryPause spaces out receive attempts after a failed session, so a
+// hostile or broken sender cannot make the agent spin.
+const retryPause = time.Second
+
+// maxControlPacket is the largest control datagram read.
+const maxControlPacket = 64 << 10
+
+// incomingName is where a session's image lands before staging: inside
+// images/, so staging renames it on the same filesystem. The dot keeps it
+// out of the store's image listing.
+const incomingName = ".incoming"
+
+// RunConfig configures the agent.
+type RunConfig struct {
+	Store   release.Options
+	Root    string
+	Group   *net.UDPAddr // multicast ADDR:PORT for data; control is on port+1
+	Iface   string
+	HostID  string
+	Keys    []ed25519.PublicKey
+	Version string
+	Logger  *slog.Logger
+}
+
+// ControlAddr returns the control address that goes with a data group.
+func ControlAddr(group *net.UDPAddr) *net.UDPAddr {
+	return &net.UDPAddr{IP: group.IP, Port: group.Port + ControlPortOffset}
+}
+
+// Run is the agent: it reconciles the store and reports ready, then
+// receives sessions and stages what they carry, and obeys the sender's
+// signed commands, until ctx ends.
+func Run(ctx context.Context, cfg RunConfig) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	cfg.Store.TrustedKeys, cfg.Store.Logger = cfg.Keys, log
+	store, err := release.Open(cfg.Root, cfg.Store)
+	if err != nil {
+		return err
+	}
+	started := time.Now()
+	data, err := multicast.ListenGroup(cfg.Group, cfg.Iface)
+	if err != nil {
+		return err
+	}
+	defer data.Close()
+	ctl, err := multicast.ListenGroup(ControlAddr(cfg.Group), cfg.Iface)
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
+	if err := Start(ctx, store); err != nil {
+		return err
+	}
+	defer Stopping()
+	h, err := NewControl(ControlConfig{Store: store, Keys: cfg.Keys, Host: cfg.HostID,
+		Group: cfg.Group.String(), Version: cfg.Version, Logger: log}, started)
+	if err != nil {
+		return err
+	}
+	log.Info("agent: running", "host", cfg.HostID, "group", cfg.Group.String(), "root", store.Root())
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return receiveLoop(ctx, data, store, cfg, log) })
+	g.Go(func() error { return controlLoop(ctx, ctl, h, log) })
+	g.Go(func() error { // unblock the readers when the agent stops
+		<-ctx.Done()
+		data.Close()
+		ctl.Close()
+		return nil
+	})
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// recentSessions is how many completed sessions the agent will not join
+// again: a session keeps running for slower hosts after this one is done.
+const recentSessions = 8
+
+// receiveLoop takes one session after another and stages each image.
+func receiveLoop(ctx context.Context, conn multicast.Conn, store *release.Store, cfg RunConfig, log *slog.Logger) error {
+	in := filepath.Join(store.Root(), "images", incomingName)
+	var done []uint32
+	for ctx.Err() == nil {
+		session, err := receiveOne(ctx, conn, store, cfg, in, done, log)
+		if session != 0 {
+			done = append(done, session)
+			done = done[max(0, len(done)-recentSessions):]
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			log.Error("agent: session failed", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(retryPause):
+			}
+		}
+	}
+	return ctx.Err()
+}
+
+// receiveOne receives and stages one session's image; it returns the
+// session once the image is received, whether staging works or not.
+func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, cfg RunConfig, in string, skip []uint32, log *slog.Logger) (uint32, error) {
+	img, man := in+".img", in+".manifest"
+	defer os.Remove(img) // staging renamed it, or it is not wanted
+	defer os.Remove(man)
+	res, err := multicast.Receive(ctx, conn, multicast.ReceiveOptions{
+		HostID: cfg.HostID, Out: img, Trusted: cfg.Keys, Skip: skip,
+		// refuse, before receiving anything, an image the disk cannot hold
+		Accept: func(m *image.Manifest) error { return store.CheckSpace(m.ImageSize) },
+		Logf:   func(f string, a ...any) { log.Debug(fmt.Sprintf(f, a...)) },
+	})
+	if err != nil {
+		return 0, err
+	}
+	log.Info("agent: received", "release", res.ReleaseID, "session", res.Session,
+		"resumed_chunks", res.Resumed, "bad_chunks", res.BadChunks)
+	if err := image.WriteManifestFile(man, res.Manifest); err != nil {
+		return res.Session, err
+	}
+	id, err := store.Stage(ctx, res.ReleaseID, img, man)
+	if err != nil {
+		return res.Session, fmt.Errorf("agent: stage %s: %w", id, err)
+	}
+	log.Info("agent: staged", "release", id)
+	return res.Session, nil
+}
+
+// controlLoop answers the sender's commands; it alone owns the handler.
+func controlLoop(ctx context.Context, conn multicast.Conn, h *control.Handler, log *slog.Logger) error {
+	buf := make([]byte, maxControlPacket)
+	for {
+		n, from, err := conn.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("agent: control socket: %w", err)
+		}
+		r, _ := h.Handle(buf[:n], time.Now())
+		if r == nil {
+			continue
+		}
+		b, err := r.AppendBinary(nil)
+		if err != nil {
+			log.Error("agent: encode reply", "err", err)
+			continue
+		}
+		if _, err := conn.WriteTo(b, from); err != nil {
+			log.Warn("agent: reply", "to", from.String(), "err", err)
+		}
+	}
+}

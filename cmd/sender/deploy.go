@@ -1,0 +1,305 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/loopcast/loopcast/deploy"
+	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/multicast"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+)
+
+// exitNone is the exit code of deploy and rollback when no host switched
+// (exitPartial, 2, when only some did; 0 when all did).
+const exitNone = 3
+
+// defaultStateDir holds the deploy lock, the audit log and built images.
+const defaultStateDir = "/var/lib/loopcast"
+
+// groupFlags are shared by deploy, status and rollback.
+func groupFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "group", Value: "239.192.0.1:5000", EnvVars: []string{"LOOPCAST_GROUP"}, Usage: "the agents' multicast `ADDR:PORT` (control on PORT+1)"},
+		&cli.StringFlag{Name: "iface", EnvVars: []string{"LOOPCAST_IFACE"}, Usage: "send through this network `INTERFACE`"},
+		&cli.IntFlag{Name: "ttl", Value: multicast.DefaultTTL, Usage: "multicast TTL (1 stays on the local link)"},
+		&cli.StringFlag{Name: "hosts", EnvVars: []string{"LOOPCAST_HOSTS"}, Usage: "host ids `a,b,...` or @FILE that must take part (default: whoever answers)"},
+		&cli.StringFlag{Name: "key", Required: true, EnvVars: []string{"LOOPCAST_KEY"}, Usage: "release private key `FILE`: signs manifests and commands"},
+		&cli.DurationFlag{Name: "timeout", Value: deploy.DefaultCommandTimeout, Usage: "how long a command waits for answers"},
+		&cli.BoolFlag{Name: "json", Usage: "print a JSON report"},
+	}
+}
+
+func deployCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "deploy",
+		Usage:     "build (from a directory) or take an image, ship it to every host, and switch them together",
+		ArgsUsage: "SRC_DIR|IMAGE",
+		Flags: append(groupFlags(),
+			&cli.StringFlag{Name: "rate", Value: "900M", Usage: "sending `RATE` in bit/s; K, M, G suffixes (0: unpaced)"},
+			&cli.DurationFlag{Name: "wait", Value: multicast.DefaultWait, Usage: "how long hosts may take to register"},
+			&cli.IntFlag{Name: "min-hosts", Usage: "open group: start once `N` hosts registered"},
+			&cli.IntFlag{Name: "fec-overhead", Usage: "proactive parity, `PCT` of each block"},
+			&cli.StringFlag{Name: "require", Value: "all", Usage: "switch only if `all` hosts (or N%) staged the release"},
+			&cli.DurationFlag{Name: "stage-timeout", Value: deploy.DefaultStageTimeout, Usage: "how long hosts may take to stage"},
+			&cli.StringFlag{Name: "state-dir", Value: defaultStateDir, EnvVars: []string{"LOOPCAST_STATE_DIR"}, Usage: "`DIR` for the deploy lock, the audit log and built images"},
+			&cli.StringFlag{Name: "label", Usage: "source label for a built image (default: SRC_DIR)"},
+			&cli.StringFlag{Name: "epoch", Usage: "build timestamps: Unix time `N` (default $SOURCE_DATE_EPOCH, else the files')"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "build and show what would happen; send nothing"},
+		),
+		Action: runDeploy,
+	}
+}
+
+func runDeploy(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return fmt.Errorf("deploy: want one source directory or image, got %d arguments", c.NArg())
+	}
+	opts, err := deployOptions(c)
+	if err != nil {
+		return err
+	}
+	unlock, err := lockGroup(c.String("state-dir"), opts.Group)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := prepareImage(c, &opts); err != nil {
+		return err
+	}
+	if c.Bool("dry-run") {
+		printDryRun(c.App.Writer, &opts, c.String("rate"))
+		return nil
+	}
+	res, err := deploy.Run(c.Context, opts)
+	if res != nil {
+		audit(c, res, opts.Manifest.Label)
+		printDeploy(c.App.Writer, res, c.Bool("json"))
+	}
+	if err != nil {
+		return err
+	}
+	return outcomeExit(res.Outcome, res.ReleaseID)
+}
+
+func deployOptions(c *cli.Context) (deploy.Options, error) {
+	var o deploy.Options
+	var err error
+	if o.Group, err = parseGroup(c.String("group")); err != nil {
+		return o, err
+	}
+	if o.Key, err = image.ReadPrivateKeyFile(c.String("key")); err != nil {
+		return o, err
+	}
+	if o.Hosts, err = hostsFlag(c); err != nil {
+		return o, err
+	}
+	if o.Rate, err = parseRate(c.String("rate")); err != nil {
+		return o, fmt.Errorf("deploy: --rate: %w", err)
+	}
+	if o.Require, err = parseRequire(c.String("require")); err != nil {
+		return o, err
+	}
+	o.Iface, o.TTL, o.Wait, o.MinHosts = c.String("iface"), c.Int("ttl"), c.Duration("wait"), c.Int("min-hosts")
+	o.FECOverhead, o.StageTimeout, o.CommandTimeout = c.Int("fec-overhead"), c.Duration("stage-timeout"), c.Duration("timeout")
+	o.Logf = func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, f+"\n", a...) }
+	return o, nil
+}
+
+func parseGroup(s string) (*net.UDPAddr, error) {
+	g, err := net.ResolveUDPAddr("udp4", s)
+	if err != nil || g.IP == nil || !g.IP.IsMulticast() {
+		return nil, fmt.Errorf("--group %q is not a multicast ADDR:PORT", s)
+	}
+	return g, nil
+}
+
+func hostsFlag(c *cli.Context) ([]string, error) {
+	if c.String("hosts") == "" {
+		return nil, nil
+	}
+	return parseHosts(c.String("hosts"))
+}
+
+// parseRequire reads --require: "all" or a percentage like "90%".
+func parseRequire(s string) (float64, error) {
+	if s == "all" {
+		return 1, nil
+	}
+	n, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
+	if err != nil || !strings.HasSuffix(s, "%") || n <= 0 || n > 100 {
+		return 0, fmt.Errorf("deploy: --require %q: want all or a percentage in (0, 100]", s)
+	}
+	return n / 100, nil
+}
+
+// prepareImage builds SRC_DIR into the state dir, or takes IMAGE and its
+// manifest; either way the manifest ends up signed by --key.
+func prepareImage(c *cli.Context, o *deploy.Options) error {
+	src := c.Args().First()
+	fi, err := os.Stat(src)
+	if err != nil {
+		return fmt.Errorf("deploy: %w", err)
+	}
+	if fi.IsDir() {
+		return buildForDeploy(c, o, src)
+	}
+	m, err := image.ReadManifestFile(src + ".manifest")
+	if err != nil {
+		return err
+	}
+	pub := o.Key.Public().(ed25519.PublicKey)
+	if m.PublicKey == nil || !pub.Equal(m.PublicKey) {
+		return fmt.Errorf("deploy: %s.manifest is not signed by --key %s (key %s); rebuild it with sender build --key",
+			src, c.String("key"), image.KeyID(pub))
+	}
+	o.ImagePath, o.Manifest = src, m
+	return nil
+}
+
+func buildForDeploy(c *cli.Context, o *deploy.Options, src string) error {
+	dir := filepath.Join(c.String("state-dir"), "images")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("deploy: %w", err)
+	}
+	epoch, err := epochOption(c.String("epoch"))
+	if err != nil {
+		return err
+	}
+	label := c.String("label")
+	if label == "" {
+		label = src
+	}
+	out := filepath.Join(dir, "build.img")
+	start := time.Now()
+	res, err := image.Build(c.Context, src, out, image.Options{
+		Epoch: epoch, Key: o.Key, Label: label, HeadroomPct: image.DefaultHeadroomPct,
+	})
+	if err != nil {
+		return err
+	}
+	id := res.Manifest.ReleaseID()
+	final := filepath.Join(dir, id+".img")
+	if err := os.Rename(out+".manifest", final+".manifest"); err != nil {
+		return fmt.Errorf("deploy: %w", err)
+	}
+	if err := os.Rename(out, final); err != nil {
+		return fmt.Errorf("deploy: %w", err)
+	}
+	o.Logf("deploy: built release %s from %s: %s, %d files, in %s", id, src,
+		humanBytes(res.Manifest.ImageSize), res.Files, time.Since(start).Round(time.Millisecond))
+	o.ImagePath, o.Manifest = final, res.Manifest
+	return nil
+}
+
+// lockGroup takes an exclusive lock for deploys to group, held by this
+// process: the kernel drops it when the process exits, so a crashed
+// deploy leaves no stale lock.
+func lockGroup(stateDir string, group *net.UDPAddr) (func(), error) {
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+		return nil, fmt.Errorf("deploy: %w", err)
+	}
+	path := filepath.Join(stateDir, "deploy-"+strings.ReplaceAll(group.String(), ":", "_")+".lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("deploy: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		holder, _ := io.ReadAll(f)
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("deploy: another deploy to %s is running (%s; lock %s)", group, strings.TrimSpace(string(holder)), path)
+		}
+		return nil, fmt.Errorf("deploy: lock %s: %w", path, err)
+	}
+	f.Truncate(0)
+	fmt.Fprintf(f, "pid %d since %s\n", os.Getpid(), time.Now().UTC().Format(time.RFC3339))
+	return func() { f.Close() }, nil
+}
+
+func outcomeExit(o deploy.Outcome, id string) error {
+	switch o {
+	case deploy.OutcomePartial:
+		return &exitError{exitPartial, fmt.Errorf("release %s: only some hosts switched", id)}
+	case deploy.OutcomeNone:
+		return &exitError{exitNone, fmt.Errorf("release %s: no host switched", id)}
+	}
+	return nil
+}
+
+func printDryRun(w io.Writer, o *deploy.Options, rate string) {
+	hosts := "whoever registers (open group)"
+	if o.Hosts != nil {
+		hosts = strings.Join(o.Hosts, ", ")
+	}
+	zero := 0
+	for _, ch := range o.Manifest.Chunks {
+		if ch.Zero {
+			zero++
+		}
+	}
+	fmt.Fprintf(w, "dry run: would deploy release %s (%s, %d chunks, %d all-zero not sent)\n", o.Manifest.ReleaseID(),
+		humanBytes(o.Manifest.ImageSize), len(o.Manifest.Chunks), zero)
+	fmt.Fprintf(w, "  to      %s on %s (control %s:%d) at %s bit/s\n", hosts, o.Group, o.Group.IP, o.Group.Port+1, rate)
+	fmt.Fprintf(w, "  switch  when %.0f%% of hosts staged it\n  nothing was sent\n", o.Require*100)
+}
+
+func printDeploy(w io.Writer, r *deploy.Result, asJSON bool) {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(r)
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tADDR\tPHASE\tCURRENT\tERROR")
+	for _, h := range r.Hosts {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.ID, h.Addr, h.Phase, h.Current, h.Error)
+	}
+	tw.Flush()
+	active := 0
+	for _, h := range r.Hosts {
+		if h.Phase == deploy.PhaseActive {
+			active++
+		}
+	}
+	fmt.Fprintf(w, "release %s: %s (%d/%d hosts active)\n", r.ReleaseID, r.Outcome, active, len(r.Hosts))
+	fmt.Fprintf(w, "wire %s; transfer %s, stage %s, switch %s\n", humanBytes(r.WireBytes),
+		r.TransferTime.Round(time.Millisecond), r.StageTime.Round(time.Millisecond), r.SwitchTime.Round(time.Millisecond))
+}
+
+// audit appends one JSON line per deploy to STATE_DIR/audit.log.
+func audit(c *cli.Context, r *deploy.Result, label string) {
+	who := "unknown"
+	if u, err := user.Current(); err == nil {
+		who = u.Username
+	}
+	var hosts []string
+	for _, h := range r.Hosts {
+		hosts = append(hosts, h.ID)
+	}
+	line, _ := json.Marshal(map[string]any{
+		"time": time.Now().UTC().Format(time.RFC3339), "user": who, "release": r.ReleaseID,
+		"label": label, "hosts": hosts, "outcome": r.Outcome.String(), "deploy_id": r.DeployID,
+	})
+	path := filepath.Join(c.String("state-dir"), "audit.log")
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		fmt.Fprintf(c.App.ErrWriter, "deploy: audit log: %v\n", err)
+		return
+	}
+	defer f.Close()
+	f.Write(append(line, '\n'))
+}

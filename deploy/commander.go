@@ -1,0 +1,123 @@
+package deploy
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/loopcast/loopcast/control"
+	"github.com/loopcast/loopcast/multicast"
+)
+
+// Retransmission of a command to hosts that have not answered: start fast
+// (a LAN answers in well under 100 ms), back off to spare a large group's
+// links, and stop at the command timeout.
+const (
+	retransmitFirst = 100 * time.Millisecond
+	retransmitMax   = time.Second
+	// DefaultCommandTimeout bounds how long a command waits for answers:
+	// agents answer in milliseconds; activation is a rename.
+	DefaultCommandTimeout = 10 * time.Second
+	maxReplyPacket        = 64 << 10
+)
+
+// deadlineConn is a packet conn whose reads can time out.
+type deadlineConn interface {
+	multicast.Conn
+	SetReadDeadline(t time.Time) error
+}
+
+// Commander sends signed commands to the agents of one group and collects
+// their replies.
+type Commander struct {
+	Conn    deadlineConn // sends to To, receives unicast replies
+	To      net.Addr     // the agents' control address (group ADDR:PORT+1)
+	Group   string       // the group as agents name it (the data ADDR:PORT)
+	Key     ed25519.PrivateKey
+	Timeout time.Duration // per command; DefaultCommandTimeout when zero
+	Logf    func(format string, args ...any)
+}
+
+// NewEnvelope starts a command for this group addressed to targets (nil:
+// every host).
+func (c *Commander) NewEnvelope(deploy uint64, targets []string) control.Envelope {
+	return control.NewEnvelope(c.Group, deploy, targets, time.Now())
+}
+
+// Do signs cmd, multicasts it and gathers replies until every host in
+// hosts answered or the timeout passed (nil hosts: an open group, which
+// gathers for the whole timeout). The tally says who answered what.
+func (c *Commander) Do(ctx context.Context, cmd control.Command, hosts []string) (*control.Tally, error) {
+	pkt, err := control.Sign(cmd, c.Key)
+	if err != nil {
+		return nil, err
+	}
+	t := control.NewTally(cmd, hosts)
+	timeout := c.Timeout
+	if timeout == 0 {
+		timeout = DefaultCommandTimeout
+	}
+	deadline := time.Now().Add(timeout)
+	every := retransmitFirst
+	buf := make([]byte, maxReplyPacket)
+	for sent := 0; ; sent++ {
+		if _, err := c.Conn.WriteTo(pkt, c.To); err != nil {
+			return t, fmt.Errorf("deploy: send %s to %v: %w", cmd.Type(), c.To, err)
+		}
+		if sent > 0 {
+			c.logf("deploy: %s: resent, waiting for %v", cmd.Type(), t.Missing())
+		}
+		next := earliest(time.Now().Add(every), deadline)
+		if err := c.collect(ctx, t, buf, next); err != nil {
+			return t, err
+		}
+		if t.Done() || !time.Now().Before(deadline) {
+			return t, nil
+		}
+		every = min(2*every, retransmitMax)
+	}
+}
+
+// collect reads replies into t until until, t is done, or ctx ends.
+func (c *Commander) collect(ctx context.Context, t *control.Tally, buf []byte, until time.Time) error {
+	for !t.Done() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		// wake at least every 200 ms to notice ctx
+		c.Conn.SetReadDeadline(earliest(until, time.Now().Add(200*time.Millisecond)))
+		n, _, err := c.Conn.ReadFrom(buf)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			if !time.Now().Before(until) {
+				return nil
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("deploy: read replies: %w", err)
+		}
+		r, err := control.ParseReply(buf[:n])
+		if err != nil {
+			continue // not a reply for us: ignore
+		}
+		t.Add(r)
+	}
+	return nil
+}
+
+func (c *Commander) logf(format string, args ...any) {
+	if c.Logf != nil {
+		c.Logf(format, args...)
+	}
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,198 @@
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/loopcast/loopcast/control"
+)
+
+var testKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{3}, ed25519.SeedSize))
+
+// fakeAgents answers commands written to it as agents would, except that
+// each host ignores the first `deaf[host]` transmissions it sees, and hosts
+// in `silent` never answer.
+type fakeAgents struct {
+	mu      sync.Mutex
+	hosts   []string
+	deaf    map[string]int
+	silent  map[string]bool
+	seen    map[string]int
+	sends   int
+	replies [][]byte
+	wake    chan struct{}
+	dl      time.Time
+}
+
+func newFakeAgents(hosts ...string) *fakeAgents {
+	return &fakeAgents{hosts: hosts, deaf: map[string]int{}, silent: map[string]bool{}, seen: map[string]int{}, wake: make(chan struct{}, 1)}
+}
+
+func (f *fakeAgents) WriteTo(p []byte, _ net.Addr) (int, error) {
+	c, err := control.ParseCommand(p)
+	if err != nil {
+		return 0, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sends++
+	for _, h := range f.hosts {
+		f.seen[h]++
+		if f.silent[h] || f.seen[h] <= f.deaf[h] {
+			continue
+		}
+		e := c.Env()
+		r := &control.Reply{Deploy: e.Deploy, Nonce: e.Nonce, Command: c.Type(), Outcome: control.OutcomeOK, Host: h, Current: "r1"}
+		if c.Type() == control.TypeStatus {
+			r.Status = &control.Status{Previous: "r0"}
+		}
+		b, err := r.AppendBinary(nil)
+		if err != nil {
+			return 0, err
+		}
+		f.replies = append(f.replies, b)
+	}
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+	return len(p), nil
+}
+
+func (f *fakeAgents) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		f.mu.Lock()
+		if len(f.replies) > 0 {
+			n := copy(p, f.replies[0])
+			f.replies = f.replies[1:]
+			f.mu.Unlock()
+			return n, &net.UDPAddr{}, nil
+		}
+		dl := f.dl
+		f.mu.Unlock()
+		wait := time.Until(dl)
+		if wait <= 0 {
+			return 0, nil, os.ErrDeadlineExceeded
+		}
+		select {
+		case <-f.wake:
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (f *fakeAgents) SetReadDeadline(t time.Time) error {
+	f.mu.Lock()
+	f.dl = t
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *fakeAgents) Close() error { return nil }
+
+func commander(f *fakeAgents, timeout time.Duration) *Commander {
+	return &Commander{Conn: f, To: &net.UDPAddr{}, Group: "239.192.0.1:5000", Key: testKey, Timeout: timeout}
+}
+
+func TestCommanderRetransmitsToMissingHosts(t *testing.T) {
+	f := newFakeAgents("a", "b", "c")
+	f.deaf["b"] = 2 // b hears the third transmission
+	c := commander(f, 5*time.Second)
+	cmd := &control.Activate{Envelope: c.NewEnvelope(1, nil), Release: "r1"}
+	tally, err := c.Do(context.Background(), cmd, []string{"a", "b", "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tally.Done() {
+		t.Fatalf("missing %v", tally.Missing())
+	}
+	if f.sends != 3 {
+		t.Errorf("sent the command %d times, want 3 (first + 2 retransmissions)", f.sends)
+	}
+}
+
+func TestCommanderGivesUpOnSilentHost(t *testing.T) {
+	f := newFakeAgents("a", "b")
+	f.silent["b"] = true
+	c := commander(f, 300*time.Millisecond)
+	tally, err := c.Do(context.Background(), &control.StatusRequest{Envelope: c.NewEnvelope(1, nil)}, []string{"a", "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tally.Missing(); len(got) != 1 || got[0] != "b" {
+		t.Errorf("missing %v, want [b]", got)
+	}
+	if f.sends < 2 {
+		t.Errorf("sent %d times; a silent host should be asked again", f.sends)
+	}
+}
+
+func TestCommanderOpenGroupCollectsAll(t *testing.T) {
+	f := newFakeAgents("x", "y", "z")
+	c := commander(f, 200*time.Millisecond)
+	tally, err := c.Do(context.Background(), &control.StatusRequest{Envelope: c.NewEnvelope(1, nil)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(tally.Replies()); n != 3 {
+		t.Errorf("%d replies in an open group, want 3", n)
+	}
+}
+
+func TestCommanderStopsOnCancel(t *testing.T) {
+	f := newFakeAgents("a")
+	f.silent["a"] = true
+	c := commander(f, time.Hour)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := c.Do(ctx, &control.StatusRequest{Envelope: c.NewEnvelope(1, nil)}, []string{"a"}); err == nil {
+		t.Error("Do returned no error after its context ended")
+	}
+}
+
+func TestMajorityAndRollbackTarget(t *testing.T) {
+	st := []HostStatus{
+		{ID: "a", Current: "r2", Previous: "r1"},
+		{ID: "b", Current: "r2", Previous: "r1"},
+		{ID: "c", Current: "r1", Previous: "r0"},
+		{ID: "d", Error: "no answer"},
+	}
+	if m := Majority(st); m != "r2" {
+		t.Errorf("majority %q, want r2", m)
+	}
+	if p := majorityPrevious(st); p != "r1" {
+		t.Errorf("rollback target %q, want r1", p)
+	}
+	flagOffMajority(st)
+	for _, s := range st {
+		if want := s.ID == "c"; s.OffMajor != want {
+			t.Errorf("%s flagged off-majority = %v, want %v", s.ID, s.OffMajor, want)
+		}
+	}
+}
+
+func TestResultOutcome(t *testing.T) {
+	for _, tc := range []struct {
+		phases []string
+		want   Outcome
+	}{
+		{[]string{PhaseActive, PhaseActive}, OutcomeAll},
+		{[]string{PhaseActive, PhaseStaged}, OutcomePartial},
+		{[]string{PhaseStaged, PhaseNone}, OutcomeNone},
+		{nil, OutcomeNone},
+	} {
+		r := &Result{hosts: map[string]*HostResult{}}
+		for i, p := range tc.phases {
+			r.hosts[string(rune('a'+i))] = &HostResult{ID: string(rune('a' + i)), Phase: p}
+		}
+		if got := r.finish().Outcome; got != tc.want {
+			t.Errorf("phases %v: outcome %v, want %v", tc.phases, got, tc.want)
+		}
+	}
+}

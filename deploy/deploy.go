@@ -1,0 +1,289 @@
+package deploy
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/loopcast/loopcast/agent"
+	"github.com/loopcast/loopcast/control"
+	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/multicast"
+)
+
+// Staging: after the transfer an agent hashes the whole image and mounts
+// it, about a second per GB; poll its STATUS until it reports the release
+// staged, for at most DefaultStageTimeout.
+const (
+	DefaultStageTimeout = 2 * time.Minute
+	stagePoll           = 500 * time.Millisecond
+)
+
+// Phases a host can reach, in order.
+const (
+	PhaseNone        = "none"        // did not complete the transfer
+	PhaseTransferred = "transferred" // has the verified image
+	PhaseStaged      = "staged"      // mounted it and can switch
+	PhaseActive      = "active"      // serves it
+)
+
+// Outcome of a deploy as a whole.
+type Outcome int
+
+const (
+	OutcomeAll     Outcome = iota // every host serves the release
+	OutcomePartial                // some do
+	OutcomeNone                   // none switched
+)
+
+func (o Outcome) String() string {
+	return [...]string{"all", "partial", "none"}[o]
+}
+
+// Options configure a deploy.
+type Options struct {
+	Group       *net.UDPAddr // agents' data group; control is on port+1
+	Iface       string
+	TTL         int
+	Rate        int64    // bit/s; 0 unpaced
+	Hosts       []string // closed group; nil: an open group (Wait / MinHosts)
+	Wait        time.Duration
+	MinHosts    int
+	FECOverhead int
+	// Require is the share of hosts (0, 1] that must have staged the
+	// release for any host to switch; 1 means all.
+	Require        float64
+	Key            ed25519.PrivateKey
+	ImagePath      string
+	Manifest       *image.Manifest // signed with Key
+	StageTimeout   time.Duration
+	CommandTimeout time.Duration
+	Logf           func(format string, args ...any)
+}
+
+// HostResult is one host's line in the report.
+type HostResult struct {
+	ID      string `json:"id"`
+	Addr    string `json:"addr,omitempty"`
+	Phase   string `json:"phase"`
+	Current string `json:"current,omitempty"` // the release it serves after the deploy
+	Error   string `json:"error,omitempty"`
+}
+
+// Result is the report of a deploy.
+type Result struct {
+	ReleaseID    string            `json:"release"`
+	DeployID     uint64            `json:"deploy_id"`
+	Hosts        []HostResult      `json:"hosts"`
+	Transfer     *multicast.Report `json:"-"`
+	WireBytes    int64             `json:"wire_bytes"`
+	TransferTime time.Duration     `json:"transfer_ns"`
+	StageTime    time.Duration     `json:"stage_ns"`
+	SwitchTime   time.Duration     `json:"switch_ns"`
+	Switched     bool              `json:"switched"`
+	Outcome      Outcome           `json:"-"`
+	OutcomeText  string            `json:"outcome"`
+	hosts        map[string]*HostResult
+}
+
+// Run distributes, stages and switches one release.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	if o.Require <= 0 || o.Require > 1 {
+		return nil, fmt.Errorf("deploy: require %v: want a share in (0, 1]", o.Require)
+	}
+	res := &Result{ReleaseID: o.Manifest.ReleaseID(), DeployID: newDeployID(), hosts: map[string]*HostResult{}}
+	img, err := os.Open(o.ImagePath)
+	if err != nil {
+		return nil, fmt.Errorf("deploy: %w", err)
+	}
+	defer img.Close()
+	data, err := multicast.DialGroup(o.Group, o.Iface, o.TTL)
+	if err != nil {
+		return nil, err
+	}
+	defer data.Close()
+	ctl, err := multicast.DialGroup(agent.ControlAddr(o.Group), o.Iface, o.TTL)
+	if err != nil {
+		return nil, err
+	}
+	defer ctl.Close()
+	cmd := &Commander{Conn: ctl, To: agent.ControlAddr(o.Group), Group: o.Group.String(),
+		Key: o.Key, Timeout: o.CommandTimeout, Logf: o.Logf}
+
+	start := time.Now()
+	rep, err := multicast.Send(ctx, data, multicast.SendOptions{
+		Group: o.Group, Manifest: o.Manifest, Image: img, Rate: o.Rate, Hosts: o.Hosts,
+		Wait: o.Wait, MinHosts: o.MinHosts, FECOverhead: o.FECOverhead, Logf: o.Logf,
+	})
+	res.TransferTime = time.Since(start)
+	if err != nil {
+		return nil, err
+	}
+	res.Transfer, res.WireBytes = rep, rep.Bytes
+	transferred := res.fromTransfer(rep)
+	start = time.Now()
+	staged, err := waitStaged(ctx, cmd, res, transferred, o.stageTimeout())
+	res.StageTime = time.Since(start)
+	if err != nil {
+		return res, err
+	}
+	members := len(res.hosts)
+	need := int(math.Ceil(o.Require * float64(members)))
+	if len(staged) == 0 || len(staged) < need {
+		o.logf("deploy: %d of %d hosts staged %s, %d required: switching none", len(staged), members, res.ReleaseID, need)
+		return res.finish(), nil
+	}
+	start = time.Now()
+	err = activate(ctx, cmd, res, staged)
+	res.SwitchTime = time.Since(start)
+	return res.finish(), err
+}
+
+func (o *Options) stageTimeout() time.Duration {
+	if o.StageTimeout == 0 {
+		return DefaultStageTimeout
+	}
+	return o.StageTimeout
+}
+
+func (o *Options) logf(format string, args ...any) {
+	if o.Logf != nil {
+		o.Logf(format, args...)
+	}
+}
+
+func newDeployID() uint64 {
+	var b [8]byte
+	rand.Read(b[:])
+	return binary.BigEndian.Uint64(b[:])
+}
+
+// fromTransfer records each member host's transfer and returns those that
+// hold the verified image.
+func (r *Result) fromTransfer(rep *multicast.Report) []string {
+	var ok []string
+	for _, h := range rep.Hosts {
+		if !h.Member {
+			continue
+		}
+		hr := &HostResult{ID: h.ID, Addr: h.Addr, Phase: PhaseNone}
+		if h.State == multicast.HostComplete {
+			hr.Phase = PhaseTransferred
+			ok = append(ok, h.ID)
+		} else {
+			hr.Error = "transfer " + h.State.String()
+			if h.Reason != "" {
+				hr.Error += ": " + h.Reason
+			}
+		}
+		r.hosts[h.ID] = hr
+	}
+	return ok
+}
+
+// waitStaged asks the hosts for their STATUS until each reports the
+// release staged (or current), or the timeout passes.
+func waitStaged(ctx context.Context, c *Commander, r *Result, hosts []string, timeout time.Duration) ([]string, error) {
+	var staged []string
+	pending := slices.Clone(hosts)
+	deadline := time.Now().Add(timeout)
+	for len(pending) > 0 {
+		env := c.NewEnvelope(r.DeployID, pending)
+		t, err := c.Do(ctx, &control.StatusRequest{Envelope: env}, pending)
+		if err != nil {
+			return staged, err
+		}
+		var still []string
+		for _, h := range pending {
+			rep := t.Replies()[h]
+			switch {
+			case rep != nil && rep.Outcome == control.OutcomeOK && isStaged(rep, r.ReleaseID):
+				r.hosts[h].Phase = PhaseStaged
+				r.hosts[h].Current = rep.Current
+				staged = append(staged, h)
+			default:
+				still = append(still, h)
+				r.hosts[h].Error = stageError(rep, r.ReleaseID)
+			}
+		}
+		pending = still
+		if len(pending) == 0 || !time.Now().Before(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return staged, ctx.Err()
+		case <-time.After(stagePoll):
+		}
+	}
+	for _, h := range staged {
+		r.hosts[h].Error = ""
+	}
+	return staged, nil
+}
+
+func isStaged(rep *control.Reply, id string) bool {
+	return rep.Current == id || rep.Status != nil && slices.Contains(rep.Status.Staged, id)
+}
+
+func stageError(rep *control.Reply, id string) string {
+	switch {
+	case rep == nil:
+		return "no answer to STATUS"
+	case rep.Outcome != control.OutcomeOK:
+		return fmt.Sprintf("STATUS %s: %s", rep.Outcome, rep.Error)
+	case rep.Status != nil && rep.Status.LastError != "":
+		return "not staged: " + rep.Status.LastError
+	}
+	return "not staged yet: " + id
+}
+
+// activate switches every staged host with one ACTIVATE.
+func activate(ctx context.Context, c *Commander, r *Result, staged []string) error {
+	env := c.NewEnvelope(r.DeployID, staged)
+	t, err := c.Do(ctx, &control.Activate{Envelope: env, Release: r.ReleaseID}, staged)
+	r.Switched = true
+	for _, h := range staged {
+		hr := r.hosts[h]
+		switch rep := t.Replies()[h]; {
+		case rep == nil:
+			hr.Error = "no answer to ACTIVATE"
+		case rep.Outcome == control.OutcomeOK:
+			hr.Phase, hr.Current, hr.Error = PhaseActive, rep.Current, ""
+		default:
+			hr.Current, hr.Error = rep.Current, fmt.Sprintf("ACTIVATE %s: %s", rep.Outcome, rep.Error)
+		}
+	}
+	return err
+}
+
+// finish sorts the report and sets the outcome.
+func (r *Result) finish() *Result {
+	r.Hosts = r.Hosts[:0]
+	active := 0
+	for _, h := range r.hosts {
+		r.Hosts = append(r.Hosts, *h)
+		if h.Phase == PhaseActive {
+			active++
+		}
+	}
+	slices.SortFunc(r.Hosts, func(a, b HostResult) int { return strings.Compare(a.ID, b.ID) })
+	switch {
+	case len(r.Hosts) > 0 && active == len(r.Hosts):
+		r.Outcome = OutcomeAll
+	case active > 0:
+		r.Outcome = OutcomePartial
+	default:
+		r.Outcome = OutcomeNone
+	}
+	r.OutcomeText = r.Outcome.String()
+	return r
+}

@@ -1,0 +1,155 @@
+package deploy
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+
+	"github.com/loopcast/loopcast/agent"
+	"github.com/loopcast/loopcast/control"
+	"github.com/loopcast/loopcast/multicast"
+)
+
+// Fleet addresses the agents of one group for status and rollback.
+type Fleet struct {
+	Group *net.UDPAddr
+	Iface string
+	TTL   int
+	Hosts []string // nil: whoever answers within the timeout
+	Key   ed25519.PrivateKey
+	Cmd   Commander // Timeout and Logf are used; the rest is set by Open
+}
+
+// open dials the control socket.
+func (f *Fleet) open() (*Commander, func(), error) {
+	conn, err := multicast.DialGroup(agent.ControlAddr(f.Group), f.Iface, f.TTL)
+	if err != nil {
+		return nil, nil, err
+	}
+	c := f.Cmd
+	c.Conn, c.To, c.Group, c.Key = conn, agent.ControlAddr(f.Group), f.Group.String(), f.Key
+	return &c, func() { conn.Close() }, nil
+}
+
+// HostStatus is one host's answer to STATUS (Error set when none came).
+type HostStatus struct {
+	ID       string   `json:"id"`
+	Current  string   `json:"current"`
+	Previous string   `json:"previous"`
+	Staged   []string `json:"staged"`
+	Free     uint64   `json:"free_bytes"`
+	Version  string   `json:"agent_version"`
+	LastErr  string   `json:"last_error,omitempty"`
+	Error    string   `json:"error,omitempty"`
+	OffMajor bool     `json:"off_majority,omitempty"` // not on the release most hosts serve
+}
+
+// Status asks every host for its state. Hosts not on the release that most
+// hosts serve are flagged.
+func (f *Fleet) Status(ctx context.Context) ([]HostStatus, error) {
+	c, done, err := f.open()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	t, err := c.Do(ctx, &control.StatusRequest{Envelope: c.NewEnvelope(newDeployID(), nil)}, f.Hosts)
+	if err != nil {
+		return nil, err
+	}
+	var out []HostStatus
+	for h, r := range t.Replies() {
+		out = append(out, statusOf(h, r))
+	}
+	for _, h := range t.Missing() {
+		out = append(out, HostStatus{ID: h, Error: "no answer"})
+	}
+	slices.SortFunc(out, func(a, b HostStatus) int { return strings.Compare(a.ID, b.ID) })
+	flagOffMajority(out)
+	return out, nil
+}
+
+func statusOf(h string, r *control.Reply) HostStatus {
+	s := HostStatus{ID: h, Current: r.Current}
+	if r.Outcome != control.OutcomeOK || r.Status == nil {
+		s.Error = fmt.Sprintf("%s: %s", r.Outcome, r.Error)
+		return s
+	}
+	s.Previous, s.Staged, s.Free = r.Status.Previous, r.Status.Staged, r.Status.FreeBytes
+	s.Version, s.LastErr = r.Status.AgentVersion, r.Status.LastError
+	return s
+}
+
+// Majority returns the release most answering hosts serve.
+func Majority(st []HostStatus) string {
+	count := map[string]int{}
+	best := ""
+	for _, s := range st {
+		if s.Error != "" || s.Current == "" {
+			continue
+		}
+		count[s.Current]++
+		if c := count[s.Current]; c > count[best] || c == count[best] && s.Current < best {
+			best = s.Current
+		}
+	}
+	return best
+}
+
+func flagOffMajority(st []HostStatus) {
+	m := Majority(st)
+	for i := range st {
+		st[i].OffMajor = st[i].Error == "" && st[i].Current != m
+	}
+}
+
+// Rollback switches the hosts to release to; with to empty, to the
+// release the majority had before its current one (resolved first, so
+// re-running it cannot flip back and forth). It returns the target and each
+// host's outcome.
+func (f *Fleet) Rollback(ctx context.Context, to string) (string, []HostResult, error) {
+	if to == "" {
+		st, err := f.Status(ctx)
+		if err != nil {
+			return "", nil, err
+		}
+		if to = majorityPrevious(st); to == "" {
+			return "", nil, fmt.Errorf("deploy: no rollback target: the hosts report no previous release")
+		}
+	}
+	c, done, err := f.open()
+	if err != nil {
+		return to, nil, err
+	}
+	defer done()
+	cmd := &control.Rollback{Envelope: c.NewEnvelope(newDeployID(), f.Hosts), To: to}
+	t, err := c.Do(ctx, cmd, f.Hosts)
+	var out []HostResult
+	for h, r := range t.Replies() {
+		hr := HostResult{ID: h, Current: r.Current, Phase: PhaseActive}
+		if r.Outcome != control.OutcomeOK {
+			hr.Phase, hr.Error = PhaseNone, fmt.Sprintf("%s: %s", r.Outcome, r.Error)
+		}
+		out = append(out, hr)
+	}
+	for _, h := range t.Missing() {
+		out = append(out, HostResult{ID: h, Phase: PhaseNone, Error: "no answer to ROLLBACK"})
+	}
+	slices.SortFunc(out, func(a, b HostResult) int { return strings.Compare(a.ID, b.ID) })
+	return to, out, err
+}
+
+// majorityPrevious is the previous release of the hosts on the majority
+// release, the most common one among them.
+func majorityPrevious(st []HostStatus) string {
+	m := Majority(st)
+	var prev []HostStatus
+	for _, s := range st {
+		if s.Error == "" && s.Current == m && s.Previous != "" {
+			prev = append(prev, HostStatus{Current: s.Previous})
+		}
+	}
+	return Majority(prev)
+}

@@ -1,0 +1,143 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/loopcast/loopcast/internal/testenv"
+	"golang.org/x/sys/unix"
+)
+
+// cluster is a running scripts/cluster.sh cluster.
+type cluster struct {
+	t    *testing.T
+	name string
+	n    int
+	bin  string // sender and receiver binaries
+	repo string
+	dir  string // the cluster's state directory
+}
+
+func requireCluster(t *testing.T) {
+	testenv.Long(t)
+	testenv.RequireNetns(t)
+	testenv.RequireLoop(t)
+	for _, tool := range []string{"nginx", "iptables", "tc", "go"} {
+		testenv.RequireTool(t, tool)
+	}
+	if m, _ := filepath.Glob("/usr/sbin/php-fpm*"); len(m) == 0 {
+		testenv.Missing(t, "needs php-fpm (scripts/install-deps.sh)")
+	}
+}
+
+// buildBinaries builds bin/sender and bin/receiver into a temp dir, so the
+// test runs the code under test whatever bin/ holds.
+func buildBinaries(t *testing.T, repo string) string {
+	dir := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/sender", "./cmd/receiver")
+	cmd.Dir = repo
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return dir
+}
+
+// startCluster brings up n receivers with agents trusting pub and web
+// servers; it is torn down when the test ends.
+func startCluster(t *testing.T, name string, n int, bin, pub string, extra ...string) *cluster {
+	repo, _ := filepath.Abs("..")
+	c := &cluster{t: t, name: name, n: n, bin: bin, repo: repo}
+	c.script("down") // a leftover from an interrupted run
+	args := append([]string{"up", fmt.Sprint(n), "--agents", pub, "--web"}, extra...)
+	t.Cleanup(func() { c.script("down") })
+	if out, err := c.script(args...); err != nil {
+		t.Fatalf("cluster up: %v\n%s", err, out)
+	}
+	out, _ := c.script("dir")
+	c.dir = strings.TrimSpace(string(out))
+	return c
+}
+
+func (c *cluster) script(args ...string) ([]byte, error) {
+	cmd := exec.Command(filepath.Join(c.repo, "scripts/cluster.sh"), append([]string{"--name", c.name}, args...)...)
+	cmd.Env = append(os.Environ(), "LOOPCAST_BIN="+c.bin)
+	return cmd.CombinedOutput()
+}
+
+// sender runs the sender CLI on the sender host.
+func (c *cluster) sender(args ...string) (string, error) {
+	full := append([]string{"exec", c.name + "-s", filepath.Join(c.bin, "sender")}, args...)
+	out, err := c.script(full...)
+	return string(out), err
+}
+
+func (c *cluster) hostAddr(i int) string { return fmt.Sprintf("10.77.0.%d:80", 10+i) }
+
+// dialIn returns a dial function whose sockets live in network namespace
+// ns: the socket is made on a locked OS thread moved into ns, and the
+// thread is moved back before it is unlocked (a socket keeps the
+// namespace it was made in). If moving back fails the thread stays locked
+// and ends with its goroutine.
+func dialIn(ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		type result struct {
+			c   net.Conn
+			err error
+		}
+		ch := make(chan result, 1)
+		go func() {
+			runtime.LockOSThread()
+			conn, err, restored := dialInLocked(ctx, ns, network, addr)
+			if restored {
+				runtime.UnlockOSThread()
+			}
+			ch <- result{conn, err}
+		}()
+		r := <-ch
+		return r.c, r.err
+	}
+}
+
+func dialInLocked(ctx context.Context, ns, network, addr string) (net.Conn, error, bool) {
+	self, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err, true
+	}
+	defer unix.Close(self)
+	target, err := unix.Open("/var/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err, true
+	}
+	defer unix.Close(target)
+	if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+		return nil, fmt.Errorf("setns %s: %w", ns, err), true
+	}
+	conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	return conn, err, unix.Setns(self, unix.CLONE_NEWNET) == nil
+}
+
+// leftovers lists mounts and loop devices under the cluster's directory.
+func leftovers(dir string) []string {
+	var out []string
+	mounts, _ := os.ReadFile("/proc/self/mounts")
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && strings.HasPrefix(f[1], dir+"/") {
+			out = append(out, "mount "+f[1])
+		}
+	}
+	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		if strings.HasPrefix(string(b), dir+"/") {
+			out = append(out, "loop "+strings.TrimSpace(string(b)))
+		}
+	}
+	return out
+}
