@@ -52,6 +52,14 @@ type Options struct {
 	Key ed25519.PrivateKey
 	// Progress, when set, is called as data is written.
 	Progress func(done, total int64)
+	// Base, when set, is the path of a previous build's image (or of its
+	// manifest or layout file): the build reads its layout (image +
+	// LayoutSuffix; only that file need exist) and keeps its geometry, every
+	// unchanged file's inode and blocks, and each directory's inode, so a
+	// small change to the tree changes few chunks. When the tree no longer
+	// fits the base geometry the image is laid out afresh (Result.Base
+	// says so). The same tree, options and base give the same image.
+	Base string
 }
 
 // Result describes a finished build.
@@ -60,6 +68,9 @@ type Result struct {
 	Files     uint64 // names in the tree, the root excluded
 	Blocks    uint32 // image blocks of 4 KiB
 	UsedBytes int64  // data bytes written
+	Layout    string // the layout file written beside the image
+	// Base reports how the base layout was used; nil without Options.Base.
+	Base *BaseReport
 }
 
 // Build writes an ext2 image of the tree at src to out and its manifest to
@@ -76,13 +87,20 @@ func Build(ctx context.Context, src, out string, opts Options) (*Result, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := t.assignInodes(); err != nil {
-		return nil, err
+	b := &builder{t: t, opts: opts}
+	if opts.Base != "" {
+		if err := b.useBase(opts.Base); err != nil {
+			return nil, err
+		}
+	}
+	if b.base == nil {
+		if err := t.assignInodes(); err != nil {
+			return nil, err
+		}
 	}
 	if testHookScanned != nil {
 		testHookScanned()
 	}
-	b := &builder{t: t, opts: opts}
 	geo, err := b.plan()
 	if err != nil {
 		return nil, err
@@ -96,6 +114,10 @@ func Build(ctx context.Context, src, out string, opts Options) (*Result, error) 
 	if err != nil {
 		return nil, err
 	}
+	lay, err := b.layoutFile(geo)
+	if err != nil {
+		return nil, err
+	}
 	if err := f.Commit(); err != nil {
 		return nil, err
 	}
@@ -103,12 +125,59 @@ func Build(ctx context.Context, src, out string, opts Options) (*Result, error) 
 		os.Remove(out)
 		return nil, err
 	}
-	return &Result{Manifest: m, Files: t.entries, Blocks: geo.blocks, UsedBytes: b.w.written}, nil
+	if err := atomicfile.WriteFile(out+LayoutSuffix, lay, 0o644); err != nil {
+		os.Remove(out)
+		os.Remove(out + ".manifest")
+		return nil, err
+	}
+	res := &Result{Manifest: m, Files: t.entries, Blocks: geo.blocks, UsedBytes: b.w.written, Layout: out + LayoutSuffix}
+	switch {
+	case b.base != nil:
+		res.Base = b.base.report(b)
+	case opts.Base != "":
+		res.Base = &BaseReport{Why: b.baseWhy}
+	}
+	return res, nil
+}
+
+// useBase reads the base layout and numbers the tree's inodes on it. When
+// the tree does not fit, b.base stays nil and b.baseWhy says why.
+func (b *builder) useBase(base string) error {
+	path := layoutPath(base)
+	l, err := readLayoutFile(path)
+	if err != nil {
+		return err
+	}
+	p, err := newBasePlan(l)
+	if err != nil {
+		return fmt.Errorf("%w (%s)", err, path)
+	}
+	if b.opts.Size > 0 && b.opts.Size/blockSize != int64(l.geo.blocks) {
+		b.baseWhy = fmt.Sprintf("size %d differs from the base's %d bytes", b.opts.Size, int64(l.geo.blocks)*blockSize)
+		return nil
+	}
+	if b.baseWhy = p.number(b.t); b.baseWhy != "" {
+		return nil
+	}
+	if err := b.t.countLinks(); err != nil {
+		return err
+	}
+	if b.baseWhy = p.fits(b); b.baseWhy == "" {
+		b.base = p
+	}
+	return nil
 }
 
 type builder struct {
 	t          *tree
-	pathParent int32 // cache of the last file's directory path
+	base       *basePlan // nil: a fresh layout
+	baseWhy    string    // why the base layout was not kept
+	exts       []extent  // every inode's blocks, in the order written
+	nodeExt    []extRef  // per node: its inode's blocks in exts
+	hashes     []uint64  // per node: content hash of a regular file
+	lfExt      []extent  // lost+found's blocks
+	backup     sbState   // what the backup superblocks hold
+	pathParent int32     // cache of the last file's directory path
 	parentPath string
 	opts       Options
 	w          *imageWriter
@@ -118,21 +187,37 @@ type builder struct {
 	done       int64
 }
 
-// plan sizes the image: upper bounds of blocks and inodes plus headroom.
+type extRef struct{ off, n int32 }
+
+// upperBlocks is the most blocks node i's inode may need.
+func (b *builder) upperBlocks(i int32) uint64 {
+	n := &b.t.nodes[i]
+	switch {
+	case n.primary >= 0:
+	case n.kind == kindDir:
+		return blocksFor(dirBlockCount(b.t.dirEntries(i)))
+	case n.kind == kindFile:
+		return fileBlocksUpper(n.size)
+	case n.kind == kindSymlink && len(n.target) > fastSymlinkMax:
+		return 1
+	}
+	return 0
+}
+
+// plan sizes the image: upper bounds of blocks and inodes plus headroom,
+// or the base's geometry.
 func (b *builder) plan() (geometry, error) {
 	data := uint64(1) // lost+found
 	for i := range b.t.nodes {
-		n := &b.t.nodes[i]
-		switch {
-		case n.primary >= 0:
-		case n.kind == kindDir:
-			data += blocksFor(dirBlockCount(b.t.dirEntries(int32(i))))
-		case n.kind == kindFile:
-			data += fileBlocksUpper(n.size)
+		if n := &b.t.nodes[i]; n.kind == kindFile && n.primary < 0 {
 			b.total += n.size
-		case n.kind == kindSymlink && len(n.target) > fastSymlinkMax:
-			data++
 		}
+		if b.base == nil {
+			data += b.upperBlocks(int32(i))
+		}
+	}
+	if b.base != nil {
+		return b.base.l.geo, nil
 	}
 	inodes := uint64(b.t.inodes)
 	if b.opts.Size > 0 {
@@ -159,33 +244,58 @@ func (b *builder) write(ctx context.Context, f *os.File, geo geometry) (*Manifes
 	// hash finished chunks on the other cores while this one writes
 	early := startEarlyHasher(ctx, f, m, max(1, runtime.GOMAXPROCS(0)-1))
 	defer early.wait()
+	var order []int32 // node indexes in writing order; nil: scan order
 	b.w.onFinal, b.w.chunkBlocks = early.submit, m.ChunkSize/blockSize
+	if b.base != nil {
+		// writes go anywhere: a chunk is final once all its blocks are
+		b.w.firstFit, b.w.chunkDone = true, make([]uint32, len(m.Chunks))
+		if err := b.base.reserve(b.w, b.t); err != nil {
+			return nil, err
+		}
+		order = inodeOrder(b.t)
+	}
+	b.nodeExt = make([]extRef, len(b.t.nodes))
+	b.hashes = make([]uint64, len(b.t.nodes))
 	b.digest = sha256.New()
 	b.buf = make([]byte, readBufSize)
 	created := b.created()
 	b.writeLostFound(created)
 	dirs := make([]uint16, geo.groups)
 	dirs[(lostFound-1)/geo.ipg]++
-	for i := range b.t.nodes {
+	for k := range b.t.nodes {
 		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+		i := int32(k)
+		if order != nil {
+			i = order[k]
 		}
 		n := &b.t.nodes[i]
 		if n.kind == kindDir {
 			dirs[(n.ino-1)/geo.ipg]++
 		}
-		if err := b.writeNode(int32(i)); err != nil {
+		if err := b.writeNode(i); err != nil {
 			return nil, err
 		}
 	}
-	sb := superblock{time: uint32(created), volumeName: "loopcast"}
+	sb := superblock{time: uint32(created)}
 	sum := b.digest.Sum(nil)
 	copy(sb.uuid[:], sum[:16])
 	sb.uuid[6] = sb.uuid[6]&0x0f | 0x40 // RFC 4122 version 4 layout, content-derived
 	sb.uuid[8] = sb.uuid[8]&0x3f | 0x80
 	copy(sb.hashSeed[:], sum[16:])
-	if err := b.w.finish(sb, dirs, b.t.inodes); err != nil {
+	var backup *sbState
+	if b.base != nil { // the base's identity and backups carry over
+		backup = &b.base.l.backup
+		sb.uuid, sb.hashSeed = backup.uuid, backup.hashSeed
+	}
+	st, err := b.w.finish(sb, dirs, backup)
+	if err != nil {
 		return nil, err
+	}
+	b.backup = st
+	if backup != nil {
+		b.backup = *backup
 	}
 	// the disk flush and the closing hash pass (page cache reads) overlap
 	synced := make(chan error, 1)
@@ -246,8 +356,29 @@ func (b *builder) baseInode(n *node) inode {
 func (b *builder) writeLostFound(created int64) {
 	in := inode{mode: sIFDIR | 0o700, sec: created, links: 2}
 	ents := []dirEntry{{".", lostFound, ftDir}, {"..", rootIno, ftDir}}
+	var replay []extent
+	if b.base != nil && b.base.lf >= 0 {
+		replay = b.base.l.blocks(&b.base.l.entries[b.base.lf])
+	}
+	b.w.beginInode(replay)
 	b.writeDirBlocks(&in, encodeDir(ents))
+	b.lfExt = append(b.lfExt[:0], b.w.endInode()...)
 	b.w.putInode(lostFound, &in)
+}
+
+// replayFor returns the base blocks node i starts from: its kept inode's.
+func (b *builder) replayFor(i int32) []extent {
+	if b.base == nil || b.base.match[i] < 0 {
+		return nil
+	}
+	return b.base.blocksOf(b.t.nodes[i].ino)
+}
+
+// recordBlocks ends node i's inode and files its blocks for the layout.
+func (b *builder) recordBlocks(i int32) {
+	x := b.w.endInode()
+	b.nodeExt[i] = extRef{int32(len(b.exts)), int32(len(x))}
+	b.exts = append(b.exts, x...)
 }
 
 func (b *builder) writeNode(i int32) error {
@@ -259,6 +390,7 @@ func (b *builder) writeNode(i int32) error {
 		return nil
 	}
 	in := b.baseInode(n)
+	b.w.beginInode(b.replayFor(i))
 	switch n.kind {
 	case kindDir:
 		in.mode |= sIFDIR
@@ -272,6 +404,7 @@ func (b *builder) writeNode(i int32) error {
 			return err
 		}
 	}
+	b.recordBlocks(i)
 	b.digest.Write(b.w.putInode(n.ino, &in))
 	return b.w.err
 }
@@ -342,7 +475,8 @@ func (b *builder) writeFile(i int32, in *inode) error {
 		return fmt.Errorf("%w: %s grew beyond %d bytes", ErrChanged, path, n.size)
 	}
 	m.finish()
-	binary.Write(b.digest, binary.LittleEndian, xx.Sum64())
+	b.hashes[i] = xx.Sum64()
+	binary.Write(b.digest, binary.LittleEndian, b.hashes[i])
 	return b.w.err
 }
 
@@ -396,4 +530,33 @@ func (b *builder) progress(n int64) {
 	if b.opts.Progress != nil {
 		b.opts.Progress(b.done, b.total)
 	}
+}
+
+// layoutFile encodes the layout of the image just written, for a later
+// build's base: the nodes in scan order, then lost+found.
+func (b *builder) layoutFile(geo geometry) ([]byte, error) {
+	nodes := b.t.nodes
+	var e layoutEntry
+	entry := func(i int) (*layoutEntry, []extent) {
+		if i == len(nodes) {
+			e = layoutEntry{name: "lost+found", kind: kindDir, ino: lostFound}
+			return &e, b.lfExt
+		}
+		n := &nodes[i]
+		e = layoutEntry{parent: n.parent, name: n.name, kind: n.kind, link: n.primary >= 0, ino: n.ino, hash: b.hashes[i]}
+		if n.kind != kindDir {
+			e.size = n.size
+		}
+		if e.link {
+			return &e, nil
+		}
+		r := b.nodeExt[i]
+		return &e, b.exts[r.off : r.off+r.n]
+	}
+	// ~40 bytes per entry: grow the buffer once or twice, not ten times
+	body, err := appendLayoutBody(make([]byte, 0, 40*len(nodes)), &geo, &b.backup, len(nodes)+1, entry)
+	if err != nil {
+		return nil, err
+	}
+	return appendLayoutFile(nil, body)
 }

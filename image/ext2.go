@@ -17,6 +17,8 @@ const (
 	superOffset    = 1024 // the primary superblock sits 1 KiB into block 0
 	directBlocks   = 12   // i_block[0..11]; 12, 13, 14 are single, double, triple indirect
 
+	volumeName = "loopcast"
+
 	rootIno    = 2
 	lostFound  = 11 // first non-reserved inode: lost+found, as mke2fs makes it
 	firstIno   = 11

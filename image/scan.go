@@ -228,8 +228,20 @@ func (t *tree) path(i int32) string {
 // first. It also counts links and the newest timestamp.
 func (t *tree) assignInodes() error {
 	next := uint32(firstIno + 1)
+	t.nodes[0].ino = rootIno
+	for i := 1; i < len(t.nodes); i++ {
+		if n := &t.nodes[i]; n.primary < 0 {
+			n.ino, next = next, next+1
+		}
+	}
+	t.inodes = next - 1
+	return t.countLinks()
+}
+
+// countLinks gives hard links their primary's inode, counts links and
+// finds the newest timestamp, once every primary has its inode.
+func (t *tree) countLinks() error {
 	root := &t.nodes[0]
-	root.ino = rootIno
 	root.links = 3 // ".", its own "..", and lost+found's ".."
 	t.maxTime = root.sec
 	for i := 1; i < len(t.nodes); i++ {
@@ -237,7 +249,6 @@ func (t *tree) assignInodes() error {
 		t.maxTime = max(t.maxTime, n.sec)
 		switch {
 		case n.kind == kindDir:
-			n.ino, next = next, next+1
 			n.links = 2
 			t.nodes[n.parent].links++
 		case n.primary >= 0:
@@ -245,7 +256,6 @@ func (t *tree) assignInodes() error {
 			n.ino = p.ino
 			p.links++
 		default:
-			n.ino, next = next, next+1
 			n.links = 1
 		}
 	}
@@ -254,6 +264,5 @@ func (t *tree) assignInodes() error {
 			return fmt.Errorf("image: %s: %d links (names or subdirectories), ext2 allows %d", t.path(int32(i)), t.nodes[i].links, linkMax)
 		}
 	}
-	t.inodes = next - 1
 	return nil
 }

@@ -12,8 +12,10 @@ const writeBufBlocks = 256
 
 var errNoSpace = errors.New("image: out of blocks (sizing bug)")
 
-// imageWriter lays blocks into the image file. It allocates data blocks
-// in one forward sweep over the groups' data areas, gathers consecutive
+// imageWriter lays blocks into the image file. A fresh image allocates
+// data blocks in one forward sweep over the groups' data areas; an image
+// on a base layout first replays each inode's base blocks, then takes the
+// first free block from the start of the data area. It gathers consecutive
 // blocks into large writes, and keeps the first error (sticky): every later
 // call is a no-op and finish reports it.
 type imageWriter struct {
@@ -21,10 +23,16 @@ type imageWriter struct {
 	geo geometry
 	err error
 
-	group uint32 // allocation cursor: group and next block
+	group uint32 // forward sweep cursor: group and next block
 	next  uint32
 
-	bitmap []byte // one bit per block, whole image
+	firstFit bool     // allocate first fit over the bitmap, not by sweep
+	low      uint32   // first fit: no free block below it
+	replay   []extent // blocks reserved for the inode being written, in order
+	rec      []extent // blocks allocated to the inode being written
+
+	bitmap  []byte // one bit per block, whole image
+	inoUsed []byte // one bit per inode (bit i: inode i+1)
 	// itable holds the inode table of group itGroup only: inodes arrive in
 	// ascending order, so each group's table is written once, when the
 	// next group's first inode arrives (or at finish).
@@ -38,6 +46,10 @@ type imageWriter struct {
 	onFinal     func(chunk int)
 	chunkBlocks uint32
 	nextFinal   uint32
+	// chunkDone counts written blocks per chunk when writes go anywhere
+	// (first fit): a chunk is final once all its blocks are written, as
+	// every block is written at most once. Nil for the forward sweep.
+	chunkDone []uint32
 
 	buf      []byte
 	bufStart uint32
@@ -48,23 +60,76 @@ type imageWriter struct {
 func newImageWriter(f *os.File, geo geometry, inodes uint32) *imageWriter {
 	w := &imageWriter{
 		f: f, geo: geo,
-		bitmap: make([]byte, ceilDiv(uint64(geo.blocks), 8)),
-		itable: make([]byte, uint64(min(inodes, geo.ipg))*inodeSize),
-		buf:    make([]byte, writeBufBlocks*blockSize),
-		next:   geo.dataStart(0),
+		bitmap:  make([]byte, ceilDiv(uint64(geo.blocks), 8)),
+		inoUsed: make([]byte, ceilDiv(uint64(geo.inodes()), 8)),
+		itable:  make([]byte, uint64(min(inodes, geo.ipg))*inodeSize),
+		buf:     make([]byte, writeBufBlocks*blockSize),
+		next:    geo.dataStart(0),
+		low:     geo.dataStart(0),
 	}
 	for g := range geo.groups { // metadata blocks are in use from the start
 		for b := geo.groupStart(g); b < geo.dataStart(g); b++ {
 			w.mark(b)
 		}
 	}
+	for ino := uint32(1); ino < firstIno; ino++ { // reserved inodes
+		w.inoUsed[(ino-1)/8] |= 1 << ((ino - 1) % 8)
+	}
 	return w
 }
 
-func (w *imageWriter) mark(b uint32) { w.bitmap[b/8] |= 1 << (b % 8) }
+func (w *imageWriter) mark(b uint32)      { w.bitmap[b/8] |= 1 << (b % 8) }
+func (w *imageWriter) unmark(b uint32)    { w.bitmap[b/8] &^= 1 << (b % 8) }
+func (w *imageWriter) used(b uint32) bool { return w.bitmap[b/8]&(1<<(b%8)) != 0 }
 
-// alloc returns the next free data block.
+// beginInode starts an inode whose allocations first take the blocks of
+// replay (already marked in use), in order.
+func (w *imageWriter) beginInode(replay []extent) {
+	w.replay = append(w.replay[:0], replay...)
+	w.rec = w.rec[:0]
+}
+
+// endInode frees the replay blocks the inode did not take and returns the
+// blocks it took, in allocation order (valid until the next beginInode).
+func (w *imageWriter) endInode() []extent {
+	for _, x := range w.replay {
+		for b := x.start; b < x.start+x.n; b++ {
+			w.unmark(b)
+		}
+		w.low = min(w.low, x.start)
+	}
+	w.replay = w.replay[:0]
+	return w.rec
+}
+
+// alloc returns the next block for the inode being written.
 func (w *imageWriter) alloc() uint32 {
+	var b uint32
+	switch {
+	case len(w.replay) > 0:
+		x := &w.replay[0]
+		b = x.start
+		if x.start, x.n = x.start+1, x.n-1; x.n == 0 {
+			w.replay = w.replay[1:]
+		}
+	case w.firstFit:
+		b = w.firstFree()
+	default:
+		b = w.sweep()
+	}
+	if b == 0 {
+		return 0
+	}
+	if n := len(w.rec); n > 0 && w.rec[n-1].start+w.rec[n-1].n == b {
+		w.rec[n-1].n++
+	} else {
+		w.rec = append(w.rec, extent{b, 1})
+	}
+	return b
+}
+
+// sweep returns the next free data block of the forward sweep.
+func (w *imageWriter) sweep() uint32 {
 	for w.next >= w.geo.groupEnd(w.group) {
 		if w.group+1 >= w.geo.groups {
 			w.fail(errNoSpace)
@@ -77,6 +142,23 @@ func (w *imageWriter) alloc() uint32 {
 	w.next++
 	w.mark(b)
 	return b
+}
+
+// firstFree returns the lowest free block (metadata blocks are marked).
+func (w *imageWriter) firstFree() uint32 {
+	for b := w.low; b < w.geo.blocks; b++ {
+		if b%8 == 0 && w.bitmap[b/8] == 0xff {
+			b += 7
+			continue
+		}
+		if !w.used(b) {
+			w.mark(b)
+			w.low = b + 1
+			return b
+		}
+	}
+	w.fail(errNoSpace)
+	return 0
 }
 
 func (w *imageWriter) fail(err error) {
@@ -111,13 +193,34 @@ func (w *imageWriter) flush() {
 		w.fail(fmt.Errorf("image: write %s: %w", w.f.Name(), err))
 	}
 	w.written += n
-	end := w.bufStart + w.bufN
+	start, end := w.bufStart, w.bufStart+w.bufN
 	w.bufN = 0
+	if w.chunkDone != nil {
+		w.countFinal(start, end)
+		return
+	}
 	w.reportFinal(end)
 }
 
+// countFinal counts blocks [start, end) written and hands onFinal the
+// chunks that are now wholly written and clear of group headers.
+func (w *imageWriter) countFinal(start, end uint32) {
+	if w.onFinal == nil || w.err != nil {
+		return
+	}
+	for b := start; b < end; b++ {
+		c := b / w.chunkBlocks
+		w.chunkDone[c]++
+		cs, ce := c*w.chunkBlocks, min((c+1)*w.chunkBlocks, w.geo.blocks)
+		if w.chunkDone[c] == ce-cs && !w.touchesHeader(cs, ce) {
+			w.onFinal(int(c))
+		}
+	}
+}
+
 // reportFinal hands onFinal the chunks that lie wholly below block end:
-// allocation only moves forward, so nothing below it is written again,
+// a fresh layout's allocation only moves forward (on a base, countFinal
+// decides instead), so nothing below it is written again,
 // except the group headers, which finish writes.
 func (w *imageWriter) reportFinal(end uint32) {
 	if w.onFinal == nil || w.err != nil {
@@ -170,6 +273,7 @@ func (w *imageWriter) putInode(ino uint32, in *inode) []byte {
 	}
 	off := (ino - 1 - g*w.geo.ipg) * inodeSize
 	b := w.itable[off : off+inodeSize]
+	w.inoUsed[(ino-1)/8] |= 1 << ((ino - 1) % 8)
 	in.encode(b)
 	w.itUsed = max(w.itUsed, off+inodeSize)
 	return b
@@ -187,47 +291,65 @@ func (w *imageWriter) flushInodeTable() {
 }
 
 // finish writes the inode tables, bitmaps, group descriptors and
-// superblocks, and returns the sticky error.
-func (w *imageWriter) finish(sb superblock, dirsPerGroup []uint16, usedInodes uint32) error {
+// superblocks, and returns what they hold. The backup copies (groups 1, 3,
+// 5, ...) hold backup when it is set, the primary's state otherwise.
+func (w *imageWriter) finish(sb superblock, dirsPerGroup []uint16, backup *sbState) (sbState, error) {
 	w.flush()
 	w.flushInodeTable()
 	geo := &w.geo
-	descs := make([]groupDesc, geo.groups)
-	var freeBlocks, freeInodes uint32
+	st := sbState{time: sb.time, uuid: sb.uuid, hashSeed: sb.hashSeed, groups: make([]groupCounts, geo.groups)}
 	for g := range geo.groups {
-		d := &descs[g]
-		d.blockBitmap, d.inodeBitmap, d.inodeTable = geo.blockBitmap(g), geo.inodeBitmap(g), geo.inodeTable(g)
 		bb := w.groupBlockBitmap(g)
-		ib, usedIn := w.groupInodeBitmap(g, usedInodes)
-		d.freeBlocks = uint16(w.geo.groupEnd(g) - w.geo.groupStart(g) - countBits(bb, w.geo.groupEnd(g)-w.geo.groupStart(g)))
-		d.freeInodes = uint16(geo.ipg - usedIn)
-		d.usedDirs = dirsPerGroup[g]
-		freeBlocks += uint32(d.freeBlocks)
-		freeInodes += uint32(d.freeInodes)
-		w.writeAt(bb, int64(d.blockBitmap)*blockSize)
-		w.writeAt(ib, int64(d.inodeBitmap)*blockSize)
+		ib, usedIn := w.groupInodeBitmap(g)
+		c := &st.groups[g]
+		c.freeBlocks = uint16(w.geo.groupEnd(g) - w.geo.groupStart(g) - countBits(bb, w.geo.groupEnd(g)-w.geo.groupStart(g)))
+		c.freeInodes = uint16(geo.ipg - usedIn)
+		c.usedDirs = dirsPerGroup[g]
+		st.freeBlocks += uint32(c.freeBlocks)
+		st.freeInodes += uint32(c.freeInodes)
+		w.writeAt(bb, int64(geo.blockBitmap(g))*blockSize)
+		w.writeAt(ib, int64(geo.inodeBitmap(g))*blockSize)
 	}
-	sb.blocks, sb.inodes, sb.inodesPerGroup = geo.blocks, geo.inodes(), geo.ipg
-	sb.freeBlocks, sb.freeInodes = freeBlocks, freeInodes
-	gdt := make([]byte, geo.gdtBlocks*blockSize)
-	for g := range descs {
-		descs[g].encode(gdt[g*groupDescSize:])
+	if backup == nil {
+		backup = &st
 	}
-	sbuf := make([]byte, 1024)
 	for g := range geo.groups {
 		if !hasSuper(g) {
 			continue
 		}
-		sb.groupNr = uint16(g)
-		sb.encode(sbuf)
-		start := int64(geo.groupStart(g)) * blockSize
+		s := backup
 		if g == 0 {
-			start += superOffset
+			s = &st
 		}
-		w.writeAt(sbuf, start)
-		w.writeAt(gdt, int64(geo.groupStart(g)+1)*blockSize)
+		w.writeSuper(g, s)
 	}
-	return w.err
+	return st, w.err
+}
+
+// writeSuper writes group g's superblock and descriptor table from s.
+func (w *imageWriter) writeSuper(g uint32, s *sbState) {
+	geo := &w.geo
+	sb := superblock{
+		inodes: geo.inodes(), blocks: geo.blocks, freeBlocks: s.freeBlocks, freeInodes: s.freeInodes,
+		inodesPerGroup: geo.ipg, time: s.time, uuid: s.uuid, hashSeed: s.hashSeed,
+		volumeName: volumeName, groupNr: uint16(g),
+	}
+	gdt := make([]byte, geo.gdtBlocks*blockSize)
+	for i, c := range s.groups {
+		d := groupDesc{
+			blockBitmap: geo.blockBitmap(uint32(i)), inodeBitmap: geo.inodeBitmap(uint32(i)), inodeTable: geo.inodeTable(uint32(i)),
+			freeBlocks: c.freeBlocks, freeInodes: c.freeInodes, usedDirs: c.usedDirs,
+		}
+		d.encode(gdt[i*groupDescSize:])
+	}
+	sbuf := make([]byte, 1024)
+	sb.encode(sbuf)
+	start := int64(geo.groupStart(g)) * blockSize
+	if g == 0 {
+		start += superOffset
+	}
+	w.writeAt(sbuf, start)
+	w.writeAt(gdt, int64(geo.groupStart(g)+1)*blockSize)
 }
 
 // groupBlockBitmap returns group g's block bitmap block; bits past the end
@@ -247,13 +369,13 @@ func (w *imageWriter) groupBlockBitmap(g uint32) []byte {
 }
 
 // groupInodeBitmap returns group g's inode bitmap block and how many of its
-// inodes are in use; inodes 1..usedInodes are in use, padding bits are set.
-func (w *imageWriter) groupInodeBitmap(g, usedInodes uint32) ([]byte, uint32) {
+// inodes are in use (reserved or written); padding bits are set.
+func (w *imageWriter) groupInodeBitmap(g uint32) ([]byte, uint32) {
 	b := make([]byte, blockSize)
-	first := g*w.geo.ipg + 1
+	first := g * w.geo.ipg // bit index of the group's first inode
 	var used uint32
 	for i := uint32(0); i < w.geo.ipg; i++ {
-		if first+i <= usedInodes {
+		if j := first + i; w.inoUsed[j/8]&(1<<(j%8)) != 0 {
 			b[i/8] |= 1 << (i % 8)
 			used++
 		}

@@ -7,6 +7,8 @@
 #   cluster.sh [--name NAME] loss HOST PCT   drop PCT% of UDP arriving at HOST
 #   cluster.sh [--name NAME] exec HOST CMD...
 #   cluster.sh [--name NAME] hosts           one "host address" line each
+#   cluster.sh [--name NAME] wipe I          stop receiver rI's agent, erase its
+#                                            store (unmounting it), start it afresh
 #
 # NAME defaults to lc.
 #
@@ -119,8 +121,26 @@ start_bg() {
 start_agent() {
 	local i=$1 pub=$2 h; h=$(hostname_of "$1")
 	[[ -x $BIN/receiver ]] || die "no $BIN/receiver (make build, or set LOOPCAST_BIN)"
+	[[ $pub -ef $DIR/trust.pub ]] || cp "$pub" "$DIR/trust.pub"
 	start_bg "$h" "$DIR/agent-r$i.log" "$BIN/receiver" run --root "$DIR/r$i" \
-		--group "$GROUP" --iface eth0 --host-id "r$i" --trust "$pub"
+		--group "$GROUP" --iface eth0 --host-id "r$i" --trust "$DIR/trust.pub"
+	tail -1 "$DIR/pids" >"$DIR/agent-r$i.pid"
+}
+
+# wipe I: the host loses its store, as a new or reinstalled server would.
+wipe() {
+	local i=$1 pid m t
+	[[ -f $DIR/agent-r$i.pid ]] || die "wipe: no agent r$i in cluster $NAME"
+	pid=$(cat "$DIR/agent-r$i.pid")
+	kill "$pid" 2>/dev/null || true
+	for t in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	for m in $(awk -v d="$DIR/r$i/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r); do
+		umount "$m" 2>/dev/null || umount -l "$m"
+	done
+	rm -rf "$DIR/r$i"
+	start_agent "$i" "$DIR/trust.pub"
+	for t in $(seq 1 100); do [[ -d $DIR/r$i/releases ]] && return 0; sleep 0.1; done
+	die "wipe: agent r$i did not come back"
 }
 
 start_web() {
@@ -219,5 +239,6 @@ loss) [[ $# == 2 ]] || die "usage: loss HOST PCT"; set_loss "$1" "$2" ;;
 exec) [[ $# -ge 2 ]] || die "usage: exec HOST CMD..."; h=$1; shift; exec nsenter --net="$NETNS_DIR/$h" -- "$@" ;;
 hosts) hosts ;;
 dir) echo "$DIR" ;;
+wipe) [[ $# == 1 ]] || die "usage: wipe I"; wipe "$1" ;;
 *) die "unknown command $cmd" ;;
 esac

@@ -24,6 +24,7 @@ func buildCommand() *cli.Command {
 			&cli.BoolFlag{Name: "keep-owner", Usage: "keep the files' uid/gid (default root:root)"},
 			&cli.StringFlag{Name: "size", Usage: "fixed image size, e.g. 2G (default: sized from the tree)"},
 			&cli.IntFlag{Name: "headroom", Value: image.DefaultHeadroomPct, Usage: "free blocks and inodes to add, `PCT` of the tree's needs"},
+			&cli.StringFlag{Name: "base", Usage: "previous build's image `FILE` (or its .manifest or .layout): keep its layout, read from FILE.layout, so unchanged files stay in place and few chunks change"},
 		},
 		Action: runBuild,
 	}
@@ -38,6 +39,7 @@ func runBuild(c *cli.Context) error {
 		KeepOwner:   c.Bool("keep-owner"),
 		HeadroomPct: c.Int("headroom"),
 		Label:       c.String("label"),
+		Base:        c.String("base"),
 	}
 	if opts.Label == "" {
 		opts.Label = src
@@ -68,7 +70,19 @@ func runBuild(c *cli.Context) error {
 	fmt.Fprintf(c.App.Writer, "release   %s\nimage     %s (%s, %d chunks)\nmanifest  %s.manifest (%s)\nfiles     %d\ntime      %s\n",
 		m.ReleaseID(), c.String("out"), humanBytes(m.ImageSize), len(m.Chunks), c.String("out"),
 		signedBy(opts.Key), res.Files, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(c.App.Writer, "layout    %s\n", res.Layout)
+	if b := res.Base; b != nil {
+		fmt.Fprintf(c.App.Writer, "base      %s: %s\n", opts.Base, describeBase(b))
+	}
 	return nil
+}
+
+// describeBase says how the build used its base layout.
+func describeBase(b *image.BaseReport) string {
+	if !b.Kept {
+		return "not kept, fresh layout (" + b.Why + ")"
+	}
+	return fmt.Sprintf("layout kept: %d inodes kept (%d files unchanged), %d new, %d freed", b.Reused, b.Unchanged, b.New, b.Freed)
 }
 
 func signedBy(k ed25519.PrivateKey) string {

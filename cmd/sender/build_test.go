@@ -108,6 +108,30 @@ func TestBuildEpochFromEnvironment(t *testing.T) {
 	}
 }
 
+func TestBuildOnBase(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "a.php"), []byte("<?php echo 'a';"), 0o644)
+	os.WriteFile(filepath.Join(src, "b.php"), []byte("<?php echo 'b';"), 0o644)
+	a := filepath.Join(dir, "a.img")
+	if out, err := run(t, "build", "--epoch", "1700000000", "--out", a, src); err != nil || !strings.Contains(out, "layout    "+a+".layout") {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	os.WriteFile(filepath.Join(src, "b.php"), []byte("<?php echo 'B';"), 0o644)
+	os.WriteFile(filepath.Join(src, "c.php"), []byte("<?php echo 'c';"), 0o644)
+	out, err := run(t, "build", "--epoch", "1700000000", "--base", a, "--out", filepath.Join(dir, "b.img"), src)
+	if err != nil {
+		t.Fatalf("build --base: %v\n%s", err, out)
+	}
+	if want := "base      " + a + ": layout kept: 2 inodes kept (1 files unchanged), 1 new, 0 freed"; !strings.Contains(out, want) {
+		t.Errorf("build --base output lacks %q:\n%s", want, out)
+	}
+	if _, err := run(t, "build", "--base", filepath.Join(dir, "missing.img"), "--out", filepath.Join(dir, "c.img"), src); err == nil {
+		t.Error("build on a missing base succeeded")
+	}
+}
+
 func TestParseSize(t *testing.T) {
 	for in, want := range map[string]int64{"4096": 4096, "8M": 8 << 20, "2g": 2 << 30, "1T": 1 << 40} {
 		if got, err := parseSize(in); err != nil || got != want {

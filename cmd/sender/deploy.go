@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/loopcast/loopcast/deploy"
 	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/atomicfile"
 	"github.com/loopcast/loopcast/multicast"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -169,6 +171,14 @@ func prepareImage(c *cli.Context, o *deploy.Options) error {
 	return nil
 }
 
+// keepBuilds is how many built images stay in the state dir: the newest
+// is the next build's base; older ones are rollback material on the hosts
+// already, not here.
+const keepBuilds = 2
+
+// buildForDeploy builds src into STATE_DIR/images/<id>.img, on the layout
+// of the last image built for this group, so unchanged files keep their
+// blocks and the hosts reuse the chunks they hold.
 func buildForDeploy(c *cli.Context, o *deploy.Options, src string) error {
 	dir := filepath.Join(c.String("state-dir"), "images")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -182,26 +192,78 @@ func buildForDeploy(c *cli.Context, o *deploy.Options, src string) error {
 	if label == "" {
 		label = src
 	}
+	last := lastBuildPath(c.String("state-dir"), o.Group)
+	base := readLastBuild(last)
 	out := filepath.Join(dir, "build.img")
 	start := time.Now()
 	res, err := image.Build(c.Context, src, out, image.Options{
-		Epoch: epoch, Key: o.Key, Label: label, HeadroomPct: image.DefaultHeadroomPct,
+		Epoch: epoch, Key: o.Key, Label: label, HeadroomPct: image.DefaultHeadroomPct, Base: base,
 	})
 	if err != nil {
 		return err
 	}
 	id := res.Manifest.ReleaseID()
 	final := filepath.Join(dir, id+".img")
-	if err := os.Rename(out+".manifest", final+".manifest"); err != nil {
-		return fmt.Errorf("deploy: %w", err)
+	for _, suffix := range []string{".manifest", image.LayoutSuffix, ""} {
+		if err := os.Rename(out+suffix, final+suffix); err != nil {
+			return fmt.Errorf("deploy: %w", err)
+		}
 	}
-	if err := os.Rename(out, final); err != nil {
-		return fmt.Errorf("deploy: %w", err)
+	if err := atomicfile.WriteFile(last, []byte(final+"\n"), 0o644); err != nil {
+		return err
 	}
+	pruneBuilds(dir, final, o.Logf)
 	o.Logf("deploy: built release %s from %s: %s, %d files, in %s", id, src,
 		humanBytes(res.Manifest.ImageSize), res.Files, time.Since(start).Round(time.Millisecond))
+	if res.Base != nil {
+		o.Logf("deploy: base %s: %s", base, describeBase(res.Base))
+	}
 	o.ImagePath, o.Manifest = final, res.Manifest
 	return nil
+}
+
+// lastBuildPath names the file that records the last image built for group.
+func lastBuildPath(stateDir string, group *net.UDPAddr) string {
+	return filepath.Join(stateDir, "last-build-"+strings.ReplaceAll(group.String(), ":", "_"))
+}
+
+// readLastBuild returns the recorded image if it and its layout still exist.
+func readLastBuild(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	img := strings.TrimSpace(string(b))
+	if _, err := os.Stat(img + image.LayoutSuffix); err != nil {
+		return ""
+	}
+	return img
+}
+
+// pruneBuilds removes all but the keepBuilds newest images (and their
+// manifests and layouts) in dir; keep is never removed.
+func pruneBuilds(dir, keep string, logf func(string, ...any)) {
+	imgs, _ := filepath.Glob(filepath.Join(dir, "*.img"))
+	type built struct {
+		path string
+		mod  time.Time
+	}
+	var all []built
+	for _, p := range imgs {
+		if fi, err := os.Stat(p); err == nil && p != keep {
+			all = append(all, built{p, fi.ModTime()})
+		}
+	}
+	slices.SortFunc(all, func(a, b built) int { return b.mod.Compare(a.mod) })
+	for i, b := range all {
+		if i < keepBuilds-1 {
+			continue
+		}
+		for _, suffix := range []string{"", ".manifest", image.LayoutSuffix} {
+			os.Remove(b.path + suffix)
+		}
+		logf("deploy: removed old build %s", b.path)
+	}
 }
 
 // lockGroup takes an exclusive lock for deploys to group, held by this

@@ -48,6 +48,22 @@ func TestDeployDryRun(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(state, "audit.log")); err == nil {
 		t.Error("a dry run wrote the audit log")
 	}
+	// the next build of the group keeps the last one's layout; old builds go
+	for i := range 3 {
+		os.WriteFile(filepath.Join(src, "new.php"), []byte(strings.Repeat("x", i+1)), 0o644)
+		out, err = run(t, "deploy", "--dry-run", "--key", key, "--hosts", "web1", "--state-dir", state, src)
+		if err != nil {
+			t.Fatalf("second deploy --dry-run: %v\n%s", err, out)
+		}
+		if !strings.Contains(out, "layout kept") {
+			t.Errorf("build %d did not keep the last build's layout:\n%s", i+2, out)
+		}
+	}
+	imgs, _ = filepath.Glob(filepath.Join(state, "images", "*.img"))
+	if len(imgs) != keepBuilds {
+		t.Errorf("state dir keeps %d builds, want %d: %v", len(imgs), keepBuilds, imgs)
+	}
+
 	// an image whose manifest another key signed is refused
 	other := filepath.Join(dir, "other.key")
 	run(t, "keygen", "--out", other)

@@ -1,0 +1,109 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/loopcast/loopcast/internal/synth"
+)
+
+// TestDeltaDeploy deploys tree A, wipes one host, then deploys C (A with
+// files modified, added and deleted): every host, the wiped one too, must
+// end serving exactly C.
+func TestDeltaDeploy(t *testing.T) {
+	requireCluster(t)
+	repo, _ := filepath.Abs("..")
+	bin := buildBinaries(t, repo)
+	work := t.TempDir()
+	key := filepath.Join(work, "release.key")
+	if out, err := exec.Command(filepath.Join(bin, "sender"), "keygen", "--out", key).CombinedOutput(); err != nil {
+		t.Fatalf("keygen: %v\n%s", err, out)
+	}
+	tree := filepath.Join(work, "tree")
+	opts, err := synth.PresetOptions("small", 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := synth.Generate(context.Background(), tree, opts); err != nil {
+		t.Fatal(err)
+	}
+	c := startCluster(t, "delta", 3, bin, filepath.Join(work, "release.pub"))
+	deploy := func(what string) string {
+		out, err := c.sender("deploy", "--key", key, "--iface", "eth0", "--hosts", "r1,r2,r3",
+			"--state-dir", filepath.Join(work, "state"), "--epoch", "1700000000", tree)
+		if err != nil {
+			t.Fatalf("deploy %s: %v\n%s", what, err, out)
+		}
+		return out
+	}
+	deploy("A")
+	if out, err := c.script("wipe", "2"); err != nil {
+		t.Fatalf("wipe r2: %v\n%s", err, out)
+	}
+	ch, err := synth.ApplyChanges(tree, synth.ChangeSet{Seed: 9, Modify: 20, Add: 5, Delete: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := deploy("C")
+	if !strings.Contains(out, "layout kept") {
+		t.Errorf("deploy of C did not build on A's layout:\n%s", out)
+	}
+	for i := 1; i <= c.n; i++ {
+		served, err := filepath.EvalSymlinks(filepath.Join(c.dir, fmt.Sprintf("r%d", i), "current"))
+		if err != nil {
+			t.Fatalf("r%d: %v", i, err)
+		}
+		if diff := sameTree(t, tree, served); diff != "" {
+			t.Errorf("r%d does not serve C: %s (changes: %d modified, %d added, %d deleted)",
+				i, diff, len(ch.Modified), len(ch.Added), len(ch.Deleted))
+		}
+	}
+}
+
+// sameTree compares regular files, symlinks and directories of want and
+// got by path and content, and checks got holds nothing more than want
+// (but lost+found); it returns the first difference.
+func sameTree(t *testing.T, want, got string) string {
+	var diff string
+	filepath.WalkDir(want, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || diff != "" {
+			return err
+		}
+		rel, _ := filepath.Rel(want, p)
+		q := filepath.Join(got, rel)
+		switch {
+		case d.Type()&fs.ModeSymlink != 0:
+			a, _ := os.Readlink(p)
+			if b, err := os.Readlink(q); err != nil || a != b {
+				diff = "symlink " + rel
+			}
+		case d.Type().IsRegular():
+			a, _ := os.ReadFile(p)
+			if b, err := os.ReadFile(q); err != nil || !bytes.Equal(a, b) {
+				diff = "file " + rel
+			}
+		case d.IsDir():
+			if fi, err := os.Stat(q); err != nil || !fi.IsDir() {
+				diff = "directory " + rel
+			}
+		}
+		return nil
+	})
+	if diff == "" && count(got) != count(want)+1 {
+		diff = fmt.Sprintf("%d entries, want %d and lost+found", count(got), count(want))
+	}
+	return diff
+}
+
+func count(root string) int {
+	n := 0
+	filepath.WalkDir(root, func(string, fs.DirEntry, error) error { n++; return nil })
+	return n
+}
