@@ -67,12 +67,19 @@ func (h *Handler) Handle(pkt []byte, now time.Time) (*Reply, error) {
 }
 
 // refused answers a command the verifier refused, or ignores it when it
-// was not addressed to this host.
+// was not addressed to this host or is not validly signed by a trusted
+// key: anyone can send those, and an answer to a forged source address
+// would turn the agent into a reflector. They are logged at debug level
+// only, so a flood costs bounded work.
 func (h *Handler) refused(c Command, err error) (*Reply, error) {
 	e := c.Env()
 	attrs := []any{"command", c.Type().String(), "deploy", e.Deploy, "key", e.KeyID(), "err", err}
 	if errors.Is(err, ErrOtherGroup) || errors.Is(err, ErrNotForHost) {
 		h.log.Debug("control: command not for this host", attrs...)
+		return nil, err
+	}
+	if errors.Is(err, ErrUnsigned) || errors.Is(err, ErrBadSignature) || errors.Is(err, ErrUntrustedKey) {
+		h.log.Debug("control: unauthenticated command ignored", attrs...)
 		return nil, err
 	}
 	// The signature was checked before time and nonce: a retransmission of

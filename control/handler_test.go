@@ -93,20 +93,27 @@ func TestHandlerRefusals(t *testing.T) {
 	a := newAgent(t)
 	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
 
+	// Commands not validly signed by a trusted key get no answer (an answer
+	// to a forged source would make the agent a reflector), only an error.
 	r, err := a.send(&Activate{Envelope: cmdEnv(), Release: "0123456789abcdef"}, otherKey)
-	if err != nil || r == nil || r.Outcome != OutcomeRefused || !strings.Contains(r.Error, "untrusted") ||
-		!strings.Contains(r.Error, "ACTIVATE") || !strings.Contains(r.Error, image.KeyID(otherKey.Public().(ed25519.PublicKey))) {
-		t.Errorf("untrusted ACTIVATE: reply %+v, %v; want refused naming the command and key", r, err)
-	}
-	if r != nil && (r.Host != "web01" || r.Deploy != 99 || r.Command != TypeActivate) {
-		t.Errorf("refusal reply %+v does not identify host, deploy and command", r)
+	if r != nil || !errors.Is(err, ErrUntrustedKey) || !strings.Contains(err.Error(), "ACTIVATE") ||
+		!strings.Contains(err.Error(), image.KeyID(otherKey.Public().(ed25519.PublicKey))) {
+		t.Errorf("untrusted ACTIVATE: reply %+v, %v; want no reply and an error naming the command and key", r, err)
 	}
 
 	unsigned := &Rollback{Envelope: cmdEnv()}
 	unsigned.Issued = a.now.UnixMilli()
 	wire, _ := unsigned.AppendBinary(nil)
-	if r, _ := a.deliver(wire); r == nil || r.Outcome != OutcomeRefused || !strings.Contains(r.Error, "not signed") {
-		t.Errorf("unsigned ROLLBACK: reply %+v; want refused", r)
+	if r, err := a.deliver(wire); r != nil || !errors.Is(err, ErrUnsigned) {
+		t.Errorf("unsigned ROLLBACK: reply %+v, %v; want no reply, ErrUnsigned", r, err)
+	}
+
+	// A trusted but stale command is answered "refused", naming host and deploy.
+	stale := &Activate{Envelope: cmdEnv(), Release: "0123456789abcdef"}
+	stale.Issued = a.now.Add(-time.Hour).UnixMilli()
+	staleWire, _ := Sign(stale, goldenKey)
+	if r, _ := a.deliver(staleWire); r == nil || r.Outcome != OutcomeRefused || r.Host != "web01" || r.Deploy != 99 || r.Command != TypeActivate {
+		t.Errorf("stale ACTIVATE: reply %+v; want refused, identifying host, deploy and command", r)
 	}
 
 	if r, err := a.send(&Activate{Envelope: cmdEnv("web02"), Release: "0123456789abcdef"}, goldenKey); r != nil || !errors.Is(err, ErrNotForHost) {

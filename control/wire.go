@@ -166,3 +166,8 @@ func (r *reader) done() error {
 	}
 	return r.err
 }
+
+// CheckName reports whether s can name a host, group or release in a
+// command: 1 to MaxName printable ASCII bytes without spaces. Callers use
+// it to refuse a bad name before anything is sent.
+func CheckName(s string) error { return checkName("name", s, false) }

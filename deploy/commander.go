@@ -39,8 +39,15 @@ type Commander struct {
 	Group   string       // the group as agents name it (the data ADDR:PORT)
 	Key     ed25519.PrivateKey
 	Timeout time.Duration // per command; DefaultCommandTimeout when zero
-	Logf    func(format string, args ...any)
+	// Addrs, when set, maps host ids to the IP they registered from; a
+	// reply naming a host is only taken from that address, so one host
+	// cannot answer for another.
+	Addrs map[string]string
+	Logf  func(format string, args ...any)
 }
+
+// readWake bounds a blocking read, so a cancelled context is noticed.
+const readWake = 200 * time.Millisecond
 
 // NewEnvelope starts a command for this group addressed to targets (nil:
 // every host).
@@ -52,6 +59,9 @@ func (c *Commander) NewEnvelope(deploy uint64, targets []string) control.Envelop
 // hosts answered or the timeout passed (nil hosts: an open group, which
 // gathers for the whole timeout). The tally says who answered what.
 func (c *Commander) Do(ctx context.Context, cmd control.Command, hosts []string) (*control.Tally, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	pkt, err := control.Sign(cmd, c.Key)
 	if err != nil {
 		return nil, err
@@ -66,7 +76,10 @@ func (c *Commander) Do(ctx context.Context, cmd control.Command, hosts []string)
 	buf := make([]byte, maxReplyPacket)
 	for sent := 0; ; sent++ {
 		if _, err := c.Conn.WriteTo(pkt, c.To); err != nil {
-			return t, fmt.Errorf("deploy: send %s to %v: %w", cmd.Type(), c.To, err)
+			if sent == 0 {
+				return t, fmt.Errorf("deploy: send %s to %v: %w", cmd.Type(), c.To, err)
+			}
+			c.logf("deploy: %s: resend to %v: %v", cmd.Type(), c.To, err) // try again next round
 		}
 		if sent > 0 {
 			c.logf("deploy: %s: resent, waiting for %v", cmd.Type(), t.Missing())
@@ -88,9 +101,10 @@ func (c *Commander) collect(ctx context.Context, t *control.Tally, buf []byte, u
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		// wake at least every 200 ms to notice ctx
-		c.Conn.SetReadDeadline(earliest(until, time.Now().Add(200*time.Millisecond)))
-		n, _, err := c.Conn.ReadFrom(buf)
+		if err := c.Conn.SetReadDeadline(earliest(until, time.Now().Add(readWake))); err != nil {
+			return fmt.Errorf("deploy: %w", err)
+		}
+		n, from, err := c.Conn.ReadFrom(buf)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			if !time.Now().Before(until) {
 				return nil
@@ -104,9 +118,26 @@ func (c *Commander) collect(ctx context.Context, t *control.Tally, buf []byte, u
 		if err != nil {
 			continue // not a reply for us: ignore
 		}
+		if !c.fromHost(r.Host, from) {
+			c.logf("deploy: reply for host %s from %v, which is not its address: ignored", r.Host, from)
+			continue
+		}
 		t.Add(r)
 	}
 	return nil
+}
+
+// fromHost reports whether a reply naming host may come from addr.
+func (c *Commander) fromHost(host string, addr net.Addr) bool {
+	want, ok := c.Addrs[host]
+	if c.Addrs == nil {
+		return true
+	}
+	if !ok {
+		return false
+	}
+	got, _, err := net.SplitHostPort(addr.String())
+	return err == nil && got == want
 }
 
 func (c *Commander) logf(format string, args ...any) {

@@ -39,13 +39,13 @@ const (
 type Outcome int
 
 const (
-	OutcomeAll     Outcome = iota // every host serves the release
+	OutcomeNone    Outcome = iota // none switched (the zero value: nothing is claimed)
 	OutcomePartial                // some do
-	OutcomeNone                   // none switched
+	OutcomeAll                    // every host serves the release
 )
 
 func (o Outcome) String() string {
-	return [...]string{"all", "partial", "none"}[o]
+	return [...]string{"none", "partial", "all"}[o]
 }
 
 // Options configure a deploy.
@@ -129,11 +129,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	res.Transfer, res.WireBytes = rep, rep.Bytes
 	transferred := res.fromTransfer(rep)
+	cmd.Addrs = res.addrs()
 	start = time.Now()
 	staged, err := waitStaged(ctx, cmd, res, transferred, o.stageTimeout())
 	res.StageTime = time.Since(start)
 	if err != nil {
-		return res, err
+		return res.finish(), err
+	}
+	if err := ctx.Err(); err != nil { // nothing switched yet: stop here
+		return res.finish(), err
 	}
 	members := len(res.hosts)
 	need := int(math.Ceil(o.Require * float64(members)))
@@ -142,7 +146,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return res.finish(), nil
 	}
 	start = time.Now()
-	err = activate(ctx, cmd, res, staged)
+	// Once ACTIVATE is on the wire, finish gathering (and retransmitting to)
+	// every staged host even if interrupted: stopping halfway would leave
+	// the fleet split for no reason.
+	err = activate(context.WithoutCancel(ctx), cmd, res, staged)
 	res.SwitchTime = time.Since(start)
 	return res.finish(), err
 }
@@ -198,7 +205,7 @@ func waitStaged(ctx context.Context, c *Commander, r *Result, hosts []string, ti
 	for len(pending) > 0 {
 		env := c.NewEnvelope(r.DeployID, pending)
 		t, err := c.Do(ctx, &control.StatusRequest{Envelope: env}, pending)
-		if err != nil {
+		if err != nil || t == nil {
 			return staged, err
 		}
 		var still []string
@@ -230,8 +237,11 @@ func waitStaged(ctx context.Context, c *Commander, r *Result, hosts []string, ti
 	return staged, nil
 }
 
+// isStaged: the host can switch to id: it is current, staged, or the
+// mounted rollback target (a release rolled back from and deployed again).
 func isStaged(rep *control.Reply, id string) bool {
-	return rep.Current == id || rep.Status != nil && slices.Contains(rep.Status.Staged, id)
+	return rep.Current == id || rep.Status != nil &&
+		(slices.Contains(rep.Status.Staged, id) || rep.Status.Previous == id)
 }
 
 func stageError(rep *control.Reply, id string) string {
@@ -250,6 +260,9 @@ func stageError(rep *control.Reply, id string) string {
 func activate(ctx context.Context, c *Commander, r *Result, staged []string) error {
 	env := c.NewEnvelope(r.DeployID, staged)
 	t, err := c.Do(ctx, &control.Activate{Envelope: env, Release: r.ReleaseID}, staged)
+	if t == nil {
+		return err
+	}
 	r.Switched = true
 	for _, h := range staged {
 		hr := r.hosts[h]
@@ -263,6 +276,18 @@ func activate(ctx context.Context, c *Commander, r *Result, staged []string) err
 		}
 	}
 	return err
+}
+
+// addrs maps each host to the address it registered from, so replies to
+// commands are only taken from there.
+func (r *Result) addrs() map[string]string {
+	m := map[string]string{}
+	for id, h := range r.hosts {
+		if host, _, err := net.SplitHostPort(h.Addr); err == nil {
+			m[id] = host
+		}
+	}
+	return m
 }
 
 // finish sorts the report and sets the outcome.

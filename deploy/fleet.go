@@ -20,6 +20,7 @@ type Fleet struct {
 	TTL   int
 	Hosts []string // nil: whoever answers within the timeout
 	Key   ed25519.PrivateKey
+	Audit string    // the sender's audit log: deploy history for rollback
 	Cmd   Commander // Timeout and Logf are used; the rest is set by Open
 }
 
@@ -56,7 +57,7 @@ func (f *Fleet) Status(ctx context.Context) ([]HostStatus, error) {
 	}
 	defer done()
 	t, err := c.Do(ctx, &control.StatusRequest{Envelope: c.NewEnvelope(newDeployID(), nil)}, f.Hosts)
-	if err != nil {
+	if err != nil || t == nil {
 		return nil, err
 	}
 	var out []HostStatus
@@ -105,19 +106,27 @@ func flagOffMajority(st []HostStatus) {
 	}
 }
 
-// Rollback switches the hosts to release to; with to empty, to the
-// release the majority had before its current one (resolved first, so
-// re-running it cannot flip back and forth). It returns the target and each
-// host's outcome.
+// Rollback switches the hosts to release to. With to empty it asks the
+// hosts what they serve and goes to the release this sender deployed
+// before the majority's current one (history: the audit log at
+// f.Audit), so a second rollback goes further back, never forward again.
+// It returns the target and each host's outcome.
 func (f *Fleet) Rollback(ctx context.Context, to string) (string, []HostResult, error) {
 	if to == "" {
 		st, err := f.Status(ctx)
 		if err != nil {
 			return "", nil, err
 		}
-		if to = majorityPrevious(st); to == "" {
-			return "", nil, fmt.Errorf("deploy: no rollback target: the hosts report no previous release")
+		cur := Majority(st)
+		if cur == "" {
+			return "", nil, fmt.Errorf("deploy: no rollback target: no host reports a current release")
 		}
+		if to, err = PreviousRelease(f.Audit, f.Group.String(), cur); err != nil {
+			return "", nil, fmt.Errorf("%w; name the target with --to (the hosts' previous release is %q)", err, majorityPrevious(st))
+		}
+	}
+	if err := control.CheckName(to); err != nil {
+		return "", nil, fmt.Errorf("deploy: rollback target: %w", err)
 	}
 	c, done, err := f.open()
 	if err != nil {
@@ -126,6 +135,9 @@ func (f *Fleet) Rollback(ctx context.Context, to string) (string, []HostResult, 
 	defer done()
 	cmd := &control.Rollback{Envelope: c.NewEnvelope(newDeployID(), f.Hosts), To: to}
 	t, err := c.Do(ctx, cmd, f.Hosts)
+	if t == nil {
+		return to, nil, err
+	}
 	var out []HostResult
 	for h, r := range t.Replies() {
 		hr := HostResult{ID: h, Current: r.Current, Phase: PhaseActive}

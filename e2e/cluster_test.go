@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -71,11 +72,27 @@ func (c *cluster) script(args ...string) ([]byte, error) {
 	return cmd.CombinedOutput()
 }
 
-// sender runs the sender CLI on the sender host.
-func (c *cluster) sender(args ...string) (string, error) {
-	full := append([]string{"exec", c.name + "-s", filepath.Join(c.bin, "sender")}, args...)
-	out, err := c.script(full...)
-	return string(out), err
+// sender runs the sender CLI on the sender host; it returns stdout (the
+// report) and stderr (the log) apart.
+func (c *cluster) sender(args ...string) (stdout, stderr string, err error) {
+	full := append([]string{"--name", c.name, "exec", c.name + "-s", filepath.Join(c.bin, "sender")}, args...)
+	cmd := exec.Command(filepath.Join(c.repo, "scripts/cluster.sh"), full...)
+	var o, e strings.Builder
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
+// exitCode is the exit status of a failed command, 0 for success.
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
 }
 
 func (c *cluster) hostAddr(i int) string { return fmt.Sprintf("10.77.0.%d:80", 10+i) }

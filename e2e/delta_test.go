@@ -36,12 +36,12 @@ func TestDeltaDeploy(t *testing.T) {
 	}
 	c := startCluster(t, "delta", 3, bin, filepath.Join(work, "release.pub"))
 	deploy := func(what string) string {
-		out, err := c.sender("deploy", "--key", key, "--iface", "eth0", "--hosts", "r1,r2,r3",
+		out, log, err := c.sender("deploy", "--key", key, "--iface", "eth0", "--hosts", "r1,r2,r3",
 			"--state-dir", filepath.Join(work, "state"), "--epoch", "1700000000", tree)
 		if err != nil {
-			t.Fatalf("deploy %s: %v\n%s", what, err, out)
+			t.Fatalf("deploy %s: %v\n%s\n%s", what, err, out, log)
 		}
-		return out
+		return out + log
 	}
 	deploy("A")
 	if out, err := c.script("wipe", "2"); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -29,6 +30,7 @@ type load struct {
 	fails  int
 	mixed  int
 	last   map[string]string // host -> label of its last response
+	seen   map[string]int    // host -> responses so far
 }
 
 func (l *load) fail(format string, args ...any) {
@@ -56,9 +58,17 @@ func (l *load) run(ctx context.Context, client *http.Client, host string) {
 		} else {
 			l.ok++
 			l.last[host] = label
+			l.seen[host]++
 		}
 		l.mu.Unlock()
 	}
+}
+
+// responses returns how many whole responses each host gave so far.
+func (l *load) responses() map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return maps.Clone(l.seen)
 }
 
 // get fetches the page; label is "" when the files disagree.
@@ -89,6 +99,7 @@ func get(ctx context.Context, client *http.Client, host string) (string, error) 
 // appVersion writes examples/app with every file labelled label.
 func appVersion(t *testing.T, repo, dir, label string) string {
 	out := filepath.Join(dir, "app-"+label)
+	os.RemoveAll(out) // a redeploy of label: the same tree again, not one nested in it
 	if b, err := exec.Command("cp", "-a", filepath.Join(repo, "examples/app"), out).CombinedOutput(); err != nil {
 		t.Fatalf("cp: %v %s", err, b)
 	}
@@ -100,10 +111,15 @@ func appVersion(t *testing.T, repo, dir, label string) string {
 	return out
 }
 
+var releaseLine = regexp.MustCompile(`(?m)^release ([0-9a-f]{16}): (\w+)`)
+
 // TestDeployUnderLoad runs 20 deploys and rollbacks to 3 web hosts while
 // every host is under continuous HTTP load: no request may fail, no
 // response may mix two releases, and after each step every host serves
-// the expected release.
+// the expected release. The steps include redeploying a release that was
+// rolled back and two rollbacks in a row (which must go further back, not
+// forward). Then the switch policy: with a listed host absent nothing
+// switches (exit 3), and --require 75% switches the others (exit 2).
 func TestDeployUnderLoad(t *testing.T) {
 	requireCluster(t)
 	repo, _ := filepath.Abs("..")
@@ -114,17 +130,26 @@ func TestDeployUnderLoad(t *testing.T) {
 		t.Fatalf("keygen: %v\n%s", err, out)
 	}
 	c := startCluster(t, "e2e", 3, bin, filepath.Join(work, "release.pub"))
-	common := []string{"--key", key, "--iface", "eth0", "--hosts", "r1,r2,r3"}
-	deploy := func(label string) {
-		args := append([]string{"deploy"}, common...)
-		args = append(args, "--state-dir", filepath.Join(work, "state"), "--epoch", "1700000000", appVersion(t, repo, work, label))
-		if out, err := c.sender(args...); err != nil {
-			t.Fatalf("deploy %s: %v\n%s", label, err, out)
+	common := []string{"--key", key, "--iface", "eth0", "--state-dir", filepath.Join(work, "state")}
+	hostsFlag := []string{"--hosts", "r1,r2,r3"}
+	ids := map[string]string{} // label -> release id
+	deploy := func(label string, extra ...string) (string, error) {
+		args := append(append([]string{"deploy"}, common...), "--epoch", "1700000000")
+		args = append(append(args, extra...), appVersion(t, repo, work, label))
+		out, log, err := c.sender(args...)
+		if m := releaseLine.FindStringSubmatch(out); m != nil {
+			ids[label] = m[1]
 		}
+		if err != nil {
+			return out, fmt.Errorf("deploy %s: %w\n%s\n%s", label, err, out, log)
+		}
+		return out, nil
 	}
 	rollback := func() {
-		if out, err := c.sender(append([]string{"rollback"}, common...)...); err != nil {
-			t.Fatalf("rollback: %v\n%s", err, out)
+		if out, log, err := c.sender(append(append([]string{"rollback"}, common...), hostsFlag...)...); err != nil {
+			audit, _ := os.ReadFile(filepath.Join(work, "state", "audit.log"))
+			st, _ := exec.Command(filepath.Join(bin, "receiver"), "status", "--root", filepath.Join(c.dir, "r1")).CombinedOutput()
+			t.Fatalf("rollback: %v\n%s\n%s\naudit log:\n%s\nr1:\n%s", err, out, log, audit, st)
 		}
 	}
 
@@ -135,10 +160,13 @@ func TestDeployUnderLoad(t *testing.T) {
 	for i := 1; i <= c.n; i++ {
 		hosts = append(hosts, c.hostAddr(i))
 	}
-	deploy("v1")
-	l := &load{last: map[string]string{}}
+	if _, err := deploy("v1", hostsFlag...); err != nil {
+		t.Fatal(err)
+	}
+	l := &load{last: map[string]string{}, seen: map[string]int{}}
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	t.Cleanup(func() { stop(); wg.Wait() })
 	for _, h := range hosts {
 		for range 2 { // two clients per host
 			wg.Add(1)
@@ -146,26 +174,44 @@ func TestDeployUnderLoad(t *testing.T) {
 		}
 	}
 
-	cur, prev := "v1", ""
+	// the history the hosts should walk: deploys push, rollbacks go back
+	history := []string{"v1"}
 	steps := 1
-	for i := 2; steps < 20; i++ {
-		label := fmt.Sprintf("v%d", i)
-		deploy(label)
-		cur, prev = label, cur
+	step := func(what string) {
+		cur := history[len(history)-1]
+		checkServing(t, client, hosts, cur, fmt.Sprintf("step %d (%s)", steps, what))
+	}
+	plan := []string{"v2", "v3", "rollback", "v3", "v4", "rollback", "rollback", "v5", "v6", "rollback",
+		"v7", "v8", "v9", "rollback", "v9", "v10", "v11", "rollback", "v12"}
+	for _, op := range plan {
 		steps++
-		checkServing(t, client, hosts, cur, fmt.Sprintf("step %d (deploy %s)", steps, label))
-		if i%2 == 0 && steps < 20 {
+		if op == "rollback" {
 			rollback()
-			cur, prev = prev, cur
-			steps++
-			checkServing(t, client, hosts, cur, fmt.Sprintf("step %d (rollback)", steps))
+			history = history[:len(history)-1]
+		} else {
+			if _, err := deploy(op, hostsFlag...); err != nil {
+				t.Fatal(err)
+			}
+			history = append(history, op)
+		}
+		step(op)
+	}
+	final := history[len(history)-1]
+	// let every host answer at least once more on the final release
+	before := l.responses()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, h := range hosts {
+		for l.responses()[h] == before[h] && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	time.Sleep(300 * time.Millisecond) // load runs on the final release too
 	stop()
 	wg.Wait()
 
 	t.Logf("%d steps; %d responses ok, %d failed, %d mixed", steps, l.ok, l.fails, l.mixed)
+	if steps != 20 {
+		t.Errorf("%d steps, want 20", steps)
+	}
 	if l.fails > 0 {
 		t.Errorf("%d requests failed, first: %q", l.fails, l.failed)
 	}
@@ -176,11 +222,27 @@ func TestDeployUnderLoad(t *testing.T) {
 		t.Errorf("only %d responses under load; the load did not run", l.ok)
 	}
 	for _, h := range hosts {
-		if l.last[h] != cur {
-			t.Errorf("%s last served %q, want %q", h, l.last[h], cur)
+		if l.last[h] != final {
+			t.Errorf("%s last served %q, want %q", h, l.last[h], final)
 		}
 	}
-	checkStatus(t, c, common, cur)
+	checkStatus(t, c, append(common, hostsFlag...), ids[final])
+
+	// Policy: r4 is listed but does not exist. Nothing may switch.
+	out, err := deploy("v13", "--hosts", "r1,r2,r3,r4", "--wait", "2s")
+	if code := exitCode(err); code != 3 {
+		t.Errorf("deploy with an absent host: exit %d, want 3 (none switched): %v", code, err)
+	}
+	if !strings.Contains(out, "r4") {
+		t.Errorf("report does not name the absent host:\n%s", out)
+	}
+	checkServing(t, client, hosts, final, "after a deploy that must not switch")
+	// With --require 75%, the 3 hosts that staged switch.
+	_, err = deploy("v14", "--hosts", "r1,r2,r3,r4", "--wait", "2s", "--require", "75%")
+	if code := exitCode(err); code != 2 {
+		t.Errorf("deploy with --require 75%%: exit %d, want 2 (partial): %v", code, err)
+	}
+	checkServing(t, client, hosts, "v14", "after a partial deploy")
 
 	if out, err := c.script("down"); err != nil {
 		t.Fatalf("cluster down: %v\n%s", err, out)
@@ -201,13 +263,13 @@ func checkServing(t *testing.T, client *http.Client, hosts []string, label, when
 	}
 }
 
-// checkStatus asks the fleet and checks every host is on one release and
+// checkStatus asks the fleet and checks every host is on release id and
 // has a rollback target.
-func checkStatus(t *testing.T, c *cluster, common []string, label string) {
+func checkStatus(t *testing.T, c *cluster, flags []string, id string) {
 	t.Helper()
-	out, err := c.sender(append([]string{"status", "--json"}, common...)...)
+	out, log, err := c.sender(append([]string{"status", "--json"}, flags...)...)
 	if err != nil {
-		t.Fatalf("status: %v\n%s", err, out)
+		t.Fatalf("status: %v\n%s\n%s", err, out, log)
 	}
 	var st []struct {
 		ID, Current, Previous, Error string
@@ -215,12 +277,12 @@ func checkStatus(t *testing.T, c *cluster, common []string, label string) {
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}
-	if len(st) != c.n {
-		t.Fatalf("status lists %d hosts, want %d", len(st), c.n)
+	if len(st) != c.n || id == "" {
+		t.Fatalf("status lists %d hosts, want %d (release %q)", len(st), c.n, id)
 	}
 	for _, s := range st {
-		if s.Error != "" || s.Current != st[0].Current || s.Previous == "" {
-			t.Errorf("host %s: current %s previous %s error %q", s.ID, s.Current, s.Previous, s.Error)
+		if s.Error != "" || s.Current != id || s.Previous == "" {
+			t.Errorf("host %s: current %s previous %s error %q; want current %s", s.ID, s.Current, s.Previous, s.Error, id)
 		}
 	}
 }

@@ -32,6 +32,7 @@ NAME=lc
 SUBNET=10.77.0
 NETNS_DIR=/var/run/netns
 GROUP=239.192.0.1:5000
+NETS=
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${LOOPCAST_BIN:-$REPO/bin} # where receiver is found
 PHP_FPM=$(ls /usr/sbin/php-fpm* 2>/dev/null | head -1 || true)
@@ -79,7 +80,9 @@ up() {
 	[[ $web == 0 || -n $pub ]] || die "up: --web needs --agents"
 	[[ $n =~ ^[0-9]+$ && $n -ge 1 && $n -le 200 ]] || die "up: N must be 1..200"
 	[[ -e $NETNS_DIR/$NAME-sw ]] && die "cluster $NAME is already up (cluster.sh down --name $NAME)"
-	trap 'echo "cluster: setup failed, removing it" >&2; down' ERR
+	# any failure from here on (die exits too) removes what was made
+	UP_OK=0
+	trap 'rc=$?; if [[ $UP_OK != 1 ]]; then echo "cluster: setup failed, removing it" >&2; down; fi; exit $rc' EXIT
 	ip netns add "$NAME-sw"
 	in_ns "$NAME-sw" ip link set lo up
 	in_ns "$NAME-sw" ip link add br0 type bridge mcast_snooping 0
@@ -106,7 +109,8 @@ up() {
 		done
 		wait_ready "$n" "$web"
 	fi
-	trap - ERR
+	UP_OK=1
+	trap - EXIT
 	echo "cluster $NAME: sender $(hostname_of 0) ($(addr_of 0)), $n receivers, loss ${loss}%, rate ${rate:-unshaped}"
 }
 
@@ -132,8 +136,9 @@ wipe() {
 	local i=$1 pid m t
 	[[ -f $DIR/agent-r$i.pid ]] || die "wipe: no agent r$i in cluster $NAME"
 	pid=$(cat "$DIR/agent-r$i.pid")
-	kill "$pid" 2>/dev/null || true
-	for t in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	stop_pids "$pid"
+	NETS=$(our_nets)
+	! ours "$pid" || die "wipe: agent r$i (pid $pid) does not stop"
 	for m in $(awk -v d="$DIR/r$i/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r); do
 		umount "$m" 2>/dev/null || umount -l "$m"
 	done
@@ -185,18 +190,40 @@ wait_ready() {
 	die "agents or web servers did not come up; logs in $DIR"
 }
 
-# stop_started: TERM the pids we started, then KILL what is left.
-stop_started() {
-	[[ -f $DIR/pids ]] || return 0
+# our_nets lists the nsfs inodes of this cluster's namespaces.
+our_nets() {
+	local f
+	for f in "$NETNS_DIR/$NAME"-*; do [[ -e $f ]] && stat -L -c %i "$f"; done
+}
+
+# ours PID: PID is alive and inside one of this cluster's namespaces, so
+# it is one we started and not a reused pid.
+ours() {
+	local link
+	link=$(readlink "/proc/$1/ns/net" 2>/dev/null) || return 1
+	grep -qx "${link//[^0-9]/}" <<<"$NETS"
+}
+
+# stop_pids PID...: TERM those still ours, then KILL what is left.
+stop_pids() {
 	local pid t
-	for pid in $(cat "$DIR/pids"); do kill "$pid" 2>/dev/null || true; done
+	NETS=$(our_nets)
+	for pid in "$@"; do ours "$pid" && kill "$pid" 2>/dev/null; done
 	for t in $(seq 1 50); do
 		local alive=0
-		for pid in $(cat "$DIR/pids"); do kill -0 "$pid" 2>/dev/null && alive=1; done
-		[[ $alive == 0 ]] && break
+		for pid in "$@"; do ours "$pid" && alive=1; done
+		[[ $alive == 0 ]] && return 0
 		sleep 0.1
 	done
-	for pid in $(cat "$DIR/pids"); do kill -9 "$pid" 2>/dev/null || true; done
+	for pid in "$@"; do ours "$pid" && kill -9 "$pid" 2>/dev/null; done
+	sleep 0.2
+}
+
+# stop_started stops every pid this cluster started.
+stop_started() {
+	[[ -f $DIR/pids ]] || return 0
+	# shellcheck disable=SC2046
+	stop_pids $(cat "$DIR/pids")
 	rm -f "$DIR/pids"
 }
 

@@ -16,22 +16,27 @@ NAME=demo
 export PATH="/usr/local/go/bin:$PATH"
 go build -o bin/ ./cmd/...
 
+if [[ -e /var/run/netns/$NAME-sw ]]; then
+	echo "demo: a cluster named $NAME is already up (another demo?); remove it with ./scripts/cluster.sh --name $NAME down" >&2
+	exit 1
+fi
 WORK=$(mktemp -d /tmp/loopcast-demo.XXXXXX)
+UP=0
 cleanup() {
-	./scripts/cluster.sh --name "$NAME" down || true
+	if [[ $UP == 1 ]]; then ./scripts/cluster.sh --name "$NAME" down || true; fi
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
 step() { printf '\n== %s\n' "$*"; }
 on_sender() { ./scripts/cluster.sh --name "$NAME" exec "$NAME-s" "$@"; }
 hosts=$(seq -s, -f 'r%g' 1 "$HOSTS")
-flags=(--key "$WORK/release.key" --iface eth0 --hosts "$hosts")
+flags=(--key "$WORK/release.key" --iface eth0 --hosts "$hosts" --state-dir "$WORK/state")
 
 show_pages() {
 	local i
 	for i in $(seq 1 "$HOSTS"); do
 		printf 'r%s: ' "$i"
-		on_sender curl -s "http://10.77.0.$((10 + i))/" | head -1
+		on_sender curl -fsS "http://10.77.0.$((10 + i))/" | sed -n 1p
 	done
 }
 
@@ -39,17 +44,17 @@ step "a release key"
 bin/sender keygen --out "$WORK/release.key"
 
 step "a cluster: 1 sender, $HOSTS web hosts (agent + nginx + php-fpm each), ${LOSS}% loss"
-./scripts/cluster.sh --name "$NAME" down >/dev/null 2>&1 || true
+UP=1
 ./scripts/cluster.sh --name "$NAME" up "$HOSTS" --loss "$LOSS" --agents "$WORK/release.pub" --web
 
 step "deploy v1: build, sign, multicast, stage everywhere, then switch all hosts together"
 cp -a examples/app "$WORK/app"
-on_sender bin/sender deploy "${flags[@]}" --state-dir "$WORK/state" --label "demo v1" "$WORK/app"
+on_sender bin/sender deploy "${flags[@]}" --label "demo v1" "$WORK/app"
 show_pages
 
 step "deploy v2"
 sed -i "s/'v1'/'v2'/" "$WORK"/app/src/*.php
-on_sender bin/sender deploy "${flags[@]}" --state-dir "$WORK/state" --label "demo v2" "$WORK/app"
+on_sender bin/sender deploy "${flags[@]}" --label "demo v2" "$WORK/app"
 show_pages
 
 step "fleet status"

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/loopcast/loopcast/control"
 	"github.com/loopcast/loopcast/deploy"
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/atomicfile"
@@ -86,14 +86,46 @@ func runDeploy(c *cli.Context) error {
 		return nil
 	}
 	res, err := deploy.Run(c.Context, opts)
-	if res != nil {
-		audit(c, res, opts.Manifest.Label)
-		printDeploy(c.App.Writer, res, c.Bool("json"))
-	}
+	entry := deploy.AuditEntry{Action: "deploy", Group: opts.Group.String(), Release: opts.Manifest.ReleaseID(),
+		Label: opts.Manifest.Label, Hosts: opts.Hosts, Outcome: "error"}
 	if err != nil {
+		entry.Error = err.Error()
+	}
+	if res != nil {
+		entry.Outcome, entry.DeployID, entry.Hosts = res.Outcome.String(), res.DeployID, hostIDs(res)
+		printDeploy(c.App.Writer, res, c.Bool("json"))
+		if res.Outcome != deploy.OutcomeNone && opts.ImagePath != "" {
+			recordBase(c, &opts) // the hosts hold this image now: build the next one on it
+		}
+	}
+	if aerr := deploy.AppendAudit(filepath.Join(c.String("state-dir"), "audit.log"), entry); aerr != nil {
+		fmt.Fprintln(c.App.ErrWriter, "deploy:", aerr)
+	}
+	if res == nil {
 		return err
 	}
-	return outcomeExit(res.Outcome, res.ReleaseID)
+	return withOutcome(err, res.Outcome, res.ReleaseID)
+}
+
+func hostIDs(r *deploy.Result) []string {
+	var ids []string
+	for _, h := range r.Hosts {
+		ids = append(ids, h.ID)
+	}
+	return ids
+}
+
+// withOutcome gives err the exit code of the outcome: a deploy interrupted
+// after it switched some hosts still exits "partial".
+func withOutcome(err error, o deploy.Outcome, id string) error {
+	oerr := outcomeExit(o, id)
+	if oerr == nil {
+		return err
+	}
+	if err != nil {
+		oerr.err = errors.Join(err, oerr.err)
+	}
+	return oerr
 }
 
 func deployOptions(c *cli.Context) (deploy.Options, error) {
@@ -128,11 +160,28 @@ func parseGroup(s string) (*net.UDPAddr, error) {
 	return g, nil
 }
 
+// hostsFlag reads --hosts; nil means an open group. A --hosts that names
+// no host is an error, not an open group.
 func hostsFlag(c *cli.Context) ([]string, error) {
-	if c.String("hosts") == "" {
+	if !c.IsSet("hosts") {
 		return nil, nil
 	}
-	return parseHosts(c.String("hosts"))
+	hosts, err := parseHosts(c.String("hosts"))
+	if err != nil {
+		return nil, err
+	}
+	if len(hosts) == 0 {
+		return nil, fmt.Errorf("--hosts %q names no host", c.String("hosts"))
+	}
+	if len(hosts) > control.MaxTargets {
+		return nil, fmt.Errorf("--hosts names %d hosts, more than %d", len(hosts), control.MaxTargets)
+	}
+	for _, h := range hosts {
+		if err := control.CheckName(h); err != nil {
+			return nil, fmt.Errorf("--hosts: host id %q: %w", h, err)
+		}
+	}
+	return hosts, nil
 }
 
 // parseRequire reads --require: "all" or a percentage like "90%".
@@ -176,11 +225,11 @@ func prepareImage(c *cli.Context, o *deploy.Options) error {
 // already, not here.
 const keepBuilds = 2
 
-// buildForDeploy builds src into STATE_DIR/images/<id>.img, on the layout
-// of the last image built for this group, so unchanged files keep their
-// blocks and the hosts reuse the chunks they hold.
+// buildForDeploy builds src into STATE_DIR/images/<group>/<id>.img, on the
+// layout of the last image deployed to this group, so unchanged files keep
+// their blocks and the hosts reuse the chunks they hold.
 func buildForDeploy(c *cli.Context, o *deploy.Options, src string) error {
-	dir := filepath.Join(c.String("state-dir"), "images")
+	dir := filepath.Join(c.String("state-dir"), "images", groupKey(o.Group))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("deploy: %w", err)
 	}
@@ -192,8 +241,7 @@ func buildForDeploy(c *cli.Context, o *deploy.Options, src string) error {
 	if label == "" {
 		label = src
 	}
-	last := lastBuildPath(c.String("state-dir"), o.Group)
-	base := readLastBuild(last)
+	base := readLastBuild(lastBuildPath(c.String("state-dir"), o.Group))
 	out := filepath.Join(dir, "build.img")
 	start := time.Now()
 	res, err := image.Build(c.Context, src, out, image.Options{
@@ -209,10 +257,7 @@ func buildForDeploy(c *cli.Context, o *deploy.Options, src string) error {
 			return fmt.Errorf("deploy: %w", err)
 		}
 	}
-	if err := atomicfile.WriteFile(last, []byte(final+"\n"), 0o644); err != nil {
-		return err
-	}
-	pruneBuilds(dir, final, o.Logf)
+	pruneBuilds(dir, []string{final, base}, o.Logf)
 	o.Logf("deploy: built release %s from %s: %s, %d files, in %s", id, src,
 		humanBytes(res.Manifest.ImageSize), res.Files, time.Since(start).Round(time.Millisecond))
 	if res.Base != nil {
@@ -222,9 +267,18 @@ func buildForDeploy(c *cli.Context, o *deploy.Options, src string) error {
 	return nil
 }
 
+// recordBase remembers the image just deployed as the group's next base.
+func recordBase(c *cli.Context, o *deploy.Options) {
+	if err := atomicfile.WriteFile(lastBuildPath(c.String("state-dir"), o.Group), []byte(o.ImagePath+"\n"), 0o644); err != nil {
+		fmt.Fprintln(c.App.ErrWriter, "deploy:", err)
+	}
+}
+
+func groupKey(g *net.UDPAddr) string { return strings.ReplaceAll(g.String(), ":", "_") }
+
 // lastBuildPath names the file that records the last image built for group.
 func lastBuildPath(stateDir string, group *net.UDPAddr) string {
-	return filepath.Join(stateDir, "last-build-"+strings.ReplaceAll(group.String(), ":", "_"))
+	return filepath.Join(stateDir, "last-build-"+groupKey(group))
 }
 
 // readLastBuild returns the recorded image if it and its layout still exist.
@@ -241,8 +295,8 @@ func readLastBuild(path string) string {
 }
 
 // pruneBuilds removes all but the keepBuilds newest images (and their
-// manifests and layouts) in dir; keep is never removed.
-func pruneBuilds(dir, keep string, logf func(string, ...any)) {
+// manifests and layouts) in dir; those in keep are never removed.
+func pruneBuilds(dir string, keep []string, logf func(string, ...any)) {
 	imgs, _ := filepath.Glob(filepath.Join(dir, "*.img"))
 	type built struct {
 		path string
@@ -250,7 +304,7 @@ func pruneBuilds(dir, keep string, logf func(string, ...any)) {
 	}
 	var all []built
 	for _, p := range imgs {
-		if fi, err := os.Stat(p); err == nil && p != keep {
+		if fi, err := os.Stat(p); err == nil && !slices.Contains(keep, p) {
 			all = append(all, built{p, fi.ModTime()})
 		}
 	}
@@ -273,7 +327,7 @@ func lockGroup(stateDir string, group *net.UDPAddr) (func(), error) {
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("deploy: %w", err)
 	}
-	path := filepath.Join(stateDir, "deploy-"+strings.ReplaceAll(group.String(), ":", "_")+".lock")
+	path := filepath.Join(stateDir, "deploy-"+groupKey(group)+".lock")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("deploy: %w", err)
@@ -291,7 +345,8 @@ func lockGroup(stateDir string, group *net.UDPAddr) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
-func outcomeExit(o deploy.Outcome, id string) error {
+// outcomeExit is the exit error of an outcome, nil when every host switched.
+func outcomeExit(o deploy.Outcome, id string) *exitError {
 	switch o {
 	case deploy.OutcomePartial:
 		return &exitError{exitPartial, fmt.Errorf("release %s: only some hosts switched", id)}
@@ -340,28 +395,4 @@ func printDeploy(w io.Writer, r *deploy.Result, asJSON bool) {
 	fmt.Fprintf(w, "release %s: %s (%d/%d hosts active)\n", r.ReleaseID, r.Outcome, active, len(r.Hosts))
 	fmt.Fprintf(w, "wire %s; transfer %s, stage %s, switch %s\n", humanBytes(r.WireBytes),
 		r.TransferTime.Round(time.Millisecond), r.StageTime.Round(time.Millisecond), r.SwitchTime.Round(time.Millisecond))
-}
-
-// audit appends one JSON line per deploy to STATE_DIR/audit.log.
-func audit(c *cli.Context, r *deploy.Result, label string) {
-	who := "unknown"
-	if u, err := user.Current(); err == nil {
-		who = u.Username
-	}
-	var hosts []string
-	for _, h := range r.Hosts {
-		hosts = append(hosts, h.ID)
-	}
-	line, _ := json.Marshal(map[string]any{
-		"time": time.Now().UTC().Format(time.RFC3339), "user": who, "release": r.ReleaseID,
-		"label": label, "hosts": hosts, "outcome": r.Outcome.String(), "deploy_id": r.DeployID,
-	})
-	path := filepath.Join(c.String("state-dir"), "audit.log")
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		fmt.Fprintf(c.App.ErrWriter, "deploy: audit log: %v\n", err)
-		return
-	}
-	defer f.Close()
-	f.Write(append(line, '\n'))
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -41,27 +42,16 @@ func TestDeployDryRun(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	imgs, _ := filepath.Glob(filepath.Join(state, "images", "*.img"))
+	imgs, _ := filepath.Glob(filepath.Join(state, "images", "*", "*.img"))
 	if len(imgs) != 1 {
 		t.Errorf("state dir holds %v, want one built image", imgs)
 	}
 	if _, err := os.Stat(filepath.Join(state, "audit.log")); err == nil {
 		t.Error("a dry run wrote the audit log")
 	}
-	// the next build of the group keeps the last one's layout; old builds go
-	for i := range 3 {
-		os.WriteFile(filepath.Join(src, "new.php"), []byte(strings.Repeat("x", i+1)), 0o644)
-		out, err = run(t, "deploy", "--dry-run", "--key", key, "--hosts", "web1", "--state-dir", state, src)
-		if err != nil {
-			t.Fatalf("second deploy --dry-run: %v\n%s", err, out)
-		}
-		if !strings.Contains(out, "layout kept") {
-			t.Errorf("build %d did not keep the last build's layout:\n%s", i+2, out)
-		}
-	}
-	imgs, _ = filepath.Glob(filepath.Join(state, "images", "*.img"))
-	if len(imgs) != keepBuilds {
-		t.Errorf("state dir keeps %d builds, want %d: %v", len(imgs), keepBuilds, imgs)
+	// a dry run records no base and writes no audit line
+	if m, _ := filepath.Glob(filepath.Join(state, "last-build-*")); len(m) != 0 {
+		t.Errorf("a dry run recorded a base: %v", m)
 	}
 
 	// an image whose manifest another key signed is refused
@@ -70,5 +60,56 @@ func TestDeployDryRun(t *testing.T) {
 	_, err = run(t, "deploy", "--dry-run", "--key", other, "--state-dir", state, imgs[0])
 	if err == nil || !strings.Contains(err.Error(), "not signed by --key") {
 		t.Errorf("deploy of an image signed by another key: %v", err)
+	}
+}
+
+// TestBuildsOnRecordedBase: once a deploy recorded its image, the next
+// build of the group keeps that layout, and old builds are pruned but
+// never the recorded base.
+func TestBuildsOnRecordedBase(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "release.key")
+	run(t, "keygen", "--out", key)
+	src := filepath.Join(dir, "app")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "index.php"), []byte("<?php echo 1;"), 0o644)
+	state := filepath.Join(dir, "state")
+	dry := func() string {
+		out, err := run(t, "deploy", "--dry-run", "--key", key, "--hosts", "web1", "--state-dir", state, src)
+		if err != nil {
+			t.Fatalf("deploy --dry-run: %v\n%s", err, out)
+		}
+		return out
+	}
+	dry()
+	first, _ := filepath.Glob(filepath.Join(state, "images", "*", "*.img"))
+	if len(first) != 1 {
+		t.Fatalf("builds: %v", first)
+	}
+	group, _ := parseGroup("239.192.0.1:5000")
+	os.WriteFile(lastBuildPath(state, group), []byte(first[0]+"\n"), 0o644) // as a deploy records it
+	for i := range 3 {
+		os.WriteFile(filepath.Join(src, "new.php"), []byte(strings.Repeat("x", i+1)), 0o644)
+		if out := dry(); !strings.Contains(out, "layout kept") {
+			t.Errorf("build %d did not keep the recorded base's layout:\n%s", i+2, out)
+		}
+	}
+	imgs, _ := filepath.Glob(filepath.Join(state, "images", "*", "*.img"))
+	if len(imgs) != keepBuilds+1 || !slices.Contains(imgs, first[0]) {
+		t.Errorf("builds kept: %v; want the base %s and %d newest", imgs, first[0], keepBuilds)
+	}
+}
+
+func TestHostsFlagRefusesEmptyAndBadIDs(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "release.key")
+	run(t, "keygen", "--out", key)
+	empty := filepath.Join(dir, "hosts")
+	os.WriteFile(empty, nil, 0o644)
+	for _, hosts := range []string{",", "@" + empty, "web 1", strings.Repeat("h", 65)} {
+		_, err := run(t, "deploy", "--dry-run", "--key", key, "--hosts", hosts, "--state-dir", dir, dir)
+		if err == nil || !strings.Contains(err.Error(), "host") {
+			t.Errorf("--hosts %q: %v, want a refusal", hosts, err)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
@@ -26,14 +27,15 @@ func fleet(c *cli.Context) (*deploy.Fleet, error) {
 		return nil, err
 	}
 	return &deploy.Fleet{Group: g, Iface: c.String("iface"), TTL: c.Int("ttl"), Hosts: hosts, Key: key,
-		Cmd: deploy.Commander{Timeout: c.Duration("timeout")}}, nil
+		Audit: filepath.Join(c.String("state-dir"), "audit.log"),
+		Cmd:   deploy.Commander{Timeout: c.Duration("timeout")}}, nil
 }
 
 func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "status",
 		Usage: "ask every host what it serves (current, previous, staged, disk, version, last error)",
-		Flags: groupFlags(),
+		Flags: append(groupFlags(), stateDirFlag()),
 		Action: func(c *cli.Context) error {
 			f, err := fleet(c)
 			if err != nil {
@@ -46,12 +48,34 @@ func statusCommand() *cli.Command {
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				enc.Encode(st)
+			} else {
+				printStatus(c.App.Writer, st)
 			}
-			printStatus(c.App.Writer, st)
-			return nil
+			return statusExit(st)
 		},
 	}
+}
+
+// statusExit fails when hosts did not answer: 3 when none did, 2 when some.
+func statusExit(st []deploy.HostStatus) error {
+	silent := 0
+	for _, s := range st {
+		if s.Error != "" {
+			silent++
+		}
+	}
+	switch {
+	case len(st) == 0 || silent == len(st):
+		return &exitError{exitNone, fmt.Errorf("status: no host answered")}
+	case silent > 0:
+		return &exitError{exitPartial, fmt.Errorf("status: %d of %d hosts did not answer", silent, len(st))}
+	}
+	return nil
+}
+
+func stateDirFlag() cli.Flag {
+	return &cli.StringFlag{Name: "state-dir", Value: defaultStateDir, EnvVars: []string{"LOOPCAST_STATE_DIR"}, Usage: "`DIR` holding the deploy lock, the audit log (deploy history) and built images"}
 }
 
 func printStatus(w io.Writer, st []deploy.HostStatus) {
@@ -76,35 +100,66 @@ func printStatus(w io.Writer, st []deploy.HostStatus) {
 func rollbackCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "rollback",
-		Usage: "switch every host back: to the majority's previous release, or --to ID (a symlink flip, no transfer)",
-		Flags: append(groupFlags(), &cli.StringFlag{Name: "to", Usage: "release `ID` to switch to"}),
+		Usage: "switch every host back, a symlink flip with no transfer: to the release deployed before the current one, or --to ID",
+		Flags: append(groupFlags(), stateDirFlag(), &cli.StringFlag{Name: "to", Usage: "release `ID` to switch to"}),
 		Action: func(c *cli.Context) error {
 			f, err := fleet(c)
 			if err != nil {
 				return err
 			}
-			to, res, err := f.Rollback(c.Context, c.String("to"))
+			unlock, err := lockGroup(c.String("state-dir"), f.Group)
 			if err != nil {
 				return err
 			}
-			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "HOST\tCURRENT\tERROR")
-			ok := 0
-			for _, h := range res {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", h.ID, h.Current, h.Error)
-				if h.Error == "" {
-					ok++
+			defer unlock()
+			to, res, err := f.Rollback(c.Context, c.String("to"))
+			if res != nil {
+				printRollback(c.App.Writer, to, res)
+			}
+			outcome := rollbackOutcome(res)
+			entry := deploy.AuditEntry{Action: "rollback", Group: f.Group.String(), Release: to, Hosts: f.Hosts, Outcome: outcome.String()}
+			if err != nil {
+				entry.Outcome, entry.Error = "error", err.Error()
+			}
+			if to != "" {
+				if aerr := deploy.AppendAudit(f.Audit, entry); aerr != nil {
+					fmt.Fprintln(c.App.ErrWriter, "rollback:", aerr)
 				}
 			}
-			tw.Flush()
-			fmt.Fprintf(c.App.Writer, "rollback to %s: %d/%d hosts\n", to, ok, len(res))
-			switch {
-			case len(res) == 0 || ok == 0:
-				return outcomeExit(deploy.OutcomeNone, to)
-			case ok < len(res):
-				return outcomeExit(deploy.OutcomePartial, to)
+			if res == nil {
+				return err
 			}
-			return nil
+			return withOutcome(err, outcome, to)
 		},
 	}
+}
+
+func rollbackOutcome(res []deploy.HostResult) deploy.Outcome {
+	ok := 0
+	for _, h := range res {
+		if h.Error == "" {
+			ok++
+		}
+	}
+	switch {
+	case len(res) > 0 && ok == len(res):
+		return deploy.OutcomeAll
+	case ok > 0:
+		return deploy.OutcomePartial
+	}
+	return deploy.OutcomeNone
+}
+
+func printRollback(w io.Writer, to string, res []deploy.HostResult) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tCURRENT\tERROR")
+	ok := 0
+	for _, h := range res {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", h.ID, h.Current, h.Error)
+		if h.Error == "" {
+			ok++
+		}
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "rollback to %s: %d/%d hosts\n", to, ok, len(res))
 }
