@@ -9,6 +9,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/loopcast/loopcast/control"
@@ -27,7 +29,8 @@ const ControlPortOffset = 1
 // hostile or broken sender cannot make the agent spin.
 const retryPause = time.Second
 
-// maxControlPacket is the largest control datagram read.
+// maxControlPacket is the largest control datagram read: a UDP payload's
+// maximum, which bounds every control message.
 const maxControlPacket = 64 << 10
 
 // incomingName is where a session's image lands before staging: inside
@@ -66,25 +69,27 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		return err
 	}
 	started := time.Now()
-	data, err := multicast.ListenGroup(cfg.Group, cfg.Iface)
-	if err != nil {
-		return err
-	}
-	defer data.Close()
-	ctl, err := multicast.ListenGroup(ControlAddr(cfg.Group), cfg.Iface)
-	if err != nil {
-		return err
-	}
-	defer ctl.Close()
-	if err := Start(ctx, store); err != nil {
-		return err
-	}
-	defer Stopping()
 	h, err := NewControl(ControlConfig{Store: store, Keys: cfg.Keys, Host: cfg.HostID,
 		Group: cfg.Group.String(), Version: cfg.Version, Logger: log}, started)
 	if err != nil {
 		return err
 	}
+	// Serve first: remount the kept releases and repair current, then tell
+	// systemd, whatever the network does; nginx waits for this.
+	if err := Start(ctx, store); err != nil {
+		return err
+	}
+	defer Stopping()
+	data, err := listen(ctx, cfg.Group, cfg.Iface, log)
+	if err != nil {
+		return err
+	}
+	defer data.Close()
+	ctl, err := listen(ctx, ControlAddr(cfg.Group), cfg.Iface, log)
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
 	log.Info("agent: running", "host", cfg.HostID, "group", cfg.Group.String(), "root", store.Root())
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return receiveLoop(ctx, data, store, cfg, log) })
@@ -105,6 +110,26 @@ func Run(ctx context.Context, cfg RunConfig) error {
 // recentSessions is how many completed sessions the agent will not join
 // again: a session keeps running for slower hosts after this one is done.
 const recentSessions = 8
+
+// listenRetry spaces attempts to join the group while the interface is
+// not up yet (at boot): the agent keeps serving current meanwhile.
+const listenRetry = 2 * time.Second
+
+// listen joins group on iface, retrying until it works or ctx ends.
+func listen(ctx context.Context, group *net.UDPAddr, iface string, log *slog.Logger) (*multicast.UDPConn, error) {
+	for {
+		c, err := multicast.ListenGroup(group, iface)
+		if err == nil {
+			return c, nil
+		}
+		log.Warn("agent: cannot join the group yet, retrying", "group", group.String(), "iface", iface, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(listenRetry):
+		}
+	}
+}
 
 // receiveLoop takes one session after another and stages each image.
 func receiveLoop(ctx context.Context, conn multicast.Conn, store *release.Store, cfg RunConfig, log *slog.Logger) error {
@@ -136,8 +161,9 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 	img, man := in+".img", in+".manifest"
 	defer os.Remove(img) // staging renamed it, or it is not wanted
 	defer os.Remove(man)
+	local := localChunks(store, log)
 	res, err := multicast.Receive(ctx, conn, multicast.ReceiveOptions{
-		HostID: cfg.HostID, Out: img, Trusted: cfg.Keys, Skip: skip,
+		HostID: cfg.HostID, Out: img, Trusted: cfg.Keys, Skip: skip, Local: local.Lookup,
 		// refuse, before receiving anything, an image the disk cannot hold
 		Accept: func(m *image.Manifest) error { return store.CheckSpace(m.ImageSize) },
 		Logf:   func(f string, a ...any) { log.Debug(fmt.Sprintf(f, a...)) },
@@ -146,16 +172,48 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 		return 0, err
 	}
 	log.Info("agent: received", "release", res.ReleaseID, "session", res.Session,
-		"resumed_chunks", res.Resumed, "bad_chunks", res.BadChunks)
+		"reused_chunks", res.Reused, "resumed_chunks", res.Resumed, "bad_chunks", res.BadChunks)
 	if err := image.WriteManifestFile(man, res.Manifest); err != nil {
 		return res.Session, err
 	}
 	id, err := store.Stage(ctx, res.ReleaseID, img, man)
 	if err != nil {
-		return res.Session, fmt.Errorf("agent: stage %s: %w", id, err)
+		return res.Session, fmt.Errorf("agent: stage %s: %w", res.ReleaseID, err)
 	}
 	log.Info("agent: staged", "release", id)
 	return res.Session, nil
+}
+
+// localChunks indexes the chunks of the images the store keeps (each live
+// release's images/<id>.img, described by images/<id>.manifest), newest
+// first, so a session sends this host only the chunks it lacks. It reads
+// only manifests (33 bytes per chunk), so it is built afresh per session.
+// It need not be trusted: the receiver checks every chunk it copies
+// against the new, signed manifest; an unreadable release is skipped.
+func localChunks(store *release.Store, log *slog.Logger) multicast.ChunkIndex {
+	x := multicast.ChunkIndex{}
+	st, err := store.State()
+	if err != nil {
+		log.Warn("agent: no local chunks to reuse", "err", err)
+		return x
+	}
+	dir := filepath.Join(store.Root(), "images")
+	for _, e := range slices.Backward(st.History) {
+		if e.Retired || e.ID == "" || filepath.Base(e.ID) != e.ID || strings.HasPrefix(e.ID, ".") {
+			continue
+		}
+		img := filepath.Join(dir, e.ID+".img")
+		m, err := image.ReadManifestFile(filepath.Join(dir, e.ID+".manifest"))
+		if err == nil {
+			_, err = os.Stat(img)
+		}
+		if err != nil {
+			log.Debug("agent: release not indexed for reuse", "release", e.ID, "err", err)
+			continue
+		}
+		x.Add(img, m)
+	}
+	return x
 }
 
 // controlLoop answers the sender's commands; it alone owns the handler.

@@ -67,6 +67,17 @@ type Options struct {
 	StageTimeout   time.Duration
 	CommandTimeout time.Duration
 	Logf           func(format string, args ...any)
+	// Progress, when set, hears of the deploy's progress: the transfer's
+	// (as multicast reports it), then staging and switching.
+	Progress func(Progress)
+}
+
+// Progress is a snapshot of a running deploy.
+type Progress struct {
+	Phase    string                 // "transfer", "stage", "switch"
+	Transfer multicast.SendProgress // during the transfer
+	Staged   int                    // hosts that staged the release so far
+	Hosts    int                    // hosts in the deploy
 }
 
 // HostResult is one host's line in the report.
@@ -85,6 +96,10 @@ type Result struct {
 	Hosts        []HostResult      `json:"hosts"`
 	Transfer     *multicast.Report `json:"-"`
 	WireBytes    int64             `json:"wire_bytes"`
+	ChunksTotal  int               `json:"chunks_total"`
+	ChunksZero   int               `json:"chunks_zero"`
+	ChunksReused int               `json:"chunks_reused"` // held by every host: not sent
+	ChunksSent   int               `json:"chunks_sent"`
 	TransferTime time.Duration     `json:"transfer_ns"`
 	StageTime    time.Duration     `json:"stage_ns"`
 	SwitchTime   time.Duration     `json:"switch_ns"`
@@ -122,15 +137,18 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	rep, err := multicast.Send(ctx, data, multicast.SendOptions{
 		Group: o.Group, Manifest: o.Manifest, Image: img, Rate: o.Rate, Hosts: o.Hosts,
 		Wait: o.Wait, MinHosts: o.MinHosts, FECOverhead: o.FECOverhead, Logf: o.Logf,
+		Progress: func(p multicast.SendProgress) { o.progress(Progress{Phase: "transfer", Transfer: p}) },
 	})
 	res.TransferTime = time.Since(start)
 	if err != nil {
 		return nil, err
 	}
 	res.Transfer, res.WireBytes = rep, rep.Bytes
+	res.ChunksTotal, res.ChunksZero, res.ChunksReused, res.ChunksSent = rep.ChunksTotal, rep.ChunksZero, rep.ChunksReused, rep.ChunksSent
 	transferred := res.fromTransfer(rep)
 	cmd.Addrs = res.addrs()
 	start = time.Now()
+	o.progress(Progress{Phase: "stage", Hosts: len(res.hosts)})
 	staged, err := waitStaged(ctx, cmd, res, transferred, o.stageTimeout())
 	res.StageTime = time.Since(start)
 	if err != nil {
@@ -146,6 +164,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return res.finish(), nil
 	}
 	start = time.Now()
+	o.progress(Progress{Phase: "switch", Staged: len(staged), Hosts: members})
 	// Once ACTIVATE is on the wire, finish gathering (and retransmitting to)
 	// every staged host even if interrupted: stopping halfway would leave
 	// the fleet split for no reason.
@@ -159,6 +178,12 @@ func (o *Options) stageTimeout() time.Duration {
 		return DefaultStageTimeout
 	}
 	return o.StageTimeout
+}
+
+func (o *Options) progress(p Progress) {
+	if o.Progress != nil {
+		o.Progress(p)
+	}
 }
 
 func (o *Options) logf(format string, args ...any) {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -55,14 +57,43 @@ func TestDeltaDeploy(t *testing.T) {
 	if !strings.Contains(out, "layout kept") {
 		t.Errorf("deploy of C did not build on A's layout:\n%s", out)
 	}
+	checkServesTree(t, c, tree, fmt.Sprintf("C (%d modified, %d added, %d deleted)", len(ch.Modified), len(ch.Added), len(ch.Deleted)))
+
+	// D: one more file changed; every host holds C, so only the chunks
+	// that changed go on the wire.
+	if _, err := synth.ApplyChanges(tree, synth.ChangeSet{Seed: 11, Modify: 1}); err != nil {
+		t.Fatal(err)
+	}
+	out = deploy("D")
+	m := chunkLine.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("deploy report has no chunk line:\n%s", out)
+	}
+	total, zero, reused, sent := atoi(m[1]), atoi(m[2]), atoi(m[3]), atoi(m[4])
+	t.Logf("D: %d chunks, %d zero, %d reused, %d sent", total, zero, reused, sent)
+	if reused == 0 || sent == 0 || sent >= total-zero {
+		t.Errorf("D: %d reused, %d sent of %d non-zero chunks; want most reused and few sent", reused, sent, total-zero)
+	}
+	checkServesTree(t, c, tree, "D")
+}
+
+var chunkLine = regexp.MustCompile(`chunks (\d+): (\d+) all-zero, (\d+) reused from the hosts' own images, (\d+) sent`)
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}
+
+// checkServesTree asserts every host's current release holds tree.
+func checkServesTree(t *testing.T, c *cluster, tree, what string) {
+	t.Helper()
 	for i := 1; i <= c.n; i++ {
 		served, err := filepath.EvalSymlinks(filepath.Join(c.dir, fmt.Sprintf("r%d", i), "current"))
 		if err != nil {
 			t.Fatalf("r%d: %v", i, err)
 		}
 		if diff := sameTree(t, tree, served); diff != "" {
-			t.Errorf("r%d does not serve C: %s (changes: %d modified, %d added, %d deleted)",
-				i, diff, len(ch.Modified), len(ch.Added), len(ch.Deleted))
+			t.Errorf("r%d does not serve %s: %s", i, what, diff)
 		}
 	}
 }

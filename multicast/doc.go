@@ -15,12 +15,14 @@
 //	          ◀──unicast── REGISTER{need manifest}   (until the manifest is whole)
 //	MANIFEST  ─multicast, at most every 100 ms────▶  assemble, check digest,
 //	                                                 verify signature vs trusted keys
-//	          ◀──unicast── REGISTER                  (untrusted: refuse, wait for another)
+//	                                                 copy and verify chunks held locally
+//	          ◀──unicast── REGISTER{held chunks}     (untrusted: refuse, wait for another)
 //	REGISTER  ─unicast echo = acknowledged────────▶
 //	          … closed group: all listed hosts registered, or --wait elapsed;
 //	            open group: --min-hosts registered, or --wait elapsed
 //	DATA      ─multicast, paced────────────────────▶ spool symbols, decode chunk,
-//	          (+ proactive REPAIR per block)          verify SHA-256, pwrite
+//	          (chunks some registered host lacks,     verify SHA-256, pwrite
+//	          + proactive REPAIR per block)
 //	STATUS    ─multicast ×2, end of round──────────▶
 //	          ◀──unicast── NACK × ≤16                per block: count missing
 //	REPAIR    ─multicast: per block, the max count asked, fresh parity indices
@@ -38,6 +40,22 @@
 // however many hosts ask. A chunk that fails its check is forgotten and so
 // asked for whole again.
 //
+// # Reuse
+//
+// A receiver given [ReceiveOptions].Local (an index of the chunks it holds
+// in images it keeps, by SHA-256) fills its partial image from it as soon
+// as it accepts a manifest: copy_file_range (the kernel may share extents),
+// falling back to read and write, and every copied chunk is checked
+// against the manifest, so a wrong index costs a transfer, never a wrong
+// image. Its REGISTER lists the chunks it holds as ranges (all-zero chunks
+// count as held, joining runs; at most MaxRegisterRanges, the largest runs
+// when the set is more scattered, so a host may be sent a chunk it holds
+// but never denied one it lacks). When registration closes, the sender
+// leaves out of the first pass every chunk each registered host holds; a
+// host holding nothing gets everything in the same pass, and one that
+// joins later asks for what it lacks as whole chunks. A host that holds
+// every chunk registers, verifies and completes without any data.
+//
 // # Joining
 //
 // A receiver tries the first session announced (or the one it was told
@@ -45,7 +63,8 @@
 // digest and its trusted keys before registering. A session whose manifest
 // is untrusted, corrupt or does not arrive within a second is refused and
 // remembered, and the receiver waits for another: a forged announce can
-// delay a receiver but not capture it. A receiver that hears a session
+// delay a receiver but not capture it (an ABORT of a session not yet
+// joined is such a refusal, not the end of Receive). A receiver that hears a session
 // mid-transfer (late, or restarted) asks its sender for the announce and
 // manifest at once instead of waiting for the next periodic ANNOUNCE.
 //
@@ -111,8 +130,9 @@
 //	 76 host count u8 (≤16) 77 host ids: str8 each (a page of the closed group)
 //
 //	REGISTER  (host → sender; echoed back as the acknowledgement)
-//	  host id str8 | flags u8 (1: need manifest) | range count u16 (≤64)
-//	  | ranges: first chunk u32, count u32 (chunks already held; empty for now)
+//	  host id str8 | flags u8 (1: need manifest) | range count u16 (≤160)
+//	  | ranges, ascending and disjoint: first chunk u32, count u32
+//	    (chunks already held; empty with need manifest)
 //
 //	MANIFEST  (sender → group)
 //	  0 offset u32   4 total u32 (≤8 MiB)   8 length u16   10 bytes

@@ -41,8 +41,11 @@ const (
 	MaxSymbolSize = MaxPacket - HeaderLen - symbolHeaderLen
 	// MaxAnnounceHosts caps the host ids in one ANNOUNCE page.
 	MaxAnnounceHosts = 16
-	// MaxRegisterRanges caps the held-chunk ranges in one REGISTER.
-	MaxRegisterRanges = 64
+	// MaxRegisterRanges caps the held-chunk ranges in one REGISTER: with a
+	// maximal host id, 16+65+3+160*8 = 1364 bytes fit one packet. A host
+	// holding a more scattered set lists its largest runs only, so it may
+	// be sent chunks it holds, never denied one it lacks.
+	MaxRegisterRanges = 160
 	// MaxNackRanges caps whole-chunk ranges in one NACK packet.
 	MaxNackRanges = 16
 	// MaxNackBlocks caps per-block entries in one NACK packet; with a

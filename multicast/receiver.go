@@ -63,7 +63,12 @@ type ReceiveOptions struct {
 	// Skip lists sessions not to join: an agent that completed a session
 	// calls Receive again while that session still runs for other hosts.
 	Skip []uint32
-	Logf func(format string, args ...any)
+	// Local, if set, names chunks the host already holds (e.g. in the
+	// images it keeps). Once the manifest is accepted, every chunk it can
+	// get there is copied into the partial image and checked against the
+	// manifest, and REGISTER tells the sender not to send it.
+	Local LocalFunc
+	Logf  func(format string, args ...any)
 }
 
 // Result describes a received image.
@@ -73,6 +78,7 @@ type Result struct {
 	Manifest  *image.Manifest // verified against Trusted (unless Insecure)
 	Path      string          // Out: the verified image
 	Resumed   int             // chunks already held by a partial file from an earlier attempt
+	Reused    int             // chunks copied from Local and verified
 	BadChunks int             // chunks that failed their check and were asked again
 	Packets   int64           // packets of the session received
 	Ignored   int64           // packets malformed, foreign or out of place
@@ -121,6 +127,7 @@ type receiver struct {
 	st         *store
 	partial    string
 	registered bool
+	have       []Range // chunks held, told to the sender in REGISTER
 	lastReg    time.Time
 	doneAt     time.Time // image verified and in place
 	lastDone   time.Time
@@ -254,7 +261,7 @@ func (r *receiver) tick(now time.Time) error {
 }
 
 func (r *receiver) finished(now time.Time) bool {
-	return !r.doneAt.IsZero() && (r.acked || now.Sub(r.doneAt) > completeLinger)
+	return !r.doneAt.IsZero() && ((r.acked && r.registered) || now.Sub(r.doneAt) > completeLinger)
 }
 
 func (r *receiver) wakeIn(now time.Time) time.Duration {
@@ -295,6 +302,10 @@ func (r *receiver) handle(p packet, now time.Time) error {
 	case *Complete:
 		r.acked = r.acked || (m.Host == r.opts.HostID && !r.doneAt.IsZero())
 	case *Abort:
+		if r.st == nil { // a candidate not yet joined: wait for another
+			r.refuse(fmt.Errorf("%w %08x: %s", ErrAborted, h.Session, m.Reason))
+			return nil
+		}
 		if r.doneAt.IsZero() { // once the image is in place, nothing to abort
 			return fmt.Errorf("%w %08x: %s", ErrAborted, h.Session, m.Reason)
 		}
@@ -310,13 +321,15 @@ func (r *receiver) onAnnounce(a *Announce, now time.Time) error {
 	return nil
 }
 
-// register asks to join, or for the manifest while it lacks one.
+// register asks to join, saying which chunks it holds, or asks for the
+// manifest while it lacks one. A host that held every chunk registers
+// too, so the sender counts it.
 func (r *receiver) register(now time.Time) {
-	if r.registered || now.Sub(r.lastReg) < registerEvery || !r.doneAt.IsZero() {
+	if r.registered || now.Sub(r.lastReg) < registerEvery {
 		return
 	}
 	r.lastReg = now
-	r.send(&Register{Host: r.opts.HostID, NeedManifest: r.st == nil})
+	r.send(&Register{Host: r.opts.HostID, NeedManifest: r.st == nil, Have: r.have})
 }
 
 func (r *receiver) send(m Message) {

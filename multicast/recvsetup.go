@@ -131,6 +131,14 @@ func (r *receiver) prepare(m *image.Manifest) error {
 	if err := r.st.file.Truncate(m.ImageSize); err != nil {
 		return fmt.Errorf("multicast: size %s: %w", r.partial, err)
 	}
+	if r.res.Reused, err = r.st.fillLocal(r.ctx, r.opts.Local, r.opts.Logf); err != nil {
+		return err
+	}
+	if r.opts.Local != nil {
+		r.opts.Logf("session %08x: %d chunks reused from local images", r.res.Session, r.res.Reused)
+	}
+	r.have = r.st.held(MaxRegisterRanges)
+	r.heard = time.Now() // a long local fill is not the sender's silence
 	fd := int(r.st.file.Fd())
 	for i, c := range m.Chunks {
 		off, n := m.ChunkRange(i)

@@ -20,7 +20,7 @@ type Range struct{ First, Count uint32 }
 type Register struct {
 	Host         string
 	NeedManifest bool
-	Have         []Range // chunks the host already holds (for deltas; empty for now)
+	Have         []Range // chunks the host already holds: ascending, disjoint
 }
 
 func (*Register) Type() Type { return TypeRegister }
@@ -28,6 +28,9 @@ func (*Register) Type() Type { return TypeRegister }
 func (m *Register) AppendBinary(b []byte) ([]byte, error) {
 	if len(m.Have) > MaxRegisterRanges {
 		return b, fmt.Errorf("%w: %d ranges in register, more than %d", ErrMalformed, len(m.Have), MaxRegisterRanges)
+	}
+	if !disjoint(m.Have) {
+		return b, fmt.Errorf("%w: register ranges not ascending and disjoint", ErrMalformed)
 	}
 	b, err := appendStr8(b, "host id", m.Host, MaxHostID)
 	if err != nil {
@@ -69,5 +72,20 @@ func parseRegister(b []byte) (*Register, error) {
 	n := int(r.u16())
 	r.check(n <= MaxRegisterRanges, "%d ranges in register, more than %d", n, MaxRegisterRanges)
 	m.Have = readRanges(&r, n)
+	r.check(disjoint(m.Have), "register ranges not ascending and disjoint")
 	return m, r.done()
+}
+
+// disjoint reports whether rs are ascending and do not overlap, so the
+// sender can count holders per chunk without double counting, in work
+// bounded by the image's chunk count.
+func disjoint(rs []Range) bool {
+	end := uint64(0)
+	for _, rg := range rs {
+		if uint64(rg.First) < end {
+			return false
+		}
+		end = uint64(rg.First) + uint64(rg.Count)
+	}
+	return true
 }

@@ -47,6 +47,10 @@ type Report struct {
 	PayloadBytes  int64 // compressed chunk bytes in the first pass (one copy)
 	DataPackets   int64 // DATA symbols, first pass and whole-chunk resends
 	RepairPackets int64 // REPAIR symbols, proactive and on request
+	ChunksTotal   int   // chunks in the manifest
+	ChunksZero    int   // all-zero chunks: never sent, holes at the hosts
+	ChunksReused  int   // non-zero chunks every registered host held: left out of the first pass
+	ChunksSent    int   // distinct chunks whose data went on the wire (first pass and whole resends)
 	Ignored       int64 // received packets malformed, foreign or out of place
 }
 

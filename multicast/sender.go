@@ -65,6 +65,10 @@ type SendOptions struct {
 	SymbolSize   int             // default DefaultSymbolSize
 	BlockSymbols int             // default DefaultBlockSymbols
 	Logf         func(format string, args ...any)
+	// Progress, if set, is called by the session goroutine at phase
+	// changes and at most every progressEvery between them; it must
+	// return quickly.
+	Progress func(SendProgress)
 }
 
 func (o *SendOptions) defaults() error {
@@ -155,6 +159,9 @@ type sender struct {
 	wantMan  bool
 	err      error
 	stats    Report
+	sent     chunkSet // chunks whose data went out at least once
+	prog     SendProgress
+	progAt   time.Time       // last Progress call
 	pre      chan compressed // first-pass chunks compressed ahead; nil when not running
 	// stopPrefetch ends the prefetcher and waits for it.
 	stopPrefetch func()
@@ -179,6 +186,8 @@ func newSender(conn Conn, o SendOptions) (*sender, error) {
 	}
 	s.stats.Session = o.Session
 	s.stats.ReleaseID = o.Manifest.ReleaseID()
+	s.stats.ChunksTotal = len(o.Manifest.Chunks)
+	s.sent = make(chunkSet, (len(o.Manifest.Chunks)+63)/64)
 	return s, s.ann.check()
 }
 
@@ -209,6 +218,7 @@ func (s *sender) run(ctx context.Context, inbox <-chan packet) error {
 	for {
 		now = time.Now()
 		s.step(now)
+		s.progress(now, false)
 		if s.phase == phaseDone || s.err != nil {
 			return s.end(now)
 		}
@@ -307,7 +317,7 @@ func (s *sender) stepRegister(now time.Time) {
 	for _, h := range s.hosts {
 		if h.member {
 			members++
-			if h.registered {
+			if h.registered || h.complete { // a host that held every chunk may complete first
 				reg++
 			}
 		}
@@ -326,17 +336,27 @@ func (s *sender) stepRegister(now time.Time) {
 
 func (s *sender) startTransfer(now time.Time) {
 	for _, h := range s.hosts {
-		if h.member && !h.registered {
+		if h.member && !h.registered && !h.complete {
 			h.dropped = "never registered"
 		}
 	}
-	for i, c := range s.opts.Manifest.Chunks {
-		if !c.Zero {
+	m := s.opts.Manifest
+	lack := s.lacking()
+	for i, c := range m.Chunks {
+		switch {
+		case c.Zero:
+			s.stats.ChunksZero++
+		case !lack[i]:
+			s.stats.ChunksReused++
+		default:
 			s.jobs = append(s.jobs, repairJob{chunk: uint32(i), whole: true})
+			_, n := m.ChunkRange(i)
+			s.prog.DataBytes += int64(n)
 		}
 	}
 	s.phase = phaseSend
-	s.opts.Logf("session %08x: sending %d chunks to %d hosts", s.opts.Session, len(s.jobs), s.live())
+	s.opts.Logf("session %08x: sending %d chunks to %d hosts (%d held by every host, %d all zero)",
+		s.opts.Session, len(s.jobs), s.live(), s.stats.ChunksReused, s.stats.ChunksZero)
 	s.startPrefetch()
 }
 

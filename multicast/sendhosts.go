@@ -15,6 +15,7 @@ type host struct {
 	addr       net.Addr
 	member     bool // closed group: listed; open group: registered
 	registered bool
+	have       []Range // chunks it held when it registered (ascending, disjoint)
 	complete   bool
 	failed     string    // the host's own reason for giving up
 	dropped    string    // why the sender gave up on it
@@ -79,7 +80,7 @@ func (s *sender) onRegister(m *Register, from net.Addr, now time.Time) {
 	if !h.registered || h.dropped != "" {
 		s.opts.Logf("session %08x: host %s registered from %v", s.opts.Session, h.id, from)
 	}
-	h.registered, h.dropped = true, ""
+	h.registered, h.dropped, h.have = true, "", m.Have
 	s.reply(&Register{Host: h.id}, from)
 }
 
@@ -175,7 +176,7 @@ func (s *sender) finishRound(now time.Time) {
 	s.jobs = s.sched.plan(s.agg, s.blockInfo)
 	s.phase = phaseSend
 	s.opts.Logf("session %08x: round %d: %d blocks and %d chunks asked for, worst loss %d‰, %d hosts to go",
-		s.opts.Session, s.round, len(s.agg.blocks), len(s.agg.whole), s.agg.worst, s.live())
+		s.opts.Session, s.round, len(s.agg.blocks), len(s.agg.whole.list()), s.agg.worst, s.live())
 }
 
 // blockInfo gives a block's data symbol count and first fresh parity index.
@@ -201,6 +202,7 @@ func (s *sender) proactive(k int) int {
 // timeout.
 func (s *sender) end(now time.Time) error {
 	s.stats.Duration = now.Sub(s.started)
+	defer s.progress(now, true)
 	if s.err != nil {
 		s.abort(s.err.Error())
 		return s.err

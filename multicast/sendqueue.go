@@ -64,6 +64,12 @@ func (s *sender) expand(j repairJob) error {
 	}
 	if s.round == 0 {
 		s.stats.PayloadBytes += int64(len(data))
+		_, n := s.opts.Manifest.ChunkRange(int(j.chunk))
+		s.prog.DataQueued += int64(n)
+	}
+	if !s.sent.has(j.chunk) {
+		s.sent.addRange(j.chunk, j.chunk+1)
+		s.stats.ChunksSent++
 	}
 	for b := range l.blocks {
 		shards := symbols(data, l, b, s.opts.SymbolSize)

@@ -422,3 +422,52 @@ func TestAcceptRefuses(t *testing.T) {
 		t.Errorf("got %v, want a refusal naming Accept's reason", errs["h"])
 	}
 }
+
+// An ABORT of a session the receiver has only locked onto (a forged
+// announce) makes it wait for another session, not give up: it then joins
+// the real one.
+func TestForgedAbortBeforeJoin(t *testing.T) {
+	ts := newTestSession(t, nil)
+	ts.send.Hosts = []string{"h"}
+	f, err := os.Open(ts.img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ts.send.Image = f
+	refused := make(chan struct{})
+	var once sync.Once
+	o := ReceiveOptions{HostID: "h", Out: filepath.Join(ts.dir, "h.img"), Trusted: []ed25519.PublicKey{ts.pub},
+		SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second, Logf: func(f string, a ...any) {
+			if msg := fmt.Sprintf(f, a...); strings.HasPrefix(msg, "refusing") && strings.Contains(msg, "forged") {
+				once.Do(func() { close(refused) })
+			}
+		}}
+	rconn, evil := ts.net.conn("h", true), ts.net.conn("evil", true)
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() { _, err := Receive(ctx, rconn, o); done <- err }()
+	ann, abort := encodeSample(t, 1, samples()[0]), encodeSample(t, 2, &Abort{Reason: "forged"})
+	for waiting := true; waiting; {
+		evil.WriteTo(ann, memGroup)
+		evil.WriteTo(abort, memGroup)
+		select {
+		case <-refused:
+			waiting = false
+		case err := <-done:
+			t.Fatalf("receiver gave up on a forged abort: %v", err)
+		case <-time.After(10 * time.Millisecond): // send the pair again
+		}
+	}
+	rep, err := Send(ctx, ts.net.conn("sender", false), ts.send)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	ts.checkImage("h")
+	if d, all := rep.Completed(); d != 1 || all != 1 {
+		t.Errorf("report: %d of %d complete", d, all)
+	}
+}

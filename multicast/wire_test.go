@@ -29,6 +29,7 @@ func samples() []Message {
 			Chunks: []Range{{First: 4, Count: 3}}, Blocks: []BlockNeed{{Chunk: 2, Block: 1, Missing: 4}}},
 		&Complete{Host: "web1", Status: CompleteFailed, Reason: "disk full"},
 		&Abort{Reason: "cancelled"},
+		&Register{Host: "web2", Have: []Range{{First: 0, Count: 5}, {First: 9, Count: 3}, {First: 12, Count: 1}}},
 	}
 }
 
@@ -55,6 +56,7 @@ var golden = []string{
 	"4c434d43010600000102030400000007" + "0477656231" + "00000005000c0002" + "01" + "0000000400000003" + "0001" + "00000002000104",
 	"4c434d43010800000102030400000008" + "0477656231" + "01" + "096469736b2066756c6c",
 	"4c434d43010900000102030400000009" + "0963616e63656c6c6564",
+	"4c434d4301020000010203040000000a" + "0477656232" + "00" + "0003" + "0000000000000005" + "0000000900000003" + "0000000c00000001",
 }
 
 func TestGolden(t *testing.T) {
@@ -103,13 +105,16 @@ func TestParseRejects(t *testing.T) {
 		b    []byte
 		want error
 	}{
-		"magic":      {bad(func(b []byte) { b[0] = 'X' }), ErrMagic},
-		"version":    {bad(func(b []byte) { b[4] = 9 }), ErrVersion},
-		"type":       {bad(func(b []byte) { b[5] = 200 }), ErrType},
-		"flags":      {bad(func(b []byte) { b[7] = 1 }), ErrMalformed},
-		"nack count": {encodeRaw(t, TypeNack, "0161"+"00000001"+"0000"+"0001"+"00"+"00a1"), ErrMalformed},
-		"host len":   {encodeRaw(t, TypeRegister, "41"+strings.Repeat("61", 65)+"00"+"0000"), ErrMalformed},
-		"announce k": {encodeRaw(t, TypeAnnounce, hex.EncodeToString(mustBody(t, func(a *Announce) { a.BlockSymbols = 0 }))), ErrMalformed},
+		"magic":       {bad(func(b []byte) { b[0] = 'X' }), ErrMagic},
+		"version":     {bad(func(b []byte) { b[4] = 9 }), ErrVersion},
+		"type":        {bad(func(b []byte) { b[5] = 200 }), ErrType},
+		"flags":       {bad(func(b []byte) { b[7] = 1 }), ErrMalformed},
+		"nack count":  {encodeRaw(t, TypeNack, "0161"+"00000001"+"0000"+"0001"+"00"+"00a1"), ErrMalformed},
+		"host len":    {encodeRaw(t, TypeRegister, "41"+strings.Repeat("61", 65)+"00"+"0000"), ErrMalformed},
+		"reg overlap": {encodeRaw(t, TypeRegister, "0161"+"00"+"0002"+"0000000000000005"+"0000000400000001"), ErrMalformed},
+		"reg order":   {encodeRaw(t, TypeRegister, "0161"+"00"+"0002"+"0000000900000001"+"0000000000000001"), ErrMalformed},
+		"reg count":   {encodeRaw(t, TypeRegister, "0161"+"00"+"00a1"), ErrMalformed},
+		"announce k":  {encodeRaw(t, TypeAnnounce, hex.EncodeToString(mustBody(t, func(a *Announce) { a.BlockSymbols = 0 }))), ErrMalformed},
 	} {
 		if _, _, err := Parse(tc.b); !errors.Is(err, tc.want) {
 			t.Errorf("%s: got %v, want %v", name, err, tc.want)
@@ -173,4 +178,24 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("encoding not canonical:\n in %x\nout %x", b, enc)
 		}
 	})
+}
+
+// A REGISTER with the longest host id and the most held ranges fits one
+// packet; one more range is refused by both sides.
+func TestRegisterFits(t *testing.T) {
+	m := &Register{Host: strings.Repeat("h", MaxHostID)}
+	for i := range MaxRegisterRanges {
+		m.Have = append(m.Have, Range{First: uint32(2 * i), Count: 1})
+	}
+	b := encodeSample(t, 1, m)
+	if len(b) > MaxPacket {
+		t.Errorf("register of %d bytes, more than %d", len(b), MaxPacket)
+	}
+	if _, back, err := Parse(b); err != nil || len(back.(*Register).Have) != MaxRegisterRanges {
+		t.Errorf("parse: %v", err)
+	}
+	m.Have = append(m.Have, Range{First: 1 << 20, Count: 1})
+	if _, err := AppendPacket(nil, Header{}, m); !errors.Is(err, ErrMalformed) {
+		t.Errorf("append %d ranges: got %v, want %v", len(m.Have), err, ErrMalformed)
+	}
 }

@@ -85,7 +85,10 @@ func runDeploy(c *cli.Context) error {
 		printDryRun(c.App.Writer, &opts, c.String("rate"))
 		return nil
 	}
+	bar := newDeployProgress(os.Stderr)
+	opts.Progress = bar.update
 	res, err := deploy.Run(c.Context, opts)
+	bar.done()
 	entry := deploy.AuditEntry{Action: "deploy", Group: opts.Group.String(), Release: opts.Manifest.ReleaseID(),
 		Label: opts.Manifest.Label, Hosts: opts.Hosts, Outcome: "error"}
 	if err != nil {
@@ -393,6 +396,8 @@ func printDeploy(w io.Writer, r *deploy.Result, asJSON bool) {
 		}
 	}
 	fmt.Fprintf(w, "release %s: %s (%d/%d hosts active)\n", r.ReleaseID, r.Outcome, active, len(r.Hosts))
+	fmt.Fprintf(w, "chunks %d: %d all-zero, %d reused from the hosts' own images, %d sent\n",
+		r.ChunksTotal, r.ChunksZero, r.ChunksReused, r.ChunksSent)
 	fmt.Fprintf(w, "wire %s; transfer %s, stage %s, switch %s\n", humanBytes(r.WireBytes),
 		r.TransferTime.Round(time.Millisecond), r.StageTime.Round(time.Millisecond), r.SwitchTime.Round(time.Millisecond))
 }

@@ -1,0 +1,271 @@
+package multicast
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/loopcast/loopcast/image"
+	"golang.org/x/sync/errgroup"
+)
+
+// localCopy writes the non-zero chunks of the test image that keep
+// selects into a file of their own, in reverse order so offsets differ
+// from the image's, and returns an index of them.
+func (ts *testSession) localCopy(name string, keep func(i int) bool) ChunkIndex {
+	ts.t.Helper()
+	src, err := os.ReadFile(ts.img)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	path := filepath.Join(ts.t.TempDir(), name+".old.img")
+	var b []byte
+	x := ChunkIndex{}
+	for i := len(ts.m.Chunks) - 1; i >= 0; i-- {
+		if c := ts.m.Chunks[i]; !c.Zero && keep(i) {
+			off, n := ts.m.ChunkRange(i)
+			x[c.Hash] = ChunkLoc{Path: path, Off: int64(len(b))}
+			b = append(b, src[off:off+int64(n)]...)
+		}
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		ts.t.Fatal(err)
+	}
+	return x
+}
+
+// nonZero lists the test image's non-zero chunks.
+func (ts *testSession) nonZero() []int {
+	var nz []int
+	for i, c := range ts.m.Chunks {
+		if !c.Zero {
+			nz = append(nz, i)
+		}
+	}
+	return nz
+}
+
+// Hosts that hold most chunks locally (different ones) get only what they
+// lack; a host that holds nothing gets everything in the same session;
+// the sender multicasts only the chunks some host lacks.
+func TestChunkReuse(t *testing.T) {
+	probe := newTestSession(t, nil)
+	nz := probe.nonZero()
+	lacks := map[string][]int{"a": {nz[1], nz[5]}, "b": {nz[2], nz[9]}, "c": nz, "full": nil}
+	for _, tc := range []struct {
+		name  string
+		hosts []string
+		sent  int     // distinct chunks the sender must multicast
+		loss  float64 // per delivery
+	}{
+		{"two deltas and a wiped host", []string{"a", "b", "c"}, len(nz), 0},
+		{"the same at 5% loss", []string{"a", "b", "c"}, len(nz), 0.05},
+		{"two deltas", []string{"a", "b"}, 4, 0},
+		{"nothing to send", []string{"full"}, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := newTestSession(t, lossy(tc.loss, 5))
+			ts.send.Hosts = tc.hosts
+			local := map[string]ChunkIndex{}
+			for _, h := range tc.hosts {
+				if h != "c" {
+					local[h] = ts.localCopy(h, func(i int) bool { return !slices.Contains(lacks[h], i) })
+				}
+			}
+			res, errs := ts.run(context.Background(), tc.hosts, func(h string, o *ReceiveOptions) {
+				if x := local[h]; x != nil {
+					o.Local = x.Lookup
+				}
+			})
+			for _, h := range tc.hosts {
+				if errs[h] != nil {
+					t.Fatalf("%s: %v", h, errs[h])
+				}
+				ts.checkImage(h)
+				if want := len(nz) - len(lacks[h]); res[h].Reused != want {
+					t.Errorf("%s: reused %d chunks, want %d", h, res[h].Reused, want)
+				}
+			}
+			r := ts.report
+			if done, all := r.Completed(); done != len(tc.hosts) || all != len(tc.hosts) {
+				t.Errorf("report: %d of %d complete: %+v", done, all, r.Hosts)
+			}
+			if r.ChunksSent != tc.sent || r.ChunksReused != len(nz)-tc.sent || r.ChunksTotal != len(ts.m.Chunks) ||
+				r.ChunksZero != len(ts.m.Chunks)-len(nz) {
+				t.Errorf("report: chunks total %d zero %d reused %d sent %d, want %d %d %d %d", r.ChunksTotal, r.ChunksZero,
+					r.ChunksReused, r.ChunksSent, len(ts.m.Chunks), len(ts.m.Chunks)-len(nz), len(nz)-tc.sent, tc.sent)
+			}
+		})
+	}
+}
+
+// A local source that names wrong bytes (corrupt, or past the end of its
+// file) is caught by the chunk hash; those chunks are received instead.
+func TestLocalChunkCorrupt(t *testing.T) {
+	ts := newTestSession(t, nil)
+	nz := ts.nonZero()
+	x := ts.localCopy("h", func(int) bool { return true })
+	bad, short := ts.m.Chunks[nz[0]].Hash, ts.m.Chunks[nz[3]].Hash
+	f, err := os.OpenFile(x[bad].Path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("rot"), x[bad].Off+100); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	x[short] = ChunkLoc{Path: x[short].Path, Off: 1 << 30}
+	ts.send.Hosts = []string{"h"}
+	res, errs := ts.run(context.Background(), ts.send.Hosts, func(_ string, o *ReceiveOptions) { o.Local = x.Lookup })
+	if errs["h"] != nil {
+		t.Fatal(errs["h"])
+	}
+	ts.checkImage("h")
+	if res["h"].Reused != len(nz)-2 {
+		t.Errorf("reused %d chunks, want %d", res["h"].Reused, len(nz)-2)
+	}
+	if ts.report.ChunksSent != 2 {
+		t.Errorf("sender sent %d chunks, want the 2 whose local copy was wrong", ts.report.ChunksSent)
+	}
+}
+
+// Progress is called with bytes that never go down, phases in order, and
+// a last call saying done with every host complete.
+func TestSendProgress(t *testing.T) {
+	ts := newTestSession(t, lossy(0.02, 4))
+	ts.send.Hosts = []string{"p1", "p2"}
+	var mu sync.Mutex
+	var got []SendProgress
+	ts.send.Progress = func(p SendProgress) {
+		mu.Lock()
+		got = append(got, p)
+		mu.Unlock()
+	}
+	_, errs := ts.run(context.Background(), ts.send.Hosts, nil)
+	for _, h := range ts.send.Hosts {
+		if errs[h] != nil {
+			t.Fatalf("%s: %v", h, errs[h])
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) < 2 {
+		t.Fatalf("progress called %d times, want at least one per phase", len(got))
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i].Bytes < got[i-1].Bytes || got[i].Phase < got[i-1].Phase || got[i].DataQueued < got[i-1].DataQueued {
+			t.Errorf("progress went back: %+v after %+v", got[i], got[i-1])
+		}
+	}
+	var data int64
+	for _, i := range ts.nonZero() {
+		_, n := ts.m.ChunkRange(i)
+		data += int64(n)
+	}
+	last := got[len(got)-1]
+	want := SendProgress{Phase: PhaseDone, Bytes: ts.report.Bytes, DataBytes: data, DataQueued: data, Hosts: 2, Registered: 2, Complete: 2}
+	if last != want {
+		t.Errorf("last progress %+v, want %+v", last, want)
+	}
+	if got[0].Phase != PhaseRegistering {
+		t.Errorf("first progress in phase %v, want %v", got[0].Phase, PhaseRegistering)
+	}
+}
+
+// held lists what a store holds compactly: all-zero chunks join runs, a
+// host with only zero chunks lists nothing, and a set too scattered for
+// max ranges keeps its largest runs.
+func TestHeldRanges(t *testing.T) {
+	m := &image.Manifest{ImageSize: 10 * 4096, ChunkSize: 4096, Chunks: make([]image.Chunk, 10)}
+	m.Chunks[2].Zero, m.Chunks[7].Zero = true, true
+	st := newStore(m, &Announce{SymbolSize: 1024, BlockSymbols: 8}, nil, nil)
+	if got := st.held(10); got != nil {
+		t.Errorf("holding only zero chunks: %v, want nothing", got)
+	}
+	for _, i := range []int{0, 1, 3, 5, 6, 8} {
+		st.chunks[i].done = true
+	}
+	want := []Range{{0, 4}, {5, 4}}
+	if d := cmp.Diff(want, st.held(10)); d != "" {
+		t.Errorf("held (-want +got):\n%s", d)
+	}
+	st.chunks[5].done = false // runs {0,4} {6,3}
+	if d := cmp.Diff([]Range{{0, 4}}, st.held(1)); d != "" {
+		t.Errorf("held, one range (-want +got):\n%s", d)
+	}
+}
+
+// A host that joins after the first pass, holding nothing, gets the chunks
+// left out of it (held by every host registered in time) through whole-
+// chunk NACKs. The early host is kept incomplete (its lacking chunk's
+// symbols are dropped) until the late one has registered, so the session
+// cannot end first.
+func TestLateJoinerAfterReuse(t *testing.T) {
+	ts := newTestSession(t, nil)
+	nz := ts.nonZero()
+	withheld := uint32(nz[1])
+	started := make(chan struct{})
+	lateIn := false
+	ts.net.drop = func(from, to string, b []byte) bool { // called with the net's lock held
+		typ := Type(b[5])
+		switch {
+		case to == "late" && typ == TypeRegister && len(b) > HeaderLen+6 && !lateIn:
+			lateIn = true // the sender acknowledged late's registration
+		case to == "early" && (typ == TypeData || typ == TypeRepair) && len(b) >= HeaderLen+4:
+			if started != nil {
+				close(started)
+				started = nil
+			}
+			return !lateIn && binary.BigEndian.Uint32(b[HeaderLen:]) == withheld
+		}
+		return false
+	}
+	begin := started
+	x := ts.localCopy("early", func(i int) bool { return i != nz[1] && i != nz[5] })
+	ts.send.MinHosts = 1
+	f, err := os.Open(ts.img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ts.send.Image = f
+	ctx := context.Background()
+	var g errgroup.Group
+	sconn := ts.net.conn("sender", false)
+	g.Go(func() error { var err error; ts.report, err = Send(ctx, sconn, ts.send); return err })
+	for _, h := range []string{"early", "late"} {
+		conn := ts.net.conn(h, true)
+		o := ReceiveOptions{HostID: h, Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
+			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second, Logf: func(f string, a ...any) { t.Logf(h+": "+f, a...) }}
+		if h == "early" {
+			o.Local = x.Lookup
+		}
+		g.Go(func() error {
+			if h == "late" {
+				<-begin
+			}
+			_, err := Receive(ctx, conn, o)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	ts.checkImage("early")
+	ts.checkImage("late")
+	r := ts.report
+	if done, all := r.Completed(); done != 2 || all != 2 {
+		t.Errorf("report: %d of %d complete: %+v", done, all, r.Hosts)
+	}
+	if r.ChunksReused != len(nz)-2 || r.ChunksSent != len(nz) {
+		t.Errorf("report: reused %d, sent %d chunks; want %d left out of the first pass and all %d sent in the end",
+			r.ChunksReused, r.ChunksSent, len(nz)-2, len(nz))
+	}
+}
