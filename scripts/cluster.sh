@@ -16,7 +16,7 @@
 # root DIR/rI, trusting KEY.pub, group 239.192.0.1:5000 on eth0); --web adds
 # an nginx and a php-fpm per receiver, made from packaging/'s samples,
 # serving DIR/rI/current/public on port 80 through $realpath_root. DIR is
-# /run/loopcast-cluster/NAME; every pid started is kept there and `down`
+# /run/loopcast-cluster/NAME ($LOOPCAST_CLUSTER_DIR/NAME); every pid started is kept there and `down`
 # stops those pids, unmounts what the agents mounted under DIR and removes
 # it. Binaries come from bin/ (make build).
 #
@@ -256,7 +256,7 @@ hosts() {
 [[ $(id -u) == 0 ]] || die "needs root (network namespaces)"
 if [[ ${1:-} == --name ]]; then NAME=${2:-}; shift 2; fi
 [[ $NAME =~ ^[a-z][a-z0-9]{0,7}$ ]] || die "--name must be 1-8 lowercase letters/digits"
-DIR=/run/loopcast-cluster/$NAME
+DIR=${LOOPCAST_CLUSTER_DIR:-/run/loopcast-cluster}/$NAME
 [[ $# -ge 1 ]] || die "usage: cluster.sh [--name NAME] up N [--loss PCT] [--rate MBIT] | down | loss HOST PCT | exec HOST CMD... | hosts"
 cmd=$1; shift
 case $cmd in

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/loopcast/loopcast/internal/cliutil"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -70,7 +71,7 @@ func printStatus(w io.Writer, st *release.Status) {
 	fmt.Fprintf(tw, "current\t%s\n", orNone(st.Current))
 	fmt.Fprintf(tw, "previous\t%s\n", orNone(st.Previous))
 	fmt.Fprintf(tw, "staged\t%s\n", orNone(strings.Join(st.Staged, " ")))
-	fmt.Fprintf(tw, "free disk\t%s\n", humanBytes(st.FreeBytes))
+	fmt.Fprintf(tw, "free disk\t%s\n", cliutil.HumanBytes(st.FreeBytes))
 	fmt.Fprintf(tw, "last error\t%s\n", orNone(st.LastError))
 	tw.Flush()
 	if len(st.Releases) > 0 {
@@ -87,7 +88,7 @@ func printReleases(w io.Writer, st *release.Status) {
 	fmt.Fprintln(tw, "RELEASE\tSTATE\tMOUNTED\tSIZE\tSTAGED\tLABEL")
 	for _, r := range st.Releases {
 		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\n", r.ID, releaseState(st, r), r.Mounted,
-			humanBytes(r.Size), r.StagedAt.Format("2006-01-02 15:04:05Z"), r.Label)
+			cliutil.HumanBytes(r.Size), r.StagedAt.Format("2006-01-02 15:04:05Z"), r.Label)
 	}
 	tw.Flush()
 }
@@ -109,17 +110,4 @@ func orNone(s string) string {
 		return "-"
 	}
 	return s
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/ed25519"
 	"fmt"
+	"github.com/loopcast/loopcast/internal/cliutil"
 	"os"
 	"strconv"
 	"time"
@@ -68,7 +69,7 @@ func runBuild(c *cli.Context) error {
 	}
 	m := res.Manifest
 	fmt.Fprintf(c.App.Writer, "release   %s\nimage     %s (%s, %d chunks)\nmanifest  %s.manifest (%s)\nfiles     %d\ntime      %s\n",
-		m.ReleaseID(), c.String("out"), humanBytes(m.ImageSize), len(m.Chunks), c.String("out"),
+		m.ReleaseID(), c.String("out"), cliutil.HumanBytes(m.ImageSize), len(m.Chunks), c.String("out"),
 		signedBy(opts.Key), res.Files, time.Since(start).Round(time.Millisecond))
 	fmt.Fprintf(c.App.Writer, "layout    %s\n", res.Layout)
 	if b := res.Base; b != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"github.com/loopcast/loopcast/internal/cliutil"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,8 +86,8 @@ func TestKeygenBuildInspect(t *testing.T) {
 	other := filepath.Join(dir, "other.key")
 	run(t, "keygen", "--out", other)
 	_, err = run(t, "inspect", "--trust", filepath.Join(dir, "other.pub"), img+".manifest")
-	if !errors.Is(err, image.ErrUntrustedKey) || exitCode(err) != 1 {
-		t.Errorf("inspect with the wrong key: %v (exit %d)", err, exitCode(err))
+	if !errors.Is(err, image.ErrUntrustedKey) || cliutil.ExitCode("sender", err) != 1 {
+		t.Errorf("inspect with the wrong key: %v (exit %d)", err, cliutil.ExitCode("sender", err))
 	}
 }
 

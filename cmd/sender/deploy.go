@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/loopcast/loopcast/internal/cliutil"
 	"io"
 	"net"
 	"os"
@@ -126,7 +127,7 @@ func withOutcome(err error, o deploy.Outcome, id string) error {
 		return err
 	}
 	if err != nil {
-		oerr.err = errors.Join(err, oerr.err)
+		oerr.Err = errors.Join(err, oerr.Err)
 	}
 	return oerr
 }
@@ -262,7 +263,7 @@ func buildForDeploy(c *cli.Context, o *deploy.Options, src string) error {
 	}
 	pruneBuilds(dir, []string{final, base}, o.Logf)
 	o.Logf("deploy: built release %s from %s: %s, %d files, in %s", id, src,
-		humanBytes(res.Manifest.ImageSize), res.Files, time.Since(start).Round(time.Millisecond))
+		cliutil.HumanBytes(res.Manifest.ImageSize), res.Files, time.Since(start).Round(time.Millisecond))
 	if res.Base != nil {
 		o.Logf("deploy: base %s: %s", base, describeBase(res.Base))
 	}
@@ -349,12 +350,12 @@ func lockGroup(stateDir string, group *net.UDPAddr) (func(), error) {
 }
 
 // outcomeExit is the exit error of an outcome, nil when every host switched.
-func outcomeExit(o deploy.Outcome, id string) *exitError {
+func outcomeExit(o deploy.Outcome, id string) *cliutil.ExitError {
 	switch o {
 	case deploy.OutcomePartial:
-		return &exitError{exitPartial, fmt.Errorf("release %s: only some hosts switched", id)}
+		return &cliutil.ExitError{Code: exitPartial, Err: fmt.Errorf("release %s: only some hosts switched", id)}
 	case deploy.OutcomeNone:
-		return &exitError{exitNone, fmt.Errorf("release %s: no host switched", id)}
+		return &cliutil.ExitError{Code: exitNone, Err: fmt.Errorf("release %s: no host switched", id)}
 	}
 	return nil
 }
@@ -371,7 +372,7 @@ func printDryRun(w io.Writer, o *deploy.Options, rate string) {
 		}
 	}
 	fmt.Fprintf(w, "dry run: would deploy release %s (%s, %d chunks, %d all-zero not sent)\n", o.Manifest.ReleaseID(),
-		humanBytes(o.Manifest.ImageSize), len(o.Manifest.Chunks), zero)
+		cliutil.HumanBytes(o.Manifest.ImageSize), len(o.Manifest.Chunks), zero)
 	fmt.Fprintf(w, "  to      %s on %s (control %s:%d) at %s bit/s\n", hosts, o.Group, o.Group.IP, o.Group.Port+1, rate)
 	fmt.Fprintf(w, "  switch  when %.0f%% of hosts staged it\n  nothing was sent\n", o.Require*100)
 }
@@ -398,6 +399,6 @@ func printDeploy(w io.Writer, r *deploy.Result, asJSON bool) {
 	fmt.Fprintf(w, "release %s: %s (%d/%d hosts active)\n", r.ReleaseID, r.Outcome, active, len(r.Hosts))
 	fmt.Fprintf(w, "chunks %d: %d all-zero, %d reused from the hosts' own images, %d sent\n",
 		r.ChunksTotal, r.ChunksZero, r.ChunksReused, r.ChunksSent)
-	fmt.Fprintf(w, "wire %s; transfer %s, stage %s, switch %s\n", humanBytes(r.WireBytes),
+	fmt.Fprintf(w, "wire %s; transfer %s, stage %s, switch %s\n", cliutil.HumanBytes(r.WireBytes),
 		r.TransferTime.Round(time.Millisecond), r.StageTime.Round(time.Millisecond), r.SwitchTime.Round(time.Millisecond))
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/loopcast/loopcast/internal/cliutil"
 	"io"
 	"path/filepath"
 	"strings"
@@ -67,9 +68,9 @@ func statusExit(st []deploy.HostStatus) error {
 	}
 	switch {
 	case len(st) == 0 || silent == len(st):
-		return &exitError{exitNone, fmt.Errorf("status: no host answered")}
+		return &cliutil.ExitError{Code: exitNone, Err: fmt.Errorf("status: no host answered")}
 	case silent > 0:
-		return &exitError{exitPartial, fmt.Errorf("status: %d of %d hosts did not answer", silent, len(st))}
+		return &cliutil.ExitError{Code: exitPartial, Err: fmt.Errorf("status: %d of %d hosts did not answer", silent, len(st))}
 	}
 	return nil
 }
@@ -91,7 +92,7 @@ func printStatus(w io.Writer, st []deploy.HostStatus) {
 			errText = s.LastErr
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, cur, s.Previous, strings.Join(s.Staged, ","),
-			humanBytes(int64(s.Free)), s.Version, errText)
+			cliutil.HumanBytes(int64(s.Free)), s.Version, errText)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "%d hosts; majority on %s (* = not on it)\n", len(st), deploy.Majority(st))

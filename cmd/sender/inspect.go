@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/loopcast/loopcast/internal/cliutil"
 	"io"
 	"time"
 
@@ -101,25 +102,11 @@ func printManifest(w io.Writer, m *image.Manifest) {
 	}
 	fmt.Fprintf(w, "release     %s\n", m.ReleaseID())
 	fmt.Fprintf(w, "version     %d\n", image.ManifestVersion)
-	fmt.Fprintf(w, "image size  %d bytes (%s)\n", m.ImageSize, humanBytes(m.ImageSize))
-	fmt.Fprintf(w, "chunks      %d × %s (%d all-zero, not sent)\n", len(m.Chunks), humanBytes(int64(m.ChunkSize)), zero)
+	fmt.Fprintf(w, "image size  %d bytes (%s)\n", m.ImageSize, cliutil.HumanBytes(m.ImageSize))
+	fmt.Fprintf(w, "chunks      %d × %s (%d all-zero, not sent)\n", len(m.Chunks), cliutil.HumanBytes(int64(m.ChunkSize)), zero)
 	fmt.Fprintf(w, "image hash  sha256:%x\n", m.ImageHash)
 	fmt.Fprintf(w, "files       %d\n", m.FileCount)
 	fmt.Fprintf(w, "created     %s\n", time.Unix(m.Created, 0).UTC().Format(time.RFC3339))
 	fmt.Fprintf(w, "label       %s\n", m.Label)
 	fmt.Fprintf(w, "signature   %s\n", signed)
-}
-
-// humanBytes formats n with a binary unit, e.g. "1.5 GiB".
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"github.com/loopcast/loopcast/deploy"
+	"github.com/loopcast/loopcast/internal/cliutil"
 	"io"
 	"os"
 	"time"
@@ -37,7 +38,7 @@ func (p *progress) update(done, total int64) {
 		pct = 100 * float64(done) / float64(total)
 	}
 	rate := float64(done) / max(time.Since(p.start).Seconds(), 1e-3)
-	fmt.Fprintf(p.w, "\r%s: %5.1f%%  %s / %s  %s/s ", p.label, pct, humanBytes(done), humanBytes(total), humanBytes(int64(rate)))
+	fmt.Fprintf(p.w, "\r%s: %5.1f%%  %s / %s  %s/s ", p.label, pct, cliutil.HumanBytes(done), cliutil.HumanBytes(total), cliutil.HumanBytes(int64(rate)))
 	p.drawn = true
 }
 
@@ -76,7 +77,7 @@ func (d *deployProgress) update(e deploy.Progress) {
 			pct = 100 * float64(t.DataQueued) / float64(t.DataBytes)
 		}
 		line = fmt.Sprintf("transfer %-11s %5.1f%%  %s on the wire  %.0f Mbit/s  hosts %d registered, %d complete of %d",
-			t.Phase, pct, humanBytes(t.Bytes), rate/1e6, t.Registered, t.Complete, t.Hosts)
+			t.Phase, pct, cliutil.HumanBytes(t.Bytes), rate/1e6, t.Registered, t.Complete, t.Hosts)
 	case "stage":
 		line = fmt.Sprintf("stage: waiting for %d hosts to verify and mount the image", e.Hosts)
 	case "switch":

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/loopcast/loopcast/internal/cliutil"
 	"io"
 	"net"
 	"os"
@@ -163,7 +164,7 @@ func printReport(w io.Writer, r *multicast.Report) {
 		ratio = float64(r.Bytes) / float64(r.PayloadBytes)
 	}
 	fmt.Fprintf(w, "release %s session %08x: %d/%d hosts complete in %v; %d packets (%d data, %d repair), %s on the wire, %.3f× the compressed payload, %d rounds\n",
-		r.ReleaseID, r.Session, done, all, r.Duration.Round(1e6), r.Packets, r.DataPackets, r.RepairPackets, humanBytes(r.Bytes), ratio, r.Rounds)
+		r.ReleaseID, r.Session, done, all, r.Duration.Round(1e6), r.Packets, r.DataPackets, r.RepairPackets, cliutil.HumanBytes(r.Bytes), ratio, r.Rounds)
 }
 
 // reportExit maps the outcome to the exit code: all, partial or none.
@@ -173,7 +174,7 @@ func reportExit(r *multicast.Report) error {
 	case done == all && all > 0:
 		return nil
 	case done > 0:
-		return &exitError{code: exitPartial, err: fmt.Errorf("send: %d of %d hosts did not complete", all-done, all)}
+		return &cliutil.ExitError{Code: exitPartial, Err: fmt.Errorf("send: %d of %d hosts did not complete", all-done, all)}
 	}
 	return errors.New("send: no host completed")
 }
