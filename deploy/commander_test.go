@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,6 +24,7 @@ type fakeAgents struct {
 	hosts   []string
 	deaf    map[string]int
 	silent  map[string]bool
+	refuse  map[string]string // host -> why it refuses every command
 	seen    map[string]int
 	sends   int
 	replies [][]byte
@@ -31,7 +33,7 @@ type fakeAgents struct {
 }
 
 func newFakeAgents(hosts ...string) *fakeAgents {
-	return &fakeAgents{hosts: hosts, deaf: map[string]int{}, silent: map[string]bool{}, seen: map[string]int{}, wake: make(chan struct{}, 1)}
+	return &fakeAgents{hosts: hosts, deaf: map[string]int{}, silent: map[string]bool{}, refuse: map[string]string{}, seen: map[string]int{}, wake: make(chan struct{}, 1)}
 }
 
 func (f *fakeAgents) WriteTo(p []byte, _ net.Addr) (int, error) {
@@ -49,7 +51,9 @@ func (f *fakeAgents) WriteTo(p []byte, _ net.Addr) (int, error) {
 		}
 		e := c.Env()
 		r := &control.Reply{Deploy: e.Deploy, Nonce: e.Nonce, Command: c.Type(), Outcome: control.OutcomeOK, Host: h, Current: "r1"}
-		if c.Type() == control.TypeStatus {
+		if why, ok := f.refuse[h]; ok {
+			r.Outcome, r.Error, r.Current = control.OutcomeRefused, why, ""
+		} else if c.Type() == control.TypeStatus {
 			r.Status = &control.Status{Previous: "r0"}
 		}
 		b, err := r.AppendBinary(nil)
@@ -193,6 +197,41 @@ func TestResultOutcome(t *testing.T) {
 		}
 		if got := r.finish().Outcome; got != tc.want {
 			t.Errorf("phases %v: outcome %v, want %v", tc.phases, got, tc.want)
+		}
+	}
+}
+
+func TestPreflightStopsOnRefusal(t *testing.T) {
+	f := newFakeAgents("a", "b", "c")
+	f.refuse["b"] = "control: command issued 3m0s in the future"
+	f.silent["c"] = true
+	err := preflight(context.Background(), commander(f, 300*time.Millisecond), []string{"a", "b", "c"})
+	if err == nil || !strings.Contains(err.Error(), "b: control: command issued 3m0s in the future") {
+		t.Errorf("preflight with a refusing host: %v; want an error naming b and why", err)
+	}
+	f = newFakeAgents("a", "b")
+	f.silent["b"] = true // down hosts are the transfer's to report
+	if err := preflight(context.Background(), commander(f, 300*time.Millisecond), []string{"a", "b"}); err != nil {
+		t.Errorf("preflight with a silent host: %v, want nil", err)
+	}
+	if err := preflight(context.Background(), commander(newFakeAgents(), 300*time.Millisecond), nil); err != nil {
+		t.Errorf("preflight of an open group: %v, want nil", err)
+	}
+}
+
+func TestHopeless(t *testing.T) {
+	for _, tc := range []struct {
+		r    *control.Reply
+		want bool
+	}{
+		{nil, false},
+		{&control.Reply{Outcome: control.OutcomeRefused}, true},
+		{&control.Reply{Outcome: control.OutcomeOK, Status: &control.Status{LastError: "release: stage abc: corrupt"}}, true},
+		{&control.Reply{Outcome: control.OutcomeOK, Status: &control.Status{LastError: "release: stage xyz: corrupt"}}, false},
+		{&control.Reply{Outcome: control.OutcomeOK, Status: &control.Status{}}, false},
+	} {
+		if got := hopeless(tc.r, "abc"); got != tc.want {
+			t.Errorf("hopeless(%+v) = %v, want %v", tc.r, got, tc.want)
 		}
 	}
 }

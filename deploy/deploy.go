@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"math"
 	"net"
 	"os"
 	"slices"
@@ -58,9 +57,9 @@ type Options struct {
 	Wait        time.Duration
 	MinHosts    int
 	FECOverhead int
-	// Require is the share of hosts (0, 1] that must have staged the
-	// release for any host to switch; 1 means all.
-	Require        float64
+	// RequirePct is the percentage of hosts (1 to 100) that must have
+	// staged the release for any host to switch; 100 means all.
+	RequirePct     int
 	Key            ed25519.PrivateKey
 	ImagePath      string
 	Manifest       *image.Manifest // signed with Key
@@ -111,8 +110,8 @@ type Result struct {
 
 // Run distributes, stages and switches one release.
 func Run(ctx context.Context, o Options) (*Result, error) {
-	if o.Require <= 0 || o.Require > 1 {
-		return nil, fmt.Errorf("deploy: require %v: want a share in (0, 1]", o.Require)
+	if o.RequirePct < 1 || o.RequirePct > 100 {
+		return nil, fmt.Errorf("deploy: require %d%%: want 1 to 100", o.RequirePct)
 	}
 	res := &Result{ReleaseID: o.Manifest.ReleaseID(), DeployID: newDeployID(), hosts: map[string]*HostResult{}}
 	img, err := os.Open(o.ImagePath)
@@ -133,6 +132,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	cmd := &Commander{Conn: ctl, To: agent.ControlAddr(o.Group), Group: o.Group.String(),
 		Key: o.Key, Timeout: o.CommandTimeout, Logf: o.Logf}
 
+	if err := preflight(ctx, cmd, o.Hosts); err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	rep, err := multicast.Send(ctx, data, multicast.SendOptions{
 		Group: o.Group, Manifest: o.Manifest, Image: img, Rate: o.Rate, Hosts: o.Hosts,
@@ -158,7 +160,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return res.finish(), err
 	}
 	members := len(res.hosts)
-	need := int(math.Ceil(o.Require * float64(members)))
+	need := (o.RequirePct*members + 99) / 100 // ceiling, in integers
 	if len(staged) == 0 || len(staged) < need {
 		o.logf("deploy: %d of %d hosts staged %s, %d required: switching none", len(staged), members, res.ReleaseID, need)
 		return res.finish(), nil
@@ -221,6 +223,42 @@ func (r *Result) fromTransfer(rep *multicast.Report) []string {
 	return ok
 }
 
+// preflightTimeout bounds the STATUS asked before shipping anything: hosts
+// that are up answer in milliseconds; those that are down are the
+// transfer's to report.
+const preflightTimeout = 2 * time.Second
+
+// preflight asks a closed group's hosts for STATUS before the image is
+// sent, so a host that refuses the sender's commands (clock skew, a key
+// it does not trust) fails the deploy now, not after a gigabyte.
+func preflight(ctx context.Context, c *Commander, hosts []string) error {
+	if hosts == nil {
+		return nil
+	}
+	pc := *c
+	if pc.Timeout == 0 || pc.Timeout > preflightTimeout {
+		pc.Timeout = preflightTimeout
+	}
+	t, err := pc.Do(ctx, &control.StatusRequest{Envelope: pc.NewEnvelope(newDeployID(), hosts)}, hosts)
+	if err != nil || t == nil {
+		return err
+	}
+	var refused []string
+	for h, r := range t.Replies() {
+		if r.Outcome == control.OutcomeRefused {
+			refused = append(refused, fmt.Sprintf("%s: %s", h, r.Error))
+		}
+	}
+	if len(refused) > 0 {
+		slices.Sort(refused)
+		return fmt.Errorf("deploy: hosts refuse this sender's commands, nothing sent: %s", strings.Join(refused, "; "))
+	}
+	if m := t.Missing(); len(m) > 0 {
+		c.logf("deploy: no STATUS answer yet from %v (down, or not trusting this key)", m)
+	}
+	return nil
+}
+
 // waitStaged asks the hosts for their STATUS until each reports the
 // release staged (or current), or the timeout passes.
 func waitStaged(ctx context.Context, c *Commander, r *Result, hosts []string, timeout time.Duration) ([]string, error) {
@@ -241,6 +279,8 @@ func waitStaged(ctx context.Context, c *Commander, r *Result, hosts []string, ti
 				r.hosts[h].Phase = PhaseStaged
 				r.hosts[h].Current = rep.Current
 				staged = append(staged, h)
+			case hopeless(rep, r.ReleaseID):
+				r.hosts[h].Error = stageError(rep, r.ReleaseID) // no use asking again
 			default:
 				still = append(still, h)
 				r.hosts[h].Error = stageError(rep, r.ReleaseID)
@@ -264,6 +304,13 @@ func waitStaged(ctx context.Context, c *Commander, r *Result, hosts []string, ti
 
 // isStaged: the host can switch to id: it is current, staged, or the
 // mounted rollback target (a release rolled back from and deployed again).
+// hopeless: the host refuses our commands, or reports that staging this
+// release failed.
+func hopeless(rep *control.Reply, id string) bool {
+	return rep != nil && (rep.Outcome == control.OutcomeRefused ||
+		rep.Status != nil && strings.Contains(rep.Status.LastError, id))
+}
+
 func isStaged(rep *control.Reply, id string) bool {
 	return rep.Current == id || rep.Status != nil &&
 		(slices.Contains(rep.Status.Staged, id) || rep.Status.Previous == id)

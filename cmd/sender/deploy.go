@@ -147,7 +147,7 @@ func deployOptions(c *cli.Context) (deploy.Options, error) {
 	if o.Rate, err = parseRate(c.String("rate")); err != nil {
 		return o, fmt.Errorf("deploy: --rate: %w", err)
 	}
-	if o.Require, err = parseRequire(c.String("require")); err != nil {
+	if o.RequirePct, err = parseRequire(c.String("require")); err != nil {
 		return o, err
 	}
 	o.Iface, o.TTL, o.Wait, o.MinHosts = c.String("iface"), c.Int("ttl"), c.Duration("wait"), c.Int("min-hosts")
@@ -188,16 +188,16 @@ func hostsFlag(c *cli.Context) ([]string, error) {
 	return hosts, nil
 }
 
-// parseRequire reads --require: "all" or a percentage like "90%".
-func parseRequire(s string) (float64, error) {
+// parseRequire reads --require: "all" or a whole percentage like "90%".
+func parseRequire(s string) (int, error) {
 	if s == "all" {
-		return 1, nil
+		return 100, nil
 	}
-	n, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
-	if err != nil || !strings.HasSuffix(s, "%") || n <= 0 || n > 100 {
-		return 0, fmt.Errorf("deploy: --require %q: want all or a percentage in (0, 100]", s)
+	n, err := strconv.Atoi(strings.TrimSuffix(s, "%"))
+	if err != nil || !strings.HasSuffix(s, "%") || n < 1 || n > 100 {
+		return 0, fmt.Errorf("deploy: --require %q: want all or a whole percentage from 1%% to 100%%", s)
 	}
-	return n / 100, nil
+	return n, nil
 }
 
 // prepareImage builds SRC_DIR into the state dir, or takes IMAGE and its
@@ -374,7 +374,7 @@ func printDryRun(w io.Writer, o *deploy.Options, rate string) {
 	fmt.Fprintf(w, "dry run: would deploy release %s (%s, %d chunks, %d all-zero not sent)\n", o.Manifest.ReleaseID(),
 		cliutil.HumanBytes(o.Manifest.ImageSize), len(o.Manifest.Chunks), zero)
 	fmt.Fprintf(w, "  to      %s on %s (control %s:%d) at %s bit/s\n", hosts, o.Group, o.Group.IP, o.Group.Port+1, rate)
-	fmt.Fprintf(w, "  switch  when %.0f%% of hosts staged it\n  nothing was sent\n", o.Require*100)
+	fmt.Fprintf(w, "  switch  when %d%% of hosts staged it\n  nothing was sent\n", o.RequirePct)
 }
 
 func printDeploy(w io.Writer, r *deploy.Result, asJSON bool) {

@@ -9,12 +9,12 @@ import (
 )
 
 func TestParseRequire(t *testing.T) {
-	for in, want := range map[string]float64{"all": 1, "100%": 1, "90%": 0.9, "0.5%": 0.005} {
+	for in, want := range map[string]int{"all": 100, "100%": 100, "90%": 90, "7%": 7} {
 		if got, err := parseRequire(in); err != nil || got != want {
 			t.Errorf("parseRequire(%q) = %v, %v; want %v", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "most", "90", "0%", "101%", "-5%"} {
+	for _, in := range []string{"", "most", "90", "0%", "101%", "-5%", "0.5%"} {
 		if _, err := parseRequire(in); err == nil {
 			t.Errorf("parseRequire(%q) succeeded", in)
 		}
