@@ -147,7 +147,8 @@ func (s *Store) repairCurrent(st *State) error {
 		}
 		return nil
 	}
-	for _, id := range s.fallbacks(st) {
+	if ids := s.fallbacks(st); len(ids) > 0 {
+		id := ids[0] // the best; a flip that fails here would fail for the others too
 		s.log.Warn("release: repairing current", "link", s.CurrentPath(), "to", id)
 		if err := s.flip(id); err != nil {
 			return err
