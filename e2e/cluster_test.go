@@ -158,3 +158,9 @@ func leftovers(dir string) []string {
 	}
 	return out
 }
+
+// uniqueName makes a cluster name of this test process, so concurrent runs
+// on one machine (two CI jobs, a developer and CI) never share namespaces.
+func uniqueName(prefix string) string {
+	return fmt.Sprintf("%s%d", prefix, os.Getpid()%1000000)
+}

@@ -36,7 +36,7 @@ func TestDeltaDeploy(t *testing.T) {
 	if _, err := synth.Generate(context.Background(), tree, opts); err != nil {
 		t.Fatal(err)
 	}
-	c := startCluster(t, "delta", 3, bin, filepath.Join(work, "release.pub"))
+	c := startCluster(t, uniqueName("d"), 3, bin, filepath.Join(work, "release.pub"))
 	deploy := func(what string) string {
 		out, log, err := c.sender("deploy", "--key", key, "--iface", "eth0", "--hosts", "r1,r2,r3",
 			"--state-dir", filepath.Join(work, "state"), "--epoch", "1700000000", tree)

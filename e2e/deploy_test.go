@@ -129,7 +129,7 @@ func TestDeployUnderLoad(t *testing.T) {
 	if out, err := exec.Command(filepath.Join(bin, "sender"), "keygen", "--out", key).CombinedOutput(); err != nil {
 		t.Fatalf("keygen: %v\n%s", err, out)
 	}
-	c := startCluster(t, "e2e", 3, bin, filepath.Join(work, "release.pub"))
+	c := startCluster(t, uniqueName("e"), 3, bin, filepath.Join(work, "release.pub"))
 	common := []string{"--key", key, "--iface", "eth0", "--state-dir", filepath.Join(work, "state")}
 	hostsFlag := []string{"--hosts", "r1,r2,r3"}
 	ids := map[string]string{} // label -> release id

@@ -167,6 +167,11 @@ start_web() {
 	http {
 	    include /etc/nginx/mime.types;
 	    access_log off;
+	    # the tests' load generator reuses connections for thousands of
+	    # requests; nginx's default of 1000 per connection closes them under
+	    # it, and a request racing that close fails for reasons unrelated
+	    # to deploys
+	    keepalive_requests 1000000;
 	    include $w/server.conf;
 	}
 	CONF
