@@ -85,4 +85,16 @@ func TestLocalChunks(t *testing.T) {
 			t.Errorf("chunk %x of a retired or imageless release indexed", m.Chunks[0].Hash[:4])
 		}
 	}
+	// the same live images serve as delta bases, by release id
+	_, bases := localImages(s, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	want := map[string]string{live.ReleaseID(): filepath.Join(root, "images", "aaaa.img"),
+		newer.ReleaseID(): filepath.Join(root, "images", "bbbb.img")}
+	if len(bases) != len(want) {
+		t.Errorf("bases %v, want %v", bases, want)
+	}
+	for id, path := range want {
+		if bases[id] != path {
+			t.Errorf("base %s: got %q, want %q", id, bases[id], path)
+		}
+	}
 }

@@ -161,9 +161,12 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 	img, man := in+".img", in+".manifest"
 	defer os.Remove(img) // staging renamed it, or it is not wanted
 	defer os.Remove(man)
-	local := localChunks(store, log)
+	local, bases := localImages(store, log)
 	res, err := multicast.Receive(ctx, conn, multicast.ReceiveOptions{
 		HostID: cfg.HostID, Out: img, Trusted: cfg.Keys, Skip: skip, Local: local.Lookup,
+		// a live release's image serves as the base of delta chunks; the
+		// receiver checks every chunk decoded against it like any other
+		BaseImage: func(id string) (string, bool) { p, ok := bases[id]; return p, ok },
 		// refuse, before receiving anything, an image the disk cannot hold
 		Accept: func(m *image.Manifest) error { return store.CheckSpace(m.ImageSize) },
 		Logf:   func(f string, a ...any) { log.Debug(fmt.Sprintf(f, a...)) },
@@ -191,11 +194,18 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 // It need not be trusted: the receiver checks every chunk it copies
 // against the new, signed manifest; an unreadable release is skipped.
 func localChunks(store *release.Store, log *slog.Logger) multicast.ChunkIndex {
-	x := multicast.ChunkIndex{}
+	x, _ := localImages(store, log)
+	return x
+}
+
+// localImages is localChunks plus each indexed image's path by release
+// id (from its manifest), for ReceiveOptions.BaseImage.
+func localImages(store *release.Store, log *slog.Logger) (multicast.ChunkIndex, map[string]string) {
+	x, bases := multicast.ChunkIndex{}, map[string]string{}
 	st, err := store.State()
 	if err != nil {
 		log.Warn("agent: no local chunks to reuse", "err", err)
-		return x
+		return x, bases
 	}
 	dir := filepath.Join(store.Root(), "images")
 	for _, e := range slices.Backward(st.History) {
@@ -212,8 +222,9 @@ func localChunks(store *release.Store, log *slog.Logger) multicast.ChunkIndex {
 			continue
 		}
 		x.Add(img, m)
+		bases[m.ReleaseID()] = img
 	}
-	return x
+	return x, bases
 }
 
 // controlLoop answers the sender's commands; it alone owns the handler.

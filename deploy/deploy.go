@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"slices"
@@ -59,10 +60,15 @@ type Options struct {
 	FECOverhead int
 	// RequirePct is the percentage of hosts (1 to 100) that must have
 	// staged the release for any host to switch; 100 means all.
-	RequirePct     int
-	Key            ed25519.PrivateKey
-	ImagePath      string
-	Manifest       *image.Manifest // signed with Key
+	RequirePct int
+	Key        ed25519.PrivateKey
+	ImagePath  string
+	Manifest   *image.Manifest // signed with Key
+	// Base and BaseImagePath are the image the hosts were last sent (its
+	// manifest and file), if known: chunks then go as deltas against it
+	// when every host holds it.
+	Base           *image.Manifest
+	BaseImagePath  string
 	StageTimeout   time.Duration
 	CommandTimeout time.Duration
 	Logf           func(format string, args ...any)
@@ -99,6 +105,7 @@ type Result struct {
 	ChunksZero   int               `json:"chunks_zero"`
 	ChunksReused int               `json:"chunks_reused"` // held by every host: not sent
 	ChunksSent   int               `json:"chunks_sent"`
+	ChunksDelta  int               `json:"chunks_delta"` // sent as deltas against the hosts' base image
 	TransferTime time.Duration     `json:"transfer_ns"`
 	StageTime    time.Duration     `json:"stage_ns"`
 	SwitchTime   time.Duration     `json:"switch_ns"`
@@ -106,6 +113,20 @@ type Result struct {
 	Outcome      Outcome           `json:"-"`
 	OutcomeText  string            `json:"outcome"`
 	hosts        map[string]*HostResult
+}
+
+// openBase opens the base image, if any; without it the deploy sends
+// plain chunks, so a missing base is logged, not an error.
+func (o *Options) openBase() (io.ReaderAt, func()) {
+	if o.Base == nil || o.BaseImagePath == "" {
+		return nil, func() {}
+	}
+	f, err := os.Open(o.BaseImagePath)
+	if err != nil {
+		o.logf("deploy: no delta chunks: %v", err)
+		return nil, func() {}
+	}
+	return f, func() { f.Close() }
 }
 
 // Run distributes, stages and switches one release.
@@ -135,10 +156,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := preflight(ctx, cmd, o.Hosts); err != nil {
 		return nil, err
 	}
+	base, closeBase := o.openBase()
+	defer closeBase()
 	start := time.Now()
 	rep, err := multicast.Send(ctx, data, multicast.SendOptions{
 		Group: o.Group, Manifest: o.Manifest, Image: img, Rate: o.Rate, Hosts: o.Hosts,
 		Wait: o.Wait, MinHosts: o.MinHosts, FECOverhead: o.FECOverhead, Logf: o.Logf,
+		Base: o.Base, BaseImage: base,
 		Progress: func(p multicast.SendProgress) { o.progress(Progress{Phase: "transfer", Transfer: p}) },
 	})
 	res.TransferTime = time.Since(start)
@@ -147,6 +171,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	res.Transfer, res.WireBytes = rep, rep.Bytes
 	res.ChunksTotal, res.ChunksZero, res.ChunksReused, res.ChunksSent = rep.ChunksTotal, rep.ChunksZero, rep.ChunksReused, rep.ChunksSent
+	res.ChunksDelta = rep.DeltaChunks
 	transferred := res.fromTransfer(rep)
 	cmd.Addrs = res.addrs()
 	start = time.Now()

@@ -74,10 +74,17 @@ func TestDeltaDeploy(t *testing.T) {
 	if reused == 0 || sent == 0 || sent >= total-zero {
 		t.Errorf("D: %d reused, %d sent of %d non-zero chunks; want most reused and few sent", reused, sent, total-zero)
 	}
+	// every host holds C, the base of D: changed chunks go as deltas against it
+	if d := deltaLine.FindStringSubmatch(out); d == nil || atoi(d[1]) == 0 {
+		t.Errorf("D: no chunk sent as a delta against C:\n%s", out)
+	}
 	checkServesTree(t, c, tree, "D")
 }
 
-var chunkLine = regexp.MustCompile(`chunks (\d+): (\d+) all-zero, (\d+) reused from the hosts' own images, (\d+) sent`)
+var (
+	chunkLine = regexp.MustCompile(`chunks (\d+): (\d+) all-zero, (\d+) reused from the hosts' own images, (\d+) sent`)
+	deltaLine = regexp.MustCompile(`\((\d+) as deltas\)`)
+)
 
 func atoi(s string) int {
 	n, _ := strconv.Atoi(s)

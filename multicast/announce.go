@@ -11,7 +11,10 @@ import (
 const announceFixedLen = 77
 
 // Announce flags.
-const announceClosed = 1 // closed group: only the listed hosts are waited for
+const (
+	announceClosed = 1 // closed group: only the listed hosts are waited for
+	announceBase   = 2 // a base release id follows the host list
+)
 
 // Announce opens a session; the sender multicasts it repeatedly. The host
 // list is paged: each ANNOUNCE carries hosts [First, First+len(Hosts)) of
@@ -22,6 +25,7 @@ const announceClosed = 1 // closed group: only the listed hosts are waited for
 //	60 symbol size u16      62 block symbols u8      63 flags u8
 //	64 rate bit/s u64       72 hosts total u16       74 first host u16
 //	76 host count u8        77 hosts: len u8 + id, repeated
+//	   then, with flag 2: base release id [8]
 type Announce struct {
 	ReleaseID      [8]byte
 	ManifestDigest [32]byte
@@ -36,6 +40,9 @@ type Announce struct {
 	HostsTotal     uint16
 	HostsFirst     uint16
 	Hosts          []string
+	// BaseID is the release chunks may be sent as deltas against (the
+	// hosts' previous image); all zero: none.
+	BaseID [8]byte
 }
 
 func (*Announce) Type() Type { return TypeAnnounce }
@@ -55,6 +62,9 @@ func (a *Announce) AppendBinary(b []byte) ([]byte, error) {
 	if a.Closed {
 		fl |= announceClosed
 	}
+	if a.BaseID != ([8]byte{}) {
+		fl |= announceBase
+	}
 	b = append(b, a.BlockSymbols, fl)
 	b = binary.BigEndian.AppendUint64(b, a.Rate)
 	b = binary.BigEndian.AppendUint16(b, a.HostsTotal)
@@ -65,6 +75,9 @@ func (a *Announce) AppendBinary(b []byte) ([]byte, error) {
 		if b, err = appendStr8(b, "host id", h, MaxHostID); err != nil {
 			return b, err
 		}
+	}
+	if fl&announceBase != 0 {
+		b = append(b, a.BaseID[:]...)
 	}
 	return b, nil
 }
@@ -102,7 +115,7 @@ func parseAnnounce(b []byte) (*Announce, error) {
 	a.SymbolSize = r.u16()
 	a.BlockSymbols = r.u8()
 	fl := r.u8()
-	r.check(fl&^announceClosed == 0, "announce flags %#x", fl)
+	r.check(fl&^(announceClosed|announceBase) == 0, "announce flags %#x", fl)
 	a.Closed = fl&announceClosed != 0
 	a.Rate = r.u64()
 	a.HostsTotal = r.u16()
@@ -111,6 +124,10 @@ func parseAnnounce(b []byte) (*Announce, error) {
 	r.check(n <= MaxAnnounceHosts, "%d hosts in one announce, more than %d", n, MaxAnnounceHosts)
 	for i := 0; i < n && r.err == nil; i++ {
 		a.Hosts = append(a.Hosts, r.str8("host id", MaxHostID))
+	}
+	if fl&announceBase != 0 {
+		copy(a.BaseID[:], r.take(8))
+		r.check(a.BaseID != [8]byte{}, "announce base release id all zero")
 	}
 	if err := r.done(); err != nil {
 		return nil, err

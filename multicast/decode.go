@@ -23,6 +23,7 @@ const maxDecoders = 4
 type decodeJob struct {
 	chunk  int
 	clen   uint32
+	delta  bool         // decode against the base image's chunk at this index
 	blocks []blockState // read-only while the chunk is pending
 }
 
@@ -44,6 +45,8 @@ type decoder struct {
 	coder      coder
 	zd         *zstd.Decoder
 	comp, raw  []byte
+	base       *baseFile
+	dict       []byte // base chunk buffer, allocated at the first delta
 }
 
 func newDecoder(st *store) (*decoder, error) {
@@ -53,7 +56,7 @@ func newDecoder(st *store) (*decoder, error) {
 		return nil, fmt.Errorf("multicast: zstd decoder: %w", err)
 	}
 	return &decoder{m: st.m, symSize: st.symSize, k: st.k, slots: st.slots, file: st.file, spool: st.spool, zd: zd,
-		raw: make([]byte, 0, st.m.ChunkSize)}, nil
+		raw: make([]byte, 0, st.m.ChunkSize), base: st.base}, nil
 }
 
 // decoders returns how many decoders to run.
@@ -105,11 +108,31 @@ func (d *decoder) decode(j decodeJob) ([]byte, error) {
 			d.comp = append(d.comp, sh...)
 		}
 	}
-	raw, err := d.zd.DecodeAll(d.comp[:j.clen], d.raw[:0])
+	raw, err := d.decompress(j)
 	if err != nil {
 		return nil, fmt.Errorf("decompress: %w", err)
 	}
 	return raw, nil
+}
+
+// decompress inflates a chunk's compressed bytes, a delta against the
+// base image's chunk at its index. Either way the caller checks the
+// result against the manifest: the base is never trusted.
+func (d *decoder) decompress(j decodeJob) ([]byte, error) {
+	if !j.delta {
+		return d.zd.DecodeAll(d.comp[:j.clen], d.raw[:0])
+	}
+	if d.base == nil {
+		return nil, errors.New("delta chunk without a base image")
+	}
+	if d.dict == nil {
+		d.dict = make([]byte, d.m.ChunkSize)
+	}
+	dict, err := d.base.chunk(j.chunk, d.m.ChunkSize, d.dict)
+	if err != nil {
+		return nil, err
+	}
+	return decodeDelta(d.comp[:j.clen], dict, d.raw[:0], d.m.ChunkSize)
 }
 
 // readBlock returns block b's k data shards.

@@ -56,6 +56,26 @@
 // joins later asks for what it lacks as whole chunks. A host that holds
 // every chunk registers, verifies and completes without any data.
 //
+// # Deltas
+//
+// A sender given [SendOptions].Base and BaseImage (the hosts' previous
+// image) names that release in ANNOUNCE; a receiver whose
+// [ReceiveOptions].BaseImage finds it says so in REGISTER. When
+// registration closes and every registered host holds the base, each chunk
+// to send that the base holds (same index, non-zero there, and matching the
+// base manifest at the sender) goes as a delta: zstd-compressed with the
+// base chunk at that index as raw dictionary, its symbols flagged delta. A
+// group with any host lacking the base gets plain chunks only. A receiver
+// decodes a delta against its own base image's chunk and checks the result
+// against the manifest like any chunk: the base is never trusted. A delta
+// that fails (a corrupt base) is forgotten and not taken again; the host
+// asks for the chunk whole, and a chunk asked for whole after the first
+// pass is sent plain from then on, so the host gets it. A host that joins
+// late without the base ignores delta symbols and asks for those chunks
+// whole the same way: it completes in the same session, at the cost of
+// plain resends. A host restarted mid-session does likewise if it no
+// longer finds the base.
+//
 // # Joining
 //
 // A receiver tries the first session announced (or the one it was told
@@ -96,7 +116,8 @@
 // session's state; chunk decoding (Reed-Solomon, zstd with bounded window
 // and output, SHA-256, pwrite) runs on up to four decoder goroutines fed by
 // the loop, so the loop keeps answering the sender. Receiver memory is the
-// decoders' buffers (about three chunks each) plus ~100 bytes per FEC block
+// decoders' buffers (about three chunks each, four with a base chunk for
+// deltas, whose zstd window is capped at twice the chunk size) plus ~100 bytes per FEC block
 // of chunks begun but not finished: symbols wait in a sparse spool file
 // until their chunk decodes, then the spool range is punched out. The
 // whole-image hash is computed in order as chunks land, not in a final
@@ -128,9 +149,11 @@
 //	 60 symbol size u16     62 block symbols u8       63 flags u8 (1: closed group)
 //	 64 rate bit/s u64      72 hosts total u16        74 first host u16
 //	 76 host count u8 (≤16) 77 host ids: str8 each (a page of the closed group)
+//	  then, with flag 2 (base): base release id [8] (not all zero)
 //
 //	REGISTER  (host → sender; echoed back as the acknowledgement)
-//	  host id str8 | flags u8 (1: need manifest) | range count u16 (≤160)
+//	  host id str8 | flags u8 (1: need manifest, 2: holds the base)
+//	  | range count u16 (≤160)
 //	  | ranges, ascending and disjoint: first chunk u32, count u32
 //	    (chunks already held; empty with need manifest)
 //
@@ -139,8 +162,9 @@
 //
 //	DATA, REPAIR  (sender → group)
 //	  0 chunk u32   4 compressed length u32   8 block u16   10 index u8
-//	 11 reserved u8  12 payload length u16    14 payload
+//	 11 flags u8     12 payload length u16    14 payload
 //	  index < the block's data count: a data symbol; above: parity shard index
+//	  flags 1: delta (the chunk's bytes are zstd against the base chunk)
 //
 //	STATUS  (sender → group)
 //	  0 round u32

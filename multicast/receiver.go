@@ -68,7 +68,13 @@ type ReceiveOptions struct {
 	// get there is copied into the partial image and checked against the
 	// manifest, and REGISTER tells the sender not to send it.
 	Local LocalFunc
-	Logf  func(format string, args ...any)
+	// BaseImage, if set, finds the image of a release the host holds (e.g.
+	// its previous one) by release id. When a session announces a base the
+	// host holds, REGISTER says so, and chunks sent as deltas are decoded
+	// against that image's chunk at the same index, then checked against
+	// the manifest like any other.
+	BaseImage func(releaseID string) (path string, ok bool)
+	Logf      func(format string, args ...any)
 }
 
 // Result describes a received image.
@@ -329,7 +335,7 @@ func (r *receiver) register(now time.Time) {
 		return
 	}
 	r.lastReg = now
-	r.send(&Register{Host: r.opts.HostID, NeedManifest: r.st == nil, Have: r.have})
+	r.send(&Register{Host: r.opts.HostID, NeedManifest: r.st == nil, HasBase: r.st != nil && r.st.base != nil, Have: r.have})
 }
 
 func (r *receiver) send(m Message) {

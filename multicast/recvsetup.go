@@ -107,6 +107,9 @@ func (r *receiver) open(m *image.Manifest) error {
 		return fmt.Errorf("multicast: %w", err)
 	}
 	r.st = newStore(m, r.ann, f, spool)
+	if r.ann.BaseID != ([8]byte{}) {
+		r.st.base = openBase(r.opts.BaseImage, hex.EncodeToString(r.ann.BaseID[:]))
+	}
 	r.res.Manifest, r.res.ReleaseID = m, m.ReleaseID()
 	if err := r.prepare(m); err != nil {
 		return err
@@ -158,6 +161,7 @@ func (r *receiver) closeFiles() {
 	}
 	r.st.file.Close()
 	r.st.spool.Close()
+	r.st.base.close()
 	os.Remove(r.opts.Out + ".spool")
 }
 

@@ -6,7 +6,10 @@ import (
 )
 
 // Register flags.
-const registerNeedManifest = 1 // the host lacks the manifest; please resend it
+const (
+	registerNeedManifest = 1 // the host lacks the manifest; please resend it
+	registerHasBase      = 2 // the host holds the announced base image
+)
 
 // Range is a run of chunks [First, First+Count).
 type Range struct{ First, Count uint32 }
@@ -20,6 +23,7 @@ type Range struct{ First, Count uint32 }
 type Register struct {
 	Host         string
 	NeedManifest bool
+	HasBase      bool    // holds the announced base release's image: can decode deltas
 	Have         []Range // chunks the host already holds: ascending, disjoint
 }
 
@@ -39,6 +43,9 @@ func (m *Register) AppendBinary(b []byte) ([]byte, error) {
 	var fl byte
 	if m.NeedManifest {
 		fl |= registerNeedManifest
+	}
+	if m.HasBase {
+		fl |= registerHasBase
 	}
 	b = append(b, fl)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Have)))
@@ -67,8 +74,9 @@ func parseRegister(b []byte) (*Register, error) {
 	r := reader{b: b}
 	m := &Register{Host: r.str8("host id", MaxHostID)}
 	fl := r.u8()
-	r.check(fl&^registerNeedManifest == 0, "register flags %#x", fl)
+	r.check(fl&^(registerNeedManifest|registerHasBase) == 0, "register flags %#x", fl)
 	m.NeedManifest = fl&registerNeedManifest != 0
+	m.HasBase = fl&registerHasBase != 0
 	n := int(r.u16())
 	r.check(n <= MaxRegisterRanges, "%d ranges in register, more than %d", n, MaxRegisterRanges)
 	m.Have = readRanges(&r, n)

@@ -51,6 +51,7 @@ type Report struct {
 	ChunksZero    int   // all-zero chunks: never sent, holes at the hosts
 	ChunksReused  int   // non-zero chunks every registered host held: left out of the first pass
 	ChunksSent    int   // distinct chunks whose data went on the wire (first pass and whole resends)
+	DeltaChunks   int   // chunks sent in the first pass as deltas against the hosts' base image
 	Ignored       int64 // received packets malformed, foreign or out of place
 }
 

@@ -64,7 +64,14 @@ type SendOptions struct {
 	HostTimeout  time.Duration   // drop a host silent this long (default DefaultHostTimeout)
 	SymbolSize   int             // default DefaultSymbolSize
 	BlockSymbols int             // default DefaultBlockSymbols
-	Logf         func(format string, args ...any)
+	// Base and BaseImage are the hosts' previous image (its manifest and
+	// bytes), if any. The ANNOUNCE names it; when every registered host
+	// holds it, each chunk the base also holds goes zstd-compressed
+	// against the base chunk at its index (a delta). Ignored unless both
+	// are set and the base is chunked like Manifest.
+	Base      *image.Manifest
+	BaseImage io.ReaderAt
+	Logf      func(format string, args ...any)
 	// Progress, if set, is called by the session goroutine at phase
 	// changes and at most every progressEvery between them; it must
 	// return quickly.
@@ -159,7 +166,8 @@ type sender struct {
 	wantMan  bool
 	err      error
 	stats    Report
-	sent     chunkSet // chunks whose data went out at least once
+	sent     chunkSet   // chunks whose data went out at least once
+	base     *deltaBase // the announced base; nil: none
 	prog     SendProgress
 	progAt   time.Time       // last Progress call
 	pre      chan compressed // first-pass chunks compressed ahead; nil when not running
@@ -180,6 +188,7 @@ func newSender(conn Conn, o SendOptions) (*sender, error) {
 		return nil, err
 	}
 	s := &sender{opts: o, conn: conn, manifest: mb, src: src, hosts: map[string]*host{}, list: slices.Clone(o.Hosts)}
+	s.base = newDeltaBase(o.Manifest, o.Base, o.BaseImage)
 	s.ann = s.baseAnnounce()
 	for _, id := range o.Hosts {
 		s.hosts[id] = &host{id: id, member: true}
@@ -200,6 +209,9 @@ func (s *sender) baseAnnounce() Announce {
 		Closed: len(s.opts.Hosts) > 0, Rate: uint64(s.opts.Rate), HostsTotal: uint16(len(s.opts.Hosts)),
 	}
 	hex.Decode(a.ReleaseID[:], []byte(m.ReleaseID()))
+	if s.base != nil {
+		hex.Decode(a.BaseID[:], []byte(s.base.m.ReleaseID()))
+	}
 	return a
 }
 
@@ -355,8 +367,11 @@ func (s *sender) startTransfer(now time.Time) {
 		}
 	}
 	s.phase = phaseSend
-	s.opts.Logf("session %08x: sending %d chunks to %d hosts (%d held by every host, %d all zero)",
-		s.opts.Session, len(s.jobs), s.live(), s.stats.ChunksReused, s.stats.ChunksZero)
+	if s.allHoldBase() {
+		s.src.base = s.base
+	}
+	s.opts.Logf("session %08x: sending %d chunks to %d hosts (%d held by every host, %d all zero, deltas: %v)",
+		s.opts.Session, len(s.jobs), s.live(), s.stats.ChunksReused, s.stats.ChunksZero, s.src.base != nil)
 	s.startPrefetch()
 }
 
@@ -371,9 +386,28 @@ func (s *sender) startPrefetch() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		prefetch(ctx, s.opts.Image, s.opts.Manifest, chunks, s.pre)
+		prefetch(ctx, s.opts.Image, s.opts.Manifest, s.src.base, chunks, s.pre)
 	}()
 	s.stopPrefetch = func() { cancel(); <-done }
+}
+
+// allHoldBase reports whether there is a base and every registered host
+// still expected to finish holds it: one host lacking it means plain
+// chunks for the whole group.
+func (s *sender) allHoldBase() bool {
+	if s.base == nil {
+		return false
+	}
+	n := 0
+	for _, h := range s.hosts {
+		if h.active() {
+			if !h.hasBase {
+				return false
+			}
+			n++
+		}
+	}
+	return n > 0
 }
 
 // live counts members still expected to finish.

@@ -16,6 +16,7 @@ type host struct {
 	member     bool // closed group: listed; open group: registered
 	registered bool
 	have       []Range // chunks it held when it registered (ascending, disjoint)
+	hasBase    bool    // it holds the announced base image
 	complete   bool
 	failed     string    // the host's own reason for giving up
 	dropped    string    // why the sender gave up on it
@@ -80,7 +81,7 @@ func (s *sender) onRegister(m *Register, from net.Addr, now time.Time) {
 	if !h.registered || h.dropped != "" {
 		s.opts.Logf("session %08x: host %s registered from %v", s.opts.Session, h.id, from)
 	}
-	h.registered, h.dropped, h.have = true, "", m.Have
+	h.registered, h.dropped, h.have, h.hasBase = true, "", m.Have, m.HasBase
 	s.reply(&Register{Host: h.id}, from)
 }
 

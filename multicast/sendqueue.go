@@ -54,16 +54,23 @@ func (s *sender) refill(now time.Time) bool {
 
 // expand queues the DATA or REPAIR packets of one job.
 func (s *sender) expand(j repairJob) error {
-	data, err := s.chunk(j)
+	if j.whole && s.round > 0 && s.src.isDelta(j.chunk) {
+		s.src.forcePlain(j.chunk) // asked for whole again: a host cannot use the delta
+	}
+	e, err := s.chunk(j)
 	if err != nil {
 		return err
 	}
+	data := e.data
 	l := newLayout(len(data), s.opts.SymbolSize, s.opts.BlockSymbols)
 	if !j.whole {
-		return s.queueParity(j.chunk, data, l, j.block, j.from, j.to)
+		return s.queueParity(j.chunk, e, l, j.block, j.from, j.to)
 	}
 	if s.round == 0 {
 		s.stats.PayloadBytes += int64(len(data))
+		if e.delta {
+			s.stats.DeltaChunks++
+		}
 		_, n := s.opts.Manifest.ChunkRange(int(j.chunk))
 		s.prog.DataQueued += int64(n)
 	}
@@ -74,10 +81,10 @@ func (s *sender) expand(j repairJob) error {
 	for b := range l.blocks {
 		shards := symbols(data, l, b, s.opts.SymbolSize)
 		for i, sh := range shards {
-			s.queueSymbol(&Symbol{Chunk: j.chunk, Compressed: uint32(len(data)), Block: uint16(b), Index: uint8(i), Payload: sh})
+			s.queueSymbol(&Symbol{Chunk: j.chunk, Compressed: uint32(len(data)), Block: uint16(b), Index: uint8(i), Delta: e.delta, Payload: sh})
 		}
 		if p := s.proactive(len(shards)); p > 0 {
-			if err := s.queueParity(j.chunk, data, l, uint16(b), len(shards), len(shards)+p); err != nil {
+			if err := s.queueParity(j.chunk, e, l, uint16(b), len(shards), len(shards)+p); err != nil {
 				return err
 			}
 		}
@@ -88,29 +95,30 @@ func (s *sender) expand(j repairJob) error {
 // chunk returns a job's compressed chunk: in the first pass from the
 // prefetcher, which compresses in the same order, otherwise from the
 // source (cached or compressed now).
-func (s *sender) chunk(j repairJob) ([]byte, error) {
+func (s *sender) chunk(j repairJob) (encoded, error) {
 	if s.round == 0 && j.whole && s.pre != nil {
 		if c, ok := <-s.pre; ok && c.chunk == j.chunk {
 			if c.err == nil {
-				s.src.put(c.chunk, c.data)
+				s.src.put(c.chunk, c.encoded)
 			}
-			return c.data, c.err
+			return c.encoded, c.err
 		}
 		s.pre = nil // out of step or stopped: compress in the loop from now on
 	}
 	return s.src.chunk(j.chunk)
 }
 
-func (s *sender) queueParity(chunk uint32, data []byte, l layout, block uint16, from, to int) error {
+func (s *sender) queueParity(chunk uint32, e encoded, l layout, block uint16, from, to int) error {
 	if int(block) >= l.blocks {
 		return fmt.Errorf("multicast: chunk %d has no block %d", chunk, block)
 	}
+	data := e.data
 	par, err := s.coder.parity(symbols(data, l, int(block), s.opts.SymbolSize), from, to)
 	if err != nil {
 		return fmt.Errorf("multicast: chunk %d block %d: %w", chunk, block, err)
 	}
 	for i, sh := range par {
-		s.queueSymbol(&Symbol{Repair: true, Chunk: chunk, Compressed: uint32(len(data)), Block: block, Index: uint8(from + i), Payload: sh})
+		s.queueSymbol(&Symbol{Repair: true, Chunk: chunk, Compressed: uint32(len(data)), Block: block, Index: uint8(from + i), Delta: e.delta, Payload: sh})
 	}
 	return nil
 }

@@ -35,11 +35,14 @@ type store struct {
 	ready      []int // chunks whose every block can be decoded, not yet handed to a decoder
 	bad        int   // chunks that failed their check and were asked again
 	hash       imageHash
+	base       *baseFile // the announced base image; nil: deltas are ignored
+	deltaBad   chunkSet  // chunks whose delta failed: only a plain copy is taken
 }
 
 type chunkState struct {
 	done    bool
 	pending bool   // handed to a decoder; its blocks no longer change
+	delta   bool   // its symbols are of the delta encoding
 	clen    uint32 // compressed length; 0 until a first symbol names it
 	blocks  []blockState
 	ready   int // blocks holding enough symbols to decode
@@ -58,7 +61,7 @@ func maxCompressed(chunkSize uint32) int { return int(chunkSize) + int(chunkSize
 
 func newStore(m *image.Manifest, ann *Announce, file, spool *os.File) *store {
 	st := &store{m: m, symSize: int(ann.SymbolSize), k: int(ann.BlockSymbols), file: file, spool: spool,
-		chunks: make([]chunkState, len(m.Chunks))}
+		chunks: make([]chunkState, len(m.Chunks)), deltaBad: make(chunkSet, (len(m.Chunks)+63)/64)}
 	st.slots = int64((maxCompressed(m.ChunkSize) + st.symSize - 1) / st.symSize)
 	for i, c := range m.Chunks {
 		st.chunks[i].done = c.Zero
@@ -79,15 +82,21 @@ func (st *store) add(s *Symbol) error {
 	if cs.done || cs.pending {
 		return nil
 	}
+	if s.Delta && (st.base == nil || st.deltaBad.has(s.Chunk)) {
+		return nil // cannot use it: the NACK asks for the chunk whole, which the sender then sends plain
+	}
+	if cs.clen != 0 && cs.delta && !s.Delta {
+		*cs = chunkState{} // the sender switched this chunk to plain: start over with it
+	}
 	if cs.clen == 0 {
 		if s.Compressed == 0 || int(s.Compressed) > maxCompressed(st.m.ChunkSize) {
 			return fmt.Errorf("%w: chunk %d compressed to %d", errBadSymbol, s.Chunk, s.Compressed)
 		}
-		cs.clen = s.Compressed
+		cs.clen, cs.delta = s.Compressed, s.Delta
 		cs.blocks = make([]blockState, newLayout(int(cs.clen), st.symSize, st.k).blocks)
 	}
 	l := newLayout(int(cs.clen), st.symSize, st.k)
-	if s.Compressed != cs.clen || int(s.Block) >= l.blocks {
+	if s.Compressed != cs.clen || s.Delta != cs.delta || int(s.Block) >= l.blocks {
 		return fmt.Errorf("%w: chunk %d block %d, length %d (have %d)", errBadSymbol, s.Chunk, s.Block, s.Compressed, cs.clen)
 	}
 	return st.addToBlock(s, cs, l)
@@ -118,7 +127,8 @@ func (st *store) addToBlock(s *Symbol, cs *chunkState, l layout) error {
 // job describes ready chunk i to a decoder. The blocks it references do
 // not change while the chunk is pending.
 func (st *store) job(i int) decodeJob {
-	return decodeJob{chunk: i, clen: st.chunks[i].clen, blocks: st.chunks[i].blocks}
+	cs := &st.chunks[i]
+	return decodeJob{chunk: i, clen: cs.clen, delta: cs.delta, blocks: cs.blocks}
 }
 
 // decoded records a decoder's verdict on chunk i: written, or forgotten
@@ -131,6 +141,9 @@ func (st *store) decoded(i int, err error) error {
 		return st.advance()
 	case errors.Is(err, errChunkRetry):
 		st.bad++
+		if st.chunks[i].delta {
+			st.deltaBad.addRange(uint32(i), uint32(i)+1)
+		}
 		st.chunks[i] = chunkState{}
 	default:
 		return err

@@ -30,6 +30,13 @@ func samples() []Message {
 		&Complete{Host: "web1", Status: CompleteFailed, Reason: "disk full"},
 		&Abort{Reason: "cancelled"},
 		&Register{Host: "web2", Have: []Range{{First: 0, Count: 5}, {First: 9, Count: 3}, {First: 12, Count: 1}}},
+		&Announce{
+			ReleaseID: [8]byte{1, 2, 3, 4, 5, 6, 7, 8}, ManifestDigest: [32]byte{0xaa, 31: 0xbb},
+			ManifestSize: 1000, ImageSize: 3 << 20, ChunkSize: 1 << 20, ChunkCount: 3,
+			SymbolSize: 1408, BlockSymbols: 64, Rate: 900e6, BaseID: [8]byte{9, 9, 9, 9, 9, 9, 9, 9},
+		},
+		&Register{Host: "web3", HasBase: true, Have: []Range{{First: 1, Count: 1}}},
+		&Symbol{Chunk: 7, Compressed: 500, Block: 0, Index: 2, Delta: true, Payload: []byte{5}},
 	}
 }
 
@@ -57,6 +64,11 @@ var golden = []string{
 	"4c434d43010800000102030400000008" + "0477656231" + "01" + "096469736b2066756c6c",
 	"4c434d43010900000102030400000009" + "0963616e63656c6c6564",
 	"4c434d4301020000010203040000000a" + "0477656232" + "00" + "0003" + "0000000000000005" + "0000000900000003" + "0000000c00000001",
+	"4c434d4301010000010203040000000b" + "0102030405060708" + "aa" + strings.Repeat("00", 30) + "bb" +
+		"000003e8" + "0000000000300000" + "00100000" + "00000003" + "0580" + "40" + "02" +
+		"0000000035a4e900" + "0000" + "0000" + "00" + "0909090909090909",
+	"4c434d4301020000010203040000000c" + "0477656233" + "02" + "0001" + "0000000100000001",
+	"4c434d4301040000010203040000000d" + "00000007000001f400000201" + "000105",
 }
 
 func TestGolden(t *testing.T) {

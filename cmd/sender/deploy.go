@@ -268,7 +268,23 @@ func buildForDeploy(c *cli.Context, o *deploy.Options, src string) error {
 		o.Logf("deploy: base %s: %s", base, describeBase(res.Base))
 	}
 	o.ImagePath, o.Manifest = final, res.Manifest
+	setDeltaBase(o, base)
 	return nil
+}
+
+// setDeltaBase names the last deployed image (held by the hosts that took
+// it) as the base changed chunks are sent as deltas against; without its
+// manifest chunks go plain.
+func setDeltaBase(o *deploy.Options, base string) {
+	if base == "" {
+		return
+	}
+	m, err := image.ReadManifestFile(base + ".manifest")
+	if err != nil {
+		o.Logf("deploy: no delta chunks: %v", err)
+		return
+	}
+	o.Base, o.BaseImagePath = m, base
 }
 
 // recordBase remembers the image just deployed as the group's next base.
@@ -374,6 +390,9 @@ func printDryRun(w io.Writer, o *deploy.Options, rate string) {
 	fmt.Fprintf(w, "dry run: would deploy release %s (%s, %d chunks, %d all-zero not sent)\n", o.Manifest.ReleaseID(),
 		cliutil.HumanBytes(o.Manifest.ImageSize), len(o.Manifest.Chunks), zero)
 	fmt.Fprintf(w, "  to      %s on %s (control %s:%d) at %s bit/s\n", hosts, o.Group, o.Group.IP, o.Group.Port+1, rate)
+	if o.Base != nil {
+		fmt.Fprintf(w, "  deltas  against release %s, if every host holds it\n", o.Base.ReleaseID())
+	}
 	fmt.Fprintf(w, "  switch  when %d%% of hosts staged it\n  nothing was sent\n", o.RequirePct)
 }
 
@@ -397,8 +416,8 @@ func printDeploy(w io.Writer, r *deploy.Result, asJSON bool) {
 		}
 	}
 	fmt.Fprintf(w, "release %s: %s (%d/%d hosts active)\n", r.ReleaseID, r.Outcome, active, len(r.Hosts))
-	fmt.Fprintf(w, "chunks %d: %d all-zero, %d reused from the hosts' own images, %d sent\n",
-		r.ChunksTotal, r.ChunksZero, r.ChunksReused, r.ChunksSent)
+	fmt.Fprintf(w, "chunks %d: %d all-zero, %d reused from the hosts' own images, %d sent (%d as deltas)\n",
+		r.ChunksTotal, r.ChunksZero, r.ChunksReused, r.ChunksSent, r.ChunksDelta)
 	fmt.Fprintf(w, "wire %s; transfer %s, stage %s, switch %s\n", cliutil.HumanBytes(r.WireBytes),
 		r.TransferTime.Round(time.Millisecond), r.StageTime.Round(time.Millisecond), r.SwitchTime.Round(time.Millisecond))
 }

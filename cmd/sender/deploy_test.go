@@ -90,8 +90,12 @@ func TestBuildsOnRecordedBase(t *testing.T) {
 	os.WriteFile(lastBuildPath(state, group), []byte(first[0]+"\n"), 0o644) // as a deploy records it
 	for i := range 3 {
 		os.WriteFile(filepath.Join(src, "new.php"), []byte(strings.Repeat("x", i+1)), 0o644)
-		if out := dry(); !strings.Contains(out, "layout kept") {
+		out := dry()
+		if !strings.Contains(out, "layout kept") {
 			t.Errorf("build %d did not keep the recorded base's layout:\n%s", i+2, out)
+		}
+		if !strings.Contains(out, "deltas  against release") {
+			t.Errorf("build %d: dry run names no delta base:\n%s", i+2, out)
 		}
 	}
 	imgs, _ := filepath.Glob(filepath.Join(state, "images", "*", "*.img"))

@@ -1,0 +1,217 @@
+package multicast
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/loopcast/loopcast/image"
+	"golang.org/x/sync/errgroup"
+)
+
+// deltaChanged are the test image's chunks the new image changes one
+// 4 KiB block of: random (0, 4, 8) and text (1, 5) chunks, which the base
+// holds, and an all-zero one (2), which it does not.
+var deltaChanged = []int{0, 1, 2, 4, 5, 8}
+
+// deltaCovered counts the changed chunks the base holds (non-zero there).
+const deltaCovered = 5
+
+// deltaSession turns a test session into a delta deploy: the test image
+// becomes the base, and the session sends a copy of it with one 4 KiB
+// block rewritten in each of deltaChanged. withBase says whether the
+// sender is given the base.
+func deltaSession(t *testing.T, withBase bool) (ts *testSession, base *image.Manifest, basePath string) {
+	ts = newTestSession(t, nil)
+	base, basePath = ts.m, ts.img
+	b, err := os.ReadFile(basePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, i := range deltaChanged {
+		off := i*testChunk + (n%4)*8192
+		copy(b[off:off+4096], strings.Repeat(fmt.Sprintf("patched block %d of a changed file. ", n), 4096/30+1))
+	}
+	ts.img = filepath.Join(t.TempDir(), "new.img")
+	if err := os.WriteFile(ts.img, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := image.HashFile(context.Background(), ts.img, testChunk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Label = "test"
+	m.Sign(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, ed25519.SeedSize)))
+	ts.m, ts.send.Manifest = m, m
+	if withBase {
+		f, err := os.Open(basePath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		ts.send.Base, ts.send.BaseImage = base, f
+	}
+	return ts, base, basePath
+}
+
+// hostBase gives host h its own copy of the base image (corrupted by
+// corrupt, if set) as BaseImage and as the local chunk index, as an agent
+// does with its live release.
+func hostBase(t *testing.T, ts *testSession, base *image.Manifest, basePath, h string, o *ReceiveOptions, corrupt func([]byte)) {
+	b, err := os.ReadFile(basePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if corrupt != nil {
+		corrupt(b)
+	}
+	path := filepath.Join(ts.dir, h+".base.img")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	x := ChunkIndex{}
+	x.Add(path, base)
+	o.Local = x.Lookup
+	o.BaseImage = func(id string) (string, bool) { return path, id == base.ReleaseID() }
+}
+
+// runDelta runs one session to hosts, each holding the base unless
+// lacking says otherwise, and checks every host ends on the new image.
+func runDelta(t *testing.T, ts *testSession, base *image.Manifest, basePath string, hosts []string,
+	lacking map[string]bool, corrupt map[string]func([]byte)) map[string]*Result {
+	ts.send.Hosts = hosts
+	res, errs := ts.run(context.Background(), hosts, func(h string, o *ReceiveOptions) {
+		if !lacking[h] {
+			hostBase(t, ts, base, basePath, h, o, corrupt[h])
+		}
+	})
+	for _, h := range hosts {
+		if errs[h] != nil {
+			t.Fatalf("%s: %v", h, errs[h])
+		}
+		ts.checkImage(h)
+	}
+	if done, all := ts.report.Completed(); done != len(hosts) || all != len(hosts) {
+		t.Errorf("report: %d of %d complete: %+v", done, all, ts.report.Hosts)
+	}
+	if len(lacking) == 0 && ts.report.ChunksSent != len(deltaChanged) {
+		t.Errorf("report: %d chunks sent, want the %d changed", ts.report.ChunksSent, len(deltaChanged))
+	}
+	return res
+}
+
+// Hosts holding the base get the changed chunks as deltas against it: a
+// small fraction of the bytes of sending them plain.
+func TestDeltaChunks(t *testing.T) {
+	hosts := []string{"d1", "d2", "d3"}
+	ts, base, basePath := deltaSession(t, false)
+	runDelta(t, ts, base, basePath, hosts, nil, nil)
+	plain := ts.report
+	if plain.DeltaChunks != 0 {
+		t.Errorf("without a base: %d delta chunks, want 0", plain.DeltaChunks)
+	}
+	ts, base, basePath = deltaSession(t, true)
+	runDelta(t, ts, base, basePath, hosts, nil, nil)
+	delta := ts.report
+	if delta.DeltaChunks != deltaCovered {
+		t.Errorf("%d delta chunks, want %d", delta.DeltaChunks, deltaCovered)
+	}
+	t.Logf("bytes on the wire: plain %d (payload %d), delta %d (payload %d)", plain.Bytes, plain.PayloadBytes, delta.Bytes, delta.PayloadBytes)
+	if delta.Bytes*10 >= plain.Bytes {
+		t.Errorf("delta session sent %d bytes, want under a tenth of plain's %d", delta.Bytes, plain.Bytes)
+	}
+}
+
+// One registered host lacking the base (a wiped host: no base, no local
+// chunks) makes the whole session plain.
+func TestDeltaHostLacksBase(t *testing.T) {
+	ts, base, basePath := deltaSession(t, true)
+	runDelta(t, ts, base, basePath, []string{"d1", "d2", "nobase"}, map[string]bool{"nobase": true}, nil)
+	if ts.report.DeltaChunks != 0 {
+		t.Errorf("%d delta chunks with a host lacking the base, want 0", ts.report.DeltaChunks)
+	}
+}
+
+// A host whose base chunk is corrupt decodes a wrong chunk, which fails
+// its hash check; it asks for the chunk again and gets it plain.
+func TestDeltaCorruptBase(t *testing.T) {
+	ts, base, basePath := deltaSession(t, true)
+	rot := func(b []byte) { b[4*testChunk+60000] ^= 0xff } // chunk 4, away from its changed block
+	res := runDelta(t, ts, base, basePath, []string{"d1", "d2", "rot"}, nil, map[string]func([]byte){"rot": rot})
+	if ts.report.DeltaChunks != deltaCovered {
+		t.Errorf("%d delta chunks, want %d", ts.report.DeltaChunks, deltaCovered)
+	}
+	if res["rot"].BadChunks != 1 {
+		t.Errorf("host with a corrupt base: %d bad chunks, want 1", res["rot"].BadChunks)
+	}
+}
+
+// A host that joins a delta session late, without the base, ignores the
+// delta symbols and asks for those chunks whole; they come plain and it
+// completes in the same session. The early host is kept incomplete (one
+// chunk's symbols are dropped) until the late one has registered.
+func TestDeltaLateJoinerWithoutBase(t *testing.T) {
+	ts, base, basePath := deltaSession(t, true)
+	withheld := uint32(deltaChanged[0])
+	started := make(chan struct{})
+	lateIn := false
+	ts.net.drop = func(from, to string, b []byte) bool { // called with the net's lock held
+		typ := Type(b[5])
+		switch {
+		case to == "late" && typ == TypeRegister && len(b) > HeaderLen+6 && !lateIn:
+			lateIn = true // the sender acknowledged late's registration
+		case to == "early" && (typ == TypeData || typ == TypeRepair) && len(b) >= HeaderLen+4:
+			if started != nil {
+				close(started)
+				started = nil
+			}
+			return !lateIn && binary.BigEndian.Uint32(b[HeaderLen:]) == withheld
+		}
+		return false
+	}
+	begin := started
+	ts.send.MinHosts = 1
+	f, err := os.Open(ts.img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ts.send.Image = f
+	ctx := context.Background()
+	var g errgroup.Group
+	sconn := ts.net.conn("sender", false)
+	g.Go(func() error { var err error; ts.report, err = Send(ctx, sconn, ts.send); return err })
+	for _, h := range []string{"early", "late"} {
+		conn := ts.net.conn(h, true)
+		o := ReceiveOptions{HostID: h, Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
+			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second, Logf: func(f string, a ...any) { t.Logf(h+": "+f, a...) }}
+		if h == "early" {
+			hostBase(t, ts, base, basePath, h, &o, nil)
+		}
+		g.Go(func() error {
+			if h == "late" {
+				<-begin
+			}
+			_, err := Receive(ctx, conn, o)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	ts.checkImage("early")
+	ts.checkImage("late")
+	if done, all := ts.report.Completed(); done != 2 || all != 2 {
+		t.Errorf("report: %d of %d complete: %+v", done, all, ts.report.Hosts)
+	}
+	if ts.report.DeltaChunks != deltaCovered {
+		t.Errorf("%d delta chunks in the first pass, want %d", ts.report.DeltaChunks, deltaCovered)
+	}
+}
