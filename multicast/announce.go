@@ -7,9 +7,6 @@ import (
 	"github.com/loopcast/loopcast/image"
 )
 
-// announceFixedLen is the size of ANNOUNCE before its host list.
-const announceFixedLen = 77
-
 // Announce flags.
 const (
 	announceClosed = 1 // closed group: only the listed hosts are waited for

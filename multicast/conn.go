@@ -94,11 +94,3 @@ func enqueue(inbox chan<- packet, b []byte, from net.Addr) {
 	default:
 	}
 }
-
-// wake signals a channel of capacity 1 without blocking.
-func wake(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
-	}
-}

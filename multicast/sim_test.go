@@ -34,7 +34,8 @@ func simulateRepair(hosts, blocks, k int, loss float64, seed uint64) (overhead f
 		for h := range need {
 			for _, n := range simNacks(need[h], uint32(rounds)) {
 				pending = true
-				if !lost() && !lost() { // STATUS reached the host, NACK reached the sender
+				statusArrived, nackArrived := !lost(), !lost() // two independent losses
+				if statusArrived && nackArrived {
 					agg.add(n)
 				}
 			}
