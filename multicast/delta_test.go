@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -213,5 +214,40 @@ func TestDeltaLateJoinerWithoutBase(t *testing.T) {
 	}
 	if ts.report.DeltaChunks != deltaCovered {
 		t.Errorf("%d delta chunks in the first pass, want %d", ts.report.DeltaChunks, deltaCovered)
+	}
+}
+
+// Deltas under loss, with a late joiner that lacks the base: chunks go
+// from delta to plain mid-session and are then repaired with parity of the
+// plain layout. Every host must end with the right image.
+func TestDeltaUnderLossWithLateJoiner(t *testing.T) {
+	ts, base, basePath := deltaSession(t, true)
+	rng := rand.New(rand.NewPCG(5, 6))
+	lateIn := false
+	ts.net.drop = func(from, to string, b []byte) bool { // called with the net's lock held
+		typ := Type(b[5])
+		if to == "late" && typ == TypeRegister && len(b) > HeaderLen+6 {
+			lateIn = true
+		}
+		if (typ == TypeData || typ == TypeRepair) && to != "late" && !lateIn {
+			return true // hold the early hosts back until late has joined
+		}
+		return rng.Float64() < 0.08
+	}
+	hosts := []string{"e1", "e2", "e3", "late"}
+	ts.send.Hosts = hosts
+	_, errs := ts.run(context.Background(), hosts, func(h string, o *ReceiveOptions) {
+		if h != "late" {
+			hostBase(t, ts, base, basePath, h, o, nil)
+		}
+	})
+	for _, h := range hosts {
+		if errs[h] != nil {
+			t.Fatalf("%s: %v", h, errs[h])
+		}
+		ts.checkImage(h)
+	}
+	if done, all := ts.report.Completed(); done != len(hosts) {
+		t.Errorf("%d of %d hosts complete: %+v", done, all, ts.report.Hosts)
 	}
 }

@@ -269,3 +269,51 @@ func TestLateJoinerAfterReuse(t *testing.T) {
 			r.ChunksReused, r.ChunksSent, len(nz)-2, len(nz))
 	}
 }
+
+// A guest (a host not in the closed group) that holds nothing must not
+// decide what the members are sent: the first pass still leaves out every
+// chunk both members hold.
+func TestGuestDoesNotDefeatReuse(t *testing.T) {
+	probe := newTestSession(t, nil)
+	nz := probe.nonZero()
+	lacks := map[string][]int{"a": {nz[1], nz[5]}, "b": {nz[2], nz[9]}}
+	ts := newTestSession(t, nil)
+	ts.send.Hosts = []string{"a", "b"}
+	guestIn := false
+	ts.net.drop = func(from, to string, b []byte) bool { // called with the net's lock held
+		if Type(b[5]) != TypeRegister || to != "sender" {
+			return false
+		}
+		if from == "guest" {
+			if _, m, err := Parse(b); err == nil && !m.(*Register).NeedManifest {
+				guestIn = true // a real registration, not a request for the manifest
+			}
+			return false
+		}
+		if _, m, err := Parse(b); err == nil && m.(*Register).NeedManifest {
+			return false
+		}
+		return !guestIn // the members register only after the guest (they retry)
+	}
+	local := map[string]ChunkIndex{}
+	for _, h := range []string{"a", "b"} {
+		local[h] = ts.localCopy(h, func(i int) bool { return !slices.Contains(lacks[h], i) })
+	}
+	_, errs := ts.run(context.Background(), []string{"a", "b", "guest"}, func(h string, o *ReceiveOptions) {
+		if x := local[h]; x != nil {
+			o.Local = x.Lookup
+		}
+		if h == "guest" {
+			o.SenderTimeout = time.Second // it may be left unfinished when the members are done
+		}
+	})
+	for _, h := range []string{"a", "b"} {
+		if errs[h] != nil {
+			t.Fatalf("%s: %v", h, errs[h])
+		}
+		ts.checkImage(h)
+	}
+	if want := len(nz) - 4; ts.report.ChunksReused != want {
+		t.Errorf("first pass left out %d chunks, want the %d both members hold (a guest holding nothing must not count)", ts.report.ChunksReused, want)
+	}
+}

@@ -92,3 +92,27 @@ func TestSchedulerRejectsUnknownBlocks(t *testing.T) {
 		t.Errorf("got %+v, want one job for block 0 (block 1 unknown, count > k)", got)
 	}
 }
+
+// A chunk that goes from a delta to its plain encoding changes layout: its
+// blocks' parity must start at the new layout's first parity index, or the
+// coder refuses the request and the session aborts.
+func TestSchedulerAfterLayoutChange(t *testing.T) {
+	s := scheduler{next: map[blockKey]int{}}
+	key := blockKey{chunk: 0, block: 0}
+	if jobs, ok := s.parity(key, 1, fixedK(3, 0)); !ok || jobs[0].from != 3 {
+		t.Fatalf("delta layout: %+v, %v", jobs, ok)
+	}
+	// plain layout: 44 data shards; a stale index (4) must not be reused
+	jobs, ok := s.parity(key, 1, fixedK(44, 0))
+	if !ok || jobs[0].from < 44 {
+		t.Errorf("after the layout change without forget: %+v, want parity from 44", jobs)
+	}
+	s.parity(key, 1, fixedK(3, 0))
+	s.forget(0)
+	if _, seen := s.next[key]; seen {
+		t.Error("forget left the chunk's indices")
+	}
+	if jobs, _ := s.parity(key, 2, fixedK(44, 0)); jobs[0].from != 44 || jobs[0].to != 46 {
+		t.Errorf("after forget: %+v, want [44,46)", jobs)
+	}
+}

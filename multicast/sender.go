@@ -400,7 +400,7 @@ func (s *sender) allHoldBase() bool {
 	}
 	n := 0
 	for _, h := range s.hosts {
-		if h.active() {
+		if h.member && h.active() { // a guest cannot turn deltas off for the group
 			if !h.hasBase {
 				return false
 			}
