@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -9,22 +8,16 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/loopcast/loopcast/internal/mounttest"
 
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/testenv"
-	"github.com/loopcast/loopcast/loopmount"
 	"github.com/loopcast/loopcast/release"
-	"golang.org/x/sys/unix"
 )
-
-// settleTimeout bounds the wait for the kernel to free loop devices after
-// their mounts go: a deadline for a condition, not a timing assertion.
-const settleTimeout = 20 * time.Second
 
 // notifySocket stands in for systemd: it listens on a datagram socket and
 // points NOTIFY_SOCKET at it for the test.
@@ -132,12 +125,11 @@ func TestStartReconcileFails(t *testing.T) {
 // remounts the releases, and when READY arrives current already serves.
 func TestStartAfterReboot(t *testing.T) {
 	testenv.RequireLoop(t)
-	testenv.RequireTool(t, "mke2fs")
 	dir, err := filepath.EvalSymlinks(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { unmountAll(t, dir) })
+	t.Cleanup(func() { mounttest.Cleanup(t, dir) })
 	pub, key, _ := ed25519.GenerateKey(rand.Reader)
 	s := openStore(t, dir, pub)
 	for _, name := range []string{"A", "B"} {
@@ -150,7 +142,7 @@ func TestStartAfterReboot(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	unmountAll(t, dir) // the reboot
+	mounttest.Cleanup(t, dir) // the reboot
 	current := filepath.Join(s.CurrentPath(), "id.txt")
 	if _, err := os.ReadFile(current); err == nil {
 		t.Fatal("current still serves after the simulated reboot")
@@ -176,7 +168,7 @@ func TestStartAfterReboot(t *testing.T) {
 	}
 }
 
-// buildImage makes a signed ext2 image whose id.txt says name and returns
+// buildImage builds a signed ext2 image whose id.txt says name and returns
 // the image and manifest paths.
 func buildImage(t *testing.T, dir, name string, key ed25519.PrivateKey) (string, string) {
 	t.Helper()
@@ -188,58 +180,9 @@ func buildImage(t *testing.T, dir, name string, key ed25519.PrivateKey) (string,
 		t.Fatal(err)
 	}
 	img := src + ".img"
-	if out, err := exec.Command("mke2fs", "-q", "-t", "ext2", "-d", src, img, "4M").CombinedOutput(); err != nil {
-		t.Fatalf("mke2fs: %v\n%s", err, out)
-	}
-	m, err := image.HashFile(context.Background(), img, image.ChunkSize)
-	if err != nil {
+	if _, err := image.Build(context.Background(), src, img, image.Options{Key: key, Label: name}); err != nil {
 		t.Fatal(err)
 	}
-	m.Sign(key)
-	man := src + ".manifest"
-	if err := image.WriteManifestFile(man, m); err != nil {
-		t.Fatal(err)
-	}
+	man := img + ".manifest"
 	return img, man
-}
-
-// unmountAll lazily unmounts everything below dir, newest first, and waits
-// until no loop device is backed by a file below it.
-func unmountAll(t *testing.T, dir string) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dirs []string
-	for line := range bytes.Lines(b) {
-		if f := strings.Fields(string(line)); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			dirs = append([]string{f[4]}, dirs...)
-		}
-	}
-	for _, d := range dirs {
-		if err := unix.Unmount(d, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", d, err)
-		}
-	}
-	deadline := time.Now().Add(settleTimeout)
-	for {
-		loops, err := loopmount.Devices()
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for _, l := range loops {
-			if strings.HasPrefix(l.Backing, dir+"/") {
-				n++
-			}
-		}
-		if n == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("%d loop devices still backed by files under %s", n, dir)
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

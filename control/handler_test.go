@@ -9,23 +9,18 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/loopcast/loopcast/internal/mounttest"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/testenv"
-	"github.com/loopcast/loopcast/loopmount"
 	"github.com/loopcast/loopcast/release"
-	"golang.org/x/sys/unix"
 )
-
-// settleTimeout bounds the wait for the kernel to free loop devices after
-// their mounts go: a deadline for a condition, not a timing assertion.
-const settleTimeout = 20 * time.Second
 
 // agent is a handler on a store under a temporary directory.
 type agent struct {
@@ -244,22 +239,7 @@ func TestHandlerApplies(t *testing.T) {
 func (a *agent) needLoop() {
 	t := a.t
 	testenv.RequireLoop(t)
-	testenv.RequireTool(t, "mke2fs")
-	t.Cleanup(func() {
-		for _, d := range mountsUnder(t, a.dir) {
-			if err := unix.Unmount(d, unix.MNT_DETACH); err != nil {
-				t.Errorf("cleanup: unmount %s: %v", d, err)
-			}
-		}
-		deadline := time.Now().Add(settleTimeout)
-		for loopsUnder(t, a.dir) > 0 {
-			if time.Now().After(deadline) {
-				t.Errorf("%d loop devices still backed by files under %s", loopsUnder(t, a.dir), a.dir)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
+	t.Cleanup(func() { mounttest.Cleanup(t, a.dir) })
 }
 
 // stage builds an image whose id.txt says name, signs its manifest and
@@ -274,19 +254,10 @@ func (a *agent) stage(name string) string {
 		t.Fatal(err)
 	}
 	img := src + ".img"
-	if out, err := exec.Command("mke2fs", "-q", "-t", "ext2", "-d", src, img, "4M").CombinedOutput(); err != nil {
-		t.Fatalf("mke2fs: %v\n%s", err, out)
-	}
-	m, err := image.HashFile(context.Background(), img, image.ChunkSize)
-	if err != nil {
+	if _, err := image.Build(context.Background(), src, img, image.Options{Key: goldenKey, Label: name}); err != nil {
 		t.Fatal(err)
 	}
-	m.Label = name
-	m.Sign(goldenKey)
-	man := src + ".manifest"
-	if err := image.WriteManifestFile(man, m); err != nil {
-		t.Fatal(err)
-	}
+	man := img + ".manifest"
 	id, err := a.store.Stage(context.Background(), "", img, man)
 	if err != nil {
 		t.Fatal(err)
@@ -307,33 +278,4 @@ func (a *agent) served() string {
 		a.t.Fatalf("current -> %s holds id.txt %q, %v; want %q", id, b, err, a.names[id])
 	}
 	return id
-}
-
-func mountsUnder(t *testing.T, dir string) []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dirs []string
-	for line := range bytes.Lines(b) {
-		f := strings.Fields(string(line))
-		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			dirs = append([]string{f[4]}, dirs...)
-		}
-	}
-	return dirs
-}
-
-func loopsUnder(t *testing.T, dir string) int {
-	loops, err := loopmount.Devices()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, l := range loops {
-		if strings.HasPrefix(l.Backing, dir+"/") {
-			n++
-		}
-	}
-	return n
 }

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/loopcast/loopcast/internal/mounttest"
+
 	"github.com/loopcast/loopcast/image"
 	"golang.org/x/sys/unix"
 )
@@ -297,13 +299,13 @@ func checkRecovered(t *testing.T, f *fixture, s *Store, want string) {
 	checkDir(t, filepath.Join(s.Root(), releasesDir), live)
 	checkDir(t, s.Root(), []string{imagesDir, releasesDir, currentName, stateName, lockName})
 	var mounts []string
-	for _, d := range mountsUnder(t, s.Root()) {
+	for _, d := range mounttest.MountsUnder(t, s.Root()) {
 		mounts = append(mounts, filepath.Base(d))
 	}
 	if slices.Sort(mounts); !slices.Equal(mounts, sorted(live)) {
 		t.Errorf("mounts under the root %v, want the live releases %v", mounts, live)
 	}
-	waitNoLoops(t, f.dir, len(live))
+	mounttest.WaitLoops(t, f.dir, len(live))
 }
 
 // checkDir checks that dir holds exactly the names in want.

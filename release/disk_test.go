@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/loopcast/loopcast/internal/mounttest"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/atomicfile"
@@ -66,8 +68,8 @@ func TestFullDisk(t *testing.T) {
 // waits for the devices to go.
 func reboot(t *testing.T, f *fixture, s *Store) {
 	t.Helper()
-	unmountUnder(t, s.Root())
-	waitNoLoops(t, f.dir, 0)
+	mounttest.UnmountUnder(t, s.Root())
+	mounttest.WaitLoops(t, f.dir, 0)
 	if _, err := os.ReadFile(filepath.Join(s.CurrentPath(), "id.txt")); err == nil {
 		t.Fatal("current still serves after the simulated reboot")
 	}
@@ -104,8 +106,8 @@ func TestReconcileAfterReboot(t *testing.T) {
 			t.Errorf("temporary file %s survived reconcile", p)
 		}
 	}
-	if err := s.Reconcile(); err != nil || ownLoops(t, f.dir) != 4 {
-		t.Errorf("second reconcile: %v, %d loop devices; want no change, 4", err, ownLoops(t, f.dir))
+	if err := s.Reconcile(); err != nil || mounttest.LoopsUnder(t, f.dir) != 4 {
+		t.Errorf("second reconcile: %v, %d loop devices; want no change, 4", err, mounttest.LoopsUnder(t, f.dir))
 	}
 
 	// C's image is lost: current is repaired to the previous release.

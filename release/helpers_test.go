@@ -1,7 +1,6 @@
 package release
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -13,18 +12,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/loopcast/loopcast/internal/mounttest"
 
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/testenv"
-	"github.com/loopcast/loopcast/loopmount"
-	"golang.org/x/sys/unix"
 )
-
-// settleTimeout bounds the wait for the kernel's asynchronous release of a
-// loop device after its mount goes; a deadline for a condition, not a
-// timing assertion.
-const settleTimeout = 20 * time.Second
 
 // testKey signs the test manifests; the stores trust it.
 var testPub, testKey, _ = ed25519.GenerateKey(rand.Reader)
@@ -48,8 +41,8 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		unmountUnder(t, dir)
-		waitNoLoops(t, dir, 0)
+		mounttest.UnmountUnder(t, dir)
+		mounttest.WaitLoops(t, dir, 0)
 	})
 	return &fixture{t: t, dir: dir}
 }
@@ -157,61 +150,6 @@ func state(t *testing.T, s *Store) *State {
 		t.Fatal(err)
 	}
 	return st
-}
-
-// unmountUnder lazily unmounts every mount below dir, newest first.
-func unmountUnder(t *testing.T, dir string) {
-	for _, d := range mountsUnder(t, dir) {
-		if err := unix.Unmount(d, unix.MNT_DETACH); err != nil {
-			t.Errorf("cleanup: unmount %s: %v", d, err)
-		}
-	}
-}
-
-// mountsUnder lists the mount points below dir, newest first.
-func mountsUnder(t *testing.T, dir string) []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dirs []string
-	for line := range bytes.Lines(b) {
-		f := strings.Fields(string(line))
-		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			dirs = append([]string{f[4]}, dirs...)
-		}
-	}
-	return dirs
-}
-
-// ownLoops counts loop devices backed by files below dir.
-func ownLoops(t *testing.T, dir string) int {
-	t.Helper()
-	loops, err := loopmount.Devices()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, l := range loops {
-		if strings.HasPrefix(l.Backing, dir+"/") {
-			n++
-		}
-	}
-	return n
-}
-
-// waitNoLoops waits until exactly want loop devices are backed by files
-// below dir.
-func waitNoLoops(t *testing.T, dir string, want int) {
-	t.Helper()
-	deadline := time.Now().Add(settleTimeout)
-	for ownLoops(t, dir) != want {
-		if time.Now().After(deadline) {
-			t.Errorf("%d loop devices backed by files under %s, want %d", ownLoops(t, dir), dir, want)
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func mustMounted(t *testing.T, s *Store, id string, want bool) {

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/loopcast/loopcast/internal/mounttest"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/loopmount"
@@ -230,7 +232,7 @@ func TestRetentionLazyUnmount(t *testing.T) {
 	if n, err := held.ReadAt(buf, 0); string(buf[:n]) != "A" {
 		t.Errorf("read from A after retirement = %q, %v; want A", buf[:n], err)
 	}
-	if n := ownLoops(t, f.dir); n != 3 {
+	if n := mounttest.LoopsUnder(t, f.dir); n != 3 {
 		t.Errorf("%d loop devices while A's file is open, want 3 (A lazily, B, C)", n)
 	}
 	if got := script.finish(); got != "A" {
@@ -246,7 +248,7 @@ func TestRetentionLazyUnmount(t *testing.T) {
 		mustMounted(t, s, id, true)
 	}
 	held.Close()
-	waitNoLoops(t, f.dir, 3)
+	mounttest.WaitLoops(t, f.dir, 3)
 	if st := state(t, s); !cmp.Equal(st.Staged, []string{d}) || len(st.Failed) != 1 {
 		t.Errorf("state staged %v failed %v; want [%s] and E", st.Staged, st.Failed, d)
 	}
@@ -258,7 +260,7 @@ func TestRetentionLazyUnmount(t *testing.T) {
 	for _, id := range []string{c, d} {
 		mustMounted(t, s, id, true)
 	}
-	waitNoLoops(t, f.dir, 2)
+	mounttest.WaitLoops(t, f.dir, 2)
 }
 
 // corrupt flips a byte in the middle of a file.
@@ -292,7 +294,7 @@ func takeSnapshot(t *testing.T, f *fixture, s *Store) snapshot {
 	st := state(t, s)
 	imgs, _ := filepath.Glob(filepath.Join(s.Root(), "images", "*"))
 	link, _ := os.Readlink(s.CurrentPath())
-	return snapshot{link, st.Current, st.Previous, st.Staged, mountsUnder(t, f.dir), imgs}
+	return snapshot{link, st.Current, st.Previous, st.Staged, mounttest.MountsUnder(t, f.dir), imgs}
 }
 
 func TestRefusals(t *testing.T) {

@@ -1,0 +1,83 @@
+// Package mounttest holds the helpers tests use to see and clean up loop
+// mounts and loop devices they made: everything is found by path prefix,
+// so a test never touches mounts or devices that are not its own.
+package mounttest
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/loopcast/loopcast/loopmount"
+	"golang.org/x/sys/unix"
+)
+
+// SettleTimeout bounds the wait for the kernel to free loop devices after
+// a lazy unmount (autoclear runs when the last user goes).
+const SettleTimeout = 20 * time.Second
+
+// MountsUnder lists the mount points below dir, newest first.
+func MountsUnder(t testing.TB, dir string) []string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for line := range bytes.Lines(b) {
+		if f := strings.Fields(string(line)); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			dirs = append([]string{f[4]}, dirs...)
+		}
+	}
+	return dirs
+}
+
+// LoopsUnder counts loop devices backed by files below dir.
+func LoopsUnder(t testing.TB, dir string) int {
+	t.Helper()
+	loops, err := loopmount.Devices()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range loops {
+		if strings.HasPrefix(l.Backing, dir+"/") {
+			n++
+		}
+	}
+	return n
+}
+
+// UnmountUnder lazily unmounts every mount below dir, newest first.
+func UnmountUnder(t testing.TB, dir string) {
+	t.Helper()
+	for _, d := range MountsUnder(t, dir) {
+		if err := unix.Unmount(d, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", d, err)
+		}
+	}
+}
+
+// WaitLoops waits until exactly want loop devices are backed by files
+// below dir, and reports an error if that does not happen in time.
+func WaitLoops(t testing.TB, dir string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(SettleTimeout)
+	for LoopsUnder(t, dir) != want {
+		if time.Now().After(deadline) {
+			t.Errorf("%d loop devices backed by files under %s, want %d", LoopsUnder(t, dir), dir, want)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Cleanup unmounts everything below dir and waits until no loop device is
+// backed by a file there.
+func Cleanup(t testing.TB, dir string) {
+	t.Helper()
+	UnmountUnder(t, dir)
+	WaitLoops(t, dir, 0)
+}
