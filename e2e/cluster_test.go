@@ -38,6 +38,20 @@ func requireCluster(t *testing.T) {
 	}
 }
 
+// newTestCluster gates the test, builds the binaries, makes a release key
+// in a temp dir (work) and starts a cluster of 3 web hosts trusting it.
+func newTestCluster(t *testing.T, prefix string) (c *cluster, work, key string) {
+	requireCluster(t)
+	repo, _ := filepath.Abs("..")
+	bin := buildBinaries(t, repo)
+	work = t.TempDir()
+	key = filepath.Join(work, "release.key")
+	if out, err := exec.Command(filepath.Join(bin, "sender"), "keygen", "--out", key).CombinedOutput(); err != nil {
+		t.Fatalf("keygen: %v\n%s", err, out)
+	}
+	return startCluster(t, uniqueName(prefix), 3, bin, filepath.Join(work, "release.pub")), work, key
+}
+
 // buildBinaries builds bin/sender and bin/receiver into a temp dir, so the
 // test runs the code under test whatever bin/ holds.
 func buildBinaries(t *testing.T, repo string) string {

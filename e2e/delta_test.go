@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -20,14 +19,7 @@ import (
 // files modified, added and deleted): every host, the wiped one too, must
 // end serving exactly C.
 func TestDeltaDeploy(t *testing.T) {
-	requireCluster(t)
-	repo, _ := filepath.Abs("..")
-	bin := buildBinaries(t, repo)
-	work := t.TempDir()
-	key := filepath.Join(work, "release.key")
-	if out, err := exec.Command(filepath.Join(bin, "sender"), "keygen", "--out", key).CombinedOutput(); err != nil {
-		t.Fatalf("keygen: %v\n%s", err, out)
-	}
+	c, work, key := newTestCluster(t, "d")
 	tree := filepath.Join(work, "tree")
 	opts, err := synth.PresetOptions("small", 7)
 	if err != nil {
@@ -36,7 +28,6 @@ func TestDeltaDeploy(t *testing.T) {
 	if _, err := synth.Generate(context.Background(), tree, opts); err != nil {
 		t.Fatal(err)
 	}
-	c := startCluster(t, uniqueName("d"), 3, bin, filepath.Join(work, "release.pub"))
 	deploy := func(what string) string {
 		out, log, err := c.sender("deploy", "--key", key, "--iface", "eth0", "--hosts", "r1,r2,r3",
 			"--state-dir", filepath.Join(work, "state"), "--epoch", "1700000000", tree)

@@ -121,15 +121,8 @@ var releaseLine = regexp.MustCompile(`(?m)^release ([0-9a-f]{16}): (\w+)`)
 // forward). Then the switch policy: with a listed host absent nothing
 // switches (exit 3), and --require 75% switches the others (exit 2).
 func TestDeployUnderLoad(t *testing.T) {
-	requireCluster(t)
-	repo, _ := filepath.Abs("..")
-	bin := buildBinaries(t, repo)
-	work := t.TempDir()
-	key := filepath.Join(work, "release.key")
-	if out, err := exec.Command(filepath.Join(bin, "sender"), "keygen", "--out", key).CombinedOutput(); err != nil {
-		t.Fatalf("keygen: %v\n%s", err, out)
-	}
-	c := startCluster(t, uniqueName("e"), 3, bin, filepath.Join(work, "release.pub"))
+	c, work, key := newTestCluster(t, "e")
+	repo := c.repo
 	common := []string{"--key", key, "--iface", "eth0", "--state-dir", filepath.Join(work, "state")}
 	hostsFlag := []string{"--hosts", "r1,r2,r3"}
 	ids := map[string]string{} // label -> release id
@@ -148,7 +141,7 @@ func TestDeployUnderLoad(t *testing.T) {
 	rollback := func() {
 		if out, log, err := c.sender(append(append([]string{"rollback"}, common...), hostsFlag...)...); err != nil {
 			audit, _ := os.ReadFile(filepath.Join(work, "state", "audit.log"))
-			st, _ := exec.Command(filepath.Join(bin, "receiver"), "status", "--root", filepath.Join(c.dir, "r1")).CombinedOutput()
+			st, _ := exec.Command(filepath.Join(c.bin, "receiver"), "status", "--root", filepath.Join(c.dir, "r1")).CombinedOutput()
 			t.Fatalf("rollback: %v\n%s\n%s\naudit log:\n%s\nr1:\n%s", err, out, log, audit, st)
 		}
 	}
