@@ -4,17 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/loopcast/loopcast/image"
-	"golang.org/x/sync/errgroup"
 )
 
 // deltaChanged are the test image's chunks the new image changes one
@@ -160,58 +157,7 @@ func TestDeltaCorruptBase(t *testing.T) {
 // chunk's symbols are dropped) until the late one has registered.
 func TestDeltaLateJoinerWithoutBase(t *testing.T) {
 	ts, base, basePath := deltaSession(t, true)
-	withheld := uint32(deltaChanged[0])
-	started := make(chan struct{})
-	lateIn := false
-	ts.net.drop = func(from, to string, b []byte) bool { // called with the net's lock held
-		typ := Type(b[5])
-		switch {
-		case to == "late" && typ == TypeRegister && len(b) > HeaderLen+6 && !lateIn:
-			lateIn = true // the sender acknowledged late's registration
-		case to == "early" && (typ == TypeData || typ == TypeRepair) && len(b) >= HeaderLen+4:
-			if started != nil {
-				close(started)
-				started = nil
-			}
-			return !lateIn && binary.BigEndian.Uint32(b[HeaderLen:]) == withheld
-		}
-		return false
-	}
-	begin := started
-	ts.send.MinHosts = 1
-	f, err := os.Open(ts.img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	ts.send.Image = f
-	ctx := context.Background()
-	var g errgroup.Group
-	sconn := ts.net.conn("sender", false)
-	g.Go(func() error { var err error; ts.report, err = Send(ctx, sconn, ts.send); return err })
-	for _, h := range []string{"early", "late"} {
-		conn := ts.net.conn(h, true)
-		o := ReceiveOptions{HostID: h, Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
-			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second, Logf: func(f string, a ...any) { t.Logf(h+": "+f, a...) }}
-		if h == "early" {
-			hostBase(t, ts, base, basePath, h, &o, nil)
-		}
-		g.Go(func() error {
-			if h == "late" {
-				<-begin
-			}
-			_, err := Receive(ctx, conn, o)
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	ts.checkImage("early")
-	ts.checkImage("late")
-	if done, all := ts.report.Completed(); done != 2 || all != 2 {
-		t.Errorf("report: %d of %d complete: %+v", done, all, ts.report.Hosts)
-	}
+	runLateJoiner(t, ts, uint32(deltaChanged[0]), func(o *ReceiveOptions) { hostBase(t, ts, base, basePath, "early", o, nil) })
 	if ts.report.DeltaChunks != deltaCovered {
 		t.Errorf("%d delta chunks in the first pass, want %d", ts.report.DeltaChunks, deltaCovered)
 	}

@@ -210,60 +210,9 @@ func TestHeldRanges(t *testing.T) {
 func TestLateJoinerAfterReuse(t *testing.T) {
 	ts := newTestSession(t, nil)
 	nz := ts.nonZero()
-	withheld := uint32(nz[1])
-	started := make(chan struct{})
-	lateIn := false
-	ts.net.drop = func(from, to string, b []byte) bool { // called with the net's lock held
-		typ := Type(b[5])
-		switch {
-		case to == "late" && typ == TypeRegister && len(b) > HeaderLen+6 && !lateIn:
-			lateIn = true // the sender acknowledged late's registration
-		case to == "early" && (typ == TypeData || typ == TypeRepair) && len(b) >= HeaderLen+4:
-			if started != nil {
-				close(started)
-				started = nil
-			}
-			return !lateIn && binary.BigEndian.Uint32(b[HeaderLen:]) == withheld
-		}
-		return false
-	}
-	begin := started
 	x := ts.localCopy("early", func(i int) bool { return i != nz[1] && i != nz[5] })
-	ts.send.MinHosts = 1
-	f, err := os.Open(ts.img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	ts.send.Image = f
-	ctx := context.Background()
-	var g errgroup.Group
-	sconn := ts.net.conn("sender", false)
-	g.Go(func() error { var err error; ts.report, err = Send(ctx, sconn, ts.send); return err })
-	for _, h := range []string{"early", "late"} {
-		conn := ts.net.conn(h, true)
-		o := ReceiveOptions{HostID: h, Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
-			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second, Logf: func(f string, a ...any) { t.Logf(h+": "+f, a...) }}
-		if h == "early" {
-			o.Local = x.Lookup
-		}
-		g.Go(func() error {
-			if h == "late" {
-				<-begin
-			}
-			_, err := Receive(ctx, conn, o)
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	ts.checkImage("early")
-	ts.checkImage("late")
+	runLateJoiner(t, ts, uint32(nz[1]), func(o *ReceiveOptions) { o.Local = x.Lookup })
 	r := ts.report
-	if done, all := r.Completed(); done != 2 || all != 2 {
-		t.Errorf("report: %d of %d complete: %+v", done, all, r.Hosts)
-	}
 	if r.ChunksReused != len(nz)-2 || r.ChunksSent != len(nz) {
 		t.Errorf("report: reused %d, sent %d chunks; want %d left out of the first pass and all %d sent in the end",
 			r.ChunksReused, r.ChunksSent, len(nz)-2, len(nz))
@@ -315,5 +264,64 @@ func TestGuestDoesNotDefeatReuse(t *testing.T) {
 	}
 	if want := len(nz) - 4; ts.report.ChunksReused != want {
 		t.Errorf("first pass left out %d chunks, want the %d both members hold (a guest holding nothing must not count)", ts.report.ChunksReused, want)
+	}
+}
+
+// runLateJoiner runs a session with two hosts: "early", set up by early,
+// and "late", which starts once early has seen data and registers while
+// the session runs (chunk withheld is kept from early until then, so the
+// session cannot end first). Both must end with the right image.
+func runLateJoiner(t *testing.T, ts *testSession, withheld uint32, early func(*ReceiveOptions)) {
+	t.Helper()
+	started := make(chan struct{})
+	lateIn := false
+	ts.net.drop = func(from, to string, b []byte) bool { // called with the net's lock held
+		typ := Type(b[5])
+		switch {
+		case to == "late" && typ == TypeRegister && len(b) > HeaderLen+6 && !lateIn:
+			lateIn = true // the sender acknowledged late's registration
+		case to == "early" && (typ == TypeData || typ == TypeRepair) && len(b) >= HeaderLen+4:
+			if started != nil {
+				close(started)
+				started = nil
+			}
+			return !lateIn && binary.BigEndian.Uint32(b[HeaderLen:]) == withheld
+		}
+		return false
+	}
+	begin := started
+	ts.send.MinHosts = 1
+	f, err := os.Open(ts.img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ts.send.Image = f
+	ctx := context.Background()
+	var g errgroup.Group
+	sconn := ts.net.conn("sender", false)
+	g.Go(func() error { var err error; ts.report, err = Send(ctx, sconn, ts.send); return err })
+	for _, h := range []string{"early", "late"} {
+		conn := ts.net.conn(h, true)
+		o := ReceiveOptions{HostID: h, Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
+			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second, Logf: func(f string, a ...any) { t.Logf(h+": "+f, a...) }}
+		if h == "early" {
+			early(&o)
+		}
+		g.Go(func() error {
+			if h == "late" {
+				<-begin
+			}
+			_, err := Receive(ctx, conn, o)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	ts.checkImage("early")
+	ts.checkImage("late")
+	if done, all := ts.report.Completed(); done != 2 || all != 2 {
+		t.Errorf("report: %d of %d complete: %+v", done, all, ts.report.Hosts)
 	}
 }

@@ -7,12 +7,13 @@ import (
 	"math/rand/v2"
 
 	"crypto/ed25519"
-	"github.com/loopcast/loopcast/image"
 	"net"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/loopcast/loopcast/image"
 
 	"github.com/loopcast/loopcast/internal/testenv"
 )
