@@ -189,3 +189,31 @@ func checkSparseCopy(t *testing.T, s *Store, id string) {
 		t.Errorf("copied image allocates %d of %d bytes; want holes", st.Blocks*512, st.Size)
 	}
 }
+
+// A live release that cannot be mounted for a reason other than its image
+// (here its directory is taken by another mount, as a transient failure
+// would leave it) fails Reconcile, so the agent does not report ready, and
+// keeps the image: the next Reconcile serves it again.
+func TestReconcileKeepsImagesOnTransientFailure(t *testing.T) {
+	f := newFixture(t)
+	s := f.open(Options{})
+	id := f.deploy(s, "a")
+	mounttest.Cleanup(t, f.dir) // the reboot
+	if err := unix.Mount("tmpfs", s.ReleaseDir(id), "tmpfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Reconcile()
+	unix.Unmount(s.ReleaseDir(id), 0)
+	if err == nil || !strings.Contains(err.Error(), id) {
+		t.Fatalf("reconcile with the release dir taken: %v, want an error naming %s", err, id)
+	}
+	if _, err := os.Stat(s.imagePath(id)); err != nil {
+		t.Fatalf("image discarded after a transient failure: %v", err)
+	}
+	if err := s.Reconcile(); err != nil {
+		t.Fatalf("second reconcile: %v", err)
+	}
+	if got := served(t, s); got != "a" {
+		t.Errorf("serving %q after the retry, want a", got)
+	}
+}

@@ -40,10 +40,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		mounttest.UnmountUnder(t, dir)
-		mounttest.WaitLoops(t, dir, 0)
-	})
+	t.Cleanup(func() { mounttest.Cleanup(t, dir) })
 	return &fixture{t: t, dir: dir}
 }
 

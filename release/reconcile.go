@@ -26,7 +26,9 @@ func (s *Store) Reconcile() error {
 	return s.update("reconcile", func(st *State) error {
 		s.removeTemps()
 		adopted := s.adoptOrphans(st)
-		s.remountAll(st)
+		if err := s.remountAll(st); err != nil {
+			return err
+		}
 		s.removeStrayDirs(st)
 		if err := s.repairCurrent(st); err != nil {
 			return err
@@ -101,24 +103,33 @@ func mtime(path string) int64 {
 	return fi.ModTime().UnixNano()
 }
 
-// remountAll mounts every live release; one that cannot be mounted is
-// recorded as failed and retired.
-func (s *Store) remountAll(st *State) {
+// remountAll mounts every live release. One whose image is gone or holds
+// no tree is recorded as failed and retired. Any other failure (no free
+// loop device, a module not loaded yet at boot) may pass: the images stay
+// and the first such error is returned, so the agent does not report ready
+// and is started again, instead of throwing good releases away.
+func (s *Store) remountAll(st *State) error {
+	var transient error
 	for i := range st.History {
 		e := &st.History[i]
 		if e.Retired {
 			continue
 		}
 		err := s.ensureMounted(e.ID)
-		if errors.Is(err, fs.ErrNotExist) {
-			err = fmt.Errorf("release: image of %s is missing: %w", e.ID, err)
-		}
-		if err != nil {
+		switch {
+		case err == nil:
+		case errors.Is(err, fs.ErrNotExist) || errors.Is(err, ErrEmptyTree):
+			if errors.Is(err, fs.ErrNotExist) {
+				err = fmt.Errorf("release: image of %s is missing: %w", e.ID, err)
+			}
 			st.fail(e.ID, err)
 			s.discard(e.ID)
 			e.Retired = true
+		case transient == nil:
+			transient = fmt.Errorf("release: remount %s: %w (images kept; try again)", e.ID, err)
 		}
 	}
+	return transient
 }
 
 // removeStrayDirs removes release directories that belong to no live
