@@ -390,22 +390,29 @@ func (r *Result) addrs() map[string]string {
 // finish sorts the report and sets the outcome.
 func (r *Result) finish() *Result {
 	r.Hosts = r.Hosts[:0]
-	active := 0
 	for _, h := range r.hosts {
 		r.Hosts = append(r.Hosts, *h)
+	}
+	slices.SortFunc(r.Hosts, func(a, b HostResult) int { return strings.Compare(a.ID, b.ID) })
+	r.Outcome, _ = OutcomeOf(r.Hosts)
+	r.OutcomeText = r.Outcome.String()
+	return r
+}
+
+// OutcomeOf says how a deploy or rollback ended from its hosts' phases:
+// all, some or none of them active; it also returns how many are.
+func OutcomeOf(hosts []HostResult) (Outcome, int) {
+	active := 0
+	for _, h := range hosts {
 		if h.Phase == PhaseActive {
 			active++
 		}
 	}
-	slices.SortFunc(r.Hosts, func(a, b HostResult) int { return strings.Compare(a.ID, b.ID) })
 	switch {
-	case len(r.Hosts) > 0 && active == len(r.Hosts):
-		r.Outcome = OutcomeAll
+	case len(hosts) > 0 && active == len(hosts):
+		return OutcomeAll, active
 	case active > 0:
-		r.Outcome = OutcomePartial
-	default:
-		r.Outcome = OutcomeNone
+		return OutcomePartial, active
 	}
-	r.OutcomeText = r.Outcome.String()
-	return r
+	return OutcomeNone, active
 }

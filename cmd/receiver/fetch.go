@@ -3,10 +3,10 @@ package main
 import (
 	"crypto/ed25519"
 	"fmt"
-	"net"
 	"os"
 
 	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/cliutil"
 	"github.com/loopcast/loopcast/multicast"
 	"github.com/urfave/cli/v2"
 )
@@ -40,9 +40,9 @@ func runFetch(c *cli.Context) error {
 	} else if !c.Bool("insecure") {
 		return fmt.Errorf("fetch: give --trust KEY.pub (or --insecure)")
 	}
-	group, err := net.ResolveUDPAddr("udp4", c.String("group"))
-	if err != nil || group.IP == nil || !group.IP.IsMulticast() {
-		return fmt.Errorf("fetch: --group %q is not a multicast ADDR:PORT", c.String("group"))
+	group, err := cliutil.ParseGroup(c.String("group"))
+	if err != nil {
+		return fmt.Errorf("fetch: %w", err)
 	}
 	conn, err := multicast.ListenGroup(group, c.String("iface"))
 	if err != nil {

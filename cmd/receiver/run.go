@@ -3,11 +3,11 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 
 	"github.com/loopcast/loopcast/agent"
 	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/cliutil"
 	"github.com/loopcast/loopcast/release"
 	"github.com/urfave/cli/v2"
 )
@@ -35,9 +35,9 @@ func runCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("run: --trust: %w", err)
 			}
-			group, err := net.ResolveUDPAddr("udp4", c.String("group"))
-			if err != nil || group.IP == nil || !group.IP.IsMulticast() {
-				return fmt.Errorf("run: --group %q is not a multicast ADDR:PORT", c.String("group"))
+			group, err := cliutil.ParseGroup(c.String("group"))
+			if err != nil {
+				return fmt.Errorf("run: %w", err)
 			}
 			if c.String("host-id") == "" {
 				return fmt.Errorf("run: --host-id is empty")

@@ -4,13 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/loopcast/loopcast/internal/cliutil"
 	"io"
 	"io/fs"
 	"log/slog"
 	"os"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/loopcast/loopcast/internal/cliutil"
 
 	"github.com/loopcast/loopcast/release"
 	"github.com/urfave/cli/v2"

@@ -3,10 +3,11 @@ package main
 import (
 	"crypto/ed25519"
 	"fmt"
-	"github.com/loopcast/loopcast/internal/cliutil"
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/loopcast/loopcast/internal/cliutil"
 
 	"github.com/loopcast/loopcast/image"
 	"github.com/urfave/cli/v2"

@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"github.com/loopcast/loopcast/internal/cliutil"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/loopcast/loopcast/internal/cliutil"
 
 	"github.com/loopcast/loopcast/image"
 )

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/loopcast/loopcast/internal/cliutil"
 	"io"
 	"net"
 	"os"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/loopcast/loopcast/internal/cliutil"
 
 	"github.com/loopcast/loopcast/control"
 	"github.com/loopcast/loopcast/deploy"
@@ -57,7 +58,7 @@ func deployCommand() *cli.Command {
 			&cli.IntFlag{Name: "fec-overhead", Usage: "proactive parity, `PCT` of each block"},
 			&cli.StringFlag{Name: "require", Value: "all", Usage: "switch only if `all` hosts (or N%) staged the release"},
 			&cli.DurationFlag{Name: "stage-timeout", Value: deploy.DefaultStageTimeout, Usage: "how long hosts may take to stage"},
-			&cli.StringFlag{Name: "state-dir", Value: defaultStateDir, EnvVars: []string{"LOOPCAST_STATE_DIR"}, Usage: "`DIR` for the deploy lock, the audit log and built images"},
+			stateDirFlag(),
 			&cli.StringFlag{Name: "label", Usage: "source label for a built image (default: SRC_DIR)"},
 			&cli.StringFlag{Name: "epoch", Usage: "build timestamps: Unix time `N` (default $SOURCE_DATE_EPOCH, else the files')"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "build and show what would happen; send nothing"},
@@ -135,7 +136,7 @@ func withOutcome(err error, o deploy.Outcome, id string) error {
 func deployOptions(c *cli.Context) (deploy.Options, error) {
 	var o deploy.Options
 	var err error
-	if o.Group, err = parseGroup(c.String("group")); err != nil {
+	if o.Group, err = cliutil.ParseGroup(c.String("group")); err != nil {
 		return o, err
 	}
 	if o.Key, err = image.ReadPrivateKeyFile(c.String("key")); err != nil {
@@ -154,14 +155,6 @@ func deployOptions(c *cli.Context) (deploy.Options, error) {
 	o.FECOverhead, o.StageTimeout, o.CommandTimeout = c.Int("fec-overhead"), c.Duration("stage-timeout"), c.Duration("timeout")
 	o.Logf = func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, f+"\n", a...) }
 	return o, nil
-}
-
-func parseGroup(s string) (*net.UDPAddr, error) {
-	g, err := net.ResolveUDPAddr("udp4", s)
-	if err != nil || g.IP == nil || !g.IP.IsMulticast() {
-		return nil, fmt.Errorf("--group %q is not a multicast ADDR:PORT", s)
-	}
-	return g, nil
 }
 
 // hostsFlag reads --hosts; nil means an open group. A --hosts that names
@@ -216,9 +209,9 @@ func prepareImage(c *cli.Context, o *deploy.Options) error {
 		return err
 	}
 	pub := o.Key.Public().(ed25519.PublicKey)
-	if m.PublicKey == nil || !pub.Equal(m.PublicKey) {
-		return fmt.Errorf("deploy: %s.manifest is not signed by --key %s (key %s); rebuild it with sender build --key",
-			src, c.String("key"), image.KeyID(pub))
+	if err := m.Verify([]ed25519.PublicKey{pub}); err != nil { // the signature, not just the key's name
+		return fmt.Errorf("deploy: %s.manifest is not signed by --key %s (key %s): %w; rebuild it with sender build --key",
+			src, c.String("key"), image.KeyID(pub), err)
 	}
 	o.ImagePath, o.Manifest = src, m
 	return nil
@@ -308,8 +301,8 @@ func readLastBuild(path string) string {
 		return ""
 	}
 	img := strings.TrimSpace(string(b))
-	if _, err := os.Stat(img + image.LayoutSuffix); err != nil {
-		return ""
+	if image.CheckLayout(img) != nil {
+		return "" // gone, corrupt or of another version: lay the next image out afresh
 	}
 	return img
 }

@@ -1,11 +1,15 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/cliutil"
 )
 
 func TestParseRequire(t *testing.T) {
@@ -61,6 +65,19 @@ func TestDeployDryRun(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not signed by --key") {
 		t.Errorf("deploy of an image signed by another key: %v", err)
 	}
+	// nor one whose manifest names the right key but was altered after signing
+	m, err := image.ReadManifestFile(imgs[0] + ".manifest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Label = "altered"
+	if err := image.WriteManifestFile(imgs[0]+".manifest", m); err != nil {
+		t.Fatal(err)
+	}
+	_, err = run(t, "deploy", "--dry-run", "--key", key, "--state-dir", state, imgs[0])
+	if !errors.Is(err, image.ErrBadSignature) {
+		t.Errorf("deploy of an altered manifest: %v, want ErrBadSignature", err)
+	}
 }
 
 // TestBuildsOnRecordedBase: once a deploy recorded its image, the next
@@ -86,7 +103,7 @@ func TestBuildsOnRecordedBase(t *testing.T) {
 	if len(first) != 1 {
 		t.Fatalf("builds: %v", first)
 	}
-	group, _ := parseGroup("239.192.0.1:5000")
+	group, _ := cliutil.ParseGroup("239.192.0.1:5000")
 	os.WriteFile(lastBuildPath(state, group), []byte(first[0]+"\n"), 0o644) // as a deploy records it
 	for i := range 3 {
 		os.WriteFile(filepath.Join(src, "new.php"), []byte(strings.Repeat("x", i+1)), 0o644)

@@ -3,11 +3,12 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/loopcast/loopcast/internal/cliutil"
 	"io"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/loopcast/loopcast/internal/cliutil"
 
 	"github.com/loopcast/loopcast/deploy"
 	"github.com/loopcast/loopcast/image"
@@ -15,7 +16,7 @@ import (
 )
 
 func fleet(c *cli.Context) (*deploy.Fleet, error) {
-	g, err := parseGroup(c.String("group"))
+	g, err := cliutil.ParseGroup(c.String("group"))
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +118,7 @@ func rollbackCommand() *cli.Command {
 			if res != nil {
 				printRollback(c.App.Writer, to, res)
 			}
-			outcome := rollbackOutcome(res)
+			outcome, _ := deploy.OutcomeOf(res)
 			entry := deploy.AuditEntry{Action: "rollback", Group: f.Group.String(), Release: to, Hosts: f.Hosts, Outcome: outcome.String()}
 			if err != nil {
 				entry.Outcome, entry.Error = "error", err.Error()
@@ -135,32 +136,13 @@ func rollbackCommand() *cli.Command {
 	}
 }
 
-func rollbackOutcome(res []deploy.HostResult) deploy.Outcome {
-	ok := 0
-	for _, h := range res {
-		if h.Error == "" {
-			ok++
-		}
-	}
-	switch {
-	case len(res) > 0 && ok == len(res):
-		return deploy.OutcomeAll
-	case ok > 0:
-		return deploy.OutcomePartial
-	}
-	return deploy.OutcomeNone
-}
-
 func printRollback(w io.Writer, to string, res []deploy.HostResult) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tCURRENT\tERROR")
-	ok := 0
 	for _, h := range res {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", h.ID, h.Current, h.Error)
-		if h.Error == "" {
-			ok++
-		}
 	}
 	tw.Flush()
+	_, ok := deploy.OutcomeOf(res)
 	fmt.Fprintf(w, "rollback to %s: %d/%d hosts\n", to, ok, len(res))
 }

@@ -4,9 +4,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/loopcast/loopcast/internal/cliutil"
 	"io"
 	"time"
+
+	"github.com/loopcast/loopcast/internal/cliutil"
 
 	"github.com/loopcast/loopcast/image"
 	"github.com/urfave/cli/v2"

@@ -2,11 +2,12 @@ package main
 
 import (
 	"fmt"
-	"github.com/loopcast/loopcast/deploy"
-	"github.com/loopcast/loopcast/internal/cliutil"
 	"io"
 	"os"
 	"time"
+
+	"github.com/loopcast/loopcast/deploy"
+	"github.com/loopcast/loopcast/internal/cliutil"
 )
 
 // progressEvery limits redraws of the progress line.

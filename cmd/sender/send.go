@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"github.com/loopcast/loopcast/internal/cliutil"
 	"io"
 	"net"
 	"os"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/loopcast/loopcast/internal/cliutil"
 
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/multicast"
@@ -80,9 +81,9 @@ func sendOptions(c *cli.Context) (multicast.SendOptions, io.Closer, error) {
 	if m.PublicKey == nil {
 		fmt.Fprintf(c.App.ErrWriter, "warning: %s.manifest is unsigned; receivers will refuse it unless insecure\n", path)
 	}
-	group, err := net.ResolveUDPAddr("udp4", c.String("group"))
-	if err != nil || group.IP == nil || !group.IP.IsMulticast() {
-		return o, nil, fmt.Errorf("send: --group %q is not a multicast ADDR:PORT", c.String("group"))
+	group, err := cliutil.ParseGroup(c.String("group"))
+	if err != nil {
+		return o, nil, fmt.Errorf("send: %w", err)
 	}
 	rate, err := parseRate(c.String("rate"))
 	if err != nil {

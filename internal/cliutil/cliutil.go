@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -60,4 +61,13 @@ func HumanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// ParseGroup reads a --group flag: a multicast IPv4 ADDR:PORT.
+func ParseGroup(s string) (*net.UDPAddr, error) {
+	g, err := net.ResolveUDPAddr("udp4", s)
+	if err != nil || g.IP == nil || !g.IP.IsMulticast() {
+		return nil, fmt.Errorf("--group %q is not a multicast ADDR:PORT", s)
+	}
+	return g, nil
 }
