@@ -56,7 +56,7 @@ func TestLocalChunks(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "state"), b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	x := localChunks(s, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	x, _ := localImages(s, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if len(x) != 3 {
 		t.Errorf("indexed %d chunks, want 3 (a, b, c): %v", len(x), x)
 	}

@@ -187,19 +187,13 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 	return res.Session, nil
 }
 
-// localChunks indexes the chunks of the images the store keeps (each live
+// localImages indexes the chunks of the images the store keeps (each live
 // release's images/<id>.img, described by images/<id>.manifest), newest
-// first, so a session sends this host only the chunks it lacks. It reads
-// only manifests (33 bytes per chunk), so it is built afresh per session.
-// It need not be trusted: the receiver checks every chunk it copies
-// against the new, signed manifest; an unreadable release is skipped.
-func localChunks(store *release.Store, log *slog.Logger) multicast.ChunkIndex {
-	x, _ := localImages(store, log)
-	return x
-}
-
-// localImages is localChunks plus each indexed image's path by release
-// id (from its manifest), for ReceiveOptions.BaseImage.
+// first, so a session sends this host only the chunks it lacks, and
+// returns each indexed image's path by release (the delta bases it holds).
+// It reads only manifests (33 bytes per chunk), so it is built afresh per
+// session. It need not be trusted: the receiver checks every chunk it
+// copies against the new, signed manifest; an unreadable release is skipped.
 func localImages(store *release.Store, log *slog.Logger) (multicast.ChunkIndex, map[string]string) {
 	x, bases := multicast.ChunkIndex{}, map[string]string{}
 	st, err := store.State()

@@ -154,25 +154,6 @@ func dialInLocked(ctx context.Context, ns, network, addr string) (net.Conn, erro
 	return conn, err, unix.Setns(self, unix.CLONE_NEWNET) == nil
 }
 
-// leftovers lists mounts and loop devices under the cluster's directory.
-func leftovers(dir string) []string {
-	var out []string
-	mounts, _ := os.ReadFile("/proc/self/mounts")
-	for _, l := range strings.Split(string(mounts), "\n") {
-		if f := strings.Fields(l); len(f) > 1 && strings.HasPrefix(f[1], dir+"/") {
-			out = append(out, "mount "+f[1])
-		}
-	}
-	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
-	for _, f := range files {
-		b, _ := os.ReadFile(f)
-		if strings.HasPrefix(string(b), dir+"/") {
-			out = append(out, "loop "+strings.TrimSpace(string(b)))
-		}
-	}
-	return out
-}
-
 // uniqueName makes a cluster name of this test process, so concurrent runs
 // on one machine (two CI jobs, a developer and CI) never share namespaces.
 func uniqueName(prefix string) string {

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/loopcast/loopcast/internal/mounttest"
 )
 
 // page matches the sample app's answer: the label each included file was
@@ -240,9 +242,10 @@ func TestDeployUnderLoad(t *testing.T) {
 	if out, err := c.script("down"); err != nil {
 		t.Fatalf("cluster down: %v\n%s", err, out)
 	}
-	if left := leftovers(c.dir); len(left) > 0 {
-		t.Errorf("after down: %v", left)
+	if left := mounttest.MountsUnder(t, c.dir); len(left) > 0 {
+		t.Errorf("mounts left after down: %v", left)
 	}
+	mounttest.WaitLoops(t, c.dir, 0)
 }
 
 // checkServing asserts that a fresh request to every host sees label.

@@ -126,10 +126,7 @@ func TestPHPFPMPool(t *testing.T) {
 // the test. ExecStart's binary must exist for verify, so a copy of the
 // unit runs `true` instead; the unit's own text is checked below.
 func TestUnitVerify(t *testing.T) {
-	analyze, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Skip("skipped: systemd-analyze is not installed (systemd's own tool; not needed to build or run loopcast)")
-	}
+	analyze := testenv.RequireTool(t, "systemd-analyze")
 	truePath, err := exec.LookPath("true")
 	if err != nil {
 		t.Fatal(err)

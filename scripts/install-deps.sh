@@ -36,6 +36,7 @@ PACKAGES=(
 	"time        GNU /usr/bin/time for bench-build"
 	"kmod        modprobe loop"
 	"vagrant     vagrant validate: the Vagrantfile check (packaging tests)"
+	"systemd     systemd-analyze verify: the unit check (packaging tests)"
 )
 
 log() { printf 'install-deps: %s\n' "$*"; }
