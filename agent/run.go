@@ -8,9 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/loopcast/loopcast/control"
@@ -32,11 +29,6 @@ const retryPause = time.Second
 // maxControlPacket is the largest control datagram read: a UDP payload's
 // maximum, which bounds every control message.
 const maxControlPacket = 64 << 10
-
-// incomingName is where a session's image lands before staging: inside
-// images/, so staging renames it on the same filesystem. The dot keeps it
-// out of the store's image listing.
-const incomingName = ".incoming"
 
 // RunConfig configures the agent.
 type RunConfig struct {
@@ -133,7 +125,7 @@ func listen(ctx context.Context, group *net.UDPAddr, iface string, log *slog.Log
 
 // receiveLoop takes one session after another and stages each image.
 func receiveLoop(ctx context.Context, conn multicast.Conn, store *release.Store, cfg RunConfig, log *slog.Logger) error {
-	in := filepath.Join(store.Root(), "images", incomingName)
+	in := store.IncomingPath()
 	var done []uint32
 	for ctx.Err() == nil {
 		session, err := receiveOne(ctx, conn, store, cfg, in, done, log)
@@ -196,27 +188,22 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 // copies against the new, signed manifest; an unreadable release is skipped.
 func localImages(store *release.Store, log *slog.Logger) (multicast.ChunkIndex, map[string]string) {
 	x, bases := multicast.ChunkIndex{}, map[string]string{}
-	st, err := store.State()
+	kept, err := store.KeptImages()
 	if err != nil {
 		log.Warn("agent: no local chunks to reuse", "err", err)
 		return x, bases
 	}
-	dir := filepath.Join(store.Root(), "images")
-	for _, e := range slices.Backward(st.History) {
-		if e.Retired || e.ID == "" || filepath.Base(e.ID) != e.ID || strings.HasPrefix(e.ID, ".") {
-			continue
-		}
-		img := filepath.Join(dir, e.ID+".img")
-		m, err := image.ReadManifestFile(filepath.Join(dir, e.ID+".manifest"))
+	for _, k := range kept {
+		m, err := image.ReadManifestFile(k.Manifest)
 		if err == nil {
-			_, err = os.Stat(img)
+			_, err = os.Stat(k.Image)
 		}
 		if err != nil {
-			log.Debug("agent: release not indexed for reuse", "release", e.ID, "err", err)
+			log.Debug("agent: release not indexed for reuse", "release", k.ID, "err", err)
 			continue
 		}
-		x.Add(img, m)
-		bases[m.ReleaseID()] = img
+		x.Add(k.Image, m)
+		bases[m.ReleaseID()] = k.Image
 	}
 	return x, bases
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 
 	"github.com/loopcast/loopcast/loopmount"
 	"golang.org/x/sys/unix"
@@ -170,4 +171,33 @@ func (s *Store) update(op string, fn func(st *State) error) error {
 // State returns a copy of the state as last written.
 func (s *Store) State() (*State, error) {
 	return loadState(s.statePath())
+}
+
+// Kept is a live release's image and manifest on disk.
+type Kept struct {
+	ID, Image, Manifest string
+}
+
+// KeptImages lists the live releases, newest first, with the paths of
+// their images and manifests: what a host can reuse chunks from.
+func (s *Store) KeptImages() ([]Kept, error) {
+	st, err := s.State()
+	if err != nil {
+		return nil, err
+	}
+	var out []Kept
+	for _, e := range slices.Backward(st.History) {
+		if e.Retired || checkID(e.ID) != nil {
+			continue
+		}
+		out = append(out, Kept{ID: e.ID, Image: s.imagePath(e.ID), Manifest: s.manifestPath(e.ID)})
+	}
+	return out, nil
+}
+
+// IncomingPath is where an image being received lands before staging:
+// inside images/ (so staging renames it on the same filesystem), under a
+// dot name (so it is never taken for a kept image).
+func (s *Store) IncomingPath() string {
+	return filepath.Join(s.root, imagesDir, ".incoming")
 }
