@@ -32,6 +32,10 @@ const (
 // that path.
 var noConfigure atomic.Bool
 
+// fallbackBinds counts devices bound through LOOP_SET_FD, so a test can
+// tell that the fallback really ran.
+var fallbackBinds atomic.Int64
+
 // Device is a loop device bound to a backing file by Attach. While the
 // Device is open it holds a reference; Close drops it, and the kernel then
 // detaches the device unless something else (a mount) still uses it.
@@ -123,6 +127,7 @@ func bind(dev, backing *os.File, abs string) error {
 	if err := unix.IoctlSetInt(int(dev.Fd()), unix.LOOP_SET_FD, int(backing.Fd())); err != nil {
 		return err
 	}
+	fallbackBinds.Add(1)
 	if err := unix.IoctlLoopSetStatus64(int(dev.Fd()), &info); err != nil {
 		unix.IoctlSetInt(int(dev.Fd()), unix.LOOP_CLR_FD, 0)
 		return fmt.Errorf("LOOP_SET_STATUS64: %w", err)

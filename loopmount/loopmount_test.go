@@ -221,6 +221,7 @@ func TestCyclesNoLeak(t *testing.T) {
 			t.Cleanup(func() { noConfigure.Store(prev) })
 			img := makeImage(t, dir, "a", map[string]string{"f": "content"})
 			mnt := mkdir(t, filepath.Join(dir, "mnt"))
+			binds := fallbackBinds.Load()
 			for i := range cycles {
 				m, err := MountImage(img, mnt, Options{})
 				if err != nil {
@@ -239,6 +240,9 @@ func TestCyclesNoLeak(t *testing.T) {
 			waitNoLoops(t, dir)
 			if n := ownMounts(t, dir); n != 0 {
 				t.Errorf("%d mounts left, want 0", n)
+			}
+			if n := fallbackBinds.Load() - binds; fallback && n < cycles {
+				t.Errorf("%d of %d cycles bound through LOOP_SET_FD; the fallback did not run", n, cycles)
 			}
 		})
 	}
