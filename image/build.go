@@ -54,11 +54,14 @@ type Options struct {
 	Progress func(done, total int64)
 	// Base, when set, is the path of a previous build's image (or of its
 	// manifest or layout file): the build reads its layout (image +
-	// LayoutSuffix; only that file need exist) and keeps its geometry, every
-	// unchanged file's inode and blocks, and each directory's inode, so a
-	// small change to the tree changes few chunks. When the tree no longer
-	// fits the base geometry the image is laid out afresh (Result.Base
-	// says so). The same tree, options and base give the same image.
+	// LayoutSuffix; only that file need exist) and keeps its geometry. A
+	// path whose kind still matches keeps its inode and is written over its
+	// own old blocks first, so an unchanged file keeps exactly its blocks;
+	// growth and new paths take free space, first fit; deleted paths are
+	// freed. So a small change to the tree changes few chunks. When the
+	// tree no longer fits the base geometry the image is laid out afresh
+	// (Result.Base says so). The same tree, options and base give the same
+	// image.
 	Base string
 }
 
@@ -80,8 +83,16 @@ func Build(ctx context.Context, src, out string, opts Options) (*Result, error) 
 	if opts.HeadroomPct < 0 {
 		return nil, fmt.Errorf("image: negative headroom %d%%", opts.HeadroomPct)
 	}
-	if cs := opts.ChunkSize; cs != 0 && (cs%blockSize != 0 || cs < MinChunkSize || cs > MaxChunkSize) {
-		return nil, fmt.Errorf("image: chunk size %d is not a multiple of %d in [%d, %d]", cs, blockSize, MinChunkSize, MaxChunkSize)
+	if cs := opts.ChunkSize; cs != 0 {
+		if err := checkChunkSize(cs); err != nil {
+			return nil, fmt.Errorf("image: %w", err)
+		}
+		if cs%blockSize != 0 {
+			return nil, fmt.Errorf("image: chunk size %d is not a multiple of %d", cs, blockSize)
+		}
+	}
+	if len(opts.Label) > MaxLabel {
+		return nil, fmt.Errorf("image: label of %d bytes, more than %d", len(opts.Label), MaxLabel)
 	}
 	t, err := scanTree(src)
 	if err != nil {
@@ -325,9 +336,6 @@ func (b *builder) chunkSize() uint32 {
 // manifest completes m with provenance and signs it.
 func (b *builder) manifest(m *Manifest, created int64) (*Manifest, error) {
 	m.FileCount, m.Created, m.Label = b.t.entries, created, b.opts.Label
-	if len(m.Label) > MaxLabel {
-		return nil, fmt.Errorf("image: label of %d bytes, more than %d", len(m.Label), MaxLabel)
-	}
 	if b.opts.Key != nil {
 		m.Sign(b.opts.Key)
 	}

@@ -319,13 +319,42 @@ func TestBuildRefusesSpecialFiles(t *testing.T) {
 	}
 	wantErr(t, buildErr(t, src, Options{}), sock, "socket")
 	os.Remove(sock)
+}
 
-	if os.Geteuid() == 0 {
-		dev := filepath.Join(src, "null")
-		if err := unix.Mknod(dev, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
-			t.Fatal(err)
-		}
-		wantErr(t, buildErr(t, src, Options{}), dev, "character device")
+func TestBuildRefusesDevice(t *testing.T) {
+	testenv.RequireRoot(t)
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "ok.php"), []byte("ok"), 0o644)
+	dev := filepath.Join(src, "null")
+	if err := unix.Mknod(dev, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, buildErr(t, src, Options{}), dev, "character device")
+}
+
+// TestBuildRefusesBadOptions: bad options are refused before the tree is
+// even scanned.
+func TestBuildRefusesBadOptions(t *testing.T) {
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "ok.php"), []byte("ok"), 0o644)
+	testHookScanned = func() { t.Error("tree scanned despite bad options") }
+	defer func() { testHookScanned = nil }()
+	for _, tc := range []struct {
+		opts Options
+		want []string
+	}{
+		{Options{HeadroomPct: -1}, []string{"negative headroom"}},
+		{Options{Label: strings.Repeat("x", MaxLabel+1)}, []string{"label of", fmt.Sprint(MaxLabel)}},
+		{Options{ChunkSize: MinChunkSize / 2}, []string{"chunk size", "out of range"}},
+		{Options{ChunkSize: MaxChunkSize + blockSize}, []string{"chunk size", "out of range"}},
+		{Options{ChunkSize: MinChunkSize + 1}, []string{"chunk size", "multiple of"}},
+	} {
+		wantErr(t, buildErr(t, src, tc.opts), tc.want...)
+	}
+	if _, err := HashFile(context.Background(), filepath.Join(src, "ok.php"), MaxChunkSize+1); err == nil {
+		t.Error("HashFile took a chunk size above MaxChunkSize")
+	} else {
+		wantErr(t, err, "chunk size", "out of range")
 	}
 }
 
@@ -409,8 +438,6 @@ func TestBuildRefusesUnreadableFile(t *testing.T) {
 	src := t.TempDir()
 	p := filepath.Join(src, "secret.php")
 	os.WriteFile(p, []byte("x"), 0o644)
-	testHookOpened = func(string) {}
-	defer func() { testHookOpened = nil }()
 	// root reads everything, so make the file vanish between scan and read
 	// instead when running as root; otherwise take away its permissions.
 	if os.Geteuid() == 0 {

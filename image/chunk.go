@@ -65,8 +65,8 @@ func HashFile(ctx context.Context, path string, chunkSize uint32) (*Manifest, er
 		return nil, fmt.Errorf("image: %w", err)
 	}
 	m := &Manifest{ImageSize: fi.Size(), ChunkSize: chunkSize}
-	if chunkSize < MinChunkSize || chunkSize > MaxChunkSize {
-		return nil, fmt.Errorf("image: chunk size %d out of range [%d, %d]", chunkSize, MinChunkSize, MaxChunkSize)
+	if err := checkChunkSize(chunkSize); err != nil {
+		return nil, fmt.Errorf("image: %w", err)
 	}
 	if m.ImageSize == 0 {
 		return nil, fmt.Errorf("image: %s is empty", path)

@@ -25,16 +25,13 @@ func (t *tree) dirEntries(d int32) []dirEntry {
 			ents = append(ents, dirEntry{"lost+found", lostFound, ftDir})
 			lf = false
 		}
-		ents = append(ents, dirEntry{cn.name, cn.ino, fileType(t.kindOf(c))})
+		ents = append(ents, dirEntry{cn.name, cn.ino, fileType(t.nodes[c].kind)})
 	}
 	if lf {
 		ents = append(ents, dirEntry{"lost+found", lostFound, ftDir})
 	}
 	return ents
 }
-
-// kindOf resolves a hard link to its primary's kind.
-func (t *tree) kindOf(i int32) nodeKind { return t.nodes[i].kind }
 
 func fileType(k nodeKind) uint8 {
 	switch k {

@@ -9,11 +9,12 @@
 // Beside each image the builder writes a layout file (image + ".layout",
 // zstd-compressed, versioned): the geometry, and for every name its inode
 // number, kind, size, content hash and blocks. A later build given the
-// image as Options.Base keeps that geometry, each kept path's inode and,
-// for an unchanged file, its exact blocks; new and grown data goes into
-// free space, first fit from the start of the data area. So a small change
-// to the tree changes few chunks of the image, and hosts can reuse the
-// chunks they already hold.
+// image as Options.Base keeps that geometry. A path whose kind still
+// matches keeps its inode and is rewritten over its own old blocks first,
+// so an unchanged file keeps its exact blocks; growth and new paths take
+// free space, first fit from the start of the data area; deleted paths are
+// freed. So a small change to the tree changes few chunks of the image,
+// and hosts can reuse the chunks they already hold.
 //
 // The manifest cuts the image into fixed-size chunks (ChunkSize), each with
 // its SHA-256; it carries the whole image's SHA-256, provenance, and an

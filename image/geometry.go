@@ -76,9 +76,6 @@ func planGeometry(dataBlocks, inodes uint64) (geometry, error) {
 		}
 		total := max(dataBlocks+g.totalOverhead(), minImageBlocks)
 		last := uint64(groups-1) * blocksPerGroup
-		if total > uint64(groups)*blocksPerGroup {
-			continue
-		}
 		// the last group must hold its own metadata and some data
 		total = max(total, last+uint64(g.overhead(groups-1))+minLastGroupData)
 		if total > uint64(groups)*blocksPerGroup {

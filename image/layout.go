@@ -86,16 +86,6 @@ type layout struct {
 // blocks returns entry e's extents.
 func (l *layout) blocks(e *layoutEntry) []extent { return l.exts[e.ext : e.ext+e.next] }
 
-// AppendBinary appends the layout file: header, then the zstd-compressed
-// body (see appendBody).
-func (l *layout) AppendBinary(b []byte) ([]byte, error) {
-	body, err := l.appendBody(nil)
-	if err != nil {
-		return nil, err
-	}
-	return appendLayoutFile(b, body)
-}
-
 // appendLayoutFile appends the header and the compressed body.
 func appendLayoutFile(b, body []byte) ([]byte, error) {
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(layoutLevel), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(layoutWindow))
@@ -108,7 +98,8 @@ func appendLayoutFile(b, body []byte) ([]byte, error) {
 	return enc.EncodeAll(body, b), nil
 }
 
-// appendBody encodes, big-endian and uvarints:
+// appendLayoutBody encodes a layout whose entries come one at a time from
+// entry, so a build need not hold them all; big-endian and uvarints:
 //
 //	blocks u32 | groups u32 | inodes per group u32
 //	free blocks u32 | free inodes u32 | time u32 | uuid [16] | hash seed [16]
@@ -117,14 +108,6 @@ func appendLayoutFile(b, body []byte) ([]byte, error) {
 //	per entry: index-parent uvarint | name length uvarint | name |
 //	  flags u8 (kind | 0x80 link) | inode uvarint | size uvarint |
 //	  (owner file: xxhash u64) | extent count uvarint | (start uvarint, length uvarint)...
-func (l *layout) appendBody(b []byte) ([]byte, error) {
-	return appendLayoutBody(b, &l.geo, &l.backup, len(l.entries), func(i int) (*layoutEntry, []extent) {
-		return &l.entries[i], l.blocks(&l.entries[i])
-	})
-}
-
-// appendLayoutBody encodes a layout whose entries come one at a time from
-// entry, so a build need not hold them all.
 func appendLayoutBody(b []byte, geo *geometry, s *sbState, count int, entry func(i int) (*layoutEntry, []extent)) ([]byte, error) {
 	be := binary.BigEndian
 	b = be.AppendUint32(b, geo.blocks)

@@ -201,3 +201,20 @@ func TestLayoutMemory(t *testing.T) {
 	}
 	runtime.KeepAlive(p)
 }
+
+// AppendBinary appends l as a layout file: header, then the
+// zstd-compressed body (see appendBody). Builds stream the body instead.
+func (l *layout) AppendBinary(b []byte) ([]byte, error) {
+	body, err := l.appendBody(nil)
+	if err != nil {
+		return nil, err
+	}
+	return appendLayoutFile(b, body)
+}
+
+// appendBody encodes l's body (see appendLayoutBody).
+func (l *layout) appendBody(b []byte) ([]byte, error) {
+	return appendLayoutBody(b, &l.geo, &l.backup, len(l.entries), func(i int) (*layoutEntry, []extent) {
+		return &l.entries[i], l.blocks(&l.entries[i])
+	})
+}

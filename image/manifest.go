@@ -149,10 +149,20 @@ func (m *Manifest) AppendBinary(b []byte) ([]byte, error) {
 	return append(b, m.Signature...), nil
 }
 
+// checkChunkSize reports whether cs is a chunk size a manifest may name:
+// in [MinChunkSize, MaxChunkSize].
+func checkChunkSize(cs uint32) error {
+	if cs < MinChunkSize || cs > MaxChunkSize {
+		return fmt.Errorf("chunk size %d out of range [%d, %d]", cs, MinChunkSize, MaxChunkSize)
+	}
+	return nil
+}
+
 func (m *Manifest) check() error {
+	if err := checkChunkSize(m.ChunkSize); err != nil {
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
 	switch {
-	case m.ChunkSize < MinChunkSize || m.ChunkSize > MaxChunkSize:
-		return fmt.Errorf("%w: chunk size %d out of range", ErrMalformed, m.ChunkSize)
 	case m.ImageSize <= 0:
 		return fmt.Errorf("%w: image size %d", ErrMalformed, m.ImageSize)
 	case len(m.Chunks) > MaxChunks:

@@ -11,7 +11,7 @@ import (
 
 const (
 	// mtimeBase and mtimeSpread place mtimes in 2017–2020 plus a per-seed
-	// offset; whole seconds, since ext2 keeps no more.
+	// offset; whole seconds, so the tree is the same on any filesystem.
 	mtimeBase   = 1_500_000_000
 	mtimeSpread = 365 * 24 * 3600
 

@@ -3,31 +3,15 @@ package synth
 import (
 	"io/fs"
 	"syscall"
-	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
-// From <fcntl.h>; the syscall package does not export them on Linux.
-const (
-	atFDCWD           = -100
-	atSymlinkNoFollow = 0x100
-)
-
-// lutimes sets the atime and mtime of path without following a symlink:
-// utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW), which the os package
-// does not offer.
+// lutimes sets the atime and mtime of path to sec without following a
+// symlink, which the os package does not offer.
 func lutimes(path string, sec int64) error {
-	p, err := syscall.BytePtrFromString(path)
-	if err != nil {
-		return err
-	}
-	ts := [2]syscall.Timespec{{Sec: sec}, {Sec: sec}}
-	fd := atFDCWD
-	_, _, errno := syscall.Syscall6(syscall.SYS_UTIMENSAT, uintptr(fd), uintptr(unsafe.Pointer(p)),
-		uintptr(unsafe.Pointer(&ts[0])), atSymlinkNoFollow, 0, 0)
-	if errno != 0 {
-		return errno
-	}
-	return nil
+	ts := []unix.Timespec{{Sec: sec}, {Sec: sec}}
+	return unix.UtimesNanoAt(unix.AT_FDCWD, path, ts, unix.AT_SYMLINK_NOFOLLOW)
 }
 
 // linkCount is the number of hard links of fi's inode.
