@@ -10,8 +10,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/loopcast/loopcast/image"
+	"golang.org/x/sync/errgroup"
 )
 
 // deltaChanged are the test image's chunks the new image changes one
@@ -163,37 +165,62 @@ func TestDeltaLateJoinerWithoutBase(t *testing.T) {
 	}
 }
 
-// Deltas under loss, with a late joiner that lacks the base: chunks go
-// from delta to plain mid-session and are then repaired with parity of the
-// plain layout. Every host must end with the right image.
+// Deltas under loss, with a late joiner that lacks the base: the session
+// starts in delta mode with the three base holders; late joins once data
+// flows and asks for the delta chunks whole, so they go plain mid-session
+// and are then repaired with parity of the plain layout (which aborted the
+// session before the scheduler reset its parity index). Every host must
+// end with the right image.
 func TestDeltaUnderLossWithLateJoiner(t *testing.T) {
 	ts, base, basePath := deltaSession(t, true)
 	rng := rand.New(rand.NewPCG(5, 6))
-	lateIn := false
+	started := make(chan struct{})
 	ts.net.drop = func(from, to string, b []byte) bool { // called with the net's lock held
 		typ := Type(b[5])
-		if to == "late" && typ == TypeRegister && len(b) > HeaderLen+6 {
-			lateIn = true
+		if typ != TypeData && typ != TypeRepair {
+			return false
 		}
-		if (typ == TypeData || typ == TypeRepair) && to != "late" && !lateIn {
-			return true // hold the early hosts back until late has joined
+		if started != nil && to == "e1" {
+			close(started)
+			started = nil
 		}
 		return rng.Float64() < 0.08
 	}
-	hosts := []string{"e1", "e2", "e3", "late"}
-	ts.send.Hosts = hosts
-	_, errs := ts.run(context.Background(), hosts, func(h string, o *ReceiveOptions) {
+	begin := started
+	early := []string{"e1", "e2", "e3"}
+	ts.send.MinHosts = 3 // an open group that starts with the base holders
+	f, err := os.Open(ts.img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ts.send.Image = f
+	ctx := context.Background()
+	var g errgroup.Group
+	sconn := ts.net.conn("sender", false)
+	g.Go(func() error { var err error; ts.report, err = Send(ctx, sconn, ts.send); return err })
+	for _, h := range append(early, "late") {
+		conn := ts.net.conn(h, true)
+		o := ReceiveOptions{HostID: h, Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
+			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second}
 		if h != "late" {
-			hostBase(t, ts, base, basePath, h, o, nil)
+			hostBase(t, ts, base, basePath, h, &o, nil)
 		}
-	})
-	for _, h := range hosts {
-		if errs[h] != nil {
-			t.Fatalf("%s: %v", h, errs[h])
-		}
+		g.Go(func() error {
+			if h == "late" {
+				<-begin
+			}
+			_, err := Receive(ctx, conn, o)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range append(early, "late") {
 		ts.checkImage(h)
 	}
-	if done, all := ts.report.Completed(); done != len(hosts) {
-		t.Errorf("%d of %d hosts complete: %+v", done, all, ts.report.Hosts)
+	if ts.report.DeltaChunks != deltaCovered {
+		t.Errorf("%d chunks sent as deltas, want %d: the session must start in delta mode", ts.report.DeltaChunks, deltaCovered)
 	}
 }

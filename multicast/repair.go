@@ -126,16 +126,6 @@ func (j repairJob) wholeRank() int {
 	return 0
 }
 
-// forget drops the parity indices handed out for chunk's blocks: its
-// encoding changed (delta to plain), so its blocks are new.
-func (s *scheduler) forget(chunk uint32) {
-	for key := range s.next {
-		if key.chunk == chunk {
-			delete(s.next, key)
-		}
-	}
-}
-
 // parity allocates missing fresh parity indices for one block; when the
 // GF(2^8) index space is used up it wraps to the block's first parity
 // index (hosts that already hold a wrapped symbol simply ignore it).
@@ -147,7 +137,9 @@ func (s *scheduler) parity(key blockKey, missing int, k func(uint32, uint16) (in
 	next, seen := s.next[key]
 	if !seen || next < first {
 		// never asked, or an index from another layout of the chunk (it went
-		// from delta to plain): start at this layout's first parity index
+		// from delta to plain): start at this layout's first parity index.
+		// Any index from there on is fresh: receivers start a chunk over on
+		// its first symbol in the new encoding.
 		next = first
 	}
 	var jobs []repairJob

@@ -107,12 +107,4 @@ func TestSchedulerAfterLayoutChange(t *testing.T) {
 	if !ok || jobs[0].from < 44 {
 		t.Errorf("after the layout change without forget: %+v, want parity from 44", jobs)
 	}
-	s.parity(key, 1, fixedK(3, 0))
-	s.forget(0)
-	if _, seen := s.next[key]; seen {
-		t.Error("forget left the chunk's indices")
-	}
-	if jobs, _ := s.parity(key, 2, fixedK(44, 0)); jobs[0].from != 44 || jobs[0].to != 46 {
-		t.Errorf("after forget: %+v, want [44,46)", jobs)
-	}
 }

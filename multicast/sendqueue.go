@@ -56,7 +56,6 @@ func (s *sender) refill(now time.Time) bool {
 func (s *sender) expand(j repairJob) error {
 	if j.whole && s.round > 0 && s.src.isDelta(j.chunk) {
 		s.src.forcePlain(j.chunk) // asked for whole again: a host cannot use the delta
-		s.sched.forget(j.chunk)   // its blocks now have the plain layout
 	}
 	e, err := s.chunk(j)
 	if err != nil {
