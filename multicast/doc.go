@@ -51,7 +51,8 @@
 // count as held, joining runs; at most MaxRegisterRanges, the largest runs
 // when the set is more scattered, so a host may be sent a chunk it holds
 // but never denied one it lacks). When registration closes, the sender
-// leaves out of the first pass every chunk each registered host holds; a
+// leaves out of the first pass every chunk each registered member holds
+// (in a closed group, hosts not on the list decide nothing); a
 // host holding nothing gets everything in the same pass, and one that
 // joins later asks for what it lacks as whole chunks. A host that holds
 // every chunk registers, verifies and completes without any data.
@@ -61,11 +62,11 @@
 // A sender given [SendOptions].Base and BaseImage (the hosts' previous
 // image) names that release in ANNOUNCE; a receiver whose
 // [ReceiveOptions].BaseImage finds it says so in REGISTER. When
-// registration closes and every registered host holds the base, each chunk
+// registration closes and every registered member holds the base, each chunk
 // to send that the base holds (same index, non-zero there, and matching the
 // base manifest at the sender) goes as a delta: zstd-compressed with the
 // base chunk at that index as raw dictionary, its symbols flagged delta. A
-// group with any host lacking the base gets plain chunks only. A receiver
+// group with any member lacking the base gets plain chunks only. A receiver
 // decodes a delta against its own base image's chunk and checks the result
 // against the manifest like any chunk: the base is never trusted. A delta
 // that fails (a corrupt base) is forgotten and not taken again; the host

@@ -93,8 +93,8 @@ func (s *sender) lacking() []bool {
 	holders := make([]int32, n+1) // a difference array: +1 at a range's start, -1 past its end
 	hosts := int32(0)
 	for _, h := range s.hosts {
-		if !h.member || !h.active() {
-			continue // a guest (not listed in a closed group) decides nothing
+		if !h.counts() {
+			continue
 		}
 		hosts++
 		for _, rg := range h.have {

@@ -1,6 +1,7 @@
 package multicast
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/atomicfile"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -104,7 +106,7 @@ func Receive(ctx context.Context, conn Conn, opts ReceiveOptions) (*Result, erro
 	if len(opts.Trusted) == 0 && !opts.Insecure {
 		return nil, fmt.Errorf("%w: no trusted keys given (and not insecure)", ErrUntrusted)
 	}
-	opts.SenderTimeout = cmpOr(opts.SenderTimeout, DefaultSenderTimeout)
+	opts.SenderTimeout = cmp.Or(opts.SenderTimeout, DefaultSenderTimeout)
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
@@ -397,17 +399,12 @@ func (r *receiver) finish(now time.Time) error {
 	if err := os.Rename(r.partial, r.opts.Out); err != nil {
 		return fmt.Errorf("multicast: %w", err)
 	}
-	syncDir(filepath.Dir(r.opts.Out))
+	if err := atomicfile.SyncDir(filepath.Dir(r.opts.Out)); err != nil {
+		return err // renamed, but not durably: the caller must not stage it
+	}
 	r.res.Path, r.res.BadChunks = r.opts.Out, r.st.bad
 	r.doneAt = now
 	r.opts.Logf("session %08x: image %s verified", r.res.Session, r.opts.Out)
 	r.sendComplete(now)
 	return nil
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 }

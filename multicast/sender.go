@@ -1,8 +1,10 @@
 package multicast
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -82,10 +84,10 @@ func (o *SendOptions) defaults() error {
 	if o.Manifest == nil || o.Image == nil || o.Group == nil {
 		return errors.New("multicast: send needs a manifest, an image and a group")
 	}
-	o.Wait = cmpOr(o.Wait, DefaultWait)
-	o.HostTimeout = cmpOr(o.HostTimeout, DefaultHostTimeout)
-	o.SymbolSize = cmpOr(o.SymbolSize, DefaultSymbolSize)
-	o.BlockSymbols = cmpOr(o.BlockSymbols, DefaultBlockSymbols)
+	o.Wait = cmp.Or(o.Wait, DefaultWait)
+	o.HostTimeout = cmp.Or(o.HostTimeout, DefaultHostTimeout)
+	o.SymbolSize = cmp.Or(o.SymbolSize, DefaultSymbolSize)
+	o.BlockSymbols = cmp.Or(o.BlockSymbols, DefaultBlockSymbols)
 	if o.Session == 0 {
 		var b [4]byte
 		rand.Read(b[:])
@@ -106,14 +108,6 @@ func (o *SendOptions) defaults() error {
 		o.Logf = func(string, ...any) {}
 	}
 	return nil
-}
-
-func cmpOr[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // Send runs one session: it announces the manifest, waits for hosts to
@@ -203,7 +197,7 @@ func newSender(conn Conn, o SendOptions) (*sender, error) {
 func (s *sender) baseAnnounce() Announce {
 	m := s.opts.Manifest
 	a := Announce{
-		ManifestDigest: sha256Of(s.manifest), ManifestSize: uint32(len(s.manifest)),
+		ManifestDigest: sha256.Sum256(s.manifest), ManifestSize: uint32(len(s.manifest)),
 		ImageSize: uint64(m.ImageSize), ChunkSize: m.ChunkSize, ChunkCount: uint32(len(m.Chunks)),
 		SymbolSize: uint16(s.opts.SymbolSize), BlockSymbols: uint8(s.opts.BlockSymbols),
 		Closed: len(s.opts.Hosts) > 0, Rate: uint64(s.opts.Rate), HostsTotal: uint16(len(s.opts.Hosts)),
@@ -400,7 +394,7 @@ func (s *sender) allHoldBase() bool {
 	}
 	n := 0
 	for _, h := range s.hosts {
-		if h.member && h.active() { // a guest cannot turn deltas off for the group
+		if h.counts() {
 			if !h.hasBase {
 				return false
 			}
@@ -414,7 +408,7 @@ func (s *sender) allHoldBase() bool {
 func (s *sender) live() int {
 	n := 0
 	for _, h := range s.hosts {
-		if h.member && h.active() {
+		if h.counts() {
 			n++
 		}
 	}

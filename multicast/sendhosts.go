@@ -2,7 +2,6 @@ package multicast
 
 import (
 	"cmp"
-	"crypto/sha256"
 	"fmt"
 	"net"
 	"slices"
@@ -26,9 +25,13 @@ type host struct {
 	round      uint32 // round its parts belong to
 }
 
-func (h *host) active() bool { return h.registered && !h.complete && h.failed == "" && h.dropped == "" }
+// counts reports whether h takes part in the group's decisions (which
+// chunks every host holds, whether all hold the delta base, who is still
+// expected): a member still in the session. A guest (a host not listed in
+// a closed group, or a forged REGISTER) decides nothing.
+func (h *host) counts() bool { return h.member && h.active() }
 
-func sha256Of(b []byte) [32]byte { return sha256.Sum256(b) }
+func (h *host) active() bool { return h.registered && !h.complete && h.failed == "" && h.dropped == "" }
 
 // handle processes one datagram from a receiver; anything malformed,
 // foreign or out of place is counted and ignored.

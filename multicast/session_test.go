@@ -191,6 +191,15 @@ func TestTransferProactiveParity(t *testing.T) {
 		}
 		ts.checkImage(h)
 	}
+	// lossless, so every parity symbol on the wire is proactive
+	clean := newTestSession(t, nil)
+	clean.send.FECOverhead, clean.send.Hosts = 10, hosts
+	if _, errs := clean.run(context.Background(), hosts, nil); errs["a"] != nil || errs["b"] != nil {
+		t.Fatalf("lossless: %v", errs)
+	}
+	if clean.report.RepairPackets == 0 {
+		t.Error("lossless session with --fec-overhead 10 sent no parity: proactive parity did not run")
+	}
 }
 
 // A host that registers and then never answers is dropped and reported;
@@ -407,6 +416,9 @@ func TestResumePartial(t *testing.T) {
 	ts.checkImage("h")
 	if res["h"].Resumed != 4 {
 		t.Errorf("resumed %d chunks, want 4", res["h"].Resumed)
+	}
+	if ts.report.ChunksReused != 4 {
+		t.Errorf("sender left %d chunks out of the first pass, want the 4 resumed ones (not asked for again)", ts.report.ChunksReused)
 	}
 }
 
