@@ -86,6 +86,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return receiveLoop(ctx, data, store, cfg, log) })
 	g.Go(func() error { return controlLoop(ctx, ctl, h, log) })
+	g.Go(func() error { return retireLoop(ctx, store, log) })
 	g.Go(func() error { // unblock the readers when the agent stops
 		<-ctx.Done()
 		data.Close()
@@ -160,7 +161,8 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 		// receiver checks every chunk decoded against it like any other
 		BaseImage: func(id string) (string, bool) { p, ok := bases[id]; return p, ok },
 		// refuse, before receiving anything, an image the disk cannot hold
-		Accept: func(m *image.Manifest) error { return store.CheckSpace(m.ImageSize) },
+		// (retiring releases kept only by --keep-for if the disk needs it)
+		Accept: func(m *image.Manifest) error { return store.MakeRoom(m.ImageSize) },
 		Logf:   func(f string, a ...any) { log.Debug(fmt.Sprintf(f, a...)) },
 	})
 	if err != nil {
@@ -206,6 +208,28 @@ func localImages(store *release.Store, log *slog.Logger) (multicast.ChunkIndex, 
 		bases[m.ReleaseID()] = k.Image
 	}
 	return x, bases
+}
+
+// retireEvery is how often the agent applies retention between deploys: a
+// release kept by a script is retired within this long of the script's
+// end, and --keep-for ends this late at most. A scan of /proc per minute
+// costs the host nothing it would notice.
+const retireEvery = time.Minute
+
+// retireLoop applies retention every retireEvery until ctx ends.
+func retireLoop(ctx context.Context, store *release.Store, log *slog.Logger) error {
+	t := time.NewTicker(retireEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			if err := store.Retire(); err != nil {
+				log.Warn("agent: retention", "err", err)
+			}
+		}
+	}
 }
 
 // controlLoop answers the sender's commands; it alone owns the handler.

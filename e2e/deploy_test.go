@@ -123,6 +123,9 @@ var releaseLine = regexp.MustCompile(`(?m)^release ([0-9a-f]{16}): (\w+)`)
 // forward). Then the switch policy: with a listed host absent nothing
 // switches (exit 3), and --require 75% switches the others (exit 2).
 func TestDeployUnderLoad(t *testing.T) {
+	// Retention by count alone (no --keep-for), so only the in-use check
+	// keeps v1 for the long-running workers below.
+	t.Setenv("LOOPCAST_KEEP_FOR", "0")
 	c, work, key := newTestCluster(t, "e")
 	repo := c.repo
 	common := []string{"--key", key, "--iface", "eth0", "--state-dir", filepath.Join(work, "state")}
@@ -158,6 +161,13 @@ func TestDeployUnderLoad(t *testing.T) {
 	if _, err := deploy("v1", hostsFlag...); err != nil {
 		t.Fatal(err)
 	}
+	// Two long-running PHP workers start on v1: one from `current` on r1,
+	// one under `receiver exec` on r2. After 19 more steps (far beyond
+	// --keep) they load the rest of their code by absolute path.
+	workers := []*worker{
+		startWorker(t, "sh", "-c", "cd "+filepath.Join(c.dir, "r1", "current")+" && exec php bin/worker.php"),
+		startWorker(t, filepath.Join(c.bin, "receiver"), "exec", "--root", filepath.Join(c.dir, "r2"), "--", "php", "bin/worker.php"),
+	}
 	l := &load{last: map[string]string{}, seen: map[string]int{}}
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -192,6 +202,12 @@ func TestDeployUnderLoad(t *testing.T) {
 		step(op)
 	}
 	final := history[len(history)-1]
+	checkHeld(t, c, "r1", ids["v1"], workers[0])
+	for i, w := range workers {
+		if got := w.finish(); got != "v1 v1\n" {
+			t.Errorf("worker %d, started on v1, loaded %q after 19 deploys and rollbacks; want \"v1 v1\"", i+1, got)
+		}
+	}
 	// let every host answer at least once more on the final release
 	before := l.responses()
 	deadline := time.Now().Add(10 * time.Second)
@@ -281,4 +297,72 @@ func checkStatus(t *testing.T, c *cluster, flags []string, id string) {
 			t.Errorf("host %s: current %s previous %s error %q; want current %s", s.ID, s.Current, s.Previous, s.Error, id)
 		}
 	}
+}
+
+// worker is bin/worker.php of the sample app, running: it loads the rest
+// of its code when told.
+type worker struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   strings.Builder
+}
+
+func startWorker(t *testing.T, args ...string) *worker {
+	t.Helper()
+	w := &worker{cmd: exec.Command(args[0], args[1:]...)}
+	w.cmd.Stdout, w.cmd.Stderr = &w.out, &w.out
+	var err error
+	if w.stdin, err = w.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if w.cmd.ProcessState == nil {
+			w.cmd.Process.Kill() // our own child, by pid
+			w.cmd.Wait()
+		}
+	})
+	return w
+}
+
+// finish tells the worker to load its code, and returns what it printed.
+func (w *worker) finish() string {
+	io.WriteString(w.stdin, "go\n")
+	w.stdin.Close()
+	if err := w.cmd.Wait(); err != nil {
+		return fmt.Sprintf("error: %v: %s", err, w.out.String())
+	}
+	return w.out.String()
+}
+
+// checkHeld asserts that host's agent keeps release id mounted because a
+// worker uses it, as `receiver status --json` tells.
+func checkHeld(t *testing.T, c *cluster, host, id string, w *worker) {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(c.bin, "receiver"), "status", "--json", "--root", filepath.Join(c.dir, host)).Output()
+	if err != nil {
+		t.Fatalf("receiver status on %s: %v", host, err)
+	}
+	var st struct {
+		Releases []struct {
+			ID, Kept string
+			Mounted  bool
+			Users    []struct{ PID int }
+		}
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		t.Fatalf("receiver status --json: %v\n%s", err, out)
+	}
+	for _, r := range st.Releases {
+		if r.ID != id {
+			continue
+		}
+		if !r.Mounted || r.Kept != "in use" || len(r.Users) == 0 || r.Users[0].PID != w.cmd.Process.Pid {
+			t.Errorf("%s: release %s mounted %v, kept %q, users %+v; want in use by pid %d", host, id, r.Mounted, r.Kept, r.Users, w.cmd.Process.Pid)
+		}
+		return
+	}
+	t.Errorf("%s: release %s (used by a worker) is not in the status:\n%s", host, id, out)
 }

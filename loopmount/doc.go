@@ -11,9 +11,12 @@
 // between steps cannot leak a device (with LOOP_CONFIGURE; the fallback has
 // a short window between LOOP_SET_FD and LOOP_SET_STATUS64).
 //
-// Unmount unmounts a directory, lazily (MNT_DETACH) when the mount is busy:
-// the mount leaves the namespace at once, processes with files open in it
-// keep reading until they close them, and then the device is freed.
+// Unmount unmounts a directory only when nothing uses it (ErrBusy
+// otherwise), never lazily: a lazily detached mount strands its users, whose
+// next path lookup into it fails. Users reads /proc, as `fuser -m` does, to
+// name the processes that hold a mount (working directory, root, executable,
+// open files, memory maps), so a caller can say who keeps it and try again
+// later.
 //
 // FindMounts and Mounts read /proc/self/mountinfo and
 // /sys/block/loopN/loop/backing_file to find existing mounts of an image.

@@ -1,12 +1,14 @@
 package loopmount
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -182,9 +184,8 @@ func TestMountReadOnly(t *testing.T) {
 	if ro, err := os.ReadFile("/sys/block/" + filepath.Base(m.Device) + "/ro"); err != nil || strings.TrimSpace(string(ro)) != "1" {
 		t.Errorf("%s ro = %q, %v; want 1", m.Device, ro, err)
 	}
-	lazy, err := Unmount(mnt)
-	if err != nil || lazy {
-		t.Fatalf("Unmount = lazy %v, %v; want an immediate unmount", lazy, err)
+	if err := Unmount(mnt); err != nil {
+		t.Fatalf("Unmount: %v", err)
 	}
 	if found, _ := FindMounts(img); len(found) != 0 {
 		t.Errorf("after Unmount FindMounts = %+v, want none", found)
@@ -202,7 +203,7 @@ func TestMountNoExec(t *testing.T) {
 	if opts := mountOptions(t, mnt); !hasAll(opts, "ro", "nodev", "nosuid", "noexec") {
 		t.Errorf("mount options %v, want ro,nodev,nosuid,noexec", opts)
 	}
-	if _, err := Unmount(mnt); err != nil {
+	if err := Unmount(mnt); err != nil {
 		t.Fatal(err)
 	}
 	waitNoLoops(t, dir)
@@ -233,7 +234,7 @@ func TestCyclesNoLeak(t *testing.T) {
 				if got, err := os.ReadFile(filepath.Join(mnt, "f")); err != nil || string(got) != "content" {
 					t.Fatalf("cycle %d: read = %q, %v", i, got, err)
 				}
-				if _, err := Unmount(mnt); err != nil {
+				if err := Unmount(mnt); err != nil {
 					t.Fatalf("cycle %d: %v", i, err)
 				}
 			}
@@ -287,19 +288,20 @@ func TestConcurrentAttach(t *testing.T) {
 		t.Errorf("%d own loop devices, want %d", n, workers)
 	}
 	for _, m := range mounts {
-		if _, err := Unmount(m.Dir); err != nil {
+		if err := Unmount(m.Dir); err != nil {
 			t.Error(err)
 		}
 	}
 	waitNoLoops(t, dir)
 }
 
-// TestLazyUnmount: a file open in a busy mount keeps reading after the
-// unmount; the mount leaves the namespace at once and the device is freed
-// when the file is closed.
-func TestLazyUnmount(t *testing.T) {
+// TestUnmountBusy: a mount that a process uses (here: an open file) is
+// not unmounted, lazily or otherwise: Unmount says ErrBusy, the mount stays
+// and paths in it still resolve; once the file is closed it unmounts and
+// the device is freed.
+func TestUnmountBusy(t *testing.T) {
 	dir := scratch(t)
-	img := makeImage(t, dir, "a", map[string]string{"f": "still here"})
+	img := makeImage(t, dir, "a", map[string]string{"f": "still here", "g": "later"})
 	mnt := mkdir(t, filepath.Join(dir, "mnt"))
 	if _, err := MountImage(img, mnt, Options{}); err != nil {
 		t.Fatal(err)
@@ -309,23 +311,114 @@ func TestLazyUnmount(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	lazy, err := Unmount(mnt)
-	if err != nil || !lazy {
-		t.Fatalf("Unmount of a busy mount = lazy %v, %v; want lazy", lazy, err)
+	if err := Unmount(mnt); !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), mnt) {
+		t.Fatalf("Unmount of a busy mount = %v, want ErrBusy naming %s", err, mnt)
 	}
-	if ok, err := IsMountPoint(mnt); err != nil || ok {
-		t.Errorf("IsMountPoint after lazy unmount = %v, %v; want false", ok, err)
+	if ok, err := IsMountPoint(mnt); err != nil || !ok {
+		t.Errorf("IsMountPoint after a refused unmount = %v, %v; want true", ok, err)
 	}
-	if n := ownLoops(t, dir); n != 1 {
-		t.Errorf("%d own loop devices while the file is open, want 1", n)
-	}
-	buf := make([]byte, 64)
-	n, err := f.ReadAt(buf, 0)
-	if got := string(buf[:n]); got != "still here" {
-		t.Errorf("read after lazy unmount = %q, %v; want %q", got, err, "still here")
+	if b, err := os.ReadFile(filepath.Join(mnt, "g")); string(b) != "later" {
+		t.Errorf("a new path lookup in the busy mount = %q, %v; want %q", b, err, "later")
 	}
 	f.Close()
+	if err := Unmount(mnt); err != nil {
+		t.Fatalf("Unmount once unused: %v", err)
+	}
 	waitNoLoops(t, dir)
+}
+
+// TestUsers: Users names each process using a mount and how (working
+// directory, open file, executable and its memory map), and none that
+// does not; a directory that is not a mount point has no users.
+func TestUsers(t *testing.T) {
+	dir := scratch(t)
+	testenv.RequireTool(t, "mke2fs")
+	src := mkdir(t, filepath.Join(dir, "src"))
+	sleep, err := os.ReadFile("/bin/sleep")
+	if err != nil {
+		t.Fatalf("a program to run from the image: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "sleep"), sleep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "f"), []byte("f"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, "a.img")
+	if out, err := exec.Command("mke2fs", "-q", "-t", "ext2", "-d", src, img, "4M").CombinedOutput(); err != nil {
+		t.Fatalf("mke2fs: %v\n%s", err, out)
+	}
+	mnt := mkdir(t, filepath.Join(dir, "mnt"))
+	other := mkdir(t, filepath.Join(dir, "other"))
+	if _, err := MountImage(img, mnt, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	cwd := start(t, mnt, "sh", "-c", "echo ready; read x")
+	fd := start(t, other, "sh", "-c", "exec 3<"+filepath.Join(mnt, "f")+"; echo ready; read x")
+	none := start(t, other, "sh", "-c", "echo ready; read x")
+	exe := start(t, other, "sh", "-c", "echo ready; exec "+filepath.Join(mnt, "sleep")+" 600")
+	waitFor(t, func() bool { // the last shell has exec'd the image's program
+		p, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", exe))
+		return p == filepath.Join(mnt, "sleep")
+	})
+	u, err := Users(mnt, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int][]string{}
+	for _, p := range u.Users[mnt] {
+		got[p.PID] = p.Uses
+		if p.Command == "" {
+			t.Errorf("pid %d listed without its command", p.PID)
+		}
+	}
+	for pid, want := range map[int][]string{cwd: {"cwd"}, fd: {"fd"}, exe: {"exe", "mmap"}} {
+		for _, w := range want {
+			if !slices.Contains(got[pid], w) {
+				t.Errorf("pid %d uses the mount by %v, want %s among them", pid, got[pid], w)
+			}
+		}
+	}
+	if uses, ok := got[none]; ok {
+		t.Errorf("pid %d (elsewhere) listed as using the mount: %v", none, uses)
+	}
+	if len(u.Users[other]) != 0 {
+		t.Errorf("a plain directory has users %v, want none", u.Users[other])
+	}
+}
+
+// start runs a command in dir that prints a line when it is set up, then
+// waits on its stdin; it is ended when the test is. It returns its pid.
+func start(t *testing.T, dir string, args ...string) int {
+	t.Helper()
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Dir = dir
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close(); cmd.Process.Kill(); cmd.Wait() }) // our own child, by pid
+	if _, err := bufio.NewReader(out).ReadString('\n'); err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	return cmd.Process.Pid
+}
+
+// waitFor polls cond until it holds or settleTimeout passes.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(settleTimeout); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+	}
 }
 
 // TestMountFailureNoLeak: a file that is not ext2 fails to mount and leaves

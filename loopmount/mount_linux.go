@@ -57,18 +57,21 @@ func MountImage(image, dir string, opts Options) (*Mount, error) {
 	return &Mount{Image: d.Backing, Dir: abs, Device: d.Path}, nil
 }
 
-// Unmount unmounts dir. When the mount is busy it detaches it lazily
-// (MNT_DETACH): it leaves the namespace at once and the kernel finishes the
-// unmount, and frees the loop device, when the last open file in it is
-// closed. lazy reports whether that happened.
-func Unmount(dir string) (lazy bool, err error) {
-	err = unix.Unmount(dir, unix.UMOUNT_NOFOLLOW)
+// ErrBusy: a mount is in use and was left mounted.
+var ErrBusy = errors.New("loopmount: mount is in use")
+
+// Unmount unmounts dir unless a process uses it: then it returns an error
+// matching ErrBusy and leaves the mount as it was. It never detaches lazily:
+// a lazily detached tree keeps the files already open in it readable, but
+// every later path lookup into it fails, which breaks a long-running
+// script at its next include.
+func Unmount(dir string) error {
+	err := unix.Unmount(dir, unix.UMOUNT_NOFOLLOW)
 	if errors.Is(err, unix.EBUSY) {
-		lazy = true
-		err = unix.Unmount(dir, unix.UMOUNT_NOFOLLOW|unix.MNT_DETACH)
+		return fmt.Errorf("%w: %s", ErrBusy, dir)
 	}
 	if err != nil {
-		return lazy, fmt.Errorf("loopmount: unmount %s: %w", dir, err)
+		return fmt.Errorf("loopmount: unmount %s: %w", dir, err)
 	}
-	return lazy, nil
+	return nil
 }

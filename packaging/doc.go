@@ -6,4 +6,5 @@
 //	receiver.env               the agent's settings, LOOPCAST_* for each flag
 //	nginx-loopcast.conf        server block serving current via $realpath_root
 //	php-fpm-loopcast.conf      php-fpm pool on the socket the server block uses
+//	app-worker@.service        a long-running job on one release (receiver exec)
 package packaging

@@ -121,29 +121,37 @@ func TestPHPFPMPool(t *testing.T) {
 	}
 }
 
-// TestUnitVerify runs `systemd-analyze verify` on the unit, which reports
-// bad values as warnings and still exits 0: any line about the unit fails
-// the test. ExecStart's binary must exist for verify, so a copy of the
-// unit runs `true` instead; the unit's own text is checked below.
+// TestUnitVerify runs `systemd-analyze verify` on the units, which reports
+// bad values as warnings and still exits 0: any line about a unit fails
+// the test. ExecStart's binary must exist for verify, so a copy of each
+// unit runs `true` instead (the template as an instance); the agent's own
+// text is checked below.
 func TestUnitVerify(t *testing.T) {
 	analyze := testenv.RequireTool(t, "systemd-analyze")
 	truePath, err := exec.LookPath("true")
 	if err != nil {
 		t.Fatal(err)
 	}
-	unit := read(t, "loopcast-receiver.service")
-	const exec_ = "ExecStart=/usr/local/bin/receiver run"
-	if !strings.Contains(unit, exec_) {
-		t.Fatalf("unit lacks %q", exec_)
+	dir := t.TempDir()
+	var copies []string
+	for _, u := range []struct{ file, as, exec string }{
+		{"loopcast-receiver.service", "loopcast-receiver.service", "ExecStart=/usr/local/bin/receiver run"},
+		{"app-worker@.service", "app-worker@emails.service", "ExecStart=/usr/local/bin/receiver exec"},
+	} {
+		unit := read(t, u.file)
+		if !strings.Contains(unit, u.exec) {
+			t.Fatalf("%s lacks %q", u.file, u.exec)
+		}
+		p := filepath.Join(dir, u.as)
+		if err := os.WriteFile(p, []byte(strings.Replace(unit, u.exec, "ExecStart="+truePath+" run", 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		copies = append(copies, p)
 	}
-	copyPath := filepath.Join(t.TempDir(), "loopcast-receiver.service")
-	if err := os.WriteFile(copyPath, []byte(strings.Replace(unit, exec_, "ExecStart="+truePath+" run", 1)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(analyze, "verify", copyPath).CombinedOutput()
+	out, err := exec.Command(analyze, append([]string{"verify"}, copies...)...).CombinedOutput()
 	var about []string
 	for line := range strings.Lines(string(out)) {
-		if strings.Contains(line, "loopcast-receiver") {
+		if strings.Contains(line, "loopcast-receiver") || strings.Contains(line, "app-worker") {
 			about = append(about, line)
 		}
 	}

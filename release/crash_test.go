@@ -72,7 +72,7 @@ func TestCrashChild(t *testing.T) {
 		os.Exit(3)
 	}
 	s, err := Open(job.Root, Options{
-		Keep: job.Keep, Reserve: job.Reserve, TrustedKeys: []ed25519.PublicKey{job.TrustedKey},
+		Keep: job.Keep, KeepFor: -1, Reserve: job.Reserve, TrustedKeys: []ed25519.PublicKey{job.TrustedKey},
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	})
 	if err != nil {

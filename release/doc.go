@@ -15,10 +15,21 @@
 // Rollback flip `current` atomically (a new symlink renamed over it, the
 // directory fsynced) and never remount a release that is still mounted.
 // Releases are ordered by when they were first staged; Activate refuses one
-// older than current, which only Rollback may name. Retention keeps current,
-// the rollback target and the last Keep activated releases mounted, and
-// unmounts older ones lazily so processes still using them finish first.
-// Reconcile, run at boot, remounts kept images and repairs `current`.
+// older than current, which only Rollback may name.
+//
+// Retention keeps current, the rollback target, the last Keep activated
+// releases and every release that stopped being current less than KeepFor
+// ago. It never retires a release a process still uses (working directory,
+// root, executable, open file or memory map in its mount, read from /proc;
+// and the unmount is never lazy, so a script is never stranded in a
+// detached tree): such a release stays mounted, `receiver status` names its
+// users, and Retire, which the agent runs every minute, retires it once
+// they are gone. When the disk needs room for a new release, MakeRoom
+// retires releases kept only by KeepFor (with a warning), never one in use:
+// then the new release is refused with an error naming the users. A Lease
+// (`receiver exec`) holds the current release for a command until it exits.
+// Reconcile, run at boot, remounts kept images (all within KeepFor too) and
+// repairs `current`.
 //
 // Every change runs under the lock and ends by writing the state file
 // atomically; `current` on disk is the truth about what is served, and

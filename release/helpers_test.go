@@ -44,10 +44,15 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{t: t, dir: dir}
 }
 
-// open opens a store at dir/root trusting testKey.
+// open opens a store at dir/root trusting testKey. Unless opts say
+// otherwise, --keep-for is off, so retention is by count (tests of the time
+// rule set KeepFor).
 func (f *fixture) open(opts Options) *Store {
 	f.t.Helper()
 	opts.TrustedKeys = []ed25519.PublicKey{testPub}
+	if opts.KeepFor == 0 {
+		opts.KeepFor = -1
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}

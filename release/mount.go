@@ -14,8 +14,13 @@ import (
 // lostFound is the directory mke2fs creates; alone it is not a tree.
 const lostFound = "lost+found"
 
-// now is the time recorded in the state file.
-func now() time.Time { return time.Now().UTC() }
+// now is the time recorded in the state file and retention's clock.
+func (s *Store) now() time.Time {
+	if s.opts.Clock != nil {
+		return s.opts.Clock().UTC()
+	}
+	return time.Now().UTC()
+}
 
 func dirOf(path string) string { return filepath.Dir(path) }
 
@@ -70,16 +75,15 @@ func checkTree(dir string) error {
 	return fmt.Errorf("%w: %s", ErrEmptyTree, dir)
 }
 
-// unmount unmounts release id (lazily when busy) and removes its mount
-// point.
+// unmount unmounts release id and removes its mount point. A mount in use
+// stays: the error matches loopmount.ErrBusy.
 func (s *Store) unmount(id string) error {
 	dir := s.ReleaseDir(id)
 	if s.mounted(id) {
-		lazy, err := loopmount.Unmount(dir)
-		if err != nil {
+		if err := loopmount.Unmount(dir); err != nil {
 			return err
 		}
-		s.log.Info("release: unmounted", "id", id, "lazy", lazy)
+		s.log.Info("release: unmounted", "id", id)
 	}
 	if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("release: %w", err)
@@ -87,9 +91,13 @@ func (s *Store) unmount(id string) error {
 	return nil
 }
 
-// discard unmounts release id and removes its image and manifest.
+// discard unmounts release id and removes its image and manifest. A
+// release in use is left whole (loopmount.ErrBusy).
 func (s *Store) discard(id string) error {
 	err := s.unmount(id)
+	if errors.Is(err, loopmount.ErrBusy) {
+		return err
+	}
 	crashPoint(stepRetireUnmounted)
 	for _, p := range []string{s.imagePath(id), s.manifestPath(id)} {
 		if rerr := os.Remove(p); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {

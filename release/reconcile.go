@@ -35,7 +35,8 @@ func (s *Store) Reconcile() error {
 		}
 		// Adopted images stay until the next switch applies retention: with
 		// the state lost, their history is unknown.
-		return s.prune(st, adopted...)
+		_, err := s.prune(st, adopted...)
+		return err
 	})
 }
 
@@ -152,9 +153,7 @@ func (s *Store) repairCurrent(st *State) error {
 	if id := s.linkedID(); id != "" && st.live(id) != nil {
 		if id != st.Current {
 			s.log.Warn("release: state was behind current", "state", st.Current, "current", id)
-			e := st.live(id)
-			st.Previous, st.Current = st.Current, id
-			e.Activated, e.ActivatedAt = st.next(), now()
+			s.makeCurrent(st, st.live(id))
 		}
 		return nil
 	}

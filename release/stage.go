@@ -52,7 +52,8 @@ func (s *Store) Stage(ctx context.Context, id, imagePath, manifestPath string) (
 		}
 		st.clearFailure(id)
 		st.LastError = ""
-		return s.prune(st, id) // keep what was just staged, even if old
+		_, err := s.prune(st, id) // keep what was just staged, even if old
+		return err
 	})
 	return id, err
 }
@@ -139,7 +140,7 @@ func (s *Store) record(st *State, id string, m *image.Manifest) {
 		e = &st.History[len(st.History)-1]
 	}
 	e.Retired, e.Size, e.Label = false, m.ImageSize, m.Label
-	e.StagedAt = now()
+	e.StagedAt = s.now()
 }
 
 // adopt moves src to dst, copying when they are on different filesystems.

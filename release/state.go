@@ -31,6 +31,15 @@ type State struct {
 	History   []Entry   `json:"history"`            // in staging order
 	LastError string    `json:"last_error,omitempty"`
 	Seq       uint64    `json:"seq"` // last order number handed out
+	// Retention is the policy the agent last applied, so that a local
+	// `receiver status` explains what is kept with the agent's flags.
+	Retention *Retention `json:"retention,omitempty"`
+}
+
+// Retention is a store's retention policy: Options.Keep and KeepFor.
+type Retention struct {
+	Keep    int           `json:"keep"`
+	KeepFor time.Duration `json:"keep_for_ns"` // negative: none
 }
 
 // Entry is one release the store has staged.
@@ -42,7 +51,10 @@ type Entry struct {
 	Label       string    `json:"label,omitempty"`
 	StagedAt    time.Time `json:"staged_at"`
 	ActivatedAt time.Time `json:"activated_at,omitzero"`
-	Retired     bool      `json:"retired,omitempty"` // unmounted, image removed
+	// LeftCurrentAt is when it last stopped being current: --keep-for runs
+	// from then. Zero while current, or when it never was.
+	LeftCurrentAt time.Time `json:"left_current_at,omitzero"`
+	Retired       bool      `json:"retired,omitempty"` // unmounted, image removed
 }
 
 // Failure records a release that failed to stage or mount.

@@ -1,5 +1,7 @@
 package release
 
+import "github.com/loopcast/loopcast/loopmount"
+
 // Status is what the agent reports about its store.
 type Status struct {
 	Root      string          `json:"root"`
@@ -10,12 +12,21 @@ type Status struct {
 	Failed    []Failure       `json:"failed,omitempty"`
 	FreeBytes int64           `json:"free_bytes"`
 	LastError string          `json:"last_error,omitempty"`
+	// UsersHidden counts processes WithUsers could not inspect (another
+	// user's, when not run as root).
+	UsersHidden int `json:"users_hidden,omitempty"`
 }
 
 // ReleaseStatus describes one live release.
 type ReleaseStatus struct {
 	Entry
 	Mounted bool `json:"mounted"`
+	// Kept says why retention keeps it, or "in use" when no rule does and
+	// processes hold it (it goes when they are done).
+	Kept string `json:"kept"`
+	// Users are the processes using it (by WithUsers; current's are not
+	// listed: every web worker is one).
+	Users []loopmount.Process `json:"users,omitempty"`
 }
 
 // Status reports the store's state. It takes no lock: the state file is
@@ -33,10 +44,35 @@ func (s *Store) Status() (*Status, error) {
 		Root: s.root, Current: s.linkedID(), Previous: st.Previous, Staged: st.Staged,
 		Failed: st.Failed, FreeBytes: free, LastError: st.LastError,
 	}
+	keep := s.keepSet(st)
 	for _, e := range st.History {
 		if !e.Retired {
-			out.Releases = append(out.Releases, ReleaseStatus{Entry: e, Mounted: s.mounted(e.ID)})
+			why, ok := keep[e.ID]
+			if !ok {
+				why = keptInUse
+			}
+			out.Releases = append(out.Releases, ReleaseStatus{Entry: e, Mounted: s.mounted(e.ID), Kept: why})
 		}
 	}
 	return out, nil
+}
+
+// WithUsers adds to st the processes that use each release but current,
+// read from /proc (what `fuser -m` sees).
+func (s *Store) WithUsers(st *Status) error {
+	var dirs []string
+	for _, r := range st.Releases {
+		dirs = append(dirs, s.ReleaseDir(r.ID))
+	}
+	u, err := loopmount.Users(dirs...)
+	if err != nil {
+		return err
+	}
+	for i := range st.Releases {
+		if r := &st.Releases[i]; r.ID != st.Current {
+			r.Users = u.Users[dirs[i]]
+		}
+	}
+	st.UsersHidden = u.Hidden
+	return nil
 }

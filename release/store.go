@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sync"
+	"time"
 
 	"github.com/loopcast/loopcast/loopmount"
 	"golang.org/x/sys/unix"
@@ -20,6 +22,12 @@ const DefaultRoot = "/srv/loopcast"
 // and the rollback target: three deploys back covers a bad deploy found
 // after the next one, at the cost of three images of disk.
 const DefaultKeep = 3
+
+// DefaultKeepFor is how long a release stays mounted after it stops being
+// current, on top of Keep: a day covers the cron jobs, queue workers and
+// CLI scripts of a web fleet that run for hours on one release, whatever
+// the number of deploys in between.
+const DefaultKeepFor = 24 * time.Hour
 
 // DefaultReserve is the free space left on the root's filesystem after
 // staging: room for the state file, logs and the web server's own writes,
@@ -44,6 +52,11 @@ type Options struct {
 	// Keep is how many activated releases stay mounted besides current and
 	// the rollback target; DefaultKeep when zero.
 	Keep int
+	// KeepFor is how long a release stays mounted after it stops being
+	// current, on top of Keep; DefaultKeepFor when zero, none when negative.
+	// When the disk needs the space for a new release, a release kept only
+	// by KeepFor (and used by no process) is retired early, with a log line.
+	KeepFor time.Duration
 	// Reserve is the free space staging must leave; DefaultReserve when
 	// zero, none when negative.
 	Reserve int64
@@ -56,6 +69,9 @@ type Options struct {
 	TrustedKeys []ed25519.PublicKey
 	// Logger receives what the store does; slog.Default() when nil.
 	Logger *slog.Logger
+	// Clock is retention's clock and the time recorded in the state;
+	// time.Now when nil. Tests set it.
+	Clock func() time.Time
 }
 
 // Store is the release store under one root. Its methods are safe for
@@ -64,6 +80,9 @@ type Store struct {
 	root string
 	opts Options
 	log  *slog.Logger
+
+	mu   sync.Mutex
+	busy map[string]string // release -> who held it when last logged
 }
 
 // Open opens the store at root, creating its directories.
@@ -83,6 +102,9 @@ func Open(root string, opts Options) (*Store, error) {
 	}
 	if opts.Keep <= 0 {
 		opts.Keep = DefaultKeep
+	}
+	if opts.KeepFor == 0 {
+		opts.KeepFor = DefaultKeepFor
 	}
 	if opts.Reserve == 0 {
 		opts.Reserve = DefaultReserve
@@ -144,6 +166,12 @@ func (s *Store) lock() (func(), error) {
 // state, with fn's error recorded as the last error. fn's error is
 // returned first.
 func (s *Store) update(op string, fn func(st *State) error) error {
+	return s.transact(op, func(st *State) (bool, error) { return true, fn(st) })
+}
+
+// transact is update for an fn that may change nothing: the state is saved
+// only when fn says it changed it, or fails.
+func (s *Store) transact(op string, fn func(st *State) (changed bool, err error)) error {
 	unlock, err := s.lock()
 	if err != nil {
 		return err
@@ -153,7 +181,10 @@ func (s *Store) update(op string, fn func(st *State) error) error {
 	if err != nil {
 		return err
 	}
-	opErr := fn(st)
+	changed, opErr := fn(st)
+	if !changed && opErr == nil {
+		return nil
+	}
 	if opErr != nil {
 		st.LastError = opErr.Error() // the caller logs and reports opErr
 	}

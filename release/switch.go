@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/loopcast/loopcast/internal/atomicfile"
 )
@@ -26,7 +27,8 @@ func (s *Store) Activate(id string) error {
 		if err := s.switchTo(st, e); err != nil {
 			return err
 		}
-		return s.prune(st)
+		_, err = s.prune(st)
+		return err
 	})
 }
 
@@ -79,11 +81,21 @@ func (s *Store) switchTo(st *State, e *Entry) error {
 	}
 	crashPoint(stepFlipped)
 	from := st.Current
-	st.Previous, st.Current = from, e.ID
-	e.Activated, e.ActivatedAt = st.next(), now()
+	s.makeCurrent(st, e)
 	st.LastError = ""
 	s.log.Info("release: switched", "current", e.ID, "previous", from)
 	return nil
+}
+
+// makeCurrent records that `current` now points at e: the old current
+// becomes the rollback target and starts its --keep-for.
+func (s *Store) makeCurrent(st *State, e *Entry) {
+	t := s.now()
+	if old := st.live(st.Current); old != nil && old != e {
+		old.LeftCurrentAt = t
+	}
+	st.Previous, st.Current = st.Current, e.ID
+	e.Activated, e.ActivatedAt, e.LeftCurrentAt = st.next(), t, time.Time{}
 }
 
 // flip points `current` at releases/<id>: a relative symlink under a

@@ -29,6 +29,7 @@ PACKAGES=(
 	"iptables    loss injection in namespace tests"
 	"nginx       demo web server"
 	"php-fpm     demo PHP runtime"
+	"php-cli     the e2e's long-running PHP script"
 	"uftp        reference multicast file transfer for comparison"
 	"wrk         demo load generator"
 	"curl        demo checks, Go toolchain fallback"

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/loopcast/loopcast/agent"
 	"github.com/loopcast/loopcast/image"
@@ -27,6 +28,7 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "host-id", Value: host, EnvVars: []string{"LOOPCAST_HOST_ID"}, Usage: "this host's `ID` as the sender's --hosts names it"},
 			&cli.StringSliceFlag{Name: "trust", EnvVars: []string{"LOOPCAST_TRUST"}, Usage: "release public key `FILE` whose signatures are accepted (repeatable)"},
 			&cli.IntFlag{Name: "keep", Value: release.DefaultKeep, EnvVars: []string{"LOOPCAST_KEEP"}, Usage: "good releases kept mounted besides current and the rollback target"},
+			&cli.DurationFlag{Name: "keep-for", Value: release.DefaultKeepFor, EnvVars: []string{"LOOPCAST_KEEP_FOR"}, Usage: "keep a release mounted this `LONG` after it stops being current (0: no time rule); releases in use are never retired"},
 			&cli.Int64Flag{Name: "reserve", Value: release.DefaultReserve, EnvVars: []string{"LOOPCAST_RESERVE"}, Usage: "`BYTES` of disk staging must leave free"},
 			&cli.BoolFlag{Name: "noexec", EnvVars: []string{"LOOPCAST_NOEXEC"}, Usage: "mount releases noexec"},
 		},
@@ -47,9 +49,18 @@ func runCommand() *cli.Command {
 			return agent.Run(c.Context, agent.RunConfig{
 				Root: c.String("root"), Group: group, Iface: c.String("iface"),
 				HostID: c.String("host-id"), Keys: keys, Version: version,
-				Store:  release.Options{Keep: c.Int("keep"), Reserve: c.Int64("reserve"), NoExec: c.Bool("noexec")},
+				Store:  release.Options{Keep: c.Int("keep"), KeepFor: keepFor(c.Duration("keep-for")), Reserve: c.Int64("reserve"), NoExec: c.Bool("noexec")},
 				Logger: log,
 			})
 		},
 	}
+}
+
+// keepFor maps --keep-for to the store's option, where zero means the
+// default: a flag of 0 turns the time rule off.
+func keepFor(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }

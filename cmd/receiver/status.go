@@ -55,6 +55,9 @@ func statusCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			if err := s.WithUsers(st); err != nil {
+				return err
+			}
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
@@ -86,12 +89,20 @@ func printStatus(w io.Writer, st *release.Status) {
 
 func printReleases(w io.Writer, st *release.Status) {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "RELEASE\tSTATE\tMOUNTED\tSIZE\tSTAGED\tLABEL")
+	fmt.Fprintln(tw, "RELEASE\tSTATE\tMOUNTED\tSIZE\tSTAGED\tLABEL\tKEPT")
 	for _, r := range st.Releases {
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\n", r.ID, releaseState(st, r), r.Mounted,
-			cliutil.HumanBytes(r.Size), r.StagedAt.Format("2006-01-02 15:04:05Z"), r.Label)
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%s\n", r.ID, releaseState(st, r), r.Mounted,
+			cliutil.HumanBytes(r.Size), r.StagedAt.Format("2006-01-02 15:04:05Z"), r.Label, r.Kept)
 	}
 	tw.Flush()
+	for _, r := range st.Releases {
+		for _, p := range r.Users {
+			fmt.Fprintf(w, "in use: %s by pid %d (%s): %s\n", r.ID, p.PID, strings.Join(p.Uses, ","), p.Command)
+		}
+	}
+	if st.UsersHidden > 0 {
+		fmt.Fprintf(w, "(%d processes could not be inspected; run as root to see every user)\n", st.UsersHidden)
+	}
 }
 
 func releaseState(st *release.Status, r release.ReleaseStatus) string {

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -70,4 +72,51 @@ func ParseGroup(s string) (*net.UDPAddr, error) {
 		return nil, fmt.Errorf("--group %q is not a multicast ADDR:PORT", s)
 	}
 	return g, nil
+}
+
+// forwarded are the signals RunForwarding passes on to its child: those a
+// service manager or `kill` sends to one pid. SIGINT and SIGQUIT are only
+// caught: a terminal sends them to the whole foreground process group, the
+// child included, and a second copy would be one too many.
+var forwarded = []os.Signal{syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2}
+
+// RunForwarding runs cmd with this process's stdin, stdout and stderr,
+// passes signals on to it, and returns its exit code (128+N when signal N
+// ended it). This process outlives every signal but SIGKILL until the
+// child exits, so what it holds for the child is held to the end.
+func RunForwarding(cmd *exec.Cmd) (int, error) {
+	if cmd.Stdin == nil {
+		cmd.Stdin = os.Stdin
+	}
+	if cmd.Stdout == nil {
+		cmd.Stdout = os.Stdout
+	}
+	if cmd.Stderr == nil {
+		cmd.Stderr = os.Stderr
+	}
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, append([]os.Signal{os.Interrupt, syscall.SIGQUIT}, forwarded...)...)
+	defer signal.Stop(sigs)
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	for {
+		select {
+		case sig := <-sigs:
+			if slices.Contains(forwarded, sig) {
+				cmd.Process.Signal(sig) // our own child, by its pid
+			}
+		case err := <-done:
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+					return 128 + int(ws.Signal()), nil
+				}
+				return ee.ExitCode(), nil
+			}
+			return 0, err
+		}
+	}
 }
