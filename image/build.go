@@ -313,9 +313,8 @@ func (b *builder) write(ctx context.Context, f *os.File, geo geometry) (*Manifes
 	go func() { synced <- f.Sync() }()
 	have, err := early.wait()
 	if err == nil {
-		whole := sha256.New()
-		err = hashChunks(ctx, f, m, whole, have)
-		copy(m.ImageHash[:], whole.Sum(nil))
+		err = hashChunks(ctx, f, m, have)
+		m.ImageDigest = m.ComputeDigest()
 	}
 	if serr := <-synced; serr != nil {
 		return nil, fmt.Errorf("image: sync %s: %w", f.Name(), serr)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strings"
 
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
@@ -51,9 +52,8 @@ func IsZero(b []byte) bool {
 }
 
 // HashFile reads an image file and returns a manifest (unsigned, without
-// FileCount, Created or Label) with per-chunk hashes and the whole-image
-// hash. Chunks are hashed on all cores while one goroutine feeds the
-// whole-image hash in order; holes (SEEK_DATA) are not read.
+// FileCount, Created or Label) with per-chunk hashes and the image digest.
+// Chunks are read and hashed on all cores; holes (SEEK_DATA) are not read.
 func HashFile(ctx context.Context, path string, chunkSize uint32) (*Manifest, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -72,103 +72,106 @@ func HashFile(ctx context.Context, path string, chunkSize uint32) (*Manifest, er
 		return nil, fmt.Errorf("image: %s is empty", path)
 	}
 	m.Chunks = make([]Chunk, ChunkCount(m.ImageSize, chunkSize))
-	whole := sha256.New()
-	if err := hashChunks(ctx, f, m, whole, nil); err != nil {
+	if err := hashChunks(ctx, f, m, nil); err != nil {
 		return nil, fmt.Errorf("image: hash %s: %w", path, err)
 	}
-	copy(m.ImageHash[:], whole.Sum(nil))
+	m.ImageDigest = m.ComputeDigest()
 	return m, nil
 }
 
-type chunkJob struct {
-	i    int
-	data []byte // nil: a hole, all zeros
-	done chan struct{}
+// maxReportedChunks bounds the chunks a verification error lists.
+const maxReportedChunks = 8
+
+// VerifyFile checks the image file at path against m, every chunk on all
+// cores: its size, and each chunk's SHA-256. The error (matching
+// ErrChunkMismatch) names the file and the chunks that differ.
+func VerifyFile(ctx context.Context, path string, m *Manifest) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("image: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("image: %w", err)
+	}
+	if fi.Size() != m.ImageSize {
+		return fmt.Errorf("%w: %s has %d bytes, the manifest says %d", ErrChunkMismatch, path, fi.Size(), m.ImageSize)
+	}
+	got := &Manifest{ImageSize: m.ImageSize, ChunkSize: m.ChunkSize, Chunks: make([]Chunk, len(m.Chunks))}
+	if err := hashChunks(ctx, f, got, nil); err != nil {
+		return fmt.Errorf("image: hash %s: %w", path, err)
+	}
+	var bad []int
+	for i := range m.Chunks {
+		if got.Chunks[i].Hash != m.Chunks[i].Hash {
+			bad = append(bad, i)
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	return &ChunkError{Path: path, Chunks: bad}
 }
 
-// hashChunks runs a reader, a pool of chunk hashers, and the in-order
-// whole-image hasher; the window of chunks in flight bounds memory. Chunks
-// marked in have are already hashed and only feed the whole-image hash.
-func hashChunks(ctx context.Context, f *os.File, m *Manifest, whole hash.Hash, have []bool) error {
-	zeroSum := zeroHash(int(m.ChunkSize))
-	workers := runtime.GOMAXPROCS(0)
-	window := 2 * workers
-	free := make(chan []byte, window)
-	for range window {
-		free <- make([]byte, m.ChunkSize)
+// ChunkError names the chunks of a file that do not match its manifest.
+type ChunkError struct {
+	Path   string
+	Chunks []int // in order
+}
+
+func (e *ChunkError) Error() string {
+	list := fmt.Sprint(e.Chunks[:min(len(e.Chunks), maxReportedChunks)])
+	if len(e.Chunks) > maxReportedChunks {
+		list = strings.TrimSuffix(list, "]") + " ...]"
 	}
-	work := make(chan *chunkJob, window)
-	order := make(chan *chunkJob, window)
+	return fmt.Sprintf("%v: %s: %d chunks differ: %s", ErrChunkMismatch, e.Path, len(e.Chunks), list)
+}
+
+func (e *ChunkError) Unwrap() error { return ErrChunkMismatch }
+
+// hashChunks hashes the chunks of f into m on all cores, each worker
+// reading its own chunks; chunks marked in have are already hashed.
+func hashChunks(ctx context.Context, f *os.File, m *Manifest, have []bool) error {
+	zeroSum := zeroHash(int(m.ChunkSize))
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return readChunks(ctx, f, m, free, work, order) })
-	for range workers {
+	work := make(chan int)
+	g.Go(func() error {
+		defer close(work)
+		for i := range m.Chunks {
+			if have != nil && have[i] {
+				continue
+			}
+			select {
+			case work <- i:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
+	for range runtime.GOMAXPROCS(0) {
 		g.Go(func() error {
-			for j := range work {
-				if have != nil && have[j.i] {
-					close(j.done)
+			buf := make([]byte, m.ChunkSize)
+			for i := range work {
+				off, n := m.ChunkRange(i)
+				c := &m.Chunks[i]
+				if isHole(f, off, n) {
+					c.Zero, c.Hash = true, zeroSum
+					if n != int(m.ChunkSize) {
+						c.Hash = zeroHash(n)
+					}
 					continue
 				}
-				if j.data == nil || IsZero(j.data) {
-					m.Chunks[j.i].Zero = true
-					m.Chunks[j.i].Hash = zeroSum
-					if _, n := m.ChunkRange(j.i); n != int(m.ChunkSize) {
-						m.Chunks[j.i].Hash = zeroHash(n)
-					}
-				} else {
-					m.Chunks[j.i].Hash = sha256.Sum256(j.data)
+				if _, err := f.ReadAt(buf[:n], off); err != nil && !errors.Is(err, io.EOF) {
+					return err
 				}
-				close(j.done)
+				c.Zero, c.Hash = IsZero(buf[:n]), sha256.Sum256(buf[:n])
 			}
 			return nil
 		})
 	}
-	g.Go(func() error {
-		for j := range order {
-			select {
-			case <-j.done:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			_, n := m.ChunkRange(j.i)
-			if j.data == nil {
-				writeZeros(whole, n)
-				continue
-			}
-			whole.Write(j.data)
-			free <- j.data[:cap(j.data)]
-		}
-		return nil
-	})
 	return g.Wait()
-}
-
-func readChunks(ctx context.Context, f *os.File, m *Manifest, free chan []byte, work, order chan *chunkJob) error {
-	defer close(work)
-	defer close(order)
-	for i := range m.Chunks {
-		off, n := m.ChunkRange(i)
-		j := &chunkJob{i: i, done: make(chan struct{})}
-		if !isHole(f, off, n) {
-			var buf []byte
-			select {
-			case buf = <-free:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			if _, err := f.ReadAt(buf[:n], off); err != nil && !errors.Is(err, io.EOF) {
-				return err
-			}
-			j.data = buf[:n]
-		}
-		for _, ch := range []chan *chunkJob{order, work} {
-			select {
-			case ch <- j:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-	}
-	return nil
 }
 
 // isHole reports whether [off, off+n) holds no data according to SEEK_DATA.

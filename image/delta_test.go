@@ -422,7 +422,7 @@ func checkManifest(t *testing.T, img string, m *Manifest) {
 	t.Helper()
 	fresh, err := HashFile(context.Background(), img, m.ChunkSize)
 	must(t, err)
-	if fresh.ImageHash != m.ImageHash || !slices.Equal(fresh.Chunks, m.Chunks) {
+	if fresh.ImageDigest != m.ImageDigest || !slices.Equal(fresh.Chunks, m.Chunks) {
 		t.Errorf("%s: manifest differs from a fresh HashFile of the image", img)
 	}
 }

@@ -19,8 +19,12 @@ import (
 // verified and reused independently.
 const ChunkSize = 1 << 20
 
-// ManifestVersion is the manifest encoding this package writes.
-const ManifestVersion = 1
+// ManifestVersion is the manifest encoding this package writes and reads.
+// Version 2 names the image by a digest over its chunk digests (version 1
+// carried the SHA-256 of the whole file, which every host had to compute
+// again), so a host that verified each chunk on arrival has verified the
+// image.
+const ManifestVersion = 2
 
 // Bounds applied when decoding a manifest, which may come from the network.
 const (
@@ -51,6 +55,7 @@ var (
 	ErrBadSignature  = errors.New("image: manifest signature does not verify")
 	ErrUntrustedKey  = errors.New("image: manifest signed by an untrusted key")
 	ErrChunkMismatch = errors.New("image: chunk does not match manifest")
+	ErrDigest        = errors.New("image: image digest does not match the chunk digests")
 )
 
 // Chunk describes one chunk of the image.
@@ -65,7 +70,11 @@ type Manifest struct {
 	ImageSize int64
 	ChunkSize uint32
 	Chunks    []Chunk
-	ImageHash [sha256.Size]byte // SHA-256 of the whole image
+	// ImageDigest names the image's bytes: SHA-256 over the image size,
+	// chunk size and every chunk's SHA-256 (see ComputeDigest). It is in
+	// the signed body; ParseManifest refuses a manifest whose digest does
+	// not match its chunk list.
+	ImageDigest [sha256.Size]byte
 	FileCount uint64            // entries (files, dirs, links) in the source tree
 	Created   int64             // build timestamp (Unix seconds), from the tree or --epoch
 	Label     string            // source label, e.g. a VCS revision or path
@@ -84,6 +93,30 @@ func (m *Manifest) ChunkRange(i int) (off int64, n int) {
 	off = int64(i) * int64(m.ChunkSize)
 	n = int(min(int64(m.ChunkSize), m.ImageSize-off))
 	return off, n
+}
+
+// digestMagic starts the image digest's input, so it cannot be confused
+// with the SHA-256 of any other loopcast structure.
+const digestMagic = "loopcast image digest v2\x00"
+
+// ComputeDigest returns the image digest of the manifest's chunk list:
+//
+//	SHA-256("loopcast image digest v2\0" | image size u64 | chunk size u32
+//	        | chunk count u32 | every chunk's SHA-256, in order)
+//
+// A file whose every chunk matches its SHA-256 has this digest.
+func (m *Manifest) ComputeDigest() [sha256.Size]byte {
+	h := sha256.New()
+	b := make([]byte, 0, len(digestMagic)+16)
+	b = append(b, digestMagic...)
+	b = binary.BigEndian.AppendUint64(b, uint64(m.ImageSize))
+	b = binary.BigEndian.AppendUint32(b, m.ChunkSize)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(m.Chunks)))
+	h.Write(b)
+	for i := range m.Chunks {
+		h.Write(m.Chunks[i].Hash[:])
+	}
+	return [sha256.Size]byte(h.Sum(nil))
 }
 
 // ReleaseID names the release: the first 8 bytes of the SHA-256 of the
@@ -106,7 +139,7 @@ func (m *Manifest) Digest() ([sha256.Size]byte, error) {
 //
 //	0  magic "LCMF"      4   version u16       6  flags u16 (0)
 //	8  image size u64   16   chunk size u32   20  chunk count u32
-//	24 file count u64   32   created i64      40  image SHA-256 [32]
+//	24 file count u64   32   created i64      40  image digest [32]
 //	72 label length u16 74   label, then per chunk: SHA-256 [32] + flags u8
 func (m *Manifest) AppendBody(b []byte) []byte {
 	b = append(b, manifestMagic[:]...)
@@ -117,7 +150,7 @@ func (m *Manifest) AppendBody(b []byte) []byte {
 	b = binary.BigEndian.AppendUint32(b, uint32(len(m.Chunks)))
 	b = binary.BigEndian.AppendUint64(b, m.FileCount)
 	b = binary.BigEndian.AppendUint64(b, uint64(m.Created))
-	b = append(b, m.ImageHash[:]...)
+	b = append(b, m.ImageDigest[:]...)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Label)))
 	b = append(b, m.Label...)
 	for _, c := range m.Chunks {
@@ -185,7 +218,7 @@ func ParseManifest(b []byte) (*Manifest, error) {
 		return nil, fmt.Errorf("%w: bad magic %q", ErrMalformed, b[:4])
 	}
 	if v := binary.BigEndian.Uint16(b[4:]); v != ManifestVersion {
-		return nil, fmt.Errorf("%w: version %d (this build reads %d)", ErrVersion, v, ManifestVersion)
+		return nil, versionError(v)
 	}
 	if fl := binary.BigEndian.Uint16(b[6:]); fl != 0 {
 		return nil, fmt.Errorf("%w: unknown flags %#x", ErrMalformed, fl)
@@ -197,7 +230,7 @@ func ParseManifest(b []byte) (*Manifest, error) {
 		Created:   int64(binary.BigEndian.Uint64(b[32:])),
 	}
 	count := binary.BigEndian.Uint32(b[20:])
-	copy(m.ImageHash[:], b[40:72])
+	copy(m.ImageDigest[:], b[40:72])
 	labelLen := int(binary.BigEndian.Uint16(b[72:]))
 	if count > MaxChunks || labelLen > MaxLabel {
 		return nil, fmt.Errorf("%w: %d chunks, label %d bytes", ErrMalformed, count, labelLen)
@@ -223,7 +256,20 @@ func ParseManifest(b []byte) (*Manifest, error) {
 	if err := m.check(); err != nil {
 		return nil, err
 	}
+	if m.ComputeDigest() != m.ImageDigest {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, ErrDigest)
+	}
 	return m, m.parseTrailer(b[bodyLen:])
+}
+
+// versionError says which manifest version b is and what reads it.
+func versionError(v uint16) error {
+	if v < ManifestVersion {
+		return fmt.Errorf("%w: version %d, from an older loopcast; this one reads version %d: build the image again with it",
+			ErrVersion, v, ManifestVersion)
+	}
+	return fmt.Errorf("%w: version %d, from a newer loopcast; this one reads version %d: upgrade it to read this manifest",
+		ErrVersion, v, ManifestVersion)
 }
 
 func (m *Manifest) parseTrailer(t []byte) error {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -27,10 +28,10 @@ func sampleManifest() *Manifest {
 		Label:     "v1",
 		Chunks:    make([]Chunk, 3),
 	}
-	m.ImageHash = sha256.Sum256([]byte("image"))
 	m.Chunks[0].Hash = sha256.Sum256([]byte("c0"))
 	m.Chunks[1] = Chunk{Hash: sha256.Sum256(make([]byte, MinChunkSize)), Zero: true}
 	m.Chunks[2].Hash = sha256.Sum256([]byte("c2"))
+	m.ImageDigest = m.ComputeDigest()
 	return m
 }
 
@@ -54,10 +55,10 @@ func TestManifestGolden(t *testing.T) {
 		prefix string // hex of the first bytes
 		length int
 	}{
-		// magic "LCMF", version 1, flags 0, size 8292, chunk 4096, 3 chunks,
+		// magic "LCMF", version 2, flags 0, size 8292, chunk 4096, 3 chunks,
 		// 3 files, created 1700000000
-		{"unsigned", unsigned, "4c434d4600010000000000000000206400001000000000030000000000000003000000006553f100", 74 + 2 + 3*33 + 1},
-		{"signed", signed, "4c434d4600010000000000000000206400001000000000030000000000000003000000006553f100", 74 + 2 + 3*33 + 1 + 32 + 64},
+		{"unsigned", unsigned, "4c434d4600020000000000000000206400001000000000030000000000000003000000006553f100", 74 + 2 + 3*33 + 1},
+		{"signed", signed, "4c434d4600020000000000000000206400001000000000030000000000000003000000006553f100", 74 + 2 + 3*33 + 1 + 32 + 64},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := mustEncode(t, tc.m)
@@ -79,7 +80,7 @@ func TestManifestGolden(t *testing.T) {
 	if unsigned.ReleaseID() != signed.ReleaseID() {
 		t.Error("release id depends on the signature")
 	}
-	if got, want := unsigned.ReleaseID(), "e229975350896255"; got != want {
+	if got, want := unsigned.ReleaseID(), "2547cb3ae6d78b76"; got != want {
 		t.Errorf("release id %s, want %s", got, want)
 	}
 }
@@ -106,7 +107,9 @@ func TestManifestRejectsBadFields(t *testing.T) {
 		want error
 	}{
 		{"magic", func(b []byte) { b[0] = 'X' }, ErrMalformed},
-		{"version", func(b []byte) { b[5] = 9 }, ErrVersion},
+		{"older version", func(b []byte) { b[5] = 1 }, ErrVersion},
+		{"newer version", func(b []byte) { b[5] = 9 }, ErrVersion},
+		{"image digest", func(b []byte) { b[41] ^= 1 }, ErrDigest},
 		{"flags", func(b []byte) { b[7] = 1 }, ErrMalformed},
 		{"chunk count", func(b []byte) { b[23] = 4 }, ErrMalformed},
 		{"huge chunk count", func(b []byte) { b[20] = 0xff }, ErrMalformed},
@@ -121,6 +124,19 @@ func TestManifestRejectsBadFields(t *testing.T) {
 				t.Errorf("got %v, want %v", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestManifestVersionError: a manifest of another version is refused with
+// an error that says which version it is and what reads it.
+func TestManifestVersionError(t *testing.T) {
+	b := mustEncode(t, sampleManifest())
+	for v, want := range map[byte]string{1: "version 1, from an older loopcast; this one reads version 2", 3: "version 3, from a newer loopcast"} {
+		c := bytes.Clone(b)
+		c[5] = v
+		if _, err := ParseManifest(c); !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), want) {
+			t.Errorf("manifest version %d: %v, want ErrVersion saying %q", v, err, want)
+		}
 	}
 }
 
@@ -175,8 +191,19 @@ func TestVerifyChunk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.ImageHash != sha256.Sum256(data) {
-		t.Error("image hash differs from the file's SHA-256")
+	if m.ImageDigest != m.ComputeDigest() {
+		t.Error("HashFile's image digest is not the digest over its chunks")
+	}
+	if err := VerifyFile(t.Context(), p, m); err != nil {
+		t.Errorf("VerifyFile of the hashed file: %v", err)
+	}
+	altered := bytes.Clone(data)
+	altered[MinChunkSize+7] ^= 1
+	altered[2*MinChunkSize] ^= 1
+	os.WriteFile(p, altered, 0o644)
+	var ce *ChunkError
+	if err := VerifyFile(t.Context(), p, m); !errors.As(err, &ce) || !slices.Equal(ce.Chunks, []int{1, 2}) || !strings.Contains(err.Error(), p) {
+		t.Errorf("VerifyFile of a file with chunks 1 and 2 altered: %v, want a ChunkError naming %s and [1 2]", err, p)
 	}
 	for i := range m.Chunks {
 		off, n := m.ChunkRange(i)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -213,8 +212,7 @@ func runNetns(t *testing.T, loss float64) {
 	}
 	checkNetnsReport(t, sout.Bytes(), m, recv)
 	for _, r := range recv {
-		b, err := os.ReadFile(out(r))
-		if err != nil || sha256.Sum256(b) != m.ImageHash {
+		if err := image.VerifyFile(context.Background(), out(r), m); err != nil {
 			t.Errorf("%s: image missing or wrong (%v)", r, err)
 		}
 	}

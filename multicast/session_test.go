@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -128,12 +127,8 @@ func (ts *testSession) run(ctx context.Context, hosts []string, recv func(host s
 func (ts *testSession) checkImage(host string) {
 	t := ts.t
 	path := filepath.Join(ts.dir, host+".img")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%s: %v", host, err)
-	}
-	if sha256.Sum256(b) != ts.m.ImageHash {
-		t.Errorf("%s: image hash does not match the manifest", host)
+	if err := image.VerifyFile(context.Background(), path, ts.m); err != nil {
+		t.Errorf("%s: %v", host, err)
 	}
 	f, err := os.Open(path)
 	if err != nil {

@@ -1,10 +1,8 @@
 package multicast
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"os"
 
 	"github.com/loopcast/loopcast/image"
@@ -34,7 +32,6 @@ type store struct {
 	slots      int64 // spool symbol slots per chunk
 	ready      []int // chunks whose every block can be decoded, not yet handed to a decoder
 	bad        int   // chunks that failed their check and were asked again
-	hash       imageHash
 	base       *baseFile // the announced base image; nil: deltas are ignored
 	deltaBad   chunkSet  // chunks whose delta failed: only a plain copy is taken
 }
@@ -138,7 +135,6 @@ func (st *store) decoded(i int, err error) error {
 	case err == nil:
 		st.chunks[i] = chunkState{done: true}
 		st.remaining--
-		return st.advance()
 	case errors.Is(err, errChunkRetry):
 		st.bad++
 		if st.chunks[i].delta {
@@ -202,43 +198,4 @@ func (st *store) resume() int {
 		}
 	}
 	return n
-}
-
-// imageHash reads back the written image in order as its chunks land, so
-// the whole-image check costs no pass at the end: hashed counts the
-// leading chunks already fed to h (zero chunks hash as zeros, unread).
-type imageHash struct {
-	h      hash.Hash
-	hashed int
-	buf    []byte
-}
-
-// advance hashes every chunk from hashed on that is done, in order.
-func (st *store) advance() error {
-	ih := &st.hash
-	if ih.h == nil {
-		ih.h, ih.buf = sha256.New(), make([]byte, st.m.ChunkSize)
-	}
-	for ; ih.hashed < len(st.chunks) && st.chunks[ih.hashed].done; ih.hashed++ {
-		off, n := st.m.ChunkRange(ih.hashed)
-		b := ih.buf[:n]
-		if st.m.Chunks[ih.hashed].Zero {
-			clear(b)
-		} else if _, err := st.file.ReadAt(b, off); err != nil {
-			return fmt.Errorf("multicast: read back chunk %d: %w", ih.hashed, err)
-		}
-		ih.h.Write(b)
-	}
-	return nil
-}
-
-// verifyImage checks the whole file against the manifest's image hash.
-func (st *store) verifyImage() error {
-	if err := st.advance(); err != nil {
-		return err
-	}
-	if st.hash.hashed != len(st.chunks) || [32]byte(st.hash.h.Sum(nil)) != st.m.ImageHash {
-		return fmt.Errorf("multicast: image hash does not match the manifest")
-	}
-	return nil
 }

@@ -1,7 +1,6 @@
 package release
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -94,17 +93,11 @@ func (s *Store) checkManifest(m *image.Manifest, id, path string) error {
 	return checkID(m.ReleaseID())
 }
 
-// verifyImage checks the image's size and whole-image SHA-256.
+// verifyImage checks the image's size and every chunk against the
+// manifest (on all cores).
 func verifyImage(ctx context.Context, path string, m *image.Manifest) error {
-	got, err := image.HashFile(ctx, path, m.ChunkSize)
-	if err != nil {
-		return fmt.Errorf("release: %w", err)
-	}
-	if got.ImageSize != m.ImageSize {
-		return fmt.Errorf("%w: %s has %d bytes, manifest says %d", ErrCorrupt, path, got.ImageSize, m.ImageSize)
-	}
-	if !bytes.Equal(got.ImageHash[:], m.ImageHash[:]) {
-		return fmt.Errorf("%w: %s has SHA-256 %x, manifest says %x", ErrCorrupt, path, got.ImageHash, m.ImageHash)
+	if err := image.VerifyFile(ctx, path, m); err != nil {
+		return fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	return nil
 }

@@ -55,16 +55,16 @@ func inspectCommand() *cli.Command {
 }
 
 type manifestJSON struct {
-	ReleaseID string      `json:"release_id"`
-	Version   int         `json:"version"`
-	ImageSize int64       `json:"image_size"`
-	ChunkSize uint32      `json:"chunk_size"`
-	ImageHash string      `json:"image_sha256"`
-	FileCount uint64      `json:"file_count"`
-	Created   time.Time   `json:"created"`
-	Label     string      `json:"label"`
-	KeyID     string      `json:"key_id,omitempty"`
-	Chunks    []chunkJSON `json:"chunks"`
+	ReleaseID   string      `json:"release_id"`
+	Version     int         `json:"version"`
+	ImageSize   int64       `json:"image_size"`
+	ChunkSize   uint32      `json:"chunk_size"`
+	ImageDigest string      `json:"image_digest"`
+	FileCount   uint64      `json:"file_count"`
+	Created     time.Time   `json:"created"`
+	Label       string      `json:"label"`
+	KeyID       string      `json:"key_id,omitempty"`
+	Chunks      []chunkJSON `json:"chunks"`
 }
 
 type chunkJSON struct {
@@ -76,7 +76,7 @@ func printManifestJSON(w io.Writer, m *image.Manifest) error {
 	j := manifestJSON{
 		ReleaseID: m.ReleaseID(), Version: image.ManifestVersion,
 		ImageSize: m.ImageSize, ChunkSize: m.ChunkSize,
-		ImageHash: hex.EncodeToString(m.ImageHash[:]), FileCount: m.FileCount,
+		ImageDigest: hex.EncodeToString(m.ImageDigest[:]), FileCount: m.FileCount,
 		Created: time.Unix(m.Created, 0).UTC(), Label: m.Label,
 	}
 	if m.PublicKey != nil {
@@ -105,7 +105,7 @@ func printManifest(w io.Writer, m *image.Manifest) {
 	fmt.Fprintf(w, "version     %d\n", image.ManifestVersion)
 	fmt.Fprintf(w, "image size  %d bytes (%s)\n", m.ImageSize, cliutil.HumanBytes(m.ImageSize))
 	fmt.Fprintf(w, "chunks      %d × %s (%d all-zero, not sent)\n", len(m.Chunks), cliutil.HumanBytes(int64(m.ChunkSize)), zero)
-	fmt.Fprintf(w, "image hash  sha256:%x\n", m.ImageHash)
+	fmt.Fprintf(w, "digest      %x (over the chunk SHA-256s)\n", m.ImageDigest)
 	fmt.Fprintf(w, "files       %d\n", m.FileCount)
 	fmt.Fprintf(w, "created     %s\n", time.Unix(m.Created, 0).UTC().Format(time.RFC3339))
 	fmt.Fprintf(w, "label       %s\n", m.Label)
