@@ -6,9 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -64,11 +62,9 @@ type Options struct {
 	Key        ed25519.PrivateKey
 	ImagePath  string
 	Manifest   *image.Manifest // signed with Key
-	// Base and BaseImagePath are the image the hosts were last sent (its
-	// manifest and file), if known: chunks then go as deltas against it
-	// when every host holds it.
-	Base           *image.Manifest
-	BaseImagePath  string
+	// The pack beside ImagePath is what is sent: made at build (with delta
+	// frames against the image the build was based on), or made here when
+	// missing.
 	StageTimeout   time.Duration
 	CommandTimeout time.Duration
 	Logf           func(format string, args ...any)
@@ -115,31 +111,20 @@ type Result struct {
 	hosts        map[string]*HostResult
 }
 
-// openBase opens the base image, if any; without it the deploy sends
-// plain chunks, so a missing base is logged, not an error.
-func (o *Options) openBase() (io.ReaderAt, func()) {
-	if o.Base == nil || o.BaseImagePath == "" {
-		return nil, func() {}
-	}
-	f, err := os.Open(o.BaseImagePath)
-	if err != nil {
-		o.logf("deploy: no delta chunks: %v", err)
-		return nil, func() {}
-	}
-	return f, func() { f.Close() }
-}
-
 // Run distributes, stages and switches one release.
 func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.RequirePct < 1 || o.RequirePct > 100 {
 		return nil, fmt.Errorf("deploy: require %d%%: want 1 to 100", o.RequirePct)
 	}
 	res := &Result{ReleaseID: o.Manifest.ReleaseID(), DeployID: newDeployID(), hosts: map[string]*HostResult{}}
-	img, err := os.Open(o.ImagePath)
+	pack, made, err := image.OpenOrMakePack(ctx, o.ImagePath, o.Manifest)
 	if err != nil {
 		return nil, fmt.Errorf("deploy: %w", err)
 	}
-	defer img.Close()
+	defer pack.Close()
+	if made {
+		o.logf("deploy: %s had no pack: made %s%s", o.ImagePath, o.ImagePath, image.PackSuffix)
+	}
 	data, err := multicast.DialGroup(o.Group, o.Iface, o.TTL)
 	if err != nil {
 		return nil, err
@@ -156,13 +141,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := preflight(ctx, cmd, o.Hosts); err != nil {
 		return nil, err
 	}
-	base, closeBase := o.openBase()
-	defer closeBase()
 	start := time.Now()
 	rep, err := multicast.Send(ctx, data, multicast.SendOptions{
-		Group: o.Group, Manifest: o.Manifest, Image: img, Rate: o.Rate, Hosts: o.Hosts,
+		Group: o.Group, Manifest: o.Manifest, Pack: pack, BaseID: pack.BaseID, Rate: o.Rate, Hosts: o.Hosts,
 		Wait: o.Wait, MinHosts: o.MinHosts, FECOverhead: o.FECOverhead, Logf: o.Logf,
-		Base: o.Base, BaseImage: base,
 		Progress: func(p multicast.SendProgress) { o.progress(Progress{Phase: "transfer", Transfer: p}) },
 	})
 	res.TransferTime = time.Since(start)

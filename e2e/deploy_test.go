@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -311,6 +312,7 @@ func startWorker(t *testing.T, args ...string) *worker {
 	t.Helper()
 	w := &worker{cmd: exec.Command(args[0], args[1:]...)}
 	w.cmd.Stdout, w.cmd.Stderr = &w.out, &w.out
+	w.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its own group: php under receiver exec too
 	var err error
 	if w.stdin, err = w.cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
@@ -320,7 +322,8 @@ func startWorker(t *testing.T, args ...string) *worker {
 	}
 	t.Cleanup(func() {
 		if w.cmd.ProcessState == nil {
-			w.cmd.Process.Kill() // our own child, by pid
+			w.stdin.Close()
+			syscall.Kill(-w.cmd.Process.Pid, syscall.SIGKILL) // the group of our own child
 			w.cmd.Wait()
 		}
 	})

@@ -72,6 +72,10 @@ type Result struct {
 	Blocks    uint32 // image blocks of 4 KiB
 	UsedBytes int64  // data bytes written
 	Layout    string // the layout file written beside the image
+	Pack      string // the pack written beside the image
+	// Chunks says how the chunks were hashed and packed: on a base, only
+	// those whose bytes changed were hashed and compressed.
+	Chunks ProcessStats
 	// Base reports how the base layout was used; nil without Options.Base.
 	Base *BaseReport
 }
@@ -121,7 +125,16 @@ func Build(ctx context.Context, src, out string, opts Options) (*Result, error) 
 		return nil, err
 	}
 	defer f.Abort()
-	m, err := b.write(ctx, f.File, geo)
+	pw, err := newPackWriter(out+PackSuffix, ChunkCount(int64(geo.blocks)*blockSize, b.chunkSize()))
+	if err != nil {
+		return nil, err
+	}
+	defer pw.abort()
+	if opts.Base != "" {
+		b.prev = openBuildBase(opts.Base, b.chunkSize())
+		defer b.prev.close()
+	}
+	m, err := b.write(ctx, f.File, geo, pw)
 	if err != nil {
 		return nil, err
 	}
@@ -129,19 +142,11 @@ func Build(ctx context.Context, src, out string, opts Options) (*Result, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := f.Commit(); err != nil {
+	if err := publish(out, f, m, lay, pw, b.prev); err != nil {
 		return nil, err
 	}
-	if err := WriteManifestFile(out+".manifest", m); err != nil {
-		os.Remove(out)
-		return nil, err
-	}
-	if err := atomicfile.WriteFile(out+LayoutSuffix, lay, 0o644); err != nil {
-		os.Remove(out)
-		os.Remove(out + ".manifest")
-		return nil, err
-	}
-	res := &Result{Manifest: m, Files: t.entries, Blocks: geo.blocks, UsedBytes: b.w.written, Layout: out + LayoutSuffix}
+	res := &Result{Manifest: m, Files: t.entries, Blocks: geo.blocks, UsedBytes: b.w.written, Layout: out + LayoutSuffix,
+		Pack: out + PackSuffix, Chunks: b.stats}
 	switch {
 	case b.base != nil:
 		res.Base = b.base.report(b)
@@ -149,6 +154,31 @@ func Build(ctx context.Context, src, out string, opts Options) (*Result, error) 
 		res.Base = &BaseReport{Why: b.baseWhy}
 	}
 	return res, nil
+}
+
+// publish commits the image, then writes its manifest, layout and pack;
+// on any failure it removes all four, so a build leaves all or nothing.
+func publish(out string, f *atomicfile.File, m *Manifest, lay []byte, pw *packWriter, prev *buildBase) error {
+	if err := f.Commit(); err != nil {
+		return err
+	}
+	baseID := ""
+	if prev != nil && prev.id != m.ReleaseID() { // the same tree again needs no deltas
+		baseID = prev.id
+	}
+	err := WriteManifestFile(out+".manifest", m)
+	if err == nil {
+		err = atomicfile.WriteFile(out+LayoutSuffix, lay, 0o644)
+	}
+	if err == nil {
+		err = pw.finish(m, baseID)
+	}
+	if err != nil {
+		for _, p := range []string{out, out + ".manifest", out + LayoutSuffix} {
+			os.Remove(p)
+		}
+	}
+	return err
 }
 
 // useBase reads the base layout and numbers the tree's inodes on it. When
@@ -196,6 +226,8 @@ type builder struct {
 	buf        []byte
 	total      int64 // source bytes to read, for progress
 	done       int64
+	prev       *buildBase // the base build's image, manifest and pack; nil: none
+	stats      ProcessStats
 }
 
 type extRef struct{ off, n int32 }
@@ -245,18 +277,18 @@ func (b *builder) plan() (geometry, error) {
 }
 
 // write lays the whole image into f, then reads it back into a manifest.
-func (b *builder) write(ctx context.Context, f *os.File, geo geometry) (*Manifest, error) {
+func (b *builder) write(ctx context.Context, f *os.File, geo geometry, pw *packWriter) (*Manifest, error) {
 	if err := f.Truncate(int64(geo.blocks) * blockSize); err != nil {
 		return nil, fmt.Errorf("image: %w", err)
 	}
 	b.w = newImageWriter(f, geo, b.t.inodes)
 	m := &Manifest{ImageSize: int64(geo.blocks) * blockSize, ChunkSize: b.chunkSize()}
 	m.Chunks = make([]Chunk, ChunkCount(m.ImageSize, m.ChunkSize))
-	// hash finished chunks on the other cores while this one writes
-	early := startEarlyHasher(ctx, f, m, max(1, runtime.GOMAXPROCS(0)-1))
-	defer early.wait()
+	// hash and compress finished chunks on every core while this one writes
+	proc := startProcessor(ctx, f, m, b.prev, pw, runtime.GOMAXPROCS(0))
+	defer proc.stop()
 	var order []int32 // node indexes in writing order; nil: scan order
-	b.w.onFinal, b.w.chunkBlocks = early.submit, m.ChunkSize/blockSize
+	b.w.onFinal, b.w.chunkBlocks = proc.submit, m.ChunkSize/blockSize
 	if b.base != nil {
 		// writes go anywhere: a chunk is final once all its blocks are
 		b.w.firstFit, b.w.chunkDone = true, make([]uint32, len(m.Chunks))
@@ -308,19 +340,17 @@ func (b *builder) write(ctx context.Context, f *os.File, geo geometry) (*Manifes
 	if backup != nil {
 		b.backup = *backup
 	}
-	// the disk flush and the closing hash pass (page cache reads) overlap
+	// the disk flush and the last chunks' processing (page cache reads) overlap
 	synced := make(chan error, 1)
 	go func() { synced <- f.Sync() }()
-	have, err := early.wait()
-	if err == nil {
-		err = hashChunks(ctx, f, m, have)
-		m.ImageDigest = m.ComputeDigest()
-	}
+	err = proc.wait()
+	m.ImageDigest = m.ComputeDigest()
+	b.stats = proc.stats
 	if serr := <-synced; serr != nil {
 		return nil, fmt.Errorf("image: sync %s: %w", f.Name(), serr)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("image: hash %s: %w", f.Name(), err)
+		return nil, fmt.Errorf("image: hash and pack %s: %w", f.Name(), err)
 	}
 	return b.manifest(m, created)
 }

@@ -72,7 +72,7 @@ func HashFile(ctx context.Context, path string, chunkSize uint32) (*Manifest, er
 		return nil, fmt.Errorf("image: %s is empty", path)
 	}
 	m.Chunks = make([]Chunk, ChunkCount(m.ImageSize, chunkSize))
-	if err := hashChunks(ctx, f, m, nil); err != nil {
+	if err := hashChunks(ctx, f, m); err != nil {
 		return nil, fmt.Errorf("image: hash %s: %w", path, err)
 	}
 	m.ImageDigest = m.ComputeDigest()
@@ -99,7 +99,7 @@ func VerifyFile(ctx context.Context, path string, m *Manifest) error {
 		return fmt.Errorf("%w: %s has %d bytes, the manifest says %d", ErrChunkMismatch, path, fi.Size(), m.ImageSize)
 	}
 	got := &Manifest{ImageSize: m.ImageSize, ChunkSize: m.ChunkSize, Chunks: make([]Chunk, len(m.Chunks))}
-	if err := hashChunks(ctx, f, got, nil); err != nil {
+	if err := hashChunks(ctx, f, got); err != nil {
 		return fmt.Errorf("image: hash %s: %w", path, err)
 	}
 	var bad []int
@@ -131,17 +131,14 @@ func (e *ChunkError) Error() string {
 func (e *ChunkError) Unwrap() error { return ErrChunkMismatch }
 
 // hashChunks hashes the chunks of f into m on all cores, each worker
-// reading its own chunks; chunks marked in have are already hashed.
-func hashChunks(ctx context.Context, f *os.File, m *Manifest, have []bool) error {
+// reading its own chunks.
+func hashChunks(ctx context.Context, f *os.File, m *Manifest) error {
 	zeroSum := zeroHash(int(m.ChunkSize))
 	g, ctx := errgroup.WithContext(ctx)
 	work := make(chan int)
 	g.Go(func() error {
 		defer close(work)
 		for i := range m.Chunks {
-			if have != nil && have[i] {
-				continue
-			}
 			select {
 			case work <- i:
 			case <-ctx.Done():
@@ -182,60 +179,4 @@ func isHole(f *os.File, off int64, n int) bool {
 		return true // no data after off
 	}
 	return err == nil && next >= off+int64(n)
-}
-
-// earlyHasher hashes chunks of a file that is still being written, as soon
-// as the writer reports them final, on its own goroutines.
-type earlyHasher struct {
-	f    *os.File
-	m    *Manifest
-	have []bool // written only by the workers, read after wait
-	work chan int
-	g    *errgroup.Group
-	ctx  context.Context
-	err  error
-	done bool
-}
-
-func startEarlyHasher(ctx context.Context, f *os.File, m *Manifest, workers int) *earlyHasher {
-	g, ctx := errgroup.WithContext(ctx)
-	h := &earlyHasher{f: f, m: m, have: make([]bool, len(m.Chunks)), work: make(chan int, workers), g: g, ctx: ctx}
-	for range workers {
-		g.Go(h.worker)
-	}
-	return h
-}
-
-func (h *earlyHasher) worker() error {
-	buf := make([]byte, h.m.ChunkSize)
-	for i := range h.work {
-		off, n := h.m.ChunkRange(i)
-		if _, err := h.f.ReadAt(buf[:n], off); err != nil && !errors.Is(err, io.EOF) {
-			return err
-		}
-		c := &h.m.Chunks[i]
-		c.Zero = IsZero(buf[:n])
-		c.Hash = sha256.Sum256(buf[:n])
-		h.have[i] = true
-	}
-	return nil
-}
-
-// submit queues chunk i, which will not change any more.
-func (h *earlyHasher) submit(i int) {
-	select {
-	case h.work <- i:
-	case <-h.ctx.Done():
-	}
-}
-
-// wait stops the workers and returns which chunks they hashed. It may be
-// called more than once.
-func (h *earlyHasher) wait() ([]bool, error) {
-	if !h.done {
-		h.done = true
-		close(h.work)
-		h.err = h.g.Wait()
-	}
-	return h.have, h.err
 }

@@ -10,68 +10,9 @@ import (
 	"github.com/loopcast/loopcast/image"
 )
 
-// deltaDictID names the raw dictionary (the base chunk) in a delta
-// chunk's zstd frame; any non-zero value would do, it never leaves the
-// session's two ends.
-const deltaDictID = 0x4c43_4d44 // "LCMD"
-
-// deltaWindow is the zstd window of a delta chunk: the base chunk (the
-// dictionary) and the chunk itself must both be in reach, so twice the
-// chunk size, rounded up to the power of two zstd requires. Receivers cap
-// their decoders' window at the same value.
-func deltaWindow(chunkSize uint32) int {
-	w := zstd.MinWindowSize
-	for w < 2*int(chunkSize) {
-		w <<= 1
-	}
-	return w
-}
-
-// deltaBase is the hosts' previous image as the sender sees it: its
-// manifest and bytes. Read-only, so the prefetcher may share it.
-type deltaBase struct {
-	m   *image.Manifest
-	img io.ReaderAt
-}
-
-// newDeltaBase returns the base if it can serve as one for m: given, and
-// chunked the same way.
-func newDeltaBase(m, base *image.Manifest, img io.ReaderAt) *deltaBase {
-	if base == nil || img == nil || base.ChunkSize != m.ChunkSize || base.ReleaseID() == m.ReleaseID() {
-		return nil
-	}
-	return &deltaBase{m: base, img: img}
-}
-
-// covers reports whether chunk i exists, non-zero, in the base image.
-func (b *deltaBase) covers(i uint32) bool {
-	return b != nil && int(i) < len(b.m.Chunks) && !b.m.Chunks[i].Zero
-}
-
-// chunk reads base chunk i into buf and checks it against the base
-// manifest: a base image that does not match costs plain sending, never a
-// dictionary the hosts do not hold.
-func (b *deltaBase) chunk(i uint32, buf []byte) ([]byte, bool) {
-	off, n := b.m.ChunkRange(int(i))
-	buf = buf[:n]
-	if _, err := b.img.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
-		return nil, false
-	}
-	return buf, b.m.VerifyChunk(int(i), buf) == nil
-}
-
-// encodeDelta compresses raw with dict as zstd raw dictionary. The
-// encoder is built per chunk (its dictionary is the chunk's own base), so
-// nothing grows with the image.
-func encodeDelta(raw, dict []byte, chunkSize uint32) ([]byte, error) {
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(1),
-		zstd.WithWindowSize(deltaWindow(chunkSize)), zstd.WithEncoderDictRaw(deltaDictID, dict))
-	if err != nil {
-		return nil, fmt.Errorf("multicast: zstd delta encoder: %w", err)
-	}
-	defer enc.Close()
-	return enc.EncodeAll(raw, nil), nil
-}
+// deltaWindow is the zstd window of a delta chunk (see image.DeltaWindow):
+// receivers cap their decoders' window at this value.
+func deltaWindow(chunkSize uint32) int { return image.DeltaWindow(chunkSize) }
 
 // baseFile is a receiver's copy of the announced base image.
 type baseFile struct {
@@ -125,7 +66,7 @@ func (b *baseFile) chunk(i int, chunkSize uint32, buf []byte) ([]byte, error) {
 // deltaWindow.
 func decodeDelta(comp, dict, dst []byte, chunkSize uint32) ([]byte, error) {
 	zd, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(chunkSize)),
-		zstd.WithDecoderMaxWindow(uint64(deltaWindow(chunkSize))), zstd.WithDecoderDictRaw(deltaDictID, dict))
+		zstd.WithDecoderMaxWindow(uint64(deltaWindow(chunkSize))), zstd.WithDecoderDictRaw(image.DeltaDictID, dict))
 	if err != nil {
 		return nil, fmt.Errorf("zstd delta decoder: %w", err)
 	}

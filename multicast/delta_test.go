@@ -52,12 +52,11 @@ func deltaSession(t *testing.T, withBase bool) (ts *testSession, base *image.Man
 	m.Sign(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, ed25519.SeedSize)))
 	ts.m, ts.send.Manifest = m, m
 	if withBase {
-		f, err := os.Open(basePath)
-		if err != nil {
+		if err := image.WriteManifestFile(basePath+".manifest", base); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { f.Close() })
-		ts.send.Base, ts.send.BaseImage = base, f
+		p := openPack(t, ts.img, m, basePath)
+		ts.send.Pack, ts.send.BaseID = p, p.BaseID
 	}
 	return ts, base, basePath
 }
@@ -199,12 +198,7 @@ func TestDeltaUnderLossWithLateJoiner(t *testing.T) {
 	begin := started
 	early := []string{"e1", "e2", "e3"}
 	ts.send.MinHosts = 3 // an open group that starts with the base holders
-	f, err := os.Open(ts.img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	ts.send.Image = f
+	ts.usePack()
 	ctx := context.Background()
 	var g errgroup.Group
 	sconn := ts.net.conn("sender", false)

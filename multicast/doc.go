@@ -31,8 +31,9 @@
 //	COMPLETE  ─unicast echo = acknowledged────────▶
 //	ABORT     ─multicast when the sender gives up─▶  discard partial files
 //
-// Each non-zero chunk is compressed with zstd on its own and cut into
-// symbols of the announced size (1408 bytes by default, the last one
+// Each non-zero chunk is compressed with zstd on its own, once, when the
+// image is built (the [ChunkSource], an image.Pack: the sender compresses
+// and hashes nothing), and cut into symbols of the announced size (1408 bytes by default, the last one
 // zero-padded); a chunk's symbols are spread evenly over FEC blocks of at
 // most the announced count (64). All-zero chunks are never sent: receivers
 // leave them as holes. A receiver that has no symbol of a chunk cannot know
@@ -59,13 +60,13 @@
 //
 // # Deltas
 //
-// A sender given [SendOptions].Base and BaseImage (the hosts' previous
-// image) names that release in ANNOUNCE; a receiver whose
-// [ReceiveOptions].BaseImage finds it says so in REGISTER. When
-// registration closes and every registered member holds the base, each chunk
-// to send that the base holds (same index, non-zero there, and matching the
-// base manifest at the sender) goes as a delta: zstd-compressed with the
-// base chunk at that index as raw dictionary, its symbols flagged delta. A
+// A sender given [SendOptions].BaseID (the hosts' previous release, which
+// the pack's delta frames are against) names that release in ANNOUNCE; a
+// receiver whose [ReceiveOptions].BaseImage finds it says so in REGISTER.
+// When registration closes and every registered member holds the base,
+// each chunk to send that has a delta frame (made at build: zstd with the
+// base chunk at that index as raw dictionary) goes as that frame, its
+// symbols flagged delta. A
 // group with any member lacking the base gets plain chunks only. A receiver
 // decodes a delta against its own base image's chunk and checks the result
 // against the manifest like any chunk: the base is never trusted. A delta

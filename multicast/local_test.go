@@ -291,12 +291,7 @@ func runLateJoiner(t *testing.T, ts *testSession, withheld uint32, early func(*R
 	}
 	begin := started
 	ts.send.MinHosts = 1
-	f, err := os.Open(ts.img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	ts.send.Image = f
+	ts.usePack()
 	ctx := context.Background()
 	var g errgroup.Group
 	sconn := ts.net.conn("sender", false)

@@ -64,7 +64,7 @@ func helperSend(t *testing.T, ctx context.Context, group *net.UDPAddr, a helperA
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(a.Image)
+	pack, err := image.OpenPack(a.Image+image.PackSuffix, m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func helperSend(t *testing.T, ctx context.Context, group *net.UDPAddr, a helperA
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := Send(ctx, conn, SendOptions{Group: group, Manifest: m, Image: f, Rate: a.Rate, Hosts: a.Hosts, FECOverhead: a.FEC,
+	rep, err := Send(ctx, conn, SendOptions{Group: group, Manifest: m, Pack: pack, Rate: a.Rate, Hosts: a.Hosts, FECOverhead: a.FEC,
 		Wait: 5 * time.Second, HostTimeout: 3 * time.Second, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
@@ -188,6 +188,7 @@ func runNetns(t *testing.T, loss float64) {
 	if err := image.WriteManifestFile(img+".manifest", m); err != nil {
 		t.Fatal(err)
 	}
+	openPack(t, img, m, "") // the sender process opens it
 	dir := t.TempDir()
 	out := func(r string) string { return filepath.Join(dir, r+".img") }
 	var sout bytes.Buffer

@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"slices"
 	"time"
@@ -56,8 +55,10 @@ const (
 type SendOptions struct {
 	Group        net.Addr        // destination of multicast packets
 	Session      uint32          // session id; 0 picks one at random
-	Manifest     *image.Manifest // the signed manifest of Image
-	Image        io.ReaderAt     // the image the manifest describes
+	Manifest     *image.Manifest // the signed manifest of the image
+	// Pack holds the image's chunks compressed (an [image.Pack] opened
+	// with Manifest, which checks it belongs to it).
+	Pack ChunkSource
 	Rate         int64           // bit/s; 0 sends unpaced
 	Hosts        []string        // closed group: hosts that must complete; empty: open group
 	Wait         time.Duration   // registration window (default DefaultWait)
@@ -66,14 +67,12 @@ type SendOptions struct {
 	HostTimeout  time.Duration   // drop a host silent this long (default DefaultHostTimeout)
 	SymbolSize   int             // default DefaultSymbolSize
 	BlockSymbols int             // default DefaultBlockSymbols
-	// Base and BaseImage are the hosts' previous image (its manifest and
-	// bytes), if any. The ANNOUNCE names it; when every registered host
-	// holds it, each chunk the base also holds goes zstd-compressed
-	// against the base chunk at its index (a delta). Ignored unless both
-	// are set and the base is chunked like Manifest.
-	Base      *image.Manifest
-	BaseImage io.ReaderAt
-	Logf      func(format string, args ...any)
+	// BaseID is the release the pack's delta frames are against (the
+	// hosts' previous image), if any. The ANNOUNCE names it; when every
+	// registered host holds it, each chunk with a delta frame goes as that
+	// frame.
+	BaseID string
+	Logf   func(format string, args ...any)
 	// Progress, if set, is called by the session goroutine at phase
 	// changes and at most every progressEvery between them; it must
 	// return quickly.
@@ -81,8 +80,14 @@ type SendOptions struct {
 }
 
 func (o *SendOptions) defaults() error {
-	if o.Manifest == nil || o.Image == nil || o.Group == nil {
-		return errors.New("multicast: send needs a manifest, an image and a group")
+	if o.Manifest == nil || o.Pack == nil || o.Group == nil {
+		return errors.New("multicast: send needs a manifest, its pack and a group")
+	}
+	if o.BaseID == o.Manifest.ReleaseID() {
+		o.BaseID = "" // the same release again: nothing differs from the base
+	}
+	if o.BaseID != "" && len(o.BaseID) != 16 {
+		return fmt.Errorf("multicast: base release %q for %s", o.BaseID, o.Manifest.ReleaseID())
 	}
 	o.Wait = cmp.Or(o.Wait, DefaultWait)
 	o.HostTimeout = cmp.Or(o.HostTimeout, DefaultHostTimeout)
@@ -160,13 +165,9 @@ type sender struct {
 	wantMan  bool
 	err      error
 	stats    Report
-	sent     chunkSet   // chunks whose data went out at least once
-	base     *deltaBase // the announced base; nil: none
+	sent     chunkSet // chunks whose data went out at least once
 	prog     SendProgress
-	progAt   time.Time       // last Progress call
-	pre      chan compressed // first-pass chunks compressed ahead; nil when not running
-	// stopPrefetch ends the prefetcher and waits for it.
-	stopPrefetch func()
+	progAt   time.Time // last Progress call
 }
 
 func newSender(conn Conn, o SendOptions) (*sender, error) {
@@ -177,12 +178,7 @@ func newSender(conn Conn, o SendOptions) (*sender, error) {
 	if len(mb) > MaxManifestSize {
 		return nil, fmt.Errorf("multicast: manifest of %d bytes, more than %d", len(mb), MaxManifestSize)
 	}
-	src, err := newSource(o.Image, o.Manifest)
-	if err != nil {
-		return nil, err
-	}
-	s := &sender{opts: o, conn: conn, manifest: mb, src: src, hosts: map[string]*host{}, list: slices.Clone(o.Hosts)}
-	s.base = newDeltaBase(o.Manifest, o.Base, o.BaseImage)
+	s := &sender{opts: o, conn: conn, manifest: mb, src: newSource(o.Pack, o.Manifest), hosts: map[string]*host{}, list: slices.Clone(o.Hosts)}
 	s.ann = s.baseAnnounce()
 	for _, id := range o.Hosts {
 		s.hosts[id] = &host{id: id, member: true}
@@ -203,8 +199,8 @@ func (s *sender) baseAnnounce() Announce {
 		Closed: len(s.opts.Hosts) > 0, Rate: uint64(s.opts.Rate), HostsTotal: uint16(len(s.opts.Hosts)),
 	}
 	hex.Decode(a.ReleaseID[:], []byte(m.ReleaseID()))
-	if s.base != nil {
-		hex.Decode(a.BaseID[:], []byte(s.base.m.ReleaseID()))
+	if s.opts.BaseID != "" {
+		hex.Decode(a.BaseID[:], []byte(s.opts.BaseID))
 	}
 	return a
 }
@@ -216,11 +212,6 @@ func (s *sender) run(ctx context.Context, inbox <-chan packet) error {
 	s.pacer = newPacer(s.opts.Rate, now)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	defer func() {
-		if s.stopPrefetch != nil {
-			s.stopPrefetch()
-		}
-	}()
 	for {
 		now = time.Now()
 		s.step(now)
@@ -361,35 +352,16 @@ func (s *sender) startTransfer(now time.Time) {
 		}
 	}
 	s.phase = phaseSend
-	if s.allHoldBase() {
-		s.src.base = s.base
-	}
+	s.src.deltas = s.allHoldBase()
 	s.opts.Logf("session %08x: sending %d chunks to %d hosts (%d held by every host, %d all zero, deltas: %v)",
-		s.opts.Session, len(s.jobs), s.live(), s.stats.ChunksReused, s.stats.ChunksZero, s.src.base != nil)
-	s.startPrefetch()
-}
-
-// startPrefetch compresses the first pass's chunks ahead of the loop.
-func (s *sender) startPrefetch() {
-	chunks := make([]uint32, len(s.jobs))
-	for i, j := range s.jobs {
-		chunks[i] = j.chunk
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s.pre = make(chan compressed, prefetchDepth)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		prefetch(ctx, s.opts.Image, s.opts.Manifest, s.src.base, chunks, s.pre)
-	}()
-	s.stopPrefetch = func() { cancel(); <-done }
+		s.opts.Session, len(s.jobs), s.live(), s.stats.ChunksReused, s.stats.ChunksZero, s.src.deltas)
 }
 
 // allHoldBase reports whether there is a base and every registered host
 // still expected to finish holds it: one host lacking it means plain
 // chunks for the whole group.
 func (s *sender) allHoldBase() bool {
-	if s.base == nil {
+	if s.opts.BaseID == "" {
 		return false
 	}
 	n := 0

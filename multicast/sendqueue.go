@@ -92,21 +92,8 @@ func (s *sender) expand(j repairJob) error {
 	return nil
 }
 
-// chunk returns a job's compressed chunk: in the first pass from the
-// prefetcher, which compresses in the same order, otherwise from the
-// source (cached or compressed now).
-func (s *sender) chunk(j repairJob) (encoded, error) {
-	if s.round == 0 && j.whole && s.pre != nil {
-		if c, ok := <-s.pre; ok && c.chunk == j.chunk {
-			if c.err == nil {
-				s.src.put(c.chunk, c.encoded)
-			}
-			return c.encoded, c.err
-		}
-		s.pre = nil // out of step or stopped: compress in the loop from now on
-	}
-	return s.src.chunk(j.chunk)
-}
+// chunk returns a job's compressed chunk, from the pack (or the cache).
+func (s *sender) chunk(j repairJob) (encoded, error) { return s.src.chunk(j.chunk) }
 
 func (s *sender) queueParity(chunk uint32, e encoded, l layout, block uint16, from, to int) error {
 	if int(block) >= l.blocks {

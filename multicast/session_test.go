@@ -83,15 +83,33 @@ func newTestSession(t *testing.T, drop func(from, to string, b []byte) bool) *te
 	return ts
 }
 
+// openPack packs img (on base, if not "": an image with its manifest
+// beside it) and opens the pack, closed when the test ends.
+func openPack(tb testing.TB, img string, m *image.Manifest, base string) *image.Pack {
+	tb.Helper()
+	if _, err := image.MakePack(context.Background(), img, m, base); err != nil {
+		tb.Fatal(err)
+	}
+	p, err := image.OpenPack(img+image.PackSuffix, m)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { p.Close() })
+	return p
+}
+
+// usePack gives the sender the pack of the session's image, unless it has
+// one already (a delta session's, made on its base).
+func (ts *testSession) usePack() {
+	if ts.send.Pack == nil {
+		ts.send.Pack = openPack(ts.t, ts.img, ts.m, "")
+	}
+}
+
 // run sends once and runs a receiver per host with opts from recv; it
 // returns each receiver's result and error by host id.
 func (ts *testSession) run(ctx context.Context, hosts []string, recv func(host string, o *ReceiveOptions)) (map[string]*Result, map[string]error) {
-	f, err := os.Open(ts.img)
-	if err != nil {
-		ts.t.Fatal(err)
-	}
-	defer f.Close()
-	ts.send.Image = f
+	ts.usePack()
 	var mu sync.Mutex
 	res, errs := map[string]*Result{}, map[string]error{}
 	var g errgroup.Group
@@ -328,9 +346,7 @@ func TestUntrustedManifestRefused(t *testing.T) {
 
 // runAllowSendError is run for sessions expected to fail on the sender.
 func (ts *testSession) runAllowSendError(hosts []string, recv func(string, *ReceiveOptions)) (map[string]*Result, map[string]error) {
-	f, _ := os.Open(ts.img)
-	defer f.Close()
-	ts.send.Image = f
+	ts.usePack()
 	sconn := ts.net.conn("sender", false)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -366,9 +382,7 @@ func TestLateJoiner(t *testing.T) {
 	ts := newTestSession(t, drop)
 	ts.send.MinHosts = 1
 	ts.send.Rate = 20e6
-	f, _ := os.Open(ts.img)
-	defer f.Close()
-	ts.send.Image = f
+	ts.usePack()
 	ctx := context.Background()
 	var g errgroup.Group
 	sconn := ts.net.conn("sender", false)
@@ -436,12 +450,7 @@ func TestAcceptRefuses(t *testing.T) {
 func TestForgedAbortBeforeJoin(t *testing.T) {
 	ts := newTestSession(t, nil)
 	ts.send.Hosts = []string{"h"}
-	f, err := os.Open(ts.img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	ts.send.Image = f
+	ts.usePack()
 	refused := make(chan struct{})
 	var once sync.Once
 	o := ReceiveOptions{HostID: "h", Out: filepath.Join(ts.dir, "h.img"), Trusted: []ed25519.PublicKey{ts.pub},

@@ -33,11 +33,7 @@ func TestUDPLoopback(t *testing.T) {
 		testenv.Missing(t, "multicast on lo: %v", err)
 	}
 	defer sc.Close()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	pack := openPack(t, img, m, "")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	out := filepath.Join(t.TempDir(), "out.img")
@@ -46,7 +42,7 @@ func TestUDPLoopback(t *testing.T) {
 		_, err := Receive(ctx, rc, ReceiveOptions{HostID: "lo1", Out: out, Trusted: []ed25519.PublicKey{pub}, SenderTimeout: 10 * time.Second})
 		errc <- err
 	}()
-	rep, err := Send(ctx, sc, SendOptions{Group: group, Manifest: m, Image: f, Rate: 200e6, Hosts: []string{"lo1"}, Wait: 5 * time.Second})
+	rep, err := Send(ctx, sc, SendOptions{Group: group, Manifest: m, Pack: pack, Rate: 200e6, Hosts: []string{"lo1"}, Wait: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +83,7 @@ func randomImage(tb testing.TB, size int) (string, *image.Manifest, ed25519.Publ
 func BenchmarkUDPLoopback(b *testing.B) {
 	const size = 64 << 20
 	img, m, pub := randomImage(b, size)
+	pack := openPack(b, img, m, "")
 	group := &net.UDPAddr{IP: net.IPv4(239, 255, 77, 2), Port: 47012}
 	for b.Loop() {
 		rc, err := ListenGroup(group, "lo")
@@ -97,18 +94,16 @@ func BenchmarkUDPLoopback(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		f, _ := os.Open(img)
 		out := filepath.Join(b.TempDir(), "out.img")
 		errc := make(chan error, 1)
 		go func() {
 			_, err := Receive(context.Background(), rc, ReceiveOptions{HostID: "lo1", Out: out, Trusted: []ed25519.PublicKey{pub}})
 			errc <- err
 		}()
-		rep, err := Send(context.Background(), sc, SendOptions{Group: group, Manifest: m, Image: f, Rate: 2e9, Hosts: []string{"lo1"}})
+		rep, err := Send(context.Background(), sc, SendOptions{Group: group, Manifest: m, Pack: pack, Rate: 2e9, Hosts: []string{"lo1"}})
 		if err == nil {
 			err = <-errc
 		}
-		f.Close()
 		rc.Close()
 		sc.Close()
 		if err != nil {

@@ -180,9 +180,11 @@ start_web() {
 }
 
 # wait_ready N WEB: every agent answered on its store (and nginx listens).
+# Up to 30 s: on a loaded 2-core machine (the test suite running beside)
+# php-fpm alone can take several seconds to start.
 wait_ready() {
 	local n=$1 web=$2 i t
-	for t in $(seq 1 100); do
+	for t in $(seq 1 300); do
 		local ok=1
 		for i in $(seq 1 "$n"); do
 			[[ -e $DIR/r$i/state || -d $DIR/r$i/releases ]] || ok=0

@@ -73,10 +73,21 @@ func runBuild(c *cli.Context) error {
 		m.ReleaseID(), c.String("out"), cliutil.HumanBytes(m.ImageSize), len(m.Chunks), c.String("out"),
 		signedBy(opts.Key), res.Files, time.Since(start).Round(time.Millisecond))
 	fmt.Fprintf(c.App.Writer, "layout    %s\n", res.Layout)
+	fmt.Fprintf(c.App.Writer, "pack      %s\n", describePack(res))
 	if b := res.Base; b != nil {
 		fmt.Fprintf(c.App.Writer, "base      %s: %s\n", opts.Base, describeBase(b))
 	}
 	return nil
+}
+
+// describePack says what the build compressed.
+func describePack(res *image.Result) string {
+	st := res.Chunks
+	d := fmt.Sprintf("%s (%s in %d chunks compressed", res.Pack, cliutil.HumanBytes(st.Plain), st.Packed)
+	if st.Same > 0 || st.Deltas > 0 {
+		d += fmt.Sprintf("; %d unchanged from the base, taken as they were; %d deltas, %s", st.Same, st.Deltas, cliutil.HumanBytes(st.Delta))
+	}
+	return d + ")"
 }
 
 // describeBase says how the build used its base layout.

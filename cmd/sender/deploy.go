@@ -249,7 +249,7 @@ func buildForDeploy(c *cli.Context, o *deploy.Options, src string) error {
 	}
 	id := res.Manifest.ReleaseID()
 	final := filepath.Join(dir, id+".img")
-	for _, suffix := range []string{".manifest", image.LayoutSuffix, ""} {
+	for _, suffix := range []string{".manifest", image.LayoutSuffix, image.PackSuffix, ""} {
 		if err := os.Rename(out+suffix, final+suffix); err != nil {
 			return fmt.Errorf("deploy: %w", err)
 		}
@@ -261,23 +261,7 @@ func buildForDeploy(c *cli.Context, o *deploy.Options, src string) error {
 		o.Logf("deploy: base %s: %s", base, describeBase(res.Base))
 	}
 	o.ImagePath, o.Manifest = final, res.Manifest
-	setDeltaBase(o, base)
 	return nil
-}
-
-// setDeltaBase names the last deployed image (held by the hosts that took
-// it) as the base changed chunks are sent as deltas against; without its
-// manifest chunks go plain.
-func setDeltaBase(o *deploy.Options, base string) {
-	if base == "" {
-		return
-	}
-	m, err := image.ReadManifestFile(base + ".manifest")
-	if err != nil {
-		o.Logf("deploy: no delta chunks: %v", err)
-		return
-	}
-	o.Base, o.BaseImagePath = m, base
 }
 
 // recordBase remembers the image just deployed as the group's next base.
@@ -326,7 +310,7 @@ func pruneBuilds(dir string, keep []string, logf func(string, ...any)) {
 		if i < keepBuilds-1 {
 			continue
 		}
-		for _, suffix := range []string{"", ".manifest", image.LayoutSuffix} {
+		for _, suffix := range []string{"", ".manifest", image.LayoutSuffix, image.PackSuffix} {
 			os.Remove(b.path + suffix)
 		}
 		logf("deploy: removed old build %s", b.path)
@@ -383,8 +367,14 @@ func printDryRun(w io.Writer, o *deploy.Options, rate string) {
 	fmt.Fprintf(w, "dry run: would deploy release %s (%s, %d chunks, %d all-zero not sent)\n", o.Manifest.ReleaseID(),
 		cliutil.HumanBytes(o.Manifest.ImageSize), len(o.Manifest.Chunks), zero)
 	fmt.Fprintf(w, "  to      %s on %s (control %s:%d) at %s bit/s\n", hosts, o.Group, o.Group.IP, o.Group.Port+1, rate)
-	if o.Base != nil {
-		fmt.Fprintf(w, "  deltas  against release %s, if every host holds it\n", o.Base.ReleaseID())
+	if p, err := image.OpenPack(o.ImagePath+image.PackSuffix, o.Manifest); err == nil {
+		if plain, delta := p.Sizes(); p.BaseID != "" {
+			fmt.Fprintf(w, "  pack    %s plain, %s of deltas against release %s (if every host holds it)\n",
+				cliutil.HumanBytes(plain), cliutil.HumanBytes(delta), p.BaseID)
+		} else {
+			fmt.Fprintf(w, "  pack    %s\n", cliutil.HumanBytes(plain))
+		}
+		p.Close()
 	}
 	fmt.Fprintf(w, "  switch  when %d%% of hosts staged it\n  nothing was sent\n", o.RequirePct)
 }

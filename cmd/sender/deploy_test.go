@@ -111,7 +111,7 @@ func TestBuildsOnRecordedBase(t *testing.T) {
 		if !strings.Contains(out, "layout kept") {
 			t.Errorf("build %d did not keep the recorded base's layout:\n%s", i+2, out)
 		}
-		if !strings.Contains(out, "deltas  against release") {
+		if !strings.Contains(out, "of deltas against release") {
 			t.Errorf("build %d: dry run names no delta base:\n%s", i+2, out)
 		}
 	}

@@ -93,14 +93,17 @@ func sendOptions(c *cli.Context) (multicast.SendOptions, io.Closer, error) {
 	if err != nil {
 		return o, nil, err
 	}
-	f, err := os.Open(path)
+	p, made, err := image.OpenOrMakePack(c.Context, path, m)
 	if err != nil {
-		return o, nil, err
+		return o, nil, fmt.Errorf("send: %w", err)
 	}
-	o = multicast.SendOptions{Group: group, Manifest: m, Image: f, Rate: rate, Hosts: hosts,
+	if made {
+		fmt.Fprintf(c.App.ErrWriter, "send: %s had no pack: made %s%s\n", path, path, image.PackSuffix)
+	}
+	o = multicast.SendOptions{Group: group, Manifest: m, Pack: p, BaseID: p.BaseID, Rate: rate, Hosts: hosts,
 		Wait: c.Duration("wait"), MinHosts: c.Int("min-hosts"), FECOverhead: c.Int("fec-overhead"),
 		HostTimeout: c.Duration("host-timeout")}
-	return o, f, nil
+	return o, p, nil
 }
 
 // parseRate reads a bit rate such as 900M (SI multipliers).

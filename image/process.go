@@ -1,0 +1,337 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/errgroup"
+)
+
+// DeltaDictID names the raw dictionary (the base chunk) in a delta frame;
+// any non-zero value would do, it never leaves loopcast.
+const DeltaDictID = 0x4c43_4d44 // "LCMD"
+
+// DeltaWindow is the zstd window of a delta frame: the base chunk (the
+// dictionary) and the chunk itself must both be in reach, so twice the
+// chunk size, rounded up to the power of two zstd requires. Receivers cap
+// their decoders' window at the same value.
+func DeltaWindow(chunkSize uint32) int {
+	w := zstd.MinWindowSize
+	for w < 2*int(chunkSize) {
+		w <<= 1
+	}
+	return w
+}
+
+// minDeltaChunk is the smallest chunk size that gets delta frames: a
+// delta encoder is set up per chunk (its dictionary is the chunk's base),
+// which costs more than it saves on chunks of a few blocks.
+const minDeltaChunk = 64 << 10
+
+// buildBase is what a build on a base reads of the previous build besides
+// its layout: its image, manifest and pack, each optional. A chunk whose
+// bytes equal the base image's chunk at the same index takes the base's
+// hash and plain frame: it is neither hashed nor compressed again.
+type buildBase struct {
+	img  *os.File
+	m    *Manifest
+	pack *Pack
+	id   string
+}
+
+// openBuildBase opens the image, manifest and pack of the base build at
+// base (an image, manifest or layout path). What is missing or does not
+// fit (another chunk size) is left out: the build then hashes and
+// compresses those chunks itself.
+func openBuildBase(base string, chunkSize uint32) *buildBase {
+	img := strings.TrimSuffix(strings.TrimSuffix(base, LayoutSuffix), ".manifest")
+	m, err := ReadManifestFile(img + ".manifest")
+	if err != nil || m.ChunkSize != chunkSize {
+		return nil
+	}
+	f, err := os.Open(img)
+	if err != nil {
+		return nil
+	}
+	bb := &buildBase{img: f, m: m, id: m.ReleaseID()}
+	if p, err := OpenPack(img+PackSuffix, m); err == nil {
+		bb.pack = p
+	}
+	return bb
+}
+
+func (bb *buildBase) close() {
+	if bb == nil {
+		return
+	}
+	bb.img.Close()
+	if bb.pack != nil {
+		bb.pack.Close()
+	}
+}
+
+// chunk reads base chunk i into buf; ok is false when the base has no such
+// non-zero chunk.
+func (bb *buildBase) chunk(i int, buf []byte) ([]byte, bool) {
+	if bb == nil || i >= len(bb.m.Chunks) || bb.m.Chunks[i].Zero {
+		return nil, false
+	}
+	off, n := bb.m.ChunkRange(i)
+	buf = buf[:n]
+	if _, err := bb.img.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
+		return nil, false
+	}
+	return buf, true
+}
+
+// processor turns the image's chunks into the manifest's hashes and the
+// pack's frames, on all cores, as soon as the writer reports each chunk
+// final, and the rest at the end.
+type processor struct {
+	f     *os.File
+	m     *Manifest
+	base  *buildBase
+	pack  *packWriter
+	work  chan int
+	g     *errgroup.Group
+	ctx   context.Context
+	sent   []bool // submitted; touched by the submitting goroutine only
+	closed bool
+	stats  ProcessStats
+	// same[i]: chunk i equals the base's (set by the workers, read after wait)
+	same []bool
+}
+
+// ProcessStats says what the build did per chunk.
+type ProcessStats struct {
+	Same   int   // equal to the base's chunk: hash and frame taken from it
+	Packed int   // hashed and compressed
+	Deltas int   // of those, with a delta frame against the base
+	Zero   int   // all zeros
+	Plain  int64 // bytes of plain frames written
+	Delta  int64 // bytes of delta frames written
+}
+
+func startProcessor(ctx context.Context, f *os.File, m *Manifest, base *buildBase, pack *packWriter, workers int) *processor {
+	g, ctx := errgroup.WithContext(ctx)
+	p := &processor{f: f, m: m, base: base, pack: pack, work: make(chan int, workers), g: g, ctx: ctx,
+		sent: make([]bool, len(m.Chunks)), same: make([]bool, len(m.Chunks))}
+	results := make(chan chunkResult, workers)
+	var wg errgroup.Group
+	for range workers {
+		wg.Go(func() error { return p.worker(results) })
+	}
+	g.Go(func() error { defer close(results); return wg.Wait() })
+	g.Go(func() error { return p.collect(results) })
+	return p
+}
+
+// chunkResult is a worker's output for one chunk.
+type chunkResult struct {
+	i            int
+	same         bool
+	plain, delta []byte
+	zero         bool
+}
+
+// submit queues chunk i, which will not change any more.
+func (p *processor) submit(i int) {
+	if p.sent[i] {
+		return
+	}
+	p.sent[i] = true
+	select {
+	case p.work <- i:
+	case <-p.ctx.Done():
+	}
+}
+
+// wait processes every chunk not yet submitted, stops the workers and
+// returns the first error.
+func (p *processor) wait() error {
+	if !p.closed {
+		for i := range p.m.Chunks {
+			p.submit(i)
+		}
+	}
+	return p.stop()
+}
+
+// stop ends the workers (without processing what is left) and waits.
+func (p *processor) stop() error {
+	if !p.closed {
+		p.closed = true
+		close(p.work)
+	}
+	return p.g.Wait()
+}
+
+func (p *processor) worker(out chan<- chunkResult) error {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return fmt.Errorf("image: zstd encoder: %w", err)
+	}
+	defer enc.Close()
+	raw, dict := make([]byte, p.m.ChunkSize), make([]byte, p.m.ChunkSize)
+	for i := range p.work {
+		r, err := p.chunk(i, enc, raw, dict)
+		if err != nil {
+			return err
+		}
+		select {
+		case out <- r:
+		case <-p.ctx.Done():
+			return p.ctx.Err()
+		}
+	}
+	return nil
+}
+
+// chunk reads chunk i and either finds it equal to the base's chunk (a
+// byte comparison, far cheaper than SHA-256 and zstd) or hashes and
+// compresses it, plain and, when the base has that chunk, as a delta.
+func (p *processor) chunk(i int, enc *zstd.Encoder, raw, dict []byte) (chunkResult, error) {
+	off, n := p.m.ChunkRange(i)
+	c := &p.m.Chunks[i]
+	if isHole(p.f, off, n) {
+		c.Zero, c.Hash = true, zeroHash(n)
+		return chunkResult{i: i, zero: true}, nil
+	}
+	raw = raw[:n]
+	if _, err := p.f.ReadAt(raw, off); err != nil && !errors.Is(err, io.EOF) {
+		return chunkResult{}, fmt.Errorf("image: read chunk %d: %w", i, err)
+	}
+	if IsZero(raw) {
+		c.Zero, c.Hash = true, zeroHash(n)
+		return chunkResult{i: i, zero: true}, nil
+	}
+	d, hasBase := p.base.chunk(i, dict)
+	if hasBase && len(d) == n && bytes.Equal(d, raw) {
+		c.Hash = p.base.m.Chunks[i].Hash
+		return chunkResult{i: i, same: true}, nil
+	}
+	c.Hash = sha256.Sum256(raw)
+	r := chunkResult{i: i, plain: enc.EncodeAll(raw, nil)}
+	if hasBase && p.m.ChunkSize >= minDeltaChunk {
+		delta, err := EncodeDelta(raw, d, p.m.ChunkSize)
+		if err != nil {
+			return chunkResult{}, err
+		}
+		if len(delta) < len(r.plain) {
+			r.delta = delta
+		}
+	}
+	return r, nil
+}
+
+// collect writes the workers' frames into the pack, one at a time.
+func (p *processor) collect(results <-chan chunkResult) error {
+	for r := range results {
+		switch {
+		case r.zero:
+			p.stats.Zero++
+		case r.same && p.base.pack != nil:
+			p.same[r.i] = true
+			p.stats.Same++
+			p.pack.reuse(r.i, p.base.pack, r.i)
+		default:
+			if r.same { // equal to the base, but the base has no pack
+				p.same[r.i] = true
+				p.stats.Same++
+				raw := make([]byte, p.m.ChunkSize)
+				off, n := p.m.ChunkRange(r.i)
+				if _, err := p.f.ReadAt(raw[:n], off); err != nil && !errors.Is(err, io.EOF) {
+					return err
+				}
+				r.plain = zstdFastest(raw[:n])
+			} else {
+				p.stats.Packed++
+			}
+			if r.delta != nil {
+				p.stats.Deltas++
+				p.stats.Delta += int64(len(r.delta))
+			}
+			p.stats.Plain += int64(len(r.plain))
+			p.pack.put(r.i, r.plain, r.delta)
+		}
+	}
+	return nil
+}
+
+// zstdFastest compresses b plain, as the workers do.
+func zstdFastest(b []byte) []byte {
+	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	defer enc.Close()
+	return enc.EncodeAll(b, nil)
+}
+
+// EncodeDelta compresses raw with dict (the base image's chunk at the same
+// index) as zstd raw dictionary. The encoder is built per chunk (its
+// dictionary is the chunk's own base), so nothing grows with the image.
+func EncodeDelta(raw, dict []byte, chunkSize uint32) ([]byte, error) {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(1),
+		zstd.WithWindowSize(DeltaWindow(chunkSize)), zstd.WithEncoderDictRaw(DeltaDictID, dict))
+	if err != nil {
+		return nil, fmt.Errorf("image: zstd delta encoder: %w", err)
+	}
+	defer enc.Close()
+	return enc.EncodeAll(raw, nil), nil
+}
+
+// MakePack writes the pack of the image at img (described by m) beside
+// it, compressing every chunk on all cores: for an image built elsewhere,
+// or before packs existed. With base (a previous image with its manifest,
+// and its pack if any, beside it) chunks equal to the base's take its
+// frames and changed chunks get delta frames, as in a build. It checks
+// every chunk against m on the way, so a pack is never made of the wrong
+// image.
+func MakePack(ctx context.Context, img string, m *Manifest, base string) (*ProcessStats, error) {
+	f, err := os.Open(img)
+	if err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || fi.Size() != m.ImageSize {
+		return nil, fmt.Errorf("%w: %s is not the image of release %s (size)", ErrChunkMismatch, img, m.ReleaseID())
+	}
+	pw, err := newPackWriter(img+PackSuffix, len(m.Chunks))
+	if err != nil {
+		return nil, err
+	}
+	defer pw.abort()
+	var prev *buildBase
+	if base != "" {
+		prev = openBuildBase(base, m.ChunkSize)
+		defer prev.close()
+	}
+	got := &Manifest{ImageSize: m.ImageSize, ChunkSize: m.ChunkSize, Chunks: make([]Chunk, len(m.Chunks))}
+	proc := startProcessor(ctx, f, got, prev, pw, runtime.GOMAXPROCS(0))
+	if err := proc.wait(); err != nil {
+		return nil, fmt.Errorf("image: pack %s: %w", img, err)
+	}
+	var bad []int
+	for i := range m.Chunks {
+		if got.Chunks[i].Hash != m.Chunks[i].Hash {
+			bad = append(bad, i)
+		}
+	}
+	if len(bad) > 0 {
+		return nil, &ChunkError{Path: img, Chunks: bad}
+	}
+	baseID := ""
+	if prev != nil {
+		baseID = prev.id
+	}
+	if err := pw.finish(m, baseID); err != nil {
+		return nil, err
+	}
+	return &proc.stats, nil
+}
