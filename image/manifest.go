@@ -75,9 +75,9 @@ type Manifest struct {
 	// the signed body; ParseManifest refuses a manifest whose digest does
 	// not match its chunk list.
 	ImageDigest [sha256.Size]byte
-	FileCount uint64            // entries (files, dirs, links) in the source tree
-	Created   int64             // build timestamp (Unix seconds), from the tree or --epoch
-	Label     string            // source label, e.g. a VCS revision or path
+	FileCount   uint64 // entries (files, dirs, links) in the source tree
+	Created     int64  // build timestamp (Unix seconds), from the tree or --epoch
+	Label       string // source label, e.g. a VCS revision or path
 
 	PublicKey ed25519.PublicKey // nil when unsigned
 	Signature []byte

@@ -96,13 +96,13 @@ func (bb *buildBase) chunk(i int, buf []byte) ([]byte, bool) {
 // pack's frames, on all cores, as soon as the writer reports each chunk
 // final, and the rest at the end.
 type processor struct {
-	f     *os.File
-	m     *Manifest
-	base  *buildBase
-	pack  *packWriter
-	work  chan int
-	g     *errgroup.Group
-	ctx   context.Context
+	f      *os.File
+	m      *Manifest
+	base   *buildBase
+	pack   *packWriter
+	work   chan int
+	g      *errgroup.Group
+	ctx    context.Context
 	sent   []bool // submitted; touched by the submitting goroutine only
 	closed bool
 	stats  ProcessStats

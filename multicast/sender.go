@@ -53,20 +53,20 @@ const (
 
 // SendOptions configure Send.
 type SendOptions struct {
-	Group        net.Addr        // destination of multicast packets
-	Session      uint32          // session id; 0 picks one at random
-	Manifest     *image.Manifest // the signed manifest of the image
+	Group    net.Addr        // destination of multicast packets
+	Session  uint32          // session id; 0 picks one at random
+	Manifest *image.Manifest // the signed manifest of the image
 	// Pack holds the image's chunks compressed (an [image.Pack] opened
 	// with Manifest, which checks it belongs to it).
-	Pack ChunkSource
-	Rate         int64           // bit/s; 0 sends unpaced
-	Hosts        []string        // closed group: hosts that must complete; empty: open group
-	Wait         time.Duration   // registration window (default DefaultWait)
-	MinHosts     int             // open group: start once this many registered
-	FECOverhead  int             // proactive parity, percent of each block's data symbols
-	HostTimeout  time.Duration   // drop a host silent this long (default DefaultHostTimeout)
-	SymbolSize   int             // default DefaultSymbolSize
-	BlockSymbols int             // default DefaultBlockSymbols
+	Pack         ChunkSource
+	Rate         int64         // bit/s; 0 sends unpaced
+	Hosts        []string      // closed group: hosts that must complete; empty: open group
+	Wait         time.Duration // registration window (default DefaultWait)
+	MinHosts     int           // open group: start once this many registered
+	FECOverhead  int           // proactive parity, percent of each block's data symbols
+	HostTimeout  time.Duration // drop a host silent this long (default DefaultHostTimeout)
+	SymbolSize   int           // default DefaultSymbolSize
+	BlockSymbols int           // default DefaultBlockSymbols
 	// BaseID is the release the pack's delta frames are against (the
 	// hosts' previous image), if any. The ANNOUNCE names it; when every
 	// registered host holds it, each chunk with a delta frame goes as that

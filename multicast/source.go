@@ -74,7 +74,9 @@ func (s *source) chunk(i uint32) (encoded, error) {
 }
 
 // isDelta reports whether chunk i is (or would be) sent as a delta.
-func (s *source) isDelta(i uint32) bool { return s.deltas && s.pack.HasDelta(int(i)) && !s.plain.has(i) }
+func (s *source) isDelta(i uint32) bool {
+	return s.deltas && s.pack.HasDelta(int(i)) && !s.plain.has(i)
+}
 
 // forcePlain makes chunk i go plain from now on: a host asked for it whole
 // after the first pass, because it lost it all, could not decode it

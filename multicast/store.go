@@ -28,10 +28,10 @@ type store struct {
 	file       *os.File // the partial image
 	spool      *os.File
 	chunks     []chunkState
-	remaining  int   // non-zero chunks not yet written
-	slots      int64 // spool symbol slots per chunk
-	ready      []int // chunks whose every block can be decoded, not yet handed to a decoder
-	bad        int   // chunks that failed their check and were asked again
+	remaining  int       // non-zero chunks not yet written
+	slots      int64     // spool symbol slots per chunk
+	ready      []int     // chunks whose every block can be decoded, not yet handed to a decoder
+	bad        int       // chunks that failed their check and were asked again
 	base       *baseFile // the announced base image; nil: deltas are ignored
 	deltaBad   chunkSet  // chunks whose delta failed: only a plain copy is taken
 }
