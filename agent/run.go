@@ -151,9 +151,8 @@ func receiveLoop(ctx context.Context, conn multicast.Conn, store *release.Store,
 // receiveOne receives and stages one session's image; it returns the
 // session once the image is received, whether staging works or not.
 func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, cfg RunConfig, in string, skip []uint32, log *slog.Logger) (uint32, error) {
-	img, man := in+".img", in+".manifest"
+	img := in + ".img"
 	defer os.Remove(img) // staging renamed it, or it is not wanted
-	defer os.Remove(man)
 	local, bases := localImages(store, log)
 	res, err := multicast.Receive(ctx, conn, multicast.ReceiveOptions{
 		HostID: cfg.HostID, Out: img, Trusted: cfg.Keys, Skip: skip, Local: local.Lookup,
@@ -163,21 +162,25 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 		// refuse, before receiving anything, an image the disk cannot hold
 		// (retiring releases kept only by --keep-for if the disk needs it)
 		Accept: func(m *image.Manifest) error { return store.MakeRoom(m.ImageSize) },
-		Logf:   func(f string, a ...any) { log.Debug(fmt.Sprintf(f, a...)) },
+		// stage as soon as the image is whole, so COMPLETE tells the sender
+		// the outcome: every chunk was verified as it arrived (or came from
+		// a kept, verified image), so nothing is hashed again
+		Stage: func(res *multicast.Result) error {
+			_, err := store.Adopt(ctx, res.Path, res.Manifest)
+			return err
+		},
+		Logf:  func(f string, a ...any) { log.Debug(fmt.Sprintf(f, a...)) },
+		Warnf: func(f string, a ...any) { log.Warn(fmt.Sprintf(f, a...)) },
 	})
 	if err != nil {
 		return 0, err
 	}
 	log.Info("agent: received", "release", res.ReleaseID, "session", res.Session,
-		"reused_chunks", res.Reused, "resumed_chunks", res.Resumed, "bad_chunks", res.BadChunks)
-	if err := image.WriteManifestFile(man, res.Manifest); err != nil {
-		return res.Session, err
+		"reused_chunks", res.Reused, "reflinked_bytes", res.Reflinked, "resumed_chunks", res.Resumed, "bad_chunks", res.BadChunks)
+	if res.StageErr != nil {
+		return res.Session, fmt.Errorf("agent: stage %s: %w", res.ReleaseID, res.StageErr)
 	}
-	id, err := store.Stage(ctx, res.ReleaseID, img, man)
-	if err != nil {
-		return res.Session, fmt.Errorf("agent: stage %s: %w", res.ReleaseID, err)
-	}
-	log.Info("agent: staged", "release", id)
+	log.Info("agent: staged", "release", res.ReleaseID)
 	return res.Session, nil
 }
 

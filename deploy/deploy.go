@@ -17,9 +17,12 @@ import (
 	"github.com/loopcast/loopcast/multicast"
 )
 
-// Staging: after the transfer an agent hashes the whole image and mounts
-// it, about a second per GB; poll its STATUS until it reports the release
-// staged, for at most DefaultStageTimeout.
+// Staging: an agent stages the image as soon as it has it (nothing to
+// hash: every chunk was verified on arrival) and its COMPLETE says how that
+// went, so a deploy asks no agent for STATUS in the usual case. Hosts whose
+// COMPLETE did not say (a receiver that does not stage) are polled for
+// STATUS until they report the release staged, for at most
+// DefaultStageTimeout.
 const (
 	DefaultStageTimeout = 2 * time.Minute
 	stagePoll           = 500 * time.Millisecond
@@ -154,11 +157,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res.Transfer, res.WireBytes = rep, rep.Bytes
 	res.ChunksTotal, res.ChunksZero, res.ChunksReused, res.ChunksSent = rep.ChunksTotal, rep.ChunksZero, rep.ChunksReused, rep.ChunksSent
 	res.ChunksDelta = rep.DeltaChunks
-	transferred := res.fromTransfer(rep)
+	staged, ask := res.fromTransfer(rep)
 	cmd.Addrs = res.addrs()
 	start = time.Now()
-	o.progress(Progress{Phase: "stage", Hosts: len(res.hosts)})
-	staged, err := waitStaged(ctx, cmd, res, transferred, o.stageTimeout())
+	o.progress(Progress{Phase: "stage", Hosts: len(res.hosts), Staged: len(staged)})
+	more, err := waitStaged(ctx, cmd, res, ask, o.stageTimeout())
+	staged = append(staged, more...)
 	res.StageTime = time.Since(start)
 	if err != nil {
 		return res.finish(), err
@@ -208,18 +212,25 @@ func newDeployID() uint64 {
 }
 
 // fromTransfer records each member host's transfer and returns those that
-// hold the verified image.
-func (r *Result) fromTransfer(rep *multicast.Report) []string {
-	var ok []string
+// hold the verified image: staged ones (their COMPLETE said so: no need to
+// ask), and those whose staging is still to be asked about. A host whose
+// COMPLETE said staging failed is neither.
+func (r *Result) fromTransfer(rep *multicast.Report) (staged, ask []string) {
 	for _, h := range rep.Hosts {
 		if !h.Member {
 			continue
 		}
 		hr := &HostResult{ID: h.ID, Addr: h.Addr, Phase: PhaseNone}
-		if h.State == multicast.HostComplete {
+		switch {
+		case h.State == multicast.HostComplete && h.Staged:
+			hr.Phase = PhaseStaged
+			staged = append(staged, h.ID)
+		case h.State == multicast.HostComplete && h.StageError != "":
+			hr.Phase, hr.Error = PhaseTransferred, "staging failed: "+h.StageError
+		case h.State == multicast.HostComplete:
 			hr.Phase = PhaseTransferred
-			ok = append(ok, h.ID)
-		} else {
+			ask = append(ask, h.ID)
+		default:
 			hr.Error = "transfer " + h.State.String()
 			if h.Reason != "" {
 				hr.Error += ": " + h.Reason
@@ -227,7 +238,7 @@ func (r *Result) fromTransfer(rep *multicast.Report) []string {
 		}
 		r.hosts[h.ID] = hr
 	}
-	return ok
+	return staged, ask
 }
 
 // preflightTimeout bounds the STATUS asked before shipping anything: hosts

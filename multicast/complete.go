@@ -1,13 +1,19 @@
 package multicast
 
-// Complete statuses.
+// Complete statuses (values are on the wire — only append).
 const (
-	CompleteOK     = 0 // image verified and in place
-	CompleteFailed = 1 // the host gave up; Reason says why
+	CompleteOK          = 0 // image verified and in place (not staged by this receiver)
+	CompleteFailed      = 1 // the host gave up; Reason says why
+	CompleteStaged      = 2 // image verified, in place and staged: ready to switch
+	CompleteStageFailed = 3 // image verified and in place, but staging failed; Reason says why
 )
 
-// Complete reports a host's end of the session (unicast); the sender
-// echoes it back to acknowledge.
+// received reports whether a status says the host has the verified image.
+func received(status uint8) bool { return status != CompleteFailed }
+
+// Complete reports a host's end of the session (unicast), with the outcome
+// of its staging when it staged the image at once, so the sender learns
+// that too without asking; the sender echoes it back to acknowledge.
 //
 //	0 host id: len u8 + bytes   status u8   reason: len u8 + bytes
 type Complete struct {
@@ -30,7 +36,7 @@ func (c *Complete) AppendBinary(b []byte) ([]byte, error) {
 func parseComplete(b []byte) (*Complete, error) {
 	r := reader{b: b}
 	c := &Complete{Host: r.str8("host id", MaxHostID), Status: r.u8()}
-	r.check(c.Status <= CompleteFailed, "complete status %d", c.Status)
+	r.check(c.Status <= CompleteStageFailed, "complete status %d", c.Status)
 	c.Reason = r.str8("reason", MaxReason)
 	return c, r.done()
 }

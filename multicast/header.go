@@ -4,11 +4,48 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 )
+
+// VersionError is a packet of another protocol version: its peer runs
+// another loopcast.
+type VersionError struct{ Got uint8 }
+
+func (e *VersionError) Error() string {
+	rel := "an older"
+	if e.Got > Version {
+		rel = "a newer"
+	}
+	return fmt.Sprintf("%v: the peer speaks version %d (%s loopcast), this one speaks %d; run the same version on the sender and the hosts",
+		ErrVersion, e.Got, rel, Version)
+}
+
+func (e *VersionError) Unwrap() error { return ErrVersion }
+
+// maxVersionNotes bounds the peers a side remembers having warned about.
+const maxVersionNotes = 64
+
+// versionNotes warns once per peer address that it speaks another version.
+type versionNotes map[string]bool
+
+func (n *versionNotes) note(err error, from net.Addr, warnf func(string, ...any)) {
+	var ve *VersionError
+	if from == nil || !errors.As(err, &ve) || (*n)[from.String()] {
+		return
+	}
+	if *n == nil || len(*n) >= maxVersionNotes {
+		*n = versionNotes{}
+	}
+	(*n)[from.String()] = true
+	warnf("multicast: packets from %v refused: %v", from, err)
+}
 
 // Version is the wire protocol version this package speaks. A packet with
 // another version is rejected, never guessed at.
-const Version = 1
+//
+// Version 2: COMPLETE carries the staging outcome; images are named by a
+// version 2 manifest.
+const Version = 2
 
 // HeaderLen is the size of the fixed header every packet starts with.
 const HeaderLen = 16
@@ -120,7 +157,7 @@ func parseHeader(b []byte) (Header, error) {
 		return Header{}, ErrMagic
 	}
 	if b[4] != Version {
-		return Header{}, fmt.Errorf("%w: %d (this build speaks %d)", ErrVersion, b[4], Version)
+		return Header{}, &VersionError{Got: b[4]}
 	}
 	if binary.BigEndian.Uint16(b[6:]) != 0 {
 		return Header{}, fmt.Errorf("%w: header flags %#x", ErrMalformed, b[6:8])

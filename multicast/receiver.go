@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+	"unicode/utf8"
 
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/atomicfile"
@@ -76,7 +77,16 @@ type ReceiveOptions struct {
 	// against that image's chunk at the same index, then checked against
 	// the manifest like any other.
 	BaseImage func(releaseID string) (path string, ok bool)
-	Logf      func(format string, args ...any)
+	// Stage, if set, is called with the result once the verified image is
+	// at Out, before COMPLETE goes out, which then carries its outcome
+	// (staged, or the error): the sender learns it without asking. Its
+	// error is in Result.StageErr; Receive does not fail for it.
+	Stage func(*Result) error
+	Logf  func(format string, args ...any)
+	// Warnf, if set, hears what the host's operator must see: a session
+	// refused (untrusted key, not wanted) or a sender of another protocol
+	// version. Logf when nil.
+	Warnf func(format string, args ...any)
 }
 
 // Result describes a received image.
@@ -86,10 +96,13 @@ type Result struct {
 	Manifest  *image.Manifest // verified against Trusted (unless Insecure)
 	Path      string          // Out: the verified image
 	Resumed   int             // chunks already held by a partial file from an earlier attempt
-	Reused    int             // chunks copied from Local and verified
+	Reused    int             // chunks copied from Local (trusted as Local vouches for them)
+	Reflinked int64           // bytes of those shared by reflink: no data copied
 	BadChunks int             // chunks that failed their check and were asked again
 	Packets   int64           // packets of the session received
 	Ignored   int64           // packets malformed, foreign or out of place
+	Staged    bool            // ReceiveOptions.Stage ran and succeeded
+	StageErr  error           // what ReceiveOptions.Stage returned
 }
 
 // Receive joins one session announced on conn, receives its image into
@@ -109,6 +122,9 @@ func Receive(ctx context.Context, conn Conn, opts ReceiveOptions) (*Result, erro
 	opts.SenderTimeout = cmp.Or(opts.SenderTimeout, DefaultSenderTimeout)
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
+	}
+	if opts.Warnf == nil {
+		opts.Warnf = opts.Logf
 	}
 	r := &receiver{opts: opts, conn: conn, begin: time.Now()}
 	err := serve(ctx, conn, r.run)
@@ -141,6 +157,7 @@ type receiver struct {
 	lastDone   time.Time
 	acked      bool
 	seq        seqStats
+	foreign    versionNotes
 	nackAt     time.Time // when to answer the pending STATUS; zero: none
 	nackRound  uint32
 	jobs       chan decodeJob // to the decoders; nil until the manifest is in
@@ -289,6 +306,9 @@ func (r *receiver) wakeIn(now time.Time) time.Duration {
 // manifest, disk error) is returned.
 func (r *receiver) handle(p packet, now time.Time) error {
 	h, m, err := Parse(p.b)
+	if err != nil {
+		r.foreign.note(err, p.from, r.opts.Warnf)
+	}
 	if err != nil || !r.accept(h, m, p.from, now) {
 		r.res.Ignored++
 		return nil
@@ -385,7 +405,25 @@ func (r *receiver) answerStatus(now time.Time) {
 
 func (r *receiver) sendComplete(now time.Time) {
 	r.lastDone = now
-	r.send(&Complete{Host: r.opts.HostID, Status: CompleteOK})
+	c := &Complete{Host: r.opts.HostID, Status: CompleteOK}
+	switch {
+	case r.res.StageErr != nil:
+		c.Status, c.Reason = CompleteStageFailed, truncate(r.res.StageErr.Error(), MaxReason)
+	case r.res.Staged:
+		c.Status = CompleteStaged
+	}
+	r.send(c)
+}
+
+// truncate cuts s to at most n bytes, on a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // finish moves the image into place and says so. Every chunk was checked
@@ -407,8 +445,12 @@ func (r *receiver) finish(now time.Time) error {
 		return err // renamed, but not durably: the caller must not stage it
 	}
 	r.res.Path, r.res.BadChunks = r.opts.Out, r.st.bad
-	r.doneAt = now
 	r.opts.Logf("session %08x: image %s verified", r.res.Session, r.opts.Out)
-	r.sendComplete(now)
+	if r.opts.Stage != nil {
+		r.res.StageErr = r.opts.Stage(&r.res)
+		r.res.Staged = r.res.StageErr == nil
+	}
+	r.doneAt = time.Now()
+	r.sendComplete(r.doneAt)
 	return nil
 }

@@ -78,7 +78,7 @@ func (r *receiver) refuse(why error) {
 	}
 	r.join.refused[refusalKey(r.res.Session, r.sender)] = true
 	r.join.last = why
-	r.opts.Logf("refusing session %08x from %v: %v", r.res.Session, r.sender, why)
+	r.opts.Warnf("refusing session %08x from %v: %v", r.res.Session, r.sender, why)
 	r.ann, r.sender, r.res.Session, r.man = nil, nil, 0, manifestBuf{}
 	r.registered, r.lastReg = false, time.Time{}
 }

@@ -137,6 +137,7 @@ func (r *receiver) prepare(m *image.Manifest) error {
 	if r.res.Reused, err = r.st.fillLocal(r.ctx, r.opts.Local, r.opts.Logf); err != nil {
 		return err
 	}
+	r.res.Reflinked = r.st.reflinked
 	if r.opts.Local != nil {
 		r.opts.Logf("session %08x: %d chunks reused from local images", r.res.Session, r.res.Reused)
 	}

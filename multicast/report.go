@@ -33,6 +33,10 @@ type HostReport struct {
 	Member bool // in the closed group's list, or registered in an open group
 	State  HostState
 	Reason string
+	// Staged: the host staged the image as soon as it had it (its
+	// COMPLETE said so); StageError: it tried and failed, and why.
+	Staged     bool
+	StageError string `json:",omitempty"`
 }
 
 // Report summarises a sender's session.

@@ -166,6 +166,7 @@ type sender struct {
 	err      error
 	stats    Report
 	sent     chunkSet // chunks whose data went out at least once
+	foreign  versionNotes
 	prog     SendProgress
 	progAt   time.Time // last Progress call
 }

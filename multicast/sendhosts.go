@@ -17,6 +17,8 @@ type host struct {
 	have       []Range // chunks it held when it registered (ascending, disjoint)
 	hasBase    bool    // it holds the announced base image
 	complete   bool
+	staged     bool      // its COMPLETE said it staged the image
+	stageErr   string    // its COMPLETE said staging failed, and why
 	failed     string    // the host's own reason for giving up
 	dropped    string    // why the sender gave up on it
 	asked      time.Time // first STATUS it has not answered; zero when none pending
@@ -37,6 +39,9 @@ func (h *host) active() bool { return h.registered && !h.complete && h.failed ==
 // foreign or out of place is counted and ignored.
 func (s *sender) handle(p packet, now time.Time) {
 	h, m, err := Parse(p.b)
+	if err != nil {
+		s.foreign.note(err, p.from, s.opts.Logf)
+	}
 	if err != nil || h.Session != s.opts.Session {
 		s.stats.Ignored++
 		return
@@ -114,13 +119,28 @@ func (s *sender) onComplete(m *Complete, from net.Addr) {
 		return
 	}
 	s.hostFor(m.Host, from)
-	if m.Status == CompleteOK && !h.complete {
-		h.complete, h.dropped = true, ""
-		s.opts.Logf("session %08x: host %s complete", s.opts.Session, h.id)
-	} else if m.Status != CompleteOK {
+	switch {
+	case !received(m.Status):
 		h.failed = cmp.Or(m.Reason, "failed")
+	case !h.complete:
+		h.complete, h.dropped = true, ""
+		h.staged = m.Status == CompleteStaged
+		if m.Status == CompleteStageFailed {
+			h.stageErr = cmp.Or(m.Reason, "staging failed")
+		}
+		s.opts.Logf("session %08x: host %s complete%s", s.opts.Session, h.id, stagedNote(m))
 	}
 	s.reply(m, from)
+}
+
+func stagedNote(m *Complete) string {
+	switch m.Status {
+	case CompleteStaged:
+		return ", staged"
+	case CompleteStageFailed:
+		return ", staging failed: " + m.Reason
+	}
+	return ""
 }
 
 // reply sends a unicast acknowledgement, unpaced (it is tiny and rare).
@@ -241,7 +261,7 @@ func (s *sender) finalReport() *Report {
 		}
 		switch {
 		case h.complete:
-			hr.State = HostComplete
+			hr.State, hr.Staged, hr.StageError = HostComplete, h.staged, h.stageErr
 		case h.failed != "":
 			hr.State, hr.Reason = HostFailed, h.failed
 		case !h.registered:

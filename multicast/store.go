@@ -32,6 +32,7 @@ type store struct {
 	slots      int64     // spool symbol slots per chunk
 	ready      []int     // chunks whose every block can be decoded, not yet handed to a decoder
 	bad        int       // chunks that failed their check and were asked again
+	reflinked  int64     // bytes of local chunks shared by reflink, not copied
 	base       *baseFile // the announced base image; nil: deltas are ignored
 	deltaBad   chunkSet  // chunks whose delta failed: only a plain copy is taken
 }

@@ -34,14 +34,37 @@ func (s *Store) Stage(ctx context.Context, id, imagePath, manifestPath string) (
 	if m != nil && id == "" {
 		id = m.ReleaseID()
 	}
-	if err != nil {
-		s.update("stage", func(st *State) error {
-			st.fail(id, err)
-			return err
-		})
-		return id, err
+	return id, s.admit(ctx, id, imagePath, m, raw, err)
+}
+
+// Adopt stages the image at imagePath whose every chunk the caller has
+// verified, in this process, against m (parsed and signature-checked, e.g.
+// by the multicast receiver as the chunks arrived): it is not read or
+// hashed again. Otherwise it is Stage: the signature (when TrustedKeys are
+// set), the release id and the space are checked, the image renamed into
+// images/ (copied across filesystems), mounted and recorded.
+func (s *Store) Adopt(ctx context.Context, imagePath string, m *image.Manifest) (string, error) {
+	id := m.ReleaseID()
+	raw, err := m.AppendBinary(nil)
+	if err == nil {
+		err = s.checkManifest(m, "", "the manifest of "+imagePath)
 	}
-	err = s.update("stage", func(st *State) error {
+	if err == nil {
+		err = s.checkCost(imagePath, id)
+	}
+	return id, s.admit(ctx, id, imagePath, m, raw, err)
+}
+
+// admit records a refusal (checkErr) or adopts the checked image.
+func (s *Store) admit(ctx context.Context, id, imagePath string, m *image.Manifest, raw []byte, checkErr error) error {
+	if checkErr != nil {
+		s.update("stage", func(st *State) error {
+			st.fail(id, checkErr)
+			return checkErr
+		})
+		return checkErr
+	}
+	return s.update("stage", func(st *State) error {
 		if st.live(id) != nil {
 			return s.ensureMounted(id)
 		}
@@ -54,7 +77,6 @@ func (s *Store) Stage(ctx context.Context, id, imagePath, manifestPath string) (
 		_, err := s.prune(st, id) // keep what was just staged, even if old
 		return err
 	})
-	return id, err
 }
 
 // check verifies the manifest, the space and the image without touching
@@ -71,14 +93,22 @@ func (s *Store) check(ctx context.Context, id, imagePath, manifestPath string) (
 	if err := s.checkManifest(m, id, manifestPath); err != nil {
 		return m, nil, err
 	}
-	cost, err := s.stagingCost(imagePath)
-	if err != nil {
+	if err := s.checkCost(imagePath, m.ReleaseID()); err != nil {
 		return m, nil, err
 	}
-	if err := s.CheckSpace(cost); err != nil {
-		return m, nil, fmt.Errorf("release: stage %s: %w", m.ReleaseID(), err)
-	}
 	return m, raw, verifyImage(ctx, imagePath, m)
+}
+
+// checkCost checks the space adopting the image at path takes.
+func (s *Store) checkCost(path, id string) error {
+	cost, err := s.stagingCost(path)
+	if err != nil {
+		return err
+	}
+	if err := s.CheckSpace(cost); err != nil {
+		return fmt.Errorf("release: stage %s: %w", id, err)
+	}
+	return nil
 }
 
 func (s *Store) checkManifest(m *image.Manifest, id, path string) error {
