@@ -175,9 +175,9 @@ func (p *processor) stop() error {
 }
 
 func (p *processor) worker(out chan<- chunkResult) error {
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	enc, err := newFrameEncoder()
 	if err != nil {
-		return fmt.Errorf("image: zstd encoder: %w", err)
+		return err
 	}
 	defer enc.Close()
 	raw, dict := make([]byte, p.m.ChunkSize), make([]byte, p.m.ChunkSize)
@@ -266,9 +266,27 @@ func (p *processor) collect(results <-chan chunkResult) error {
 	return nil
 }
 
+// newFrameEncoder makes the encoder of plain frames: the fastest level
+// (the build compresses every chunk on every core; a stronger level costs
+// more build time than it saves on a LAN) and no frame checksum (every
+// decoded chunk is checked against its SHA-256 in the manifest, and the
+// pack's xxh64 covers the frame on the sender's disk: a third hash would
+// only cost the receivers time).
+func newFrameEncoder() (*zstd.Encoder, error) {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
+		zstd.WithEncoderCRC(false))
+	if err != nil {
+		return nil, fmt.Errorf("image: zstd encoder: %w", err)
+	}
+	return enc, nil
+}
+
 // zstdFastest compresses b plain, as the workers do.
 func zstdFastest(b []byte) []byte {
-	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	enc, err := newFrameEncoder()
+	if err != nil {
+		return nil
+	}
 	defer enc.Close()
 	return enc.EncodeAll(b, nil)
 }
@@ -278,7 +296,7 @@ func zstdFastest(b []byte) []byte {
 // dictionary is the chunk's own base), so nothing grows with the image.
 func EncodeDelta(raw, dict []byte, chunkSize uint32) ([]byte, error) {
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(1),
-		zstd.WithWindowSize(DeltaWindow(chunkSize)), zstd.WithEncoderDictRaw(DeltaDictID, dict))
+		zstd.WithWindowSize(DeltaWindow(chunkSize)), zstd.WithEncoderDictRaw(DeltaDictID, dict), zstd.WithEncoderCRC(false))
 	if err != nil {
 		return nil, fmt.Errorf("image: zstd delta encoder: %w", err)
 	}

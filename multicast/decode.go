@@ -25,6 +25,7 @@ type decodeJob struct {
 	clen   uint32
 	delta  bool         // decode against the base image's chunk at this index
 	blocks []blockState // read-only while the chunk is pending
+	mem    []byte       // its symbols, when in memory (read-only while pending); nil: in the spool
 }
 
 // decodeResult is a decoder's verdict on one chunk.
@@ -79,7 +80,9 @@ func (d *decoder) run(ctx context.Context, jobs <-chan decodeJob, results chan<-
 // chunk decodes, decompresses and verifies a chunk and only then writes it
 // into the image; it frees the chunk's spool range either way.
 func (d *decoder) chunk(j decodeJob) error {
-	defer d.punch(j.chunk)
+	if j.mem == nil {
+		defer d.punch(j.chunk)
+	}
 	raw, err := d.decode(j)
 	if err == nil {
 		err = d.m.VerifyChunk(j.chunk, raw)
@@ -91,6 +94,7 @@ func (d *decoder) chunk(j decodeJob) error {
 	if _, err := d.file.WriteAt(raw, off); err != nil {
 		return fmt.Errorf("multicast: write chunk %d: %w", j.chunk, err)
 	}
+	startWriteback(d.file, off, int64(len(raw)))
 	return nil
 }
 
@@ -138,10 +142,15 @@ func (d *decoder) decompress(j decodeJob) ([]byte, error) {
 // readBlock returns block b's k data shards.
 func (d *decoder) readBlock(j decodeJob, l layout, b int) ([][]byte, error) {
 	start, k := l.block(b)
-	buf := make([]byte, k*d.symSize)
-	off := (int64(j.chunk)*d.slots + int64(start)) * int64(d.symSize)
-	if _, err := d.spool.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("read spool: %w", err)
+	var buf []byte
+	if j.mem != nil {
+		buf = j.mem[start*d.symSize : (start+k)*d.symSize]
+	} else {
+		buf = make([]byte, k*d.symSize)
+		off := (int64(j.chunk)*d.slots + int64(start)) * int64(d.symSize)
+		if _, err := d.spool.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("read spool: %w", err)
+		}
 	}
 	shards := make([][]byte, MaxShards)
 	needRS := false
@@ -155,6 +164,14 @@ func (d *decoder) readBlock(j decodeJob, l layout, b int) ([][]byte, error) {
 		}
 	}
 	return shards[:k], nil
+}
+
+// startWriteback starts writing a range of f to disk without waiting
+// (sync_file_range WRITE), so the fsync before the image is renamed into
+// place has little left to flush: staging after the last chunk stays short
+// however large the image. Errors are for the fsync to report.
+func startWriteback(f *os.File, off, n int64) {
+	_ = unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
 }
 
 // punch frees chunk i's spool slots.

@@ -131,7 +131,11 @@ func (st *store) copyRun(src *os.File, run localRun) error {
 		st.reflinked += int64(n)
 		return nil
 	}
-	return copyRange(src, run.off, st.file, dst, n)
+	if err := copyRange(src, run.off, st.file, dst, n); err != nil {
+		return err
+	}
+	startWriteback(st.file, dst, n)
+	return nil
 }
 
 func openLocal(files map[string]*os.File, path string) (*os.File, error) {

@@ -99,6 +99,7 @@ type Result struct {
 	Reused    int             // chunks copied from Local (trusted as Local vouches for them)
 	Reflinked int64           // bytes of those shared by reflink: no data copied
 	BadChunks int             // chunks that failed their check and were asked again
+	Spilled   int             // chunks whose symbols waited in the spool file (memory budget full)
 	Packets   int64           // packets of the session received
 	Ignored   int64           // packets malformed, foreign or out of place
 	Staged    bool            // ReceiveOptions.Stage ran and succeeded
@@ -444,7 +445,7 @@ func (r *receiver) finish(now time.Time) error {
 	if err := atomicfile.SyncDir(filepath.Dir(r.opts.Out)); err != nil {
 		return err // renamed, but not durably: the caller must not stage it
 	}
-	r.res.Path, r.res.BadChunks = r.opts.Out, r.st.bad
+	r.res.Path, r.res.BadChunks, r.res.Spilled = r.opts.Out, r.st.bad, r.st.spilled
 	r.opts.Logf("session %08x: image %s verified", r.res.Session, r.opts.Out)
 	if r.opts.Stage != nil {
 		r.res.StageErr = r.opts.Stage(&r.res)

@@ -69,7 +69,16 @@ func (r *receiver) solicitAnnounce(h Header, from net.Addr, now time.Time) {
 	}
 }
 
-func sameHost(a, b net.Addr) bool { return a != nil && b != nil && a.String() == b.String() }
+// sameHost reports whether two addresses are one: for UDP addresses
+// without formatting them (it runs for every packet).
+func sameHost(a, b net.Addr) bool {
+	ua, ok1 := a.(*net.UDPAddr)
+	ub, ok2 := b.(*net.UDPAddr)
+	if ok1 && ok2 && ua != nil && ub != nil {
+		return ua.Port == ub.Port && ua.IP.Equal(ub.IP) && ua.Zone == ub.Zone
+	}
+	return a != nil && b != nil && a.String() == b.String()
+}
 
 // refuse gives up the candidate session and remembers not to retry it.
 func (r *receiver) refuse(why error) {

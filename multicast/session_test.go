@@ -192,6 +192,36 @@ func TestTransferLossy(t *testing.T) {
 	}
 }
 
+// TestTransferSpool: with room in memory for two chunks' symbols only,
+// chunks waiting for repair go to the spool file and come back from it:
+// the images are whole all the same. (With the default budget nothing is
+// spooled when no symbol is lost.)
+func TestTransferSpool(t *testing.T) {
+	clean := newTestSession(t, nil)
+	clean.send.Hosts = []string{"c"}
+	res, errs := clean.run(context.Background(), clean.send.Hosts, nil)
+	if errs["c"] != nil || res["c"].Spilled != 0 {
+		t.Fatalf("lossless session: %v, %d chunks spooled, want none", errs["c"], res["c"].Spilled)
+	}
+	defer func(b int) { memBudget = b }(memBudget)
+	memBudget = 2 * testChunk
+	ts := newTestSession(t, lossy(0.05, 4))
+	hosts := []string{"a", "b"}
+	ts.send.Hosts = hosts
+	res, errs = ts.run(context.Background(), hosts, nil)
+	spilled := 0
+	for _, h := range hosts {
+		if errs[h] != nil {
+			t.Fatalf("%s: %v", h, errs[h])
+		}
+		ts.checkImage(h)
+		spilled += res[h].Spilled
+	}
+	if spilled == 0 {
+		t.Error("no chunk went to the spool: the spool path was not exercised")
+	}
+}
+
 func TestTransferProactiveParity(t *testing.T) {
 	ts := newTestSession(t, lossy(0.02, 2))
 	ts.send.FECOverhead = 10

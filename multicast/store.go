@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/loopcast/loopcast/image"
 )
@@ -18,26 +19,38 @@ var (
 	errChunkRetry = errors.New("multicast: chunk failed its check and is asked again")
 )
 
-// store is a receiver's on-disk state: the preallocated partial image and a
-// sparse spool file where symbols wait until their chunk can be decoded.
-// Memory holds only per-block bookkeeping (a few dozen bytes per block),
-// so a receiver's footprint does not grow with the image.
+// store is a receiver's state: the preallocated partial image, the
+// symbols of chunks not yet decoded, and per-block bookkeeping (a few dozen
+// bytes per block). Symbols wait in memory, in a buffer per chunk, so on
+// the happy path each byte is written once, decoded, into the image; only
+// when the chunks waiting (lost symbols, slow decoders) hold more than
+// memBudget does the oldest go to a sparse spool file, whose range is
+// punched out when the chunk decodes. A receiver's footprint does not grow
+// with the image.
 type store struct {
 	m          *image.Manifest
 	symSize, k int
 	file       *os.File // the partial image
 	spool      *os.File
 	chunks     []chunkState
-	remaining  int       // non-zero chunks not yet written
-	slots      int64     // spool symbol slots per chunk
-	ready      []int     // chunks whose every block can be decoded, not yet handed to a decoder
-	bad        int       // chunks that failed their check and were asked again
-	reflinked  int64     // bytes of local chunks shared by reflink, not copied
-	base       *baseFile // the announced base image; nil: deltas are ignored
-	deltaBad   chunkSet  // chunks whose delta failed: only a plain copy is taken
+	remaining  int   // non-zero chunks not yet written
+	slots      int64 // spool symbol slots per chunk
+	ready      []int // chunks whose every block can be decoded, not yet handed to a decoder
+	bad        int   // chunks that failed their check and were asked again
+	reflinked  int64 // bytes of local chunks shared by reflink, not copied
+	memUsed    int   // bytes of chunkState.mem held
+	spilled    int   // chunks whose symbols went to the spool
+	memOrder   []int // chunks holding mem, oldest first (may list spilled or done ones)
+
+	base     *baseFile // the announced base image; nil: deltas are ignored
+	deltaBad chunkSet  // chunks whose delta failed: only a plain copy is taken
 }
 
 type chunkState struct {
+	// mem holds the chunk's symbols in the spool's slot layout while it is
+	// being received (nil once spilled to the spool, or before the first)
+	mem     []byte
+	spooled bool // its symbols are in the spool, not in mem
 	done    bool
 	pending bool   // handed to a decoder; its blocks no longer change
 	delta   bool   // its symbols are of the delta encoding
@@ -84,6 +97,7 @@ func (st *store) add(s *Symbol) error {
 		return nil // cannot use it: the NACK asks for the chunk whole, which the sender then sends plain
 	}
 	if cs.clen != 0 && cs.delta && !s.Delta {
+		st.release(cs)
 		*cs = chunkState{} // the sender switched this chunk to plain: start over with it
 	}
 	if cs.clen == 0 {
@@ -107,9 +121,8 @@ func (st *store) addToBlock(s *Symbol, cs *chunkState, l layout) error {
 	if len(bs.slots) >= k || bs.have[w]&bit != 0 {
 		return nil // block already decodable, or a duplicate
 	}
-	off := (int64(s.Chunk)*st.slots + int64(start+len(bs.slots))) * int64(st.symSize)
-	if _, err := st.spool.WriteAt(s.Payload, off); err != nil {
-		return fmt.Errorf("multicast: spool chunk %d: %w", s.Chunk, err)
+	if err := st.put(s, cs, l, start+len(bs.slots)); err != nil {
+		return err
 	}
 	bs.have[w] |= bit
 	bs.slots = append(bs.slots, s.Index)
@@ -122,11 +135,92 @@ func (st *store) addToBlock(s *Symbol, cs *chunkState, l layout) error {
 	return nil
 }
 
+// memBudget bounds the symbols held in memory: 24 MiB covers a few dozen
+// chunks waiting for repair or a decoder, and keeps a receiver far below
+// its 64 MiB footprint goal; beyond it the oldest waiting chunk goes to the
+// spool file. A variable only so tests can make the spool path run.
+var memBudget = 24 << 20
+
+// maxMemOrder bounds the list of chunks that held memory before it is
+// compacted: far more than memBudget can hold at once.
+const maxMemOrder = 1024
+
+// put stores symbol s in slot (of the chunk's slot layout): in the
+// chunk's memory buffer, allocated at its first symbol, or in the spool
+// once the chunk has been spilled.
+func (st *store) put(s *Symbol, cs *chunkState, l layout, slot int) error {
+	if cs.mem == nil && !cs.spooled {
+		if err := st.makeRoom(l.symbols * st.symSize); err != nil {
+			return err
+		}
+		cs.mem = make([]byte, l.symbols*st.symSize)
+		st.memUsed += len(cs.mem)
+		if len(st.memOrder) >= maxMemOrder { // drop the chunks done since
+			st.memOrder = slices.DeleteFunc(st.memOrder, func(i int) bool { return st.chunks[i].mem == nil })
+		}
+		st.memOrder = append(st.memOrder, int(s.Chunk))
+	}
+	if cs.mem != nil {
+		copy(cs.mem[slot*st.symSize:], s.Payload)
+		return nil
+	}
+	off := (int64(s.Chunk)*st.slots + int64(slot)) * int64(st.symSize)
+	if _, err := st.spool.WriteAt(s.Payload, off); err != nil {
+		return fmt.Errorf("multicast: spool chunk %d: %w", s.Chunk, err)
+	}
+	return nil
+}
+
+// makeRoom spills the oldest chunks not with a decoder to the spool until
+// n more bytes fit in memBudget.
+func (st *store) makeRoom(n int) error {
+	for st.memUsed+n > memBudget && len(st.memOrder) > 0 {
+		i := st.memOrder[0]
+		st.memOrder = st.memOrder[1:]
+		cs := &st.chunks[i]
+		if cs.mem == nil {
+			continue // decoded or reset since
+		}
+		if cs.pending && !slices.Contains(st.ready, i) {
+			st.memOrder = append(st.memOrder, i) // with a decoder now: its buffer goes soon
+			if st.allWithDecoders() {
+				return nil // nothing to spill: go over budget by a few chunks
+			}
+			continue
+		}
+		if _, err := st.spool.WriteAt(cs.mem, int64(i)*st.slots*int64(st.symSize)); err != nil {
+			return fmt.Errorf("multicast: spool chunk %d: %w", i, err)
+		}
+		st.release(cs)
+		cs.spooled = true
+		st.spilled++
+	}
+	return nil
+}
+
+// allWithDecoders reports whether every chunk holding memory is with a
+// decoder (so none can be spilled).
+func (st *store) allWithDecoders() bool {
+	for _, i := range st.memOrder {
+		cs := &st.chunks[i]
+		if cs.mem != nil && !(cs.pending && !slices.Contains(st.ready, i)) {
+			return false
+		}
+	}
+	return true
+}
+
+// release drops a chunk's memory buffer.
+func (st *store) release(cs *chunkState) {
+	st.memUsed -= len(cs.mem)
+	cs.mem = nil
+}
+
 // job describes ready chunk i to a decoder. The blocks it references do
 // not change while the chunk is pending.
 func (st *store) job(i int) decodeJob {
 	cs := &st.chunks[i]
-	return decodeJob{chunk: i, clen: cs.clen, delta: cs.delta, blocks: cs.blocks}
+	return decodeJob{chunk: i, clen: cs.clen, delta: cs.delta, blocks: cs.blocks, mem: cs.mem}
 }
 
 // decoded records a decoder's verdict on chunk i: written, or forgotten
@@ -134,6 +228,7 @@ func (st *store) job(i int) decodeJob {
 func (st *store) decoded(i int, err error) error {
 	switch {
 	case err == nil:
+		st.release(&st.chunks[i])
 		st.chunks[i] = chunkState{done: true}
 		st.remaining--
 	case errors.Is(err, errChunkRetry):
@@ -141,6 +236,7 @@ func (st *store) decoded(i int, err error) error {
 		if st.chunks[i].delta {
 			st.deltaBad.addRange(uint32(i), uint32(i)+1)
 		}
+		st.release(&st.chunks[i])
 		st.chunks[i] = chunkState{}
 	default:
 		return err

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# bench-build.sh — time `sender build` against `mke2fs -d` on the full
-# synthetic tree (150,000 files, ~900 MB) and print wall times, their ratio
-# and loopcast's peak RSS (medians of RUNS runs).
+# bench-build.sh — time `sender build` (image, signed manifest and the pack
+# of compressed chunks) against what a user would script instead on the
+# full synthetic tree (150,000 files, ~900 MB): `mke2fs -d` alone, and the
+# pipeline `mke2fs -d` + `zstd -1 -T0` + `sha256sum`. Prints wall times,
+# their ratios and loopcast's peak RSS (medians of RUNS runs).
 #
 # The tree is generated once and cached in $BENCH_DIR/tree-full (regenerated
 # only when missing or made with another seed); the images are removed at
@@ -36,6 +38,7 @@ trap cleanup EXIT
 check_tools() {
 	[ -x "$TIME" ] && "$TIME" -f %e true 2>/dev/null || die "needs GNU time at $TIME (run scripts/install-deps.sh)"
 	command -v mke2fs >/dev/null || die "needs mke2fs (run scripts/install-deps.sh)"
+	command -v zstd >/dev/null || die "needs zstd (run scripts/install-deps.sh)"
 	command -v go >/dev/null || die "needs go on PATH"
 	if [ "$LOOPCAST" = 1 ]; then
 		if [ ! -x "$SENDER" ]; then
@@ -112,13 +115,19 @@ main() {
 	for i in $(seq "$RUNS"); do
 		printf 'bench-build: run %d/%d: ' "$i" "$RUNS"
 		if [ "$LOOPCAST" = 1 ]; then
-			rm -f "$WORK/loopcast.img" "$WORK/loopcast.img.manifest"
+			rm -f "$WORK/loopcast.img"*
 			timed loopcast "$SENDER" build --epoch "$EPOCH" --out "$WORK/loopcast.img" "$TREE"
 			printf ' | '
 		fi
 		rm -f "$WORK/mke2fs.img"
 		timed mke2fs mke2fs -q -F -t ext2 -b 4096 -m 0 -N $(( entries + entries / 10 )) \
 			-E root_owner=0:0 -d "$TREE" "$WORK/mke2fs.img" "$size"
+		printf ' | '
+		rm -f "$WORK/pipeline.img" "$WORK/pipeline.img.zst"
+		timed pipeline sh -c "mke2fs -q -F -t ext2 -b 4096 -m 0 -N $(( entries + entries / 10 )) \
+			-E root_owner=0:0 -d '$TREE' '$WORK/pipeline.img' $size &&
+			zstd -1 -T0 -q -f '$WORK/pipeline.img' -o '$WORK/pipeline.img.zst' &&
+			sha256sum '$WORK/pipeline.img' >'$WORK/pipeline.img.sha256'"
 		echo
 	done
 	report
@@ -127,19 +136,23 @@ main() {
 # report checks the last images with e2fsck (a benchmark of a broken image
 # is worthless) and prints the medians.
 report() {
-	local img m_wall l_wall l_rss
+	local img m_wall p_wall l_wall l_rss
 	for img in "$WORK"/loopcast.img "$WORK"/mke2fs.img; do
 		[ -f "$img" ] || continue
 		e2fsck -fn "$img" >"$WORK/fsck.log" 2>&1 || { cat "$WORK/fsck.log" >&2; die "e2fsck -fn $img found errors"; }
 		log "$(basename "$img"): $(( $(stat -c %s "$img") / 1048576 )) MiB, $(du -k "$img" | cut -f1 | awk '{ printf "%d", $1 / 1024 }') MiB allocated, e2fsck -fn clean"
 	done
 	m_wall=$(median "$WORK/mke2fs.times" 1)
+	p_wall=$(median "$WORK/pipeline.times" 1)
 	echo "mke2fs -d:      median wall ${m_wall} s, peak RSS $(( $(median "$WORK/mke2fs.times" 2) / 1024 )) MiB (runs: $RUNS)"
+	echo "mke2fs -d + zstd -1 -T0 + sha256sum: median wall ${p_wall} s (zst $(( $(stat -c %s "$WORK/pipeline.img.zst") / 1048576 )) MiB)"
 	if [ "$LOOPCAST" = 1 ]; then
 		l_wall=$(median "$WORK/loopcast.times" 1)
 		l_rss=$(median "$WORK/loopcast.times" 2)
 		echo "loopcast build: median wall ${l_wall} s, peak RSS $(( l_rss / 1024 )) MiB (runs: $RUNS)"
+		echo "loopcast pack: $(( $(stat -c %s "$WORK/loopcast.img.pack") / 1048576 )) MiB"
 		echo "ratio loopcast/mke2fs: $(awk -v a="$l_wall" -v b="$m_wall" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')"
+		echo "ratio loopcast/pipeline: $(awk -v a="$l_wall" -v b="$p_wall" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }') (goal <= 0.6)"
 	fi
 }
 

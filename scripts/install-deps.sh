@@ -31,6 +31,8 @@ PACKAGES=(
 	"php-fpm     demo PHP runtime"
 	"php-cli     the e2e's long-running PHP script"
 	"uftp        reference multicast file transfer for comparison"
+	"zstd        the shell pipeline the benchmarks compare against"
+	"xfsprogs    mkfs.xfs: reflink tests of the receiver's chunk reuse"
 	"wrk         demo load generator"
 	"curl        demo checks, Go toolchain fallback"
 	"procps      ps, pgrep, sysctl"
