@@ -19,7 +19,7 @@ func TestPacerRate(t *testing.T) {
 		sent += 1000
 	}
 	// One second at 1 MB/s plus the initial burst, give or take a packet.
-	want := 1_000_000 + pacerBurst
+	want := 1_000_000 + minBurst // 10 ms of 1 MB/s is under the minimum burst
 	if sent < want-2000 || sent > want+2000 {
 		t.Errorf("sent %d bytes in 1s at 1 MB/s, want ~%d", sent, want)
 	}
@@ -28,7 +28,7 @@ func TestPacerRate(t *testing.T) {
 func TestPacerDelay(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	p := newPacer(8_000_000, t0)
-	p.sent(t0, pacerBurst+10_000) // 10 kB of debt at 1 MB/s: 10 ms
+	p.sent(t0, minBurst+10_000) // 10 kB of debt at 1 MB/s: 10 ms
 	if d := p.delay(t0); d != 10*time.Millisecond {
 		t.Errorf("delay %v, want 10ms", d)
 	}
@@ -41,8 +41,17 @@ func TestPacerBurstCap(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	p := newPacer(8_000_000, t0)
 	p.delay(t0.Add(time.Hour)) // idle: tokens must not pile up past the burst
-	if p.tokens != pacerBurst {
-		t.Errorf("tokens %v after idling, want the burst %d", p.tokens, pacerBurst)
+	if p.tokens != minBurst {
+		t.Errorf("tokens %v after idling, want the burst %d", p.tokens, minBurst)
+	}
+	// the burst is 10 ms of the rate, within [minBurst, maxBurst]
+	for _, tc := range []struct {
+		bits int64
+		want float64
+	}{{8_000_000, minBurst}, {200_000_000, 250_000}, {10_000_000_000, maxBurst}} {
+		if b := newPacer(tc.bits, t0).burst; b != tc.want {
+			t.Errorf("burst at %d bit/s = %v, want %v", tc.bits, b, tc.want)
+		}
 	}
 }
 

@@ -159,6 +159,8 @@ type receiver struct {
 	acked      bool
 	seq        seqStats
 	foreign    versionNotes
+	probeAt    time.Time // when to answer the pending probe; zero: none
+	probeRound uint32
 	nackAt     time.Time // when to answer the pending STATUS; zero: none
 	nackRound  uint32
 	jobs       chan decodeJob // to the decoders; nil until the manifest is in
@@ -280,6 +282,7 @@ func (r *receiver) tick(now time.Time) error {
 		r.register(now) // retried until acknowledged; rate-limited inside
 	}
 	r.answerStatus(now)
+	r.answerProbe(now)
 	if !r.doneAt.IsZero() && !r.acked && now.Sub(r.lastDone) >= completeEvery {
 		r.sendComplete(now)
 	}
@@ -291,6 +294,9 @@ func (r *receiver) finished(now time.Time) bool {
 }
 
 func (r *receiver) wakeIn(now time.Time) time.Duration {
+	if !r.probeAt.IsZero() && (r.nackAt.IsZero() || r.probeAt.Before(r.nackAt)) {
+		return r.probeAt.Sub(now)
+	}
 	if !r.nackAt.IsZero() {
 		return r.nackAt.Sub(now)
 	}
@@ -386,10 +392,26 @@ func (r *receiver) onStatus(s *Status, now time.Time) error {
 		r.sendComplete(now)
 	case !r.registered:
 		r.register(now)
+	case s.Probe:
+		if r.probeAt.IsZero() {
+			r.probeAt, r.probeRound = now.Add(rand.N(nackSpread)), s.Round
+		}
 	case r.nackAt.IsZero() || r.nackRound != s.Round:
 		r.nackAt, r.nackRound = now.Add(rand.N(nackSpread)), s.Round
 	}
 	return nil
+}
+
+// answerProbe sends the loss seen since the last answer, once the probe's
+// jitter has passed: one NACK that lists nothing.
+func (r *receiver) answerProbe(now time.Time) {
+	if r.probeAt.IsZero() || now.Before(r.probeAt) {
+		return
+	}
+	r.probeAt = time.Time{}
+	if r.doneAt.IsZero() {
+		r.send(&Nack{Host: r.opts.HostID, Round: r.probeRound, Loss: r.seq.lossPermille(), Parts: 1})
+	}
 }
 
 // answerStatus sends the NACKs for the pending STATUS once its jitter

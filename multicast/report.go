@@ -51,6 +51,9 @@ type Report struct {
 	PayloadBytes  int64 // compressed chunk bytes in the first pass (one copy)
 	DataPackets   int64 // DATA symbols, first pass and whole-chunk resends
 	RepairPackets int64 // REPAIR symbols, proactive and on request
+	Proactive     int64 // of those, proactive (sent with the data)
+	Probes        int   // loss probes sent during the first pass (AutoFEC)
+	LossPermille  int   // the worst loss any host reported, per mille
 	ChunksTotal   int   // chunks in the manifest
 	ChunksZero    int   // all-zero chunks: never sent, holes at the hosts
 	ChunksReused  int   // non-zero chunks every registered host held: left out of the first pass

@@ -58,12 +58,15 @@ type SendOptions struct {
 	Manifest *image.Manifest // the signed manifest of the image
 	// Pack holds the image's chunks compressed (an [image.Pack] opened
 	// with Manifest, which checks it belongs to it).
-	Pack         ChunkSource
-	Rate         int64         // bit/s; 0 sends unpaced
-	Hosts        []string      // closed group: hosts that must complete; empty: open group
-	Wait         time.Duration // registration window (default DefaultWait)
-	MinHosts     int           // open group: start once this many registered
-	FECOverhead  int           // proactive parity, percent of each block's data symbols
+	Pack     ChunkSource
+	Rate     int64         // bit/s; 0 sends unpaced
+	Hosts    []string      // closed group: hosts that must complete; empty: open group
+	Wait     time.Duration // registration window (default DefaultWait)
+	MinHosts int           // open group: start once this many registered
+	// FECOverhead is the proactive parity, percent of each block's data
+	// symbols; AutoFEC sizes it from the loss hosts report (probes during
+	// the first pass, then each round's NACKs).
+	FECOverhead  int
 	HostTimeout  time.Duration // drop a host silent this long (default DefaultHostTimeout)
 	SymbolSize   int           // default DefaultSymbolSize
 	BlockSymbols int           // default DefaultBlockSymbols
@@ -98,7 +101,7 @@ func (o *SendOptions) defaults() error {
 		rand.Read(b[:])
 		o.Session = binary.BigEndian.Uint32(b[:]) | 1
 	}
-	if o.FECOverhead < 0 || o.FECOverhead > 100 {
+	if (o.FECOverhead < 0 && o.FECOverhead != AutoFEC) || o.FECOverhead > 100 {
 		return fmt.Errorf("multicast: fec overhead %d%% out of range [0, 100]", o.FECOverhead)
 	}
 	if len(o.Hosts) > maxHosts {
@@ -166,6 +169,7 @@ type sender struct {
 	err      error
 	stats    Report
 	sent     chunkSet // chunks whose data went out at least once
+	fec      autoFEC  // proactive parity sizing from reported loss
 	foreign  versionNotes
 	prog     SendProgress
 	progAt   time.Time // last Progress call
@@ -188,6 +192,7 @@ func newSender(conn Conn, o SendOptions) (*sender, error) {
 	s.stats.ReleaseID = o.Manifest.ReleaseID()
 	s.stats.ChunksTotal = len(o.Manifest.Chunks)
 	s.sent = make(chunkSet, (len(o.Manifest.Chunks)+63)/64)
+	s.fec.pct = make([]uint8, len(o.Manifest.Chunks))
 	return s, s.ann.check()
 }
 
@@ -268,6 +273,7 @@ func (s *sender) step(now time.Time) {
 	if s.wantMan && now.Sub(s.lastMan) >= manifestEvery {
 		s.queueManifest(now)
 	}
+	s.probe(now)
 	switch s.phase {
 	case phaseRegister:
 		s.stepRegister(now)

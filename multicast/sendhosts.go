@@ -100,6 +100,10 @@ func (s *sender) onNack(m *Nack, from net.Addr) {
 	}
 	s.hostFor(m.Host, from)
 	h.dropped = ""
+	if m.Round&probeRound != 0 {
+		s.heardLoss(m.Round, m.Loss)
+		return
+	}
 	if s.agg == nil || m.Round != s.agg.round {
 		return
 	}
@@ -197,6 +201,7 @@ func (s *sender) roundAnswered() bool {
 // finishRound turns the round's NACKs into repair jobs.
 func (s *sender) finishRound(now time.Time) {
 	s.pacer.reportLoss(int(s.agg.worst))
+	s.fec.loss, s.fec.worst = s.agg.worst, max(s.fec.worst, s.agg.worst)
 	s.jobs = s.sched.plan(s.agg, s.blockInfo)
 	s.phase = phaseSend
 	s.opts.Logf("session %08x: round %d: %d blocks and %d chunks asked for, worst loss %d‰, %d hosts to go",
@@ -213,12 +218,7 @@ func (s *sender) blockInfo(chunk uint32, block uint16) (k, first int, ok bool) {
 		return 0, 0, false
 	}
 	_, k = l.block(int(block))
-	return k, k + s.proactive(k), true
-}
-
-// proactive is the parity sent with every block's data.
-func (s *sender) proactive(k int) int {
-	return min(MaxShards-k, (k*s.opts.FECOverhead+99)/100)
+	return k, k + parityFor(k, int(s.fec.pct[chunk])), true
 }
 
 // end closes the session: on failure, or with hosts dropped that may still
@@ -254,6 +254,7 @@ func (s *sender) abort(reason string) {
 // finalReport lists every member host (and any guest) and how it ended.
 func (s *sender) finalReport() *Report {
 	r := s.stats
+	r.Probes, r.LossPermille = int(s.fec.probes), int(s.fec.worst)
 	for _, h := range s.hosts {
 		hr := HostReport{ID: h.id, Member: h.member}
 		if h.addr != nil {

@@ -78,12 +78,15 @@ func (s *sender) expand(j repairJob) error {
 		s.sent.addRange(j.chunk, j.chunk+1)
 		s.stats.ChunksSent++
 	}
+	pct := s.fecPercent()
+	s.fec.pct[j.chunk] = max(s.fec.pct[j.chunk], uint8(pct))
 	for b := range l.blocks {
 		shards := symbols(data, l, b, s.opts.SymbolSize)
 		for i, sh := range shards {
 			s.queueSymbol(&Symbol{Chunk: j.chunk, Compressed: uint32(len(data)), Block: uint16(b), Index: uint8(i), Delta: e.delta, Payload: sh})
 		}
-		if p := s.proactive(len(shards)); p > 0 {
+		if p := parityFor(len(shards), pct); p > 0 {
+			s.stats.Proactive += int64(p)
 			if err := s.queueParity(j.chunk, e, l, uint16(b), len(shards), len(shards)+p); err != nil {
 				return err
 			}

@@ -222,6 +222,39 @@ func TestTransferSpool(t *testing.T) {
 	}
 }
 
+// TestTransferAutoFEC: with AutoFEC and 5% loss, the sender probes the
+// hosts' loss during the first pass and sends proactive parity sized from
+// it; with no loss it sends none.
+func TestTransferAutoFEC(t *testing.T) {
+	for _, tc := range []struct {
+		loss      float64
+		parity    bool
+		minReport int
+	}{{0, false, 0}, {0.05, true, 10}} {
+		ts := newTestSession(t, lossy(tc.loss, 5))
+		ts.send.FECOverhead = AutoFEC
+		ts.send.Rate = 10e6 // a first pass long enough for probes to come back
+		hosts := []string{"a", "b", "c"}
+		ts.send.Hosts = hosts
+		_, errs := ts.run(context.Background(), hosts, nil)
+		for _, h := range hosts {
+			if errs[h] != nil {
+				t.Fatalf("loss %v: %s: %v", tc.loss, h, errs[h])
+			}
+			ts.checkImage(h)
+		}
+		r := ts.report
+		t.Logf("loss %v: %d probes, loss reported %d‰, %d proactive of %d repair packets, %d rounds",
+			tc.loss, r.Probes, r.LossPermille, r.Proactive, r.RepairPackets, r.Rounds)
+		if r.Probes == 0 {
+			t.Errorf("loss %v: no probes sent", tc.loss)
+		}
+		if (r.Proactive > 0) != tc.parity || r.LossPermille < tc.minReport {
+			t.Errorf("loss %v: %d proactive parity packets, loss %d‰; want parity %v, loss >= %d‰", tc.loss, r.Proactive, r.LossPermille, tc.parity, tc.minReport)
+		}
+	}
+}
+
 func TestTransferProactiveParity(t *testing.T) {
 	ts := newTestSession(t, lossy(0.02, 2))
 	ts.send.FECOverhead = 10

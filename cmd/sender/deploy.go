@@ -55,7 +55,7 @@ func deployCommand() *cli.Command {
 			&cli.StringFlag{Name: "rate", Value: "900M", Usage: "sending `RATE` in bit/s; K, M, G suffixes (0: unpaced)"},
 			&cli.DurationFlag{Name: "wait", Value: multicast.DefaultWait, Usage: "how long hosts may take to register"},
 			&cli.IntFlag{Name: "min-hosts", Usage: "open group: start once `N` hosts registered"},
-			&cli.IntFlag{Name: "fec-overhead", Usage: "proactive parity, `PCT` of each block"},
+			&cli.IntFlag{Name: "fec-overhead", Usage: "proactive parity, `PCT` of each block (default: sized from the loss hosts report)"},
 			&cli.StringFlag{Name: "require", Value: "all", Usage: "switch only if `all` hosts (or N%) staged the release"},
 			&cli.DurationFlag{Name: "stage-timeout", Value: deploy.DefaultStageTimeout, Usage: "how long hosts may take to stage"},
 			stateDirFlag(),
@@ -152,7 +152,7 @@ func deployOptions(c *cli.Context) (deploy.Options, error) {
 		return o, err
 	}
 	o.Iface, o.TTL, o.Wait, o.MinHosts = c.String("iface"), c.Int("ttl"), c.Duration("wait"), c.Int("min-hosts")
-	o.FECOverhead, o.StageTimeout, o.CommandTimeout = c.Int("fec-overhead"), c.Duration("stage-timeout"), c.Duration("timeout")
+	o.FECOverhead, o.StageTimeout, o.CommandTimeout = fecOverhead(c), c.Duration("stage-timeout"), c.Duration("timeout")
 	o.Logf = func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, f+"\n", a...) }
 	return o, nil
 }

@@ -34,7 +34,7 @@ func sendCommand() *cli.Command {
 			&cli.StringFlag{Name: "hosts", Usage: "closed group: host ids `a,b,...` or @FILE (one per line) that must complete"},
 			&cli.DurationFlag{Name: "wait", Value: multicast.DefaultWait, Usage: "how long hosts may take to register"},
 			&cli.IntFlag{Name: "min-hosts", Usage: "open group: start as soon as `N` hosts registered"},
-			&cli.IntFlag{Name: "fec-overhead", Usage: "proactive parity, `PCT` of each block's data packets"},
+			&cli.IntFlag{Name: "fec-overhead", Usage: "proactive parity, `PCT` of each block's data packets (default: sized from the loss hosts report)"},
 			&cli.DurationFlag{Name: "host-timeout", Value: multicast.DefaultHostTimeout, Usage: "drop a host silent this long"},
 		},
 		Action: runSend,
@@ -101,7 +101,7 @@ func sendOptions(c *cli.Context) (multicast.SendOptions, io.Closer, error) {
 		fmt.Fprintf(c.App.ErrWriter, "send: %s had no pack: made %s%s\n", path, path, image.PackSuffix)
 	}
 	o = multicast.SendOptions{Group: group, Manifest: m, Pack: p, BaseID: p.BaseID, Rate: rate, Hosts: hosts,
-		Wait: c.Duration("wait"), MinHosts: c.Int("min-hosts"), FECOverhead: c.Int("fec-overhead"),
+		Wait: c.Duration("wait"), MinHosts: c.Int("min-hosts"), FECOverhead: fecOverhead(c),
 		HostTimeout: c.Duration("host-timeout")}
 	return o, p, nil
 }
@@ -181,4 +181,13 @@ func reportExit(r *multicast.Report) error {
 		return &cliutil.ExitError{Code: exitPartial, Err: fmt.Errorf("send: %d of %d hosts did not complete", all-done, all)}
 	}
 	return errors.New("send: no host completed")
+}
+
+// fecOverhead reads --fec-overhead: a fixed percent when given, else
+// parity sized from the loss the hosts report.
+func fecOverhead(c *cli.Context) int {
+	if c.IsSet("fec-overhead") {
+		return c.Int("fec-overhead")
+	}
+	return multicast.AutoFEC
 }

@@ -1,0 +1,74 @@
+package multicast
+
+import "time"
+
+// AutoFEC, as SendOptions.FECOverhead, sizes proactive parity from the
+// loss the hosts report, so a user who sets nothing gets close to the best
+// hand-tuned figure.
+const AutoFEC = -1
+
+// Auto FEC tunables.
+const (
+	// autoFECFactor is the parity percent sent per percent of loss: the
+	// figure tuned by hand for scripts/bench-transfer.sh (2.4 × the loss,
+	// 12% parity at 5% loss), which leaves most blocks decodable after the
+	// first pass, so few repair rounds follow.
+	autoFECFactor = 2.4
+	// maxAutoFEC caps auto parity: a host losing more is served by repair
+	// rounds rather than every host paying its share.
+	maxAutoFEC = 50
+	// probeEvery is the loss probe period during the first pass: the first
+	// answers arrive within a fifth of a second of the start, and each
+	// probe costs every host one small NACK.
+	probeEvery = 250 * time.Millisecond
+	// probeRound numbers probes apart from repair rounds.
+	probeRound = 1 << 31
+)
+
+// autoFEC tracks the loss hosts report and the parity each chunk got.
+type autoFEC struct {
+	pct     []uint8 // per chunk: the largest parity percent its blocks went with
+	loss    uint16  // per mille: the worst loss of the latest probe or round answered
+	worst   uint16  // per mille: the worst loss any host reported in the session
+	probes  uint32  // probes sent
+	probeAt time.Time
+	fresh   bool // loss is from the latest probe's answers
+}
+
+// percent is the proactive parity to send now.
+func (s *sender) fecPercent() int {
+	if s.opts.FECOverhead != AutoFEC {
+		return s.opts.FECOverhead
+	}
+	pct := int(float64(s.fec.loss)*autoFECFactor/10 + 0.999)
+	return min(maxAutoFEC, pct)
+}
+
+// parityFor is the proactive parity of a block of k data symbols at pct.
+func parityFor(k, pct int) int { return min(MaxShards-k, (k*pct+99)/100) }
+
+// probe queues a loss probe when one is due: only with AutoFEC, during
+// the first pass.
+func (s *sender) probe(now time.Time) {
+	if s.opts.FECOverhead != AutoFEC || s.phase != phaseSend || s.round != 0 || now.Before(s.fec.probeAt) {
+		return
+	}
+	s.fec.probes++
+	s.fec.fresh = false
+	s.queue = append(s.queue, s.encode(&Status{Round: probeRound | s.fec.probes, Probe: true}))
+	s.fec.probeAt = now.Add(probeEvery)
+}
+
+// heardLoss takes a host's answer to a probe: the latest probe's worst
+// answer so far is the estimate.
+func (s *sender) heardLoss(round uint32, loss uint16) {
+	s.fec.worst = max(s.fec.worst, loss)
+	if round != probeRound|s.fec.probes {
+		return
+	}
+	if !s.fec.fresh {
+		s.fec.loss, s.fec.fresh = loss, true
+		return
+	}
+	s.fec.loss = max(s.fec.loss, loss)
+}
