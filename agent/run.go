@@ -87,6 +87,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	g.Go(func() error { return receiveLoop(ctx, data, store, cfg, log) })
 	g.Go(func() error { return controlLoop(ctx, ctl, h, log) })
 	g.Go(func() error { return retireLoop(ctx, store, log) })
+	g.Go(func() error { return scrubLoop(ctx, store, log) })
 	g.Go(func() error { // unblock the readers when the agent stops
 		<-ctx.Done()
 		data.Close()

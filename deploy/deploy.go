@@ -68,6 +68,9 @@ type Options struct {
 	// The pack beside ImagePath is what is sent: made at build (with delta
 	// frames against the image the build was based on), or made here when
 	// missing.
+	// BuildTime is how long building the image took, if the caller built
+	// it, for the report.
+	BuildTime      time.Duration
 	StageTimeout   time.Duration
 	CommandTimeout time.Duration
 	Logf           func(format string, args ...any)
@@ -91,6 +94,9 @@ type HostResult struct {
 	Phase   string `json:"phase"`
 	Current string `json:"current,omitempty"` // the release it serves after the deploy
 	Error   string `json:"error,omitempty"`
+	// Done is when it had the release (verified and staged), from the
+	// start of the transfer's registration.
+	Done time.Duration `json:"done_ns,omitempty"`
 }
 
 // Result is the report of a deploy.
@@ -105,7 +111,9 @@ type Result struct {
 	ChunksReused int               `json:"chunks_reused"` // held by every host: not sent
 	ChunksSent   int               `json:"chunks_sent"`
 	ChunksDelta  int               `json:"chunks_delta"` // sent as deltas against the hosts' base image
-	TransferTime time.Duration     `json:"transfer_ns"`
+	BuildTime    time.Duration     `json:"build_ns"`
+	RegisterTime time.Duration     `json:"register_ns"` // until every host registered (or --wait passed)
+	TransferTime time.Duration     `json:"transfer_ns"` // from then until every host completed (and staged)
 	StageTime    time.Duration     `json:"stage_ns"`
 	SwitchTime   time.Duration     `json:"switch_ns"`
 	Switched     bool              `json:"switched"`
@@ -150,10 +158,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		Wait: o.Wait, MinHosts: o.MinHosts, FECOverhead: o.FECOverhead, Logf: o.Logf,
 		Progress: func(p multicast.SendProgress) { o.progress(Progress{Phase: "transfer", Transfer: p}) },
 	})
-	res.TransferTime = time.Since(start)
+	res.TransferTime, res.BuildTime = time.Since(start), o.BuildTime
 	if err != nil {
 		return nil, err
 	}
+	res.RegisterTime = rep.Registration
+	res.TransferTime -= rep.Registration
 	res.Transfer, res.WireBytes = rep, rep.Bytes
 	res.ChunksTotal, res.ChunksZero, res.ChunksReused, res.ChunksSent = rep.ChunksTotal, rep.ChunksZero, rep.ChunksReused, rep.ChunksSent
 	res.ChunksDelta = rep.DeltaChunks
@@ -220,7 +230,7 @@ func (r *Result) fromTransfer(rep *multicast.Report) (staged, ask []string) {
 		if !h.Member {
 			continue
 		}
-		hr := &HostResult{ID: h.ID, Addr: h.Addr, Phase: PhaseNone}
+		hr := &HostResult{ID: h.ID, Addr: h.Addr, Phase: PhaseNone, Done: h.Done}
 		switch {
 		case h.State == multicast.HostComplete && h.Staged:
 			hr.Phase = PhaseStaged

@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
@@ -82,10 +83,23 @@ func HashFile(ctx context.Context, path string, chunkSize uint32) (*Manifest, er
 // maxReportedChunks bounds the chunks a verification error lists.
 const maxReportedChunks = 8
 
-// VerifyFile checks the image file at path against m, every chunk on all
-// cores: its size, and each chunk's SHA-256. The error (matching
-// ErrChunkMismatch) names the file and the chunks that differ.
-func VerifyFile(ctx context.Context, path string, m *Manifest) error {
+// VerifyOptions tune VerifyFile.
+type VerifyOptions struct {
+	// BytesPerSec, when positive, bounds the read rate (one core only): a
+	// background scrub that leaves the disk and the cores to the web
+	// server. Zero reads at full speed on all cores.
+	BytesPerSec int64
+}
+
+// VerifyFile checks the image file at path against m, every chunk (on all
+// cores, unless rate-limited): its size, and each chunk's SHA-256. The
+// error (matching ErrChunkMismatch) names the file and the chunks that
+// differ.
+func VerifyFile(ctx context.Context, path string, m *Manifest, opts ...VerifyOptions) error {
+	var o VerifyOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("image: %w", err)
@@ -99,7 +113,7 @@ func VerifyFile(ctx context.Context, path string, m *Manifest) error {
 		return fmt.Errorf("%w: %s has %d bytes, the manifest says %d", ErrChunkMismatch, path, fi.Size(), m.ImageSize)
 	}
 	got := &Manifest{ImageSize: m.ImageSize, ChunkSize: m.ChunkSize, Chunks: make([]Chunk, len(m.Chunks))}
-	if err := hashChunks(ctx, f, got); err != nil {
+	if err := hashChunksRate(ctx, f, got, o.BytesPerSec); err != nil {
 		return fmt.Errorf("image: hash %s: %w", path, err)
 	}
 	var bad []int
@@ -133,7 +147,17 @@ func (e *ChunkError) Unwrap() error { return ErrChunkMismatch }
 // hashChunks hashes the chunks of f into m on all cores, each worker
 // reading its own chunks.
 func hashChunks(ctx context.Context, f *os.File, m *Manifest) error {
+	return hashChunksRate(ctx, f, m, 0)
+}
+
+// hashChunksRate is hashChunks at most rate bytes per second (on one
+// core) when rate is positive.
+func hashChunksRate(ctx context.Context, f *os.File, m *Manifest, rate int64) error {
 	zeroSum := zeroHash(int(m.ChunkSize))
+	if rate > 0 { // in the caller's goroutine (and thread: its I/O priority holds)
+		return hashSlowly(ctx, f, m, rate, zeroSum)
+	}
+	workers := runtime.GOMAXPROCS(0)
 	g, ctx := errgroup.WithContext(ctx)
 	work := make(chan int)
 	g.Go(func() error {
@@ -147,7 +171,7 @@ func hashChunks(ctx context.Context, f *os.File, m *Manifest) error {
 		}
 		return nil
 	})
-	for range runtime.GOMAXPROCS(0) {
+	for range workers {
 		g.Go(func() error {
 			buf := make([]byte, m.ChunkSize)
 			for i := range work {
@@ -169,6 +193,46 @@ func hashChunks(ctx context.Context, f *os.File, m *Manifest) error {
 		})
 	}
 	return g.Wait()
+}
+
+// hashSlowly hashes f's chunks in order, at most rate bytes per second.
+func hashSlowly(ctx context.Context, f *os.File, m *Manifest, rate int64, zeroSum [sha256.Size]byte) error {
+	buf := make([]byte, m.ChunkSize)
+	start, read := time.Now(), int64(0)
+	for i := range m.Chunks {
+		if err := pace(ctx, start, read, rate); err != nil {
+			return err
+		}
+		off, n := m.ChunkRange(i)
+		c := &m.Chunks[i]
+		if isHole(f, off, n) {
+			c.Zero, c.Hash = true, zeroSum
+			if n != int(m.ChunkSize) {
+				c.Hash = zeroHash(n)
+			}
+			continue
+		}
+		if _, err := f.ReadAt(buf[:n], off); err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		read += int64(n)
+		c.Zero, c.Hash = IsZero(buf[:n]), sha256.Sum256(buf[:n])
+	}
+	return nil
+}
+
+// pace sleeps until reading done bytes since start keeps to rate.
+func pace(ctx context.Context, start time.Time, done, rate int64) error {
+	ahead := time.Until(start.Add(time.Duration(float64(done) / float64(rate) * float64(time.Second))))
+	if ahead <= 0 {
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(ahead):
+		return nil
+	}
 }
 
 // isHole reports whether [off, off+n) holds no data according to SEEK_DATA.

@@ -347,3 +347,24 @@ func OpenOrMakePack(ctx context.Context, img string, m *Manifest) (p *Pack, made
 	p, err = OpenPack(img+PackSuffix, m)
 	return p, true, err
 }
+
+// Check reads every frame and checks its checksum; it returns how many
+// frames it checked.
+func (p *Pack) Check() (int, error) {
+	n := 0
+	var buf []byte
+	for i, e := range p.entries {
+		for _, fr := range []frame{e.plain, e.delta} {
+			if fr.len == 0 {
+				continue
+			}
+			b, err := p.read(i, fr, buf)
+			if err != nil {
+				return n, err
+			}
+			buf = b
+			n++
+		}
+	}
+	return n, nil
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/binary"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/testenv"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -313,5 +315,87 @@ func runLateJoiner(t *testing.T, ts *testSession, withheld uint32, early func(*R
 	ts.checkImage("late")
 	if done, all := ts.report.Completed(); done != 2 || all != 2 {
 		t.Errorf("report: %d of %d complete: %+v", done, all, ts.report.Hosts)
+	}
+}
+
+// scratchFS makes a filesystem with mkfs on a sparse file, loop-mounts it
+// and returns its mount point; it is unmounted when the test ends.
+func scratchFS(t *testing.T, mkfs string, args ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	img, mnt := filepath.Join(dir, "fs.img"), filepath.Join(dir, "mnt")
+	if f, err := os.Create(img); err != nil || f.Truncate(512<<20) != nil || f.Close() != nil {
+		t.Fatalf("scratch file: %v", err)
+	}
+	if out, err := exec.Command(mkfs, append(args, img)...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", mkfs, err, out)
+	}
+	os.Mkdir(mnt, 0o755)
+	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v\n%s", mnt, err, out)
+		}
+	})
+	return mnt
+}
+
+// TestLocalReflink: a host whose kept image is on XFS with reflink fills
+// the new image from it by sharing extents, one FICLONERANGE per run: every
+// reused byte is reflinked, none copied. On ext4 the same runs are copied
+// in the kernel (copy_file_range), none reflinked. Either way the image
+// verifies and only the chunks the host lacks are sent.
+func TestLocalReflink(t *testing.T) {
+	testenv.RequireLoop(t)
+	for _, fs := range []struct {
+		name, mkfs string
+		args       []string
+		reflink    bool
+	}{
+		{"xfs", "mkfs.xfs", []string{"-q", "-m", "reflink=1"}, true},
+		{"ext4", "mkfs.ext4", []string{"-q", "-F"}, false},
+	} {
+		t.Run(fs.name, func(t *testing.T) {
+			testenv.RequireTool(t, fs.mkfs)
+			dir := scratchFS(t, fs.mkfs, fs.args...)
+			ts := newTestSession(t, nil)
+			ts.dir = dir
+			kept := filepath.Join(dir, "kept.img")
+			if out, err := exec.Command("cp", "--sparse=always", "--reflink=never", ts.img, kept).CombinedOutput(); err != nil {
+				t.Fatalf("cp: %v\n%s", err, out)
+			}
+			nz := ts.nonZero()
+			x := ChunkIndex{}
+			x.Add(kept, ts.m)
+			lack := []int{nz[2], nz[len(nz)-1]} // one inside, and the short last chunk
+			var reusedBytes int64
+			for _, i := range nz {
+				if !slices.Contains(lack, i) {
+					_, n := ts.m.ChunkRange(i)
+					reusedBytes += int64(n)
+				}
+			}
+			for _, i := range lack {
+				delete(x, ts.m.Chunks[i].Hash)
+			}
+			ts.send.Hosts = []string{"h"}
+			res, errs := ts.run(context.Background(), ts.send.Hosts, func(_ string, o *ReceiveOptions) { o.Local = x.Lookup })
+			if errs["h"] != nil {
+				t.Fatal(errs["h"])
+			}
+			ts.checkImage("h")
+			want := int64(0)
+			if fs.reflink {
+				want = reusedBytes
+			}
+			if res["h"].Reused != len(nz)-len(lack) || res["h"].Reflinked != want {
+				t.Errorf("reused %d chunks, %d bytes reflinked; want %d chunks, %d bytes", res["h"].Reused, res["h"].Reflinked, len(nz)-len(lack), want)
+			}
+			if ts.report.ChunksSent != len(lack) {
+				t.Errorf("sent %d chunks, want the %d the host lacked", ts.report.ChunksSent, len(lack))
+			}
+		})
 	}
 }

@@ -37,6 +37,9 @@ type HostReport struct {
 	// COMPLETE said so); StageError: it tried and failed, and why.
 	Staged     bool
 	StageError string `json:",omitempty"`
+	// Done is when its COMPLETE arrived (staged, for an agent), from the
+	// session's start.
+	Done time.Duration `json:",omitempty"`
 }
 
 // Report summarises a sender's session.
@@ -45,21 +48,22 @@ type Report struct {
 	ReleaseID     string
 	Hosts         []HostReport // sorted by id
 	Duration      time.Duration
-	Rounds        int   // repair rounds (STATUS requests)
-	Packets       int64 // datagrams sent
-	Bytes         int64 // datagram bytes sent
-	PayloadBytes  int64 // compressed chunk bytes in the first pass (one copy)
-	DataPackets   int64 // DATA symbols, first pass and whole-chunk resends
-	RepairPackets int64 // REPAIR symbols, proactive and on request
-	Proactive     int64 // of those, proactive (sent with the data)
-	Probes        int   // loss probes sent during the first pass (AutoFEC)
-	LossPermille  int   // the worst loss any host reported, per mille
-	ChunksTotal   int   // chunks in the manifest
-	ChunksZero    int   // all-zero chunks: never sent, holes at the hosts
-	ChunksReused  int   // non-zero chunks every registered host held: left out of the first pass
-	ChunksSent    int   // distinct chunks whose data went on the wire (first pass and whole resends)
-	DeltaChunks   int   // chunks sent in the first pass as deltas against the hosts' base image
-	Ignored       int64 // received packets malformed, foreign or out of place
+	Registration  time.Duration // from the start until the transfer began (hosts registered)
+	Rounds        int           // repair rounds (STATUS requests)
+	Packets       int64         // datagrams sent
+	Bytes         int64         // datagram bytes sent
+	PayloadBytes  int64         // compressed chunk bytes in the first pass (one copy)
+	DataPackets   int64         // DATA symbols, first pass and whole-chunk resends
+	RepairPackets int64         // REPAIR symbols, proactive and on request
+	Proactive     int64         // of those, proactive (sent with the data)
+	Probes        int           // loss probes sent during the first pass (AutoFEC)
+	LossPermille  int           // the worst loss any host reported, per mille
+	ChunksTotal   int           // chunks in the manifest
+	ChunksZero    int           // all-zero chunks: never sent, holes at the hosts
+	ChunksReused  int           // non-zero chunks every registered host held: left out of the first pass
+	ChunksSent    int           // distinct chunks whose data went on the wire (first pass and whole resends)
+	DeltaChunks   int           // chunks sent in the first pass as deltas against the hosts' base image
+	Ignored       int64         // received packets malformed, foreign or out of place
 }
 
 // Completed counts member hosts that completed, and members in all.

@@ -359,6 +359,7 @@ func (s *sender) startTransfer(now time.Time) {
 		}
 	}
 	s.phase = phaseSend
+	s.stats.Registration = now.Sub(s.started)
 	s.src.deltas = s.allHoldBase()
 	s.opts.Logf("session %08x: sending %d chunks to %d hosts (%d held by every host, %d all zero, deltas: %v)",
 		s.opts.Session, len(s.jobs), s.live(), s.stats.ChunksReused, s.stats.ChunksZero, s.src.deltas)

@@ -17,11 +17,12 @@ type host struct {
 	have       []Range // chunks it held when it registered (ascending, disjoint)
 	hasBase    bool    // it holds the announced base image
 	complete   bool
-	staged     bool      // its COMPLETE said it staged the image
-	stageErr   string    // its COMPLETE said staging failed, and why
-	failed     string    // the host's own reason for giving up
-	dropped    string    // why the sender gave up on it
-	asked      time.Time // first STATUS it has not answered; zero when none pending
+	staged     bool          // its COMPLETE said it staged the image
+	stageErr   string        // its COMPLETE said staging failed, and why
+	doneAt     time.Duration // when its COMPLETE arrived, from the start
+	failed     string        // the host's own reason for giving up
+	dropped    string        // why the sender gave up on it
+	asked      time.Time     // first STATUS it has not answered; zero when none pending
 	parts      map[uint8]bool
 	partsWant  uint8
 	round      uint32 // round its parts belong to
@@ -127,7 +128,7 @@ func (s *sender) onComplete(m *Complete, from net.Addr) {
 	case !received(m.Status):
 		h.failed = cmp.Or(m.Reason, "failed")
 	case !h.complete:
-		h.complete, h.dropped = true, ""
+		h.complete, h.dropped, h.doneAt = true, "", time.Since(s.started)
 		h.staged = m.Status == CompleteStaged
 		if m.Status == CompleteStageFailed {
 			h.stageErr = cmp.Or(m.Reason, "staging failed")
@@ -262,7 +263,7 @@ func (s *sender) finalReport() *Report {
 		}
 		switch {
 		case h.complete:
-			hr.State, hr.Staged, hr.StageError = HostComplete, h.staged, h.stageErr
+			hr.State, hr.Staged, hr.StageError, hr.Done = HostComplete, h.staged, h.stageErr, h.doneAt
 		case h.failed != "":
 			hr.State, hr.Reason = HostFailed, h.failed
 		case !h.registered:

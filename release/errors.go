@@ -21,6 +21,8 @@ var (
 	ErrAlreadyCurrent = errors.New("release: already current")
 	// ErrEmptyTree: the image mounts but holds no files.
 	ErrEmptyTree = errors.New("release: image holds no tree")
+	// ErrQuarantined: the release's image was found corrupt.
+	ErrQuarantined = errors.New("release: quarantined (its image is corrupt)")
 	// ErrBadID: a release id that is not a safe file name.
 	ErrBadID = errors.New("release: invalid id")
 )

@@ -75,6 +75,11 @@ func (s *Store) keepSet(st *State, extra ...string) map[string]string {
 			add(e.ID, keptFor+", until "+until.Format("2006-01-02 15:04:05Z"))
 		}
 	}
+	for _, e := range st.History { // a corrupt image is kept only while current
+		if e.Quarantined != "" && e.ID != st.Current {
+			delete(keep, e.ID)
+		}
+	}
 	return keep
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/atomicfile"
@@ -65,6 +66,17 @@ func (s *Store) admit(ctx context.Context, id, imagePath string, m *image.Manife
 		return checkErr
 	}
 	return s.update("stage", func(st *State) error {
+		if e := st.live(id); e != nil && e.Quarantined != "" {
+			// a verified copy replaces the corrupt one, unless that is served
+			// or in use
+			if id == st.Current {
+				return fmt.Errorf("%w: %s is current: switch to another release before staging it again", ErrQuarantined, id)
+			}
+			if err := s.discard(id); err != nil {
+				return fmt.Errorf("release: %s is quarantined and cannot be replaced yet: %w", id, err)
+			}
+			e.Retired, e.Quarantined = true, ""
+		}
 		if st.live(id) != nil {
 			return s.ensureMounted(id)
 		}
@@ -163,6 +175,7 @@ func (s *Store) record(st *State, id string, m *image.Manifest) {
 		e = &st.History[len(st.History)-1]
 	}
 	e.Retired, e.Size, e.Label = false, m.ImageSize, m.Label
+	e.Quarantined, e.QuarantinedAt = "", time.Time{} // a verified copy
 	e.StagedAt = s.now()
 }
 

@@ -55,6 +55,10 @@ type Entry struct {
 	// from then. Zero while current, or when it never was.
 	LeftCurrentAt time.Time `json:"left_current_at,omitzero"`
 	Retired       bool      `json:"retired,omitempty"` // unmounted, image removed
+	// Quarantined says why its image was found corrupt (Verify, the
+	// scrub): never a chunk source or a base again, never activated.
+	Quarantined   string    `json:"quarantined,omitempty"`
+	QuarantinedAt time.Time `json:"quarantined_at,omitzero"`
 }
 
 // Failure records a release that failed to stage or mount.

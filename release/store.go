@@ -218,7 +218,7 @@ func (s *Store) KeptImages() ([]Kept, error) {
 	}
 	var out []Kept
 	for _, e := range slices.Backward(st.History) {
-		if e.Retired || checkID(e.ID) != nil {
+		if e.Retired || e.Quarantined != "" || checkID(e.ID) != nil {
 			continue
 		}
 		out = append(out, Kept{ID: e.ID, Image: s.imagePath(e.ID), Manifest: s.manifestPath(e.ID)})

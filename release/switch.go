@@ -66,6 +66,9 @@ func (s *Store) target(st *State, id string) (*Entry, error) {
 	if e == nil {
 		return nil, fmt.Errorf("%w: %s under %s", ErrNotStaged, id, s.root)
 	}
+	if e.Quarantined != "" {
+		return nil, fmt.Errorf("%w: %s: %s", ErrQuarantined, id, e.Quarantined)
+	}
 	return e, nil
 }
 

@@ -175,3 +175,30 @@ func TestExecExitAndSignals(t *testing.T) {
 		t.Errorf("after SIGTERM to receiver exec: command said %q, exec ended with %v; want the command to get it and exit 0", l, err)
 	}
 }
+
+// TestVerifyCommand: receiver verify reports every kept release ok, then
+// names a corrupted one, quarantines it and fails.
+func TestVerifyCommand(t *testing.T) {
+	f := newExecFixture(t)
+	a := f.deploy("A")
+	b := f.deploy("B")
+	out, err := run(t, "verify", "--root", f.store.Root())
+	if err != nil || !strings.Contains(out, a+": ok") || !strings.Contains(out, b+": ok") {
+		t.Fatalf("verify of intact images: %v\n%s", err, out)
+	}
+	img := filepath.Join(f.store.Root(), "images", a+".img")
+	fh, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fh.WriteAt([]byte("rot"), 8192)
+	fh.Close()
+	out, err = run(t, "verify", "--root", f.store.Root(), a)
+	if err == nil || !strings.Contains(out, a+": CORRUPT, quarantined") {
+		t.Errorf("verify of a corrupted image: %v\n%s", err, out)
+	}
+	out, _ = run(t, "status", "--root", f.store.Root())
+	if !strings.Contains(out, "failed "+a) || !strings.Contains(out, "is corrupt") {
+		t.Errorf("status does not show the corrupt release:\n%s", out)
+	}
+}

@@ -96,17 +96,24 @@ func printReleases(w io.Writer, st *release.Status) {
 	}
 	tw.Flush()
 	for _, r := range st.Releases {
+		if r.Quarantined != "" {
+			fmt.Fprintf(w, "quarantined: %s at %s: %s\n", r.ID, r.QuarantinedAt.Format("2006-01-02 15:04:05Z"), r.Quarantined)
+		}
 		for _, p := range r.Users {
 			fmt.Fprintf(w, "in use: %s by pid %d (%s): %s\n", r.ID, p.PID, strings.Join(p.Uses, ","), p.Command)
 		}
 	}
-	if st.UsersHidden > 0 {
+	if st.UsersHidden > 0 && os.Geteuid() != 0 {
 		fmt.Fprintf(w, "(%d processes could not be inspected; run as root to see every user)\n", st.UsersHidden)
 	}
 }
 
 func releaseState(st *release.Status, r release.ReleaseStatus) string {
 	switch {
+	case r.Quarantined != "" && r.ID == st.Current:
+		return "current, CORRUPT"
+	case r.Quarantined != "":
+		return "quarantined"
 	case r.ID == st.Current:
 		return "current"
 	case r.ID == st.Previous:

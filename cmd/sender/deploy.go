@@ -260,7 +260,7 @@ func buildForDeploy(c *cli.Context, o *deploy.Options, src string) error {
 	if res.Base != nil {
 		o.Logf("deploy: base %s: %s", base, describeBase(res.Base))
 	}
-	o.ImagePath, o.Manifest = final, res.Manifest
+	o.ImagePath, o.Manifest, o.BuildTime = final, res.Manifest, time.Since(start)
 	return nil
 }
 
@@ -387,9 +387,13 @@ func printDeploy(w io.Writer, r *deploy.Result, asJSON bool) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tADDR\tPHASE\tCURRENT\tERROR")
+	fmt.Fprintln(tw, "HOST\tADDR\tPHASE\tCURRENT\tHAD IT AT\tERROR")
 	for _, h := range r.Hosts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.ID, h.Addr, h.Phase, h.Current, h.Error)
+		at := "-"
+		if h.Done > 0 {
+			at = h.Done.Round(time.Millisecond).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.ID, h.Addr, h.Phase, h.Current, at, h.Error)
 	}
 	tw.Flush()
 	active := 0
@@ -401,6 +405,7 @@ func printDeploy(w io.Writer, r *deploy.Result, asJSON bool) {
 	fmt.Fprintf(w, "release %s: %s (%d/%d hosts active)\n", r.ReleaseID, r.Outcome, active, len(r.Hosts))
 	fmt.Fprintf(w, "chunks %d: %d all-zero, %d reused from the hosts' own images, %d sent (%d as deltas)\n",
 		r.ChunksTotal, r.ChunksZero, r.ChunksReused, r.ChunksSent, r.ChunksDelta)
-	fmt.Fprintf(w, "wire %s; transfer %s, stage %s, switch %s\n", cliutil.HumanBytes(r.WireBytes),
-		r.TransferTime.Round(time.Millisecond), r.StageTime.Round(time.Millisecond), r.SwitchTime.Round(time.Millisecond))
+	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+	fmt.Fprintf(w, "wire %s; build %s, register %s, transfer %s (staged on arrival), stage %s, switch %s\n",
+		cliutil.HumanBytes(r.WireBytes), ms(r.BuildTime), ms(r.RegisterTime), ms(r.TransferTime), ms(r.StageTime), ms(r.SwitchTime))
 }

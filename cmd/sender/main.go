@@ -21,6 +21,7 @@ func newApp() *cli.App {
 			deployCommand(),
 			statusCommand(),
 			rollbackCommand(),
+			verifyCommand(),
 		},
 		HideHelpCommand: true,
 		ExitErrHandler:  func(*cli.Context, error) {}, // main prints and exits
