@@ -15,19 +15,20 @@
 //	          ◀──unicast── REGISTER{need manifest}   (until the manifest is whole)
 //	MANIFEST  ─multicast, at most every 100 ms────▶  assemble, check digest,
 //	                                                 verify signature vs trusted keys
-//	                                                 copy and verify chunks held locally
+//	                                                 reflink/copy chunks held locally
 //	          ◀──unicast── REGISTER{held chunks}     (untrusted: refuse, wait for another)
 //	REGISTER  ─unicast echo = acknowledged────────▶
 //	          … closed group: all listed hosts registered, or --wait elapsed;
 //	            open group: --min-hosts registered, or --wait elapsed
-//	DATA      ─multicast, paced────────────────────▶ spool symbols, decode chunk,
+//	DATA      ─multicast, paced────────────────────▶ keep symbols, decode chunk,
 //	          (chunks some registered host lacks,     verify SHA-256, pwrite
-//	          + proactive REPAIR per block)
+//	          + proactive REPAIR per block, sized
+//	          from STATUS{probe} answers)
 //	STATUS    ─multicast ×2, end of round──────────▶
 //	          ◀──unicast── NACK × ≤16                per block: count missing
 //	REPAIR    ─multicast: per block, the max count asked, fresh parity indices
 //	          … rounds repeat until every host completed or was dropped
-//	          ◀──unicast── COMPLETE                  after the whole-image hash checks
+//	          ◀──unicast── COMPLETE{staged}          the last chunk verified, image staged
 //	COMPLETE  ─unicast echo = acknowledged────────▶
 //	ABORT     ─multicast when the sender gives up─▶  discard partial files
 //
@@ -44,14 +45,17 @@
 // # Reuse
 //
 // A receiver given [ReceiveOptions].Local (an index of the chunks it holds
-// in images it keeps, by SHA-256) fills its partial image from it as soon
-// as it accepts a manifest: copy_file_range (the kernel may share extents),
-// falling back to read and write, and every copied chunk is checked
-// against the manifest, so a wrong index costs a transfer, never a wrong
-// image. Its REGISTER lists the chunks it holds as ranges (all-zero chunks
-// count as held, joining runs; at most MaxRegisterRanges, the largest runs
-// when the set is more scattered, so a host may be sent a chunk it holds
-// but never denied one it lacks). When registration closes, the sender
+// in images it keeps and vouches for, by SHA-256) fills its partial image
+// from it as soon as it accepts a manifest, in runs of consecutive chunks:
+// one FICLONERANGE per run where the filesystem shares extents (XFS,
+// btrfs: no data is copied), else one copy_file_range. The chunks are not
+// read back: they are trusted by the verified manifests of the images
+// they come from, which the agent scrubs in the background. Its REGISTER
+// lists the chunks it holds as ranges (all-zero chunks
+// count as held, joining runs; a set more scattered than MaxRegisterRanges
+// goes as a bitmap of the image's chunks, exactly, when the image has at
+// most MaxRegisterBitmap chunks, else as its largest runs, so a host may
+// be sent a chunk it holds but never denied one it lacks). When registration closes, the sender
 // leaves out of the first pass every chunk each registered member holds
 // (in a closed group, hosts not on the list decide nothing); a
 // host holding nothing gets everything in the same pass, and one that
@@ -102,9 +106,10 @@
 //
 // # Trust
 //
-// What a receiver writes is bound to the signed manifest: every chunk's
-// SHA-256 before it is written, the whole image's before it is renamed
-// into place. The session's control packets (ANNOUNCE, STATUS, ABORT and
+// What a receiver writes is bound to the signed manifest: every received
+// chunk's SHA-256 is checked before it is written (reused chunks come from
+// images verified before), and the manifest names the image by a digest
+// over those chunk hashes, so the whole image needs no pass of its own. The session's control packets (ANNOUNCE, STATUS, ABORT and
 // the acknowledgements) are not authenticated in this version: a forged
 // ABORT from the sender's address can make receivers discard a transfer,
 // though never accept wrong data.
@@ -119,11 +124,11 @@
 // and output, SHA-256, pwrite) runs on up to four decoder goroutines fed by
 // the loop, so the loop keeps answering the sender. Receiver memory is the
 // decoders' buffers (about three chunks each, four with a base chunk for
-// deltas, whose zstd window is capped at twice the chunk size) plus ~100 bytes per FEC block
-// of chunks begun but not finished: symbols wait in a sparse spool file
-// until their chunk decodes, then the spool range is punched out. The
-// whole-image hash is computed in order as chunks land, not in a final
-// pass.
+// deltas, whose zstd window is capped at twice the chunk size), ~100 bytes
+// per FEC block of chunks begun but not finished, and the symbols of those
+// chunks: in memory up to a budget (24 MiB), beyond it in a sparse spool
+// file until their chunk decodes, when the spool range is punched out.
+// With no loss a byte is written once, decoded, into the image.
 //
 // # Wire format
 //
@@ -134,7 +139,7 @@
 //	+---------------+---------------+---------------+---------------+
 //	|                      magic "LCMC"                             |
 //	+---------------+---------------+---------------+---------------+
-//	|  version (1)  |     type      |        flags (0)              |
+//	|  version (2)  |     type      |        flags (0)              |
 //	+---------------+---------------+---------------+---------------+
 //	|                          session id                           |
 //	+---------------+---------------+---------------+---------------+
@@ -154,10 +159,11 @@
 //	  then, with flag 2 (base): base release id [8] (not all zero)
 //
 //	REGISTER  (host → sender; echoed back as the acknowledgement)
-//	  host id str8 | flags u8 (1: need manifest, 2: holds the base)
+//	  host id str8 | flags u8 (1: need manifest, 2: holds the base, 4: bitmap)
 //	  | range count u16 (≤160)
 //	  | ranges, ascending and disjoint: first chunk u32, count u32
 //	    (chunks already held; empty with need manifest)
+//	  or, with flag 4: bit count u32 (≤10,240) | bitmap, bit i = chunk i held
 //
 //	MANIFEST  (sender → group)
 //	  0 offset u32   4 total u32 (≤8 MiB)   8 length u16   10 bytes
@@ -169,7 +175,8 @@
 //	  flags 1: delta (the chunk's bytes are zstd against the base chunk)
 //
 //	STATUS  (sender → group)
-//	  0 round u32
+//	  0 round u32   4 flags u8 (1: loss probe during the first pass;
+//	                            hosts answer with one NACK listing nothing)
 //
 //	NACK  (host → sender; ≤16 per round)
 //	  host id str8 | round u32 | loss ‰ u16 | part u8 | parts u8
@@ -177,7 +184,8 @@
 //	  | block count u16 (≤160) | blocks: chunk u32, block u16, missing u8
 //
 //	COMPLETE  (host → sender; echoed back as the acknowledgement)
-//	  host id str8 | status u8 (0 ok, 1 failed) | reason str8 (≤200)
+//	  host id str8 | status u8 (0 ok, 1 failed, 2 staged, 3 staging failed)
+//	  | reason str8 (≤200)
 //
 //	ABORT  (sender → group)
 //	  reason str8 (≤200)

@@ -83,6 +83,13 @@ const (
 	// holding a more scattered set lists its largest runs only, so it may
 	// be sent chunks it holds, never denied one it lacks.
 	MaxRegisterRanges = 160
+	// MaxRegisterBitmap caps the chunks of a REGISTER's bitmap (one bit per
+	// chunk, from chunk 0): 10,240 bits are 1,280 bytes, the same room as
+	// the ranges. A host whose held set needs more ranges than fit sends
+	// the bitmap instead when the image has no more chunks than this (10
+	// GiB of 1 MiB chunks), so a scattered set (a hotfix touching hundreds
+	// of chunks) is told exactly.
+	MaxRegisterBitmap = 10240
 	// MaxNackRanges caps whole-chunk ranges in one NACK packet.
 	MaxNackRanges = 16
 	// MaxNackBlocks caps per-block entries in one NACK packet; with a

@@ -1,11 +1,9 @@
 package multicast
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"os"
-	"slices"
 
 	"github.com/loopcast/loopcast/image"
 	"golang.org/x/sys/unix"
@@ -174,9 +172,8 @@ func copyRange(src *os.File, soff int64, dst *os.File, doff int64, n int64) erro
 
 // held lists the chunks the host holds, for REGISTER: all-zero chunks
 // count as held (no host is sent them), which joins runs across them. A
-// host holding no non-zero chunk lists nothing; one whose set needs more
-// than max ranges lists its largest runs only.
-func (st *store) held(max int) []Range {
+// host holding no non-zero chunk lists nothing.
+func (st *store) held() []Range {
 	var rs []Range
 	some := false
 	for i := range st.chunks {
@@ -187,11 +184,6 @@ func (st *store) held(max int) []Range {
 	}
 	if !some {
 		return nil
-	}
-	if len(rs) > max {
-		slices.SortStableFunc(rs, func(a, b Range) int { return cmp.Compare(b.Count, a.Count) })
-		rs = rs[:max]
-		slices.SortFunc(rs, func(a, b Range) int { return cmp.Compare(a.First, b.First) })
 	}
 	return rs
 }

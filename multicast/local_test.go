@@ -177,25 +177,59 @@ func TestSendProgress(t *testing.T) {
 }
 
 // held lists what a store holds compactly: all-zero chunks join runs, a
-// host with only zero chunks lists nothing, and a set too scattered for
-// max ranges keeps its largest runs.
+// host with only zero chunks lists nothing.
 func TestHeldRanges(t *testing.T) {
 	m := &image.Manifest{ImageSize: 10 * 4096, ChunkSize: 4096, Chunks: make([]image.Chunk, 10)}
 	m.Chunks[2].Zero, m.Chunks[7].Zero = true, true
 	st := newStore(m, &Announce{SymbolSize: 1024, BlockSymbols: 8}, nil, nil)
-	if got := st.held(10); got != nil {
+	if got := st.held(); got != nil {
 		t.Errorf("holding only zero chunks: %v, want nothing", got)
 	}
 	for _, i := range []int{0, 1, 3, 5, 6, 8} {
 		st.chunks[i].done = true
 	}
 	want := []Range{{0, 4}, {5, 4}}
-	if d := cmp.Diff(want, st.held(10)); d != "" {
+	if d := cmp.Diff(want, st.held()); d != "" {
 		t.Errorf("held (-want +got):\n%s", d)
 	}
-	st.chunks[5].done = false // runs {0,4} {6,3}
-	if d := cmp.Diff([]Range{{0, 4}}, st.held(1)); d != "" {
-		t.Errorf("held, one range (-want +got):\n%s", d)
+}
+
+// TestRegisterEncodings: a held set of few runs goes as ranges; one more
+// scattered than MaxRegisterRanges goes as a bitmap and arrives exact; one
+// beyond the bitmap's reach keeps its largest runs.
+func TestRegisterEncodings(t *testing.T) {
+	var scattered []Range // every other chunk: 300 runs over 600 chunks
+	for c := uint32(0); c < 600; c += 2 {
+		scattered = append(scattered, Range{First: c, Count: 1})
+	}
+	far := append(slices.Clone(scattered), Range{First: MaxRegisterBitmap + 5, Count: 10})
+	for _, tc := range []struct {
+		name string
+		have []Range
+		want []Range
+	}{
+		{"ranges", []Range{{0, 4}, {9, 3}}, []Range{{0, 4}, {9, 3}}},
+		{"bitmap", scattered, scattered},
+		{"largest runs", far, largestRuns(far, MaxRegisterRanges)},
+	} {
+		b, err := AppendPacket(nil, Header{Session: 1}, &Register{Host: "h", HasBase: true, Have: tc.have})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if len(b) > MaxPacket {
+			t.Errorf("%s: %d bytes, more than a packet", tc.name, len(b))
+		}
+		_, m, err := Parse(b)
+		if err != nil {
+			t.Fatalf("%s: parse: %v", tc.name, err)
+		}
+		got := m.(*Register)
+		if d := cmp.Diff(tc.want, got.Have); d != "" || !got.HasBase {
+			t.Errorf("%s: held (-want +got):\n%s", tc.name, d)
+		}
+	}
+	if got := largestRuns(far, MaxRegisterRanges); len(got) != MaxRegisterRanges || got[len(got)-1] != (Range{First: MaxRegisterBitmap + 5, Count: 10}) {
+		t.Errorf("largest runs kept %d ranges ending %v; want %d with the 10-chunk run", len(got), got[len(got)-1], MaxRegisterRanges)
 	}
 }
 

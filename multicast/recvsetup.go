@@ -141,7 +141,7 @@ func (r *receiver) prepare(m *image.Manifest) error {
 	if r.opts.Local != nil {
 		r.opts.Logf("session %08x: %d chunks reused from local images", r.res.Session, r.res.Reused)
 	}
-	r.have = r.st.held(MaxRegisterRanges)
+	r.have = r.st.held()
 	r.heard = time.Now() // a long local fill is not the sender's silence
 	fd := int(r.st.file.Fd())
 	for i, c := range m.Chunks {

@@ -1,14 +1,17 @@
 package multicast
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
+	"slices"
 )
 
 // Register flags.
 const (
 	registerNeedManifest = 1 // the host lacks the manifest; please resend it
 	registerHasBase      = 2 // the host holds the announced base image
+	registerBitmap       = 4 // the held chunks are a bitmap, not ranges
 )
 
 // Range is a run of chunks [First, First+Count).
@@ -18,8 +21,14 @@ type Range struct{ First, Count uint32 }
 // sender echoes it back to acknowledge. A host that lacks the manifest
 // sets NeedManifest; it counts as registered only once it has it.
 //
-//	0 host id: len u8 + bytes   flags u8   range count u16
-//	  ranges: first chunk u32, count u32, repeated (chunks already held)
+//	0 host id: len u8 + bytes   flags u8 (4: bitmap)
+//	  ranges:  range count u16, then first chunk u32, count u32, repeated
+//	  bitmap:  bit count u32 (≤ MaxRegisterBitmap), then ⌈count/8⌉ bytes,
+//	           bit i (MSB first) set when chunk i is held
+//
+// Have is encoded as ranges when they fit (MaxRegisterRanges), else as a
+// bitmap when the chunks do (MaxRegisterBitmap), else as its largest runs:
+// a host may then be sent chunks it holds, never denied one it lacks.
 type Register struct {
 	Host         string
 	NeedManifest bool
@@ -30,9 +39,6 @@ type Register struct {
 func (*Register) Type() Type { return TypeRegister }
 
 func (m *Register) AppendBinary(b []byte) ([]byte, error) {
-	if len(m.Have) > MaxRegisterRanges {
-		return b, fmt.Errorf("%w: %d ranges in register, more than %d", ErrMalformed, len(m.Have), MaxRegisterRanges)
-	}
 	if !disjoint(m.Have) {
 		return b, fmt.Errorf("%w: register ranges not ascending and disjoint", ErrMalformed)
 	}
@@ -47,9 +53,38 @@ func (m *Register) AppendBinary(b []byte) ([]byte, error) {
 	if m.HasBase {
 		fl |= registerHasBase
 	}
-	b = append(b, fl)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Have)))
-	return appendRanges(b, m.Have), nil
+	bits := uint64(0)
+	if n := len(m.Have); n > 0 {
+		bits = uint64(m.Have[n-1].First) + uint64(m.Have[n-1].Count)
+	}
+	if len(m.Have) <= MaxRegisterRanges || bits > MaxRegisterBitmap {
+		have := largestRuns(m.Have, MaxRegisterRanges)
+		b = append(b, fl)
+		b = binary.BigEndian.AppendUint16(b, uint16(len(have)))
+		return appendRanges(b, have), nil
+	}
+	b = append(b, fl|registerBitmap)
+	b = binary.BigEndian.AppendUint32(b, uint32(bits))
+	bm := make([]byte, (bits+7)/8)
+	for _, rg := range m.Have {
+		for c := rg.First; c < rg.First+rg.Count; c++ {
+			bm[c/8] |= 0x80 >> (c % 8)
+		}
+	}
+	return append(b, bm...), nil
+}
+
+// largestRuns returns rs when it has at most max ranges, else its max
+// largest runs, in chunk order.
+func largestRuns(rs []Range, max int) []Range {
+	if len(rs) <= max {
+		return rs
+	}
+	rs = slices.Clone(rs)
+	slices.SortStableFunc(rs, func(a, b Range) int { return cmp.Compare(b.Count, a.Count) })
+	rs = rs[:max]
+	slices.SortFunc(rs, func(a, b Range) int { return cmp.Compare(a.First, b.First) })
+	return rs
 }
 
 func appendRanges(b []byte, rs []Range) []byte {
@@ -74,14 +109,33 @@ func parseRegister(b []byte) (*Register, error) {
 	r := reader{b: b}
 	m := &Register{Host: r.str8("host id", MaxHostID)}
 	fl := r.u8()
-	r.check(fl&^(registerNeedManifest|registerHasBase) == 0, "register flags %#x", fl)
+	r.check(fl&^(registerNeedManifest|registerHasBase|registerBitmap) == 0, "register flags %#x", fl)
 	m.NeedManifest = fl&registerNeedManifest != 0
 	m.HasBase = fl&registerHasBase != 0
+	if fl&registerBitmap != 0 {
+		bits := r.u32()
+		r.check(bits <= MaxRegisterBitmap, "register bitmap of %d chunks, more than %d", bits, MaxRegisterBitmap)
+		if r.err == nil {
+			m.Have = bitmapRanges(r.take(int(bits+7)/8), bits)
+		}
+		return m, r.done()
+	}
 	n := int(r.u16())
 	r.check(n <= MaxRegisterRanges, "%d ranges in register, more than %d", n, MaxRegisterRanges)
 	m.Have = readRanges(&r, n)
 	r.check(disjoint(m.Have), "register ranges not ascending and disjoint")
 	return m, r.done()
+}
+
+// bitmapRanges turns a REGISTER bitmap of bits chunks into ranges.
+func bitmapRanges(bm []byte, bits uint32) []Range {
+	var rs []Range
+	for c := uint32(0); c < bits && int(c/8) < len(bm); c++ {
+		if bm[c/8]&(0x80>>(c%8)) != 0 {
+			rs = appendChunk(rs, c)
+		}
+	}
+	return rs
 }
 
 // disjoint reports whether rs are ascending and do not overlap, so the

@@ -2,6 +2,7 @@ package multicast
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"strings"
@@ -198,8 +199,9 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-// A REGISTER with the longest host id and the most held ranges fits one
-// packet; one more range is refused by both sides.
+// A REGISTER with the longest host id fits one packet with the most held
+// ranges, and with the largest bitmap; a parsed bitmap beyond
+// MaxRegisterBitmap is refused.
 func TestRegisterFits(t *testing.T) {
 	m := &Register{Host: strings.Repeat("h", MaxHostID)}
 	for i := range MaxRegisterRanges {
@@ -212,8 +214,20 @@ func TestRegisterFits(t *testing.T) {
 	if _, back, err := Parse(b); err != nil || len(back.(*Register).Have) != MaxRegisterRanges {
 		t.Errorf("parse: %v", err)
 	}
-	m.Have = append(m.Have, Range{First: 1 << 20, Count: 1})
-	if _, err := AppendPacket(nil, Header{}, m); !errors.Is(err, ErrMalformed) {
-		t.Errorf("append %d ranges: got %v, want %v", len(m.Have), err, ErrMalformed)
+	m.Have = nil
+	for c := uint32(0); c < MaxRegisterBitmap; c += 2 {
+		m.Have = append(m.Have, Range{First: c, Count: 1})
+	}
+	b = encodeSample(t, 1, m)
+	if len(b) > MaxPacket || b[HeaderLen+1+MaxHostID]&registerBitmap == 0 {
+		t.Errorf("bitmap register of %d bytes (flags %#x), want a bitmap within %d", len(b), b[HeaderLen+1+MaxHostID], MaxPacket)
+	}
+	if _, back, err := Parse(b); err != nil || len(back.(*Register).Have) != len(m.Have) {
+		t.Errorf("parse bitmap: %v", err)
+	}
+	i := HeaderLen + 1 + MaxHostID + 1 // the bit count
+	binary.BigEndian.PutUint32(b[i:], MaxRegisterBitmap+8)
+	if _, _, err := Parse(append(b, 0)); !errors.Is(err, ErrMalformed) {
+		t.Errorf("bitmap beyond the bound: %v, want %v", err, ErrMalformed)
 	}
 }

@@ -18,7 +18,9 @@
 # Environment: N (3), RATE (900, Mbit/s), SEED (1, C's change set), RUNS
 # (1: the median of RUNS rounds is printed), BENCH_DIR (/var/tmp/loopcast-bench;
 # the tree is the one scripts/bench-build.sh caches there), PIPELINE=0
-# skips the pipeline.
+# skips the pipeline, XFS=1 puts the hosts' roots (and the pipeline's
+# files) on an XFS filesystem with reflink, made on a loop device for the
+# run, instead of BENCH_DIR's filesystem.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-3}
@@ -41,17 +43,27 @@ for t in zstd uftp uftpd mke2fs go; do command -v $t >/dev/null || die "needs $t
 go build -o bin/ ./cmd/...
 
 WORK=$(mktemp -d "$BENCH_DIR/deploy.XXXXXX")
-export LOOPCAST_CLUSTER_DIR=$WORK/cluster
+HOSTS_DIR=$WORK # where the hosts' roots and the pipeline's files live
 UP=0
 PIDS=()
 cleanup() {
 	local p
 	for p in ${PIDS[@]+"${PIDS[@]}"}; do kill "$p" 2>/dev/null || true; done
-	for p in "$WORK"/pipe-r*/mnt-*; do [[ -d $p ]] && umount "$p" 2>/dev/null || true; done
+	for p in "$HOSTS_DIR"/pipe-r*/mnt-*; do [[ -d $p ]] && umount "$p" 2>/dev/null || true; done
 	if [[ $UP == 1 ]]; then $CLUSTER down >/dev/null || true; fi
+	[[ $HOSTS_DIR == "$WORK" ]] || umount "$HOSTS_DIR" || true
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
+if [[ ${XFS:-0} == 1 ]]; then
+	command -v mkfs.xfs >/dev/null || die "XFS=1 needs mkfs.xfs (scripts/install-deps.sh)"
+	truncate -s 40G "$WORK/xfs.img"
+	mkfs.xfs -q -m reflink=1 "$WORK/xfs.img"
+	HOSTS_DIR=$WORK/xfs
+	mkdir -p "$HOSTS_DIR"
+	mount -o loop "$WORK/xfs.img" "$HOSTS_DIR"
+fi
+export LOOPCAST_CLUSTER_DIR=$HOSTS_DIR/cluster
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 
@@ -95,23 +107,23 @@ pipeline() {
 	rm -f "$img" "$img.zst" "$img.sha256"
 	for i in $(seq 1 "$N"); do
 		r=$NAME-r$i
-		rm -rf "$WORK/pipe-r$i"
-		mkdir -p "$WORK/pipe-r$i"
+		rm -rf "$HOSTS_DIR/pipe-r$i"
+		mkdir -p "$HOSTS_DIR/pipe-r$i"
 		id=$(printf '0x0A4D00%02X' $((10 + i))) # cluster.sh gives receiver i 10.77.0.(10+i)
-		$CLUSTER exec "$r" uftpd -d -U "$id" -I eth0 -M "$UFTP_GROUP" -D "$WORK/pipe-r$i" 2>"$WORK/uftpd-$i.log" &
+		$CLUSTER exec "$r" uftpd -d -U "$id" -I eth0 -M "$UFTP_GROUP" -D "$HOSTS_DIR/pipe-r$i" 2>"$WORK/uftpd-$i.log" &
 		PIDS+=($!)
 		ids+=$id,
 	done
 	sleep 0.5 # uftpd listening
 	t0=$(now)
-	mke2fs -q -F -t ext2 -b 4096 -m 0 -N $(( entries + entries / 10 )) -E root_owner=0:0 -d "$1" "$img" "$size"
+	mke2fs -q -F -t ext2 -b 4096 -m 0 -N $(( entries + entries / 10 )) -E root_owner=0:0 -d "$1" "$img" "$size" >"$WORK/mke2fs.log"
 	zstd -1 -T0 -q -f "$img" -o "$img.zst"
 	(cd "$WORK" && sha256sum pipe.img >pipe.img.sha256)
 	$CLUSTER exec $NAME-s uftp -I eth0 -M "$UFTP_GROUP" -R $(( RATE * 1000 )) -H "${ids%,}" -L "$WORK/uftp.log" \
 		"$img.zst" "$img.sha256" >/dev/null || die "uftp failed (log $WORK/uftp.log)"
 	local hp=()
 	for i in $(seq 1 "$N"); do
-		$CLUSTER exec $NAME-r$i sh -c "cd '$WORK/pipe-r$i' && zstd -d -q -f pipe.img.zst -o pipe.img &&
+		$CLUSTER exec $NAME-r$i sh -c "cd '$HOSTS_DIR/pipe-r$i' && zstd -d -q -f pipe.img.zst -o pipe.img &&
 			sha256sum -c --quiet pipe.img.sha256 && mkdir -p mnt-$2 && mount -o loop,ro pipe.img mnt-$2 &&
 			ln -s mnt-$2 current.tmp && mv -T current.tmp current" &
 		hp+=($!)
@@ -122,8 +134,8 @@ pipeline() {
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 	PIDS=()
 	for i in $(seq 1 "$N"); do
-		[[ -d $WORK/pipe-r$i/current/lost+found ]] || die "pipeline: host $i does not serve the image"
-		umount "$WORK/pipe-r$i/mnt-$2"
+		[[ -d $HOSTS_DIR/pipe-r$i/current/lost+found ]] || die "pipeline: host $i does not serve the image"
+		umount "$HOSTS_DIR/pipe-r$i/mnt-$2"
 	done
 	log "pipeline: ${wall}s; .zst $(( $(stat -c %s "$img.zst") / 1048576 )) MiB"
 	echo "$wall"
@@ -143,7 +155,7 @@ for run in $(seq 1 "$RUNS"); do
 done
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 a=$(median "${W[A]}") b=$(median "${W[B]}") c=$(median "${W[C]}")
-echo "# $N hosts, full synthetic tree, unshaped veth links, ${RATE} Mbit/s, medians of $RUNS"
+echo "# $N hosts (roots on $(stat -f -c %T "$HOSTS_DIR")), full synthetic tree, unshaped veth links, ${RATE} Mbit/s, medians of $RUNS"
 echo "loopcast A (full):     ${a}s   (runs: ${W[A]})"
 echo "loopcast B (1 file):   ${b}s   B/A $(awk -v x="$b" -v y="$a" 'BEGIN { printf "%.3f", x / y }') (goal <= 0.1)"
 echo "loopcast C (200 files): ${c}s   C/A $(awk -v x="$c" -v y="$a" 'BEGIN { printf "%.3f", x / y }') (goal <= 0.15)"
