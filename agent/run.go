@@ -37,6 +37,7 @@ type RunConfig struct {
 	Group   *net.UDPAddr // multicast ADDR:PORT for data; control is on port+1
 	Iface   string
 	HostID  string
+	HostKey ed25519.PrivateKey // signs what the agent tells the sender
 	Keys    []ed25519.PublicKey
 	Version string
 	Logger  *slog.Logger
@@ -61,6 +62,9 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		return err
 	}
 	started := time.Now()
+	if len(cfg.HostKey) != ed25519.PrivateKeySize {
+		return errors.New("agent: no host key")
+	}
 	h, err := NewControl(ControlConfig{Store: store, Keys: cfg.Keys, Host: cfg.HostID,
 		Group: cfg.Group.String(), Version: cfg.Version, Logger: log}, started)
 	if err != nil {
@@ -85,7 +89,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	log.Info("agent: running", "host", cfg.HostID, "group", cfg.Group.String(), "root", store.Root())
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return receiveLoop(ctx, data, store, cfg, log) })
-	g.Go(func() error { return controlLoop(ctx, ctl, h, log) })
+	g.Go(func() error { return controlLoop(ctx, ctl, h, cfg.HostKey, log) })
 	g.Go(func() error { return retireLoop(ctx, store, log) })
 	g.Go(func() error { return scrubLoop(ctx, store, log) })
 	g.Go(func() error { // unblock the readers when the agent stops
@@ -156,13 +160,13 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 	defer os.Remove(img) // staging renamed it, or it is not wanted
 	local, bases := localImages(store, log)
 	res, err := multicast.Receive(ctx, conn, multicast.ReceiveOptions{
-		HostID: cfg.HostID, Out: img, Trusted: cfg.Keys, Skip: skip, Local: local.Lookup,
+		HostID: cfg.HostID, HostKey: cfg.HostKey, Out: img, Trusted: cfg.Keys, Skip: skip, Local: local.Lookup,
 		// a live release's image serves as the base of delta chunks; the
 		// receiver checks every chunk decoded against it like any other
 		BaseImage: func(id string) (string, bool) { p, ok := bases[id]; return p, ok },
 		// refuse, before receiving anything, an image the disk cannot hold
 		// (retiring releases kept only by --keep-for if the disk needs it)
-		Accept: func(m *image.Manifest) error { return store.MakeRoom(m.ImageSize) },
+		Accept: func(m *image.Manifest) error { return refusal(store.MakeRoom(m.ImageSize)) },
 		// stage as soon as the image is whole, so COMPLETE tells the sender
 		// the outcome: every chunk was verified as it arrived (or came from
 		// a kept, verified image), so nothing is hashed again
@@ -183,6 +187,15 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 	}
 	log.Info("agent: staged", "release", res.ReleaseID)
 	return res.Session, nil
+}
+
+// refusal gives a store's refusal of a release the cause the sender's
+// report names (no-space), so the operator sees a full disk for what it is.
+func refusal(err error) error {
+	if errors.Is(err, release.ErrNoSpace) {
+		return &multicast.Refusal{Code: multicast.RefuseNoSpace, Detail: err.Error()}
+	}
+	return err
 }
 
 // localImages indexes the chunks of the images the store keeps (each live
@@ -237,7 +250,7 @@ func retireLoop(ctx context.Context, store *release.Store, log *slog.Logger) err
 }
 
 // controlLoop answers the sender's commands; it alone owns the handler.
-func controlLoop(ctx context.Context, conn multicast.Conn, h *control.Handler, log *slog.Logger) error {
+func controlLoop(ctx context.Context, conn multicast.Conn, h *control.Handler, key ed25519.PrivateKey, log *slog.Logger) error {
 	buf := make([]byte, maxControlPacket)
 	for {
 		n, from, err := conn.ReadFrom(buf)
@@ -251,7 +264,7 @@ func controlLoop(ctx context.Context, conn multicast.Conn, h *control.Handler, l
 		if r == nil {
 			continue
 		}
-		b, err := r.AppendBinary(nil)
+		b, err := control.SignReply(r, key)
 		if err != nil {
 			log.Error("agent: encode reply", "err", err)
 			continue

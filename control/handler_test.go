@@ -69,17 +69,30 @@ func (a *agent) deliver(wire []byte) (*Reply, error) {
 	a.t.Helper()
 	r, err := a.h.Handle(wire, a.now)
 	if r != nil {
-		b, eerr := r.AppendBinary(nil)
+		b, eerr := SignReply(r, testHostKey)
 		if eerr != nil {
 			a.t.Fatalf("reply %+v does not encode: %v", r, eerr)
 		}
 		back, perr := ParseReply(b)
+		if perr == nil && !back.HostKey.Equal(testHostKey.Public()) {
+			a.t.Fatalf("reply parsed with key %x, signed by %x", back.HostKey, testHostKey.Public())
+		}
+		if perr == nil {
+			back.HostKey = nil
+		}
+		b[len(b)-1] ^= 1
+		if _, err := ParseReply(b); !errors.Is(err, ErrBadReplySignature) {
+			a.t.Fatalf("reply with a flipped signature bit: %v, want ErrBadReplySignature", err)
+		}
 		if perr != nil || !cmp.Equal(back, r) {
 			a.t.Fatalf("reply does not round trip: %v\n%s", perr, cmp.Diff(r, back))
 		}
 	}
 	return r, err
 }
+
+// testHostKey signs the test agent's replies.
+var testHostKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
 
 func cmdEnv(targets ...string) Envelope { return NewEnvelope("web", 99, targets, time.Time{}) }
 

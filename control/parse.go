@@ -1,6 +1,10 @@
 package control
 
-import "fmt"
+import (
+	"crypto/ed25519"
+	"fmt"
+	"slices"
+)
 
 // Message is a command or a reply.
 type Message interface {
@@ -50,9 +54,30 @@ func ParseCommand(b []byte) (Command, error) {
 	return c, nil
 }
 
-// ParseReply decodes a reply, refusing commands.
+// replyTrailer is what SignReply appends: the host's public key and its
+// signature over the reply and that key.
+const replyTrailer = ed25519.PublicKeySize + ed25519.SignatureSize
+
+// SignReply encodes r signed by the agent's host key, so the sender counts
+// it only when the key is the one it pins for r.Host.
+func SignReply(r *Reply, key ed25519.PrivateKey) ([]byte, error) {
+	b, err := r.AppendBinary(nil)
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, key.Public().(ed25519.PublicKey)...)
+	return append(b, ed25519.Sign(key, b)...), nil
+}
+
+// ParseReply decodes a signed reply, refusing commands and replies whose
+// signature does not verify under the key they carry; HostKey is set to
+// that key, which the caller must check is r.Host's.
 func ParseReply(b []byte) (*Reply, error) {
-	m, err := Parse(b)
+	if len(b) < headerLen+replyTrailer || len(b) > MaxMessageLen {
+		return nil, fmt.Errorf("%w: %d bytes: too short for a signed reply", ErrMalformed, len(b))
+	}
+	body, pub, sig := b[:len(b)-replyTrailer], b[len(b)-replyTrailer:len(b)-ed25519.SignatureSize], b[len(b)-ed25519.SignatureSize:]
+	m, err := Parse(body)
 	if err != nil {
 		return nil, err
 	}
@@ -60,5 +85,9 @@ func ParseReply(b []byte) (*Reply, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %v where a reply was expected", ErrMalformed, m.Type())
 	}
+	if !ed25519.Verify(pub, b[:len(b)-ed25519.SignatureSize], sig) {
+		return nil, fmt.Errorf("%w: reply from %s", ErrBadReplySignature, r.Host)
+	}
+	r.HostKey = slices.Clone(pub)
 	return r, nil
 }

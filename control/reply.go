@@ -1,6 +1,7 @@
 package control
 
 import (
+	"crypto/ed25519"
 	"encoding/binary"
 	"fmt"
 	"strings"
@@ -17,6 +18,9 @@ type Reply struct {
 	Current string // the release current after the command; empty: none
 	Error   string // why it failed or was refused; empty iff Outcome is ok
 	Status  *Status
+	// HostKey is the key the reply is signed by (set by ParseReply): the
+	// sender counts the reply only if it pins that key for Host.
+	HostKey ed25519.PublicKey
 }
 
 // Status is what a STATUS command asks for; a reply carries it exactly

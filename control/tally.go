@@ -12,6 +12,7 @@ type Tally struct {
 	cmd     Command
 	hosts   map[string]bool // expected hosts; nil: any host may answer
 	replies map[string]*Reply
+	refused map[string]string // replies not counted, by host: why (an unpinned or changed host key)
 }
 
 // NewTally starts a tally for c, expecting replies from hosts (nil: from
@@ -43,6 +44,20 @@ func (t *Tally) Add(r *Reply) bool {
 	t.replies[r.Host] = r
 	return true
 }
+
+// Unverified notes a reply from host that was not counted because its
+// host key was refused; the first reason per host is kept.
+func (t *Tally) Unverified(host string, why error) {
+	if t.refused == nil {
+		t.refused = map[string]string{}
+	}
+	if _, ok := t.refused[host]; !ok && len(t.refused) < MaxTargets {
+		t.refused[host] = why.Error()
+	}
+}
+
+// Refused returns the hosts whose replies were not counted, and why.
+func (t *Tally) Refused() map[string]string { return t.refused }
 
 // Replies returns the replies by host.
 func (t *Tally) Replies() map[string]*Reply { return t.replies }

@@ -5,8 +5,9 @@ import (
 	"fmt"
 )
 
-// Version is the wire version this package reads and writes.
-const Version = 1
+// Version is the wire version this package reads and writes. Version 2:
+// replies are signed by the agent's host key (SignReply).
+const Version = 2
 
 // Bounds on what a message may hold; every one is checked when encoding
 // and when parsing.
@@ -90,6 +91,8 @@ var (
 	ErrMalformed = errors.New("control: malformed message")
 	// ErrVersion: a message of a wire version this build does not read.
 	ErrVersion = errors.New("control: unsupported version")
+	// ErrBadReplySignature is a reply whose signature does not verify.
+	ErrBadReplySignature = errors.New("control: reply signature does not verify")
 	// ErrUnsigned: a command without a signature.
 	ErrUnsigned = errors.New("control: command is not signed")
 	// ErrBadSignature: the signature does not verify with its key.

@@ -32,10 +32,10 @@ func hexs(parts ...string) []byte {
 }
 
 const (
-	hdrActivate = "4c434350 01 01 0000 000000000000002a" // "LCCP", v1, ACTIVATE, flags, deploy 42
-	hdrRollback = "4c434350 01 02 0000 000000000000002a"
-	hdrStatus   = "4c434350 01 03 0000 000000000000002a"
-	hdrReply    = "4c434350 01 04 0000 000000000000002a"
+	hdrActivate = "4c434350 02 01 0000 000000000000002a" // "LCCP", v2, ACTIVATE, flags, deploy 42
+	hdrRollback = "4c434350 02 02 0000 000000000000002a"
+	hdrStatus   = "4c434350 02 03 0000 000000000000002a"
+	hdrReply    = "4c434350 02 04 0000 000000000000002a"
 	envAll      = "0000018bcfe56800 000102030405060708090a0b0c0d0e0f 03776562 0000" // issued, nonce, "web", all hosts
 	nonceHex    = "000102030405060708090a0b0c0d0e0f"
 	releaseHex  = "10 30313233343536373839616263646566" // "0123456789abcdef"
@@ -114,8 +114,8 @@ func TestSignedGolden(t *testing.T) {
 	c, wire := signedGolden(t)
 	pub := goldenKey.Public().(ed25519.PublicKey)
 	want := hexs(hdrActivate, envAll, releaseHex, "01", hex.EncodeToString(pub),
-		"ab44ff4d5c25dce0aae645cc0d1779748dcbfd79294b95d601e6b35328b9bec4"+
-			"410301d1582ae6cd6665dbca42f33e7e10af6da0696fec998035d1ab91b91f04")
+		"1d34afdf6e0b9a29b8b13deb496ff863c53c1a66366f041c9b122533315e566e"+
+			"338110106984841c8f470aa35f0dfd0c26a74536f920e4f8a63874f891d93d07")
 	if !bytes.Equal(wire, want) {
 		t.Errorf("signed encoding:\n got %x\nwant %x", wire, want)
 	}
@@ -173,7 +173,7 @@ func TestParseRefuses(t *testing.T) {
 		want error
 	}{
 		{"magic", edit(0, 'X'), ErrMalformed},
-		{"version", edit(4, 2), ErrVersion},
+		{"version", edit(4, 3), ErrVersion},
 		{"type 0", edit(5, 0), ErrMalformed},
 		{"type 9", edit(5, 9), ErrMalformed},
 		{"flags", edit(7, 1), ErrMalformed},

@@ -43,7 +43,12 @@ type Commander struct {
 	// reply naming a host is only taken from that address, so one host
 	// cannot answer for another.
 	Addrs map[string]string
-	Logf  func(format string, args ...any)
+	// HostKeys, if set, must accept the key a reply is signed by for the
+	// host it names (a hostkey.Pins check); a reply it refuses is not
+	// counted. Every reply's signature is checked whether or not it is set.
+	HostKeys func(host string, key ed25519.PublicKey) error
+	Logf     func(format string, args ...any)
+	Warnf    func(format string, args ...any) // what the operator must see; Logf when nil
 }
 
 // readWake bounds a blocking read, so a cancelled context is noticed.
@@ -122,6 +127,13 @@ func (c *Commander) collect(ctx context.Context, t *control.Tally, buf []byte, u
 			c.logf("deploy: reply for host %s from %v, which is not its address: ignored", r.Host, from)
 			continue
 		}
+		if c.HostKeys != nil {
+			if err := c.HostKeys(r.Host, r.HostKey); err != nil {
+				c.warnf("deploy: reply from %v not counted: %v", from, err)
+				t.Unverified(r.Host, err)
+				continue
+			}
+		}
 		t.Add(r)
 	}
 	return nil
@@ -138,6 +150,14 @@ func (c *Commander) fromHost(host string, addr net.Addr) bool {
 	}
 	got, _, err := net.SplitHostPort(addr.String())
 	return err == nil && got == want
+}
+
+func (c *Commander) warnf(format string, args ...any) {
+	if c.Warnf != nil {
+		c.Warnf(format, args...)
+		return
+	}
+	c.logf(format, args...)
 }
 
 func (c *Commander) logf(format string, args ...any) {

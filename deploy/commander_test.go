@@ -4,32 +4,45 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/loopcast/loopcast/control"
+	"github.com/loopcast/loopcast/hostkey"
 )
 
 var testKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{3}, ed25519.SeedSize))
+
+// hostKey is host h's key in these tests.
+func hostKey(h string) ed25519.PrivateKey {
+	seed := sha256.Sum256([]byte("host " + h))
+	return ed25519.NewKeyFromSeed(seed[:])
+}
 
 // fakeAgents answers commands written to it as agents would, except that
 // each host ignores the first `deaf[host]` transmissions it sees, and hosts
 // in `silent` never answer.
 type fakeAgents struct {
-	mu      sync.Mutex
-	hosts   []string
-	deaf    map[string]int
-	silent  map[string]bool
-	refuse  map[string]string // host -> why it refuses every command
-	seen    map[string]int
-	sends   int
-	replies [][]byte
-	wake    chan struct{}
-	dl      time.Time
+	mu     sync.Mutex
+	hosts  []string
+	deaf   map[string]int
+	silent map[string]bool
+	refuse map[string]string // host -> why it refuses every command
+	// impostor: host -> the key its replies are signed with, instead of
+	// its own (another machine answering in its name)
+	impostor map[string]ed25519.PrivateKey
+	seen     map[string]int
+	sends    int
+	replies  [][]byte
+	wake     chan struct{}
+	dl       time.Time
 }
 
 func newFakeAgents(hosts ...string) *fakeAgents {
@@ -56,7 +69,11 @@ func (f *fakeAgents) WriteTo(p []byte, _ net.Addr) (int, error) {
 		} else if c.Type() == control.TypeStatus {
 			r.Status = &control.Status{Previous: "r0"}
 		}
-		b, err := r.AppendBinary(nil)
+		key := hostKey(h)
+		if k, ok := f.impostor[h]; ok {
+			key = k
+		}
+		b, err := control.SignReply(r, key)
 		if err != nil {
 			return 0, err
 		}
@@ -134,6 +151,32 @@ func TestCommanderGivesUpOnSilentHost(t *testing.T) {
 	}
 	if f.sends < 2 {
 		t.Errorf("sent %d times; a silent host should be asked again", f.sends)
+	}
+}
+
+// Attack: replies from made-up hosts, or in a real host's name signed by
+// another key, would choose a rollback target. Only replies signed by the
+// pinned key count; the others are named in the tally.
+func TestCommanderCountsOnlyPinnedReplies(t *testing.T) {
+	f := newFakeAgents("a", "b", "ghost")
+	_, other, _ := ed25519.GenerateKey(nil)
+	f.impostor = map[string]ed25519.PrivateKey{"b": other}
+	pins, _ := hostkey.OpenPins("")
+	for _, h := range []string{"a", "b"} {
+		pins.Pin(h, hostKey(h).Public().(ed25519.PublicKey))
+	}
+	c := commander(f, 300*time.Millisecond)
+	c.HostKeys = func(h string, k ed25519.PublicKey) error { return pins.Check(h, k, false) }
+	tally, err := c.Do(context.Background(), &control.StatusRequest{Envelope: c.NewEnvelope(1, nil)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tally.Replies(); len(got) != 1 || got["a"] == nil {
+		t.Errorf("counted replies from %v, want only a", slices.Sorted(maps.Keys(got)))
+	}
+	ref := tally.Refused()
+	if !strings.Contains(ref["b"], "pins key") || !strings.Contains(ref["ghost"], "not pinned") {
+		t.Errorf("refused replies %q: want b's changed key and ghost's unknown one named", ref)
 	}
 }
 

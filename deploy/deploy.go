@@ -31,6 +31,7 @@ const (
 // Phases a host can reach, in order.
 const (
 	PhaseNone        = "none"        // did not complete the transfer
+	PhaseRefused     = "refused"     // said why it will not take the release (Cause), or its key was refused
 	PhaseTransferred = "transferred" // has the verified image
 	PhaseStaged      = "staged"      // mounted it and can switch
 	PhaseActive      = "active"      // serves it
@@ -63,8 +64,11 @@ type Options struct {
 	// staged the release for any host to switch; 100 means all.
 	RequirePct int
 	Key        ed25519.PrivateKey
-	ImagePath  string
-	Manifest   *image.Manifest // signed with Key
+	// HostKeys, if set, accepts or refuses each host's key (a
+	// hostkey.Pins check) in the transfer and in every command's replies.
+	HostKeys  func(host string, key ed25519.PublicKey) error
+	ImagePath string
+	Manifest  *image.Manifest // signed with Key
 	// The pack beside ImagePath is what is sent: made at build (with delta
 	// frames against the image the build was based on), or made here when
 	// missing.
@@ -74,6 +78,7 @@ type Options struct {
 	StageTimeout   time.Duration
 	CommandTimeout time.Duration
 	Logf           func(format string, args ...any)
+	Warnf          func(format string, args ...any) // what the operator must see (refusals); Logf when nil
 	// Progress, when set, hears of the deploy's progress: the transfer's
 	// (as multicast reports it), then staging and switching.
 	Progress func(Progress)
@@ -94,6 +99,10 @@ type HostResult struct {
 	Phase   string `json:"phase"`
 	Current string `json:"current,omitempty"` // the release it serves after the deploy
 	Error   string `json:"error,omitempty"`
+	// Cause names why a refusing host refused: no-space, untrusted-key,
+	// version, busy, older-than-current, other, or host-key (its key was
+	// refused by this sender).
+	Cause string `json:"cause,omitempty"`
 	// Done is when it had the release (verified and staged), from the
 	// start of the transfer's registration.
 	Done time.Duration `json:"done_ns,omitempty"`
@@ -147,7 +156,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	defer ctl.Close()
 	cmd := &Commander{Conn: ctl, To: agent.ControlAddr(o.Group), Group: o.Group.String(),
-		Key: o.Key, Timeout: o.CommandTimeout, Logf: o.Logf}
+		Key: o.Key, Timeout: o.CommandTimeout, HostKeys: o.HostKeys, Logf: o.Logf, Warnf: o.Warnf}
 
 	if err := preflight(ctx, cmd, o.Hosts); err != nil {
 		return nil, err
@@ -155,7 +164,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	start := time.Now()
 	rep, err := multicast.Send(ctx, data, multicast.SendOptions{
 		Group: o.Group, Manifest: o.Manifest, Pack: pack, BaseID: pack.BaseID, Rate: o.Rate, Hosts: o.Hosts,
-		Wait: o.Wait, MinHosts: o.MinHosts, FECOverhead: o.FECOverhead, Logf: o.Logf,
+		Key: o.Key, HostKeys: o.HostKeys,
+		Wait: o.Wait, MinHosts: o.MinHosts, FECOverhead: o.FECOverhead, Logf: o.Logf, Warnf: o.Warnf,
 		Progress: func(p multicast.SendProgress) { o.progress(Progress{Phase: "transfer", Transfer: p}) },
 	})
 	res.TransferTime, res.BuildTime = time.Since(start), o.BuildTime
@@ -240,6 +250,9 @@ func (r *Result) fromTransfer(rep *multicast.Report) (staged, ask []string) {
 		case h.State == multicast.HostComplete:
 			hr.Phase = PhaseTransferred
 			ask = append(ask, h.ID)
+		case h.State == multicast.HostRefused:
+			hr.Phase, hr.Cause = PhaseRefused, h.Cause
+			hr.Error = refusalText(h)
 		default:
 			hr.Error = "transfer " + h.State.String()
 			if h.Reason != "" {
@@ -249,6 +262,21 @@ func (r *Result) fromTransfer(rep *multicast.Report) (staged, ask []string) {
 		r.hosts[h.ID] = hr
 	}
 	return staged, ask
+}
+
+// refusalText says, in words an operator acts on, why a host refused.
+func refusalText(h multicast.HostReport) string {
+	switch h.Cause {
+	case "no-space":
+		return "refused: not enough disk " + strings.TrimPrefix(h.Reason, "release: not enough free disk space ")
+	case "untrusted-key":
+		return "refused: it does not trust the key this release is signed with: " + h.Reason
+	case "version":
+		return "refused: another loopcast version: " + h.Reason
+	case "host-key":
+		return "refused by this sender: " + h.Reason
+	}
+	return "refused (" + h.Cause + "): " + h.Reason
 }
 
 // preflightTimeout bounds the STATUS asked before shipping anything: hosts

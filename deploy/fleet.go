@@ -64,8 +64,18 @@ func (f *Fleet) Status(ctx context.Context) ([]HostStatus, error) {
 	for h, r := range t.Replies() {
 		out = append(out, statusOf(h, r))
 	}
+	refused := t.Refused()
 	for _, h := range t.Missing() {
-		out = append(out, HostStatus{ID: h, Error: "no answer"})
+		why := "no answer"
+		if r, ok := refused[h]; ok {
+			why = "no verified answer: " + r
+		}
+		out = append(out, HostStatus{ID: h, Error: why})
+	}
+	if f.Hosts == nil { // an open group: say who answered unverified
+		for h, r := range refused {
+			out = append(out, HostStatus{ID: h, Error: "not counted: " + r})
+		}
 	}
 	slices.SortFunc(out, func(a, b HostStatus) int { return strings.Compare(a.ID, b.ID) })
 	flagOffMajority(out)

@@ -184,6 +184,12 @@ func (p *Pack) Delta(i int, buf []byte) ([]byte, bool, error) {
 // HasDelta reports whether chunk i has a delta frame.
 func (p *Pack) HasDelta(i int) bool { return p.entries[i].delta.len > 0 }
 
+// FrameLens returns the lengths of chunk i's plain and delta frames (0:
+// none).
+func (p *Pack) FrameLens(i int) (plain, delta uint32) {
+	return p.entries[i].plain.len, p.entries[i].delta.len
+}
+
 func (p *Pack) read(i int, fr frame, buf []byte) ([]byte, error) {
 	if fr.len == 0 {
 		return nil, fmt.Errorf("%w %s: chunk %d is all zeros, it has no frame", ErrPack, p.path, i)

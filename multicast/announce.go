@@ -23,6 +23,12 @@ const (
 //	64 rate bit/s u64       72 hosts total u16       74 first host u16
 //	76 host count u8        77 hosts: len u8 + id, repeated
 //	   then, with flag 2: base release id [8]
+//	   then signed at (unix ms) u64, release key [32], session key [32],
+//	   session X25519 key [32]; the packet is signed by the release key
+//
+// Every field a receiver sizes state by (manifest size, symbol size, block
+// layout) is covered by the release key's signature, and the signing time
+// bounds a replay (MaxClockSkew).
 type Announce struct {
 	ReleaseID      [8]byte
 	ManifestDigest [32]byte
@@ -40,6 +46,15 @@ type Announce struct {
 	// BaseID is the release chunks may be sent as deltas against (the
 	// hosts' previous image); all zero: none.
 	BaseID [8]byte
+	// SignedAt is when the sender signed this ANNOUNCE (unix ms).
+	SignedAt int64
+	// ReleaseKey is the key that signs the ANNOUNCE (and the manifest): a
+	// host that does not trust it can say which key it saw.
+	ReleaseKey [32]byte
+	// SessionKey signs the session's STATUS and ABORT.
+	SessionKey [32]byte
+	// SessionDH is the session's X25519 key, for each host's MAC keys.
+	SessionDH [32]byte
 }
 
 func (*Announce) Type() Type { return TypeAnnounce }
@@ -76,7 +91,10 @@ func (a *Announce) AppendBinary(b []byte) ([]byte, error) {
 	if fl&announceBase != 0 {
 		b = append(b, a.BaseID[:]...)
 	}
-	return b, nil
+	b = binary.BigEndian.AppendUint64(b, uint64(a.SignedAt))
+	b = append(b, a.ReleaseKey[:]...)
+	b = append(b, a.SessionKey[:]...)
+	return append(b, a.SessionDH[:]...), nil
 }
 
 // check validates the fields a receiver relies on.
@@ -126,6 +144,10 @@ func parseAnnounce(b []byte) (*Announce, error) {
 		copy(a.BaseID[:], r.take(8))
 		r.check(a.BaseID != [8]byte{}, "announce base release id all zero")
 	}
+	a.SignedAt = int64(r.u64())
+	copy(a.ReleaseKey[:], r.take(32))
+	copy(a.SessionKey[:], r.take(32))
+	copy(a.SessionDH[:], r.take(32))
 	if err := r.done(); err != nil {
 		return nil, err
 	}

@@ -205,7 +205,7 @@ func TestDeltaUnderLossWithLateJoiner(t *testing.T) {
 	g.Go(func() error { var err error; ts.report, err = Send(ctx, sconn, ts.send); return err })
 	for _, h := range append(early, "late") {
 		conn := ts.net.conn(h, true)
-		o := ReceiveOptions{HostID: h, Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
+		o := ReceiveOptions{HostID: h, HostKey: testHostKey(h), Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
 			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second}
 		if h != "late" {
 			hostBase(t, ts, base, basePath, h, &o, nil)

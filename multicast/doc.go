@@ -139,7 +139,7 @@
 //	+---------------+---------------+---------------+---------------+
 //	|                      magic "LCMC"                             |
 //	+---------------+---------------+---------------+---------------+
-//	|  version (2)  |     type      |        flags (0)              |
+//	|  version (3)  |     type      |  flags (0, 1 signed, 2 MAC)   |
 //	+---------------+---------------+---------------+---------------+
 //	|                          session id                           |
 //	+---------------+---------------+---------------+---------------+
@@ -147,7 +147,12 @@
 //	+---------------+---------------+---------------+---------------+
 //
 // Types (values are on the wire — only append): 1 ANNOUNCE, 2 REGISTER,
-// 3 MANIFEST, 4 DATA, 5 STATUS, 6 NACK, 7 REPAIR, 8 COMPLETE, 9 ABORT.
+// 3 MANIFEST, 4 DATA, 5 STATUS, 6 NACK, 7 REPAIR, 8 COMPLETE, 9 ABORT,
+// 10 REFUSE. Flags 1: the packet ends with an ed25519 signature (64 bytes)
+// over every byte before it; flags 2: with HMAC-SHA256 truncated to 16
+// bytes, under a per-host session key (auth.go says which packet carries
+// which, under which key). The header and REFUSE keep their layout in
+// every version from 3 on.
 // Bodies ("str8" is a u8 length then that many bytes):
 //
 //	ANNOUNCE  (sender → group)
@@ -157,16 +162,21 @@
 //	 64 rate bit/s u64      72 hosts total u16        74 first host u16
 //	 76 host count u8 (≤16) 77 host ids: str8 each (a page of the closed group)
 //	  then, with flag 2 (base): base release id [8] (not all zero)
+//	  then signed at (unix ms) u64 | release key [32] | session key [32]
+//	  | session X25519 key [32]; signed by the release key
 //
 //	REGISTER  (host → sender; echoed back as the acknowledgement)
 //	  host id str8 | flags u8 (1: need manifest, 2: holds the base, 4: bitmap)
-//	  | range count u16 (≤160)
+//	  | signed at (unix ms) u64 | host key [32] | host X25519 key [32]
+//	  | range count u16 (≤150)
 //	  | ranges, ascending and disjoint: first chunk u32, count u32
 //	    (chunks already held; empty with need manifest)
-//	  or, with flag 4: bit count u32 (≤10,240) | bitmap, bit i = chunk i held
+//	  or, with flag 4: bit count u32 (≤9,600) | bitmap, bit i = chunk i held
 //
-//	MANIFEST  (sender → group)
+//	MANIFEST  (sender → group): fragments of the session descriptor
 //	  0 offset u32   4 total u32 (≤8 MiB)   8 length u16   10 bytes
+//	  descriptor: manifest length u32 | manifest | per chunk: plain frame
+//	  length u32, delta frame length u32 (its SHA-256 is in the ANNOUNCE)
 //
 //	DATA, REPAIR  (sender → group)
 //	  0 chunk u32   4 compressed length u32   8 block u16   10 index u8
@@ -187,6 +197,11 @@
 //	  host id str8 | status u8 (0 ok, 1 failed, 2 staged, 3 staging failed)
 //	  | reason str8 (≤200)
 //
-//	ABORT  (sender → group)
+//	ABORT  (sender → group; signed by the session key, as STATUS is)
 //	  reason str8 (≤200)
+//
+//	REFUSE  (host → sender; signed by the host key it carries)
+//	  host id str8 | host key [32] | code u8 (1 other, 2 no-space,
+//	  3 untrusted-key, 4 version, 5 busy, 6 older-than-current)
+//	  | detail str8 (≤200)
 package multicast

@@ -44,8 +44,12 @@ func (n *versionNotes) note(err error, from net.Addr, warnf func(string, ...any)
 // another version is rejected, never guessed at.
 //
 // Version 2: COMPLETE carries the staging outcome; images are named by a
-// version 2 manifest.
-const Version = 2
+// version 2 manifest. Version 3: packets are authenticated (see auth.go):
+// ANNOUNCE is signed by the release key and names the session's keys,
+// STATUS and ABORT are signed by the session key, REGISTER and REFUSE by
+// the host's key, and NACK, COMPLETE and the sender's acknowledgements
+// carry a MAC under per-host keys agreed in REGISTER.
+const Version = 3
 
 // HeaderLen is the size of the fixed header every packet starts with.
 const HeaderLen = 16
@@ -64,7 +68,8 @@ const (
 	// MaxReason caps the free-text reason in COMPLETE and ABORT.
 	MaxReason = 200
 	// MaxManifestSize caps the encoded manifest a receiver will assemble:
-	// 8 MiB names ~250,000 chunks (a 250 GiB image at 1 MiB chunks) and
+	// 8 MiB names ~200,000 chunks (a 200 GiB image at 1 MiB chunks: 33 bytes
+	// of manifest and 8 of frame lengths per chunk in the descriptor) and
 	// keeps a receiver's memory bounded.
 	MaxManifestSize = 8 << 20
 	// MaxBlockSymbols caps the data symbols of one FEC block. GF(2^8)
@@ -79,17 +84,17 @@ const (
 	// MaxAnnounceHosts caps the host ids in one ANNOUNCE page.
 	MaxAnnounceHosts = 16
 	// MaxRegisterRanges caps the held-chunk ranges in one REGISTER: with a
-	// maximal host id, 16+65+3+160*8 = 1364 bytes fit one packet. A host
-	// holding a more scattered set lists its largest runs only, so it may
-	// be sent chunks it holds, never denied one it lacks.
-	MaxRegisterRanges = 160
+	// maximal host id, 16+65+1+72+2+150*8+64 = 1420 bytes fit one packet.
+	// A host holding a more scattered set lists its largest runs only, so
+	// it may be sent chunks it holds, never denied one it lacks.
+	MaxRegisterRanges = 150
 	// MaxRegisterBitmap caps the chunks of a REGISTER's bitmap (one bit per
-	// chunk, from chunk 0): 10,240 bits are 1,280 bytes, the same room as
+	// chunk, from chunk 0): 9,600 bits are 1,200 bytes, the same room as
 	// the ranges. A host whose held set needs more ranges than fit sends
-	// the bitmap instead when the image has no more chunks than this (10
+	// the bitmap instead when the image has no more chunks than this (9.4
 	// GiB of 1 MiB chunks), so a scattered set (a hotfix touching hundreds
 	// of chunks) is told exactly.
-	MaxRegisterBitmap = 10240
+	MaxRegisterBitmap = 9600
 	// MaxNackRanges caps whole-chunk ranges in one NACK packet.
 	MaxNackRanges = 16
 	// MaxNackBlocks caps per-block entries in one NACK packet; with a
@@ -123,12 +128,13 @@ const (
 	TypeRepair
 	TypeComplete
 	TypeAbort
+	TypeRefuse // its value and layout stay in every version
 )
 
 var typeNames = [...]string{
 	TypeAnnounce: "ANNOUNCE", TypeRegister: "REGISTER", TypeManifest: "MANIFEST",
 	TypeData: "DATA", TypeStatus: "STATUS", TypeNack: "NACK", TypeRepair: "REPAIR",
-	TypeComplete: "COMPLETE", TypeAbort: "ABORT",
+	TypeComplete: "COMPLETE", TypeAbort: "ABORT", TypeRefuse: "REFUSE",
 }
 
 func (t Type) String() string {
@@ -140,12 +146,21 @@ func (t Type) String() string {
 
 // Header is the fixed start of every packet:
 //
-//	0 magic "LCMC"  4 version u8  5 type u8  6 flags u16 (0)
+//	0 magic "LCMC"  4 version u8  5 type u8  6 flags u16 (auth.go)
 //	8 session u32  12 sequence u32
+//
+// These 16 bytes keep their layout in every version, and so does REFUSE's
+// body: a host of another version can still say why it will not take a
+// session, and the sender understands it.
 type Header struct {
 	Type    Type
 	Session uint32 // chosen by the sender per transfer
 	Seq     uint32 // per-sender packet counter; receivers estimate loss from gaps
+	Version uint8  // as parsed; Version when encoding
+
+	auth    uint16 // authFlag* of a parsed packet
+	tag     []byte // its signature or MAC (aliases the packet)
+	covered []byte // the bytes the tag covers: the packet before the tag
 }
 
 // AppendBinary appends the encoded header.
@@ -163,17 +178,25 @@ func parseHeader(b []byte) (Header, error) {
 	if [4]byte(b[:4]) != magic {
 		return Header{}, ErrMagic
 	}
-	if b[4] != Version {
-		return Header{}, &VersionError{Got: b[4]}
-	}
-	if binary.BigEndian.Uint16(b[6:]) != 0 {
-		return Header{}, fmt.Errorf("%w: header flags %#x", ErrMalformed, b[6:8])
-	}
-	return Header{
+	h := Header{
 		Type:    Type(b[5]),
 		Session: binary.BigEndian.Uint32(b[8:]),
 		Seq:     binary.BigEndian.Uint32(b[12:]),
-	}, nil
+		Version: b[4],
+	}
+	if b[4] != Version && (h.Type != TypeRefuse || b[4] < minRefuseVersion) {
+		return h, &VersionError{Got: b[4]}
+	}
+	fl := binary.BigEndian.Uint16(b[6:])
+	n := tagLen(fl)
+	if n < 0 {
+		return h, fmt.Errorf("%w: header flags %#x", ErrMalformed, b[6:8])
+	}
+	if len(b) < HeaderLen+n {
+		return h, fmt.Errorf("%w: %d bytes, header and tag need %d", ErrShort, len(b), HeaderLen+n)
+	}
+	h.auth, h.tag, h.covered = fl, b[len(b)-n:], b[:len(b)-n]
+	return h, nil
 }
 
 // Message is the body of a packet.
@@ -196,7 +219,7 @@ func Parse(b []byte) (Header, Message, error) {
 	if err != nil {
 		return h, nil, err
 	}
-	m, err := parseBody(h.Type, b[HeaderLen:])
+	m, err := parseBody(h.Type, b[HeaderLen:len(h.covered)])
 	if err != nil {
 		return h, nil, fmt.Errorf("%v packet seq %d: %w", h.Type, h.Seq, err)
 	}
@@ -221,6 +244,8 @@ func parseBody(t Type, b []byte) (Message, error) {
 		return parseComplete(b)
 	case TypeAbort:
 		return parseAbort(b)
+	case TypeRefuse:
+		return parseRefuse(b)
 	}
 	return nil, fmt.Errorf("%w %d", ErrType, uint8(t))
 }

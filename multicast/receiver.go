@@ -3,6 +3,7 @@ package multicast
 import (
 	"cmp"
 	"context"
+	"crypto/ecdh"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/loopcast/loopcast/hostkey"
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/atomicfile"
 	"golang.org/x/sync/errgroup"
@@ -50,6 +52,7 @@ var (
 // ReceiveOptions configure Receive.
 type ReceiveOptions struct {
 	HostID        string              // this host's id, as the sender's --hosts names it
+	HostKey       ed25519.PrivateKey  // this host's identity: signs REGISTER and REFUSE
 	Out           string              // where the verified image goes
 	Trusted       []ed25519.PublicKey // keys a manifest must be signed by
 	Insecure      bool                // accept an unsigned or untrusted manifest
@@ -114,8 +117,8 @@ type Result struct {
 // its verified chunks are not asked for again. conn stays open for the caller when it supports
 // read deadlines.
 func Receive(ctx context.Context, conn Conn, opts ReceiveOptions) (*Result, error) {
-	if opts.HostID == "" || len(opts.HostID) > MaxHostID || opts.Out == "" {
-		return nil, fmt.Errorf("multicast: receive needs a host id (1-%d bytes) and an output path", MaxHostID)
+	if err := hostkey.CheckID(opts.HostID); err != nil || opts.Out == "" || len(opts.HostKey) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("multicast: receive needs a valid host id (%v), its host key and an output path", err)
 	}
 	if len(opts.Trusted) == 0 && !opts.Insecure {
 		return nil, fmt.Errorf("%w: no trusted keys given (and not insecure)", ErrUntrusted)
@@ -127,7 +130,8 @@ func Receive(ctx context.Context, conn Conn, opts ReceiveOptions) (*Result, erro
 	if opts.Warnf == nil {
 		opts.Warnf = opts.Logf
 	}
-	r := &receiver{opts: opts, conn: conn, begin: time.Now()}
+	r := &receiver{opts: opts, conn: conn, begin: time.Now(), eph: newDH(),
+		hostPub: pub32(opts.HostKey.Public().(ed25519.PublicKey))}
 	err := serve(ctx, conn, r.run)
 	if err != nil {
 		if ctx.Err() == nil { // cancelled: keep the partial file to resume
@@ -167,6 +171,10 @@ type receiver struct {
 	results    chan decodeResult
 	decoders   errgroup.Group
 	stopDecode context.CancelFunc
+	eph        *ecdh.PrivateKey // this session's X25519 key
+	hostPub    [32]byte         // this host's public key
+	keys       *pairKeys        // MAC keys with the followed session's sender
+	lens       [][2]uint32      // frame lengths from the session descriptor
 }
 
 // run is the session loop; it alone touches the receiver's state.
@@ -315,8 +323,9 @@ func (r *receiver) handle(p packet, now time.Time) error {
 	h, m, err := Parse(p.b)
 	if err != nil {
 		r.foreign.note(err, p.from, r.opts.Warnf)
+		r.refuseVersion(h, err, p.from, now)
 	}
-	if err != nil || !r.accept(h, m, p.from, now) {
+	if err != nil || !r.accept(&h, m, p.from, now) || !r.authentic(&h, m, now) {
 		r.res.Ignored++
 		return nil
 	}
@@ -334,6 +343,7 @@ func (r *receiver) handle(p packet, now time.Time) error {
 		return r.onStatus(m, now)
 	case *Register:
 		r.registered = r.registered || (m.Host == r.opts.HostID && r.st != nil)
+		r.join.acked = true
 	case *Complete:
 		r.acked = r.acked || (m.Host == r.opts.HostID && !r.doneAt.IsZero())
 	case *Abort:
@@ -367,11 +377,55 @@ func (r *receiver) register(now time.Time) {
 	r.send(&Register{Host: r.opts.HostID, NeedManifest: r.st == nil, HasBase: r.st != nil && r.st.base != nil, Have: r.have})
 }
 
+// send sends m to the followed session's sender: REGISTER signed by the
+// host key, NACK and COMPLETE under the session's MAC key.
 func (r *receiver) send(m Message) {
-	b, err := AppendPacket(nil, Header{Session: r.res.Session}, m)
+	var b []byte
+	var err error
+	h := Header{Session: r.res.Session}
+	switch m := m.(type) {
+	case *Register:
+		b, err = r.signRegister(h, m)
+	default:
+		if r.keys == nil {
+			return
+		}
+		b, err = appendMAC(nil, h, m, &r.keys.up)
+	}
 	if err == nil {
 		r.conn.WriteTo(b, r.sender)
 	}
+}
+
+// signRegister completes and signs a REGISTER.
+func (r *receiver) signRegister(h Header, m *Register) ([]byte, error) {
+	m.SignedAt, m.HostKey, m.Ephemeral = time.Now().UnixMilli(), r.hostPub, pub32(r.eph.PublicKey().Bytes())
+	return appendSigned(nil, h, m, r.opts.HostKey)
+}
+
+// authentic checks a packet of the followed session: ANNOUNCE signed by
+// its release key and fresh, STATUS and ABORT by the session key, the
+// acknowledgements under the session's MAC key. MANIFEST, DATA and REPAIR
+// carry no tag: the descriptor's digest and the chunk hashes check them.
+func (r *receiver) authentic(h *Header, m Message, now time.Time) bool {
+	switch m := m.(type) {
+	case *Announce:
+		return m.ReleaseKey == r.ann.ReleaseKey && fresh(m.SignedAt, now) && h.signedBy(m.ReleaseKey[:])
+	case *Status, *Abort:
+		return h.signedBy(r.ann.SessionKey[:])
+	case *Register, *Complete:
+		return h.macBy(r.keysDown())
+	case *ManifestFrag, *Symbol:
+		return true
+	}
+	return false
+}
+
+func (r *receiver) keysDown() *macKey {
+	if r.keys == nil {
+		return nil
+	}
+	return &r.keys.down
 }
 
 func (r *receiver) onSymbol(s *Symbol) error {

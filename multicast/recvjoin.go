@@ -1,10 +1,15 @@
 package multicast
 
 import (
+	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"time"
+
+	"github.com/loopcast/loopcast/image"
 )
 
 // Joining tunables.
@@ -19,6 +24,19 @@ const (
 	// maxRefused bounds the remembered refused sessions; when full it is
 	// cleared, so a forged flood costs memory no larger than this.
 	maxRefused = 64
+	// joinTimeout bounds the whole assembly of a candidate's descriptor,
+	// progress or not: a trickle of fragments cannot hold a receiver.
+	joinTimeout = 30 * time.Second
+	// ackWait is how long a receiver waits for its REGISTER to be
+	// acknowledged before it tries another address the session's signed
+	// ANNOUNCE came from (a replayed ANNOUNCE may have drawn it away).
+	ackWait = 3 * time.Second
+	// refuseEvery rate-limits REFUSE per session and sender address.
+	refuseEvery = time.Second
+	// maxRefusesPerSecond bounds all REFUSEs a receiver sends: a flood of
+	// sessions it refuses costs it a few signatures a second, and nobody
+	// can use it to reflect traffic.
+	maxRefusesPerSecond = 10
 )
 
 // joinState is what a receiver knows while choosing a session: it locks
@@ -27,9 +45,20 @@ const (
 // sender and waits for another.
 type joinState struct {
 	progress time.Time // last manifest progress of the candidate session
-	refused  map[string]bool
+	since    time.Time // when the candidate was taken
+	refused  map[string]*refusal
 	last     error // why the last candidate was refused
 	solicit  time.Time
+	acked    bool     // the sender acknowledged a REGISTER of ours
+	alt      net.Addr // another address the session's signed ANNOUNCE came from
+	refWin   time.Time
+	refN     int // REFUSEs sent since refWin
+}
+
+// refusal is a refused session: why, and when the sender was last told.
+type refusal struct {
+	rf   *Refusal // nil: nothing to tell (the sender could not be authenticated)
+	sent time.Time
 }
 
 func refusalKey(session uint32, from net.Addr) string {
@@ -37,22 +66,136 @@ func refusalKey(session uint32, from net.Addr) string {
 }
 
 // accept reports whether a packet belongs to the session the receiver
-// follows, locking onto a new candidate when it follows none.
-func (r *receiver) accept(h Header, m Message, from net.Addr, now time.Time) bool {
+// follows, locking onto a new candidate when it follows none and the
+// packet is a fresh ANNOUNCE signed by a trusted key.
+func (r *receiver) accept(h *Header, m Message, from net.Addr, now time.Time) bool {
+	a, isAnn := m.(*Announce)
 	if r.ann != nil {
-		return h.Session == r.res.Session && sameHost(from, r.sender)
-	}
-	if r.join.refused[refusalKey(h.Session, from)] || (r.opts.Session != 0 && h.Session != r.opts.Session) || slices.Contains(r.opts.Skip, h.Session) {
+		if h.Session == r.res.Session && sameHost(from, r.sender) {
+			return true
+		}
+		if isAnn && h.Session == r.res.Session && r.authentic(h, a, now) {
+			r.join.alt = from
+		} else if isAnn && h.Session != r.res.Session {
+			r.refuseBusy(h, a, from, now)
+		}
 		return false
 	}
-	a, ok := m.(*Announce)
-	if !ok {
-		r.solicitAnnounce(h, from, now)
+	if rf := r.join.refused[refusalKey(h.Session, from)]; rf != nil {
+		if isAnn {
+			r.tellRefusal(rf, h, a, from, now)
+		}
 		return false
 	}
-	r.ann, r.sender, r.res.Session, r.join.progress = a, from, h.Session, now
+	if (r.opts.Session != 0 && h.Session != r.opts.Session) || slices.Contains(r.opts.Skip, h.Session) {
+		return false
+	}
+	if !isAnn {
+		r.solicitAnnounce(*h, from, now)
+		return false
+	}
+	if !fresh(a.SignedAt, now) || !h.signedBy(a.ReleaseKey[:]) {
+		return false // forged, or replayed long after: not worth an answer
+	}
+	if err := r.trustKey(a); err != nil {
+		r.refuseSession(h.Session, from, err, now)
+		return false
+	}
+	keys, err := agree(r.eph, a.SessionDH, h.Session, r.opts.HostID)
+	if err != nil {
+		return false
+	}
+	r.ann, r.sender, r.res.Session, r.keys = a, from, h.Session, keys
+	r.join.progress, r.join.since, r.join.acked, r.join.alt = now, now, false, nil
 	r.opts.Logf("trying session %08x from %v", h.Session, from)
 	return true
+}
+
+// trustKey checks that an ANNOUNCE's release key is one this host trusts.
+func (r *receiver) trustKey(a *Announce) error {
+	for _, k := range r.opts.Trusted {
+		if k.Equal(ed25519.PublicKey(a.ReleaseKey[:])) {
+			return nil
+		}
+	}
+	if r.opts.Insecure {
+		r.opts.Logf("insecure: following a session signed by untrusted key %s", image.KeyID(a.ReleaseKey[:]))
+		return nil
+	}
+	ids := make([]string, len(r.opts.Trusted))
+	for i, k := range r.opts.Trusted {
+		ids[i] = image.KeyID(k)
+	}
+	return &Refusal{Code: RefuseUntrustedKey, Detail: fmt.Sprintf("release %x is signed by key %s; this host trusts only key %s (its --trust)",
+		a.ReleaseID, image.KeyID(a.ReleaseKey[:]), strings.Join(ids, ", "))}
+}
+
+// refuseBusy tells the sender of another trusted session that this host
+// is receiving one already (rate-limited, at most one signature check per
+// refuseEvery and session).
+func (r *receiver) refuseBusy(h *Header, a *Announce, from net.Addr, now time.Time) {
+	if !r.doneAt.IsZero() {
+		return // done here: it takes the other session in a moment
+	}
+	key := refusalKey(h.Session, from)
+	rf := r.join.refused[key]
+	if rf == nil {
+		rf = &refusal{rf: &Refusal{Code: RefuseBusy, Detail: fmt.Sprintf("receiving release %s (session %08x); it takes this session after that one", r.res.ReleaseID, r.res.Session)}}
+		r.remember(key, rf)
+	}
+	r.tellRefusal(rf, h, a, from, now)
+}
+
+// tellRefusal answers a refused session's ANNOUNCE with REFUSE, at most
+// every refuseEvery, and only to an ANNOUNCE that is fresh and signed by
+// the key it names.
+func (r *receiver) tellRefusal(rf *refusal, h *Header, a *Announce, from net.Addr, now time.Time) {
+	if rf.rf == nil || now.Sub(rf.sent) < refuseEvery || !fresh(a.SignedAt, now) || !h.signedBy(a.ReleaseKey[:]) {
+		return
+	}
+	rf.sent = now
+	r.sendRefuse(h.Session, rf.rf, from)
+}
+
+func (r *receiver) sendRefuse(session uint32, rf *Refusal, to net.Addr) {
+	if now := time.Now(); now.Sub(r.join.refWin) >= time.Second {
+		r.join.refWin, r.join.refN = now, 0
+	}
+	if r.join.refN >= maxRefusesPerSecond {
+		return
+	}
+	r.join.refN++
+	b, err := appendSigned(nil, Header{Session: session}, &Refuse{Host: r.opts.HostID, HostKey: r.hostPub, Code: rf.Code, Detail: rf.Detail}, r.opts.HostKey)
+	if err == nil {
+		r.conn.WriteTo(b, to)
+	}
+}
+
+// refuseVersion answers an ANNOUNCE of another protocol version with a
+// REFUSE its sender can read (REFUSE keeps its layout), rate-limited per
+// address.
+func (r *receiver) refuseVersion(h Header, err error, from net.Addr, now time.Time) {
+	var ve *VersionError
+	if !errors.As(err, &ve) || h.Type != TypeAnnounce || from == nil {
+		return
+	}
+	key := "version/" + from.String()
+	rf := r.join.refused[key]
+	if rf == nil {
+		rf = &refusal{rf: &Refusal{Code: RefuseVersion, Detail: fmt.Sprintf("this host speaks loopcast protocol version %d, the session version %d: run the same loopcast on the sender and the hosts", Version, ve.Got)}}
+		r.remember(key, rf)
+	}
+	if now.Sub(rf.sent) >= refuseEvery {
+		rf.sent = now
+		r.sendRefuse(h.Session, rf.rf, from)
+	}
+}
+
+func (r *receiver) remember(key string, rf *refusal) {
+	if r.join.refused == nil || len(r.join.refused) >= maxRefused {
+		r.join.refused = map[string]*refusal{}
+	}
+	r.join.refused[key] = rf
 }
 
 // solicitAnnounce asks the sender of a session heard mid-transfer (a late
@@ -63,7 +206,7 @@ func (r *receiver) solicitAnnounce(h Header, from net.Addr, now time.Time) {
 		return // unicast replies are not a sender's multicast
 	}
 	r.join.solicit = now
-	b, err := AppendPacket(nil, Header{Session: h.Session}, &Register{Host: r.opts.HostID, NeedManifest: true})
+	b, err := r.signRegister(Header{Session: h.Session}, &Register{Host: r.opts.HostID, NeedManifest: true})
 	if err == nil {
 		r.conn.WriteTo(b, from)
 	}
@@ -80,25 +223,61 @@ func sameHost(a, b net.Addr) bool {
 	return a != nil && b != nil && a.String() == b.String()
 }
 
-// refuse gives up the candidate session and remembers not to retry it.
+// refuse gives up the candidate session and remembers not to retry it;
+// a refusal with a cause goes to the sender (a *Refusal, or the cause
+// read from why).
 func (r *receiver) refuse(why error) {
-	if r.join.refused == nil || len(r.join.refused) >= maxRefused {
-		r.join.refused = map[string]bool{}
-	}
-	r.join.refused[refusalKey(r.res.Session, r.sender)] = true
-	r.join.last = why
-	r.opts.Warnf("refusing session %08x from %v: %v", r.res.Session, r.sender, why)
-	r.ann, r.sender, r.res.Session, r.man = nil, nil, 0, manifestBuf{}
+	r.refuseSession(r.res.Session, r.sender, why, time.Now())
+	r.ann, r.sender, r.res.Session, r.man, r.keys = nil, nil, 0, manifestBuf{}, nil
 	r.registered, r.lastReg = false, time.Time{}
 }
 
-// tickJoin drops a candidate that stalls and enforces AnnounceTimeout.
+// refuseSession remembers a refused session and, when why has a cause,
+// tells its sender.
+func (r *receiver) refuseSession(session uint32, from net.Addr, why error, now time.Time) {
+	rf := &refusal{rf: refusalOf(why)}
+	r.remember(refusalKey(session, from), rf)
+	r.join.last = why
+	r.opts.Warnf("refusing session %08x from %v: %v", session, from, why)
+	if rf.rf != nil {
+		rf.sent = now
+		r.sendRefuse(session, rf.rf, from)
+	}
+}
+
+// refusalOf reads a cause the sender can report from why; nil when the
+// session was not authenticated far enough to answer (no manifest).
+func refusalOf(why error) *Refusal {
+	var rf *Refusal
+	switch {
+	case errors.As(why, &rf):
+		return rf
+	case errors.Is(why, image.ErrVersion):
+		return &Refusal{Code: RefuseVersion, Detail: why.Error()}
+	case errors.Is(why, image.ErrUntrustedKey), errors.Is(why, image.ErrUnsigned):
+		return &Refusal{Code: RefuseUntrustedKey, Detail: why.Error()}
+	case errors.Is(why, ErrUntrusted):
+		return &Refusal{Code: RefuseOther, Detail: why.Error()}
+	}
+	return nil
+}
+
+// tickJoin drops a candidate that stalls or takes too long, moves to
+// another address of the session when its REGISTER goes unacknowledged,
+// and enforces AnnounceTimeout.
 func (r *receiver) tickJoin(now time.Time) error {
+	if r.ann != nil && !r.join.acked && r.join.alt != nil && now.Sub(r.join.since) > ackWait {
+		r.opts.Warnf("session %08x: %v does not acknowledge; following %v, which sends the session too", r.res.Session, r.sender, r.join.alt)
+		r.sender, r.join.alt, r.join.since, r.lastReg = r.join.alt, nil, now, time.Time{}
+	}
 	if r.st != nil {
 		return nil
 	}
-	if r.ann != nil && now.Sub(r.join.progress) > candidateTimeout {
+	switch {
+	case r.ann != nil && now.Sub(r.join.progress) > candidateTimeout:
 		r.refuse(fmt.Errorf("%w: no manifest in %v", ErrNoSession, candidateTimeout))
+	case r.ann != nil && now.Sub(r.join.since) > joinTimeout:
+		r.refuse(fmt.Errorf("%w: the session descriptor did not arrive whole in %v", ErrNoSession, joinTimeout))
 	}
 	if r.opts.AnnounceTimeout > 0 && now.Sub(r.begin) > r.opts.AnnounceTimeout {
 		if r.join.last != nil {

@@ -69,10 +69,17 @@ func (r *receiver) onManifest(f *ManifestFrag, now time.Time) error {
 // the trusted keys; a receiver joins only a session it trusts.
 func (r *receiver) checkManifest(b []byte) (*image.Manifest, error) {
 	if sha256.Sum256(b) != r.ann.ManifestDigest {
-		return nil, fmt.Errorf("%w: session %08x: manifest does not match its announced digest", ErrUntrusted, r.res.Session)
+		return nil, fmt.Errorf("%w: session %08x: descriptor does not match its announced digest", ErrUntrusted, r.res.Session)
 	}
-	m, err := image.ParseManifest(b)
+	mb, lens, err := parseDescriptor(b)
 	if err != nil {
+		return nil, fmt.Errorf("%w: session %08x: %w", ErrUntrusted, r.res.Session, err)
+	}
+	m, err := image.ParseManifest(mb)
+	if err != nil {
+		return nil, fmt.Errorf("%w: session %08x: %w", ErrUntrusted, r.res.Session, err)
+	}
+	if r.lens, err = lens(m); err != nil {
 		return nil, fmt.Errorf("%w: session %08x: %w", ErrUntrusted, r.res.Session, err)
 	}
 	if err := m.Verify(r.opts.Trusted); err != nil {
@@ -107,6 +114,7 @@ func (r *receiver) open(m *image.Manifest) error {
 		return fmt.Errorf("multicast: %w", err)
 	}
 	r.st = newStore(m, r.ann, f, spool)
+	r.st.lens = r.lens
 	if r.ann.BaseID != ([8]byte{}) {
 		r.st.base = openBase(r.opts.BaseImage, hex.EncodeToString(r.ann.BaseID[:]))
 	}

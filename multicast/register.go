@@ -22,6 +22,7 @@ type Range struct{ First, Count uint32 }
 // sets NeedManifest; it counts as registered only once it has it.
 //
 //	0 host id: len u8 + bytes   flags u8 (4: bitmap)
+//	  signed at (unix ms) u64   host key [32]   host X25519 key [32]
 //	  ranges:  range count u16, then first chunk u32, count u32, repeated
 //	  bitmap:  bit count u32 (≤ MaxRegisterBitmap), then ⌈count/8⌉ bytes,
 //	           bit i (MSB first) set when chunk i is held
@@ -29,8 +30,15 @@ type Range struct{ First, Count uint32 }
 // Have is encoded as ranges when they fit (MaxRegisterRanges), else as a
 // bitmap when the chunks do (MaxRegisterBitmap), else as its largest runs:
 // a host may then be sent chunks it holds, never denied one it lacks.
+//
+// The packet is signed by the host key it carries; the sender pins that
+// key (hostkey.Pins) and takes a host's reply address and MAC keys only
+// from a REGISTER signed later than the last it took.
 type Register struct {
 	Host         string
+	SignedAt     int64    // unix ms
+	HostKey      [32]byte // the host's ed25519 identity
+	Ephemeral    [32]byte // the host's X25519 key for this session
 	NeedManifest bool
 	HasBase      bool    // holds the announced base release's image: can decode deltas
 	Have         []Range // chunks the host already holds: ascending, disjoint
@@ -59,11 +67,11 @@ func (m *Register) AppendBinary(b []byte) ([]byte, error) {
 	}
 	if len(m.Have) <= MaxRegisterRanges || bits > MaxRegisterBitmap {
 		have := largestRuns(m.Have, MaxRegisterRanges)
-		b = append(b, fl)
+		b = m.appendKeys(b, fl)
 		b = binary.BigEndian.AppendUint16(b, uint16(len(have)))
 		return appendRanges(b, have), nil
 	}
-	b = append(b, fl|registerBitmap)
+	b = m.appendKeys(b, fl|registerBitmap)
 	b = binary.BigEndian.AppendUint32(b, uint32(bits))
 	bm := make([]byte, (bits+7)/8)
 	for _, rg := range m.Have {
@@ -72,6 +80,14 @@ func (m *Register) AppendBinary(b []byte) ([]byte, error) {
 		}
 	}
 	return append(b, bm...), nil
+}
+
+// appendKeys appends the flags, the signing time and the keys.
+func (m *Register) appendKeys(b []byte, fl byte) []byte {
+	b = append(b, fl)
+	b = binary.BigEndian.AppendUint64(b, uint64(m.SignedAt))
+	b = append(b, m.HostKey[:]...)
+	return append(b, m.Ephemeral[:]...)
 }
 
 // largestRuns returns rs when it has at most max ranges, else its max
@@ -112,6 +128,9 @@ func parseRegister(b []byte) (*Register, error) {
 	r.check(fl&^(registerNeedManifest|registerHasBase|registerBitmap) == 0, "register flags %#x", fl)
 	m.NeedManifest = fl&registerNeedManifest != 0
 	m.HasBase = fl&registerHasBase != 0
+	m.SignedAt = int64(r.u64())
+	copy(m.HostKey[:], r.take(32))
+	copy(m.Ephemeral[:], r.take(32))
 	if fl&registerBitmap != 0 {
 		bits := r.u32()
 		r.check(bits <= MaxRegisterBitmap, "register bitmap of %d chunks, more than %d", bits, MaxRegisterBitmap)

@@ -10,6 +10,7 @@ const (
 	HostFailed                    // reported it gave up (Reason is its own)
 	HostDropped                   // registered, then went silent or the session ended
 	HostMissing                   // never registered
+	HostRefused                   // refused the session (Cause, Reason), or its key was refused
 )
 
 func (s HostState) String() string {
@@ -22,6 +23,8 @@ func (s HostState) String() string {
 		return "dropped"
 	case HostMissing:
 		return "missing"
+	case HostRefused:
+		return "refused"
 	}
 	return "unknown"
 }
@@ -33,6 +36,10 @@ type HostReport struct {
 	Member bool // in the closed group's list, or registered in an open group
 	State  HostState
 	Reason string
+	// Cause is a refusal's cause: a RefuseCode's name (no-space,
+	// untrusted-key, version, busy, older-than-current, other), or
+	// host-key when the sender refused the host's key.
+	Cause string `json:",omitempty"`
 	// Staged: the host staged the image as soon as it had it (its
 	// COMPLETE said so); StageError: it tried and failed, and why.
 	Staged     bool

@@ -3,6 +3,8 @@ package multicast
 import (
 	"cmp"
 	"context"
+	"crypto/ecdh"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -11,8 +13,10 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/loopcast/loopcast/hostkey"
 	"github.com/loopcast/loopcast/image"
 )
 
@@ -56,6 +60,15 @@ type SendOptions struct {
 	Group    net.Addr        // destination of multicast packets
 	Session  uint32          // session id; 0 picks one at random
 	Manifest *image.Manifest // the signed manifest of the image
+	// Key is the release key: it signs every ANNOUNCE, which names the
+	// session's own keys (one signs STATUS and ABORT, one agrees each
+	// host's MAC keys).
+	Key ed25519.PrivateKey
+	// HostKeys, if set, is asked about each host's key the first time the
+	// session sees the host (a hostkey.Pins check): an error refuses the
+	// host, and the report says why. Nil accepts any key, binding each
+	// host id to the first key it shows for the rest of the session.
+	HostKeys func(host string, key ed25519.PublicKey) error
 	// Pack holds the image's chunks compressed (an [image.Pack] opened
 	// with Manifest, which checks it belongs to it).
 	Pack     ChunkSource
@@ -76,6 +89,9 @@ type SendOptions struct {
 	// frame.
 	BaseID string
 	Logf   func(format string, args ...any)
+	// Warnf, if set, hears what the operator must see: a host refusing the
+	// session or refused by HostKeys. Logf when nil.
+	Warnf func(format string, args ...any)
 	// Progress, if set, is called by the session goroutine at phase
 	// changes and at most every progressEvery between them; it must
 	// return quickly.
@@ -83,8 +99,8 @@ type SendOptions struct {
 }
 
 func (o *SendOptions) defaults() error {
-	if o.Manifest == nil || o.Pack == nil || o.Group == nil {
-		return errors.New("multicast: send needs a manifest, its pack and a group")
+	if o.Manifest == nil || o.Pack == nil || o.Group == nil || len(o.Key) != ed25519.PrivateKeySize {
+		return errors.New("multicast: send needs a manifest, its pack, a group and the release key")
 	}
 	if o.BaseID == o.Manifest.ReleaseID() {
 		o.BaseID = "" // the same release again: nothing differs from the base
@@ -108,12 +124,15 @@ func (o *SendOptions) defaults() error {
 		return fmt.Errorf("multicast: %d hosts, more than %d", len(o.Hosts), maxHosts)
 	}
 	for _, h := range o.Hosts {
-		if h == "" || len(h) > MaxHostID {
-			return fmt.Errorf("multicast: host id %q: want 1 to %d bytes", h, MaxHostID)
+		if err := hostkey.CheckID(h); err != nil {
+			return fmt.Errorf("multicast: %w", err)
 		}
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
+	}
+	if o.Warnf == nil {
+		o.Warnf = o.Logf
 	}
 	return nil
 }
@@ -172,21 +191,23 @@ type sender struct {
 	fec      autoFEC  // proactive parity sizing from reported loss
 	foreign  versionNotes
 	prog     SendProgress
-	progAt   time.Time // last Progress call
+	progAt   time.Time          // last Progress call
+	sessKey  ed25519.PrivateKey // signs STATUS and ABORT
+	dh       *ecdh.PrivateKey   // agrees each host's MAC keys
+	guests   int                // hosts tracked that are not members
 }
 
 func newSender(conn Conn, o SendOptions) (*sender, error) {
-	mb, err := o.Manifest.AppendBinary(nil)
+	mb, err := appendDescriptor(nil, o.Manifest, o.Pack)
 	if err != nil {
-		return nil, fmt.Errorf("multicast: encode manifest: %w", err)
+		return nil, err
 	}
-	if len(mb) > MaxManifestSize {
-		return nil, fmt.Errorf("multicast: manifest of %d bytes, more than %d", len(mb), MaxManifestSize)
-	}
-	s := &sender{opts: o, conn: conn, manifest: mb, src: newSource(o.Pack, o.Manifest), hosts: map[string]*host{}, list: slices.Clone(o.Hosts)}
+	_, sk, _ := ed25519.GenerateKey(rand.Reader)
+	s := &sender{opts: o, conn: conn, manifest: mb, src: newSource(o.Pack, o.Manifest), hosts: map[string]*host{},
+		list: slices.Clone(o.Hosts), sessKey: sk, dh: newDH()}
 	s.ann = s.baseAnnounce()
 	for _, id := range o.Hosts {
-		s.hosts[id] = &host{id: id, member: true}
+		s.hosts[id] = newHost(id, true)
 	}
 	s.stats.Session = o.Session
 	s.stats.ReleaseID = o.Manifest.ReleaseID()
@@ -203,6 +224,8 @@ func (s *sender) baseAnnounce() Announce {
 		ImageSize: uint64(m.ImageSize), ChunkSize: m.ChunkSize, ChunkCount: uint32(len(m.Chunks)),
 		SymbolSize: uint16(s.opts.SymbolSize), BlockSymbols: uint8(s.opts.BlockSymbols),
 		Closed: len(s.opts.Hosts) > 0, Rate: uint64(s.opts.Rate), HostsTotal: uint16(len(s.opts.Hosts)),
+		ReleaseKey: pub32(s.opts.Key.Public().(ed25519.PublicKey)),
+		SessionKey: pub32(s.sessKey.Public().(ed25519.PublicKey)), SessionDH: pub32(s.dh.PublicKey().Bytes()),
 	}
 	hex.Decode(a.ReleaseID[:], []byte(m.ReleaseID()))
 	if s.opts.BaseID != "" {
@@ -317,30 +340,59 @@ func (s *sender) queueManifest(now time.Time) {
 }
 
 func (s *sender) stepRegister(now time.Time) {
-	reg, members := 0, 0
+	reg, members, decided := 0, 0, 0
 	for _, h := range s.hosts {
 		if h.member {
 			members++
 			if h.registered || h.complete { // a host that held every chunk may complete first
 				reg++
 			}
+			if h.decided() {
+				decided++
+			}
 		}
 	}
 	closed := len(s.opts.Hosts) > 0
 	switch {
-	case closed && reg == members, !closed && s.opts.MinHosts > 0 && reg >= s.opts.MinHosts:
+	case closed && reg > 0 && decided == members, !closed && s.opts.MinHosts > 0 && reg >= s.opts.MinHosts:
+	case closed && decided == members: // every host refused: say why at once
+		s.err = fmt.Errorf("multicast: session %08x: no host will take it: %s", s.opts.Session, s.refusals())
+		return
 	case now.Before(s.deadline):
 		return
 	case reg == 0 || reg < s.opts.MinHosts:
-		s.err = fmt.Errorf("multicast: session %08x: %d hosts registered in %v, need %d", s.opts.Session, reg, s.opts.Wait, max(1, s.opts.MinHosts))
+		s.err = fmt.Errorf("multicast: session %08x: %d hosts registered in %v, need %d%s", s.opts.Session, reg, s.opts.Wait, max(1, s.opts.MinHosts), s.refusalNote())
 		return
 	}
 	s.startTransfer(now)
 }
 
+// refusals lists the hosts that refused, and why, sorted.
+func (s *sender) refusals() string {
+	var out []string
+	for _, h := range s.hosts {
+		switch {
+		case h.registered || h.complete:
+		case h.keyErr != "":
+			out = append(out, h.keyErr)
+		case h.refused != nil:
+			out = append(out, fmt.Sprintf("%s: %s: %s", h.id, h.refused.Code, hostkey.Printable(h.refused.Detail)))
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, "; ")
+}
+
+func (s *sender) refusalNote() string {
+	if r := s.refusals(); r != "" {
+		return "; refused: " + r
+	}
+	return ""
+}
+
 func (s *sender) startTransfer(now time.Time) {
 	for _, h := range s.hosts {
-		if h.member && !h.registered && !h.complete {
+		if h.member && !h.decided() {
 			h.dropped = "never registered"
 		}
 	}
@@ -397,10 +449,22 @@ func (s *sender) live() int {
 
 func (s *sender) allDone() bool { return s.live() == 0 }
 
-// encode frames a message with the next sequence number.
+// encode frames a message with the next sequence number: ANNOUNCE signed
+// by the release key, STATUS and ABORT by the session key.
 func (s *sender) encode(m Message) []byte {
 	s.seq++
-	b, err := AppendPacket(make([]byte, 0, MaxPacket), Header{Session: s.opts.Session, Seq: s.seq}, m)
+	h, buf := Header{Session: s.opts.Session, Seq: s.seq}, make([]byte, 0, MaxPacket)
+	var b []byte
+	var err error
+	switch m := m.(type) {
+	case *Announce:
+		m.SignedAt = time.Now().UnixMilli()
+		b, err = appendSigned(buf, h, m, s.opts.Key)
+	case *Status, *Abort:
+		b, err = appendSigned(buf, h, m, s.sessKey)
+	default:
+		b, err = AppendPacket(buf, h, m)
+	}
 	if err != nil {
 		panic(fmt.Sprintf("multicast: encode %v: %v", m.Type(), err)) // our own message: a bug
 	}

@@ -2,10 +2,13 @@ package multicast
 
 import (
 	"cmp"
+	"crypto/ed25519"
 	"fmt"
 	"net"
 	"slices"
 	"time"
+
+	"github.com/loopcast/loopcast/hostkey"
 )
 
 // host is the sender's view of one receiver.
@@ -25,7 +28,16 @@ type host struct {
 	asked      time.Time     // first STATUS it has not answered; zero when none pending
 	parts      map[uint8]bool
 	partsWant  uint8
-	round      uint32 // round its parts belong to
+	round      uint32            // round its parts belong to
+	key        ed25519.PublicKey // its host key, once a signed packet proved it
+	keyErr     string            // why its key was refused (not pinned, changed)
+	keys       *pairKeys         // MAC keys of its latest REGISTER
+	eph        [32]byte          // the X25519 key they came from
+	regAt      int64             // signing time of that REGISTER
+	refused    *Refusal          // its latest REFUSE
+	need       int64             // what its latest round's NACKs asked for
+	best       int64             // the least it ever asked for; -1: not yet
+	stalled    int               // rounds since it last asked for less than best
 }
 
 // counts reports whether h takes part in the group's decisions (which
@@ -35,6 +47,13 @@ type host struct {
 func (h *host) counts() bool { return h.member && h.active() }
 
 func (h *host) active() bool { return h.registered && !h.complete && h.failed == "" && h.dropped == "" }
+
+// decided reports whether a member's registration is settled: it
+// registered, completed, or refused the session (or its key was refused).
+// A busy host is not settled: it may register once its other session ends.
+func (h *host) decided() bool {
+	return h.registered || h.complete || h.refused != nil && h.refused.Code != RefuseBusy || h.keyErr != ""
+}
 
 // handle processes one datagram from a receiver; anything malformed,
 // foreign or out of place is counted and ignored.
@@ -47,83 +66,169 @@ func (s *sender) handle(p packet, now time.Time) {
 		s.stats.Ignored++
 		return
 	}
+	ok := false
 	switch m := m.(type) {
 	case *Register:
-		s.onRegister(m, p.from, now)
+		ok = s.onRegister(m, &h, p.from, now)
 	case *Nack:
-		s.onNack(m, p.from)
+		ok = s.onNack(m, &h)
 	case *Complete:
-		s.onComplete(m, p.from)
-	default:
+		ok = s.onComplete(m, &h)
+	case *Refuse:
+		ok = s.onRefuse(m, &h, p.from)
+	}
+	if !ok {
 		s.stats.Ignored++
 	}
 }
 
-// hostFor finds or (in an open group, or as a closed group's guest)
-// creates the host named id, and marks it heard from.
-func (s *sender) hostFor(id string, from net.Addr) *host {
+// maxGuests bounds the hosts that are not members the sender tracks (a
+// closed group's strangers, refused keys), against a flood of made-up ids.
+const maxGuests = 256
+
+// identify checks a signed host packet (REGISTER, REFUSE): a valid host id
+// and its signature by the key it carries, which the host table and
+// HostKeys must accept. It returns the host, or nil to ignore the packet.
+func (s *sender) identify(id string, key [32]byte, hdr *Header) *host {
+	if hostkey.CheckID(id) != nil || !hdr.signedBy(key[:]) {
+		return nil
+	}
+	pub := ed25519.PublicKey(key[:])
 	h := s.hosts[id]
+	if h != nil && h.key != nil {
+		if h.key.Equal(pub) {
+			return h
+		}
+		// a second key for one host in one session: keep the first
+		s.opts.Warnf("session %08x: host %s: a packet signed by key %s, but this session knows it by key %s: ignored",
+			s.opts.Session, id, hostkey.KeyID(pub), hostkey.KeyID(h.key))
+		return nil
+	}
+	var keyErr error
+	if s.opts.HostKeys != nil {
+		keyErr = s.opts.HostKeys(id, pub)
+	}
 	if h == nil {
-		if len(s.hosts) >= maxHosts {
+		member := len(s.opts.Hosts) == 0 && keyErr == nil // an open group admits a host whose key is accepted
+		if len(s.hosts) >= maxHosts || !member && s.guests >= maxGuests {
 			return nil
 		}
-		h = &host{id: id, member: len(s.opts.Hosts) == 0}
+		h = newHost(id, member)
 		s.hosts[id] = h
+		if !member {
+			s.guests++
+		}
 	}
-	h.addr = from
+	if keyErr != nil {
+		if h.keyErr == "" {
+			s.opts.Warnf("session %08x: host %s refused: %v", s.opts.Session, id, keyErr)
+		}
+		h.keyErr = keyErr.Error()
+		return nil
+	}
+	h.key, h.keyErr = slices.Clone(pub), ""
+	return h
+}
+
+func newHost(id string, member bool) *host { return &host{id: id, member: member, best: -1} }
+
+// onRegister takes a signed REGISTER. A host's reply address and MAC keys
+// change only with a REGISTER signed later than the one they came from, so
+// a replayed one steers nothing.
+func (s *sender) onRegister(m *Register, hdr *Header, from net.Addr, now time.Time) bool {
+	if !fresh(m.SignedAt, now) {
+		return false
+	}
+	h := s.identify(m.Host, m.HostKey, hdr)
+	if h == nil {
+		return false
+	}
+	if m.Ephemeral != h.eph || h.keys == nil {
+		if m.SignedAt <= h.regAt {
+			return false // an older REGISTER, replayed
+		}
+		keys, err := agree(s.dh, m.Ephemeral, s.opts.Session, h.id)
+		if err != nil {
+			return false
+		}
+		h.keys, h.eph = keys, m.Ephemeral
+	}
+	if m.SignedAt > h.regAt {
+		h.regAt, h.addr = m.SignedAt, from
+	}
+	h.asked = time.Time{}
+	if m.NeedManifest {
+		s.wantMan = true
+		return true
+	}
+	if !h.registered || h.dropped != "" {
+		s.opts.Logf("session %08x: host %s registered from %v", s.opts.Session, h.id, h.addr)
+	}
+	h.registered, h.dropped, h.have, h.hasBase, h.refused = true, "", m.Have, m.HasBase, nil
+	s.reply(&Register{Host: h.id}, h)
+	return true
+}
+
+// hostMAC returns the registered host a MAC'd packet names, if the MAC is
+// its: a NACK or COMPLETE no other machine can forge or redirect.
+func (s *sender) hostMAC(id string, hdr *Header) *host {
+	h := s.hosts[id]
+	if h == nil || h.keys == nil || !hdr.macBy(&h.keys.up) {
+		return nil
+	}
 	h.asked = time.Time{}
 	return h
 }
 
-// maxHosts bounds the sender's host table against a flood of made-up ids.
-const maxHosts = 1<<16 - 1 // ANNOUNCE counts hosts in a u16
-
-func (s *sender) onRegister(m *Register, from net.Addr, now time.Time) {
-	h := s.hostFor(m.Host, from)
+func (s *sender) onNack(m *Nack, hdr *Header) bool {
+	h := s.hostMAC(m.Host, hdr)
 	if h == nil {
-		return
+		return false
 	}
-	if m.NeedManifest {
-		s.wantMan = true
-		return
+	if !h.registered || h.complete {
+		return true // a complete host asking again (e.g. its agent re-joined) costs the others nothing
 	}
-	if !h.registered || h.dropped != "" {
-		s.opts.Logf("session %08x: host %s registered from %v", s.opts.Session, h.id, from)
-	}
-	h.registered, h.dropped, h.have, h.hasBase = true, "", m.Have, m.HasBase
-	s.reply(&Register{Host: h.id}, from)
-}
-
-func (s *sender) onNack(m *Nack, from net.Addr) {
-	h := s.hosts[m.Host]
-	if h == nil || !h.registered || h.complete {
-		return // a complete host asking again (e.g. its agent re-joined) costs the others nothing
-	}
-	s.hostFor(m.Host, from)
 	h.dropped = ""
 	if m.Round&probeRound != 0 {
 		s.heardLoss(m.Round, m.Loss)
-		return
+		return true
 	}
 	if s.agg == nil || m.Round != s.agg.round {
-		return
+		return true
 	}
 	if h.round != m.Round || h.parts == nil {
-		h.round, h.parts = m.Round, map[uint8]bool{}
+		h.round, h.parts, h.need = m.Round, map[uint8]bool{}, 0
 	}
 	if h.parts[m.Part] {
-		return // a duplicate part: each host's answer costs at most MaxNackParts packets of work
+		return true // a duplicate part: each host's answer costs at most MaxNackParts packets of work
 	}
 	s.agg.add(m)
 	h.parts[m.Part], h.partsWant = true, m.Parts
+	h.need += m.asked()
+	return true
 }
 
-func (s *sender) onComplete(m *Complete, from net.Addr) {
-	h := s.hosts[m.Host]
-	if h == nil {
-		return
+// onRefuse records why a host will not take the session.
+func (s *sender) onRefuse(m *Refuse, hdr *Header, from net.Addr) bool {
+	h := s.identify(m.Host, m.HostKey, hdr)
+	if h == nil || h.registered || h.complete {
+		return h != nil
 	}
-	s.hostFor(m.Host, from)
+	if h.refused == nil || *h.refused != (Refusal{Code: m.Code, Detail: m.Detail}) {
+		s.opts.Warnf("session %08x: host %s (%v) refuses the session: %s: %s", s.opts.Session, h.id, from, m.Code, hostkey.Printable(m.Detail))
+	}
+	h.refused = &Refusal{Code: m.Code, Detail: m.Detail}
+	if h.addr == nil {
+		h.addr = from
+	}
+	return true
+}
+
+func (s *sender) onComplete(m *Complete, hdr *Header) bool {
+	h := s.hostMAC(m.Host, hdr)
+	if h == nil {
+		return false
+	}
 	switch {
 	case !received(m.Status):
 		h.failed = cmp.Or(m.Reason, "failed")
@@ -135,7 +240,8 @@ func (s *sender) onComplete(m *Complete, from net.Addr) {
 		}
 		s.opts.Logf("session %08x: host %s complete%s", s.opts.Session, h.id, stagedNote(m))
 	}
-	s.reply(m, from)
+	s.reply(m, h)
+	return true
 }
 
 func stagedNote(m *Complete) string {
@@ -143,21 +249,22 @@ func stagedNote(m *Complete) string {
 	case CompleteStaged:
 		return ", staged"
 	case CompleteStageFailed:
-		return ", staging failed: " + m.Reason
+		return ", staging failed: " + hostkey.Printable(m.Reason)
 	}
 	return ""
 }
 
-// reply sends a unicast acknowledgement, unpaced (it is tiny and rare).
-func (s *sender) reply(m Message, to net.Addr) {
-	if to == nil {
+// reply sends a unicast acknowledgement to h, under its MAC key, unpaced
+// (it is tiny and rare).
+func (s *sender) reply(m Message, h *host) {
+	if h.addr == nil || h.keys == nil {
 		return
 	}
-	b, err := AppendPacket(nil, Header{Session: s.opts.Session}, m) // seq 0: unicast, not counted in loss
+	b, err := appendMAC(nil, Header{Session: s.opts.Session}, m, &h.keys.down) // seq 0: unicast, not counted in loss
 	if err != nil {
 		return
 	}
-	if _, err := s.conn.WriteTo(b, to); err == nil {
+	if _, err := s.conn.WriteTo(b, h.addr); err == nil {
 		s.stats.Packets++
 	}
 }
@@ -201,12 +308,39 @@ func (s *sender) roundAnswered() bool {
 
 // finishRound turns the round's NACKs into repair jobs.
 func (s *sender) finishRound(now time.Time) {
+	s.checkStalls()
 	s.pacer.reportLoss(int(s.agg.worst))
 	s.fec.loss, s.fec.worst = s.agg.worst, max(s.fec.worst, s.agg.worst)
 	s.jobs = s.sched.plan(s.agg, s.blockInfo)
 	s.phase = phaseSend
 	s.opts.Logf("session %08x: round %d: %d blocks and %d chunks asked for, worst loss %d‰, %d hosts to go",
 		s.opts.Session, s.round, len(s.agg.blocks), len(s.agg.whole.list()), s.agg.worst, s.live())
+}
+
+// MaxStallRounds bounds the rounds a host may go on asking without ever
+// asking for less than its best: a broken host, or a member that NACKs
+// everything to hold the session, is dropped after this many, so no host
+// can extend a session without bound. Honest repair asks for less every
+// round or two.
+const MaxStallRounds = 30
+
+// checkStalls drops hosts whose NACKs stopped getting smaller.
+func (s *sender) checkStalls() {
+	for _, h := range s.hosts {
+		if !h.active() || h.round != s.round {
+			continue
+		}
+		switch {
+		case h.best < 0 || h.need < h.best:
+			h.best, h.stalled = h.need, 0
+		default:
+			h.stalled++
+		}
+		if h.stalled >= MaxStallRounds {
+			h.dropped = fmt.Sprintf("no repair progress in %d rounds (still asking for %d symbols)", h.stalled, h.need)
+			s.opts.Warnf("session %08x: dropping host %s: %s", s.opts.Session, h.id, h.dropped)
+		}
+	}
 }
 
 // blockInfo gives a block's data symbol count and first fresh parity index.
@@ -263,9 +397,13 @@ func (s *sender) finalReport() *Report {
 		}
 		switch {
 		case h.complete:
-			hr.State, hr.Staged, hr.StageError, hr.Done = HostComplete, h.staged, h.stageErr, h.doneAt
+			hr.State, hr.Staged, hr.StageError, hr.Done = HostComplete, h.staged, hostkey.Printable(h.stageErr), h.doneAt
 		case h.failed != "":
-			hr.State, hr.Reason = HostFailed, h.failed
+			hr.State, hr.Reason = HostFailed, hostkey.Printable(h.failed)
+		case h.keyErr != "" && !h.registered:
+			hr.State, hr.Reason, hr.Cause = HostRefused, h.keyErr, "host-key"
+		case h.refused != nil && !h.registered:
+			hr.State, hr.Reason, hr.Cause = HostRefused, hostkey.Printable(h.refused.Detail), h.refused.Code.String()
 		case !h.registered:
 			hr.State, hr.Reason = HostMissing, cmp.Or(h.dropped, "never registered")
 		default:
@@ -276,3 +414,6 @@ func (s *sender) finalReport() *Report {
 	slices.SortFunc(r.Hosts, func(a, b HostReport) int { return cmp.Compare(a.ID, b.ID) })
 	return &r
 }
+
+// maxHosts bounds the sender's host table against a flood of made-up ids.
+const maxHosts = 1<<16 - 1 // ANNOUNCE counts hosts in a u16

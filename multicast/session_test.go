@@ -78,7 +78,7 @@ type testSession struct {
 func newTestSession(t *testing.T, drop func(from, to string, b []byte) bool) *testSession {
 	img, m, pub := testImage(t)
 	ts := &testSession{t: t, net: newMemNet(drop), img: img, m: m, pub: pub, dir: t.TempDir()}
-	ts.send = SendOptions{Group: memGroup, Session: 0x5e55, Manifest: m, Rate: 100e6,
+	ts.send = SendOptions{Key: testReleaseKey(), Group: memGroup, Session: 0x5e55, Manifest: m, Rate: 100e6,
 		Wait: 5 * time.Second, HostTimeout: 2 * time.Second, Logf: t.Logf}
 	return ts
 }
@@ -120,7 +120,7 @@ func (ts *testSession) run(ctx context.Context, hosts []string, recv func(host s
 		return err
 	})
 	for _, h := range hosts {
-		o := ReceiveOptions{HostID: h, Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
+		o := ReceiveOptions{HostID: h, HostKey: testHostKey(h), Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
 			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second, Logf: func(f string, a ...any) { ts.t.Logf(h+": "+f, a...) }}
 		if recv != nil {
 			recv(h, &o)
@@ -417,7 +417,7 @@ func (ts *testSession) runAllowSendError(hosts []string, recv func(string, *Rece
 	go func() { _, err := Send(ctx, sconn, ts.send); done <- err }()
 	res, errs := map[string]*Result{}, map[string]error{}
 	for _, h := range hosts {
-		o := ReceiveOptions{HostID: h, Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
+		o := ReceiveOptions{HostID: h, HostKey: testHostKey(h), Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
 			SenderTimeout: 2 * time.Second, AnnounceTimeout: 2 * time.Second}
 		recv(h, &o)
 		res[h], errs[h] = Receive(ctx, ts.net.conn(h, true), o)
@@ -452,7 +452,7 @@ func TestLateJoiner(t *testing.T) {
 	g.Go(func() error { var err error; ts.report, err = Send(ctx, sconn, ts.send); return err })
 	for _, h := range []string{"early", "late"} {
 		conn := ts.net.conn(h, true)
-		o := ReceiveOptions{HostID: h, Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
+		o := ReceiveOptions{HostID: h, HostKey: testHostKey(h), Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
 			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second}
 		g.Go(func() error {
 			if h == "late" {
@@ -507,37 +507,48 @@ func TestAcceptRefuses(t *testing.T) {
 	}
 }
 
-// An ABORT of a session the receiver has only locked onto (a forged
-// announce) makes it wait for another session, not give up: it then joins
-// the real one.
+// A forged ANNOUNCE (unsigned, or signed by a key it does not name) and
+// a forged ABORT are not even taken as a candidate: the receiver joins the
+// real session afterwards.
 func TestForgedAbortBeforeJoin(t *testing.T) {
 	ts := newTestSession(t, nil)
 	ts.send.Hosts = []string{"h"}
 	ts.usePack()
-	refused := make(chan struct{})
-	var once sync.Once
-	o := ReceiveOptions{HostID: "h", Out: filepath.Join(ts.dir, "h.img"), Trusted: []ed25519.PublicKey{ts.pub},
+	var mu sync.Mutex
+	var tried []string
+	o := ReceiveOptions{HostID: "h", HostKey: testHostKey("h"), Out: filepath.Join(ts.dir, "h.img"), Trusted: []ed25519.PublicKey{ts.pub},
 		SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second, Logf: func(f string, a ...any) {
-			if msg := fmt.Sprintf(f, a...); strings.HasPrefix(msg, "refusing") && strings.Contains(msg, "forged") {
-				once.Do(func() { close(refused) })
+			if msg := fmt.Sprintf(f, a...); strings.HasPrefix(msg, "trying session 01020304") {
+				mu.Lock()
+				tried = append(tried, msg)
+				mu.Unlock()
 			}
 		}}
 	rconn, evil := ts.net.conn("h", true), ts.net.conn("evil", true)
 	ctx := context.Background()
 	done := make(chan error, 1)
 	go func() { _, err := Receive(ctx, rconn, o); done <- err }()
-	ann, abort := encodeSample(t, 1, samples()[0]), encodeSample(t, 2, &Abort{Reason: "forged"})
-	for waiting := true; waiting; {
+	a := *samples()[0].(*Announce)
+	a.SignedAt, a.ReleaseKey = time.Now().UnixMilli(), pub32(ts.pub)
+	forgedSig := encodeSample(t, 3, &a)
+	forgedSig[7] = 1 // claims a signature: 64 bytes of zeros
+	forgedSig = append(forgedSig, make([]byte, 64)...)
+	ann, abort := encodeSample(t, 1, &a), encodeSample(t, 2, &Abort{Reason: "forged"})
+	for range 50 {
 		evil.WriteTo(ann, memGroup)
+		evil.WriteTo(forgedSig, memGroup)
 		evil.WriteTo(abort, memGroup)
 		select {
-		case <-refused:
-			waiting = false
 		case err := <-done:
 			t.Fatalf("receiver gave up on a forged abort: %v", err)
-		case <-time.After(10 * time.Millisecond): // send the pair again
+		case <-time.After(5 * time.Millisecond): // send them again
 		}
 	}
+	mu.Lock()
+	if len(tried) > 0 {
+		t.Errorf("receiver took a forged announce as a candidate: %q", tried)
+	}
+	mu.Unlock()
 	rep, err := Send(ctx, ts.net.conn("sender", false), ts.send)
 	if err != nil {
 		t.Fatal(err)

@@ -39,10 +39,10 @@ func TestUDPLoopback(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out.img")
 	errc := make(chan error, 1)
 	go func() {
-		_, err := Receive(ctx, rc, ReceiveOptions{HostID: "lo1", Out: out, Trusted: []ed25519.PublicKey{pub}, SenderTimeout: 10 * time.Second})
+		_, err := Receive(ctx, rc, ReceiveOptions{HostID: "lo1", HostKey: testHostKey("lo1"), Out: out, Trusted: []ed25519.PublicKey{pub}, SenderTimeout: 10 * time.Second})
 		errc <- err
 	}()
-	rep, err := Send(ctx, sc, SendOptions{Group: group, Manifest: m, Pack: pack, Rate: 200e6, Hosts: []string{"lo1"}, Wait: 5 * time.Second})
+	rep, err := Send(ctx, sc, SendOptions{Key: testReleaseKey(), Group: group, Manifest: m, Pack: pack, Rate: 200e6, Hosts: []string{"lo1"}, Wait: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,10 +97,10 @@ func BenchmarkUDPLoopback(b *testing.B) {
 		out := filepath.Join(b.TempDir(), "out.img")
 		errc := make(chan error, 1)
 		go func() {
-			_, err := Receive(context.Background(), rc, ReceiveOptions{HostID: "lo1", Out: out, Trusted: []ed25519.PublicKey{pub}})
+			_, err := Receive(context.Background(), rc, ReceiveOptions{HostID: "lo1", HostKey: testHostKey("lo1"), Out: out, Trusted: []ed25519.PublicKey{pub}})
 			errc <- err
 		}()
-		rep, err := Send(context.Background(), sc, SendOptions{Group: group, Manifest: m, Pack: pack, Rate: 2e9, Hosts: []string{"lo1"}})
+		rep, err := Send(context.Background(), sc, SendOptions{Key: testReleaseKey(), Group: group, Manifest: m, Pack: pack, Rate: 2e9, Hosts: []string{"lo1"}})
 		if err == nil {
 			err = <-errc
 		}

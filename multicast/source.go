@@ -20,6 +20,7 @@ type ChunkSource interface {
 	Plain(i int, buf []byte) ([]byte, error)
 	Delta(i int, buf []byte) ([]byte, bool, error)
 	HasDelta(i int) bool
+	FrameLens
 }
 
 var _ ChunkSource = (*image.Pack)(nil)

@@ -32,6 +32,7 @@ type store struct {
 	symSize, k int
 	file       *os.File // the partial image
 	spool      *os.File
+	lens       [][2]uint32 // per chunk: plain and delta frame lengths, from the signed descriptor
 	chunks     []chunkState
 	remaining  int   // non-zero chunks not yet written
 	slots      int64 // spool symbol slots per chunk
@@ -101,8 +102,8 @@ func (st *store) add(s *Symbol) error {
 		*cs = chunkState{} // the sender switched this chunk to plain: start over with it
 	}
 	if cs.clen == 0 {
-		if s.Compressed == 0 || int(s.Compressed) > maxCompressed(st.m.ChunkSize) {
-			return fmt.Errorf("%w: chunk %d compressed to %d", errBadSymbol, s.Chunk, s.Compressed)
+		if s.Compressed == 0 || s.Compressed != st.frameLen(s.Chunk, s.Delta) {
+			return fmt.Errorf("%w: chunk %d compressed to %d, the session descriptor says %d", errBadSymbol, s.Chunk, s.Compressed, st.frameLen(s.Chunk, s.Delta))
 		}
 		cs.clen, cs.delta = s.Compressed, s.Delta
 		cs.blocks = make([]blockState, newLayout(int(cs.clen), st.symSize, st.k).blocks)
@@ -112,6 +113,18 @@ func (st *store) add(s *Symbol) error {
 		return fmt.Errorf("%w: chunk %d block %d, length %d (have %d)", errBadSymbol, s.Chunk, s.Block, s.Compressed, cs.clen)
 	}
 	return st.addToBlock(s, cs, l)
+}
+
+// frameLen is the length of chunk i's frame as the signed session
+// descriptor gives it: a symbol naming another is forged or corrupt.
+func (st *store) frameLen(i uint32, delta bool) uint32 {
+	if st.lens == nil || int(i) >= len(st.lens) {
+		return 0
+	}
+	if delta {
+		return st.lens[i][1]
+	}
+	return st.lens[i][0]
 }
 
 func (st *store) addToBlock(s *Symbol, cs *chunkState, l layout) error {

@@ -1,6 +1,8 @@
 package release
 
 import (
+	"github.com/loopcast/loopcast/internal/cliutil"
+
 	"fmt"
 	"os"
 	"path/filepath"
@@ -29,8 +31,8 @@ func (s *Store) CheckSpace(n int64) error {
 	}
 	reserve := max(s.opts.Reserve, 0)
 	if need := n + reserve; free < need {
-		return fmt.Errorf("%w on %s: need %d bytes (%d for the image + %d reserve), %d free",
-			ErrNoSpace, s.root, need, n, reserve, free)
+		return fmt.Errorf("%w on %s: needs %s incl. %s reserve, %s free",
+			ErrNoSpace, s.root, cliutil.HumanBytes(need), cliutil.HumanBytes(reserve), cliutil.HumanBytes(free))
 	}
 	return nil
 }

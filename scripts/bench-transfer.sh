@@ -78,7 +78,7 @@ run_loopcast() {
 	local r rate hosts
 	for r in $(receivers); do
 		$CLUSTER exec "$r" "$RECEIVER" fetch --group "$GROUP" --iface eth0 --trust "$WORK/bench.pub" \
-			--host-id "$r" --out "$WORK/$r.img" 2>"$WORK/$r.log" &
+			--host-id "$r" --host-key "$WORK/$r.hostkey" --out "$WORK/$r.img" 2>"$WORK/$r.log" &
 		PIDS+=($!)
 	done
 	rate=0
@@ -87,7 +87,7 @@ run_loopcast() {
 	sleep 0.5 # receivers listening
 	local t0 b0 t1 b1
 	b0=$(tx_bytes) t0=$(now)
-	$CLUSTER exec lcb-s "$SENDER" send --group "$GROUP" --iface eth0 --rate "$rate" --hosts "$hosts" \
+	$CLUSTER exec lcb-s "$SENDER" send --key "$WORK/bench.key" --state-dir "$WORK/state" --group "$GROUP" --iface eth0 --rate "$rate" --hosts "$hosts" \
 		${FEC:+--fec-overhead "$FEC"} --wait 30s "$WORK/bench.img" >"$WORK/send.out" 2>"$WORK/send.log" ||
 		log "loopcast sender: exit $? ($(tail -1 "$WORK/send.out"))"
 	t1=$(now) b1=$(tx_bytes)

@@ -8,7 +8,8 @@
 #   cluster.sh [--name NAME] exec HOST CMD...
 #   cluster.sh [--name NAME] hosts           one "host address" line each
 #   cluster.sh [--name NAME] wipe I          stop receiver rI's agent, erase its
-#                                            store (unmounting it), start it afresh
+#                                            store (unmounting it) but not its
+#                                            host key, start it afresh
 #
 # NAME defaults to lc.
 #
@@ -131,7 +132,8 @@ start_agent() {
 	tail -1 "$DIR/pids" >"$DIR/agent-r$i.pid"
 }
 
-# wipe I: the host loses its store, as a new or reinstalled server would.
+# wipe I: the host loses its store, as a server whose disk was replaced
+# would; it keeps its identity (host.key), as it keeps its ssh host keys.
 wipe() {
 	local i=$1 pid m t
 	[[ -f $DIR/agent-r$i.pid ]] || die "wipe: no agent r$i in cluster $NAME"
@@ -142,7 +144,16 @@ wipe() {
 	for m in $(awk -v d="$DIR/r$i/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r); do
 		umount "$m" 2>/dev/null || umount -l "$m"
 	done
+	local key=
+	if [[ -f $DIR/r$i/host.key ]]; then
+		key=$(mktemp "$DIR/host-r$i.XXXXXX")
+		cp -p "$DIR/r$i/host.key" "$key"
+	fi
 	rm -rf "$DIR/r$i"
+	if [[ -n $key ]]; then
+		mkdir -p "$DIR/r$i"
+		mv "$key" "$DIR/r$i/host.key"
+	fi
 	start_agent "$i" "$DIR/trust.pub"
 	for t in $(seq 1 100); do [[ -d $DIR/r$i/releases ]] && return 0; sleep 0.1; done
 	die "wipe: agent r$i did not come back"

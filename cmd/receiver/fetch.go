@@ -4,7 +4,9 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"os"
+	"path/filepath"
 
+	"github.com/loopcast/loopcast/hostkey"
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/cliutil"
 	"github.com/loopcast/loopcast/multicast"
@@ -25,6 +27,7 @@ func fetchCommand() *cli.Command {
 			&cli.StringFlag{Name: "out", Required: true, Usage: "write the verified image to `FILE`"},
 			&cli.DurationFlag{Name: "sender-timeout", Value: multicast.DefaultSenderTimeout, Usage: "give up when the sender is silent this long"},
 			&cli.DurationFlag{Name: "wait", Usage: "give up when no trusted session is joined this long (default: wait until interrupted)"},
+			&cli.StringFlag{Name: "host-key", Usage: "this host's private key `FILE`, made when missing (default: host-ID.key in the user's config dir, loopcast/)"},
 		},
 		Action: runFetch,
 	}
@@ -40,7 +43,22 @@ func runFetch(c *cli.Context) error {
 	} else if !c.Bool("insecure") {
 		return fmt.Errorf("fetch: give --trust KEY.pub (or --insecure)")
 	}
+	if err := hostkey.CheckID(c.String("host-id")); err != nil {
+		return fmt.Errorf("fetch: --host-id: %w", err)
+	}
 	group, err := cliutil.ParseGroup(c.String("group"))
+	if err != nil {
+		return fmt.Errorf("fetch: %w", err)
+	}
+	keyPath := c.String("host-key")
+	if keyPath == "" {
+		dir, err := os.UserConfigDir()
+		if err != nil {
+			return fmt.Errorf("fetch: no --host-key and %w", err)
+		}
+		keyPath = filepath.Join(dir, "loopcast", "host-"+c.String("host-id")+".key")
+	}
+	hk, _, err := hostkey.LoadOrCreate(keyPath)
 	if err != nil {
 		return fmt.Errorf("fetch: %w", err)
 	}
@@ -50,9 +68,10 @@ func runFetch(c *cli.Context) error {
 	}
 	defer conn.Close()
 	res, err := multicast.Receive(c.Context, conn, multicast.ReceiveOptions{
-		HostID: c.String("host-id"), Out: c.String("out"), Trusted: trusted, Insecure: c.Bool("insecure"),
+		HostID: c.String("host-id"), HostKey: hk, Out: c.String("out"), Trusted: trusted, Insecure: c.Bool("insecure"),
 		SenderTimeout: c.Duration("sender-timeout"), AnnounceTimeout: c.Duration("wait"),
-		Logf: func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, f+"\n", a...) },
+		Logf:  func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, f+"\n", a...) },
+		Warnf: func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, "warning: "+f+"\n", a...) },
 	})
 	if err != nil {
 		return err

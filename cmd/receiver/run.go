@@ -1,12 +1,15 @@
 package main
 
 import (
+	"crypto/ed25519"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/loopcast/loopcast/agent"
+	"github.com/loopcast/loopcast/hostkey"
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/cliutil"
 	"github.com/loopcast/loopcast/release"
@@ -31,8 +34,15 @@ func runCommand() *cli.Command {
 			&cli.DurationFlag{Name: "keep-for", Value: release.DefaultKeepFor, EnvVars: []string{"LOOPCAST_KEEP_FOR"}, Usage: "keep a release mounted this `LONG` after it stops being current (0: no time rule); releases in use are never retired"},
 			&cli.Int64Flag{Name: "reserve", Value: release.DefaultReserve, EnvVars: []string{"LOOPCAST_RESERVE"}, Usage: "`BYTES` of disk staging must leave free"},
 			&cli.BoolFlag{Name: "noexec", EnvVars: []string{"LOOPCAST_NOEXEC"}, Usage: "mount releases noexec"},
+			hostKeyFlag(),
 		},
 		Action: func(c *cli.Context) error {
+			if err := hostkey.CheckID(c.String("host-id")); err != nil {
+				return fmt.Errorf("run: --host-id: %w", err)
+			}
+			if c.Int("keep") < 0 {
+				return fmt.Errorf("run: --keep %d: want 0 or more releases kept besides current and the rollback target", c.Int("keep"))
+			}
 			keys, err := image.ReadTrustedKeys(c.StringSlice("trust"))
 			if err != nil {
 				return fmt.Errorf("run: --trust: %w", err)
@@ -41,17 +51,67 @@ func runCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("run: %w", err)
 			}
-			if c.String("host-id") == "" {
-				return fmt.Errorf("run: --host-id is empty")
-			}
 			log := agent.NewLogger(os.Stderr, slog.LevelInfo)
 			slog.SetDefault(log)
+			hk, err := loadHostKey(c, log)
+			if err != nil {
+				return fmt.Errorf("run: %w", err)
+			}
 			return agent.Run(c.Context, agent.RunConfig{
 				Root: c.String("root"), Group: group, Iface: c.String("iface"),
-				HostID: c.String("host-id"), Keys: keys, Version: version,
+				HostID: c.String("host-id"), HostKey: hk, Keys: keys, Version: version,
 				Store:  release.Options{Keep: c.Int("keep"), KeepFor: keepFor(c.Duration("keep-for")), Reserve: c.Int64("reserve"), NoExec: c.Bool("noexec")},
 				Logger: log,
 			})
+		},
+	}
+}
+
+func hostKeyFlag() cli.Flag {
+	return &cli.StringFlag{Name: "host-key", EnvVars: []string{"LOOPCAST_HOST_KEY"}, Usage: "this host's private key `FILE` (default ROOT/host.key, made on first start)"}
+}
+
+func hostKeyPath(c *cli.Context) string {
+	if p := c.String("host-key"); p != "" {
+		return p
+	}
+	return filepath.Join(c.String("root"), hostkey.FileName)
+}
+
+// loadHostKey reads the host key, making it on first start, and logs the
+// inventory line that pins it.
+func loadHostKey(c *cli.Context, log *slog.Logger) (ed25519.PrivateKey, error) {
+	path := hostKeyPath(c)
+	k, created, err := hostkey.LoadOrCreate(path)
+	if err != nil {
+		return nil, err
+	}
+	pub := k.Public().(ed25519.PublicKey)
+	log.Info("agent: host key", "path", path, "created", created, "key_id", hostkey.KeyID(pub),
+		"inventory_line", c.String("host-id")+" "+hostkey.Encode(pub))
+	return k, nil
+}
+
+func keygenCommand() *cli.Command {
+	host, _ := os.Hostname()
+	return &cli.Command{
+		Name:  "keygen",
+		Usage: "make this host's key (if it has none) and print its inventory line for the sender's --hosts @FILE",
+		Flags: []cli.Flag{storeRootFlag(), hostKeyFlag(),
+			&cli.StringFlag{Name: "host-id", Value: host, EnvVars: []string{"LOOPCAST_HOST_ID"}, Usage: "this host's `ID` as the sender's --hosts names it"}},
+		Action: func(c *cli.Context) error {
+			if err := hostkey.CheckID(c.String("host-id")); err != nil {
+				return fmt.Errorf("keygen: --host-id: %w", err)
+			}
+			k, created, err := hostkey.LoadOrCreate(hostKeyPath(c))
+			if err != nil {
+				return fmt.Errorf("keygen: %w", err)
+			}
+			if !created {
+				fmt.Fprintf(c.App.ErrWriter, "keygen: %s exists: printing its key\n", hostKeyPath(c))
+			}
+			fmt.Fprintf(c.App.Writer, "%s %s\n", c.String("host-id"), hostkey.Encode(k.Public().(ed25519.PublicKey)))
+			return nil
 		},
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/loopcast/loopcast/control"
 	"github.com/loopcast/loopcast/deploy"
+	"github.com/loopcast/loopcast/hostkey"
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/atomicfile"
 	"github.com/loopcast/loopcast/multicast"
@@ -58,7 +59,7 @@ func deployCommand() *cli.Command {
 			&cli.IntFlag{Name: "fec-overhead", Usage: "proactive parity, `PCT` of each block (default: sized from the loss hosts report)"},
 			&cli.StringFlag{Name: "require", Value: "all", Usage: "switch only if `all` hosts (or N%) staged the release"},
 			&cli.DurationFlag{Name: "stage-timeout", Value: deploy.DefaultStageTimeout, Usage: "how long hosts may take to stage"},
-			stateDirFlag(),
+			stateDirFlag(), allowNewHostsFlag(),
 			&cli.StringFlag{Name: "label", Usage: "source label for a built image (default: SRC_DIR)"},
 			&cli.StringFlag{Name: "epoch", Usage: "build timestamps: Unix time `N` (default $SOURCE_DATE_EPOCH, else the files')"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "build and show what would happen; send nothing"},
@@ -71,10 +72,15 @@ func runDeploy(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return fmt.Errorf("deploy: want one source directory or image, got %d arguments", c.NArg())
 	}
-	opts, err := deployOptions(c)
+	opts, pins, err := deployOptions(c)
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if perr := pins.Save(); perr != nil {
+			fmt.Fprintln(c.App.ErrWriter, "deploy:", perr)
+		}
+	}()
 	unlock, err := lockGroup(c.String("state-dir"), opts.Group)
 	if err != nil {
 		return err
@@ -133,52 +139,52 @@ func withOutcome(err error, o deploy.Outcome, id string) error {
 	return oerr
 }
 
-func deployOptions(c *cli.Context) (deploy.Options, error) {
-	var o deploy.Options
-	var err error
+func deployOptions(c *cli.Context) (o deploy.Options, pins *hostkey.Pins, err error) {
 	if o.Group, err = cliutil.ParseGroup(c.String("group")); err != nil {
-		return o, err
+		return o, nil, err
 	}
 	if o.Key, err = image.ReadPrivateKeyFile(c.String("key")); err != nil {
-		return o, err
+		return o, nil, err
 	}
-	if o.Hosts, err = hostsFlag(c); err != nil {
-		return o, err
+	inv, err := hostsFlag(c)
+	if err != nil {
+		return o, nil, err
 	}
+	o.Hosts = inv.ids
+	if pins, err = openPins(c, inv); err != nil {
+		return o, nil, err
+	}
+	o.HostKeys = hostKeyPolicy(pins, inv.ids, c.Bool("allow-new-hosts"))
 	if o.Rate, err = parseRate(c.String("rate")); err != nil {
-		return o, fmt.Errorf("deploy: --rate: %w", err)
+		return o, nil, fmt.Errorf("deploy: --rate: %w", err)
 	}
 	if o.RequirePct, err = parseRequire(c.String("require")); err != nil {
-		return o, err
+		return o, nil, err
 	}
 	o.Iface, o.TTL, o.Wait, o.MinHosts = c.String("iface"), c.Int("ttl"), c.Duration("wait"), c.Int("min-hosts")
 	o.FECOverhead, o.StageTimeout, o.CommandTimeout = fecOverhead(c), c.Duration("stage-timeout"), c.Duration("timeout")
 	o.Logf = func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, f+"\n", a...) }
-	return o, nil
+	o.Warnf = func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, "warning: "+f+"\n", a...) }
+	return o, pins, nil
 }
 
-// hostsFlag reads --hosts; nil means an open group. A --hosts that names
-// no host is an error, not an open group.
-func hostsFlag(c *cli.Context) ([]string, error) {
+// hostsFlag reads --hosts; no ids means an open group. A --hosts that
+// names no host is an error, not an open group.
+func hostsFlag(c *cli.Context) (inventory, error) {
 	if !c.IsSet("hosts") {
-		return nil, nil
+		return inventory{}, nil
 	}
-	hosts, err := parseHosts(c.String("hosts"))
+	inv, err := parseHosts(c.String("hosts"))
 	if err != nil {
-		return nil, err
+		return inv, err
 	}
-	if len(hosts) == 0 {
-		return nil, fmt.Errorf("--hosts %q names no host", c.String("hosts"))
+	if len(inv.ids) == 0 {
+		return inv, fmt.Errorf("--hosts %q names no host", c.String("hosts"))
 	}
-	if len(hosts) > control.MaxTargets {
-		return nil, fmt.Errorf("--hosts names %d hosts, more than %d", len(hosts), control.MaxTargets)
+	if len(inv.ids) > control.MaxTargets {
+		return inv, fmt.Errorf("--hosts names %d hosts, more than %d", len(inv.ids), control.MaxTargets)
 	}
-	for _, h := range hosts {
-		if err := control.CheckName(h); err != nil {
-			return nil, fmt.Errorf("--hosts: host id %q: %w", h, err)
-		}
-	}
-	return hosts, nil
+	return inv, nil
 }
 
 // parseRequire reads --require: "all" or a whole percentage like "90%".

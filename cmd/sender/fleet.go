@@ -11,38 +11,47 @@ import (
 	"github.com/loopcast/loopcast/internal/cliutil"
 
 	"github.com/loopcast/loopcast/deploy"
+	"github.com/loopcast/loopcast/hostkey"
 	"github.com/loopcast/loopcast/image"
 	"github.com/urfave/cli/v2"
 )
 
-func fleet(c *cli.Context) (*deploy.Fleet, error) {
+func fleet(c *cli.Context) (*deploy.Fleet, *hostkey.Pins, error) {
 	g, err := cliutil.ParseGroup(c.String("group"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	key, err := image.ReadPrivateKeyFile(c.String("key"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	hosts, err := hostsFlag(c)
+	inv, err := hostsFlag(c)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return &deploy.Fleet{Group: g, Iface: c.String("iface"), TTL: c.Int("ttl"), Hosts: hosts, Key: key,
+	pins, err := openPins(c, inv)
+	if err != nil {
+		return nil, nil, err
+	}
+	// only replies signed by a host's pinned key count (a listed host is
+	// pinned on first contact): made-up hosts cannot steer a rollback
+	return &deploy.Fleet{Group: g, Iface: c.String("iface"), TTL: c.Int("ttl"), Hosts: inv.ids, Key: key,
 		Audit: filepath.Join(c.String("state-dir"), "audit.log"),
-		Cmd:   deploy.Commander{Timeout: c.Duration("timeout")}}, nil
+		Cmd: deploy.Commander{Timeout: c.Duration("timeout"), HostKeys: hostKeyPolicy(pins, inv.ids, c.Bool("allow-new-hosts")),
+			Warnf: func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, "warning: "+f+"\n", a...) }}}, pins, nil
 }
 
 func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "status",
 		Usage: "ask every host what it serves (current, previous, staged, disk, version, last error)",
-		Flags: append(groupFlags(), stateDirFlag()),
+		Flags: append(groupFlags(), stateDirFlag(), allowNewHostsFlag()),
 		Action: func(c *cli.Context) error {
-			f, err := fleet(c)
+			f, pins, err := fleet(c)
 			if err != nil {
 				return err
 			}
+			defer pins.Save()
 			st, err := f.Status(c.Context)
 			if err != nil {
 				return err
@@ -103,12 +112,13 @@ func rollbackCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "rollback",
 		Usage: "switch every host back, a symlink flip with no transfer: to the release deployed before the current one, or --to ID",
-		Flags: append(groupFlags(), stateDirFlag(), &cli.StringFlag{Name: "to", Usage: "release `ID` to switch to"}),
+		Flags: append(groupFlags(), stateDirFlag(), allowNewHostsFlag(), &cli.StringFlag{Name: "to", Usage: "release `ID` to switch to"}),
 		Action: func(c *cli.Context) error {
-			f, err := fleet(c)
+			f, pins, err := fleet(c)
 			if err != nil {
 				return err
 			}
+			defer pins.Save()
 			unlock, err := lockGroup(c.String("state-dir"), f.Group)
 			if err != nil {
 				return err

@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -36,6 +34,8 @@ func sendCommand() *cli.Command {
 			&cli.IntFlag{Name: "min-hosts", Usage: "open group: start as soon as `N` hosts registered"},
 			&cli.IntFlag{Name: "fec-overhead", Usage: "proactive parity, `PCT` of each block's data packets (default: sized from the loss hosts report)"},
 			&cli.DurationFlag{Name: "host-timeout", Value: multicast.DefaultHostTimeout, Usage: "drop a host silent this long"},
+			&cli.StringFlag{Name: "key", Required: true, EnvVars: []string{"LOOPCAST_KEY"}, Usage: "release private key `FILE`: signs the session (the manifest must be signed by it)"},
+			allowNewHostsFlag(), stateDirFlag(),
 		},
 		Action: runSend,
 	}
@@ -59,6 +59,9 @@ func runSend(c *cli.Context) error {
 	start := time.Now()
 	opts.Logf = func(f string, a ...any) {
 		fmt.Fprintf(c.App.ErrWriter, "%7.3fs "+f+"\n", append([]any{time.Since(start).Seconds()}, a...)...)
+	}
+	opts.Warnf = func(f string, a ...any) {
+		fmt.Fprintf(c.App.ErrWriter, "%7.3fs warning: "+f+"\n", append([]any{time.Since(start).Seconds()}, a...)...)
 	}
 	rep, err := multicast.Send(c.Context, conn, opts)
 	if rep != nil {
@@ -89,7 +92,15 @@ func sendOptions(c *cli.Context) (multicast.SendOptions, io.Closer, error) {
 	if err != nil {
 		return o, nil, err
 	}
-	hosts, err := parseHosts(c.String("hosts"))
+	inv, err := parseHosts(c.String("hosts"))
+	if err != nil {
+		return o, nil, err
+	}
+	key, err := image.ReadPrivateKeyFile(c.String("key"))
+	if err != nil {
+		return o, nil, err
+	}
+	pins, err := openPins(c, inv)
 	if err != nil {
 		return o, nil, err
 	}
@@ -100,10 +111,10 @@ func sendOptions(c *cli.Context) (multicast.SendOptions, io.Closer, error) {
 	if made {
 		fmt.Fprintf(c.App.ErrWriter, "send: %s had no pack: made %s%s\n", path, path, image.PackSuffix)
 	}
-	o = multicast.SendOptions{Group: group, Manifest: m, Pack: p, BaseID: p.BaseID, Rate: rate, Hosts: hosts,
+	o = multicast.SendOptions{Group: group, Manifest: m, Pack: p, BaseID: p.BaseID, Rate: rate, Hosts: inv.ids,
 		Wait: c.Duration("wait"), MinHosts: c.Int("min-hosts"), FECOverhead: fecOverhead(c),
-		HostTimeout: c.Duration("host-timeout")}
-	return o, p, nil
+		HostTimeout: c.Duration("host-timeout"), Key: key, HostKeys: hostKeyPolicy(pins, inv.ids, c.Bool("allow-new-hosts"))}
+	return o, closers{p, pins}, nil
 }
 
 // parseRate reads a bit rate such as 900M (SI multipliers).
@@ -124,35 +135,6 @@ func parseRate(s string) (int64, error) {
 		return 0, fmt.Errorf("send: bad --rate %q", s)
 	}
 	return int64(v * float64(mult)), nil
-}
-
-// parseHosts reads a,b,c or @FILE (one id per line, # comments).
-func parseHosts(s string) ([]string, error) {
-	if s == "" {
-		return nil, nil
-	}
-	sep := ","
-	if file, ok := strings.CutPrefix(s, "@"); ok {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return nil, fmt.Errorf("send: --hosts: %w", err)
-		}
-		s, sep = string(b), "\n"
-	}
-	var hosts []string
-	seen := map[string]bool{}
-	for _, h := range strings.Split(s, sep) {
-		h, _, _ = strings.Cut(h, "#")
-		if h = strings.TrimSpace(h); h == "" || seen[h] {
-			continue
-		}
-		if len(h) > multicast.MaxHostID {
-			return nil, fmt.Errorf("send: host id %q longer than %d bytes", h, multicast.MaxHostID)
-		}
-		seen[h] = true
-		hosts = append(hosts, h)
-	}
-	return hosts, nil
 }
 
 func printReport(w io.Writer, r *multicast.Report) {

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/loopcast/loopcast/hostkey"
+	"github.com/urfave/cli/v2"
+)
+
+// inventory is what --hosts names: host ids in order, and the keys an
+// inventory file pins for some of them.
+type inventory struct {
+	ids  []string
+	keys map[string]ed25519.PublicKey
+}
+
+// parseHosts reads --hosts: "a,b,c", or @FILE with one host per line,
+// "ID" or "ID ed25519:BASE64" (pinning that host's key; a host presenting
+// another is refused), # comments allowed.
+func parseHosts(s string) (inventory, error) {
+	inv := inventory{keys: map[string]ed25519.PublicKey{}}
+	if s == "" {
+		return inv, nil
+	}
+	sep, file := ",", ""
+	if f, ok := strings.CutPrefix(s, "@"); ok {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return inv, fmt.Errorf("--hosts: %w", err)
+		}
+		s, sep, file = string(b), "\n", f
+	}
+	seen := map[string]bool{}
+	for n, line := range strings.Split(s, sep) {
+		line, _, _ = strings.Cut(line, "#")
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		where := fmt.Sprintf("--hosts %q", hostkey.Printable(f[0]))
+		if file != "" {
+			where = fmt.Sprintf("--hosts %s line %d", file, n+1)
+		}
+		if len(f) > 2 || len(f) == 2 && file == "" {
+			return inv, fmt.Errorf("%s: want \"HOST-ID\" or (in a file) \"HOST-ID ed25519:BASE64\"", where)
+		}
+		if err := hostkey.CheckID(f[0]); err != nil {
+			return inv, fmt.Errorf("%s: %w", where, err)
+		}
+		if len(f) == 2 {
+			pub, err := hostkey.ParsePublic(f[1])
+			if err != nil {
+				return inv, fmt.Errorf("%s: %w", where, err)
+			}
+			inv.keys[f[0]] = pub
+		}
+		if !seen[f[0]] {
+			seen[f[0]] = true
+			inv.ids = append(inv.ids, f[0])
+		}
+	}
+	return inv, nil
+}
+
+func allowNewHostsFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "allow-new-hosts", Usage: "open group: admit hosts whose key is not pinned yet (and pin it); without it only known hosts take part"}
+}
+
+// openPins opens the state dir's known_hosts with the inventory's pins on
+// top.
+func openPins(c *cli.Context, inv inventory) (*hostkey.Pins, error) {
+	dir := c.String("state-dir")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("--state-dir: %w", err)
+	}
+	pins, err := hostkey.OpenPins(filepath.Join(dir, hostkey.KnownHostsFile))
+	if err != nil {
+		return nil, err
+	}
+	for id, k := range inv.keys {
+		pins.Pin(id, k)
+	}
+	return pins, nil
+}
+
+// hostKeyPolicy is the sender's rule for a host's key: the pinned key, or
+// on first contact (trust on first use) a host the closed group lists, or
+// any host when allowNew; everything else is refused.
+func hostKeyPolicy(pins *hostkey.Pins, listed []string, allowNew bool) func(string, ed25519.PublicKey) error {
+	return func(id string, key ed25519.PublicKey) error {
+		err := pins.Check(id, key, allowNew || slices.Contains(listed, id))
+		if errors.Is(err, hostkey.ErrUnknown) && len(listed) == 0 {
+			return fmt.Errorf("%w (an open group admits new hosts only with --allow-new-hosts)", err)
+		}
+		return err
+	}
+}
+
+// closers closes the pack and saves the pins learned.
+type closers struct {
+	c    io.Closer
+	pins *hostkey.Pins
+}
+
+func (c closers) Close() error { return errors.Join(c.pins.Save(), c.c.Close()) }

@@ -1,0 +1,206 @@
+package multicast
+
+import (
+	"context"
+	"crypto/ed25519"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Attacks from issue "A transfer plane no stranger can steer", each sent
+// as a LAN attacker would: it knows the release public key, every host id
+// and the session id (all in the ANNOUNCE), and can send from its own
+// address or spoof the sender's. Each fails on the unauthenticated wire
+// (version 2) and passes now.
+
+// flood runs send every few milliseconds until the returned stop is called.
+func flood(send func()) (stop func()) {
+	done, quit := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-quit:
+				return
+			case <-time.After(2 * time.Millisecond):
+				send()
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(quit); <-done }) }
+}
+
+func hostReport(r *Report, id string) HostReport {
+	for _, h := range r.Hosts {
+		if h.ID == id {
+			return h
+		}
+	}
+	return HostReport{}
+}
+
+// Attack 2: a COMPLETE naming a listed host that is down, from the
+// attacker's address (unauthenticated, or MAC'd under a key of its own),
+// must not mark the host complete nor move its reply address.
+func TestAttackForgedComplete(t *testing.T) {
+	ts := newTestSession(t, nil)
+	ts.send.Hosts, ts.send.Wait = []string{"h1", "h2"}, time.Second
+	evil := ts.net.conn("evil", true)
+	fake := macKey{1}
+	stop := flood(func() {
+		c := &Complete{Host: "h2", Status: CompleteStaged}
+		b, _ := AppendPacket(nil, Header{Session: ts.send.Session}, c)
+		evil.WriteTo(b, memAddr("sender"))
+		b, _ = appendMAC(nil, Header{Session: ts.send.Session}, c, &fake)
+		evil.WriteTo(b, memAddr("sender"))
+	})
+	defer stop()
+	_, errs := ts.run(context.Background(), []string{"h1"}, nil)
+	stop()
+	if errs["h1"] != nil {
+		t.Fatalf("h1: %v", errs["h1"])
+	}
+	if h := hostReport(ts.report, "h2"); h.State == HostComplete || h.Staged || h.Addr == "evil" {
+		t.Errorf("forged COMPLETE taken: h2 is %v (staged %v) at %q", h.State, h.Staged, h.Addr)
+	}
+	if h := hostReport(ts.report, "h1"); h.State != HostComplete {
+		t.Errorf("h1 %v, want complete", h.State)
+	}
+}
+
+// Attack 1: with a host's key pinned, another machine that runs an
+// honest receiver under that host's id (its own key) is refused, loudly,
+// and never counted.
+func TestAttackImpostorHost(t *testing.T) {
+	ts := newTestSession(t, nil)
+	ts.send.Hosts = []string{"h1", "h2"}
+	real := map[string]ed25519.PublicKey{"h1": testHostKey("h1").Public().(ed25519.PublicKey), "h2": testHostKey("h2").Public().(ed25519.PublicKey)}
+	ts.send.HostKeys = func(id string, k ed25519.PublicKey) error {
+		if !real[id].Equal(k) {
+			return &refusedKey{id}
+		}
+		return nil
+	}
+	_, impostor, _ := ed25519.GenerateKey(nil)
+	_, errs := ts.run(context.Background(), []string{"h1", "h2"}, func(h string, o *ReceiveOptions) {
+		if h == "h2" {
+			o.HostKey, o.SenderTimeout = impostor, time.Second
+		}
+	})
+	if errs["h1"] != nil {
+		t.Fatalf("h1: %v", errs["h1"])
+	}
+	h := hostReport(ts.report, "h2")
+	if h.State != HostRefused || h.Cause != "host-key" || !strings.Contains(h.Reason, "not its pinned key") {
+		t.Errorf("impostor h2: %v cause %q reason %q; want refused for its key", h.State, h.Cause, h.Reason)
+	}
+	if done, all := ts.report.Completed(); done != 1 || all != 2 {
+		t.Errorf("%d of %d complete, want 1 of 2", done, all)
+	}
+}
+
+type refusedKey struct{ id string }
+
+func (e *refusedKey) Error() string { return "host " + e.id + ": not its pinned key" }
+
+// Attack 10: a forged ABORT from the sender's own (spoofed) address,
+// unsigned or signed by another key, discards nothing.
+func TestAttackForgedAbortAfterJoin(t *testing.T) {
+	ts := newTestSession(t, nil)
+	ts.send.Hosts, ts.send.Rate = []string{"h1"}, 20e6 // a session long enough to be hit
+	_, other, _ := ed25519.GenerateKey(nil)
+	var sent int
+	stop := flood(func() {
+		ts.net.mu.Lock()
+		h := ts.net.conns["h1"]
+		ts.net.mu.Unlock()
+		if h == nil {
+			return
+		}
+		a := &Abort{Reason: "forged"}
+		b, _ := AppendPacket(nil, Header{Session: ts.send.Session, Seq: 1}, a)
+		ts.net.deliver(memAddr("sender"), h, b)
+		b, _ = appendSigned(nil, Header{Session: ts.send.Session, Seq: 2}, a, other)
+		ts.net.deliver(memAddr("sender"), h, b)
+		sent += 2
+	})
+	defer stop()
+	res, errs := ts.run(context.Background(), []string{"h1"}, nil)
+	stop()
+	if errs["h1"] != nil {
+		t.Fatalf("h1 gave up: %v", errs["h1"])
+	}
+	if sent == 0 || res["h1"].Ignored == 0 {
+		t.Fatalf("the forged ABORTs did not reach h1 (%d sent, %d ignored)", sent, res["h1"].Ignored)
+	}
+	ts.checkImage("h1")
+}
+
+// Attack 3: a forged ANNOUNCE (not signed by the key it names) declaring
+// an 8 MiB manifest, then a trickle of 1-byte MANIFEST fragments, is never
+// taken as a candidate: the receiver joins the real session meanwhile.
+func TestAttackManifestTrickle(t *testing.T) {
+	ts := newTestSession(t, nil)
+	ts.send.Hosts = []string{"h1"}
+	evil := ts.net.conn("evil", true)
+	a := *samples()[0].(*Announce)
+	a.ManifestSize, a.SignedAt, a.ReleaseKey = MaxManifestSize, time.Now().UnixMilli(), pub32(ts.pub)
+	_, other, _ := ed25519.GenerateKey(nil)
+	ann, _ := appendSigned(nil, Header{Session: 0xbad, Seq: 1}, &a, other) // signed, but not by ReleaseKey
+	var off uint32
+	stop := flood(func() {
+		evil.WriteTo(ann, memGroup)
+		b, _ := AppendPacket(nil, Header{Session: 0xbad, Seq: 2}, &ManifestFrag{Offset: off, Total: MaxManifestSize, Data: []byte{0}})
+		evil.WriteTo(b, memGroup)
+		off++
+	})
+	defer stop()
+	time.Sleep(100 * time.Millisecond) // the trickle is on before the real session
+	_, errs := ts.run(context.Background(), []string{"h1"}, nil)
+	stop()
+	if errs["h1"] != nil {
+		t.Fatalf("h1: %v", errs["h1"])
+	}
+	ts.checkImage("h1")
+}
+
+// Attack 4: DATA packets naming a frame length other than the signed
+// descriptor's are dropped before any state is sized by them.
+func TestAttackForgedSymbolLength(t *testing.T) {
+	ts := newTestSession(t, nil)
+	st := newStore(ts.m, &Announce{SymbolSize: 64, BlockSymbols: 1}, nil, nil)
+	st.lens = make([][2]uint32, len(ts.m.Chunks))
+	c := -1
+	for i, ch := range ts.m.Chunks {
+		if !ch.Zero {
+			st.lens[i], c = [2]uint32{1000, 0}, i
+		}
+	}
+	for _, n := range []uint32{64, 999, 1001, maxCompressedU32(ts.m.ChunkSize)} {
+		err := st.add(&Symbol{Chunk: uint32(c), Compressed: n, Block: 0, Index: 0, Payload: make([]byte, 64)})
+		if err == nil || st.chunks[c].clen != 0 || st.memUsed != 0 {
+			t.Errorf("symbol claiming %d bytes (descriptor: 1000): err %v, clen %d, %d bytes held", n, err, st.chunks[c].clen, st.memUsed)
+		}
+	}
+}
+
+func maxCompressedU32(chunk uint32) uint32 { return uint32(maxCompressed(chunk)) }
+
+// Attack 8: host ids outside the charset are refused where they enter.
+func TestHostIDRule(t *testing.T) {
+	ts := newTestSession(t, nil)
+	ts.usePack()
+	for _, id := range []string{"a b", "web\x1b[2J", "", strings.Repeat("a", 65), "-x", "ü"} {
+		if _, err := Receive(context.Background(), nil, ReceiveOptions{HostID: id, HostKey: testHostKey("x"), Out: "x"}); err == nil {
+			t.Errorf("Receive took host id %q", id)
+		}
+		o := ts.send
+		o.Hosts = []string{id}
+		if err := o.defaults(); err == nil {
+			t.Errorf("Send took host id %q", id)
+		}
+	}
+}

@@ -1,0 +1,79 @@
+package multicast
+
+import (
+	"crypto/ed25519"
+	"fmt"
+)
+
+// RefuseCode says why a host will not take a session. Values are on the
+// wire — only append.
+type RefuseCode uint8
+
+const (
+	RefuseOther        RefuseCode = 1 + iota // Detail says why
+	RefuseNoSpace                            // its disk cannot hold the image (with its reserve)
+	RefuseUntrustedKey                       // the release is not signed by a key it trusts
+	RefuseVersion                            // it speaks another protocol or manifest version
+	RefuseBusy                               // it is receiving another session
+	RefuseOlder                              // the release is older than its current one
+)
+
+var refuseNames = [...]string{
+	RefuseOther: "other", RefuseNoSpace: "no-space", RefuseUntrustedKey: "untrusted-key",
+	RefuseVersion: "version", RefuseBusy: "busy", RefuseOlder: "older-than-current",
+}
+
+func (c RefuseCode) String() string {
+	if int(c) < len(refuseNames) && refuseNames[c] != "" {
+		return refuseNames[c]
+	}
+	return fmt.Sprintf("refusal(%d)", uint8(c))
+}
+
+// Refusal is an error a receiver's Accept hook (or the receiver itself)
+// returns to refuse a session with a cause the sender's report can name.
+type Refusal struct {
+	Code   RefuseCode
+	Detail string // what an operator acts on: paths, sizes, key ids
+}
+
+func (r *Refusal) Error() string { return r.Code.String() + ": " + r.Detail }
+
+// Unwrap makes every refusal an ErrUntrusted: the session is refused.
+func (r *Refusal) Unwrap() error { return ErrUntrusted }
+
+// Refuse is a host's answer to a session it will not take (unicast to the
+// sender, at most once per refuseEvery per session), signed by the host's
+// key. Its layout, like the header's, is the same in every version from
+// 3 on, so a host of another version can say so.
+//
+//	0 host id: len u8 + bytes   host key [32]   code u8
+//	  detail: len u8 + bytes (≤ MaxReason)
+type Refuse struct {
+	Host    string
+	HostKey [32]byte
+	Code    RefuseCode
+	Detail  string
+}
+
+func (*Refuse) Type() Type { return TypeRefuse }
+
+func (m *Refuse) AppendBinary(b []byte) ([]byte, error) {
+	b, err := appendStr8(b, "host id", m.Host, MaxHostID)
+	if err != nil {
+		return b, err
+	}
+	b = append(b, m.HostKey[:]...)
+	b = append(b, byte(m.Code))
+	return appendStr8(b, "detail", truncate(m.Detail, MaxReason), MaxReason)
+}
+
+func parseRefuse(b []byte) (*Refuse, error) {
+	r := reader{b: b}
+	m := &Refuse{Host: r.str8("host id", MaxHostID)}
+	copy(m.HostKey[:], r.take(ed25519.PublicKeySize))
+	m.Code = RefuseCode(r.u8())
+	r.check(m.Code != 0, "refuse code 0")
+	m.Detail = r.str8("detail", MaxReason)
+	return m, r.done()
+}

@@ -1,0 +1,130 @@
+package multicast
+
+import (
+	"context"
+	"crypto/ed25519"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/loopcast/loopcast/image"
+)
+
+// A host that will not take a session says why; the report names the
+// cause and the detail, a healthy host in the same session is unaffected,
+// and the sender does not wait out --wait for the refusing ones.
+func TestRefusalsReported(t *testing.T) {
+	ts := newTestSession(t, nil)
+	ts.send.Hosts, ts.send.Wait = []string{"ok", "wrongkey", "full"}, 20*time.Second
+	other := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)).Public().(ed25519.PublicKey)
+	_, errs := ts.run(context.Background(), ts.send.Hosts, func(h string, o *ReceiveOptions) {
+		o.AnnounceTimeout = 3 * time.Second
+		switch h {
+		case "wrongkey":
+			o.Trusted = []ed25519.PublicKey{other}
+		case "full":
+			o.Accept = func(m *image.Manifest) error {
+				return &Refusal{Code: RefuseNoSpace, Detail: "on /srv/loopcast: needs 1.0 GiB incl. 1.0 GiB reserve, 37 MiB free"}
+			}
+		}
+	})
+	if errs["ok"] != nil {
+		t.Fatalf("healthy host: %v", errs["ok"])
+	}
+	ts.checkImage("ok")
+	for h, want := range map[string][]string{
+		"wrongkey": {"untrusted-key", image.KeyID(ts.pub), image.KeyID(other)},
+		"full":     {"no-space", "37 MiB free"},
+	} {
+		r := hostReport(ts.report, h)
+		if r.State != HostRefused || r.Cause != want[0] {
+			t.Errorf("%s: %v cause %q (%s), want refused: %s", h, r.State, r.Cause, r.Reason, want[0])
+		}
+		for _, w := range want[1:] {
+			if !strings.Contains(r.Reason, w) {
+				t.Errorf("%s: reason %q does not name %q", h, r.Reason, w)
+			}
+		}
+	}
+	if ts.report.Registration > ts.send.Wait/2 {
+		t.Errorf("registration took %v: the sender waited on hosts that had refused", ts.report.Registration)
+	}
+}
+
+// A host hearing an ANNOUNCE of another protocol version answers with a
+// REFUSE that sender can read (its layout is fixed across versions), and
+// a sender reads a REFUSE of a newer version.
+func TestRefuseVersion(t *testing.T) {
+	ts := newTestSession(t, nil)
+	evil := ts.net.conn("oldsender", true)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go Receive(ctx, ts.net.conn("h", true), ReceiveOptions{HostID: "h", HostKey: testHostKey("h"), Out: t.TempDir() + "/h.img", Trusted: []ed25519.PublicKey{ts.pub}})
+	ann := encodeSample(t, 1, samples()[0])
+	ann[4] = 2 // an older loopcast
+	deadline := time.After(5 * time.Second)
+	for {
+		evil.WriteTo(ann, memGroup)
+		select {
+		case p := <-evil.in:
+			h, m, err := Parse(p.b)
+			rf, ok := m.(*Refuse)
+			if err != nil || !ok {
+				continue
+			}
+			if rf.Code != RefuseVersion || !strings.Contains(rf.Detail, "version 3, the session version 2") || !h.signedBy(rf.HostKey[:]) {
+				t.Fatalf("refuse %v %q (signed: %v), want a signed version refusal naming both versions", rf.Code, rf.Detail, h.signedBy(rf.HostKey[:]))
+			}
+			newer := bytes4(p.b, 9) // as a version 9 host would send it
+			if _, m, err := Parse(newer); err != nil || m.(*Refuse).Code != RefuseVersion {
+				t.Fatalf("a REFUSE of version 9 does not parse: %v", err)
+			}
+			return
+		case <-deadline:
+			t.Fatal("no REFUSE for an ANNOUNCE of another version")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func bytes4(b []byte, v byte) []byte {
+	b = append([]byte(nil), b...)
+	b[4] = v
+	return b
+}
+
+// A flood of signed ANNOUNCEs of sessions a host refuses (an untrusted
+// key, a new session id each) costs it a bounded number of REFUSEs.
+func TestRefuseFloodBounded(t *testing.T) {
+	ts := newTestSession(t, nil)
+	evil := ts.net.conn("evil", true)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go Receive(ctx, ts.net.conn("h", true), ReceiveOptions{HostID: "h", HostKey: testHostKey("h"), Out: t.TempDir() + "/h.img", Trusted: []ed25519.PublicKey{ts.pub}})
+	_, untrusted, _ := ed25519.GenerateKey(nil)
+	a := *samples()[0].(*Announce)
+	a.ReleaseKey = pub32(untrusted.Public().(ed25519.PublicKey))
+	start := time.Now()
+	for i := range 2000 {
+		a.SignedAt = time.Now().UnixMilli()
+		b, _ := appendSigned(nil, Header{Session: uint32(1000 + i), Seq: 1}, &a, untrusted)
+		evil.WriteTo(b, memGroup)
+		if i%100 == 0 {
+			time.Sleep(10 * time.Millisecond) // let the receiver keep up
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	secs := time.Since(start).Seconds()
+	n := 0
+	for len(evil.in) > 0 {
+		p := <-evil.in
+		if _, m, err := Parse(p.b); err == nil {
+			if _, ok := m.(*Refuse); ok {
+				n++
+			}
+		}
+	}
+	if n == 0 || float64(n) > maxRefusesPerSecond*(secs+1) {
+		t.Errorf("%d REFUSEs for 2000 refused sessions in %.1fs; want 1 to %v", n, secs, maxRefusesPerSecond*(secs+1))
+	}
+}
