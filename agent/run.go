@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/loopcast/loopcast/control"
@@ -158,6 +160,7 @@ func receiveLoop(ctx context.Context, conn multicast.Conn, store *release.Store,
 func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, cfg RunConfig, in string, skip []uint32, log *slog.Logger) (uint32, error) {
 	img := in + ".img"
 	defer os.Remove(img) // staging renamed it, or it is not wanted
+	cleanPartials(img, time.Now(), log)
 	local, bases := localImages(store, log)
 	res, err := multicast.Receive(ctx, conn, multicast.ReceiveOptions{
 		HostID: cfg.HostID, HostKey: cfg.HostKey, Out: img, Trusted: cfg.Keys, Skip: skip, Local: local.Lookup,
@@ -166,7 +169,13 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 		BaseImage: func(id string) (string, bool) { p, ok := bases[id]; return p, ok },
 		// refuse, before receiving anything, an image the disk cannot hold
 		// (retiring releases kept only by --keep-for if the disk needs it)
-		Accept: func(m *image.Manifest) error { return refusal(store.MakeRoom(m.ImageSize)) },
+		// the image and the most the session's spool can take
+		Room: func(n int64) error { return refusal(store.MakeRoom(n)) },
+		Refused: func(session uint32, from net.Addr, rf *multicast.Refusal) {
+			if err := store.NoteRefusal(fmt.Sprintf("session %08x from %v: %v", session, from, rf)); err != nil {
+				log.Warn("agent: record refusal", "err", err)
+			}
+		},
 		// stage as soon as the image is whole, so COMPLETE tells the sender
 		// the outcome: every chunk was verified as it arrived (or came from
 		// a kept, verified image), so nothing is hashed again
@@ -187,6 +196,36 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 	}
 	log.Info("agent: staged", "release", res.ReleaseID)
 	return res.Session, nil
+}
+
+// partialMaxAge bounds how long a partial image left by a killed agent is
+// kept to resume: a deploy retried within a day resumes it.
+const partialMaxAge = 24 * time.Hour
+
+// cleanPartials removes the partial images beside img (img.RELEASE.partial)
+// older than partialMaxAge, and all but the newest: one resumable partial
+// at most, so killed agents cannot fill the disk with them.
+func cleanPartials(img string, now time.Time, log *slog.Logger) {
+	paths, _ := filepath.Glob(img + ".*.partial")
+	type partial struct {
+		path string
+		mod  time.Time
+	}
+	var ps []partial
+	for _, p := range paths {
+		if fi, err := os.Stat(p); err == nil {
+			ps = append(ps, partial{p, fi.ModTime()})
+		}
+	}
+	slices.SortFunc(ps, func(a, b partial) int { return b.mod.Compare(a.mod) })
+	for i, p := range ps {
+		if i == 0 && now.Sub(p.mod) < partialMaxAge {
+			continue
+		}
+		if err := os.Remove(p.path); err == nil {
+			log.Info("agent: removed a partial image", "path", p.path, "modified", p.mod)
+		}
+	}
 }
 
 // refusal gives a store's refusal of a release the cause the sender's

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/loopcast/loopcast/internal/mounttest"
 
@@ -185,4 +186,31 @@ func buildImage(t *testing.T, dir, name string, key ed25519.PrivateKey) (string,
 	}
 	man := img + ".manifest"
 	return img, man
+}
+
+// Partial images of killed agents: the newest is kept to resume, older
+// ones and any past partialMaxAge are removed.
+func TestCleanPartials(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "incoming.img")
+	now := time.Now()
+	for name, age := range map[string]time.Duration{"a": time.Hour, "b": 2 * time.Hour, "c": 48 * time.Hour} {
+		p := img + "." + name + ".partial"
+		if err := os.WriteFile(p, []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, now.Add(-age), now.Add(-age)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cleanPartials(img, now, slog.New(slog.DiscardHandler))
+	left, _ := filepath.Glob(img + ".*.partial")
+	if len(left) != 1 || left[0] != img+".a.partial" {
+		t.Errorf("left %v, want only the newest (a)", left)
+	}
+	os.Chtimes(img+".a.partial", now.Add(-25*time.Hour), now.Add(-25*time.Hour))
+	cleanPartials(img, now, slog.New(slog.DiscardHandler))
+	if left, _ := filepath.Glob(img + ".*.partial"); len(left) != 0 {
+		t.Errorf("left %v, want none past partialMaxAge", left)
+	}
 }

@@ -132,7 +132,7 @@ func (h *Handler) status(c Command, attrs []any) *Reply {
 	staged := st.Staged[max(0, len(st.Staged)-MaxStaged):] // the newest
 	r.Status = &Status{
 		Previous: st.Previous, FreeBytes: uint64(max(st.FreeBytes, 0)), Staged: staged,
-		AgentVersion: h.version, LastError: truncateText(st.LastError),
+		AgentVersion: h.version, LastError: truncateText(st.LastError), LastRefusal: truncateText(st.LastRefusal),
 	}
 	h.log.Info("control: status reported", append(attrs, "current", r.Current)...)
 	return r

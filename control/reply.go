@@ -31,6 +31,7 @@ type Status struct {
 	Staged       []string // staged, never activated, oldest first
 	AgentVersion string
 	LastError    string // the store's last error; empty: none
+	LastRefusal  string // the last session the agent refused, and why; empty: none
 }
 
 // Type returns TypeReply.
@@ -72,7 +73,7 @@ func (s *Status) check() error {
 	}
 	for _, err := range []error{
 		checkName("previous release", s.Previous, true), checkText("agent version", s.AgentVersion),
-		checkText("last error", s.LastError),
+		checkText("last error", s.LastError), checkText("last refusal", s.LastRefusal),
 	} {
 		if err != nil {
 			return err
@@ -101,6 +102,7 @@ func (r *Reply) AppendBinary(b []byte) ([]byte, error) {
 		}
 		b = appendText(b, s.AgentVersion)
 		b = appendText(b, s.LastError)
+		b = appendText(b, s.LastRefusal)
 	}
 	return b, nil
 }
@@ -136,6 +138,7 @@ func parseStatus(r *reader) *Status {
 	}
 	s.AgentVersion = r.text("agent version")
 	s.LastError = r.text("last error")
+	s.LastRefusal = r.text("last refusal")
 	return s
 }
 

@@ -73,7 +73,7 @@ var goldens = []struct {
 			"10 66656463626139383736353433323130", // previous
 			"0000000040000000",                    // free: 1 GiB
 			"01", releaseHex,                      // staged
-			"0006 76312e322e33", "0009 6469736b2066756c6c")}, // version, last error
+			"0006 76312e322e33", "0009 6469736b2066756c6c", "0000")}, // version, last error, last refusal
 }
 
 // signedGolden is ACTIVATE all signed by goldenKey. The signature in

@@ -23,6 +23,9 @@ type AuditEntry struct {
 	Outcome  string    `json:"outcome"` // all, partial, none, or error
 	Error    string    `json:"error,omitempty"`
 	DeployID uint64    `json:"deploy_id,omitempty"`
+	// Refused names each host that refused the release (or whose key was
+	// refused), with the cause and detail, as the report shows them.
+	Refused map[string]string `json:"refused,omitempty"`
 }
 
 // AppendAudit appends e to the log at path and syncs it.

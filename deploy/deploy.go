@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -67,6 +68,7 @@ type Options struct {
 	// HostKeys, if set, accepts or refuses each host's key (a
 	// hostkey.Pins check) in the transfer and in every command's replies.
 	HostKeys  func(host string, key ed25519.PublicKey) error
+	Encrypt   bool // seal the chunks: only the hosts the sender accepts can read them
 	ImagePath string
 	Manifest  *image.Manifest // signed with Key
 	// The pack beside ImagePath is what is sent: made at build (with delta
@@ -164,11 +166,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	start := time.Now()
 	rep, err := multicast.Send(ctx, data, multicast.SendOptions{
 		Group: o.Group, Manifest: o.Manifest, Pack: pack, BaseID: pack.BaseID, Rate: o.Rate, Hosts: o.Hosts,
-		Key: o.Key, HostKeys: o.HostKeys,
+		Key: o.Key, HostKeys: o.HostKeys, Encrypt: o.Encrypt,
 		Wait: o.Wait, MinHosts: o.MinHosts, FECOverhead: o.FECOverhead, Logf: o.Logf, Warnf: o.Warnf,
 		Progress: func(p multicast.SendProgress) { o.progress(Progress{Phase: "transfer", Transfer: p}) },
 	})
 	res.TransferTime, res.BuildTime = time.Since(start), o.BuildTime
+	if errors.Is(err, multicast.ErrAllRefused) && rep != nil {
+		res.Transfer = rep
+		res.fromTransfer(rep) // the report says who refused, and why
+		return res.finish(), nil
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -44,8 +44,10 @@ type HostStatus struct {
 	Free     uint64   `json:"free_bytes"`
 	Version  string   `json:"agent_version"`
 	LastErr  string   `json:"last_error,omitempty"`
-	Error    string   `json:"error,omitempty"`
-	OffMajor bool     `json:"off_majority,omitempty"` // not on the release most hosts serve
+	// LastRefusal is the last session the host refused, and why.
+	LastRefusal string `json:"last_refusal,omitempty"`
+	Error       string `json:"error,omitempty"`
+	OffMajor    bool   `json:"off_majority,omitempty"` // not on the release most hosts serve
 }
 
 // Status asks every host for its state. Hosts not on the release that most
@@ -89,7 +91,7 @@ func statusOf(h string, r *control.Reply) HostStatus {
 		return s
 	}
 	s.Previous, s.Staged, s.Free = r.Status.Previous, r.Status.Staged, r.Status.FreeBytes
-	s.Version, s.LastErr = r.Status.AgentVersion, r.Status.LastError
+	s.Version, s.LastErr, s.LastRefusal = r.Status.AgentVersion, r.Status.LastError, r.Status.LastRefusal
 	return s
 }
 

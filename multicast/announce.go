@@ -11,6 +11,7 @@ import (
 const (
 	announceClosed = 1 // closed group: only the listed hosts are waited for
 	announceBase   = 2 // a base release id follows the host list
+	announceSealed = 4 // chunk frames are sealed (an encrypted session)
 )
 
 // Announce opens a session; the sender multicasts it repeatedly. The host
@@ -55,6 +56,9 @@ type Announce struct {
 	SessionKey [32]byte
 	// SessionDH is the session's X25519 key, for each host's MAC keys.
 	SessionDH [32]byte
+	// Encrypted: every chunk frame is sealed under a content key each
+	// host gets in the acknowledgement of its REGISTER (seal.go).
+	Encrypted bool
 }
 
 func (*Announce) Type() Type { return TypeAnnounce }
@@ -76,6 +80,9 @@ func (a *Announce) AppendBinary(b []byte) ([]byte, error) {
 	}
 	if a.BaseID != ([8]byte{}) {
 		fl |= announceBase
+	}
+	if a.Encrypted {
+		fl |= announceSealed
 	}
 	b = append(b, a.BlockSymbols, fl)
 	b = binary.BigEndian.AppendUint64(b, a.Rate)
@@ -130,8 +137,9 @@ func parseAnnounce(b []byte) (*Announce, error) {
 	a.SymbolSize = r.u16()
 	a.BlockSymbols = r.u8()
 	fl := r.u8()
-	r.check(fl&^(announceClosed|announceBase) == 0, "announce flags %#x", fl)
+	r.check(fl&^(announceClosed|announceBase|announceSealed) == 0, "announce flags %#x", fl)
 	a.Closed = fl&announceClosed != 0
+	a.Encrypted = fl&announceSealed != 0
 	a.Rate = r.u64()
 	a.HostsTotal = r.u16()
 	a.HostsFirst = r.u16()

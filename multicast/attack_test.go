@@ -1,6 +1,7 @@
 package multicast
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"strings"
@@ -202,5 +203,94 @@ func TestHostIDRule(t *testing.T) {
 		if err := o.defaults(); err == nil {
 			t.Errorf("Send took host id %q", id)
 		}
+	}
+}
+
+// Attack 7: a member that asks for the same repair every round (an open
+// group's stranger NACKing everything) is dropped after MaxStallRounds and
+// stallTime; a host asking for nothing (busy decoding or copying) or for
+// less each round is not.
+func TestStalledHostDropped(t *testing.T) {
+	s := &sender{hosts: map[string]*host{}, opts: SendOptions{Warnf: t.Logf}}
+	for _, id := range []string{"greedy", "idle", "honest"} {
+		h := newHost(id, true)
+		h.registered = true
+		s.hosts[id] = h
+	}
+	now := time.Now()
+	for r := range uint32(MaxStallRounds + 5) {
+		s.round = r + 1
+		for _, h := range s.hosts {
+			h.round = s.round
+		}
+		s.hosts["greedy"].need, s.hosts["idle"].need = 5000, 0
+		s.hosts["honest"].need = int64(10000 - r)
+		now = now.Add(2 * time.Second)
+		s.checkStalls(now)
+	}
+	if s.hosts["greedy"].dropped == "" {
+		t.Error("a host asking for the same repair every round was never dropped")
+	}
+	for _, id := range []string{"idle", "honest"} {
+		if d := s.hosts[id].dropped; d != "" {
+			t.Errorf("%s dropped: %s", id, d)
+		}
+	}
+}
+
+// Attack 11: with Encrypt, a listener on the group (and a host whose key
+// the sender refuses) gets only sealed frames; the recipients get the
+// image.
+func TestEncryptedSession(t *testing.T) {
+	ts := newTestSession(t, nil)
+	ts.send.Hosts, ts.send.Encrypt, ts.send.Wait = []string{"h1", "h2", "h3"}, true, 2*time.Second
+	ts.send.HostKeys = func(id string, k ed25519.PublicKey) error {
+		if id == "h3" {
+			return &refusedKey{id}
+		}
+		return nil
+	}
+	spy := ts.net.conn("spy", true)
+	var firsts, plain int
+	var mu sync.Mutex
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case p := <-spy.in:
+				_, m, err := Parse(p.b)
+				if s, ok := m.(*Symbol); err == nil && ok && !s.Repair && s.Block == 0 && s.Index == 0 {
+					mu.Lock()
+					firsts++
+					if bytes.HasPrefix(s.Payload, []byte{0x28, 0xb5, 0x2f, 0xfd}) { // a zstd frame in the clear
+						plain++
+					}
+					mu.Unlock()
+				}
+			case <-time.After(3 * time.Second):
+				return
+			}
+		}
+	}()
+	res, errs := ts.run(context.Background(), ts.send.Hosts, func(h string, o *ReceiveOptions) {
+		if h == "h3" {
+			o.SenderTimeout = time.Second
+		}
+	})
+	<-done
+	for _, h := range []string{"h1", "h2"} {
+		if errs[h] != nil || !res[h].Encrypted {
+			t.Fatalf("%s: %v (encrypted %v)", h, errs[h], res[h] != nil && res[h].Encrypted)
+		}
+		ts.checkImage(h)
+	}
+	if errs["h3"] == nil {
+		t.Error("h3, whose key the sender refused, completed the image")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if firsts == 0 || plain != 0 {
+		t.Errorf("%d of %d first symbols a listener heard were plain zstd frames; want all sealed", plain, firsts)
 	}
 }

@@ -107,7 +107,7 @@ func (k *macKey) sum(b []byte) []byte {
 
 // pairKeys are a host's session MAC keys: up for host to sender, down for
 // sender to host.
-type pairKeys struct{ up, down macKey }
+type pairKeys struct{ up, down, wrap macKey }
 
 // agree derives a host's pair keys from an X25519 agreement of priv with
 // peer, bound to the session and the host id.
@@ -125,7 +125,7 @@ func agree(priv *ecdh.PrivateKey, peer [32]byte, session uint32, host string) (*
 	for _, d := range []struct {
 		info string
 		key  *macKey
-	}{{"host->sender " + host, &k.up}, {"sender->host " + host, &k.down}} {
+	}{{"host->sender " + host, &k.up}, {"sender->host " + host, &k.down}, {"content key " + host, &k.wrap}} {
 		b, err := hkdf.Key(sha256.New, secret, salt, d.info, len(d.key))
 		if err != nil {
 			return nil, err

@@ -26,6 +26,9 @@ type decodeJob struct {
 	delta  bool         // decode against the base image's chunk at this index
 	blocks []blockState // read-only while the chunk is pending
 	mem    []byte       // its symbols, when in memory (read-only while pending); nil: in the spool
+	// cipher opens the frame of an encrypted session (nil: plain)
+	cipher  *contentCipher
+	release [8]byte
 }
 
 // decodeResult is a decoder's verdict on one chunk.
@@ -46,6 +49,7 @@ type decoder struct {
 	coder      coder
 	zd         *zstd.Decoder
 	comp, raw  []byte
+	opened     []byte // an encrypted session's frame, opened
 	base       *baseFile
 	dict       []byte // base chunk buffer, allocated at the first delta
 }
@@ -123,8 +127,16 @@ func (d *decoder) decode(j decodeJob) ([]byte, error) {
 // base image's chunk at its index. Either way the caller checks the
 // result against the manifest: the base is never trusted.
 func (d *decoder) decompress(j decodeJob) ([]byte, error) {
+	frame := d.comp[:j.clen]
+	if j.cipher != nil {
+		var err error
+		if frame, err = j.cipher.open(d.opened[:0], frame, uint32(j.chunk), j.delta, j.release); err != nil {
+			return nil, err
+		}
+		d.opened = frame
+	}
 	if !j.delta {
-		return d.zd.DecodeAll(d.comp[:j.clen], d.raw[:0])
+		return d.zd.DecodeAll(frame, d.raw[:0])
 	}
 	if d.base == nil {
 		return nil, errors.New("delta chunk without a base image")
@@ -136,7 +148,7 @@ func (d *decoder) decompress(j decodeJob) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return decodeDelta(d.comp[:j.clen], dict, d.raw[:0], d.m.ChunkSize)
+	return decodeDelta(frame, dict, d.raw[:0], d.m.ChunkSize)
 }
 
 // readBlock returns block b's k data shards.

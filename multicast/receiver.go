@@ -66,6 +66,14 @@ type ReceiveOptions struct {
 	// one (an agent uses it to skip a release it already has, e.g. a
 	// session still running for other hosts).
 	Accept func(*image.Manifest) error
+	// Room, if set, is asked for the disk the session may take before the
+	// receiver registers: the image plus the most its spool can hold. An
+	// error (a *Refusal with RefuseNoSpace, say) refuses the session
+	// before a byte is written.
+	Room func(bytes int64) error
+	// Refused, if set, hears each session refused with a cause (the
+	// REFUSE sent to its sender), e.g. to record it for the host's status.
+	Refused func(session uint32, from net.Addr, rf *Refusal)
 	// Skip lists sessions not to join: an agent that completed a session
 	// calls Receive again while that session still runs for other hosts.
 	Skip []uint32
@@ -106,6 +114,7 @@ type Result struct {
 	Packets   int64           // packets of the session received
 	Ignored   int64           // packets malformed, foreign or out of place
 	Staged    bool            // ReceiveOptions.Stage ran and succeeded
+	Encrypted bool            // the session's frames were sealed; this host had the key
 	StageErr  error           // what ReceiveOptions.Stage returned
 }
 
@@ -232,8 +241,8 @@ func (r *receiver) handleBatch(p packet, inbox <-chan packet) error {
 // nextJob returns the decoders' channel and the next ready chunk, or a
 // nil channel (never ready in a select) when there is none.
 func (r *receiver) nextJob() (chan<- decodeJob, decodeJob) {
-	if r.st == nil || len(r.st.ready) == 0 {
-		return nil, decodeJob{}
+	if r.st == nil || len(r.st.ready) == 0 || r.ann.Encrypted && r.st.cipher == nil {
+		return nil, decodeJob{} // (sealed frames wait for the key)
 	}
 	return r.jobs, r.st.job(r.st.ready[0])
 }
@@ -342,7 +351,9 @@ func (r *receiver) handle(p packet, now time.Time) error {
 	case *Status:
 		return r.onStatus(m, now)
 	case *Register:
-		r.registered = r.registered || (m.Host == r.opts.HostID && r.st != nil)
+		if m.Host == r.opts.HostID && r.st != nil && r.takeKey(m) {
+			r.registered = true
+		}
 		r.join.acked = true
 	case *Complete:
 		r.acked = r.acked || (m.Host == r.opts.HostID && !r.doneAt.IsZero())
@@ -401,6 +412,28 @@ func (r *receiver) send(m Message) {
 func (r *receiver) signRegister(h Header, m *Register) ([]byte, error) {
 	m.SignedAt, m.HostKey, m.Ephemeral = time.Now().UnixMilli(), r.hostPub, pub32(r.eph.PublicKey().Bytes())
 	return appendSigned(nil, h, m, r.opts.HostKey)
+}
+
+// takeKey takes the content key of an encrypted session from the
+// sender's acknowledgement; it reports whether the acknowledgement will do
+// (a plain session's always does).
+func (r *receiver) takeKey(m *Register) bool {
+	if !r.ann.Encrypted {
+		return true
+	}
+	if r.st.cipher != nil {
+		return true
+	}
+	key, err := unwrapKey(m.WrappedKey, &r.keys.wrap)
+	if err == nil {
+		r.st.cipher, err = newContentCipher(key)
+	}
+	if err != nil {
+		r.opts.Warnf("session %08x: %v", r.res.Session, err)
+		return false
+	}
+	r.res.Encrypted = true
+	return true
 }
 
 // authentic checks a packet of the followed session: ANNOUNCE signed by

@@ -242,6 +242,9 @@ func (r *receiver) refuseSession(session uint32, from net.Addr, why error, now t
 	if rf.rf != nil {
 		rf.sent = now
 		r.sendRefuse(session, rf.rf, from)
+		if r.opts.Refused != nil {
+			r.opts.Refused(session, from, rf.rf)
+		}
 	}
 }
 

@@ -97,7 +97,26 @@ func (r *receiver) checkManifest(b []byte) (*image.Manifest, error) {
 			return nil, fmt.Errorf("%w: session %08x release %s not wanted: %w", ErrUntrusted, r.res.Session, m.ReleaseID(), err)
 		}
 	}
+	if r.opts.Room != nil {
+		if err := r.opts.Room(m.ImageSize + r.spoolBound()); err != nil {
+			return nil, fmt.Errorf("%w: session %08x release %s: %w", ErrUntrusted, r.res.Session, m.ReleaseID(), err)
+		}
+	}
 	return m, nil
+}
+
+// spoolBound is the most disk the spool can take in a session: every
+// chunk's symbols at its longest frame, were all of them to wait there at
+// once. The signed descriptor gives the lengths, so a forged DATA flood
+// cannot make it larger.
+func (r *receiver) spoolBound() int64 {
+	var n int64
+	for _, l := range r.lens {
+		if f := max(l[0], l[1]); f > 0 {
+			n += int64(newLayout(int(f), int(r.ann.SymbolSize), int(r.ann.BlockSymbols)).symbols) * int64(r.ann.SymbolSize)
+		}
+	}
+	return n
 }
 
 // open prepares the partial image (resuming one left by a killed
@@ -114,6 +133,7 @@ func (r *receiver) open(m *image.Manifest) error {
 		return fmt.Errorf("multicast: %w", err)
 	}
 	r.st = newStore(m, r.ann, f, spool)
+	r.st.releaseID = r.ann.ReleaseID
 	r.st.lens = r.lens
 	if r.ann.BaseID != ([8]byte{}) {
 		r.st.base = openBase(r.opts.BaseImage, hex.EncodeToString(r.ann.BaseID[:]))

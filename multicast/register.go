@@ -12,7 +12,11 @@ const (
 	registerNeedManifest = 1 // the host lacks the manifest; please resend it
 	registerHasBase      = 2 // the host holds the announced base image
 	registerBitmap       = 4 // the held chunks are a bitmap, not ranges
+	registerKey          = 8 // (the sender's acknowledgement) the sealed content key follows the keys
 )
+
+// wrappedKeyLen is a sealed content key's length: the key and its tag.
+const wrappedKeyLen = contentKeyLen + sealOverhead
 
 // Range is a run of chunks [First, First+Count).
 type Range struct{ First, Count uint32 }
@@ -35,10 +39,13 @@ type Range struct{ First, Count uint32 }
 // key (hostkey.Pins) and takes a host's reply address and MAC keys only
 // from a REGISTER signed later than the last it took.
 type Register struct {
-	Host         string
-	SignedAt     int64    // unix ms
-	HostKey      [32]byte // the host's ed25519 identity
-	Ephemeral    [32]byte // the host's X25519 key for this session
+	Host      string
+	SignedAt  int64    // unix ms
+	HostKey   [32]byte // the host's ed25519 identity
+	Ephemeral [32]byte // the host's X25519 key for this session
+	// WrappedKey, in the sender's acknowledgement of an encrypted
+	// session, is the content key sealed for this host (seal.go).
+	WrappedKey   []byte
 	NeedManifest bool
 	HasBase      bool    // holds the announced base release's image: can decode deltas
 	Have         []Range // chunks the host already holds: ascending, disjoint
@@ -60,6 +67,12 @@ func (m *Register) AppendBinary(b []byte) ([]byte, error) {
 	}
 	if m.HasBase {
 		fl |= registerHasBase
+	}
+	if m.WrappedKey != nil {
+		if len(m.WrappedKey) != wrappedKeyLen {
+			return b, fmt.Errorf("%w: wrapped key of %d bytes", ErrMalformed, len(m.WrappedKey))
+		}
+		fl |= registerKey
 	}
 	bits := uint64(0)
 	if n := len(m.Have); n > 0 {
@@ -87,7 +100,8 @@ func (m *Register) appendKeys(b []byte, fl byte) []byte {
 	b = append(b, fl)
 	b = binary.BigEndian.AppendUint64(b, uint64(m.SignedAt))
 	b = append(b, m.HostKey[:]...)
-	return append(b, m.Ephemeral[:]...)
+	b = append(b, m.Ephemeral[:]...)
+	return append(b, m.WrappedKey...)
 }
 
 // largestRuns returns rs when it has at most max ranges, else its max
@@ -125,17 +139,22 @@ func parseRegister(b []byte) (*Register, error) {
 	r := reader{b: b}
 	m := &Register{Host: r.str8("host id", MaxHostID)}
 	fl := r.u8()
-	r.check(fl&^(registerNeedManifest|registerHasBase|registerBitmap) == 0, "register flags %#x", fl)
+	r.check(fl&^(registerNeedManifest|registerHasBase|registerBitmap|registerKey) == 0, "register flags %#x", fl)
 	m.NeedManifest = fl&registerNeedManifest != 0
 	m.HasBase = fl&registerHasBase != 0
 	m.SignedAt = int64(r.u64())
 	copy(m.HostKey[:], r.take(32))
 	copy(m.Ephemeral[:], r.take(32))
+	if fl&registerKey != 0 {
+		m.WrappedKey = append([]byte(nil), r.take(wrappedKeyLen)...)
+	}
 	if fl&registerBitmap != 0 {
 		bits := r.u32()
 		r.check(bits <= MaxRegisterBitmap, "register bitmap of %d chunks, more than %d", bits, MaxRegisterBitmap)
 		if r.err == nil {
 			m.Have = bitmapRanges(r.take(int(bits+7)/8), bits)
+			// the encoding is canonical: a set that fits as ranges goes as ranges
+			r.check(len(m.Have) > MaxRegisterRanges, "register bitmap of %d runs, which fit as ranges", len(m.Have))
 		}
 		return m, r.done()
 	}

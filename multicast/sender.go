@@ -20,6 +20,10 @@ import (
 	"github.com/loopcast/loopcast/image"
 )
 
+// ErrAllRefused is a closed group's session every host refused (each
+// host's cause is in the report).
+var ErrAllRefused = errors.New("multicast: no host will take the session")
+
 // Sender tunables.
 const (
 	// DefaultSymbolSize fits a DATA packet (16+14+1408 = 1438 bytes) in a
@@ -69,6 +73,11 @@ type SendOptions struct {
 	// host, and the report says why. Nil accepts any key, binding each
 	// host id to the first key it shows for the rest of the session.
 	HostKeys func(host string, key ed25519.PublicKey) error
+	// Encrypt seals every chunk frame under a content key drawn for the
+	// session, which only the hosts whose REGISTER it accepts receive
+	// (seal.go): a listener that is not a recipient learns nothing of the
+	// tree's bytes.
+	Encrypt bool
 	// Pack holds the image's chunks compressed (an [image.Pack] opened
 	// with Manifest, which checks it belongs to it).
 	Pack     ChunkSource
@@ -195,16 +204,45 @@ type sender struct {
 	sessKey  ed25519.PrivateKey // signs STATUS and ABORT
 	dh       *ecdh.PrivateKey   // agrees each host's MAC keys
 	guests   int                // hosts tracked that are not members
+	content  []byte             // the content key of an encrypted session
+}
+
+// sealedLens gives the frame lengths of an encrypted session: each frame
+// sealed, a tag longer.
+type sealedLens struct{ lens FrameLens }
+
+func (s sealedLens) FrameLens(i int) (plain, delta uint32) {
+	p, d := s.lens.FrameLens(i)
+	if p > 0 {
+		p += sealOverhead
+	}
+	if d > 0 {
+		d += sealOverhead
+	}
+	return p, d
 }
 
 func newSender(conn Conn, o SendOptions) (*sender, error) {
-	mb, err := appendDescriptor(nil, o.Manifest, o.Pack)
+	var lens FrameLens = o.Pack
+	var content []byte
+	var cc *contentCipher
+	if o.Encrypt {
+		content = newContentKey()
+		var err error
+		if cc, err = newContentCipher(content); err != nil {
+			return nil, err
+		}
+		lens = sealedLens{o.Pack}
+	}
+	mb, err := appendDescriptor(nil, o.Manifest, lens)
 	if err != nil {
 		return nil, err
 	}
 	_, sk, _ := ed25519.GenerateKey(rand.Reader)
 	s := &sender{opts: o, conn: conn, manifest: mb, src: newSource(o.Pack, o.Manifest), hosts: map[string]*host{},
-		list: slices.Clone(o.Hosts), sessKey: sk, dh: newDH()}
+		list: slices.Clone(o.Hosts), sessKey: sk, dh: newDH(), content: content}
+	s.src.cipher = cc
+	hex.Decode(s.src.release[:], []byte(o.Manifest.ReleaseID()))
 	s.ann = s.baseAnnounce()
 	for _, id := range o.Hosts {
 		s.hosts[id] = newHost(id, true)
@@ -226,6 +264,7 @@ func (s *sender) baseAnnounce() Announce {
 		Closed: len(s.opts.Hosts) > 0, Rate: uint64(s.opts.Rate), HostsTotal: uint16(len(s.opts.Hosts)),
 		ReleaseKey: pub32(s.opts.Key.Public().(ed25519.PublicKey)),
 		SessionKey: pub32(s.sessKey.Public().(ed25519.PublicKey)), SessionDH: pub32(s.dh.PublicKey().Bytes()),
+		Encrypted: s.opts.Encrypt,
 	}
 	hex.Decode(a.ReleaseID[:], []byte(m.ReleaseID()))
 	if s.opts.BaseID != "" {
@@ -356,7 +395,7 @@ func (s *sender) stepRegister(now time.Time) {
 	switch {
 	case closed && reg > 0 && decided == members, !closed && s.opts.MinHosts > 0 && reg >= s.opts.MinHosts:
 	case closed && decided == members: // every host refused: say why at once
-		s.err = fmt.Errorf("multicast: session %08x: no host will take it: %s", s.opts.Session, s.refusals())
+		s.err = fmt.Errorf("%w: session %08x: %s", ErrAllRefused, s.opts.Session, s.refusals())
 		return
 	case now.Before(s.deadline):
 		return

@@ -38,6 +38,7 @@ type host struct {
 	need       int64             // what its latest round's NACKs asked for
 	best       int64             // the least it ever asked for; -1: not yet
 	stalled    int               // rounds since it last asked for less than best
+	progressAt time.Time         // when it last did
 }
 
 // counts reports whether h takes part in the group's decisions (which
@@ -165,7 +166,11 @@ func (s *sender) onRegister(m *Register, hdr *Header, from net.Addr, now time.Ti
 		s.opts.Logf("session %08x: host %s registered from %v", s.opts.Session, h.id, h.addr)
 	}
 	h.registered, h.dropped, h.have, h.hasBase, h.refused = true, "", m.Have, m.HasBase, nil
-	s.reply(&Register{Host: h.id}, h)
+	ack := &Register{Host: h.id}
+	if s.content != nil {
+		ack.WrappedKey = wrapKey(s.content, &h.keys.wrap)
+	}
+	s.reply(ack, h)
 	return true
 }
 
@@ -308,7 +313,7 @@ func (s *sender) roundAnswered() bool {
 
 // finishRound turns the round's NACKs into repair jobs.
 func (s *sender) finishRound(now time.Time) {
-	s.checkStalls()
+	s.checkStalls(now)
 	s.pacer.reportLoss(int(s.agg.worst))
 	s.fec.loss, s.fec.worst = s.agg.worst, max(s.fec.worst, s.agg.worst)
 	s.jobs = s.sched.plan(s.agg, s.blockInfo)
@@ -317,27 +322,33 @@ func (s *sender) finishRound(now time.Time) {
 		s.opts.Session, s.round, len(s.agg.blocks), len(s.agg.whole.list()), s.agg.worst, s.live())
 }
 
-// MaxStallRounds bounds the rounds a host may go on asking without ever
-// asking for less than its best: a broken host, or a member that NACKs
-// everything to hold the session, is dropped after this many, so no host
-// can extend a session without bound. Honest repair asks for less every
-// round or two.
+// MaxStallRounds bounds the rounds a host may go on asking for repair
+// without ever asking for less than its best: a broken host, or a member
+// that NACKs everything to hold the session, is dropped after this many
+// (and at least stallTime after its last progress), so no host can extend
+// a session without bound. Honest repair asks for less every round or
+// two; a round in which a host asks for nothing (it is decoding or
+// copying its own chunks) is not a stall.
 const MaxStallRounds = 30
 
+// stallTime is the least time without progress before a stalled host is
+// dropped: rounds can follow each other in a few milliseconds.
+const stallTime = 30 * time.Second
+
 // checkStalls drops hosts whose NACKs stopped getting smaller.
-func (s *sender) checkStalls() {
+func (s *sender) checkStalls(now time.Time) {
 	for _, h := range s.hosts {
 		if !h.active() || h.round != s.round {
 			continue
 		}
 		switch {
-		case h.best < 0 || h.need < h.best:
-			h.best, h.stalled = h.need, 0
+		case h.best < 0 || h.need < h.best || h.need == 0:
+			h.best, h.stalled, h.progressAt = h.need, 0, now
 		default:
 			h.stalled++
 		}
-		if h.stalled >= MaxStallRounds {
-			h.dropped = fmt.Sprintf("no repair progress in %d rounds (still asking for %d symbols)", h.stalled, h.need)
+		if h.stalled >= MaxStallRounds && now.Sub(h.progressAt) >= stallTime {
+			h.dropped = fmt.Sprintf("no repair progress in %d rounds and %v (still asking for %d symbols)", h.stalled, now.Sub(h.progressAt).Round(time.Second), h.need)
 			s.opts.Warnf("session %08x: dropping host %s: %s", s.opts.Session, h.id, h.dropped)
 		}
 	}

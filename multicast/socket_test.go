@@ -80,37 +80,44 @@ func randomImage(tb testing.TB, size int) (string, *image.Manifest, ed25519.Publ
 
 // BenchmarkUDPLoopback sends 64 MiB of incompressible data over real
 // sockets on lo to one receiver, unpaced, and reports the goodput.
+// BenchmarkUDPLoopback sends 64 MiB over the loopback interface to one
+// receiver, in the clear and sealed (Encrypt): the difference is what
+// encryption costs end to end.
 func BenchmarkUDPLoopback(b *testing.B) {
 	const size = 64 << 20
 	img, m, pub := randomImage(b, size)
 	pack := openPack(b, img, m, "")
 	group := &net.UDPAddr{IP: net.IPv4(239, 255, 77, 2), Port: 47012}
-	for b.Loop() {
-		rc, err := ListenGroup(group, "lo")
-		if err != nil {
-			b.Skipf("multicast on lo: %v", err)
-		}
-		sc, err := DialGroup(group, "lo", DefaultTTL)
-		if err != nil {
-			b.Fatal(err)
-		}
-		out := filepath.Join(b.TempDir(), "out.img")
-		errc := make(chan error, 1)
-		go func() {
-			_, err := Receive(context.Background(), rc, ReceiveOptions{HostID: "lo1", HostKey: testHostKey("lo1"), Out: out, Trusted: []ed25519.PublicKey{pub}})
-			errc <- err
-		}()
-		rep, err := Send(context.Background(), sc, SendOptions{Key: testReleaseKey(), Group: group, Manifest: m, Pack: pack, Rate: 2e9, Hosts: []string{"lo1"}})
-		if err == nil {
-			err = <-errc
-		}
-		rc.Close()
-		sc.Close()
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.ReportMetric(float64(size)/rep.Duration.Seconds()/1e6, "MB/s")
-		b.ReportMetric(float64(rep.RepairPackets), "repair-pkts")
-		b.ReportMetric(float64(rep.Rounds), "rounds")
+	for _, enc := range []bool{false, true} {
+		b.Run(map[bool]string{false: "plain", true: "encrypted"}[enc], func(b *testing.B) {
+			for b.Loop() {
+				rc, err := ListenGroup(group, "lo")
+				if err != nil {
+					b.Skipf("multicast on lo: %v", err)
+				}
+				sc, err := DialGroup(group, "lo", DefaultTTL)
+				if err != nil {
+					b.Fatal(err)
+				}
+				out := filepath.Join(b.TempDir(), "out.img")
+				errc := make(chan error, 1)
+				go func() {
+					_, err := Receive(context.Background(), rc, ReceiveOptions{HostID: "lo1", HostKey: testHostKey("lo1"), Out: out, Trusted: []ed25519.PublicKey{pub}})
+					errc <- err
+				}()
+				rep, err := Send(context.Background(), sc, SendOptions{Key: testReleaseKey(), Group: group, Manifest: m, Pack: pack, Rate: 2e9, Hosts: []string{"lo1"}, Encrypt: enc})
+				if err == nil {
+					err = <-errc
+				}
+				rc.Close()
+				sc.Close()
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(size)/rep.Duration.Seconds()/1e6, "MB/s")
+				b.ReportMetric(float64(rep.RepairPackets), "repair-pkts")
+				b.ReportMetric(float64(rep.Rounds), "rounds")
+			}
+		})
 	}
 }

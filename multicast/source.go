@@ -29,13 +29,15 @@ var _ ChunkSource = (*image.Pack)(nil)
 // when every host holds the base (deltas set) and the chunk has one and
 // was not forced plain.
 type source struct {
-	pack   ChunkSource
-	m      *image.Manifest
-	deltas bool
-	plain  chunkSet // chunks sent plain from now on though they have a delta
-	clen   []uint32 // compressed length per chunk (current encoding), 0 until first read
-	cache  map[uint32]encoded
-	order  []uint32 // cache keys, oldest first
+	pack    ChunkSource
+	m       *image.Manifest
+	deltas  bool
+	plain   chunkSet // chunks sent plain from now on though they have a delta
+	clen    []uint32 // compressed length per chunk (current encoding), 0 until first read
+	cache   map[uint32]encoded
+	order   []uint32       // cache keys, oldest first
+	cipher  *contentCipher // an encrypted session's: frames are sealed as they are read
+	release [8]byte
 }
 
 // encoded is a compressed chunk and how it was compressed.
@@ -66,6 +68,9 @@ func (s *source) chunk(i uint32) (encoded, error) {
 	}
 	if err != nil {
 		return encoded{}, fmt.Errorf("multicast: %w", err)
+	}
+	if s.cipher != nil && len(e.data) > 0 {
+		e.data = s.cipher.seal(e.data, i, e.delta, s.release)
 	}
 	if len(e.data) == 0 || len(e.data) > maxCompressed(s.m.ChunkSize) {
 		return encoded{}, fmt.Errorf("multicast: chunk %d: a frame of %d bytes", i, len(e.data))

@@ -32,7 +32,9 @@ type store struct {
 	symSize, k int
 	file       *os.File // the partial image
 	spool      *os.File
-	lens       [][2]uint32 // per chunk: plain and delta frame lengths, from the signed descriptor
+	lens       [][2]uint32    // per chunk: plain and delta frame lengths, from the signed descriptor
+	cipher     *contentCipher // an encrypted session's content key, once the sender sent it
+	releaseID  [8]byte
 	chunks     []chunkState
 	remaining  int   // non-zero chunks not yet written
 	slots      int64 // spool symbol slots per chunk
@@ -233,7 +235,7 @@ func (st *store) release(cs *chunkState) {
 // not change while the chunk is pending.
 func (st *store) job(i int) decodeJob {
 	cs := &st.chunks[i]
-	return decodeJob{chunk: i, clen: cs.clen, delta: cs.delta, blocks: cs.blocks, mem: cs.mem}
+	return decodeJob{chunk: i, clen: cs.clen, delta: cs.delta, blocks: cs.blocks, mem: cs.mem, cipher: st.cipher, release: st.releaseID}
 }
 
 // decoded records a decoder's verdict on chunk i: written, or forgotten

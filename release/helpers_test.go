@@ -25,8 +25,9 @@ var testPub, testKey, _ = ed25519.GenerateKey(rand.Reader)
 // fixture is a test's scratch directory: images are built in dir/src, the
 // store lives in dir/root.
 type fixture struct {
-	t   *testing.T
-	dir string
+	created int64 // the manifests' build time, when set
+	t       *testing.T
+	dir     string
 }
 
 // newFixture needs loop devices and mke2fs, and unmounts everything below
@@ -96,6 +97,9 @@ func (f *fixture) manifest(img, label string, key ed25519.PrivateKey) string {
 		f.t.Fatal(err)
 	}
 	m.Label = label
+	if f.created != 0 {
+		m.Created = f.created
+	}
 	m.Sign(key)
 	man := strings.TrimSuffix(img, ".img") + ".manifest"
 	if err := image.WriteManifestFile(man, m); err != nil {

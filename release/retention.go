@@ -62,7 +62,10 @@ func (s *Store) keepSet(st *State, extra ...string) map[string]string {
 		}
 	}
 	slices.SortFunc(good, func(a, b Entry) int { return cmp.Compare(b.Activated, a.Activated) })
-	slices.SortFunc(pending, func(a, b Entry) int { return cmp.Compare(b.Order, a.Order) })
+	// the newest builds first, by the signed manifest's time, then by
+	// staging order: restaging (or a replay of) older signed releases
+	// cannot push out the release staged and awaiting its ACTIVATE
+	slices.SortFunc(pending, func(a, b Entry) int { return cmp.Or(cmp.Compare(b.Built, a.Built), cmp.Compare(b.Order, a.Order)) })
 	for _, e := range good[:min(len(good), policy.Keep)] {
 		add(e.ID, keptRecent)
 	}

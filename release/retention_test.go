@@ -254,3 +254,26 @@ func TestLease(t *testing.T) {
 	}
 	mustMounted(t, s, a, false)
 }
+
+// Attack 9: stagings of older signed releases (replayed sessions, say)
+// after a new release was staged must not retire that release before its
+// ACTIVATE: pending releases are ranked by the signed build time.
+func TestPendingKeptOverOlderStagings(t *testing.T) {
+	f := newFixture(t)
+	s := f.open(Options{Keep: 1, KeepFor: -1})
+	f.created = 1000
+	f.deploy(s, "cur")
+	f.created = 3000
+	next := f.stage(s, "next") // awaiting its ACTIVATE
+	for i, name := range []string{"old1", "old2", "old3"} {
+		f.created = int64(1100 + i)
+		f.stage(s, name)
+	}
+	if err := s.Retire(); err != nil {
+		t.Fatal(err)
+	}
+	mustMounted(t, s, next, true)
+	if err := s.Activate(next); err != nil {
+		t.Fatalf("activate the release staged before the older ones: %v", err)
+	}
+}

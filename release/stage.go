@@ -174,7 +174,7 @@ func (s *Store) record(st *State, id string, m *image.Manifest) {
 		st.History = append(st.History, Entry{ID: id, Order: st.next()})
 		e = &st.History[len(st.History)-1]
 	}
-	e.Retired, e.Size, e.Label = false, m.ImageSize, m.Label
+	e.Retired, e.Size, e.Label, e.Built = false, m.ImageSize, m.Label, m.Created
 	e.Quarantined, e.QuarantinedAt = "", time.Time{} // a verified copy
 	e.StagedAt = s.now()
 }

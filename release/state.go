@@ -30,7 +30,11 @@ type State struct {
 	Failed    []Failure `json:"failed"`             // most recent last
 	History   []Entry   `json:"history"`            // in staging order
 	LastError string    `json:"last_error,omitempty"`
-	Seq       uint64    `json:"seq"` // last order number handed out
+	// LastRefusal is the last session this host refused and why (cause:
+	// detail), with when: what the operator reads instead of silence.
+	LastRefusal   string    `json:"last_refusal,omitempty"`
+	LastRefusalAt time.Time `json:"last_refusal_at,omitzero"`
+	Seq           uint64    `json:"seq"` // last order number handed out
 	// Retention is the policy the agent last applied, so that a local
 	// `receiver status` explains what is kept with the agent's flags.
 	Retention *Retention `json:"retention,omitempty"`
@@ -44,11 +48,14 @@ type Retention struct {
 
 // Entry is one release the store has staged.
 type Entry struct {
-	ID          string    `json:"id"`
-	Order       uint64    `json:"order"`               // first staging; higher is newer
-	Activated   uint64    `json:"activated,omitempty"` // latest activation's order; 0: never
-	Size        int64     `json:"size"`
-	Label       string    `json:"label,omitempty"`
+	ID        string `json:"id"`
+	Order     uint64 `json:"order"`               // first staging; higher is newer
+	Activated uint64 `json:"activated,omitempty"` // latest activation's order; 0: never
+	Size      int64  `json:"size"`
+	Label     string `json:"label,omitempty"`
+	// Built is the signed manifest's build time (Unix seconds): how old
+	// the release is, whatever order hosts staged it in.
+	Built       int64     `json:"built,omitempty"`
 	StagedAt    time.Time `json:"staged_at"`
 	ActivatedAt time.Time `json:"activated_at,omitzero"`
 	// LeftCurrentAt is when it last stopped being current: --keep-for runs

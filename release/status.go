@@ -1,6 +1,10 @@
 package release
 
-import "github.com/loopcast/loopcast/loopmount"
+import (
+	"time"
+
+	"github.com/loopcast/loopcast/loopmount"
+)
 
 // Status is what the agent reports about its store.
 type Status struct {
@@ -12,6 +16,9 @@ type Status struct {
 	Failed    []Failure       `json:"failed,omitempty"`
 	FreeBytes int64           `json:"free_bytes"`
 	LastError string          `json:"last_error,omitempty"`
+	// LastRefusal is the last session the agent refused, and why.
+	LastRefusal   string    `json:"last_refusal,omitempty"`
+	LastRefusalAt time.Time `json:"last_refusal_at,omitzero"`
 	// UsersHidden counts processes WithUsers could not inspect (another
 	// user's, when not run as root).
 	UsersHidden int `json:"users_hidden,omitempty"`
@@ -43,6 +50,7 @@ func (s *Store) Status() (*Status, error) {
 	out := &Status{
 		Root: s.root, Current: s.linkedID(), Previous: st.Previous, Staged: st.Staged,
 		Failed: st.Failed, FreeBytes: free, LastError: st.LastError,
+		LastRefusal: st.LastRefusal, LastRefusalAt: st.LastRefusalAt,
 	}
 	keep := s.keepSet(st)
 	for _, e := range st.History {
@@ -75,4 +83,17 @@ func (s *Store) WithUsers(st *Status) error {
 	}
 	st.UsersHidden = u.Hidden
 	return nil
+}
+
+// NoteRefusal records that the agent refused a session, and why, for
+// `receiver status` and the sender's STATUS. The state is written only
+// when the text changes, so a flood of one refusal costs no disk writes.
+func (s *Store) NoteRefusal(text string) error {
+	return s.transact("note refusal", func(st *State) (bool, error) {
+		if st.LastRefusal == text {
+			return false, nil
+		}
+		st.LastRefusal, st.LastRefusalAt = text, s.now()
+		return true, nil
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -31,7 +32,7 @@ func TestStatusOfAnEmptyStore(t *testing.T) {
 	if err != nil {
 		t.Fatalf("status: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "current     -") {
+	if !regexp.MustCompile(`(?m)^current +-$`).MatchString(out) || !regexp.MustCompile(`(?m)^last refusal +-$`).MatchString(out) {
 		t.Errorf("status of an empty store:\n%s", out)
 	}
 	out, err = run(t, "status", "--root", root, "--json")

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/loopcast/loopcast/internal/cliutil"
 
@@ -77,6 +78,11 @@ func printStatus(w io.Writer, st *release.Status) {
 	fmt.Fprintf(tw, "staged\t%s\n", orNone(strings.Join(st.Staged, " ")))
 	fmt.Fprintf(tw, "free disk\t%s\n", cliutil.HumanBytes(st.FreeBytes))
 	fmt.Fprintf(tw, "last error\t%s\n", orNone(st.LastError))
+	if st.LastRefusal != "" {
+		fmt.Fprintf(tw, "last refusal\t%s (%s)\n", st.LastRefusal, st.LastRefusalAt.Local().Format(time.DateTime))
+	} else {
+		fmt.Fprintf(tw, "last refusal\t%s\n", orNone(""))
+	}
 	tw.Flush()
 	if len(st.Releases) > 0 {
 		fmt.Fprintln(w)

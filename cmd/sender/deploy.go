@@ -59,7 +59,7 @@ func deployCommand() *cli.Command {
 			&cli.IntFlag{Name: "fec-overhead", Usage: "proactive parity, `PCT` of each block (default: sized from the loss hosts report)"},
 			&cli.StringFlag{Name: "require", Value: "all", Usage: "switch only if `all` hosts (or N%) staged the release"},
 			&cli.DurationFlag{Name: "stage-timeout", Value: deploy.DefaultStageTimeout, Usage: "how long hosts may take to stage"},
-			stateDirFlag(), allowNewHostsFlag(),
+			stateDirFlag(), allowNewHostsFlag(), encryptFlag(),
 			&cli.StringFlag{Name: "label", Usage: "source label for a built image (default: SRC_DIR)"},
 			&cli.StringFlag{Name: "epoch", Usage: "build timestamps: Unix time `N` (default $SOURCE_DATE_EPOCH, else the files')"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "build and show what would happen; send nothing"},
@@ -104,6 +104,14 @@ func runDeploy(c *cli.Context) error {
 	}
 	if res != nil {
 		entry.Outcome, entry.DeployID, entry.Hosts = res.Outcome.String(), res.DeployID, hostIDs(res)
+		for _, h := range res.Hosts {
+			if h.Phase == deploy.PhaseRefused {
+				if entry.Refused == nil {
+					entry.Refused = map[string]string{}
+				}
+				entry.Refused[h.ID] = h.Cause + ": " + h.Error
+			}
+		}
 		printDeploy(c.App.Writer, res, c.Bool("json"))
 		if res.Outcome != deploy.OutcomeNone && opts.ImagePath != "" {
 			recordBase(c, &opts) // the hosts hold this image now: build the next one on it
@@ -155,6 +163,7 @@ func deployOptions(c *cli.Context) (o deploy.Options, pins *hostkey.Pins, err er
 		return o, nil, err
 	}
 	o.HostKeys = hostKeyPolicy(pins, inv.ids, c.Bool("allow-new-hosts"))
+	o.Encrypt = c.Bool("encrypt")
 	if o.Rate, err = parseRate(c.String("rate")); err != nil {
 		return o, nil, fmt.Errorf("deploy: --rate: %w", err)
 	}

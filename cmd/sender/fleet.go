@@ -101,6 +101,9 @@ func printStatus(w io.Writer, st []deploy.HostStatus) {
 		if errText == "" {
 			errText = s.LastErr
 		}
+		if errText == "" && s.LastRefusal != "" {
+			errText = "last refused " + s.LastRefusal
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, cur, s.Previous, strings.Join(s.Staged, ","),
 			cliutil.HumanBytes(int64(s.Free)), s.Version, errText)
 	}

@@ -69,6 +69,10 @@ func parseHosts(s string) (inventory, error) {
 	return inv, nil
 }
 
+func encryptFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "encrypt", Usage: "seal every chunk (AES-256-GCM) under a key only the accepted hosts receive: a listener on the LAN learns nothing of the tree"}
+}
+
 func allowNewHostsFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "allow-new-hosts", Usage: "open group: admit hosts whose key is not pinned yet (and pin it); without it only known hosts take part"}
 }

@@ -35,7 +35,7 @@ func sendCommand() *cli.Command {
 			&cli.IntFlag{Name: "fec-overhead", Usage: "proactive parity, `PCT` of each block's data packets (default: sized from the loss hosts report)"},
 			&cli.DurationFlag{Name: "host-timeout", Value: multicast.DefaultHostTimeout, Usage: "drop a host silent this long"},
 			&cli.StringFlag{Name: "key", Required: true, EnvVars: []string{"LOOPCAST_KEY"}, Usage: "release private key `FILE`: signs the session (the manifest must be signed by it)"},
-			allowNewHostsFlag(), stateDirFlag(),
+			allowNewHostsFlag(), stateDirFlag(), encryptFlag(),
 		},
 		Action: runSend,
 	}
@@ -113,7 +113,8 @@ func sendOptions(c *cli.Context) (multicast.SendOptions, io.Closer, error) {
 	}
 	o = multicast.SendOptions{Group: group, Manifest: m, Pack: p, BaseID: p.BaseID, Rate: rate, Hosts: inv.ids,
 		Wait: c.Duration("wait"), MinHosts: c.Int("min-hosts"), FECOverhead: fecOverhead(c),
-		HostTimeout: c.Duration("host-timeout"), Key: key, HostKeys: hostKeyPolicy(pins, inv.ids, c.Bool("allow-new-hosts"))}
+		HostTimeout: c.Duration("host-timeout"), Key: key, HostKeys: hostKeyPolicy(pins, inv.ids, c.Bool("allow-new-hosts")),
+		Encrypt: c.Bool("encrypt")}
 	return o, closers{p, pins}, nil
 }
 

@@ -32,7 +32,12 @@ func Create(path string, perm os.FileMode) (*File, error) {
 	}
 	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
 	if err != nil {
-		return nil, fmt.Errorf("atomicfile: %w", err)
+		// name the file asked for, not the temporary one beside it
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("cannot write %s: %w", path, err)
 	}
 	if err := f.Chmod(perm); err != nil {
 		f.Close()

@@ -3,6 +3,7 @@ package atomicfile
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -63,5 +64,14 @@ func assertOnly(t *testing.T, dir string, names ...string) {
 			got = append(got, e.Name())
 		}
 		t.Fatalf("dir holds %q, want %q", got, names)
+	}
+}
+
+// An error names the file asked for, not the temporary file beside it.
+func TestCreateErrorNamesPath(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "missing", "a.img")
+	_, err := Create(path, 0o644)
+	if err == nil || !strings.Contains(err.Error(), path) || strings.Contains(err.Error(), ".tmp-") {
+		t.Errorf("Create in a missing directory: %v; want an error naming %s", err, path)
 	}
 }
