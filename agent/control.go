@@ -27,14 +27,14 @@ type ControlConfig struct {
 // NewControl returns the handler for the sender's commands. started is
 // the agent's start time: commands issued before it are refused, because
 // the replay cache of an earlier run is gone.
-func NewControl(cfg ControlConfig, started time.Time) (*control.Handler, error) {
+func NewControl(cfg ControlConfig, started time.Time) (*Handler, error) {
 	v, err := control.NewVerifier(control.VerifierConfig{
 		Keys: cfg.Keys, Host: cfg.Host, Group: cfg.Group, NotBefore: started,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	return control.NewHandler(control.HandlerConfig{
+	return NewHandler(HandlerConfig{
 		Store: cfg.Store, Verifier: v, Version: cfg.Version, Logger: cfg.Logger,
 	}), nil
 }

@@ -19,11 +19,6 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// ControlPortOffset places the control socket next to the data port:
-// commands go to the group's address at port+1, so one ADDR:PORT
-// configures both and firewall rules stay a pair.
-const ControlPortOffset = 1
-
 // retryPause spaces out receive attempts after a failed session, so a
 // hostile or broken sender cannot make the agent spin.
 const retryPause = time.Second
@@ -43,11 +38,6 @@ type RunConfig struct {
 	Keys    []ed25519.PublicKey
 	Version string
 	Logger  *slog.Logger
-}
-
-// ControlAddr returns the control address that goes with a data group.
-func ControlAddr(group *net.UDPAddr) *net.UDPAddr {
-	return &net.UDPAddr{IP: group.IP, Port: group.Port + ControlPortOffset}
 }
 
 // Run is the agent: it reconciles the store and reports ready, then
@@ -83,7 +73,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		return err
 	}
 	defer data.Close()
-	ctl, err := listen(ctx, ControlAddr(cfg.Group), cfg.Iface, log)
+	ctl, err := listen(ctx, control.Addr(cfg.Group), cfg.Iface, log)
 	if err != nil {
 		return err
 	}
@@ -289,7 +279,7 @@ func retireLoop(ctx context.Context, store *release.Store, log *slog.Logger) err
 }
 
 // controlLoop answers the sender's commands; it alone owns the handler.
-func controlLoop(ctx context.Context, conn multicast.Conn, h *control.Handler, key ed25519.PrivateKey, log *slog.Logger) error {
+func controlLoop(ctx context.Context, conn multicast.Conn, h *Handler, key ed25519.PrivateKey, log *slog.Logger) error {
 	buf := make([]byte, maxControlPacket)
 	for {
 		n, from, err := conn.ReadFrom(buf)

@@ -28,7 +28,10 @@
 //	33  outcome u8 (1 ok, 2 failed, 3 refused)
 //	34  host name, current release name, error text (empty iff ok)
 //	    STATUS answered ok: previous name, free bytes u64,
-//	    staged count u8 + names, agent version text, last error text
+//	    staged count u8 + names, agent version text, last error text,
+//	    last refusal text
+//	  then (every reply) the host's public key [32] and its ed25519
+//	  signature [64] over everything before it (SignReply)
 //
 // # Trust
 //
@@ -36,10 +39,13 @@
 // signed by a trusted ed25519 key, issued within [MaxClockSkew] of the
 // agent's clock, and its nonce has not been seen; the nonces of accepted
 // commands are remembered until they are too old to pass the time check,
-// in a cache of bounded size. A [Handler] applies verified commands to a
-// release store and answers every command addressed to the host, refused
-// or not, so the sender can report why; it re-sends its earlier reply to a
-// retransmitted command instead of applying it again.
+// in a cache of bounded size. The agent's handler (package agent) applies
+// verified commands to its release store and answers every command
+// addressed to the host, refused or not, so the sender can report why; it
+// re-sends its earlier reply to a retransmitted command instead of
+// applying it again. This package knows nothing of the store: the sender
+// links it without any of the receiver's side. [Addr] gives the control
+// address that goes with a data group (port+1).
 //
 // A sender retransmits a command unanswered by some hosts as the same
 // bytes (same nonce), never re-signed: each agent applies a command at most
@@ -49,6 +55,8 @@
 // On the sender's side a [Tally] collects the replies to one command and
 // names the hosts still missing.
 //
-// Replies are not signed: they inform the sender's report and change
-// nothing on any host.
+// Replies are signed by the agent's host key (version 2): the sender's
+// commander counts a reply only when the key is the one it pins for the
+// host (package hostkey), so made-up hosts cannot steer its report or a
+// rollback's target.
 package control

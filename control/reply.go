@@ -142,9 +142,9 @@ func parseStatus(r *reader) *Status {
 	return s
 }
 
-// truncateText makes s a valid text: UTF-8, at most MaxText bytes, cut at
+// TruncateText makes s a valid text: UTF-8, at most MaxText bytes, cut at
 // a rune boundary with "…" marking the cut.
-func truncateText(s string) string {
+func TruncateText(s string) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
 	if len(s) <= MaxText {
 		return s

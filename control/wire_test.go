@@ -263,12 +263,12 @@ func TestMaxCommandFits(t *testing.T) {
 }
 
 func TestTruncateText(t *testing.T) {
-	s := truncateText(strings.Repeat("é", MaxText))
+	s := TruncateText(strings.Repeat("é", MaxText))
 	if len(s) > MaxText || checkText("t", s) != nil || !strings.HasSuffix(s, "…") {
 		t.Errorf("truncateText gave %d bytes, valid %v", len(s), checkText("t", s))
 	}
-	if got := truncateText("a\xffb"); checkText("t", got) != nil {
-		t.Errorf("truncateText(invalid UTF-8) = %q, not valid", got)
+	if got := TruncateText("a\xffb"); checkText("t", got) != nil {
+		t.Errorf("TruncateText(invalid UTF-8) = %q, not valid", got)
 	}
 }
 

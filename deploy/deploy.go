@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/loopcast/loopcast/agent"
 	"github.com/loopcast/loopcast/control"
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/multicast"
@@ -152,12 +151,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer data.Close()
-	ctl, err := multicast.DialGroup(agent.ControlAddr(o.Group), o.Iface, o.TTL)
+	ctl, err := multicast.DialGroup(control.Addr(o.Group), o.Iface, o.TTL)
 	if err != nil {
 		return nil, err
 	}
 	defer ctl.Close()
-	cmd := &Commander{Conn: ctl, To: agent.ControlAddr(o.Group), Group: o.Group.String(),
+	cmd := &Commander{Conn: ctl, To: control.Addr(o.Group), Group: o.Group.String(),
 		Key: o.Key, Timeout: o.CommandTimeout, HostKeys: o.HostKeys, Logf: o.Logf, Warnf: o.Warnf}
 
 	if err := preflight(ctx, cmd, o.Hosts); err != nil {

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/loopcast/loopcast/agent"
 	"github.com/loopcast/loopcast/control"
 	"github.com/loopcast/loopcast/multicast"
 )
@@ -26,12 +25,12 @@ type Fleet struct {
 
 // open dials the control socket.
 func (f *Fleet) open() (*Commander, func(), error) {
-	conn, err := multicast.DialGroup(agent.ControlAddr(f.Group), f.Iface, f.TTL)
+	conn, err := multicast.DialGroup(control.Addr(f.Group), f.Iface, f.TTL)
 	if err != nil {
 		return nil, nil, err
 	}
 	c := f.Cmd
-	c.Conn, c.To, c.Group, c.Key = conn, agent.ControlAddr(f.Group), f.Group.String(), f.Key
+	c.Conn, c.To, c.Group, c.Key = conn, control.Addr(f.Group), f.Group.String(), f.Key
 	return &c, func() { conn.Close() }, nil
 }
 

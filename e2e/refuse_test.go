@@ -35,6 +35,24 @@ func TestRefusalsOnCluster(t *testing.T) {
 	if code != 3 || strings.Contains(out, "never registered") || strings.Count(out, "does not trust the key") < 3 {
 		t.Errorf("deploy signed by an untrusted key: exit %d; want 3 and every host refusing for the key:\n%s", code, out)
 	}
+	// a host whose disk cannot hold the release (its agent keeps a reserve
+	// larger than the disk) says so; the others are unaffected
+	wipe := func(env ...string) {
+		cmd := exec.Command(filepath.Join(c.repo, "scripts/cluster.sh"), "--name", c.name, "wipe", "2")
+		cmd.Env = append(append(os.Environ(), "LOOPCAST_BIN="+c.bin), env...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("wipe r2: %v\n%s", err, out)
+		}
+	}
+	wipe("LOOPCAST_RESERVE=1000000000000000")
+	out, code = deploy(key, "--require", "60%")
+	if code != 0 && code != 2 || !strings.Contains(out, "refused: not enough disk on") || !strings.Contains(out, "TiB reserve, ") {
+		t.Errorf("deploy with r2's disk too small: exit %d; want r2 refused for disk, naming the reserve:\n%s", code, out)
+	}
+	if n := strings.Count(out, " staged ") + strings.Count(out, " active "); n < 2 {
+		t.Errorf("the healthy hosts did not take the release beside the full one:\n%s", out)
+	}
+	wipe()
 	// the agent says so too: receiver status shows its last refusal
 	st, err := exec.Command(filepath.Join(c.bin, "receiver"), "status", "--root", filepath.Join(c.dir, "r1")).CombinedOutput()
 	if err != nil || !strings.Contains(string(st), "last refusal") || !strings.Contains(string(st), "untrusted-key") {

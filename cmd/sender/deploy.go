@@ -381,7 +381,7 @@ func printDryRun(w io.Writer, o *deploy.Options, rate string) {
 	}
 	fmt.Fprintf(w, "dry run: would deploy release %s (%s, %d chunks, %d all-zero not sent)\n", o.Manifest.ReleaseID(),
 		cliutil.HumanBytes(o.Manifest.ImageSize), len(o.Manifest.Chunks), zero)
-	fmt.Fprintf(w, "  to      %s on %s (control %s:%d) at %s bit/s\n", hosts, o.Group, o.Group.IP, o.Group.Port+1, rate)
+	fmt.Fprintf(w, "  to      %s on %s (control %s:%d) at %s bit/s\n", hosts, o.Group, o.Group.IP, control.Addr(o.Group).Port, rate)
 	if p, err := image.OpenPack(o.ImagePath+image.PackSuffix, o.Manifest); err == nil {
 		if plain, delta := p.Sizes(); p.BaseID != "" {
 			fmt.Fprintf(w, "  pack    %s plain, %s of deltas against release %s (if every host holds it)\n",

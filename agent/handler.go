@@ -1,7 +1,8 @@
-package control
+package agent
 
 import (
 	"errors"
+	"github.com/loopcast/loopcast/control"
 	"log/slog"
 	"time"
 
@@ -16,7 +17,7 @@ const maxAnswered = 64
 // HandlerConfig configures a Handler.
 type HandlerConfig struct {
 	Store    *release.Store
-	Verifier *Verifier
+	Verifier *control.Verifier
 	// Version is the agent's version, reported by STATUS.
 	Version string
 	// Logger receives one line per command; slog.Default() when nil.
@@ -27,12 +28,12 @@ type HandlerConfig struct {
 // It is meant for the one goroutine that owns the agent's control socket.
 type Handler struct {
 	store   *release.Store
-	verify  *Verifier
+	verify  *control.Verifier
 	version string
 	log     *slog.Logger
 
-	answered map[[NonceLen]byte]*Reply
-	order    [][NonceLen]byte // answered, oldest first
+	answered map[[control.NonceLen]byte]*control.Reply
+	order    [][control.NonceLen]byte // answered, oldest first
 }
 
 // NewHandler returns a handler.
@@ -42,8 +43,8 @@ func NewHandler(cfg HandlerConfig) *Handler {
 		log = slog.Default()
 	}
 	return &Handler{
-		store: cfg.Store, verify: cfg.Verifier, version: truncateText(cfg.Version),
-		log: log, answered: make(map[[NonceLen]byte]*Reply),
+		store: cfg.Store, verify: cfg.Verifier, version: control.TruncateText(cfg.Version),
+		log: log, answered: make(map[[control.NonceLen]byte]*control.Reply),
 	}
 }
 
@@ -52,8 +53,8 @@ func NewHandler(cfg HandlerConfig) *Handler {
 // reason as error, for what deserves no answer: a malformed packet, a
 // reply, or a command for another group or host. A retransmitted command
 // gets the reply it got the first time and is not applied again.
-func (h *Handler) Handle(pkt []byte, now time.Time) (*Reply, error) {
-	c, err := ParseCommand(pkt)
+func (h *Handler) Handle(pkt []byte, now time.Time) (*control.Reply, error) {
+	c, err := control.ParseCommand(pkt)
 	if err != nil {
 		h.log.Debug("control: ignoring packet", "err", err)
 		return nil, err
@@ -71,79 +72,79 @@ func (h *Handler) Handle(pkt []byte, now time.Time) (*Reply, error) {
 // key: anyone can send those, and an answer to a forged source address
 // would turn the agent into a reflector. They are logged at debug level
 // only, so a flood costs bounded work.
-func (h *Handler) refused(c Command, err error) (*Reply, error) {
+func (h *Handler) refused(c control.Command, err error) (*control.Reply, error) {
 	e := c.Env()
 	attrs := []any{"command", c.Type().String(), "deploy", e.Deploy, "key", e.KeyID(), "err", err}
-	if errors.Is(err, ErrOtherGroup) || errors.Is(err, ErrNotForHost) {
+	if errors.Is(err, control.ErrOtherGroup) || errors.Is(err, control.ErrNotForHost) {
 		h.log.Debug("control: command not for this host", attrs...)
 		return nil, err
 	}
-	if errors.Is(err, ErrUnsigned) || errors.Is(err, ErrBadSignature) || errors.Is(err, ErrUntrustedKey) {
+	if errors.Is(err, control.ErrUnsigned) || errors.Is(err, control.ErrBadSignature) || errors.Is(err, control.ErrUntrustedKey) {
 		h.log.Debug("control: unauthenticated command ignored", attrs...)
 		return nil, err
 	}
 	// The signature was checked before time and nonce: a retransmission of
 	// an answered command, even one now too old, gets its answer again.
-	if r := h.answered[e.Nonce]; r != nil && (errors.Is(err, ErrReplay) || errors.Is(err, ErrStale)) {
+	if r := h.answered[e.Nonce]; r != nil && (errors.Is(err, control.ErrReplay) || errors.Is(err, control.ErrStale)) {
 		h.log.Info("control: retransmitted command, answering again", attrs...)
 		return r, nil
 	}
 	h.log.Warn("control: command refused", attrs...)
-	return h.reply(c, OutcomeRefused, err), nil
+	return h.reply(c, control.OutcomeRefused, err), nil
 }
 
 // apply runs a verified command on the store.
-func (h *Handler) apply(c Command) *Reply {
+func (h *Handler) apply(c control.Command) *control.Reply {
 	e := c.Env()
 	attrs := []any{"command", c.Type().String(), "deploy", e.Deploy, "key", e.KeyID()}
 	var err error
 	switch c := c.(type) {
-	case *Activate:
+	case *control.Activate:
 		attrs = append(attrs, "release", c.Release)
 		err = h.store.Activate(c.Release)
-	case *Rollback:
+	case *control.Rollback:
 		var to string
 		to, err = h.store.Rollback(c.To)
 		attrs = append(attrs, "release", to)
 		if c.To != "" && errors.Is(err, release.ErrAlreadyCurrent) {
 			err = nil // the state asked for: a re-issued rollback is not a failure
 		}
-	case *StatusRequest:
+	case *control.StatusRequest:
 		return h.status(c, attrs)
 	}
 	if err != nil {
 		h.log.Warn("control: command failed", append(attrs, "err", err)...)
-		return h.reply(c, OutcomeFailed, err)
+		return h.reply(c, control.OutcomeFailed, err)
 	}
-	r := h.reply(c, OutcomeOK, nil)
+	r := h.reply(c, control.OutcomeOK, nil)
 	h.log.Info("control: command applied", append(attrs, "current", r.Current)...)
 	return r
 }
 
 // status answers STATUS from the store's status.
-func (h *Handler) status(c Command, attrs []any) *Reply {
+func (h *Handler) status(c control.Command, attrs []any) *control.Reply {
 	st, err := h.store.Status()
 	if err != nil {
 		h.log.Warn("control: status failed", append(attrs, "err", err)...)
-		return h.reply(c, OutcomeFailed, err)
+		return h.reply(c, control.OutcomeFailed, err)
 	}
-	r := h.reply(c, OutcomeOK, nil)
+	r := h.reply(c, control.OutcomeOK, nil)
 	r.Current = st.Current
-	staged := st.Staged[max(0, len(st.Staged)-MaxStaged):] // the newest
-	r.Status = &Status{
+	staged := st.Staged[max(0, len(st.Staged)-control.MaxStaged):] // the newest
+	r.Status = &control.Status{
 		Previous: st.Previous, FreeBytes: uint64(max(st.FreeBytes, 0)), Staged: staged,
-		AgentVersion: h.version, LastError: truncateText(st.LastError), LastRefusal: truncateText(st.LastRefusal),
+		AgentVersion: h.version, LastError: control.TruncateText(st.LastError), LastRefusal: control.TruncateText(st.LastRefusal),
 	}
 	h.log.Info("control: status reported", append(attrs, "current", r.Current)...)
 	return r
 }
 
 // reply builds the reply to c; Current is what the store now serves.
-func (h *Handler) reply(c Command, o Outcome, err error) *Reply {
+func (h *Handler) reply(c control.Command, o control.Outcome, err error) *control.Reply {
 	e := c.Env()
-	r := &Reply{Deploy: e.Deploy, Nonce: e.Nonce, Command: c.Type(), Outcome: o, Host: h.verify.Host()}
+	r := &control.Reply{Deploy: e.Deploy, Nonce: e.Nonce, Command: c.Type(), Outcome: o, Host: h.verify.Host()}
 	if err != nil {
-		r.Error = truncateText(err.Error())
+		r.Error = control.TruncateText(err.Error())
 	}
 	if st, serr := h.store.State(); serr == nil {
 		r.Current = st.Current
@@ -152,7 +153,7 @@ func (h *Handler) reply(c Command, o Outcome, err error) *Reply {
 }
 
 // remember keeps r for retransmissions of its command.
-func (h *Handler) remember(r *Reply) {
+func (h *Handler) remember(r *control.Reply) {
 	if len(h.order) >= maxAnswered {
 		delete(h.answered, h.order[0])
 		h.order = h.order[1:]

@@ -1,4 +1,4 @@
-package control
+package agent
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"github.com/loopcast/loopcast/control"
 	"io"
 	"log/slog"
 	"os"
@@ -47,33 +48,33 @@ func newAgent(t *testing.T) *agent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := newVerifier(t, VerifierConfig{NotBefore: t0})
+	v := newVerifier(t, control.VerifierConfig{NotBefore: t0})
 	h := NewHandler(HandlerConfig{Store: s, Verifier: v, Version: "v9.9.9-test", Logger: log})
 	return &agent{t: t, dir: dir, store: s, h: h, now: t0, logs: logs, names: map[string]string{}}
 }
 
 // send signs c, hands it to the handler and checks that the reply, if
 // any, encodes and parses back equal.
-func (a *agent) send(c Command, key ed25519.PrivateKey) (*Reply, error) {
+func (a *agent) send(c control.Command, key ed25519.PrivateKey) (*control.Reply, error) {
 	a.t.Helper()
 	a.now = a.now.Add(time.Second)
 	c.Env().Issued = a.now.UnixMilli()
-	wire, err := Sign(c, key)
+	wire, err := control.Sign(c, key)
 	if err != nil {
 		a.t.Fatal(err)
 	}
 	return a.deliver(wire)
 }
 
-func (a *agent) deliver(wire []byte) (*Reply, error) {
+func (a *agent) deliver(wire []byte) (*control.Reply, error) {
 	a.t.Helper()
 	r, err := a.h.Handle(wire, a.now)
 	if r != nil {
-		b, eerr := SignReply(r, testHostKey)
+		b, eerr := control.SignReply(r, testHostKey)
 		if eerr != nil {
 			a.t.Fatalf("reply %+v does not encode: %v", r, eerr)
 		}
-		back, perr := ParseReply(b)
+		back, perr := control.ParseReply(b)
 		if perr == nil && !back.HostKey.Equal(testHostKey.Public()) {
 			a.t.Fatalf("reply parsed with key %x, signed by %x", back.HostKey, testHostKey.Public())
 		}
@@ -81,8 +82,8 @@ func (a *agent) deliver(wire []byte) (*Reply, error) {
 			back.HostKey = nil
 		}
 		b[len(b)-1] ^= 1
-		if _, err := ParseReply(b); !errors.Is(err, ErrBadReplySignature) {
-			a.t.Fatalf("reply with a flipped signature bit: %v, want ErrBadReplySignature", err)
+		if _, err := control.ParseReply(b); !errors.Is(err, control.ErrBadReplySignature) {
+			a.t.Fatalf("reply with a flipped signature bit: %v, want control.ErrBadReplySignature", err)
 		}
 		if perr != nil || !cmp.Equal(back, r) {
 			a.t.Fatalf("reply does not round trip: %v\n%s", perr, cmp.Diff(r, back))
@@ -94,7 +95,9 @@ func (a *agent) deliver(wire []byte) (*Reply, error) {
 // testHostKey signs the test agent's replies.
 var testHostKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
 
-func cmdEnv(targets ...string) Envelope { return NewEnvelope("web", 99, targets, time.Time{}) }
+func cmdEnv(targets ...string) control.Envelope {
+	return control.NewEnvelope("web", 99, targets, time.Time{})
+}
 
 // TestHandlerRefusals needs no root: refused commands never reach the store.
 func TestHandlerRefusals(t *testing.T) {
@@ -103,44 +106,44 @@ func TestHandlerRefusals(t *testing.T) {
 
 	// Commands not validly signed by a trusted key get no answer (an answer
 	// to a forged source would make the agent a reflector), only an error.
-	r, err := a.send(&Activate{Envelope: cmdEnv(), Release: "0123456789abcdef"}, otherKey)
-	if r != nil || !errors.Is(err, ErrUntrustedKey) || !strings.Contains(err.Error(), "ACTIVATE") ||
+	r, err := a.send(&control.Activate{Envelope: cmdEnv(), Release: "0123456789abcdef"}, otherKey)
+	if r != nil || !errors.Is(err, control.ErrUntrustedKey) || !strings.Contains(err.Error(), "ACTIVATE") ||
 		!strings.Contains(err.Error(), image.KeyID(otherKey.Public().(ed25519.PublicKey))) {
 		t.Errorf("untrusted ACTIVATE: reply %+v, %v; want no reply and an error naming the command and key", r, err)
 	}
 
-	unsigned := &Rollback{Envelope: cmdEnv()}
+	unsigned := &control.Rollback{Envelope: cmdEnv()}
 	unsigned.Issued = a.now.UnixMilli()
 	wire, _ := unsigned.AppendBinary(nil)
-	if r, err := a.deliver(wire); r != nil || !errors.Is(err, ErrUnsigned) {
-		t.Errorf("unsigned ROLLBACK: reply %+v, %v; want no reply, ErrUnsigned", r, err)
+	if r, err := a.deliver(wire); r != nil || !errors.Is(err, control.ErrUnsigned) {
+		t.Errorf("unsigned ROLLBACK: reply %+v, %v; want no reply, control.ErrUnsigned", r, err)
 	}
 
 	// A trusted but stale command is answered "refused", naming host and deploy.
-	stale := &Activate{Envelope: cmdEnv(), Release: "0123456789abcdef"}
+	stale := &control.Activate{Envelope: cmdEnv(), Release: "0123456789abcdef"}
 	stale.Issued = a.now.Add(-time.Hour).UnixMilli()
-	staleWire, _ := Sign(stale, goldenKey)
-	if r, _ := a.deliver(staleWire); r == nil || r.Outcome != OutcomeRefused || r.Host != "web01" || r.Deploy != 99 || r.Command != TypeActivate {
+	staleWire, _ := control.Sign(stale, goldenKey)
+	if r, _ := a.deliver(staleWire); r == nil || r.Outcome != control.OutcomeRefused || r.Host != "web01" || r.Deploy != 99 || r.Command != control.TypeActivate {
 		t.Errorf("stale ACTIVATE: reply %+v; want refused, identifying host, deploy and command", r)
 	}
 
-	if r, err := a.send(&Activate{Envelope: cmdEnv("web02"), Release: "0123456789abcdef"}, goldenKey); r != nil || !errors.Is(err, ErrNotForHost) {
-		t.Errorf("command for web02: reply %+v, %v; want no reply, ErrNotForHost", r, err)
+	if r, err := a.send(&control.Activate{Envelope: cmdEnv("web02"), Release: "0123456789abcdef"}, goldenKey); r != nil || !errors.Is(err, control.ErrNotForHost) {
+		t.Errorf("command for web02: reply %+v, %v; want no reply, control.ErrNotForHost", r, err)
 	}
-	if r, err := a.deliver([]byte("LCCP garbage")); r != nil || !errors.Is(err, ErrMalformed) {
-		t.Errorf("garbage: reply %+v, %v; want no reply, ErrMalformed", r, err)
+	if r, err := a.deliver([]byte("LCCP garbage")); r != nil || !errors.Is(err, control.ErrMalformed) {
+		t.Errorf("garbage: reply %+v, %v; want no reply, control.ErrMalformed", r, err)
 	}
-	reply, _ := (&Reply{Command: TypeStatus, Outcome: OutcomeFailed, Host: "x", Error: "e"}).AppendBinary(nil)
-	if r, err := a.deliver(reply); r != nil || !errors.Is(err, ErrMalformed) {
+	reply, _ := (&control.Reply{Command: control.TypeStatus, Outcome: control.OutcomeFailed, Host: "x", Error: "e"}).AppendBinary(nil)
+	if r, err := a.deliver(reply); r != nil || !errors.Is(err, control.ErrMalformed) {
 		t.Errorf("a reply sent to the agent: reply %+v, %v; want no reply", r, err)
 	}
 
 	// A replayed STATUS that was answered gets the same answer again.
-	st := &StatusRequest{Envelope: cmdEnv()}
+	st := &control.StatusRequest{Envelope: cmdEnv()}
 	st.Issued = a.now.UnixMilli()
-	wire, _ = Sign(st, goldenKey)
+	wire, _ = control.Sign(st, goldenKey)
 	r1, err := a.deliver(wire)
-	if err != nil || r1.Outcome != OutcomeOK || r1.Status == nil || r1.Status.AgentVersion != "v9.9.9-test" || r1.Status.FreeBytes == 0 {
+	if err != nil || r1.Outcome != control.OutcomeOK || r1.Status == nil || r1.Status.AgentVersion != "v9.9.9-test" || r1.Status.FreeBytes == 0 {
 		t.Fatalf("STATUS on an empty store: %+v, %v", r1, err)
 	}
 	if r2, err := a.deliver(wire); err != nil || r2 != r1 {
@@ -148,22 +151,22 @@ func TestHandlerRefusals(t *testing.T) {
 	}
 
 	// Once its answer is forgotten, the same STATUS is refused as a replay.
-	var last *Reply
+	var last *control.Reply
 	var lastWire []byte
 	for range maxAnswered {
-		c := &StatusRequest{Envelope: cmdEnv()}
+		c := &control.StatusRequest{Envelope: cmdEnv()}
 		a.now = a.now.Add(time.Second)
 		c.Issued = a.now.UnixMilli()
-		lastWire, _ = Sign(c, goldenKey)
-		if last, err = a.deliver(lastWire); err != nil || last.Outcome != OutcomeOK {
+		lastWire, _ = control.Sign(c, goldenKey)
+		if last, err = a.deliver(lastWire); err != nil || last.Outcome != control.OutcomeOK {
 			t.Fatalf("STATUS: %+v, %v", last, err)
 		}
 	}
-	if r, err := a.deliver(wire); err != nil || r.Outcome != OutcomeRefused || !strings.Contains(r.Error, "replayed") {
+	if r, err := a.deliver(wire); err != nil || r.Outcome != control.OutcomeRefused || !strings.Contains(r.Error, "replayed") {
 		t.Errorf("replayed STATUS after its answer was forgotten: %+v, %v; want refused", r, err)
 	}
 	// A remembered one retransmitted after the time window is answered again.
-	a.now = a.now.Add(MaxClockSkew + time.Second)
+	a.now = a.now.Add(control.MaxClockSkew + time.Second)
 	if r, err := a.deliver(lastWire); err != nil || r != last {
 		t.Errorf("STATUS retransmitted after the window: %+v, %v; want its first reply", r, err)
 	}
@@ -181,25 +184,25 @@ func TestHandlerApplies(t *testing.T) {
 	a.needLoop()
 	relA, relB, relC := a.stage("A"), a.stage("B"), a.stage("C")
 
-	ok := func(r *Reply, err error, current string) {
+	ok := func(r *control.Reply, err error, current string) {
 		t.Helper()
-		if err != nil || r == nil || r.Outcome != OutcomeOK || r.Current != current {
+		if err != nil || r == nil || r.Outcome != control.OutcomeOK || r.Current != current {
 			t.Fatalf("reply %+v, %v; want ok with current %s", r, err, current)
 		}
 		if got := a.served(); got != current {
 			t.Fatalf("store serves %s, want %s", got, current)
 		}
 	}
-	sendOK := func(c Command, current string) {
+	sendOK := func(c control.Command, current string) {
 		t.Helper()
 		r, err := a.send(c, goldenKey)
 		ok(r, err, current)
 	}
-	sendOK(&Activate{Envelope: cmdEnv(), Release: relA}, relA)
-	act := &Activate{Envelope: cmdEnv("web00", "web01"), Release: relB}
+	sendOK(&control.Activate{Envelope: cmdEnv(), Release: relA}, relA)
+	act := &control.Activate{Envelope: cmdEnv("web00", "web01"), Release: relB}
 	act.Issued = a.now.Add(time.Second).UnixMilli()
 	a.now = a.now.Add(time.Second)
-	wireB, _ := Sign(act, goldenKey)
+	wireB, _ := control.Sign(act, goldenKey)
 	first, err := a.deliver(wireB)
 	ok(first, err, relB)
 
@@ -211,27 +214,27 @@ func TestHandlerApplies(t *testing.T) {
 	if again, err := a.deliver(wireB); err != nil || again != first || a.served() != relA {
 		t.Errorf("retransmitted ACTIVATE: %+v, %v, serving %s; want the first reply and A still served", again, err, a.served())
 	}
-	sendOK(&Activate{Envelope: cmdEnv(), Release: relB}, relB)
+	sendOK(&control.Activate{Envelope: cmdEnv(), Release: relB}, relB)
 
 	// Downgrade: ACTIVATE A with B current fails; only ROLLBACK may name A.
-	r, err := a.send(&Activate{Envelope: cmdEnv(), Release: relA}, goldenKey)
-	if err != nil || r.Outcome != OutcomeFailed || !strings.Contains(r.Error, "older than current") || r.Current != relB {
+	r, err := a.send(&control.Activate{Envelope: cmdEnv(), Release: relA}, goldenKey)
+	if err != nil || r.Outcome != control.OutcomeFailed || !strings.Contains(r.Error, "older than current") || r.Current != relB {
 		t.Errorf("downgrade ACTIVATE: %+v, %v; want failed, B still current", r, err)
 	}
-	sendOK(&Rollback{Envelope: cmdEnv(), To: relA}, relA)
-	sendOK(&Rollback{Envelope: cmdEnv(), To: relA}, relA) // re-issued with a new nonce: already there
-	sendOK(&Rollback{Envelope: cmdEnv()}, relB)
+	sendOK(&control.Rollback{Envelope: cmdEnv(), To: relA}, relA)
+	sendOK(&control.Rollback{Envelope: cmdEnv(), To: relA}, relA) // re-issued with a new nonce: already there
+	sendOK(&control.Rollback{Envelope: cmdEnv()}, relB)
 
-	r, err = a.send(&Activate{Envelope: cmdEnv(), Release: "0123456789abcdef"}, goldenKey)
-	if err != nil || r.Outcome != OutcomeFailed || !strings.Contains(r.Error, "not staged") {
+	r, err = a.send(&control.Activate{Envelope: cmdEnv(), Release: "0123456789abcdef"}, goldenKey)
+	if err != nil || r.Outcome != control.OutcomeFailed || !strings.Contains(r.Error, "not staged") {
 		t.Errorf("ACTIVATE of an unknown release: %+v, %v; want failed", r, err)
 	}
 
-	r, err = a.send(&StatusRequest{Envelope: cmdEnv()}, goldenKey)
-	if err != nil || r.Outcome != OutcomeOK || r.Status == nil {
+	r, err = a.send(&control.StatusRequest{Envelope: cmdEnv()}, goldenKey)
+	if err != nil || r.Outcome != control.OutcomeOK || r.Status == nil {
 		t.Fatalf("STATUS: %+v, %v", r, err)
 	}
-	want := &Status{Previous: relA, FreeBytes: r.Status.FreeBytes, Staged: []string{relC},
+	want := &control.Status{Previous: relA, FreeBytes: r.Status.FreeBytes, Staged: []string{relC},
 		AgentVersion: "v9.9.9-test", LastError: r.Status.LastError}
 	if diff := cmp.Diff(want, r.Status); diff != "" || r.Current != relB || r.Status.FreeBytes == 0 {
 		t.Errorf("STATUS reply current %s (-want +got):\n%s", r.Current, diff)
