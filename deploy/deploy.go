@@ -78,8 +78,12 @@ type Options struct {
 	BuildTime      time.Duration
 	StageTimeout   time.Duration
 	CommandTimeout time.Duration
+	HostTimeout    time.Duration // drop a host silent this long in the transfer (multicast.DefaultHostTimeout when zero)
 	Logf           func(format string, args ...any)
 	Warnf          func(format string, args ...any) // what the operator must see (refusals); Logf when nil
+	// Detailf, if set, hears the session's detail (hosts registering,
+	// repair rounds, command retransmissions) instead of Logf.
+	Detailf func(format string, args ...any)
 	// Progress, when set, hears of the deploy's progress: the transfer's
 	// (as multicast reports it), then staging and switching.
 	Progress func(Progress)
@@ -107,6 +111,12 @@ type HostResult struct {
 	// Done is when it had the release (verified and staged), from the
 	// start of the transfer's registration.
 	Done time.Duration `json:"done_ns,omitempty"`
+	// StageTime is how long it took to stage the release, as it said.
+	StageTime time.Duration `json:"stage_ns,omitempty"`
+	// Needed is the image bytes it lacked (what crossed the wire for it;
+	// the rest it held); Path is how they reached it.
+	Needed int64  `json:"needed_bytes"`
+	Path   string `json:"path,omitempty"`
 }
 
 // Result is the report of a deploy.
@@ -157,7 +167,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	defer ctl.Close()
 	cmd := &Commander{Conn: ctl, To: control.Addr(o.Group), Group: o.Group.String(),
-		Key: o.Key, Timeout: o.CommandTimeout, HostKeys: o.HostKeys, Logf: o.Logf, Warnf: o.Warnf}
+		Key: o.Key, Timeout: o.CommandTimeout, HostKeys: o.HostKeys, Logf: o.detail(), Warnf: o.Warnf}
 
 	if err := preflight(ctx, cmd, o.Hosts); err != nil {
 		return nil, err
@@ -166,8 +176,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	rep, err := multicast.Send(ctx, data, multicast.SendOptions{
 		Group: o.Group, Manifest: o.Manifest, Pack: pack, BaseID: pack.BaseID, Rate: o.Rate, Hosts: o.Hosts,
 		Key: o.Key, HostKeys: o.HostKeys, Encrypt: o.Encrypt,
-		Wait: o.Wait, MinHosts: o.MinHosts, FECOverhead: o.FECOverhead, Logf: o.Logf, Warnf: o.Warnf,
-		Progress: func(p multicast.SendProgress) { o.progress(Progress{Phase: "transfer", Transfer: p}) },
+		Wait: o.Wait, MinHosts: o.MinHosts, FECOverhead: o.FECOverhead, Logf: o.detail(), Warnf: o.Warnf,
+		HostTimeout: o.HostTimeout,
+		Progress:    func(p multicast.SendProgress) { o.progress(Progress{Phase: "transfer", Transfer: p}) },
 	})
 	res.TransferTime, res.BuildTime = time.Since(start), o.BuildTime
 	if errors.Is(err, multicast.ErrAllRefused) && rep != nil {
@@ -225,6 +236,13 @@ func (o *Options) progress(p Progress) {
 	}
 }
 
+func (o *Options) detail() func(string, ...any) {
+	if o.Detailf != nil {
+		return o.Detailf
+	}
+	return o.Logf
+}
+
 func (o *Options) logf(format string, args ...any) {
 	if o.Logf != nil {
 		o.Logf(format, args...)
@@ -246,7 +264,10 @@ func (r *Result) fromTransfer(rep *multicast.Report) (staged, ask []string) {
 		if !h.Member {
 			continue
 		}
-		hr := &HostResult{ID: h.ID, Addr: h.Addr, Phase: PhaseNone, Done: h.Done}
+		hr := &HostResult{ID: h.ID, Addr: h.Addr, Phase: PhaseNone, Done: h.Done, StageTime: h.StageTime, Needed: h.Needed}
+		if h.State == multicast.HostComplete {
+			hr.Path = "multicast"
+		}
 		switch {
 		case h.State == multicast.HostComplete && h.Staged:
 			hr.Phase = PhaseStaged

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -292,5 +293,23 @@ func TestEncryptedSession(t *testing.T) {
 	defer mu.Unlock()
 	if firsts == 0 || plain != 0 {
 		t.Errorf("%d of %d first symbols a listener heard were plain zstd frames; want all sealed", plain, firsts)
+	}
+}
+
+// Identical repair rounds (hosts still decoding answer the same empty
+// NACK) are logged once, with a count when the run ends.
+func TestIdleRoundsSummarised(t *testing.T) {
+	var lines []string
+	s := &sender{opts: SendOptions{Logf: func(f string, a ...any) { lines = append(lines, fmt.Sprintf(f, a...)) }}}
+	for r := 1; r <= 40; r++ {
+		s.round = uint32(r)
+		s.logRound("0 blocks and 0 chunks asked for")
+	}
+	s.round = 41
+	s.logRound("3 blocks and 0 chunks asked for")
+	s.round = 42
+	s.flushRounds()
+	if len(lines) != 3 || !strings.Contains(lines[1], "39 more rounds like it") {
+		t.Errorf("logged %d lines for 40 identical rounds and one other:\n%s", len(lines), strings.Join(lines, "\n"))
 	}
 }

@@ -1,5 +1,7 @@
 package multicast
 
+import "encoding/binary"
+
 // Complete statuses (values are on the wire — only append).
 const (
 	CompleteOK          = 0 // image verified and in place (not staged by this receiver)
@@ -16,10 +18,12 @@ func received(status uint8) bool { return status != CompleteFailed }
 // that too without asking; the sender echoes it back to acknowledge.
 //
 //	0 host id: len u8 + bytes   status u8   reason: len u8 + bytes
+//	  stage time ms u32
 type Complete struct {
-	Host   string
-	Status uint8
-	Reason string
+	Host        string
+	Status      uint8
+	Reason      string
+	StageMillis uint32 // how long staging took (with CompleteStaged or CompleteStageFailed)
 }
 
 func (*Complete) Type() Type { return TypeComplete }
@@ -30,7 +34,8 @@ func (c *Complete) AppendBinary(b []byte) ([]byte, error) {
 		return b, err
 	}
 	b = append(b, c.Status)
-	return appendStr8(b, "reason", c.Reason, MaxReason)
+	b, err = appendStr8(b, "reason", c.Reason, MaxReason)
+	return binary.BigEndian.AppendUint32(b, c.StageMillis), err
 }
 
 func parseComplete(b []byte) (*Complete, error) {
@@ -38,6 +43,7 @@ func parseComplete(b []byte) (*Complete, error) {
 	c := &Complete{Host: r.str8("host id", MaxHostID), Status: r.u8()}
 	r.check(c.Status <= CompleteStageFailed, "complete status %d", c.Status)
 	c.Reason = r.str8("reason", MaxReason)
+	c.StageMillis = r.u32()
 	return c, r.done()
 }
 

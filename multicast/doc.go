@@ -195,7 +195,7 @@
 //
 //	COMPLETE  (host → sender; echoed back as the acknowledgement)
 //	  host id str8 | status u8 (0 ok, 1 failed, 2 staged, 3 staging failed)
-//	  | reason str8 (≤200)
+//	  | reason str8 (≤200) | stage time ms u32
 //
 //	ABORT  (sender → group; signed by the session key, as STATUS is)
 //	  reason str8 (≤200)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -168,8 +169,19 @@ func TestSendProgress(t *testing.T) {
 	}
 	last := got[len(got)-1]
 	want := SendProgress{Phase: PhaseDone, Bytes: ts.report.Bytes, DataBytes: data, DataQueued: data, Hosts: 2, Registered: 2, Complete: 2}
-	if last != want {
+	if len(last.Slowest) != 0 { // every host complete: nobody is slow
+		t.Errorf("last progress names slow hosts: %+v", last.Slowest)
+	}
+	last.Slowest = nil
+	if !reflect.DeepEqual(last, want) {
 		t.Errorf("last progress %+v, want %+v", last, want)
+	}
+	sawSlow := false
+	for _, p := range got {
+		sawSlow = sawSlow || len(p.Slowest) > 0
+	}
+	if !sawSlow {
+		t.Error("no progress named the hosts still to finish")
 	}
 	if got[0].Phase != PhaseRegistering {
 		t.Errorf("first progress in phase %v, want %v", got[0].Phase, PhaseRegistering)

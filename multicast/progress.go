@@ -1,6 +1,11 @@
 package multicast
 
-import "time"
+import (
+	"cmp"
+	"slices"
+	"strings"
+	"time"
+)
 
 // progressEvery bounds how often SendOptions.Progress is called between
 // phase changes: often enough for a live display, rarely enough to cost
@@ -43,6 +48,22 @@ type SendProgress struct {
 	// Hosts is the closed group's size, or the hosts registered in an
 	// open group; Registered and Complete count those members.
 	Hosts, Registered, Complete int
+	// Slowest are the members furthest from done (at most SlowestHosts),
+	// least progress first: what an operator of a large group watches.
+	Slowest []HostProgress
+}
+
+// SlowestHosts bounds SendProgress.Slowest.
+const SlowestHosts = 5
+
+// HostProgress is one host's progress as the sender sees it from the
+// host's feedback: its phase and an estimate of how much it holds.
+type HostProgress struct {
+	ID    string
+	Phase string  // registering, receiving, received, staged, refused, dropped
+	Done  float64 // 0 to 1: of what it lacked, how much it has (from its last NACK)
+	// Needed is the image bytes of the chunks it lacked when it registered.
+	Needed int64
 }
 
 // progress calls the Progress hook at a phase change, when final, or
@@ -68,8 +89,38 @@ func (s *sender) progress(now time.Time, final bool) {
 			}
 		}
 	}
+	p.Slowest = s.slowest(p)
 	s.prog, s.progAt = p, now
 	s.opts.Progress(p)
+}
+
+// slowest picks the members furthest from done, for the progress display.
+func (s *sender) slowest(p SendProgress) []HostProgress {
+	firstPass := 0.0
+	if p.DataBytes > 0 {
+		firstPass = float64(p.DataQueued) / float64(p.DataBytes)
+	}
+	var out []HostProgress
+	for _, h := range s.hosts {
+		if !h.member || h.complete || h.keyErr != "" || h.refused != nil && h.refused.Code != RefuseBusy {
+			continue
+		}
+		hp := HostProgress{ID: h.id, Phase: "registering", Needed: h.needed}
+		switch {
+		case h.failed != "" || h.dropped != "":
+			hp.Phase = "dropped"
+		case h.registered:
+			hp.Phase, hp.Done = "receiving", firstPass
+			if h.best >= 0 && s.totalSym > 0 {
+				hp.Done = min(firstPass, max(0, 1-float64(h.need)/float64(s.totalSym)))
+			}
+		}
+		out = append(out, hp)
+	}
+	slices.SortFunc(out, func(a, b HostProgress) int {
+		return cmp.Or(cmp.Compare(a.Done, b.Done), strings.Compare(a.ID, b.ID))
+	})
+	return out[:min(len(out), SlowestHosts)]
 }
 
 func (s *sender) publicPhase(final bool) SendPhase {
@@ -82,6 +133,33 @@ func (s *sender) publicPhase(final bool) SendPhase {
 		return PhaseSending
 	}
 	return PhaseRepairing
+}
+
+// hostNeeds records, for each registered member, the image bytes of the
+// chunks it lacked when the transfer began (what crossed the wire for it).
+func (s *sender) hostNeeds() {
+	m := s.opts.Manifest
+	var total int64
+	for i, c := range m.Chunks {
+		if !c.Zero {
+			_, n := m.ChunkRange(i)
+			total += int64(n)
+		}
+	}
+	for _, h := range s.hosts {
+		if !h.registered {
+			continue
+		}
+		h.needed = total
+		for _, rg := range h.have {
+			for c := rg.First; c < rg.First+rg.Count && int(c) < len(m.Chunks); c++ {
+				if !m.Chunks[c].Zero {
+					_, n := m.ChunkRange(int(c))
+					h.needed -= int64(n)
+				}
+			}
+		}
+	}
 }
 
 // lacking marks the non-zero chunks that some registered host still needs:

@@ -114,6 +114,7 @@ type Result struct {
 	Packets   int64           // packets of the session received
 	Ignored   int64           // packets malformed, foreign or out of place
 	Staged    bool            // ReceiveOptions.Stage ran and succeeded
+	StageTime time.Duration   // how long ReceiveOptions.Stage took
 	Encrypted bool            // the session's frames were sealed; this host had the key
 	StageErr  error           // what ReceiveOptions.Stage returned
 }
@@ -515,7 +516,7 @@ func (r *receiver) answerStatus(now time.Time) {
 
 func (r *receiver) sendComplete(now time.Time) {
 	r.lastDone = now
-	c := &Complete{Host: r.opts.HostID, Status: CompleteOK}
+	c := &Complete{Host: r.opts.HostID, Status: CompleteOK, StageMillis: uint32(min(r.res.StageTime.Milliseconds(), 1<<32-1))}
 	switch {
 	case r.res.StageErr != nil:
 		c.Status, c.Reason = CompleteStageFailed, truncate(r.res.StageErr.Error(), MaxReason)
@@ -557,8 +558,9 @@ func (r *receiver) finish(now time.Time) error {
 	r.res.Path, r.res.BadChunks, r.res.Spilled = r.opts.Out, r.st.bad, r.st.spilled
 	r.opts.Logf("session %08x: image %s verified", r.res.Session, r.opts.Out)
 	if r.opts.Stage != nil {
+		t := time.Now()
 		r.res.StageErr = r.opts.Stage(&r.res)
-		r.res.Staged = r.res.StageErr == nil
+		r.res.Staged, r.res.StageTime = r.res.StageErr == nil, time.Since(t)
 	}
 	r.doneAt = time.Now()
 	r.sendComplete(r.doneAt)

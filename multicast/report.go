@@ -47,6 +47,11 @@ type HostReport struct {
 	// Done is when its COMPLETE arrived (staged, for an agent), from the
 	// session's start.
 	Done time.Duration `json:",omitempty"`
+	// StageTime is how long its staging took, as its COMPLETE said.
+	StageTime time.Duration `json:",omitempty"`
+	// Needed is the image bytes of the chunks it lacked when the transfer
+	// began: what it received (the rest it held).
+	Needed int64 `json:",omitempty"`
 }
 
 // Report summarises a sender's session.

@@ -172,39 +172,42 @@ const (
 )
 
 type sender struct {
-	opts     SendOptions
-	conn     Conn
-	seq      uint32
-	manifest []byte
-	ann      Announce
-	src      *source
-	pacer    *pacer
-	coder    coder
-	sched    scheduler
-	hosts    map[string]*host
-	list     []string // closed group members, for ANNOUNCE pages
-	page     int
-	phase    phase
-	queue    [][]byte
-	jobs     []repairJob
-	round    uint32
-	agg      *roundAgg
-	started  time.Time
-	deadline time.Time // registration deadline, then round deadline
-	announce time.Time // next ANNOUNCE
-	lastMan  time.Time
-	wantMan  bool
-	err      error
-	stats    Report
-	sent     chunkSet // chunks whose data went out at least once
-	fec      autoFEC  // proactive parity sizing from reported loss
-	foreign  versionNotes
-	prog     SendProgress
-	progAt   time.Time          // last Progress call
-	sessKey  ed25519.PrivateKey // signs STATUS and ABORT
-	dh       *ecdh.PrivateKey   // agrees each host's MAC keys
-	guests   int                // hosts tracked that are not members
-	content  []byte             // the content key of an encrypted session
+	opts       SendOptions
+	conn       Conn
+	seq        uint32
+	manifest   []byte
+	ann        Announce
+	src        *source
+	pacer      *pacer
+	coder      coder
+	sched      scheduler
+	hosts      map[string]*host
+	list       []string // closed group members, for ANNOUNCE pages
+	page       int
+	phase      phase
+	queue      [][]byte
+	jobs       []repairJob
+	round      uint32
+	agg        *roundAgg
+	started    time.Time
+	deadline   time.Time // registration deadline, then round deadline
+	announce   time.Time // next ANNOUNCE
+	lastMan    time.Time
+	wantMan    bool
+	err        error
+	stats      Report
+	sent       chunkSet // chunks whose data went out at least once
+	fec        autoFEC  // proactive parity sizing from reported loss
+	foreign    versionNotes
+	prog       SendProgress
+	progAt     time.Time          // last Progress call
+	sessKey    ed25519.PrivateKey // signs STATUS and ABORT
+	dh         *ecdh.PrivateKey   // agrees each host's MAC keys
+	guests     int                // hosts tracked that are not members
+	content    []byte             // the content key of an encrypted session
+	totalSym   int64              // data symbols of the first pass, for host progress
+	lastRound  string             // the last round summary logged
+	sameRounds int                // identical rounds since it
 }
 
 // sealedLens gives the frame lengths of an encrypted session: each frame
@@ -437,6 +440,7 @@ func (s *sender) startTransfer(now time.Time) {
 	}
 	m := s.opts.Manifest
 	lack := s.lacking()
+	s.hostNeeds()
 	for i, c := range m.Chunks {
 		switch {
 		case c.Zero:
@@ -447,6 +451,9 @@ func (s *sender) startTransfer(now time.Time) {
 			s.jobs = append(s.jobs, repairJob{chunk: uint32(i), whole: true})
 			_, n := m.ChunkRange(i)
 			s.prog.DataBytes += int64(n)
+			if p, _ := s.opts.Pack.FrameLens(i); p > 0 {
+				s.totalSym += int64(newLayout(int(p), s.opts.SymbolSize, s.opts.BlockSymbols).symbols)
+			}
 		}
 	}
 	s.phase = phaseSend

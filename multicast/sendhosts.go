@@ -39,6 +39,8 @@ type host struct {
 	best       int64             // the least it ever asked for; -1: not yet
 	stalled    int               // rounds since it last asked for less than best
 	progressAt time.Time         // when it last did
+	needed     int64             // image bytes of the chunks it lacked when the transfer began
+	stageTime  time.Duration     // how long its staging took, as its COMPLETE says
 }
 
 // counts reports whether h takes part in the group's decisions (which
@@ -239,7 +241,7 @@ func (s *sender) onComplete(m *Complete, hdr *Header) bool {
 		h.failed = cmp.Or(m.Reason, "failed")
 	case !h.complete:
 		h.complete, h.dropped, h.doneAt = true, "", time.Since(s.started)
-		h.staged = m.Status == CompleteStaged
+		h.staged, h.stageTime = m.Status == CompleteStaged, time.Duration(m.StageMillis)*time.Millisecond
 		if m.Status == CompleteStageFailed {
 			h.stageErr = cmp.Or(m.Reason, "staging failed")
 		}
@@ -318,8 +320,28 @@ func (s *sender) finishRound(now time.Time) {
 	s.fec.loss, s.fec.worst = s.agg.worst, max(s.fec.worst, s.agg.worst)
 	s.jobs = s.sched.plan(s.agg, s.blockInfo)
 	s.phase = phaseSend
-	s.opts.Logf("session %08x: round %d: %d blocks and %d chunks asked for, worst loss %d‰, %d hosts to go",
-		s.opts.Session, s.round, len(s.agg.blocks), len(s.agg.whole.list()), s.agg.worst, s.live())
+	s.logRound(fmt.Sprintf("%d blocks and %d chunks asked for, worst loss %d‰, %d hosts to go",
+		len(s.agg.blocks), len(s.agg.whole.list()), s.agg.worst, s.live()))
+}
+
+// logRound logs a round's summary, once for a run of identical rounds
+// (hosts still decoding answer the same empty NACK round after round):
+// the first is logged, and the count of the others when the run ends.
+func (s *sender) logRound(summary string) {
+	if summary == s.lastRound {
+		s.sameRounds++
+		return
+	}
+	s.flushRounds()
+	s.lastRound = summary
+	s.opts.Logf("session %08x: round %d: %s", s.opts.Session, s.round, summary)
+}
+
+func (s *sender) flushRounds() {
+	if s.sameRounds > 0 {
+		s.opts.Logf("session %08x: %d more rounds like it, to round %d", s.opts.Session, s.sameRounds, s.round-1)
+	}
+	s.sameRounds = 0
 }
 
 // MaxStallRounds bounds the rounds a host may go on asking for repair
@@ -371,6 +393,7 @@ func (s *sender) blockInfo(chunk uint32, block uint16) (k, first int, ok bool) {
 // be listening, it tells receivers to give up rather than wait for their
 // timeout.
 func (s *sender) end(now time.Time) error {
+	s.flushRounds()
 	s.stats.Duration = now.Sub(s.started)
 	defer s.progress(now, true)
 	if s.err != nil {
@@ -402,13 +425,14 @@ func (s *sender) finalReport() *Report {
 	r := s.stats
 	r.Probes, r.LossPermille = int(s.fec.probes), int(s.fec.worst)
 	for _, h := range s.hosts {
-		hr := HostReport{ID: h.id, Member: h.member}
+		hr := HostReport{ID: h.id, Member: h.member, Needed: h.needed}
 		if h.addr != nil {
 			hr.Addr = h.addr.String()
 		}
 		switch {
 		case h.complete:
 			hr.State, hr.Staged, hr.StageError, hr.Done = HostComplete, h.staged, hostkey.Printable(h.stageErr), h.doneAt
+			hr.StageTime = h.stageTime
 		case h.failed != "":
 			hr.State, hr.Reason = HostFailed, hostkey.Printable(h.failed)
 		case h.keyErr != "" && !h.registered:

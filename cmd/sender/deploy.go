@@ -63,6 +63,9 @@ func deployCommand() *cli.Command {
 			&cli.StringFlag{Name: "label", Usage: "source label for a built image (default: SRC_DIR)"},
 			&cli.StringFlag{Name: "epoch", Usage: "build timestamps: Unix time `N` (default $SOURCE_DATE_EPOCH, else the files')"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "build and show what would happen; send nothing"},
+			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print the session's detail: hosts registering, each repair round, retransmissions"},
+			&cli.BoolFlag{Name: "json-events", Usage: "print one JSON object per event on stdout (logs, phases, progress each second, the report), for dashboards and scripts"},
+			&cli.DurationFlag{Name: "host-timeout", Value: multicast.DefaultHostTimeout, Usage: "drop a host silent this long in the transfer"},
 		),
 		Action: runDeploy,
 	}
@@ -93,10 +96,10 @@ func runDeploy(c *cli.Context) error {
 		printDryRun(c.App.Writer, &opts, c.String("rate"))
 		return nil
 	}
-	bar := newDeployProgress(os.Stderr)
-	opts.Progress = bar.update
+	k := consoleFor(c, c.App.Writer)
+	opts.Logf, opts.Warnf, opts.Detailf, opts.Progress = k.Logf, k.Warnf, k.Detailf, k.Progress
 	res, err := deploy.Run(c.Context, opts)
-	bar.done()
+	k.Close()
 	entry := deploy.AuditEntry{Action: "deploy", Group: opts.Group.String(), Release: opts.Manifest.ReleaseID(),
 		Label: opts.Manifest.Label, Hosts: opts.Hosts, Outcome: "error"}
 	if err != nil {
@@ -112,7 +115,7 @@ func runDeploy(c *cli.Context) error {
 				entry.Refused[h.ID] = h.Cause + ": " + h.Error
 			}
 		}
-		printDeploy(c.App.Writer, res, c.Bool("json"))
+		k.Report(c.App.Writer, res, c.Bool("json"))
 		if res.Outcome != deploy.OutcomeNone && opts.ImagePath != "" {
 			recordBase(c, &opts) // the hosts hold this image now: build the next one on it
 		}
@@ -164,6 +167,7 @@ func deployOptions(c *cli.Context) (o deploy.Options, pins *hostkey.Pins, err er
 	}
 	o.HostKeys = hostKeyPolicy(pins, inv.ids, c.Bool("allow-new-hosts"))
 	o.Encrypt = c.Bool("encrypt")
+	o.HostTimeout = c.Duration("host-timeout")
 	if o.Rate, err = parseRate(c.String("rate")); err != nil {
 		return o, nil, fmt.Errorf("deploy: --rate: %w", err)
 	}
@@ -394,7 +398,7 @@ func printDryRun(w io.Writer, o *deploy.Options, rate string) {
 	fmt.Fprintf(w, "  switch  when %d%% of hosts staged it\n  nothing was sent\n", o.RequirePct)
 }
 
-func printDeploy(w io.Writer, r *deploy.Result, asJSON bool) {
+func printDeploy(w io.Writer, r *deploy.Result, asJSON, color bool) {
 	if asJSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -402,13 +406,28 @@ func printDeploy(w io.Writer, r *deploy.Result, asJSON bool) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tADDR\tPHASE\tCURRENT\tHAD IT AT\tERROR")
+	fmt.Fprintln(tw, "HOST\tADDR\tPHASE\tCURRENT\tHAD IT AT\tSTAGED IN\tRECEIVED\tPATH\tERROR")
+	width := 0
 	for _, h := range r.Hosts {
-		at := "-"
+		width = max(width, len(h.Phase))
+	}
+	for _, h := range r.Hosts {
+		at, stage := "-", "-"
 		if h.Done > 0 {
 			at = h.Done.Round(time.Millisecond).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.ID, h.Addr, h.Phase, h.Current, at, h.Error)
+		if h.StageTime > 0 {
+			stage = h.StageTime.Round(time.Millisecond).String()
+		}
+		phase := h.Phase
+		if color {
+			phase = padPaint(phase, width, phaseColor(phase))
+		}
+		recv := "-"
+		if h.Path != "" {
+			recv = cliutil.HumanBytes(h.Needed)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.ID, h.Addr, phase, h.Current, at, stage, recv, orDash(h.Path), h.Error)
 	}
 	tw.Flush()
 	active := 0
@@ -423,4 +442,11 @@ func printDeploy(w io.Writer, r *deploy.Result, asJSON bool) {
 	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 	fmt.Fprintf(w, "wire %s; build %s, register %s, transfer %s (staged on arrival), stage %s, switch %s\n",
 		cliutil.HumanBytes(r.WireBytes), ms(r.BuildTime), ms(r.RegisterTime), ms(r.TransferTime), ms(r.StageTime), ms(r.SwitchTime))
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

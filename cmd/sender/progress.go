@@ -6,8 +6,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/loopcast/loopcast/deploy"
 	"github.com/loopcast/loopcast/internal/cliutil"
+	"golang.org/x/term"
 )
 
 // progressEvery limits redraws of the progress line.
@@ -24,9 +24,7 @@ type progress struct {
 }
 
 func newProgress(f *os.File, label string) *progress {
-	fi, err := f.Stat()
-	tty := err == nil && fi.Mode()&os.ModeCharDevice != 0
-	return &progress{w: f, label: label, tty: tty, start: time.Now()}
+	return &progress{w: f, label: label, tty: term.IsTerminal(int(f.Fd())), start: time.Now()}
 }
 
 func (p *progress) update(done, total int64) {
@@ -48,44 +46,3 @@ func (p *progress) done() {
 		fmt.Fprint(p.w, "\r\033[K")
 	}
 }
-
-// deployProgress draws a deploy's phase on one updating terminal line:
-// bytes and rate on the wire, and hosts registered, complete, staged.
-type deployProgress struct {
-	p     *progress
-	phase string
-}
-
-func newDeployProgress(f *os.File) *deployProgress {
-	return &deployProgress{p: newProgress(f, "deploy")}
-}
-
-func (d *deployProgress) update(e deploy.Progress) {
-	p := d.p
-	changed := e.Phase != d.phase
-	d.phase = e.Phase
-	if !p.tty || (!changed && time.Since(p.last) < progressEvery) {
-		return
-	}
-	p.last = time.Now()
-	var line string
-	switch e.Phase {
-	case "transfer":
-		t := e.Transfer
-		rate := float64(t.Bytes) * 8 / max(time.Since(p.start).Seconds(), 1e-3)
-		pct := 0.0
-		if t.DataBytes > 0 {
-			pct = 100 * float64(t.DataQueued) / float64(t.DataBytes)
-		}
-		line = fmt.Sprintf("transfer %-11s %5.1f%%  %s on the wire  %.0f Mbit/s  hosts %d registered, %d complete of %d",
-			t.Phase, pct, cliutil.HumanBytes(t.Bytes), rate/1e6, t.Registered, t.Complete, t.Hosts)
-	case "stage":
-		line = fmt.Sprintf("stage: waiting for %d hosts to verify and mount the image", e.Hosts)
-	case "switch":
-		line = fmt.Sprintf("switch: %d of %d hosts staged, activating them", e.Staged, e.Hosts)
-	}
-	fmt.Fprintf(p.w, "\r\033[K%s", line)
-	p.drawn = true
-}
-
-func (d *deployProgress) done() { d.p.done() }
