@@ -69,7 +69,7 @@ func (e *Envelope) check() error {
 		return fmt.Errorf("%w: %d targets, more than %d", ErrMalformed, len(e.Targets), MaxTargets)
 	}
 	for _, h := range e.Targets {
-		if err := checkName("target host", h, false); err != nil {
+		if err := checkHost("target host", h); err != nil {
 			return err
 		}
 	}

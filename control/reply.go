@@ -49,7 +49,7 @@ func (r *Reply) check() error {
 		return fmt.Errorf("%w: %v reply %v with status %v", ErrMalformed, r.Command, r.Outcome, r.Status != nil)
 	}
 	for _, err := range []error{
-		checkName("host", r.Host, false), checkName("current release", r.Current, true),
+		checkHost("host", r.Host), checkName("current release", r.Current, true),
 		checkText("error", r.Error),
 	} {
 		if err != nil {

@@ -60,7 +60,7 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 			return nil, fmt.Errorf("control: trusted key of %d bytes", len(k))
 		}
 	}
-	if err := errors.Join(checkName("host", cfg.Host, false), checkName("group", cfg.Group, false)); err != nil {
+	if err := errors.Join(checkHost("host", cfg.Host), checkName("group", cfg.Group, false)); err != nil {
 		return nil, fmt.Errorf("control: verifier: %w", err)
 	}
 	if cfg.Window <= 0 {

@@ -3,6 +3,7 @@ package control
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/loopcast/loopcast/hostkey"
 	"unicode/utf8"
 )
 
@@ -66,6 +67,15 @@ func checkName(what, s string, empty bool) error {
 }
 
 // checkText checks a text: at most MaxText bytes of UTF-8.
+// checkHost checks a host id: the one rule (hostkey.CheckID) the wire,
+// the CLI and inventories share.
+func checkHost(what, s string) error {
+	if err := hostkey.CheckID(s); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrMalformed, what, err)
+	}
+	return nil
+}
+
 func checkText(what, s string) error {
 	if len(s) > MaxText {
 		return fmt.Errorf("%w: %s of %d bytes, more than %d", ErrMalformed, what, len(s), MaxText)

@@ -313,3 +313,18 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// Host ids follow the one rule (hostkey.CheckID) in commands and replies,
+// so send and deploy accept the same ids.
+func TestHostIDRule(t *testing.T) {
+	for _, id := range []string{"a b", "-web", "web\x1b"} {
+		c := &Activate{Envelope: NewEnvelope("web", 1, []string{id}, t0), Release: "0123456789abcdef"}
+		if _, err := c.AppendBinary(nil); !errors.Is(err, ErrMalformed) {
+			t.Errorf("a command targeting %q encodes: %v", id, err)
+		}
+		r := &Reply{Command: TypeStatus, Outcome: OutcomeRefused, Error: "no", Host: id}
+		if _, err := r.AppendBinary(nil); !errors.Is(err, ErrMalformed) {
+			t.Errorf("a reply from %q encodes: %v", id, err)
+		}
+	}
+}
