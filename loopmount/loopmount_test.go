@@ -2,9 +2,9 @@ package loopmount
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
+	"github.com/moby/sys/mountinfo"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,15 +60,15 @@ func scratch(t *testing.T) string {
 
 // cleanupUnder lazily unmounts every mount below dir, newest first.
 func cleanupUnder(t *testing.T, dir string) {
-	b, err := os.ReadFile(mountinfoPath)
+	infos, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir)) // dir and below
 	if err != nil {
 		t.Error(err)
 		return
 	}
 	var dirs []string
-	for line := range bytes.Lines(b) {
-		if d, _, ok := parseMountinfo(string(line)); ok && strings.HasPrefix(d, dir+"/") {
-			dirs = append(dirs, d)
+	for _, i := range infos {
+		if i.Mountpoint != dir {
+			dirs = append(dirs, i.Mountpoint)
 		}
 	}
 	for i := len(dirs) - 1; i >= 0; i-- {
@@ -133,15 +133,12 @@ func mkdir(t *testing.T, dir string) string {
 // mountOptions returns the per-mount options of dir from mountinfo.
 func mountOptions(t *testing.T, dir string) []string {
 	t.Helper()
-	b, err := os.ReadFile(mountinfoPath)
+	infos, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for line := range bytes.Lines(b) {
-		f := strings.Fields(string(line))
-		if len(f) > 5 && unescape(f[4]) == dir {
-			return strings.Split(f[5], ",")
-		}
+	for _, i := range infos {
+		return strings.Split(i.Options, ",")
 	}
 	t.Fatalf("%s is not mounted", dir)
 	return nil
@@ -437,16 +434,22 @@ func TestMountFailureNoLeak(t *testing.T) {
 	waitNoLoops(t, dir)
 }
 
-func TestParseMountinfo(t *testing.T) {
-	line := `36 35 7:3 / /srv/a\040b ro,nodev master:1 - ext2 /dev/loop3 ro` + "\n"
-	dir, src, ok := parseMountinfo(line)
-	if !ok || dir != "/srv/a b" || src != "/dev/loop3" {
-		t.Errorf("parseMountinfo = %q, %q, %v; want /srv/a b, /dev/loop3, true", dir, src, ok)
+// A mount point with a space (mountinfo writes it \040) is found by its
+// real name.
+func TestMountPointWithSpace(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := filepath.Join(t.TempDir(), "a b")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
 	}
-	if _, _, ok := parseMountinfo("garbage\n"); ok {
-		t.Error("parseMountinfo(garbage) ok, want not ok")
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
 	}
-	if got := unescape(`a\134b\011c\0`); got != "a\\b\tc\\0" {
-		t.Errorf("unescape = %q", got)
+	defer unix.Unmount(dir, unix.MNT_DETACH)
+	if mp, err := IsMountPoint(dir); err != nil || !mp {
+		t.Errorf("IsMountPoint(%q) = %v, %v; want true", dir, mp, err)
+	}
+	if mp, err := IsMountPoint(filepath.Dir(dir)); err != nil || mp {
+		t.Errorf("IsMountPoint(parent) = %v, %v; want false", mp, err)
 	}
 }

@@ -1,35 +1,30 @@
 package loopmount
 
 import (
-	"bytes"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
+
+	"github.com/moby/sys/mountinfo"
 )
 
-// mountinfoPath lists the mounts of this process's namespace.
-const mountinfoPath = "/proc/self/mountinfo"
-
 // Mounts lists the loop mounts in this mount namespace with their backing
-// files, in mount order.
+// files, in mount order. /proc/self/mountinfo is read by
+// github.com/moby/sys/mountinfo, which decodes its escapes.
 func Mounts() ([]Mount, error) {
-	b, err := os.ReadFile(mountinfoPath)
+	infos, err := mountinfo.GetMounts(func(i *mountinfo.Info) (skip, stop bool) {
+		return !strings.HasPrefix(i.Source, "/dev/loop"), false
+	})
 	if err != nil {
 		return nil, fmt.Errorf("loopmount: %w", err)
 	}
 	var ms []Mount
-	for line := range bytes.Lines(b) {
-		dir, source, ok := parseMountinfo(string(line))
-		if !ok || !strings.HasPrefix(source, "/dev/loop") {
-			continue
-		}
-		backing, err := BackingFile(source)
+	for _, i := range infos {
+		backing, err := BackingFile(i.Source)
 		if err != nil {
 			continue // the device went away while we looked
 		}
-		ms = append(ms, Mount{Image: backing, Dir: dir, Device: source})
+		ms = append(ms, Mount{Image: backing, Dir: i.Mountpoint, Device: i.Source})
 	}
 	return ms, nil
 }
@@ -53,57 +48,18 @@ func FindMounts(image string) ([]Mount, error) {
 	return ms, nil
 }
 
-// IsMountPoint reports whether dir is a mount point in this namespace.
+// IsMountPoint reports whether dir is a mount point in this namespace; a
+// directory that does not exist is not one.
 func IsMountPoint(dir string) (bool, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return false, fmt.Errorf("loopmount: %w", err)
 	}
-	b, err := os.ReadFile(mountinfoPath)
+	infos, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(abs))
 	if err != nil {
 		return false, fmt.Errorf("loopmount: %w", err)
 	}
-	for line := range bytes.Lines(b) {
-		if d, _, ok := parseMountinfo(string(line)); ok && d == abs {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-// parseMountinfo returns the mount point and source of one mountinfo line:
-//
-//	36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
-//	(1)(2)(3)   (4)   (5)      (6)      (7)   (8) (9)    (10)         (11)
-func parseMountinfo(line string) (dir, source string, ok bool) {
-	pre, post, found := strings.Cut(strings.TrimSuffix(line, "\n"), " - ")
-	if !found {
-		return "", "", false
-	}
-	f, g := strings.Fields(pre), strings.Fields(post)
-	if len(f) < 5 || len(g) < 2 {
-		return "", "", false
-	}
-	return unescape(f[4]), unescape(g[1]), true
-}
-
-// unescape decodes the octal escapes (\040 for space) mountinfo uses.
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return len(infos) > 0, nil
 }
 
 // realPath is path made absolute with symlinks resolved, as the kernel

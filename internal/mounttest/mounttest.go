@@ -4,13 +4,12 @@
 package mounttest
 
 import (
-	"bytes"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/loopcast/loopcast/loopmount"
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,14 +20,14 @@ const SettleTimeout = 20 * time.Second
 // MountsUnder lists the mount points below dir, newest first.
 func MountsUnder(t testing.TB, dir string) []string {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	infos, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir)) // dir and below
 	if err != nil {
 		t.Fatal(err)
 	}
 	var dirs []string
-	for line := range bytes.Lines(b) {
-		if f := strings.Fields(string(line)); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			dirs = append([]string{f[4]}, dirs...)
+	for _, i := range infos {
+		if i.Mountpoint != dir {
+			dirs = append([]string{i.Mountpoint}, dirs...)
 		}
 	}
 	return dirs
