@@ -16,7 +16,8 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// ExitError carries a specific exit code out of a command.
+// ExitError carries a specific exit code out of a command; it is a
+// cli.ExitCoder, so urfave/cli and ExitCode read its code the same way.
 type ExitError struct {
 	Code int
 	Err  error
@@ -24,6 +25,9 @@ type ExitError struct {
 
 func (e *ExitError) Error() string { return e.Err.Error() }
 func (e *ExitError) Unwrap() error { return e.Err }
+func (e *ExitError) ExitCode() int { return e.Code }
+
+var _ cli.ExitCoder = (*ExitError)(nil)
 
 // Main runs app with a context that Ctrl-C or SIGTERM cancels, so deferred
 // cleanup runs; a second signal ends the process at once. It exits with
@@ -44,9 +48,9 @@ func ExitCode(name string, err error) int {
 		return 0
 	}
 	fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
-	var ee *ExitError
-	if errors.As(err, &ee) {
-		return ee.Code
+	var ec cli.ExitCoder // ours, or one a library made with cli.Exit
+	if errors.As(err, &ec) {
+		return ec.ExitCode()
 	}
 	return 1
 }
