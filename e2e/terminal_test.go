@@ -79,7 +79,7 @@ func TestDeployTerminalOutput(t *testing.T) {
 	if n := strings.Count(out, " round "); n > 0 {
 		t.Errorf("%d repair rounds printed without -v", n)
 	}
-	if !strings.Contains(out, "RECEIVED") || !strings.Contains(out, "multicast") {
+	if !strings.Contains(out, "NEEDED") || !strings.Contains(out, "multicast") {
 		t.Errorf("the final table lacks the received bytes or the path:\n%s", csi.ReplaceAllString(out, ""))
 	}
 }

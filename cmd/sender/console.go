@@ -14,6 +14,7 @@ import (
 	"github.com/loopcast/loopcast/hostkey"
 	"github.com/loopcast/loopcast/internal/cliutil"
 	"github.com/loopcast/loopcast/multicast"
+	"github.com/urfave/cli/v2"
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 	"golang.org/x/term"
@@ -50,13 +51,14 @@ type snapshot struct {
 	phaseAt time.Time
 }
 
-// consoleFor makes the console of a command: stderr, verbose with -v,
-// events on stdout with --json-events.
-func consoleFor(c interface {
-	Bool(string) bool
-}, stdout io.Writer) *console {
-	k := &console{w: os.Stderr, start: time.Now(), verbose: c.Bool("verbose")}
-	k.tty = term.IsTerminal(int(os.Stderr.Fd())) && os.Getenv("TERM") != "dumb"
+// consoleFor makes the console of a command: its error writer (a terminal
+// when that is the process's stderr on one), verbose with -v, events on
+// stdout with --json-events.
+func consoleFor(c *cli.Context, stdout io.Writer) *console {
+	k := &console{w: c.App.ErrWriter, start: time.Now(), verbose: c.Bool("verbose")}
+	if f, ok := c.App.ErrWriter.(*os.File); ok {
+		k.tty = term.IsTerminal(int(f.Fd())) && os.Getenv("TERM") != "dumb"
+	}
 	if c.Bool("json-events") {
 		k.events = json.NewEncoder(stdout)
 	}

@@ -89,6 +89,8 @@ func runDeploy(c *cli.Context) error {
 		return err
 	}
 	defer unlock()
+	k := consoleFor(c, c.App.Writer)
+	opts.Logf, opts.Warnf, opts.Detailf, opts.Progress = k.Logf, k.Warnf, k.Detailf, k.Progress
 	if err := prepareImage(c, &opts); err != nil {
 		return err
 	}
@@ -96,8 +98,6 @@ func runDeploy(c *cli.Context) error {
 		printDryRun(c.App.Writer, &opts, c.String("rate"))
 		return nil
 	}
-	k := consoleFor(c, c.App.Writer)
-	opts.Logf, opts.Warnf, opts.Detailf, opts.Progress = k.Logf, k.Warnf, k.Detailf, k.Progress
 	res, err := deploy.Run(c.Context, opts)
 	k.Close()
 	entry := deploy.AuditEntry{Action: "deploy", Group: opts.Group.String(), Release: opts.Manifest.ReleaseID(),
@@ -406,7 +406,7 @@ func printDeploy(w io.Writer, r *deploy.Result, asJSON, color bool) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tADDR\tPHASE\tCURRENT\tHAD IT AT\tSTAGED IN\tRECEIVED\tPATH\tERROR")
+	fmt.Fprintln(tw, "HOST\tADDR\tPHASE\tCURRENT\tHAD IT AT\tSTAGED IN\tNEEDED\tPATH\tERROR")
 	width := 0
 	for _, h := range r.Hosts {
 		width = max(width, len(h.Phase))
