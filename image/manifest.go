@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -121,10 +120,7 @@ func (m *Manifest) ComputeDigest() [sha256.Size]byte {
 
 // ReleaseID names the release: the first 8 bytes of the SHA-256 of the
 // manifest body, in hex. It depends only on content, not on the signature.
-func (m *Manifest) ReleaseID() string {
-	sum := sha256.Sum256(m.AppendBody(nil))
-	return hex.EncodeToString(sum[:8])
-}
+func (m *Manifest) ReleaseID() string { return m.ID().String() }
 
 // Digest is the SHA-256 of the whole encoded manifest, signature included.
 func (m *Manifest) Digest() ([sha256.Size]byte, error) {

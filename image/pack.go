@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -113,15 +112,13 @@ func (p *Pack) readIndex(m *Manifest) error {
 	}
 	count, cs := binary.BigEndian.Uint32(t[8:]), binary.BigEndian.Uint32(t[12:])
 	idxOff := int64(binary.BigEndian.Uint64(t[16:]))
-	var id, base [8]byte
-	copy(id[:], t[24:32])
-	copy(base[:], t[32:40])
-	if hex.EncodeToString(id[:]) != m.ReleaseID() || !bytes.Equal(t[40:72], m.ImageDigest[:]) ||
+	id, base := ID(t[24:32]), ID(t[32:40])
+	if id != m.ID() || !bytes.Equal(t[40:72], m.ImageDigest[:]) ||
 		int(count) != len(m.Chunks) || cs != m.ChunkSize {
-		return fmt.Errorf("it is the pack of release %x (%d chunks), not of %s", id, count, m.ReleaseID())
+		return fmt.Errorf("it is the pack of release %v (%d chunks), not of %s", id, count, m.ReleaseID())
 	}
-	if base != ([8]byte{}) {
-		p.BaseID = hex.EncodeToString(base[:])
+	if !base.IsZero() {
+		p.BaseID = base.String()
 	}
 	idxLen := int64(count) * packEntryLen
 	if idxOff < 0 || idxOff+idxLen != fi.Size()-packTrailerLen {
@@ -319,10 +316,15 @@ func (w *packWriter) finish(m *Manifest, baseID string) error {
 	t = binary.BigEndian.AppendUint32(t, uint32(len(w.entries)))
 	t = binary.BigEndian.AppendUint32(t, m.ChunkSize)
 	t = binary.BigEndian.AppendUint64(t, uint64(w.off))
-	id, _ := hex.DecodeString(m.ReleaseID())
-	t = append(t, id...)
-	var base [8]byte
-	hex.Decode(base[:], []byte(baseID))
+	id := m.ID()
+	t = append(t, id[:]...)
+	var base ID
+	if baseID != "" {
+		var err error
+		if base, err = ParseID(baseID); err != nil {
+			return err
+		}
+	}
 	t = append(t, base[:]...)
 	t = append(t, m.ImageDigest[:]...)
 	t = binary.BigEndian.AppendUint64(t, xxhash.Sum64(idx))

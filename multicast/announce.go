@@ -31,7 +31,7 @@ const (
 // layout) is covered by the release key's signature, and the signing time
 // bounds a replay (MaxClockSkew).
 type Announce struct {
-	ReleaseID      [8]byte
+	ReleaseID      image.ID
 	ManifestDigest [32]byte
 	ManifestSize   uint32
 	ImageSize      uint64
@@ -46,7 +46,7 @@ type Announce struct {
 	Hosts          []string
 	// BaseID is the release chunks may be sent as deltas against (the
 	// hosts' previous image); all zero: none.
-	BaseID [8]byte
+	BaseID image.ID
 	// SignedAt is when the sender signed this ANNOUNCE (unix ms).
 	SignedAt int64
 	// ReleaseKey is the key that signs the ANNOUNCE (and the manifest): a
@@ -78,7 +78,7 @@ func (a *Announce) AppendBinary(b []byte) ([]byte, error) {
 	if a.Closed {
 		fl |= announceClosed
 	}
-	if a.BaseID != ([8]byte{}) {
+	if !a.BaseID.IsZero() {
 		fl |= announceBase
 	}
 	if a.Encrypted {
@@ -150,7 +150,7 @@ func parseAnnounce(b []byte) (*Announce, error) {
 	}
 	if fl&announceBase != 0 {
 		copy(a.BaseID[:], r.take(8))
-		r.check(a.BaseID != [8]byte{}, "announce base release id all zero")
+		r.check(!a.BaseID.IsZero(), "announce base release id all zero")
 	}
 	a.SignedAt = int64(r.u64())
 	copy(a.ReleaseKey[:], r.take(32))

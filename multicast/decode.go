@@ -28,7 +28,7 @@ type decodeJob struct {
 	mem    []byte       // its symbols, when in memory (read-only while pending); nil: in the spool
 	// cipher opens the frame of an encrypted session (nil: plain)
 	cipher  *contentCipher
-	release [8]byte
+	release image.ID
 }
 
 // decodeResult is a decoder's verdict on one chunk.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"testing"
@@ -81,6 +82,7 @@ func helperSend(t *testing.T, ctx context.Context, group *net.UDPAddr, a helperA
 }
 
 func helperRecv(t *testing.T, ctx context.Context, group *net.UDPAddr, a helperArgs) {
+	debug.SetMemoryLimit(ReceiverMemoryLimit) // as the receiver command sets it
 	conn, err := ListenGroup(group, "eth0")
 	if err != nil {
 		t.Fatal(err)

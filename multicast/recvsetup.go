@@ -2,7 +2,6 @@ package multicast
 
 import (
 	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"time"
@@ -89,7 +88,7 @@ func (r *receiver) checkManifest(b []byte) (*image.Manifest, error) {
 		r.opts.Logf("insecure: accepting release %s: %v", m.ReleaseID(), err)
 	}
 	a := r.ann
-	if m.ReleaseID() != hex.EncodeToString(a.ReleaseID[:]) || uint64(m.ImageSize) != a.ImageSize || m.ChunkSize != a.ChunkSize {
+	if m.ID() != a.ReleaseID || uint64(m.ImageSize) != a.ImageSize || m.ChunkSize != a.ChunkSize {
 		return nil, fmt.Errorf("%w: session %08x: announce does not match manifest %s", ErrUntrusted, r.res.Session, m.ReleaseID())
 	}
 	if r.opts.Accept != nil {
@@ -135,8 +134,8 @@ func (r *receiver) open(m *image.Manifest) error {
 	r.st = newStore(m, r.ann, f, spool)
 	r.st.releaseID = r.ann.ReleaseID
 	r.st.lens = r.lens
-	if r.ann.BaseID != ([8]byte{}) {
-		r.st.base = openBase(r.opts.BaseImage, hex.EncodeToString(r.ann.BaseID[:]))
+	if !r.ann.BaseID.IsZero() {
+		r.st.base = openBase(r.opts.BaseImage, r.ann.BaseID.String())
 	}
 	r.res.Manifest, r.res.ReleaseID = m, m.ReleaseID()
 	if err := r.prepare(m); err != nil {

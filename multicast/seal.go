@@ -1,6 +1,7 @@
 package multicast
 
 import (
+	"github.com/loopcast/loopcast/image"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -61,13 +62,13 @@ func frameNonce(chunk uint32, delta bool) []byte {
 	return n
 }
 
-func (c *contentCipher) seal(frame []byte, chunk uint32, delta bool, release [8]byte) []byte {
+func (c *contentCipher) seal(frame []byte, chunk uint32, delta bool, release image.ID) []byte {
 	return c.aead.Seal(make([]byte, 0, len(frame)+sealOverhead), frameNonce(chunk, delta), frame, release[:])
 }
 
 var errOpen = errors.New("multicast: sealed frame does not open (corrupt, forged, or another session's key)")
 
-func (c *contentCipher) open(dst, sealed []byte, chunk uint32, delta bool, release [8]byte) ([]byte, error) {
+func (c *contentCipher) open(dst, sealed []byte, chunk uint32, delta bool, release image.ID) ([]byte, error) {
 	out, err := c.aead.Open(dst, frameNonce(chunk, delta), sealed, release[:])
 	if err != nil {
 		return nil, errOpen

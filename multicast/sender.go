@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -114,8 +113,10 @@ func (o *SendOptions) defaults() error {
 	if o.BaseID == o.Manifest.ReleaseID() {
 		o.BaseID = "" // the same release again: nothing differs from the base
 	}
-	if o.BaseID != "" && len(o.BaseID) != 16 {
-		return fmt.Errorf("multicast: base release %q for %s", o.BaseID, o.Manifest.ReleaseID())
+	if o.BaseID != "" {
+		if _, err := image.ParseID(o.BaseID); err != nil {
+			return fmt.Errorf("multicast: base of %s: %w", o.Manifest.ReleaseID(), err)
+		}
 	}
 	o.Wait = cmp.Or(o.Wait, DefaultWait)
 	o.HostTimeout = cmp.Or(o.HostTimeout, DefaultHostTimeout)
@@ -245,7 +246,7 @@ func newSender(conn Conn, o SendOptions) (*sender, error) {
 	s := &sender{opts: o, conn: conn, manifest: mb, src: newSource(o.Pack, o.Manifest), hosts: map[string]*host{},
 		list: slices.Clone(o.Hosts), sessKey: sk, dh: newDH(), content: content}
 	s.src.cipher = cc
-	hex.Decode(s.src.release[:], []byte(o.Manifest.ReleaseID()))
+	s.src.release = o.Manifest.ID()
 	s.ann = s.baseAnnounce()
 	for _, id := range o.Hosts {
 		s.hosts[id] = newHost(id, true)
@@ -269,9 +270,9 @@ func (s *sender) baseAnnounce() Announce {
 		SessionKey: pub32(s.sessKey.Public().(ed25519.PublicKey)), SessionDH: pub32(s.dh.PublicKey().Bytes()),
 		Encrypted: s.opts.Encrypt,
 	}
-	hex.Decode(a.ReleaseID[:], []byte(m.ReleaseID()))
+	a.ReleaseID = m.ID()
 	if s.opts.BaseID != "" {
-		hex.Decode(a.BaseID[:], []byte(s.opts.BaseID))
+		a.BaseID, _ = image.ParseID(s.opts.BaseID) // checked by defaults
 	}
 	return a
 }

@@ -37,7 +37,7 @@ type source struct {
 	cache   map[uint32]encoded
 	order   []uint32       // cache keys, oldest first
 	cipher  *contentCipher // an encrypted session's: frames are sealed as they are read
-	release [8]byte
+	release image.ID
 }
 
 // encoded is a compressed chunk and how it was compressed.

@@ -34,7 +34,7 @@ type store struct {
 	spool      *os.File
 	lens       [][2]uint32    // per chunk: plain and delta frame lengths, from the signed descriptor
 	cipher     *contentCipher // an encrypted session's content key, once the sender sent it
-	releaseID  [8]byte
+	releaseID  image.ID
 	chunks     []chunkState
 	remaining  int   // non-zero chunks not yet written
 	slots      int64 // spool symbol slots per chunk
@@ -155,6 +155,12 @@ func (st *store) addToBlock(s *Symbol, cs *chunkState, l layout) error {
 // its 64 MiB footprint goal; beyond it the oldest waiting chunk goes to the
 // spool file. A variable only so tests can make the spool path run.
 var memBudget = 24 << 20
+
+// ReceiverMemoryLimit is the Go memory limit the receiver command sets
+// (runtime/debug.SetMemoryLimit; GOMEMLIMIT overrides it): with memBudget
+// of symbols held, the collector then runs before the heap's default
+// headroom would carry a busy receiver past its 64 MiB footprint goal.
+const ReceiverMemoryLimit = 48 << 20
 
 // maxMemOrder bounds the list of chunks that held memory before it is
 // compacted: far more than memBudget can hold at once.

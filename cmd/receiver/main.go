@@ -3,11 +3,20 @@
 package main
 
 import (
+	"os"
+	"runtime/debug"
+
 	"github.com/loopcast/loopcast/internal/cliutil"
+	"github.com/loopcast/loopcast/multicast"
 	"github.com/urfave/cli/v2"
 )
 
-func main() { cliutil.Main(newApp()) }
+func main() {
+	if os.Getenv("GOMEMLIMIT") == "" { // the operator's setting wins
+		debug.SetMemoryLimit(multicast.ReceiverMemoryLimit)
+	}
+	cliutil.Main(newApp())
+}
 
 func newApp() *cli.App {
 	return &cli.App{
