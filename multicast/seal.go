@@ -1,13 +1,13 @@
 package multicast
 
 import (
-	"github.com/loopcast/loopcast/image"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/loopcast/loopcast/image"
 )
 
 // Encrypted sessions (SendOptions.Encrypt). The sender draws a content
