@@ -262,18 +262,7 @@ func (a *agent) needLoop() {
 // stages it.
 func (a *agent) stage(name string) string {
 	t := a.t
-	src := filepath.Join(a.dir, "src", name)
-	if err := os.MkdirAll(src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(src, "id.txt"), []byte(name), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	img := src + ".img"
-	if _, err := image.Build(context.Background(), src, img, image.Options{Key: goldenKey, Label: name}); err != nil {
-		t.Fatal(err)
-	}
-	man := img + ".manifest"
+	img, man := buildImage(t, a.dir, name, goldenKey)
 	id, err := a.store.Stage(context.Background(), "", img, man)
 	if err != nil {
 		t.Fatal(err)
