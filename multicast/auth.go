@@ -150,6 +150,17 @@ func pub32(b []byte) (p [32]byte) {
 	return p
 }
 
+// skewDetail says how far a signing time is from now, for a refusal an
+// operator reads ("its clock is 12m0s behind this sender's").
+func skewDetail(whose string, ms int64, now time.Time) string {
+	d := now.Sub(time.UnixMilli(ms)).Round(time.Second)
+	rel := "behind"
+	if d < 0 {
+		d, rel = -d, "ahead of"
+	}
+	return fmt.Sprintf("clock skew: %s clock is %v %s this one's (more than %v): sync the clocks (NTP)", whose, d, rel, MaxClockSkew)
+}
+
 // fresh reports whether a signing time (unix ms) is within MaxClockSkew of now.
 func fresh(ms int64, now time.Time) bool {
 	d := now.Sub(time.UnixMilli(ms))

@@ -94,8 +94,14 @@ func (r *receiver) accept(h *Header, m Message, from net.Addr, now time.Time) bo
 		r.solicitAnnounce(*h, from, now)
 		return false
 	}
-	if !fresh(a.SignedAt, now) || !h.signedBy(a.ReleaseKey[:]) {
-		return false // forged, or replayed long after: not worth an answer
+	if !h.signedBy(a.ReleaseKey[:]) {
+		return false // forged: not worth an answer
+	}
+	if !fresh(a.SignedAt, now) {
+		// replayed long after, or a sender whose clock is off: tell it
+		// (rate-limited like any refusal), so a skewed clock is not silence
+		r.refuseSession(h.Session, from, &Refusal{Code: RefuseOther, Detail: skewDetail("the sender's", a.SignedAt, now)}, now)
+		return false
 	}
 	if err := r.trustKey(a); err != nil {
 		r.refuseSession(h.Session, from, err, now)

@@ -128,3 +128,33 @@ func TestRefuseFloodBounded(t *testing.T) {
 		t.Errorf("%d REFUSEs for 2000 refused sessions in %.1fs; want 1 to %v", n, secs, maxRefusesPerSecond*(secs+1))
 	}
 }
+
+// A sender whose clock is far off is told so, not met with silence.
+func TestRefuseClockSkew(t *testing.T) {
+	ts := newTestSession(t, nil)
+	evil := ts.net.conn("skewed", true)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go Receive(ctx, ts.net.conn("h", true), ReceiveOptions{HostID: "h", HostKey: testHostKey("h"), Out: t.TempDir() + "/h.img", Trusted: []ed25519.PublicKey{ts.pub}})
+	a := *samples()[0].(*Announce)
+	a.ReleaseKey, a.SignedAt = pub32(ts.pub), time.Now().Add(-time.Hour).UnixMilli()
+	ann, _ := appendSigned(nil, Header{Session: 77, Seq: 1}, &a, testReleaseKey())
+	deadline := time.After(5 * time.Second)
+	for {
+		evil.WriteTo(ann, memGroup)
+		select {
+		case p := <-evil.in:
+			if _, m, err := Parse(p.b); err == nil {
+				if rf, ok := m.(*Refuse); ok {
+					if !strings.Contains(rf.Detail, "clock skew") || !strings.Contains(rf.Detail, "1h0m0s behind") {
+						t.Fatalf("refusal %q: want the clock skew named", rf.Detail)
+					}
+					return
+				}
+			}
+		case <-deadline:
+			t.Fatal("no REFUSE for an ANNOUNCE signed an hour ago")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

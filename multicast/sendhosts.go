@@ -139,11 +139,14 @@ func newHost(id string, member bool) *host { return &host{id: id, member: member
 // change only with a REGISTER signed later than the one they came from, so
 // a replayed one steers nothing.
 func (s *sender) onRegister(m *Register, hdr *Header, from net.Addr, now time.Time) bool {
-	if !fresh(m.SignedAt, now) {
-		return false
-	}
 	h := s.identify(m.Host, m.HostKey, hdr)
 	if h == nil {
+		return false
+	}
+	if !fresh(m.SignedAt, now) { // a replay, or a host whose clock is off: say which
+		if !h.registered {
+			h.refused = &Refusal{Code: RefuseOther, Detail: skewDetail("its", m.SignedAt, now)}
+		}
 		return false
 	}
 	if m.Ephemeral != h.eph || h.keys == nil {
