@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/loopcast/loopcast/control"
@@ -221,8 +222,8 @@ func cleanPartials(img string, now time.Time, log *slog.Logger) {
 // refusal gives a store's refusal of a release the cause the sender's
 // report names (no-space), so the operator sees a full disk for what it is.
 func refusal(err error) error {
-	if errors.Is(err, release.ErrNoSpace) {
-		return &multicast.Refusal{Code: multicast.RefuseNoSpace, Detail: err.Error()}
+	if errors.Is(err, release.ErrNoSpace) { // the cause is in the code: the detail keeps the figures
+		return &multicast.Refusal{Code: multicast.RefuseNoSpace, Detail: strings.TrimPrefix(err.Error(), release.ErrNoSpace.Error()+" ")}
 	}
 	return err
 }

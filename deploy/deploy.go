@@ -295,7 +295,7 @@ func (r *Result) fromTransfer(rep *multicast.Report) (staged, ask []string) {
 func refusalText(h multicast.HostReport) string {
 	switch h.Cause {
 	case "no-space":
-		return "refused: not enough disk " + strings.TrimPrefix(h.Reason, "release: not enough free disk space ")
+		return "refused: not enough disk " + h.Reason
 	case "untrusted-key":
 		return "refused: it does not trust the key this release is signed with: " + h.Reason
 	case "version":

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/loopcast/loopcast/internal/synth"
 	"net"
 	"os"
 	"os/exec"
@@ -80,10 +81,26 @@ func startCluster(t *testing.T, name string, n int, bin, pub string, extra ...st
 	return c
 }
 
-func (c *cluster) script(args ...string) ([]byte, error) {
+func (c *cluster) script(args ...string) ([]byte, error) { return c.scriptEnv(nil, args...) }
+
+// scriptEnv runs cluster.sh with env added to the environment (agents it
+// starts read LOOPCAST_* settings from it).
+func (c *cluster) scriptEnv(env []string, args ...string) ([]byte, error) {
 	cmd := exec.Command(filepath.Join(c.repo, "scripts/cluster.sh"), append([]string{"--name", c.name}, args...)...)
-	cmd.Env = append(os.Environ(), "LOOPCAST_BIN="+c.bin)
+	cmd.Env = append(append(os.Environ(), "LOOPCAST_BIN="+c.bin), env...)
 	return cmd.CombinedOutput()
+}
+
+// synthTree generates the synthetic tree of preset and seed at dir.
+func synthTree(t *testing.T, dir, preset string, seed uint64) {
+	t.Helper()
+	opts, err := synth.PresetOptions(preset, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := synth.Generate(context.Background(), dir, opts); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // sender runs the sender CLI on the sender host; it returns stdout (the

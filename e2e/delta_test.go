@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io/fs"
 	"os"
@@ -21,13 +20,7 @@ import (
 func TestDeltaDeploy(t *testing.T) {
 	c, work, key := newTestCluster(t, "d")
 	tree := filepath.Join(work, "tree")
-	opts, err := synth.PresetOptions("small", 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := synth.Generate(context.Background(), tree, opts); err != nil {
-		t.Fatal(err)
-	}
+	synthTree(t, tree, "small", 7)
 	deploy := func(what string) string {
 		out, log, err := c.sender("deploy", "--key", key, "--iface", "eth0", "--hosts", "r1,r2,r3",
 			"--state-dir", filepath.Join(work, "state"), "--epoch", "1700000000", tree)

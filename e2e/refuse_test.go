@@ -38,9 +38,7 @@ func TestRefusalsOnCluster(t *testing.T) {
 	// a host whose disk cannot hold the release (its agent keeps a reserve
 	// larger than the disk) says so; the others are unaffected
 	wipe := func(env ...string) {
-		cmd := exec.Command(filepath.Join(c.repo, "scripts/cluster.sh"), "--name", c.name, "wipe", "2")
-		cmd.Env = append(append(os.Environ(), "LOOPCAST_BIN="+c.bin), env...)
-		if out, err := cmd.CombinedOutput(); err != nil {
+		if out, err := c.scriptEnv(env, "wipe", "2"); err != nil {
 			t.Fatalf("wipe r2: %v\n%s", err, out)
 		}
 	}

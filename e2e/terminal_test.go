@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"errors"
 	"io"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/creack/pty"
-	"github.com/loopcast/loopcast/internal/synth"
 )
 
 // csi matches a terminal control sequence (cursor moves, clears, colours);
@@ -29,13 +27,7 @@ var (
 func TestDeployTerminalOutput(t *testing.T) {
 	c, work, key := newTestCluster(t, "t")
 	tree := filepath.Join(work, "tree")
-	opts, err := synth.PresetOptions("small", 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := synth.Generate(context.Background(), tree, opts); err != nil {
-		t.Fatal(err)
-	}
+	synthTree(t, tree, "small", 3)
 	cmd := exec.Command(filepath.Join(c.repo, "scripts/cluster.sh"), "--name", c.name, "exec", c.name+"-s",
 		filepath.Join(c.bin, "sender"), "deploy", "--key", key, "--iface", "eth0", "--hosts", "r1,r2,r3",
 		"--rate", "10M" /* a transfer long enough for the display to redraw while lines print */, "--state-dir", filepath.Join(work, "state"), tree)

@@ -57,9 +57,7 @@ func TestRefusalsReported(t *testing.T) {
 func TestRefuseVersion(t *testing.T) {
 	ts := newTestSession(t, nil)
 	evil := ts.net.conn("oldsender", true)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go Receive(ctx, ts.net.conn("h", true), ReceiveOptions{HostID: "h", HostKey: testHostKey("h"), Out: t.TempDir() + "/h.img", Trusted: []ed25519.PublicKey{ts.pub}})
+	listenAsH(t, ts)
 	ann := encodeSample(t, 1, samples()[0])
 	ann[4] = 2 // an older loopcast
 	deadline := time.After(5 * time.Second)
@@ -98,9 +96,7 @@ func bytes4(b []byte, v byte) []byte {
 func TestRefuseFloodBounded(t *testing.T) {
 	ts := newTestSession(t, nil)
 	evil := ts.net.conn("evil", true)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go Receive(ctx, ts.net.conn("h", true), ReceiveOptions{HostID: "h", HostKey: testHostKey("h"), Out: t.TempDir() + "/h.img", Trusted: []ed25519.PublicKey{ts.pub}})
+	listenAsH(t, ts)
 	_, untrusted, _ := ed25519.GenerateKey(nil)
 	a := *samples()[0].(*Announce)
 	a.ReleaseKey = pub32(untrusted.Public().(ed25519.PublicKey))
@@ -133,9 +129,7 @@ func TestRefuseFloodBounded(t *testing.T) {
 func TestRefuseClockSkew(t *testing.T) {
 	ts := newTestSession(t, nil)
 	evil := ts.net.conn("skewed", true)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go Receive(ctx, ts.net.conn("h", true), ReceiveOptions{HostID: "h", HostKey: testHostKey("h"), Out: t.TempDir() + "/h.img", Trusted: []ed25519.PublicKey{ts.pub}})
+	listenAsH(t, ts)
 	a := *samples()[0].(*Announce)
 	a.ReleaseKey, a.SignedAt = pub32(ts.pub), time.Now().Add(-time.Hour).UnixMilli()
 	ann, _ := appendSigned(nil, Header{Session: 77, Seq: 1}, &a, testReleaseKey())
@@ -157,4 +151,12 @@ func TestRefuseClockSkew(t *testing.T) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// listenAsH runs a receiver "h" trusting the session's key until the test
+// ends: the host the refusal tests send their ANNOUNCEs to.
+func listenAsH(t *testing.T, ts *testSession) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go Receive(ctx, ts.net.conn("h", true), ReceiveOptions{HostID: "h", HostKey: testHostKey("h"), Out: t.TempDir() + "/h.img", Trusted: []ed25519.PublicKey{ts.pub}})
 }

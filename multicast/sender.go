@@ -246,8 +246,8 @@ func newSender(conn Conn, o SendOptions) (*sender, error) {
 	s := &sender{opts: o, conn: conn, manifest: mb, src: newSource(o.Pack, o.Manifest), hosts: map[string]*host{},
 		list: slices.Clone(o.Hosts), sessKey: sk, dh: newDH(), content: content}
 	s.src.cipher = cc
-	s.src.release = o.Manifest.ID()
 	s.ann = s.baseAnnounce()
+	s.src.release = s.ann.ReleaseID // the id once: it hashes the whole manifest
 	for _, id := range o.Hosts {
 		s.hosts[id] = newHost(id, true)
 	}
