@@ -29,4 +29,6 @@ require (
 	github.com/russross/blackfriday/v2 v2.1.0 // indirect
 	github.com/vbauerster/cupwriter v0.0.5 // indirect
 	github.com/xrash/smetrics v0.0.0-20240521201337-686a1a2994c1 // indirect
+	github.com/yookoala/gofast v0.8.0 // indirect
+	golang.org/x/tools v0.32.0 // indirect
 )

@@ -16,6 +16,7 @@ import (
 	"github.com/loopcast/loopcast/control"
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/multicast"
+	"github.com/loopcast/loopcast/opcache"
 	"github.com/loopcast/loopcast/release"
 	"golang.org/x/sync/errgroup"
 )
@@ -39,6 +40,11 @@ type RunConfig struct {
 	Keys    []ed25519.PublicKey
 	Version string
 	Logger  *slog.Logger
+	// PHPFPM is the socket of the php-fpm pool serving the releases: when
+	// set, releases are placed in slots and OPcache is kept across
+	// deploys (see release.ScriptCache); "" serves each release from its
+	// own path.
+	PHPFPM string
 }
 
 // Run is the agent: it reconciles the store and reports ready, then
@@ -50,6 +56,14 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		log = slog.Default()
 	}
 	cfg.Store.TrustedKeys, cfg.Store.Logger = cfg.Keys, log
+	var pool *opcache.Client
+	if cfg.PHPFPM != "" {
+		var err error
+		if pool, err = opcache.Install(filepath.Join(cfg.Root, opcacheDir), cfg.PHPFPM); err != nil {
+			return err
+		}
+		cfg.Store.Cache = pool
+	}
 	store, err := release.Open(cfg.Root, cfg.Store)
 	if err != nil {
 		return err
@@ -68,6 +82,9 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if err := Start(ctx, store); err != nil {
 		return err
 	}
+	if err := store.RecordPool(cfg.PHPFPM); err != nil {
+		log.Warn("agent: cannot record the php-fpm pool", "err", err)
+	}
 	defer Stopping()
 	data, err := listen(ctx, cfg.Group, cfg.Iface, log)
 	if err != nil {
@@ -85,6 +102,9 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	g.Go(func() error { return controlLoop(ctx, ctl, h, cfg.HostKey, log) })
 	g.Go(func() error { return retireLoop(ctx, store, log) })
 	g.Go(func() error { return scrubLoop(ctx, store, log) })
+	if pool != nil {
+		g.Go(func() error { return opcacheLoop(ctx, pool, log) })
+	}
 	g.Go(func() error { // unblock the readers when the agent stops
 		<-ctx.Done()
 		data.Close()

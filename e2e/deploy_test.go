@@ -45,9 +45,11 @@ func (l *load) fail(format string, args ...any) {
 	}
 }
 
-func (l *load) run(ctx context.Context, client *http.Client, host string) {
+// run requests the page until ctx ends; pause makes each request wait
+// that long between two of its includes.
+func (l *load) run(ctx context.Context, client *http.Client, host string, pause time.Duration) {
 	for ctx.Err() == nil {
-		label, err := get(ctx, client, host)
+		label, err := getPaused(ctx, client, host, pause)
 		if ctx.Err() != nil {
 			return
 		}
@@ -76,7 +78,15 @@ func (l *load) responses() map[string]int {
 
 // get fetches the page; label is "" when the files disagree.
 func get(ctx context.Context, client *http.Client, host string) (string, error) {
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+host+"/index.php", nil)
+	return getPaused(ctx, client, host, 0)
+}
+
+func getPaused(ctx context.Context, client *http.Client, host string, pause time.Duration) (string, error) {
+	url := "http://" + host + "/index.php"
+	if pause > 0 {
+		url += fmt.Sprintf("?pause=%d", pause.Milliseconds())
+	}
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
 	resp, err := client.Do(req)
 	if err != nil {
 		return "", err
@@ -174,9 +184,11 @@ func TestDeployUnderLoad(t *testing.T) {
 	var wg sync.WaitGroup
 	t.Cleanup(func() { stop(); wg.Wait() })
 	for _, h := range hosts {
-		for range 2 { // two clients per host
+		// two clients per host: one as fast as it goes, one whose requests
+		// pause between includes, so a switch inside a request would mix
+		for _, pause := range []time.Duration{0, 50 * time.Millisecond} {
 			wg.Add(1)
-			go func() { defer wg.Done(); l.run(ctx, client, h) }()
+			go func() { defer wg.Done(); l.run(ctx, client, h, pause) }()
 		}
 	}
 
@@ -239,6 +251,7 @@ func TestDeployUnderLoad(t *testing.T) {
 		}
 	}
 	checkStatus(t, c, append(common, hostsFlag...), ids[final])
+	checkSlots(t, client, hosts)
 
 	// Policy: r4 is listed but does not exist. Nothing may switch.
 	out, err := deploy("v13", "--hosts", "r1,r2,r3,r4", "--wait", "2s")
@@ -272,6 +285,23 @@ func checkServing(t *testing.T, client *http.Client, hosts []string, label, when
 		got, err := get(context.Background(), client, h)
 		if err != nil || got != label {
 			t.Fatalf("%s: %s serves %q (%v), want %q", when, h, got, err, label)
+		}
+	}
+}
+
+// checkSlots asserts that every host serves from a slot (the agents have
+// their php-fpm pool), as the page's document root shows.
+func checkSlots(t *testing.T, client *http.Client, hosts []string) {
+	t.Helper()
+	for _, h := range hosts {
+		resp, err := client.Get("http://" + h + "/index.php")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !regexp.MustCompile(`(?m)^root=/.*/slots/[a-z]/public$`).Match(body) {
+			t.Errorf("%s is not served from a slot:\n%s", h, body)
 		}
 	}
 }

@@ -177,3 +177,15 @@ func BackingFile(dev string) (string, error) {
 	}
 	return strings.TrimSuffix(string(b), "\n"), nil
 }
+
+// BackingFileOfDev returns the backing file of the loop device whose
+// device number is dev (st_dev of a file in its mount), read from sysfs,
+// which needs no privilege.
+func BackingFileOfDev(dev uint64) (string, error) {
+	p := fmt.Sprintf("/sys/dev/block/%d:%d/loop/backing_file", unix.Major(dev), unix.Minor(dev))
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return "", fmt.Errorf("loopmount: device %d:%d is not a bound loop device: %w", unix.Major(dev), unix.Minor(dev), err)
+	}
+	return strings.TrimSuffix(string(b), "\n"), nil
+}

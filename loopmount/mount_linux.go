@@ -75,3 +75,23 @@ func Unmount(dir string) error {
 	}
 	return nil
 }
+
+// Bind mounts the tree mounted at src again at dst, read-only, nodev and
+// nosuid (and noexec when asked): a second path to the same filesystem,
+// with no loop device of its own. Unmounting either leaves the other.
+func Bind(src, dst string, opts Options) error {
+	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("loopmount: bind %s at %s: %w", src, dst, err)
+	}
+	// A bind takes its flags from the first call's source only after a
+	// remount: say them, so a bind is never writable or less strict.
+	flags := uintptr(unix.MS_REMOUNT | unix.MS_BIND | mountFlags)
+	if opts.NoExec {
+		flags |= unix.MS_NOEXEC
+	}
+	if err := unix.Mount("", dst, "", flags, ""); err != nil {
+		unix.Unmount(dst, 0)
+		return fmt.Errorf("loopmount: make the bind at %s read-only: %w", dst, err)
+	}
+	return nil
+}

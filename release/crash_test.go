@@ -234,19 +234,19 @@ func checkLeft(t *testing.T, s *Store, step string, id crashIDs) {
 	case stepMounted, "stage" + stepSavingState:
 		ok = s.mounted(id.b) && st.entry(id.b) == nil
 	case stepSwitchChecked:
-		ok = st.live(id.b) != nil && s.linkedID() == id.a
+		ok = st.live(id.b) != nil && s.linkedID(st) == id.a
 	case stepFlipped:
-		ok = s.linkedID() == id.b && st.Current == id.a
+		ok = s.linkedID(st) == id.b && st.Current == id.a
 	case stepRetireUnmounted:
 		ok = !s.mounted(id.x) && exists(s.imagePath(id.x)) && st.live(id.x) != nil
 	case "activate" + stepSavingState:
-		ok = !exists(s.imagePath(id.x)) && st.live(id.x) != nil && st.Current == id.a && s.linkedID() == id.b
+		ok = !exists(s.imagePath(id.x)) && st.live(id.x) != nil && st.Current == id.a && s.linkedID(st) == id.b
 	default:
 		t.Fatalf("no expectation for step %q", step)
 	}
 	if !ok {
 		t.Errorf("after the kill at %q the store does not look interrupted there: link %q, state %+v, temps %v",
-			step, s.linkedID(), st, temps)
+			step, s.linkedID(st), st, temps)
 	}
 }
 
@@ -258,8 +258,8 @@ func checkLeftRollback(t *testing.T, s *Store, step string, id crashIDs) {
 	if step == stepSwitchChecked {
 		want = id.a
 	}
-	if s.linkedID() != want || st.Current != id.a {
-		t.Errorf("after the kill at %q: link %q, state current %q; want %q, %q", step, s.linkedID(), st.Current, want, id.a)
+	if s.linkedID(st) != want || st.Current != id.a {
+		t.Errorf("after the kill at %q: link %q, state current %q; want %q, %q", step, s.linkedID(st), st.Current, want, id.a)
 	}
 }
 
@@ -273,7 +273,7 @@ func checkRecovered(t *testing.T, f *fixture, s *Store, want string) {
 		t.Errorf("serving %q, want %q", got, want)
 	}
 	st := state(t, s)
-	id := s.linkedID()
+	id := s.linkedID(st)
 	if id == "" || st.Current != id {
 		t.Errorf("current -> %q, state says %q", id, st.Current)
 	}

@@ -6,8 +6,10 @@
 //	images/<id>.img       verified images, kept for retention
 //	images/<id>.manifest  their manifests
 //	releases/<id>/        read-only loop mounts of the images
-//	current -> releases/<id>
-//	state                 JSON: staged, current, previous, failed, history
+//	slots/<a..>/          with a ScriptCache: binds of releases, see slots.go
+//	current -> slots/<name>, or releases/<id> for a release in no slot
+//	opcache/              the agent's OPcache helper for php-fpm
+//	state                 JSON: staged, current, previous, failed, history, slots
 //	lock                  flock(2) serialising the agent and local commands
 //
 // Stage verifies an image against its manifest, adopts it into images/ and
@@ -30,6 +32,12 @@
 // (`receiver exec`) holds the current release for a command until it exits.
 // Reconcile, run at boot, remounts kept images (all within KeepFor too) and
 // repairs `current`.
+//
+// With Options.Cache (the agent's --php-fpm), a staged release is also
+// bound in a slot of a small ring, so files a deploy leaves alone keep
+// their real path and OPcache keeps their compiled scripts; the slot's
+// changed files are dropped from OPcache before it serves anything (see
+// slots.go). A slot a process or a php-fpm request uses is never taken.
 //
 // Every change runs under the lock and ends by writing the state file
 // atomically; `current` on disk is the truth about what is served, and

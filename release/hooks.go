@@ -9,6 +9,7 @@ const (
 	stepCopying         = "stage: copying image"    // a block of a cross-filesystem copy written
 	stepAdopted         = "stage: image adopted"    // images/<id>.img in place, not mounted
 	stepMounted         = "stage: mounted"          // mounted, not yet recorded
+	stepSlotUnbound     = "stage: slot emptied"     // a slot's old release unbound, the new one not yet bound
 	stepSwitchChecked   = "switch: target mounted"  // before `current` is flipped
 	stepFlipped         = "switch: current flipped" // before the state records it
 	stepRetireUnmounted = "retire: unmounted"       // image not yet removed

@@ -8,8 +8,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/loopcast/loopcast/loopmount"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,7 +21,7 @@ import (
 // a cron job of the web server's user can take one.
 type Lease struct {
 	ID  string // the release held
-	Dir string // its real path, <root>/releases/<id>
+	Dir string // its real path: <root>/releases/<id>, or the slot it is served from
 	f   *os.File
 }
 
@@ -75,8 +77,8 @@ func checkLease(root string, f *os.File) (*Lease, error) {
 	if err != nil {
 		return nil, fmt.Errorf("release: %w", err)
 	}
-	dir, id := filepath.Split(real)
-	if filepath.Clean(dir) != filepath.Join(root, releasesDir) || checkID(id) != nil {
+	dir, name := filepath.Split(real)
+	if d := filepath.Clean(dir); d != filepath.Join(root, releasesDir) && d != filepath.Join(root, slotsDir) || checkID(name) != nil {
 		return nil, fmt.Errorf("release: %s leads to %s, not to a release under %s", filepath.Join(root, currentName), real, root)
 	}
 	var in, parent unix.Stat_t
@@ -88,6 +90,16 @@ func checkLease(root string, f *os.File) (*Lease, error) {
 	}
 	if in.Dev == parent.Dev { // the bare mount point: not (or no longer) mounted
 		return nil, fmt.Errorf("%w: %s is not mounted", errMoved, real)
+	}
+	// The release is the image behind the mount (a slot is a bind of it):
+	// asked of the kernel, not of the state file, which may be mid-update.
+	img, err := loopmount.BackingFileOfDev(uint64(in.Dev))
+	if err != nil {
+		return nil, fmt.Errorf("release: %s: %w", real, err)
+	}
+	id, ok := strings.CutSuffix(filepath.Base(img), ".img")
+	if !ok || filepath.Dir(img) != filepath.Join(root, imagesDir) || checkID(id) != nil {
+		return nil, fmt.Errorf("release: %s is mounted from %s, not from an image under %s", real, img, root)
 	}
 	return &Lease{ID: id, Dir: real, f: f}, nil
 }

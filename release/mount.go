@@ -91,9 +91,12 @@ func (s *Store) unmount(id string) error {
 	return nil
 }
 
-// discard unmounts release id and removes its image and manifest. A
-// release in use is left whole (loopmount.ErrBusy).
-func (s *Store) discard(id string) error {
+// discard unbinds release id from its slot, unmounts it and removes its
+// image and manifest. A release in use is left whole (loopmount.ErrBusy).
+func (s *Store) discard(st *State, id string) error {
+	if err := s.unbindRelease(st, id); err != nil {
+		return err
+	}
 	err := s.unmount(id)
 	if errors.Is(err, loopmount.ErrBusy) {
 		return err

@@ -29,6 +29,7 @@ func (s *Store) Reconcile() error {
 		if err := s.remountAll(st); err != nil {
 			return err
 		}
+		s.rebindSlots(st)
 		s.removeStrayDirs(st)
 		if err := s.repairCurrent(st); err != nil {
 			return err
@@ -85,7 +86,7 @@ func (s *Store) adoptOrphans(st *State) []string {
 		m, err := image.ReadManifestFile(s.manifestPath(id))
 		if err != nil || checkID(id) != nil || m.ReleaseID() != id {
 			s.log.Warn("release: removing unrecorded image", "path", img, "err", err)
-			s.discard(id)
+			s.discard(st, id)
 			continue
 		}
 		s.log.Info("release: adopting unrecorded image", "id", id)
@@ -124,7 +125,7 @@ func (s *Store) remountAll(st *State) error {
 				err = fmt.Errorf("release: image of %s is missing: %w", e.ID, err)
 			}
 			st.fail(e.ID, err)
-			s.discard(e.ID)
+			s.discard(st, e.ID)
 			e.Retired = true
 		case transient == nil:
 			transient = fmt.Errorf("release: remount %s: %w (images kept; try again)", e.ID, err)
@@ -150,7 +151,7 @@ func (s *Store) removeStrayDirs(st *State) {
 // release. The link is the truth when it is sound: a crash between the
 // flip and the state write leaves the state one switch behind.
 func (s *Store) repairCurrent(st *State) error {
-	if id := s.linkedID(); id != "" && st.live(id) != nil {
+	if id := s.linkedID(st); id != "" && st.live(id) != nil {
 		if id != st.Current {
 			s.log.Warn("release: state was behind current", "state", st.Current, "current", id)
 			s.makeCurrent(st, st.live(id))
@@ -160,7 +161,7 @@ func (s *Store) repairCurrent(st *State) error {
 	if ids := s.fallbacks(st); len(ids) > 0 {
 		id := ids[0] // the best; a flip that fails here would fail for the others too
 		s.log.Warn("release: repairing current", "link", s.CurrentPath(), "to", id)
-		if err := s.flip(id); err != nil {
+		if err := s.flip(st, id); err != nil {
 			return err
 		}
 		if id != st.Current {

@@ -102,7 +102,7 @@ func (s *Store) prune(st *State, extra ...string) (int, error) {
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	users := s.users(ids)
+	users := s.users(st, ids)
 	retired := 0
 	var errs []error
 	for _, id := range ids {
@@ -110,7 +110,7 @@ func (s *Store) prune(st *State, extra ...string) (int, error) {
 			s.noteBusy(id, users[id])
 			continue
 		}
-		err := s.discard(id)
+		err := s.discard(st, id)
 		if errors.Is(err, loopmount.ErrBusy) { // a process came in since the scan
 			s.noteBusy(id, nil)
 			continue
@@ -138,24 +138,41 @@ func (s *Store) Retire() error {
 	})
 }
 
-// users finds the processes using each release of ids (by its mount).
-// When /proc cannot be read it logs and returns none: the unmount itself
-// still refuses a mount in use.
-func (s *Store) users(ids []string) map[string][]loopmount.Process {
-	dirs := make([]string, len(ids))
-	for i, id := range ids {
-		dirs[i] = s.ReleaseDir(id)
-	}
-	u, err := loopmount.Users(dirs...)
+// users finds the processes using each release of ids (by its mount and
+// its slot). When /proc cannot be read it logs and returns none: the
+// unmount itself still refuses a mount in use.
+func (s *Store) users(st *State, ids []string) map[string][]loopmount.Process {
+	u, _, err := s.usersOf(st, ids)
 	if err != nil {
 		s.log.Warn("release: cannot tell which processes use the releases", "err", err)
 		return nil
 	}
-	out := map[string][]loopmount.Process{}
-	for i, id := range ids {
-		out[id] = u.Users[dirs[i]]
+	return u
+}
+
+// usersOf reads from /proc the processes using each release of ids, in
+// its own mount or in its slot, and how many processes it could not
+// inspect.
+func (s *Store) usersOf(st *State, ids []string) (map[string][]loopmount.Process, int, error) {
+	var dirs []string
+	for _, id := range ids {
+		dirs = append(dirs, s.ReleaseDir(id))
+		if name := st.slotOf(id); name != "" {
+			dirs = append(dirs, s.SlotDir(name))
+		}
 	}
-	return out
+	u, err := loopmount.Users(dirs...)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := map[string][]loopmount.Process{}
+	for _, id := range ids {
+		out[id] = u.Users[s.ReleaseDir(id)]
+		if name := st.slotOf(id); name != "" {
+			out[id] = append(out[id], u.Users[s.SlotDir(name)]...)
+		}
+	}
+	return out, u.Hidden, nil
 }
 
 // noteBusy logs that release id stays mounted because procs use it, once
@@ -224,7 +241,7 @@ func (s *Store) MakeRoom(n int64) error {
 				break
 			}
 			freed := s.allocated(e.ID)
-			if err := s.discard(e.ID); err != nil {
+			if err := s.discard(st, e.ID); err != nil {
 				return fmt.Errorf("release: make room for %d bytes: %w", n, err)
 			}
 			e.Retired = true
@@ -259,7 +276,7 @@ func (s *Store) roomPlan(st *State) (free, held []*Entry, users map[string][]loo
 		}
 		ids = append(ids, e.ID)
 	}
-	users = s.users(ids)
+	users = s.users(st, ids)
 	slices.SortFunc(timed, func(a, b *Entry) int { return a.LeftCurrentAt.Compare(b.LeftCurrentAt) })
 	for _, e := range timed {
 		if len(users[e.ID]) > 0 {

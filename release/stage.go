@@ -72,13 +72,19 @@ func (s *Store) admit(ctx context.Context, id, imagePath string, m *image.Manife
 			if id == st.Current {
 				return fmt.Errorf("%w: %s is current: switch to another release before staging it again", ErrQuarantined, id)
 			}
-			if err := s.discard(id); err != nil {
+			if err := s.discard(st, id); err != nil {
 				return fmt.Errorf("release: %s is quarantined and cannot be replaced yet: %w", id, err)
 			}
 			e.Retired, e.Quarantined = true, ""
 		}
 		if st.live(id) != nil {
-			return s.ensureMounted(id)
+			if err := s.ensureMounted(id); err != nil {
+				return err
+			}
+			if id != st.Current {
+				s.place(ctx, st, id)
+			}
+			return nil
 		}
 		if err := s.stage(ctx, st, id, imagePath, m, raw); err != nil {
 			st.fail(id, err)
@@ -86,6 +92,7 @@ func (s *Store) admit(ctx context.Context, id, imagePath string, m *image.Manife
 		}
 		st.clearFailure(id)
 		st.LastError = ""
+		s.place(ctx, st, id)
 		_, err := s.prune(st, id) // keep what was just staged, even if old
 		return err
 	})
@@ -157,7 +164,7 @@ func (s *Store) stage(ctx context.Context, st *State, id, src string, m *image.M
 	}
 	crashPoint(stepAdopted)
 	if err := s.ensureMounted(id); err != nil {
-		s.discard(id)
+		s.discard(st, id)
 		return err
 	}
 	crashPoint(stepMounted)

@@ -38,6 +38,11 @@ type State struct {
 	// Retention is the policy the agent last applied, so that a local
 	// `receiver status` explains what is kept with the agent's flags.
 	Retention *Retention `json:"retention,omitempty"`
+	// Slots maps each slot holding a release to that release's id.
+	Slots map[string]string `json:"slots,omitempty"`
+	// PHPFPM is the pool socket the agent last served OPcache through, so
+	// that a local `receiver status` reports on the same pool.
+	PHPFPM string `json:"php_fpm,omitempty"`
 }
 
 // Retention is a store's retention policy: Options.Keep and KeepFor.

@@ -19,6 +19,8 @@ type Status struct {
 	// LastRefusal is the last session the agent refused, and why.
 	LastRefusal   string    `json:"last_refusal,omitempty"`
 	LastRefusalAt time.Time `json:"last_refusal_at,omitzero"`
+	// PHPFPM is the pool the agent keeps OPcache in ("" when none).
+	PHPFPM string `json:"php_fpm,omitempty"`
 	// UsersHidden counts processes WithUsers could not inspect (another
 	// user's, when not run as root).
 	UsersHidden int `json:"users_hidden,omitempty"`
@@ -31,6 +33,10 @@ type ReleaseStatus struct {
 	// Kept says why retention keeps it, or "in use" when no rule does and
 	// processes hold it (it goes when they are done).
 	Kept string `json:"kept"`
+	// Slot is the slot it is bound in ("" when none); Dir is the real path
+	// it is served from when current: its slot, else releases/<id>.
+	Slot string `json:"slot,omitempty"`
+	Dir  string `json:"dir"`
 	// Users are the processes using it (by WithUsers; current's are not
 	// listed: every web worker is one).
 	Users []loopmount.Process `json:"users,omitempty"`
@@ -48,9 +54,9 @@ func (s *Store) Status() (*Status, error) {
 		return nil, err
 	}
 	out := &Status{
-		Root: s.root, Current: s.linkedID(), Previous: st.Previous, Staged: st.Staged,
+		Root: s.root, Current: s.linkedID(st), Previous: st.Previous, Staged: st.Staged,
 		Failed: st.Failed, FreeBytes: free, LastError: st.LastError,
-		LastRefusal: st.LastRefusal, LastRefusalAt: st.LastRefusalAt,
+		LastRefusal: st.LastRefusal, LastRefusalAt: st.LastRefusalAt, PHPFPM: st.PHPFPM,
 	}
 	keep := s.keepSet(st)
 	for _, e := range st.History {
@@ -59,7 +65,8 @@ func (s *Store) Status() (*Status, error) {
 			if !ok {
 				why = keptInUse
 			}
-			out.Releases = append(out.Releases, ReleaseStatus{Entry: e, Mounted: s.mounted(e.ID), Kept: why})
+			out.Releases = append(out.Releases, ReleaseStatus{Entry: e, Mounted: s.mounted(e.ID), Kept: why,
+				Slot: st.slotOf(e.ID), Dir: s.servedDir(st, e.ID)})
 		}
 	}
 	return out, nil
@@ -68,21 +75,38 @@ func (s *Store) Status() (*Status, error) {
 // WithUsers adds to st the processes that use each release but current,
 // read from /proc (what `fuser -m` sees).
 func (s *Store) WithUsers(st *Status) error {
-	var dirs []string
-	for _, r := range st.Releases {
-		dirs = append(dirs, s.ReleaseDir(r.ID))
+	state, err := s.State()
+	if err != nil {
+		return err
 	}
-	u, err := loopmount.Users(dirs...)
+	var ids []string
+	for _, r := range st.Releases {
+		ids = append(ids, r.ID)
+	}
+	u, hidden, err := s.usersOf(state, ids)
 	if err != nil {
 		return err
 	}
 	for i := range st.Releases {
 		if r := &st.Releases[i]; r.ID != st.Current {
-			r.Users = u.Users[dirs[i]]
+			r.Users = u[r.ID]
 		}
 	}
-	st.UsersHidden = u.Hidden
+	st.UsersHidden = hidden
 	return nil
+}
+
+// RecordPool records the php-fpm pool (its socket) the agent serves
+// OPcache through, so that local commands report on the same pool; "" when
+// it serves none.
+func (s *Store) RecordPool(socket string) error {
+	return s.transact("record pool", func(st *State) (bool, error) {
+		if st.PHPFPM == socket {
+			return false, nil
+		}
+		st.PHPFPM = socket
+		return true, nil
+	})
 }
 
 // NoteRefusal records that the agent refused a session, and why, for

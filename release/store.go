@@ -67,6 +67,15 @@ type Options struct {
 	// TrustedKeys, when set, makes Stage refuse a manifest not signed by
 	// one of them. When empty the caller must have verified the manifest.
 	TrustedKeys []ed25519.PublicKey
+	// Cache is the OPcache of the php-fpm pool serving the releases. When
+	// set, staged releases are placed in slots (see DefaultSlots).
+	Cache ScriptCache
+	// Slots is the slot ring's size with a Cache: DefaultSlots when zero,
+	// none when negative.
+	Slots int
+	// Warm compiles a release's changed PHP files into OPcache when it is
+	// placed in a slot, before any switch to it.
+	Warm bool
 	// Logger receives what the store does; slog.Default() when nil.
 	Logger *slog.Logger
 	// Clock is retention's clock and the time recorded in the state;
@@ -105,6 +114,9 @@ func Open(root string, opts Options) (*Store, error) {
 	}
 	if opts.KeepFor == 0 {
 		opts.KeepFor = DefaultKeepFor
+	}
+	if opts.Slots == 0 {
+		opts.Slots = DefaultSlots
 	}
 	if opts.Reserve == 0 {
 		opts.Reserve = DefaultReserve

@@ -363,7 +363,7 @@ func TestConcurrentStores(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := state(t, s1)
-	if link := s1.linkedID(); st.Current != link {
+	if link := s1.linkedID(st); st.Current != link {
 		t.Errorf("state current %s, link %s; want them equal", st.Current, link)
 	}
 	if got := map[string]bool{st.Current: true, st.Previous: true}; !got[a] || !got[b] {

@@ -78,8 +78,14 @@ func (s *Store) switchTo(st *State, e *Entry) error {
 	if err := s.ensureMounted(e.ID); err != nil {
 		return err
 	}
+	if name := st.slotOf(e.ID); name != "" {
+		if err := s.ensureBound(e.ID, name); err != nil {
+			s.log.Warn("release: slot lost: serving the release from its own path", "id", e.ID, "slot", name, "err", err)
+			delete(st.Slots, name)
+		}
+	}
 	crashPoint(stepSwitchChecked)
-	if err := s.flip(e.ID); err != nil {
+	if err := s.flip(st, e.ID); err != nil {
 		return err
 	}
 	crashPoint(stepFlipped)
@@ -101,18 +107,20 @@ func (s *Store) makeCurrent(st *State, e *Entry) {
 	e.Activated, e.ActivatedAt, e.LeftCurrentAt = st.next(), t, time.Time{}
 }
 
-// flip points `current` at releases/<id>: a relative symlink under a
-// temporary name renamed over `current`, then the root fsynced.
-func (s *Store) flip(id string) error {
-	if err := atomicfile.Symlink(filepath.Join(releasesDir, id), s.CurrentPath()); err != nil {
+// flip points `current` at release id's slot, else at releases/<id>: a
+// relative symlink under a temporary name renamed over `current`, then the
+// root fsynced.
+func (s *Store) flip(st *State, id string) error {
+	target, _ := filepath.Rel(s.root, s.servedDir(st, id))
+	if err := atomicfile.Symlink(target, s.CurrentPath()); err != nil {
 		return fmt.Errorf("release: switch %s to %s: %w", s.CurrentPath(), id, err)
 	}
 	return nil
 }
 
-// linkedID returns the release `current` points at, or "" when it is
-// missing or points outside releases/.
-func (s *Store) linkedID() string {
+// linkedID returns the release `current` points at (a slot is looked up
+// in st), or "" when it is missing or points outside releases/ and slots/.
+func (s *Store) linkedID(st *State) string {
 	t, err := os.Readlink(s.CurrentPath())
 	if err != nil {
 		return ""
@@ -120,9 +128,21 @@ func (s *Store) linkedID() string {
 	if !filepath.IsAbs(t) {
 		t = filepath.Join(s.root, t)
 	}
-	dir, id := filepath.Split(filepath.Clean(t))
-	if filepath.Clean(dir) != filepath.Join(s.root, releasesDir) || strings.HasPrefix(id, ".") {
+	return s.idAt(st, t)
+}
+
+// idAt returns the release whose served directory is path (releases/<id>
+// or a slot recorded in st), or "".
+func (s *Store) idAt(st *State, path string) string {
+	dir, name := filepath.Split(filepath.Clean(path))
+	if strings.HasPrefix(name, ".") {
 		return ""
 	}
-	return id
+	switch filepath.Clean(dir) {
+	case filepath.Join(s.root, releasesDir):
+		return name
+	case filepath.Join(s.root, slotsDir):
+		return st.Slots[name]
+	}
+	return ""
 }

@@ -16,7 +16,10 @@
 # --agents KEY.pub starts `receiver run` on every receiver (host id rI,
 # root DIR/rI, trusting KEY.pub, group 239.192.0.1:5000 on eth0); --web adds
 # an nginx and a php-fpm per receiver, made from packaging/'s samples,
-# serving DIR/rI/current/public on port 80 through $realpath_root. DIR is
+# serving DIR/rI/current/public on port 80 through $realpath_root, and
+# gives each agent its pool (--php-fpm), so releases are served from slots
+# and OPcache survives deploys (LOOPCAST_CLUSTER_AGENT_ARGS adds agent
+# flags, e.g. --opcache-warm). DIR is
 # /run/loopcast-cluster/NAME ($LOOPCAST_CLUSTER_DIR/NAME); every pid started is kept there and `down`
 # stops those pids, unmounts what the agents mounted under DIR and removes
 # it. Binaries come from bin/ (make build).
@@ -104,9 +107,10 @@ up() {
 	done
 	if [[ -n $pub ]]; then
 		mkdir -p "$DIR"
+		[[ $web == 1 ]] && touch "$DIR/web"
 		for i in $(seq 1 "$n"); do
-			start_agent "$i" "$pub"
 			[[ $web == 1 ]] && start_web "$i"
+			start_agent "$i" "$pub"
 		done
 		wait_ready "$n" "$web"
 	fi
@@ -127,8 +131,12 @@ start_agent() {
 	local i=$1 pub=$2 h; h=$(hostname_of "$1")
 	[[ -x $BIN/receiver ]] || die "no $BIN/receiver (make build, or set LOOPCAST_BIN)"
 	[[ $pub -ef $DIR/trust.pub ]] || cp "$pub" "$DIR/trust.pub"
+	local extra=()
+	[[ -f $DIR/web ]] && extra+=(--php-fpm "$DIR/web-r$i/php.sock")
+	# shellcheck disable=SC2206 # flags, split on purpose
+	extra+=(${LOOPCAST_CLUSTER_AGENT_ARGS:-})
 	start_bg "$h" "$DIR/agent-r$i.log" "$BIN/receiver" run --root "$DIR/r$i" \
-		--group "$GROUP" --iface eth0 --host-id "r$i" --trust "$DIR/trust.pub"
+		--group "$GROUP" --iface eth0 --host-id "r$i" --trust "$DIR/trust.pub" "${extra[@]}"
 	tail -1 "$DIR/pids" >"$DIR/agent-r$i.pid"
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -34,11 +35,20 @@ func runCommand() *cli.Command {
 			&cli.DurationFlag{Name: "keep-for", Value: release.DefaultKeepFor, EnvVars: []string{"LOOPCAST_KEEP_FOR"}, Usage: "keep a release mounted this `LONG` after it stops being current (0: no time rule); releases in use are never retired"},
 			&cli.Int64Flag{Name: "reserve", Value: release.DefaultReserve, EnvVars: []string{"LOOPCAST_RESERVE"}, Usage: "`BYTES` of disk staging must leave free"},
 			&cli.BoolFlag{Name: "noexec", EnvVars: []string{"LOOPCAST_NOEXEC"}, Usage: "mount releases noexec"},
+			&cli.StringFlag{Name: "php-fpm", EnvVars: []string{"LOOPCAST_PHP_FPM"}, Usage: "`SOCKET` of the php-fpm pool serving the releases: releases are served from a ring of slots and OPcache keeps the scripts of unchanged files across deploys"},
+			&cli.IntFlag{Name: "slots", Value: release.DefaultSlots, EnvVars: []string{"LOOPCAST_SLOTS"}, Usage: "slots in the ring with --php-fpm (at most 26)"},
+			&cli.BoolFlag{Name: "opcache-warm", EnvVars: []string{"LOOPCAST_OPCACHE_WARM"}, Usage: "with --php-fpm, compile a staged release's changed PHP files before the switch"},
 			hostKeyFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			if err := hostkey.CheckID(c.String("host-id")); err != nil {
 				return fmt.Errorf("run: --host-id: %w", err)
+			}
+			if n := c.Int("slots"); n < 2 || n > release.MaxSlots {
+				return fmt.Errorf("run: --slots %d: want 2 to %d (current and the next release each need one)", n, release.MaxSlots)
+			}
+			if c.Bool("opcache-warm") && c.String("php-fpm") == "" {
+				return errors.New("run: --opcache-warm needs --php-fpm")
 			}
 			if c.Int("keep") < 0 {
 				return fmt.Errorf("run: --keep %d: want 0 or more releases kept besides current and the rollback target", c.Int("keep"))
@@ -60,8 +70,9 @@ func runCommand() *cli.Command {
 			return agent.Run(c.Context, agent.RunConfig{
 				Root: c.String("root"), Group: group, Iface: c.String("iface"),
 				HostID: c.String("host-id"), HostKey: hk, Keys: keys, Version: version,
-				Store:  release.Options{Keep: c.Int("keep"), KeepFor: keepFor(c.Duration("keep-for")), Reserve: c.Int64("reserve"), NoExec: c.Bool("noexec")},
-				Logger: log,
+				Store: release.Options{Keep: c.Int("keep"), KeepFor: keepFor(c.Duration("keep-for")), Reserve: c.Int64("reserve"), NoExec: c.Bool("noexec"),
+					Slots: c.Int("slots"), Warm: c.Bool("opcache-warm")},
+				Logger: log, PHPFPM: c.String("php-fpm"),
 			})
 		},
 	}

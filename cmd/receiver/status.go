@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,11 +9,13 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/loopcast/loopcast/internal/cliutil"
+	"github.com/loopcast/loopcast/opcache"
 
 	"github.com/loopcast/loopcast/release"
 	"github.com/urfave/cli/v2"
@@ -59,18 +62,41 @@ func statusCommand() *cli.Command {
 			if err := s.WithUsers(st); err != nil {
 				return err
 			}
+			out := statusOut{Status: st}
+			if st.PHPFPM != "" {
+				out.OPcache, out.OPcacheError = poolStatus(c.Context, s.Root(), st.PHPFPM)
+			}
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				return enc.Encode(out)
 			}
-			printStatus(c.App.Writer, st)
+			printStatus(c.App.Writer, out)
 			return nil
 		},
 	}
 }
 
-func printStatus(w io.Writer, st *release.Status) {
+// statusOut is what `receiver status` prints: the store's status and,
+// when the agent serves a php-fpm pool, its OPcache.
+type statusOut struct {
+	*release.Status
+	OPcache      *opcache.Status `json:"opcache,omitempty"`
+	OPcacheError string          `json:"opcache_error,omitempty"`
+}
+
+// poolStatus asks the pool the agent recorded for OPcache's state.
+func poolStatus(ctx context.Context, root, socket string) (*opcache.Status, string) {
+	c := &opcache.Client{Socket: socket, Helper: filepath.Join(root, "opcache", opcache.HelperName), Timeout: 5 * time.Second}
+	st, err := c.Status(ctx)
+	if err != nil {
+		return nil, err.Error()
+	}
+	return st, ""
+}
+
+func printStatus(w io.Writer, out statusOut) {
+	st := out.Status
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintf(tw, "root\t%s\n", st.Root)
 	fmt.Fprintf(tw, "current\t%s\n", orNone(st.Current))
@@ -83,6 +109,10 @@ func printStatus(w io.Writer, st *release.Status) {
 	} else {
 		fmt.Fprintf(tw, "last refusal\t%s\n", orNone(""))
 	}
+	if st.PHPFPM != "" {
+		fmt.Fprintf(tw, "php-fpm\t%s\n", st.PHPFPM)
+		fmt.Fprintf(tw, "opcache\t%s\n", opcacheLine(out.OPcache, out.OPcacheError))
+	}
 	tw.Flush()
 	if len(st.Releases) > 0 {
 		fmt.Fprintln(w)
@@ -93,11 +123,28 @@ func printStatus(w io.Writer, st *release.Status) {
 	}
 }
 
+// opcacheLine sums OPcache up in one line.
+func opcacheLine(st *opcache.Status, errText string) string {
+	switch {
+	case st == nil:
+		return "unreachable: " + errText
+	case !st.Enabled:
+		return "off"
+	}
+	line := fmt.Sprintf("%d scripts (of %d), %s used + %s wasted of %s, %d restarts",
+		st.Scripts, st.MaxScripts, cliutil.HumanBytes(st.UsedMemory), cliutil.HumanBytes(st.WastedMemory),
+		cliutil.HumanBytes(st.MemoryLimit), st.Restarts())
+	if full := st.NearFull(); full != "" {
+		line += "; WARNING: " + full
+	}
+	return line
+}
+
 func printReleases(w io.Writer, st *release.Status) {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "RELEASE\tSTATE\tMOUNTED\tSIZE\tSTAGED\tLABEL\tKEPT")
+	fmt.Fprintln(tw, "RELEASE\tSTATE\tMOUNTED\tSLOT\tSIZE\tSTAGED\tLABEL\tKEPT")
 	for _, r := range st.Releases {
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%s\n", r.ID, releaseState(st, r), r.Mounted,
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\n", r.ID, releaseState(st, r), r.Mounted, orNone(r.Slot),
 			cliutil.HumanBytes(r.Size), r.StagedAt.Format("2006-01-02 15:04:05Z"), r.Label, r.Kept)
 	}
 	tw.Flush()

@@ -3,6 +3,7 @@
 //
 //	synthtree --preset full --seed 1 --out /var/tmp/tree
 //	synthtree --out /var/tmp/tree --modify 100 --add 20 --delete 10 --seed 2
+//	synthtree --php-app 2000 --label v2 --out /var/tmp/app
 package main
 
 import (
@@ -36,6 +37,8 @@ func run(ctx context.Context, args []string) error {
 	modify := fs.Int("modify", 0, "change set: files to modify in the existing tree at --out")
 	add := fs.Int("add", 0, "change set: files to add")
 	del := fs.Int("delete", 0, "change set: files to delete")
+	phpApp := fs.Int("php-app", 0, "write a PHP app of this many classes and a page loading them all (public/all.php); with --label")
+	label := fs.String("label", "v1", "with --php-app: the label of the app's one changing file ("+synth.PHPAppChanged+")")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -43,6 +46,13 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("usage: synthtree [--preset small|full] [--seed N] [--files N] --out DIR")
 	}
 	start := time.Now()
+	if *phpApp > 0 {
+		if err := synth.PHPApp(*out, *phpApp, *label); err != nil {
+			return err
+		}
+		fmt.Printf("php app of %d classes (%s) in %.1fs\n", *phpApp, *label, time.Since(start).Seconds())
+		return nil
+	}
 	if *modify+*add+*del > 0 {
 		cs, err := synth.ApplyChanges(*out, synth.ChangeSet{Seed: *seed, Modify: *modify, Add: *add, Delete: *del})
 		if err != nil {
