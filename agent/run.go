@@ -45,6 +45,10 @@ type RunConfig struct {
 	// deploys (see release.ScriptCache); "" serves each release from its
 	// own path.
 	PHPFPM string
+	// OPcacheReload, when set, is a shell command that reloads the pool
+	// (e.g. "systemctl reload php8.2-fpm"): the agent runs it when OPcache
+	// nears full and the pool is quiet, at most once an hour.
+	OPcacheReload string
 }
 
 // Run is the agent: it reconciles the store and reports ready, then
@@ -103,7 +107,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	g.Go(func() error { return retireLoop(ctx, store, log) })
 	g.Go(func() error { return scrubLoop(ctx, store, log) })
 	if pool != nil {
-		g.Go(func() error { return opcacheLoop(ctx, pool, log) })
+		g.Go(func() error { return opcacheLoop(ctx, pool, cfg.OPcacheReload, log) })
 	}
 	g.Go(func() error { // unblock the readers when the agent stops
 		<-ctx.Done()

@@ -18,9 +18,14 @@ $dir = isset($in['dir']) ? rtrim((string)$in['dir'], '/') . '/' : '';
 $paths = isset($in['paths']) && is_array($in['paths']) ? $in['paths'] : null;
 
 function loopcast_status($enabled) {
+    // requests the pool runs besides this one: how busy it is now
+    $active = -1;
+    if (function_exists('fpm_get_status') && is_array($fpm = fpm_get_status())) {
+        $active = max(0, (int)$fpm['active-processes'] - 1);
+    }
     $s = $enabled ? opcache_get_status(false) : false;
     if (!is_array($s)) {
-        return ['enabled' => false];
+        return ['enabled' => false, 'active_requests' => $active];
     }
     $c = opcache_get_configuration();
     $m = $s['memory_usage'];
@@ -41,6 +46,7 @@ function loopcast_status($enabled) {
         'manual_restarts' => (int)$st['manual_restarts'],
         'start_time' => (int)$st['start_time'],
         'cache_full' => (bool)$s['cache_full'],
+        'active_requests' => $active,
     ];
 }
 

@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -58,6 +59,9 @@ type Status struct {
 	ManualRestarts     int   `json:"manual_restarts"`
 	StartTime          int64 `json:"start_time"` // Unix seconds: a change means the pool restarted
 	CacheFull          bool  `json:"cache_full"`
+	// ActiveRequests is how many requests the pool ran besides the
+	// helper's when asked (-1: unknown).
+	ActiveRequests int `json:"active_requests"`
 }
 
 // Restarts is how often OPcache emptied itself since the pool started.
@@ -150,31 +154,48 @@ func (c *Client) Busy(ctx context.Context, dir string) ([]string, error) {
 // OPcache; nil paths drops every script cached under dir. It returns how
 // many were cached.
 func (c *Client) Invalidate(ctx context.Context, dir string, paths []string) (int, error) {
-	if paths != nil && len(paths) == 0 {
-		return 0, nil
+	if paths == nil {
+		r, err := c.call(ctx, request{Op: "invalidate", Dir: dir})
+		if err != nil {
+			return 0, err
+		}
+		return r.Done, nil
 	}
-	r, err := c.call(ctx, request{Op: "invalidate", Dir: dir, Paths: paths})
-	if err != nil {
-		return 0, err
+	done := 0
+	for batch := range slices.Chunk(paths, batchPaths) {
+		r, err := c.call(ctx, request{Op: "invalidate", Dir: dir, Paths: batch})
+		if err != nil {
+			return done, err
+		}
+		done += r.Done
 	}
-	return r.Done, nil
+	return done, nil
 }
+
+// batchPaths bounds the paths one call carries: a release that changes
+// everything makes several calls of well under PHP's post_max_size.
+const batchPaths = 2000
 
 // Compile compiles paths (relative to dir) into OPcache, skipping those
 // cached already. It returns how many it compiled; a file that does not
 // compile is named in the error, which wraps no ErrPool (the pool works).
 func (c *Client) Compile(ctx context.Context, dir string, paths []string) (int, error) {
-	if len(paths) == 0 {
-		return 0, nil
+	done, failed, first := 0, 0, ""
+	for batch := range slices.Chunk(paths, batchPaths) {
+		r, err := c.call(ctx, request{Op: "compile", Dir: dir, Paths: batch})
+		if err != nil {
+			return done, err
+		}
+		done += r.Done
+		if r.FailedCount > 0 && failed == 0 {
+			first = r.Failed[0]
+		}
+		failed += r.FailedCount
 	}
-	r, err := c.call(ctx, request{Op: "compile", Dir: dir, Paths: paths})
-	if err != nil {
-		return 0, err
+	if failed > 0 {
+		return done, fmt.Errorf("opcache: %d files did not compile, e.g. %s", failed, first)
 	}
-	if r.FailedCount > 0 {
-		return r.Done, fmt.Errorf("opcache: %d files did not compile, e.g. %s", r.FailedCount, r.Failed[0])
-	}
-	return r.Done, nil
+	return done, nil
 }
 
 // call runs the helper with req.

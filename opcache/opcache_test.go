@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -234,5 +235,28 @@ func TestNearFull(t *testing.T) {
 		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
 			t.Errorf("%+v: NearFull = %q, want %q", tc.st, got, tc.want)
 		}
+	}
+}
+
+// TestBatches: more paths than one call carries are sent in batches, and
+// the counts add up.
+func TestBatches(t *testing.T) {
+	c, _ := start(t, 1)
+	ctx := context.Background()
+	dir := t.TempDir()
+	n := 2*batchPaths + 100
+	files := map[string]string{}
+	var paths []string
+	for i := range n {
+		p := fmt.Sprintf("f%05d.php", i)
+		files[p] = fmt.Sprintf("<?php return %d;", i)
+		paths = append(paths, p)
+	}
+	writeFiles(t, dir, files)
+	if got, err := c.Compile(ctx, dir, paths); err != nil || got != n {
+		t.Fatalf("Compile of %d files = %d, %v", n, got, err)
+	}
+	if got, err := c.Invalidate(ctx, dir, paths); err != nil || got != n {
+		t.Fatalf("Invalidate of %d files = %d, %v", n, got, err)
 	}
 }

@@ -132,7 +132,9 @@ start_agent() {
 	[[ -x $BIN/receiver ]] || die "no $BIN/receiver (make build, or set LOOPCAST_BIN)"
 	[[ $pub -ef $DIR/trust.pub ]] || cp "$pub" "$DIR/trust.pub"
 	local extra=()
-	[[ -f $DIR/web ]] && extra+=(--php-fpm "$DIR/web-r$i/php.sock")
+	# LOOPCAST_CLUSTER_NO_SLOTS=1: agents without their pool, each release
+	# served from its own path (what the OPcache benchmark compares with)
+	[[ -f $DIR/web && ${LOOPCAST_CLUSTER_NO_SLOTS:-0} != 1 ]] && extra+=(--php-fpm "$DIR/web-r$i/php.sock")
 	# shellcheck disable=SC2206 # flags, split on purpose
 	extra+=(${LOOPCAST_CLUSTER_AGENT_ARGS:-})
 	start_bg "$h" "$DIR/agent-r$i.log" "$BIN/receiver" run --root "$DIR/r$i" \

@@ -38,6 +38,7 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "php-fpm", EnvVars: []string{"LOOPCAST_PHP_FPM"}, Usage: "`SOCKET` of the php-fpm pool serving the releases: releases are served from a ring of slots and OPcache keeps the scripts of unchanged files across deploys"},
 			&cli.IntFlag{Name: "slots", Value: release.DefaultSlots, EnvVars: []string{"LOOPCAST_SLOTS"}, Usage: "slots in the ring with --php-fpm (at most 26)"},
 			&cli.BoolFlag{Name: "opcache-warm", EnvVars: []string{"LOOPCAST_OPCACHE_WARM"}, Usage: "with --php-fpm, compile a staged release's changed PHP files before the switch"},
+			&cli.StringFlag{Name: "opcache-reload", EnvVars: []string{"LOOPCAST_OPCACHE_RELOAD"}, Usage: "with --php-fpm, shell `COMMAND` that reloads php-fpm (e.g. \"systemctl reload php8.2-fpm\"), run when OPcache nears full and the pool is quiet, at most once an hour"},
 			hostKeyFlag(),
 		},
 		Action: func(c *cli.Context) error {
@@ -47,8 +48,8 @@ func runCommand() *cli.Command {
 			if n := c.Int("slots"); n < 2 || n > release.MaxSlots {
 				return fmt.Errorf("run: --slots %d: want 2 to %d (current and the next release each need one)", n, release.MaxSlots)
 			}
-			if c.Bool("opcache-warm") && c.String("php-fpm") == "" {
-				return errors.New("run: --opcache-warm needs --php-fpm")
+			if (c.Bool("opcache-warm") || c.String("opcache-reload") != "") && c.String("php-fpm") == "" {
+				return errors.New("run: --opcache-warm and --opcache-reload need --php-fpm")
 			}
 			if c.Int("keep") < 0 {
 				return fmt.Errorf("run: --keep %d: want 0 or more releases kept besides current and the rollback target", c.Int("keep"))
@@ -72,7 +73,7 @@ func runCommand() *cli.Command {
 				HostID: c.String("host-id"), HostKey: hk, Keys: keys, Version: version,
 				Store: release.Options{Keep: c.Int("keep"), KeepFor: keepFor(c.Duration("keep-for")), Reserve: c.Int64("reserve"), NoExec: c.Bool("noexec"),
 					Slots: c.Int("slots"), Warm: c.Bool("opcache-warm")},
-				Logger: log, PHPFPM: c.String("php-fpm"),
+				Logger: log, PHPFPM: c.String("php-fpm"), OPcacheReload: c.String("opcache-reload"),
 			})
 		},
 	}

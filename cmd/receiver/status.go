@@ -49,6 +49,7 @@ func statusCommand() *cli.Command {
 		Flags: []cli.Flag{
 			storeRootFlag(),
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+			&cli.StringFlag{Name: "php-fpm", Usage: "report the OPcache of the php-fpm pool at `SOCKET` (default: the pool the agent serves)"},
 		},
 		Action: func(c *cli.Context) error {
 			s, err := openStore(c, release.Options{})
@@ -63,6 +64,9 @@ func statusCommand() *cli.Command {
 				return err
 			}
 			out := statusOut{Status: st}
+			if c.String("php-fpm") != "" {
+				st.PHPFPM = c.String("php-fpm")
+			}
 			if st.PHPFPM != "" {
 				out.OPcache, out.OPcacheError = poolStatus(c.Context, s.Root(), st.PHPFPM)
 			}
@@ -85,9 +89,16 @@ type statusOut struct {
 	OPcacheError string          `json:"opcache_error,omitempty"`
 }
 
-// poolStatus asks the pool the agent recorded for OPcache's state.
+// poolStatus asks the pool at socket for OPcache's state, through the
+// helper the agent installs (installed here when missing).
 func poolStatus(ctx context.Context, root, socket string) (*opcache.Status, string) {
-	c := &opcache.Client{Socket: socket, Helper: filepath.Join(root, "opcache", opcache.HelperName), Timeout: 5 * time.Second}
+	c := &opcache.Client{Socket: socket, Helper: filepath.Join(root, "opcache", opcache.HelperName)}
+	if _, err := os.Stat(c.Helper); err != nil {
+		if c, err = opcache.Install(filepath.Dir(c.Helper), socket); err != nil {
+			return nil, err.Error()
+		}
+	}
+	c.Timeout = 5 * time.Second
 	st, err := c.Status(ctx)
 	if err != nil {
 		return nil, err.Error()
