@@ -26,6 +26,8 @@ type AuditEntry struct {
 	// Refused names each host that refused the release (or whose key was
 	// refused), with the cause and detail, as the report shows them.
 	Refused map[string]string `json:"refused,omitempty"`
+	// Halted says why a rollout stopped and switched its hosts back.
+	Halted string `json:"halted,omitempty"`
 }
 
 // AppendAudit appends e to the log at path and syncs it.

@@ -87,6 +87,9 @@ type Options struct {
 	// Progress, when set, hears of the deploy's progress: the transfer's
 	// (as multicast reports it), then staging and switching.
 	Progress func(Progress)
+	// Rollout switches the staged hosts in health-gated waves; the zero
+	// value switches them all at once.
+	Rollout Rollout
 }
 
 // Progress is a snapshot of a running deploy.
@@ -137,9 +140,12 @@ type Result struct {
 	StageTime    time.Duration     `json:"stage_ns"`
 	SwitchTime   time.Duration     `json:"switch_ns"`
 	Switched     bool              `json:"switched"`
-	Outcome      Outcome           `json:"-"`
-	OutcomeText  string            `json:"outcome"`
-	hosts        map[string]*HostResult
+	// Halted says why a rollout stopped and switched its hosts back; ""
+	// when it did not.
+	Halted      string  `json:"halted,omitempty"`
+	Outcome     Outcome `json:"-"`
+	OutcomeText string  `json:"outcome"`
+	hosts       map[string]*HostResult
 }
 
 // Run distributes, stages and switches one release.
@@ -218,7 +224,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	// Once ACTIVATE is on the wire, finish gathering (and retransmitting to)
 	// every staged host even if interrupted: stopping halfway would leave
 	// the fleet split for no reason.
-	err = activate(context.WithoutCancel(ctx), cmd, res, staged)
+	if o.Rollout.staged() {
+		err = o.roll(ctx, cmd, res, staged)
+	} else {
+		err = activate(context.WithoutCancel(ctx), cmd, res, staged)
+	}
 	res.SwitchTime = time.Since(start)
 	return res.finish(), err
 }

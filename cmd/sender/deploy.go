@@ -28,8 +28,12 @@ import (
 )
 
 // exitNone is the exit code of deploy and rollback when no host switched
-// (exitPartial, 2, when only some did; 0 when all did).
-const exitNone = 3
+// (exitPartial, 2, when only some did; 0 when all did); exitHalted when a
+// rollout stopped on a health gate and switched its hosts back.
+const (
+	exitNone   = 3
+	exitHalted = 4
+)
 
 // defaultStateDir holds the deploy lock, the audit log and built images.
 const defaultStateDir = "/var/lib/loopcast"
@@ -66,6 +70,11 @@ func deployCommand() *cli.Command {
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print the session's detail: hosts registering, each repair round, retransmissions"},
 			&cli.BoolFlag{Name: "json-events", Usage: "print one JSON object per event on stdout (logs, phases, progress each second, the report), for dashboards and scripts"},
 			&cli.DurationFlag{Name: "host-timeout", Value: multicast.DefaultHostTimeout, Usage: "drop a host silent this long in the transfer"},
+			&cli.IntFlag{Name: "canary", Usage: "switch `N` staged hosts first (the first by id), probe them, then the others"},
+			&cli.StringFlag{Name: "waves", Usage: "after the canary, switch cumulative shares `PCT,...` of the hosts (e.g. 10%,50%), then all"},
+			&cli.StringFlag{Name: "health", Usage: "probe every switched host with an HTTP GET of `PATH` on its address; a non-2xx stops the rollout and switches every switched host back"},
+			&cli.IntFlag{Name: "health-port", Value: 80, Usage: "`PORT` of the --health probe"},
+			&cli.DurationFlag{Name: "soak", Usage: "how long each wave serves before the next (its hosts are probed again at the end)"},
 		),
 		Action: runDeploy,
 	}
@@ -115,6 +124,7 @@ func runDeploy(c *cli.Context) error {
 				entry.Refused[h.ID] = h.Cause + ": " + h.Error
 			}
 		}
+		entry.Halted = res.Halted
 		k.Report(c.App.Writer, res, c.Bool("json"))
 		if res.Outcome != deploy.OutcomeNone && opts.ImagePath != "" {
 			recordBase(c, &opts) // the hosts hold this image now: build the next one on it
@@ -125,6 +135,10 @@ func runDeploy(c *cli.Context) error {
 	}
 	if res == nil {
 		return err
+	}
+	if res.Halted != "" {
+		return &cliutil.ExitError{Code: exitHalted, Err: errors.Join(err,
+			fmt.Errorf("release %s: rollout halted (%s): the hosts it switched went back", res.ReleaseID, res.Halted))}
 	}
 	return withOutcome(err, res.Outcome, res.ReleaseID)
 }
@@ -176,9 +190,34 @@ func deployOptions(c *cli.Context) (o deploy.Options, pins *hostkey.Pins, err er
 	}
 	o.Iface, o.TTL, o.Wait, o.MinHosts = c.String("iface"), c.Int("ttl"), c.Duration("wait"), c.Int("min-hosts")
 	o.FECOverhead, o.StageTimeout, o.CommandTimeout = fecOverhead(c), c.Duration("stage-timeout"), c.Duration("timeout")
+	if o.Rollout, err = rolloutFlags(c); err != nil {
+		return o, nil, err
+	}
 	o.Logf = func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, f+"\n", a...) }
 	o.Warnf = func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, "warning: "+f+"\n", a...) }
 	return o, pins, nil
+}
+
+// rolloutFlags reads --canary, --waves, --health, --health-port, --soak.
+func rolloutFlags(c *cli.Context) (r deploy.Rollout, err error) {
+	if r.Canary = c.Int("canary"); r.Canary < 0 {
+		return r, fmt.Errorf("deploy: --canary %d: want 0 or more hosts", r.Canary)
+	}
+	if r.Waves, err = deploy.ParseWaves(c.String("waves")); err != nil {
+		return r, fmt.Errorf("deploy: --waves: %w", err)
+	}
+	if r.Soak = c.Duration("soak"); r.Soak < 0 {
+		return r, fmt.Errorf("deploy: --soak %s: want 0 or more", r.Soak)
+	}
+	if p := c.Int("health-port"); p < 1 || p > 65535 {
+		return r, fmt.Errorf("deploy: --health-port %d: want 1 to 65535", p)
+	}
+	if path := c.String("health"); path != "" {
+		r.Health = deploy.HTTPHealth(path, c.Int("health-port"))
+	} else if r.Canary > 0 || len(r.Waves) > 0 {
+		return r, errors.New("deploy: --canary and --waves need --health: a wave is switched only when the hosts before it are healthy")
+	}
+	return r, nil
 }
 
 // hostsFlag reads --hosts; no ids means an open group. A --hosts that
@@ -437,6 +476,9 @@ func printDeploy(w io.Writer, r *deploy.Result, asJSON, color bool) {
 		}
 	}
 	fmt.Fprintf(w, "release %s: %s (%d/%d hosts active)\n", r.ReleaseID, r.Outcome, active, len(r.Hosts))
+	if r.Halted != "" {
+		fmt.Fprintf(w, "rollout halted: %s; the hosts it had switched went back\n", r.Halted)
+	}
 	fmt.Fprintf(w, "chunks %d: %d all-zero, %d reused from the hosts' own images, %d sent (%d as deltas)\n",
 		r.ChunksTotal, r.ChunksZero, r.ChunksReused, r.ChunksSent, r.ChunksDelta)
 	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
