@@ -49,6 +49,10 @@ type RunConfig struct {
 	// (e.g. "systemctl reload php8.2-fpm"): the agent runs it when OPcache
 	// nears full and the pool is quiet, at most once an hour.
 	OPcacheReload string
+	// MetricsAddr, when set, is the TCP address the agent serves
+	// Prometheus metrics on (/metrics).
+	MetricsAddr string
+	metrics     *Metrics
 }
 
 // Run is the agent: it reconciles the store and reports ready, then
@@ -102,10 +106,14 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	defer ctl.Close()
 	log.Info("agent: running", "host", cfg.HostID, "group", cfg.Group.String(), "root", store.Root())
 	g, ctx := errgroup.WithContext(ctx)
+	if cfg.MetricsAddr != "" {
+		cfg.metrics = NewMetrics(store, pool)
+		g.Go(func() error { return cfg.metrics.Serve(ctx, cfg.MetricsAddr, log) })
+	}
 	g.Go(func() error { return receiveLoop(ctx, data, store, cfg, log) })
 	g.Go(func() error { return controlLoop(ctx, ctl, h, cfg.HostKey, log) })
 	g.Go(func() error { return retireLoop(ctx, store, log) })
-	g.Go(func() error { return scrubLoop(ctx, store, log) })
+	g.Go(func() error { return scrubLoop(ctx, store, cfg.metrics, log) })
 	if pool != nil {
 		g.Go(func() error { return opcacheLoop(ctx, pool, cfg.OPcacheReload, log) })
 	}
@@ -187,6 +195,7 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 		// the image and the most the session's spool can take
 		Room: func(n int64) error { return refusal(store.MakeRoom(n)) },
 		Refused: func(session uint32, from net.Addr, rf *multicast.Refusal) {
+			cfg.metrics.refused(rf)
 			if err := store.NoteRefusal(fmt.Sprintf("session %08x from %v: %v", session, from, rf)); err != nil {
 				log.Warn("agent: record refusal", "err", err)
 			}
@@ -201,6 +210,7 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 		Logf:  func(f string, a ...any) { log.Debug(fmt.Sprintf(f, a...)) },
 		Warnf: func(f string, a ...any) { log.Warn(fmt.Sprintf(f, a...)) },
 	})
+	cfg.metrics.received(res, err)
 	if err != nil {
 		return 0, err
 	}

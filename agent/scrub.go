@@ -27,7 +27,7 @@ const (
 
 // scrubLoop verifies every kept image every scrubEvery; a corrupt one is
 // quarantined by the store (never a chunk source or base again) and logged.
-func scrubLoop(ctx context.Context, store *release.Store, log *slog.Logger) error {
+func scrubLoop(ctx context.Context, store *release.Store, m *Metrics, log *slog.Logger) error {
 	t := time.NewTimer(scrubDelay)
 	defer t.Stop()
 	for {
@@ -37,7 +37,11 @@ func scrubLoop(ctx context.Context, store *release.Store, log *slog.Logger) erro
 		case <-t.C:
 		}
 		start := time.Now()
-		if err := scrub(ctx, store); err != nil && ctx.Err() == nil {
+		err := scrub(ctx, store)
+		if ctx.Err() == nil {
+			m.scrubbed(err)
+		}
+		if err != nil && ctx.Err() == nil {
 			log.Error("agent: scrub found corrupt images", "err", err)
 		} else if err == nil {
 			log.Info("agent: scrub done, kept images intact", "took", time.Since(start).Round(time.Second))

@@ -114,6 +114,23 @@ func TestOPcacheAcrossDeploys(t *testing.T) {
 		scripts = append(scripts, st.OPcache.Scripts)
 		t.Logf("deploy %d: slot %s, %d scripts, %d MiB used", k, slot, st.OPcache.Scripts, st.OPcache.UsedMemory>>20)
 	}
+	// The agent's metrics name the release it serves, its slot and OPcache.
+	st := hostStatus(t, c, "r1")
+	resp, err := client.Get("http://10.77.0.11:9172/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		fmt.Sprintf(`loopcast_release_info{label="%s",release="%s",role="current",slot="a"} 1`, filepath.Join(work, "app-v7"), st.Current),
+		fmt.Sprintf("loopcast_opcache_scripts %d", scripts[len(scripts)-1]),
+		`loopcast_opcache_up 1`, `loopcast_sessions_total{outcome="staged"} 7`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("r1's metrics lack %s:\n%.3000s", want, metrics)
+		}
+	}
 	// The first three deploys fill the ring: each adds the app at a new
 	// path. From the fourth on, a deploy reuses the slot of three releases
 	// ago and recompiles only the file that changed since (in place).

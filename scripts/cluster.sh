@@ -14,7 +14,8 @@
 # NAME defaults to lc.
 #
 # --agents KEY.pub starts `receiver run` on every receiver (host id rI,
-# root DIR/rI, trusting KEY.pub, group 239.192.0.1:5000 on eth0); --web adds
+# root DIR/rI, trusting KEY.pub, group 239.192.0.1:5000 on eth0, metrics on
+# port 9172 of the host's address); --web adds
 # an nginx and a php-fpm per receiver, made from packaging/'s samples,
 # serving DIR/rI/current/public on port 80 through $realpath_root, and
 # gives each agent its pool (--php-fpm), so releases are served from slots
@@ -138,7 +139,7 @@ start_agent() {
 	# shellcheck disable=SC2206 # flags, split on purpose
 	extra+=(${LOOPCAST_CLUSTER_AGENT_ARGS:-})
 	start_bg "$h" "$DIR/agent-r$i.log" "$BIN/receiver" run --root "$DIR/r$i" \
-		--group "$GROUP" --iface eth0 --host-id "r$i" --trust "$DIR/trust.pub" "${extra[@]}"
+		--group "$GROUP" --iface eth0 --host-id "r$i" --trust "$DIR/trust.pub" --metrics-addr :9172 "${extra[@]}"
 	tail -1 "$DIR/pids" >"$DIR/agent-r$i.pid"
 }
 

@@ -1,0 +1,218 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/loopcast/loopcast/multicast"
+	"github.com/loopcast/loopcast/opcache"
+	"github.com/loopcast/loopcast/release"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are the agent's Prometheus metrics: counters of what it did
+// since it started, and, read at each scrape, the store's state (the
+// release served, kept releases, free disk) and the pool's OPcache.
+type Metrics struct {
+	reg      *prometheus.Registry
+	sessions *prometheus.CounterVec
+	refusals *prometheus.CounterVec
+	reused   prometheus.Counter
+	packets  prometheus.Counter
+	stage    prometheus.Histogram
+	scrubs   *prometheus.CounterVec
+}
+
+// NewMetrics registers the agent's metrics for store (and pool, when set).
+func NewMetrics(store *release.Store, pool *opcache.Client) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "loopcast_sessions_total", Help: "Sessions received, by outcome: staged, stage_failed, failed.",
+		}, []string{"outcome"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "loopcast_refusals_total", Help: "Sessions this agent refused, by cause.",
+		}, []string{"cause"}),
+		reused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "loopcast_chunks_reused_total", Help: "Image chunks taken from this host's kept images instead of the wire.",
+		}),
+		packets: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "loopcast_packets_received_total", Help: "Session packets received.",
+		}),
+		stage: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "loopcast_stage_duration_seconds", Help: "Time from the last verified chunk to the release staged (mounted, placed).",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
+		}),
+		scrubs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "loopcast_scrubs_total", Help: "Background scrubs of the kept images, by result: intact, corrupt.",
+		}, []string{"result"}),
+	}
+	m.reg.MustRegister(m.sessions, m.refusals, m.reused, m.packets, m.stage, m.scrubs,
+		&storeCollector{store: store, pool: pool},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in Prometheus's text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// received counts a finished session.
+func (m *Metrics) received(res *multicast.Result, err error) {
+	if m == nil {
+		return
+	}
+	switch {
+	case err != nil || res == nil:
+		m.sessions.WithLabelValues("failed").Inc()
+		return
+	case res.StageErr != nil:
+		m.sessions.WithLabelValues("stage_failed").Inc()
+	default:
+		m.sessions.WithLabelValues("staged").Inc()
+		m.stage.Observe(res.StageTime.Seconds())
+	}
+	m.reused.Add(float64(res.Reused))
+	m.packets.Add(float64(res.Packets))
+}
+
+func (m *Metrics) refused(rf *multicast.Refusal) {
+	if m != nil {
+		m.refusals.WithLabelValues(rf.Code.String()).Inc()
+	}
+}
+
+func (m *Metrics) scrubbed(err error) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.scrubs.WithLabelValues("corrupt").Inc()
+	} else {
+		m.scrubs.WithLabelValues("intact").Inc()
+	}
+}
+
+// Serve serves /metrics on addr until ctx ends.
+func (m *Metrics) Serve(ctx context.Context, addr string, log *slog.Logger) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(shut)
+	}()
+	log.Info("agent: serving metrics", "addr", l.Addr().String(), "path", "/metrics")
+	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// storeCollector reads the store (and OPcache) at each scrape.
+type storeCollector struct {
+	store *release.Store
+	pool  *opcache.Client
+}
+
+var (
+	descRelease = prometheus.NewDesc("loopcast_release_info",
+		"A live release of this host (1), by id, label, role (current, previous, staged, kept, quarantined) and slot.",
+		[]string{"release", "label", "role", "slot"}, nil)
+	descAge = prometheus.NewDesc("loopcast_current_release_age_seconds",
+		"Age of the release served, from its signed build time.", nil, nil)
+	descActivated = prometheus.NewDesc("loopcast_current_release_activated_timestamp_seconds",
+		"When the release served became current.", nil, nil)
+	descKept     = prometheus.NewDesc("loopcast_releases_kept", "Live releases: mounted, images kept.", nil, nil)
+	descFree     = prometheus.NewDesc("loopcast_free_bytes", "Free disk under the store's root.", nil, nil)
+	descErr      = prometheus.NewDesc("loopcast_store_error", "1 when the store's last operation failed (receiver status says how).", nil, nil)
+	descUp       = prometheus.NewDesc("loopcast_opcache_up", "1 when the php-fpm pool answered.", nil, nil)
+	descScripts  = prometheus.NewDesc("loopcast_opcache_scripts", "Scripts in OPcache.", nil, nil)
+	descMaxKeys  = prometheus.NewDesc("loopcast_opcache_max_scripts", "Most scripts OPcache can hold.", nil, nil)
+	descMem      = prometheus.NewDesc("loopcast_opcache_memory_bytes", "OPcache memory by state: used, free, wasted.", []string{"state"}, nil)
+	descRestarts = prometheus.NewDesc("loopcast_opcache_restarts", "Times OPcache emptied itself since the pool started, by cause.", []string{"cause"}, nil)
+	descFull     = prometheus.NewDesc("loopcast_opcache_full", "1 when OPcache is full and caches no new script.", nil, nil)
+)
+
+func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descRelease, descAge, descActivated, descKept, descFree, descErr} {
+		ch <- d
+	}
+	if c.pool != nil {
+		for _, d := range []*prometheus.Desc{descUp, descScripts, descMaxKeys, descMem, descRestarts, descFull} {
+			ch <- d
+		}
+	}
+}
+
+func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
+	st, err := c.store.Status()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(descErr, err)
+		return
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	for _, r := range st.Releases {
+		role := "kept"
+		switch {
+		case r.Quarantined != "":
+			role = "quarantined"
+		case r.ID == st.Current:
+			role = "current"
+			if r.Built > 0 {
+				gauge(descAge, time.Since(time.Unix(r.Built, 0)).Seconds())
+			}
+			if !r.ActivatedAt.IsZero() {
+				gauge(descActivated, float64(r.ActivatedAt.Unix()))
+			}
+		case r.ID == st.Previous:
+			role = "previous"
+		case r.Activated == 0:
+			role = "staged"
+		}
+		gauge(descRelease, 1, r.ID, r.Label, role, r.Slot)
+	}
+	gauge(descKept, float64(len(st.Releases)))
+	gauge(descFree, float64(st.FreeBytes))
+	b2f := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	gauge(descErr, b2f(st.LastError != ""))
+	if c.pool == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	os, err := c.pool.Status(ctx)
+	gauge(descUp, b2f(err == nil))
+	if err != nil {
+		return
+	}
+	gauge(descScripts, float64(os.Scripts))
+	gauge(descMaxKeys, float64(os.MaxScripts))
+	gauge(descMem, float64(os.UsedMemory), "used")
+	gauge(descMem, float64(os.FreeMemory), "free")
+	gauge(descMem, float64(os.WastedMemory), "wasted")
+	gauge(descRestarts, float64(os.OOMRestarts), "oom")
+	gauge(descRestarts, float64(os.HashRestarts), "hash")
+	gauge(descRestarts, float64(os.ManualRestarts), "manual")
+	gauge(descFull, b2f(os.CacheFull))
+}
