@@ -16,11 +16,12 @@ const opcacheDir = "opcache"
 const opcacheEvery = time.Minute
 
 // Reloads of php-fpm the agent runs when OPcache nears full (with
-// RunConfig.OPcacheReload): only when the pool runs at most quietRequests
-// other requests, at most once per reloadEvery, and each bounded by
-// reloadTimeout.
+// RunConfig.OPcacheReload): only when the pool runs no other request (a
+// reload ends workers within php-fpm's process_control_timeout, 0 by
+// default: a request running then would fail), at most once per
+// reloadEvery, and each bounded by reloadTimeout.
 const (
-	quietRequests = 1
+	quietRequests = 0
 	reloadEvery   = time.Hour
 	reloadTimeout = 2 * time.Minute
 )
@@ -58,7 +59,7 @@ func opcacheLoop(ctx context.Context, pool *opcache.Client, reload string, log *
 func opcacheNote(st *opcache.Status, err error) (string, slog.Level, []any) {
 	switch {
 	case err != nil:
-		return "agent: php-fpm pool unreachable: releases are served from their own paths until it answers", slog.LevelWarn, []any{"err", err}
+		return "agent: php-fpm pool unreachable, or refusing the OPcache helper: releases are served from their own paths until it answers", slog.LevelWarn, []any{"err", err}
 	case !st.Enabled:
 		return "agent: OPcache is off in the php-fpm pool", slog.LevelWarn, nil
 	case st.NearFull() != "":

@@ -12,7 +12,7 @@ func TestShouldReload(t *testing.T) {
 	full := opcache.Status{Enabled: true, CacheFull: true, ActiveRequests: 0}
 	roomy := opcache.Status{Enabled: true, MemoryLimit: 100 << 20, UsedMemory: 10 << 20, ActiveRequests: 0}
 	busy := full
-	busy.ActiveRequests = 5
+	busy.ActiveRequests = 1
 	unknown := full
 	unknown.ActiveRequests = -1
 	for _, tc := range []struct {

@@ -14,6 +14,15 @@ if (!is_array($in) || !isset($in['op'])) {
     return;
 }
 $enabled = function_exists('opcache_get_status');
+// OPcache on, but its API refused (opcache.restrict_api names another
+// script's path): nothing this helper does would take effect, so say so
+// rather than answer "done" for invalidations that did nothing.
+if ($enabled && ini_get('opcache.enable') && opcache_get_status(false) === false) {
+    http_response_code(500);
+    echo json_encode(['ok' => false, 'error' => 'loopcast-opcache: the OPcache API is refused to this script (opcache.restrict_api = '
+        . ini_get('opcache.restrict_api') . '): set it empty, or to a prefix of ' . __FILE__]);
+    return;
+}
 $dir = isset($in['dir']) ? rtrim((string)$in['dir'], '/') . '/' : '';
 $paths = isset($in['paths']) && is_array($in['paths']) ? $in['paths'] : null;
 
@@ -47,6 +56,7 @@ function loopcast_status($enabled) {
         'start_time' => (int)$st['start_time'],
         'cache_full' => (bool)$s['cache_full'],
         'active_requests' => $active,
+        'realpath_cache_ttl' => (int)ini_get('realpath_cache_ttl'),
     ];
 }
 
@@ -54,21 +64,34 @@ switch ($in['op']) {
 case 'status':
     break;
 case 'busy':
-    // the scripts of the pool's requests running under dir, but this one
+    // the pool's requests under dir, but this one: every process not idle
+    // (running, finishing: shutdown functions still include files, reading
+    // headers) whose script is under dir; those not idle whose script is
+    // not known yet; and the requests waiting in the listen queue
     $busy = [];
+    $unknown = 0;
     $self = $_SERVER['SCRIPT_FILENAME'] ?? '';
+    $selfPid = getmypid();
     $fpm = function_exists('fpm_get_status') ? fpm_get_status() : false;
     if (!is_array($fpm)) {
         $out = ['ok' => false, 'error' => 'loopcast-opcache: fpm_get_status() is not available'];
         break;
     }
     foreach ($fpm['procs'] as $p) {
+        $state = (string)($p['state'] ?? '');
         $script = (string)($p['script'] ?? '');
-        if (($p['state'] ?? '') === 'Running' && $script !== $self && $dir !== '' && strncmp($script, $dir, strlen($dir)) === 0) {
-            $busy[] = $script;
+        if ($state === 'Idle' || (int)($p['pid'] ?? 0) === $selfPid) {
+            continue;
+        }
+        if ($script === '' || $script === '-') {
+            $unknown++;
+        } elseif ($dir !== '' && strncmp($script, $dir, strlen($dir)) === 0) {
+            $busy[] = $state . ' ' . $script;
         }
     }
     $out['busy'] = $busy;
+    $out['unknown'] = $unknown;
+    $out['queue'] = (int)($fpm['listen-queue'] ?? 0);
     break;
 case 'invalidate':
     // paths (relative to dir) out of OPcache; no paths: every cached script under dir

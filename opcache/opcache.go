@@ -24,6 +24,7 @@ import (
 	"slices"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/loopcast/loopcast/internal/atomicfile"
 	"github.com/yookoala/gofast"
@@ -62,6 +63,9 @@ type Status struct {
 	// ActiveRequests is how many requests the pool ran besides the
 	// helper's when asked (-1: unknown).
 	ActiveRequests int `json:"active_requests"`
+	// RealpathCacheTTL is PHP's realpath_cache_ttl (seconds): how long a
+	// worker may resolve a path as it resolved it before.
+	RealpathCacheTTL int `json:"realpath_cache_ttl"`
 }
 
 // Restarts is how often OPcache emptied itself since the pool started.
@@ -126,6 +130,8 @@ type reply struct {
 	OK          bool     `json:"ok"`
 	Error       string   `json:"error"`
 	Busy        []string `json:"busy"`
+	Unknown     int      `json:"unknown"`
+	Queue       int      `json:"queue"`
 	Done        int      `json:"done"`
 	Failed      []string `json:"failed"`
 	FailedCount int      `json:"failed_count"`
@@ -141,19 +147,37 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	return &r.Status, nil
 }
 
-// Busy returns the scripts of the pool's requests now running under dir.
-func (c *Client) Busy(ctx context.Context, dir string) ([]string, error) {
+// Busy returns the pool's requests now under dir (state and script; every
+// state but idle counts: a finishing request's shutdown functions still
+// include files), and how many requests might be: in the listen queue, or
+// in a process whose script is not known yet.
+func (c *Client) Busy(ctx context.Context, dir string) (scripts []string, unknown int, err error) {
 	r, err := c.call(ctx, request{Op: "busy", Dir: dir})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return r.Busy, nil
+	return r.Busy, r.Unknown + r.Queue, nil
+}
+
+// RealpathCacheTTL returns the pool's realpath_cache_ttl.
+func (c *Client) RealpathCacheTTL(ctx context.Context) (time.Duration, error) {
+	st, err := c.Status(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return time.Duration(st.RealpathCacheTTL) * time.Second, nil
 }
 
 // Invalidate drops the compiled scripts of paths (relative to dir) from
 // OPcache; nil paths drops every script cached under dir. It returns how
 // many were cached.
 func (c *Client) Invalidate(ctx context.Context, dir string, paths []string) (int, error) {
+	for _, p := range paths {
+		if !utf8.ValidString(p) {
+			paths = nil // JSON cannot carry the name: drop everything under dir
+			break
+		}
+	}
 	if paths == nil {
 		r, err := c.call(ctx, request{Op: "invalidate", Dir: dir})
 		if err != nil {

@@ -169,20 +169,20 @@ func TestBusy(t *testing.T) {
 	var busy []string
 	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline) && len(busy) == 0; {
 		var err error
-		if busy, err = c.Busy(ctx, a); err != nil {
+		if busy, _, err = c.Busy(ctx, a); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if !slices.Equal(busy, []string{filepath.Join(a, "slow.php")}) {
+	if !slices.Equal(busy, []string{"Running " + filepath.Join(a, "slow.php")}) {
 		t.Fatalf("Busy(%s) = %q while slow.php runs", a, busy)
 	}
-	if other, err := c.Busy(ctx, b); err != nil || len(other) != 0 {
+	if other, _, err := c.Busy(ctx, b); err != nil || len(other) != 0 {
 		t.Fatalf("Busy(%s) = %q, %v; want none", b, other, err)
 	}
 	if got := <-done; got != "done" {
 		t.Fatalf("slow request: %q", got)
 	}
-	if busy, err := c.Busy(ctx, a); err != nil || len(busy) != 0 {
+	if busy, _, err := c.Busy(ctx, a); err != nil || len(busy) != 0 {
 		t.Fatalf("Busy after the request = %q, %v", busy, err)
 	}
 }
@@ -258,5 +258,39 @@ func TestBatches(t *testing.T) {
 	}
 	if got, err := c.Invalidate(ctx, dir, paths); err != nil || got != n {
 		t.Fatalf("Invalidate of %d files = %d, %v", n, got, err)
+	}
+}
+
+// TestBusySeesFinishing: a request whose shutdown function still runs
+// (and may include files) is busy, not only one that is "Running".
+func TestBusySeesFinishing(t *testing.T) {
+	c, pool := start(t, 2)
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"shut.php": "<?php register_shutdown_function(function () { usleep(1500000); }); echo 'x';"})
+	go get(t, pool.Socket, filepath.Join(dir, "shut.php"))
+	var busy []string
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline) && len(busy) == 0; {
+		var err error
+		if busy, _, err = c.Busy(context.Background(), dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(busy) != 1 || !strings.HasSuffix(busy[0], filepath.Join(dir, "shut.php")) {
+		t.Fatalf("Busy while a shutdown function runs: %q", busy)
+	}
+	time.Sleep(2 * time.Second) // let it end before the pool stops
+}
+
+// TestRestrictedAPIFails: with opcache.restrict_api excluding the helper,
+// nothing it does takes effect; it must say so, not answer "done".
+func TestRestrictedAPIFails(t *testing.T) {
+	pool := phpfpmtest.Start(t, 1, "opcache.enable=1", "opcache.restrict_api=/nonexistent/")
+	c, err := Install(filepath.Join(t.TempDir(), "helper"), pool.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Invalidate(context.Background(), t.TempDir(), []string{"a.php"})
+	if !errors.Is(err, ErrPool) || !strings.Contains(err.Error(), "restrict_api") {
+		t.Fatalf("Invalidate with the API restricted: %v", err)
 	}
 }

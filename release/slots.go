@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,12 +23,22 @@ import (
 // releases/<id> as always; a release placed in a slot is also bound at
 // slots/<name>, and `current` points there. A new release takes the slot
 // whose release was served longest ago, once no process and no php-fpm
-// request uses it; before the bind, the scripts of every file that differs
-// between the slot's old release and the new one are dropped from OPcache
-// (treediff says which, exactly), so nothing stale is served with
-// opcache.validate_timestamps=0. When no slot is free, or the pool cannot
-// be reached, the release is served from releases/<id> as without slots,
-// and the log says why.
+// request (in any state but idle) uses it, and, while the pool holds
+// requests it cannot place (queued), not within slotGrace of its last
+// service; before the bind, and again once the old release is unbound,
+// the scripts of every file that differs between the slot's old release
+// and the new one are dropped from OPcache (treediff says which, exactly),
+// so nothing stale is served with opcache.validate_timestamps=0. When a
+// symlink differs, everything under the slot is dropped, and only a slot
+// last served longer ago than PHP's realpath_cache_ttl is taken (a worker
+// may still resolve a path through the old link). When no slot is free, or
+// the pool cannot be reached, the release is served from releases/<id> as
+// without slots, and the log says why.
+
+// slotGrace is how recently a slot's release may have stopped being
+// current while requests of unknown script (queued, or whose parameters
+// php-fpm is still reading) may be in flight: such a slot is not taken.
+const slotGrace = 10 * time.Second
 
 // DefaultSlots is the slot ring's size: current, the rollback target and
 // the next release each keep a path, so a rollback finds its scripts too.
@@ -41,8 +52,12 @@ const slotsDir = "slots"
 // ScriptCache is the OPcache of the php-fpm pool serving the releases
 // (package opcache's Client).
 type ScriptCache interface {
-	// Busy returns the scripts of the requests running under dir.
-	Busy(ctx context.Context, dir string) ([]string, error)
+	// Busy returns the requests under dir, and how many requests might be
+	// (queued, or in a process whose script is not known yet).
+	Busy(ctx context.Context, dir string) (scripts []string, unknown int, err error)
+	// RealpathCacheTTL is how long a worker may resolve a path as it did
+	// before (PHP's realpath_cache_ttl).
+	RealpathCacheTTL(ctx context.Context) (time.Duration, error)
 	// Invalidate drops the scripts of paths relative to dir; nil paths
 	// drops every script cached under dir.
 	Invalidate(ctx context.Context, dir string, paths []string) (int, error)
@@ -90,7 +105,7 @@ type PlaceReport struct {
 	Slot     string // "" when served from releases/<id>
 	Replaced string // the release the slot held before, if any
 	Changed  int    // files that differ from the slot's old release (-1: unknown, all dropped)
-	Dropped  int    // compiled scripts dropped from OPcache
+	Dropped  int    // paths OPcache was told to forget that it knew
 	Warmed   int    // scripts compiled before the switch
 	Why      string // why no slot, or a warning
 	Took     time.Duration
@@ -112,7 +127,7 @@ func (s *Store) place(ctx context.Context, st *State, id string) *PlaceReport {
 			"id", id, "dir", s.ReleaseDir(id), "why", rep.Why)
 	} else {
 		s.log.Info("release: placed in slot", "id", id, "slot", rep.Slot, "replaced", rep.Replaced,
-			"changed_files", rep.Changed, "dropped_scripts", rep.Dropped, "warmed", rep.Warmed, "took", rep.Took.Round(time.Millisecond))
+			"changed_files", rep.Changed, "invalidated", rep.Dropped, "warmed", rep.Warmed, "took", rep.Took.Round(time.Millisecond))
 		if rep.Why != "" {
 			s.log.Warn("release: slot warm-up incomplete", "id", id, "slot", rep.Slot, "why", rep.Why)
 		}
@@ -126,22 +141,18 @@ func (s *Store) tryPlace(ctx context.Context, st *State, id string, names []stri
 	for _, name := range s.slotOrder(st, names) {
 		dir := s.SlotDir(name)
 		old := st.Slots[name]
-		if why := s.slotBusy(ctx, name); why != "" {
+		if why := s.slotBusy(ctx, st, name); why != "" {
 			whys = append(whys, why)
 			continue
 		}
-		var paths []string // nil: everything under the slot
-		rep.Changed = -1
-		if old != "" && st.live(old) != nil && s.mounted(old) {
-			res, err := s.changedFiles(ctx, old, id)
-			if err != nil {
-				s.log.Warn("release: cannot tell which files changed: dropping every script of the slot", "slot", name, "from", old, "to", id, "err", err)
-			} else {
-				paths, rep.Changed = res.Paths, len(res.Paths)
-				if paths == nil {
-					paths = []string{}
-				}
-			}
+		paths, why := s.slotChanges(ctx, st, name, old, id)
+		if why != "" {
+			whys = append(whys, why)
+			continue
+		}
+		rep.Changed = len(paths)
+		if paths == nil {
+			rep.Changed = -1
 		}
 		n, err := s.opts.Cache.Invalidate(ctx, dir, paths)
 		if err != nil {
@@ -154,6 +165,12 @@ func (s *Store) tryPlace(ctx context.Context, st *State, id string, names []stri
 			continue
 		}
 		crashPoint(stepSlotUnbound)
+		// once more with the slot empty: a request that compiled one of
+		// these files between the first pass and the unbind left it behind
+		if _, err := s.opts.Cache.Invalidate(ctx, dir, paths); err != nil {
+			rep.Why = fmt.Sprintf("OPcache of slot %s not cleared: %v", name, err)
+			return rep
+		}
 		if err := s.bind(id, name); err != nil {
 			rep.Why = err.Error()
 			return rep
@@ -170,6 +187,39 @@ func (s *Store) tryPlace(ctx context.Context, st *State, id string, names []stri
 	}
 	rep.Why = "every slot is in use: " + strings.Join(whys, "; ")
 	return rep
+}
+
+// slotChanges returns the files OPcache must forget for slot name to serve
+// release id instead of old: those that differ, or nil (everything under
+// the slot) when the slot's content is not known for sure. It refuses the
+// slot (why) when a symlink changed and the slot was served within PHP's
+// realpath_cache_ttl: a worker could still resolve a path through the old
+// link.
+func (s *Store) slotChanges(ctx context.Context, st *State, name, old, id string) (paths []string, why string) {
+	e := st.live(old)
+	if old == "" || e == nil || !s.mounted(old) || !sameFS(s.SlotDir(name), s.ReleaseDir(old)) {
+		return nil, "" // empty, or holding what the record does not say
+	}
+	res, err := s.changedFiles(ctx, old, id, e.Quarantined != "")
+	if err != nil {
+		s.log.Warn("release: cannot tell which files changed: dropping every script of the slot", "slot", name, "from", old, "to", id, "err", err)
+		return nil, ""
+	}
+	if res.Links {
+		ttl, err := s.opts.Cache.RealpathCacheTTL(ctx)
+		if err != nil {
+			return nil, fmt.Sprintf("slot %s: %v", name, err)
+		}
+		if served := e.LeftCurrentAt; !served.IsZero() && s.now().Sub(served) < ttl+time.Second || old == st.Current {
+			return nil, fmt.Sprintf("slot %s: a symlink changed and the slot was served %s ago, within realpath_cache_ttl (%s)",
+				name, s.now().Sub(served).Round(time.Second), ttl)
+		}
+		return nil, "" // and drop everything: links redirect whole subtrees
+	}
+	if res.Paths == nil {
+		return []string{}, ""
+	}
+	return res.Paths, ""
 }
 
 // slotOrder lists the slots a new release may take, best first: empty
@@ -208,9 +258,10 @@ func (s *Store) slotOrder(st *State, names []string) []string {
 }
 
 // slotBusy says why slot name cannot be taken now: a process works in it
-// (a lease, a script's working directory or open file), or the pool runs
-// a request there. "" when it is free.
-func (s *Store) slotBusy(ctx context.Context, name string) string {
+// (a lease, a script's working directory or open file), the pool runs a
+// request there, or its release stopped being current less than slotGrace
+// ago while the pool has requests it cannot place. "" when it is free.
+func (s *Store) slotBusy(ctx context.Context, st *State, name string) string {
 	dir := s.SlotDir(name)
 	if mp, _ := loopmount.IsMountPoint(dir); mp {
 		u, err := loopmount.Users(dir)
@@ -221,21 +272,26 @@ func (s *Store) slotBusy(ctx context.Context, name string) string {
 			return fmt.Sprintf("slot %s used by %s", name, describeUsers(procs))
 		}
 	}
-	busy, err := s.opts.Cache.Busy(ctx, dir)
+	busy, unknown, err := s.opts.Cache.Busy(ctx, dir)
 	if err != nil {
 		return fmt.Sprintf("slot %s: %v", name, err)
 	}
 	if len(busy) > 0 {
 		return fmt.Sprintf("slot %s: php-fpm runs %d requests there (%s)", name, len(busy), busy[0])
 	}
+	if e := st.live(st.Slots[name]); unknown > 0 && e != nil && !e.LeftCurrentAt.IsZero() && s.now().Sub(e.LeftCurrentAt) < slotGrace {
+		return fmt.Sprintf("slot %s: served until %s ago, and php-fpm holds %d requests it does not say the script of",
+			name, s.now().Sub(e.LeftCurrentAt).Round(time.Millisecond), unknown)
+	}
 	return ""
 }
 
-// changedFiles compares the trees of releases from and to.
-func (s *Store) changedFiles(ctx context.Context, from, to string) (*treediff.Result, error) {
+// changedFiles compares the trees of releases from and to; a corrupt
+// (quarantined) from is compared byte by byte, its manifest not trusted.
+func (s *Store) changedFiles(ctx context.Context, from, to string, corrupt bool) (*treediff.Result, error) {
 	mf, err1 := image.ReadManifestFile(s.manifestPath(from))
 	mt, err2 := image.ReadManifestFile(s.manifestPath(to))
-	if err := errors.Join(err1, err2); err != nil {
+	if err := errors.Join(err1, err2); err != nil || corrupt {
 		mf, mt = nil, nil // byte by byte, still exact
 	}
 	return treediff.Changed(ctx, treediff.Tree{Dir: s.ReleaseDir(from), Manifest: mf}, treediff.Tree{Dir: s.ReleaseDir(to), Manifest: mt})
@@ -303,8 +359,12 @@ func (s *Store) unbindRelease(st *State, id string) error {
 }
 
 // ensureBound checks that release id, recorded in slot name, is bound
-// there, binding it again when the bind was lost.
-func (s *Store) ensureBound(id, name string) error {
+// there. A lost bind is made again: by the record the slot served id, so
+// what OPcache holds under it is id's. A slot holding another tree (a
+// crash between a bind and the state's save) is emptied, and with a Cache
+// its scripts dropped before id is bound; without one, or when the pool
+// does not answer, the error says the slot is lost.
+func (s *Store) ensureBound(st *State, id, name string) error {
 	dir := s.SlotDir(name)
 	if sameFS(dir, s.ReleaseDir(id)) {
 		return nil
@@ -312,6 +372,12 @@ func (s *Store) ensureBound(id, name string) error {
 	if mp, _ := loopmount.IsMountPoint(dir); mp {
 		if err := loopmount.Unmount(dir); err != nil {
 			return fmt.Errorf("release: slot %s holds another tree than %s: %w", name, id, err)
+		}
+		if s.opts.Cache == nil {
+			return fmt.Errorf("release: slot %s held another tree than %s, and this process cannot clear OPcache", name, id)
+		}
+		if _, err := s.opts.Cache.Invalidate(context.Background(), dir, nil); err != nil {
+			return fmt.Errorf("release: slot %s held another tree than %s: %w", name, id, err)
 		}
 	}
 	return s.bind(id, name)
@@ -329,29 +395,84 @@ func sameFS(a, b string) bool {
 	return ma && mb && sa.Dev == sb.Dev && sa.Ino == sb.Ino
 }
 
-// rebindSlots brings the slots in line with the state at boot: a live,
-// mounted release recorded in a slot is bound there again; a slot whose
-// release is gone, or that no record names, is emptied. A release whose
-// slot cannot be restored loses it (served from releases/<id>).
+// rebindSlots brings the slots in line with the state at boot. A slot
+// the state does not name but that is bound to a live release (a lost
+// state file) is recorded again, asked of the kernel. A live, mounted
+// release recorded in a slot is bound there again; a slot whose release
+// is gone, or beyond the ring (fewer --slots, or no pool now), is emptied,
+// except the one `current` points at, which keeps serving. A release
+// whose slot cannot be restored loses it (served from releases/<id>).
 func (s *Store) rebindSlots(st *State) {
 	ents, _ := os.ReadDir(filepath.Join(s.root, slotsDir))
 	for _, e := range ents {
-		if _, ok := st.Slots[e.Name()]; !ok {
-			if err := s.unbind(st, e.Name()); err != nil {
-				s.log.Warn("release: cannot empty a stray slot", "slot", e.Name(), "err", err)
+		name := e.Name()
+		if _, ok := st.Slots[name]; ok {
+			continue
+		}
+		if id := s.boundRelease(name); id != "" && st.live(id) != nil && st.slotOf(id) == "" {
+			if st.Slots == nil {
+				st.Slots = map[string]string{}
 			}
+			st.Slots[name] = id
+			s.log.Warn("release: slot found bound, not recorded: recorded again", "slot", name, "id", id)
+			continue
+		}
+		if err := s.unbind(st, name); err != nil {
+			s.log.Warn("release: cannot empty a stray slot", "slot", name, "err", err)
 		}
 	}
-	for name, id := range st.Slots {
-		if st.live(id) == nil || !s.mounted(id) || !slices.Contains(s.slotNames(), name) {
+	serving := s.currentSlot()
+	for _, name := range slices.Sorted(maps.Keys(st.Slots)) {
+		id := st.Slots[name]
+		keep := name == serving || slices.Contains(s.slotNames(), name)
+		if st.live(id) == nil || !s.mounted(id) || !keep {
 			if err := s.unbind(st, name); err != nil {
 				s.log.Warn("release: cannot empty a slot", "slot", name, "err", err)
 			}
 			continue
 		}
-		if err := s.ensureBound(id, name); err != nil {
-			s.log.Warn("release: slot lost", "slot", name, "id", id, "err", err)
+		if err := s.ensureBound(st, id, name); err != nil {
+			s.log.Warn("release: slot lost: the release is served from its own path", "slot", name, "id", id, "err", err)
+			s.unbind(st, name)
 			delete(st.Slots, name)
 		}
 	}
+}
+
+// boundRelease returns the live release slot name is a bind of, from the
+// loop device behind it, or "".
+func (s *Store) boundRelease(name string) string {
+	dir := s.SlotDir(name)
+	if mp, _ := loopmount.IsMountPoint(dir); !mp {
+		return ""
+	}
+	var st unix.Stat_t
+	if unix.Stat(dir, &st) != nil {
+		return ""
+	}
+	img, err := loopmount.BackingFileOfDev(uint64(st.Dev))
+	if err != nil || filepath.Dir(img) != filepath.Join(s.root, imagesDir) {
+		return ""
+	}
+	id, ok := strings.CutSuffix(filepath.Base(img), ".img")
+	if !ok || checkID(id) != nil {
+		return ""
+	}
+	return id
+}
+
+// currentSlot returns the slot `current` points at, or "".
+func (s *Store) currentSlot() string {
+	t, err := os.Readlink(s.CurrentPath())
+	if err != nil {
+		return ""
+	}
+	if !filepath.IsAbs(t) {
+		t = filepath.Join(s.root, t)
+	}
+	dir, name := filepath.Split(filepath.Clean(t))
+	if filepath.Clean(dir) != filepath.Join(s.root, slotsDir) {
+		return ""
+	}
+	return name
 }

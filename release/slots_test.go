@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/loopcast/loopcast/internal/mounttest"
 	"github.com/loopcast/loopcast/loopmount"
@@ -21,6 +22,8 @@ type fakeCache struct {
 	mu      sync.Mutex
 	calls   []cacheCall
 	busy    map[string][]string // dir -> running scripts
+	unknown int                 // requests of unknown script
+	ttl     time.Duration       // realpath_cache_ttl
 	failInv error
 }
 
@@ -30,11 +33,13 @@ type cacheCall struct {
 	paths []string // nil: everything under dir
 }
 
-func (c *fakeCache) Busy(_ context.Context, dir string) ([]string, error) {
+func (c *fakeCache) Busy(_ context.Context, dir string) ([]string, int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.busy[dir], nil
+	return c.busy[dir], c.unknown, nil
 }
+
+func (c *fakeCache) RealpathCacheTTL(context.Context) (time.Duration, error) { return c.ttl, nil }
 
 func (c *fakeCache) Invalidate(_ context.Context, dir string, paths []string) (int, error) {
 	c.mu.Lock()
@@ -83,6 +88,10 @@ func (f *fixture) slotDeploy(s *Store, name string) string {
 	return id
 }
 
+// twice: a slot's scripts are dropped before and after its old release is
+// unbound.
+func twice(c cacheCall) []cacheCall { return []cacheCall{c, c} }
+
 func wantCalls(t *testing.T, got []cacheCall, want ...cacheCall) {
 	t.Helper()
 	if !slices.EqualFunc(got, want, func(a, b cacheCall) bool {
@@ -107,7 +116,7 @@ func TestSlotsRing(t *testing.T) {
 		ids[name] = f.slotDeploy(s, name)
 		n := string(rune('a' + i))
 		// an empty slot: OPcache may hold anything from before under it
-		wantCalls(t, cache.take(), cacheCall{"invalidate", slot(n), nil})
+		wantCalls(t, cache.take(), twice(cacheCall{"invalidate", slot(n), nil})...)
 		if got := linkTarget(t, s); got != "slots/"+n {
 			t.Fatalf("after %s: current -> %s, want slots/%s", name, got, n)
 		}
@@ -117,7 +126,7 @@ func TestSlotsRing(t *testing.T) {
 	}
 	// D takes A's slot (served longest ago), not B's (the rollback target)
 	ids["D"] = f.slotRelease(s, "D")
-	wantCalls(t, cache.take(), cacheCall{"invalidate", slot("a"), []string{"a.txt", "id.txt"}})
+	wantCalls(t, cache.take(), twice(cacheCall{"invalidate", slot("a"), []string{"a.txt", "id.txt"}})...)
 	st := state(t, s)
 	if want := map[string]string{"a": ids["D"], "b": ids["B"], "c": ids["C"]}; !maps.Equal(st.Slots, want) {
 		t.Fatalf("slots %v, want %v", st.Slots, want)
@@ -236,7 +245,7 @@ func TestSlotsRetireAndReconcile(t *testing.T) {
 	if st.Slots["b"] != d {
 		t.Fatalf("D went to %v, want slot b", st.Slots)
 	}
-	wantCalls(t, cache.take(), cacheCall{"invalidate", s.SlotDir("b"), []string{"a.txt", "id.txt"}})
+	wantCalls(t, cache.take(), twice(cacheCall{"invalidate", s.SlotDir("b"), []string{"a.txt", "id.txt"}})...)
 
 	// A reboot: every mount gone, the state as it was.
 	mounttest.UnmountUnder(t, s.Root())
@@ -287,13 +296,13 @@ func TestSlotsWarm(t *testing.T) {
 		return id
 	}
 	build("A")
-	wantCalls(t, cache.take(), cacheCall{"invalidate", s.SlotDir("a"), nil}, cacheCall{"compile", s.SlotDir("a"), []string{"index.php", "lib.php"}})
+	wantCalls(t, cache.take(), append(twice(cacheCall{"invalidate", s.SlotDir("a"), nil}), cacheCall{"compile", s.SlotDir("a"), []string{"index.php", "lib.php"}})...)
 	build("B")
 	cache.take()
 	build("C")
 	got := cache.take()
-	wantCalls(t, got, cacheCall{"invalidate", s.SlotDir("a"), []string{"id.txt", "index.php"}}, cacheCall{"compile", s.SlotDir("a"), []string{"index.php"}})
-	if strings.Join(got[1].paths, ",") != "index.php" {
+	wantCalls(t, got, append(twice(cacheCall{"invalidate", s.SlotDir("a"), []string{"id.txt", "index.php"}}), cacheCall{"compile", s.SlotDir("a"), []string{"index.php"}})...)
+	if strings.Join(got[2].paths, ",") != "index.php" {
 		t.Fatal(got)
 	}
 }
@@ -358,3 +367,125 @@ func TestSlotsCrash(t *testing.T) {
 }
 
 func isMount(dir string) (bool, error) { return loopmount.IsMountPoint(dir) }
+
+// TestSlotsGrace: while php-fpm holds requests whose script it does not
+// say (queued, reading headers), a slot served moments ago is not taken.
+func TestSlotsGrace(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now()
+	cache := &fakeCache{}
+	s := f.open(Options{Cache: cache, Keep: 5, Clock: func() time.Time { return now }})
+	for _, name := range []string{"A", "B", "C"} {
+		f.slotDeploy(s, name)
+		now = now.Add(time.Second)
+	}
+	cache.unknown = 2
+	d := f.slotRelease(s, "D")
+	if st := state(t, s); st.slotOf(d) != "" {
+		t.Fatalf("D took a slot served a second ago with 2 requests unplaced: %v", st.Slots)
+	}
+	now = now.Add(slotGrace)
+	e := f.slotRelease(s, "E")
+	if st := state(t, s); st.slotOf(e) != "a" {
+		t.Fatalf("after the grace E went to %v, want slot a", st.Slots)
+	}
+}
+
+// TestSlotsSymlinkChange: a release whose symlinks differ from the slot's
+// drops every script of the slot, and only once the slot was last served
+// longer ago than realpath_cache_ttl.
+func TestSlotsSymlinkChange(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now()
+	cache := &fakeCache{ttl: time.Minute}
+	s := f.open(Options{Cache: cache, Keep: 5, Slots: 2, Clock: func() time.Time { return now }})
+	link := func(name, target string) string {
+		t.Helper()
+		src := filepath.Join(f.dir, "src", name)
+		os.MkdirAll(src, 0o755)
+		os.Symlink(target, filepath.Join(src, "lib"))
+		return f.slotDeploy(s, name)
+	}
+	link("A", "v1")
+	now = now.Add(time.Second)
+	link("B", "v1")
+	now = now.Add(time.Second)
+	cache.take()
+	c := link("C", "v2") // slot a held A, served a second ago, lib -> v1
+	if st := state(t, s); st.slotOf(c) != "" {
+		t.Fatalf("C took a slot within realpath_cache_ttl of a symlink change: %v", st.Slots)
+	}
+	wantCalls(t, cache.take())
+	now = now.Add(2 * time.Minute)
+	d := link("D", "v3")
+	if st := state(t, s); st.slotOf(d) == "" {
+		t.Fatalf("D found no slot past realpath_cache_ttl: %v", st.Slots)
+	}
+	if got := cache.take(); len(got) != 2 || got[0].paths != nil {
+		t.Fatalf("a symlink change dropped %+v, want everything under the slot, twice", got)
+	}
+}
+
+// TestSlotsLostState: with the state file gone, Reconcile finds the slots
+// from the kernel and current keeps serving through its slot.
+func TestSlotsLostState(t *testing.T) {
+	f := newFixture(t)
+	cache := &fakeCache{}
+	s := f.open(Options{Cache: cache})
+	f.slotDeploy(s, "A")
+	b := f.slotDeploy(s, "B")
+	if err := os.Remove(s.statePath()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if served(t, s) != "B" || linkTarget(t, s) != "slots/b" || state(t, s).Slots["b"] != b {
+		t.Fatalf("after losing the state: serving %s from %s, slots %v", served(t, s), linkTarget(t, s), state(t, s).Slots)
+	}
+	// an agent restarted without a pool keeps current's slot, and only it
+	plain := f.open(Options{})
+	if err := plain.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if served(t, s) != "B" || linkTarget(t, s) != "slots/b" {
+		t.Fatalf("without a pool: serving %s from %s", served(t, s), linkTarget(t, s))
+	}
+	if st := state(t, s); len(st.Slots) != 1 {
+		t.Fatalf("without a pool the slots are %v, want current's alone", st.Slots)
+	}
+}
+
+// TestSlotsCrashAfterBind: a crash after a new release was bound but
+// before the state was saved leaves the slot holding a tree the state does
+// not name: Reconcile drops the slot's scripts before binding the recorded
+// release back.
+func TestSlotsCrashAfterBind(t *testing.T) {
+	f := newFixture(t)
+	cache := &fakeCache{}
+	s := f.open(Options{Cache: cache, Slots: 2})
+	a := f.slotDeploy(s, "A")
+	f.slotDeploy(s, "B")
+	img, man := f.buildFiles("C", map[string]string{"id.txt": "C", "a.txt": "C", "same.txt": "same"}, "4M")
+	crashHook = func(step string) {
+		if step == "stage"+stepSavingState {
+			panic(step)
+		}
+	}
+	func() {
+		defer func() { crashHook = nil; recover() }()
+		s.Stage(context.Background(), "", img, man)
+		t.Fatal("the stage did not reach the crash point")
+	}()
+	if got, _ := os.ReadFile(filepath.Join(s.SlotDir("a"), "id.txt")); string(got) != "C" {
+		t.Fatalf("slot a holds %q at the crash, want C", got)
+	}
+	cache.take()
+	if err := s.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(s.SlotDir("a"), "id.txt")); string(got) != "A" || state(t, s).Slots["a"] != a {
+		t.Fatalf("slot a after reconcile: %q, slots %v", got, state(t, s).Slots)
+	}
+	wantCalls(t, cache.take(), cacheCall{"invalidate", s.SlotDir("a"), nil})
+}

@@ -79,8 +79,9 @@ func (s *Store) switchTo(st *State, e *Entry) error {
 		return err
 	}
 	if name := st.slotOf(e.ID); name != "" {
-		if err := s.ensureBound(e.ID, name); err != nil {
+		if err := s.ensureBound(st, e.ID, name); err != nil {
 			s.log.Warn("release: slot lost: serving the release from its own path", "id", e.ID, "slot", name, "err", err)
+			s.unbind(st, name)
 			delete(st.Slots, name)
 		}
 	}

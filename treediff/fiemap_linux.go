@@ -17,7 +17,7 @@ const (
 	fiemapExtLen = 56
 	fiemapBatch  = 64 // extents asked for per call
 	extentLast   = 0x1
-	extentUnsure = 0x2 | 0x4 | 0x8 | 0x100 | 0x200 // unknown, delalloc, encoded, not aligned, inline
+	extentUnsure = 0x2 | 0x4 | 0x8 | 0x100 | 0x200 | 0x400 | 0x800 // unknown, delalloc, encoded, not aligned, inline, tail, unwritten
 )
 
 // extent is a run of a file's bytes on the filesystem's device: for a

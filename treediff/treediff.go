@@ -28,9 +28,15 @@ import (
 type Result struct {
 	// Paths are the entries, relative to the trees' roots, that differ:
 	// regular files of other content, symlinks with another target,
-	// entries of another type, and entries only in one tree (files and
-	// links; a directory only in one tree is named with everything in it).
+	// entries of another type, and entries only in one tree (files, links,
+	// and directories only in the new tree; what a directory only in the
+	// old tree held is named, file by file).
 	Paths []string
+	// Links is true when a symlink differs (another target, added,
+	// removed, or replacing or replaced by another type): a link can
+	// redirect a whole subtree, and PHP caches what paths resolve to, so
+	// the names in Paths do not say all that changed.
+	Links bool
 	// Files is how many regular files the new tree holds; Read is how many
 	// of them had to be compared byte by byte, ReadBytes how many bytes
 	// that read from each tree.
@@ -73,6 +79,7 @@ func Changed(ctx context.Context, old, new Tree) (*Result, error) {
 		switch {
 		case !ok || o.mode != n.mode:
 			res.Paths = append(res.Paths, rel)
+			res.Links = res.Links || n.mode&fs.ModeSymlink != 0 || ok && o.mode&fs.ModeSymlink != 0
 		case n.mode&fs.ModeSymlink != 0:
 			a, err1 := os.Readlink(filepath.Join(old.Dir, rel))
 			b, err2 := os.Readlink(filepath.Join(new.Dir, rel))
@@ -81,6 +88,7 @@ func Changed(ctx context.Context, old, new Tree) (*Result, error) {
 			}
 			if a != b {
 				res.Paths = append(res.Paths, rel)
+				res.Links = true
 			}
 		case n.mode.IsRegular():
 			same, read, err := sameFile(filepath.Join(old.Dir, rel), filepath.Join(new.Dir, rel), o.size, n.size, chunks)
@@ -99,6 +107,7 @@ func Changed(ctx context.Context, old, new Tree) (*Result, error) {
 	for rel, o := range oldEntries {
 		if _, ok := newEntries[rel]; !ok && !o.mode.IsDir() {
 			res.Paths = append(res.Paths, rel)
+			res.Links = res.Links || o.mode&fs.ModeSymlink != 0
 		}
 	}
 	slices.Sort(res.Paths)

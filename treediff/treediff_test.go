@@ -70,6 +70,9 @@ func TestChangedPlainDirs(t *testing.T) {
 	if !slices.Equal(res.Paths, want) {
 		t.Fatalf("Changed = %q\nwant      %q", res.Paths, want)
 	}
+	if !res.Links {
+		t.Errorf("lib/link.php changed its target, and Links is false")
+	}
 	if res.Read != 3 { // same.php, lib/same.php, samesize.php: equal sizes, no manifests
 		t.Fatalf("read %d files byte by byte, want 3", res.Read)
 	}
@@ -127,8 +130,8 @@ func TestChangedImagesReadsLittle(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"app/m03/f123.php", "app/m07/f007.php", "app/new.php"}
-	if !slices.Equal(res.Paths, want) {
-		t.Fatalf("Changed = %q, want %q", res.Paths, want)
+	if !slices.Equal(res.Paths, want) || res.Links {
+		t.Fatalf("Changed = %q (links %v), want %q and no link", res.Paths, res.Links, want)
 	}
 	if res.Files != 400 {
 		t.Fatalf("files = %d, want 400", res.Files)
