@@ -47,9 +47,18 @@ func writeFiles(t *testing.T, dir string, files map[string]string) {
 // get runs script through the pool and returns its output.
 func get(t *testing.T, socket, script string) string {
 	t.Helper()
-	client, err := gofast.SimpleClientFactory(gofast.SimpleConnFactory("unix", socket))()
+	out, err := fetch(socket, script)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return out
+}
+
+// fetch runs script through the pool; safe in any goroutine.
+func fetch(socket, script string) (string, error) {
+	client, err := gofast.SimpleClientFactory(gofast.SimpleConnFactory("unix", socket))()
+	if err != nil {
+		return "", err
 	}
 	defer client.Close()
 	raw, _ := http.NewRequest(http.MethodGet, "/", nil)
@@ -59,17 +68,17 @@ func get(t *testing.T, socket, script string) string {
 	req.Params["SERVER_PROTOCOL"] = "HTTP/1.1"
 	resp, err := client.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	var rec recorder
 	var stderr bytes.Buffer
 	if err := resp.WriteTo(&rec, &stderr); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	if rec.code() != 200 {
-		t.Fatalf("%s: status %d %s %s", script, rec.code(), rec.body.String(), stderr.String())
+		return "", fmt.Errorf("%s: status %d %s %s", script, rec.code(), rec.body.String(), stderr.String())
 	}
-	return rec.body.String()
+	return rec.body.String(), nil
 }
 
 func TestStatus(t *testing.T) {
@@ -267,7 +276,8 @@ func TestBusySeesFinishing(t *testing.T) {
 	c, pool := start(t, 2)
 	dir := t.TempDir()
 	writeFiles(t, dir, map[string]string{"shut.php": "<?php register_shutdown_function(function () { usleep(1500000); }); echo 'x';"})
-	go get(t, pool.Socket, filepath.Join(dir, "shut.php"))
+	done := make(chan error, 1)
+	go func() { _, err := fetch(pool.Socket, filepath.Join(dir, "shut.php")); done <- err }()
 	var busy []string
 	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline) && len(busy) == 0; {
 		var err error
@@ -278,7 +288,9 @@ func TestBusySeesFinishing(t *testing.T) {
 	if len(busy) != 1 || !strings.HasSuffix(busy[0], filepath.Join(dir, "shut.php")) {
 		t.Fatalf("Busy while a shutdown function runs: %q", busy)
 	}
-	time.Sleep(2 * time.Second) // let it end before the pool stops
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestRestrictedAPIFails: with opcache.restrict_api excluding the helper,
