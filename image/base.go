@@ -16,6 +16,13 @@ type BaseReport struct {
 	// size and content (so the same blocks); inodes newly numbered; base
 	// inodes no longer used.
 	Reused, Unchanged, New, Freed int
+	// Cloned is true when the image started as a copy of the base image
+	// (same size), so only what changed was written; Trusted counts the
+	// files taken from it unread (same size and source stat as the base's
+	// scan saw), Read the source bytes read.
+	Cloned  bool
+	Trusted int
+	Read    int64
 }
 
 // dirName keys a base entry by its directory's entry index and its name.
@@ -193,7 +200,7 @@ func inodeOrder(t *tree) []int32 {
 
 // report counts what the build kept of the base.
 func (p *basePlan) report(b *builder) *BaseReport {
-	r := &BaseReport{Kept: true}
+	r := &BaseReport{Kept: true, Cloned: b.w != nil && b.w.clone, Trusted: b.trusted, Read: b.readBytes}
 	kept := map[uint32]bool{}
 	for i := range b.t.nodes {
 		n := &b.t.nodes[i]

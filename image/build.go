@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/loopcast/loopcast/internal/atomicfile"
@@ -27,6 +28,7 @@ var ErrChanged = errors.New("image: file changed during the build")
 var (
 	testHookOpened  func(path string)
 	testHookScanned func()
+	testNoClone     bool // tests: write every block, as without a base image
 )
 
 // readBufSize is the source read size: large enough that a big file costs
@@ -156,6 +158,28 @@ func Build(ctx context.Context, src, out string, opts Options) (*Result, error) 
 	return res, nil
 }
 
+// cloneBase makes f a copy of the base build's image when it has size
+// bytes: copy_file_range, which shares the blocks on a filesystem with
+// reflink (XFS, btrfs) and copies in the kernel elsewhere. It reports
+// whether f now holds the base.
+func cloneBase(f *os.File, prev *buildBase, size int64) bool {
+	if prev == nil || testNoClone {
+		return false
+	}
+	if fi, err := prev.img.Stat(); err != nil || fi.Size() != size {
+		return false
+	}
+	var in, out int64
+	for in < size {
+		n, err := unix.CopyFileRange(int(prev.img.Fd()), &in, int(f.Fd()), &out, int(size-in), 0)
+		if err != nil || n == 0 {
+			f.Truncate(0)
+			return false
+		}
+	}
+	return true
+}
+
 // publish commits the image, then writes its manifest, layout and pack;
 // on any failure it removes all four, so a build leaves all or nothing.
 func publish(out string, f *atomicfile.File, m *Manifest, lay []byte, pw *packWriter, prev *buildBase) error {
@@ -228,6 +252,8 @@ type builder struct {
 	done       int64
 	prev       *buildBase // the base build's image, manifest and pack; nil: none
 	stats      ProcessStats
+	trusted    int   // files taken from the base unread (same size and source stat)
+	readBytes  int64 // source bytes read
 }
 
 type extRef struct{ off, n int32 }
@@ -278,17 +304,28 @@ func (b *builder) plan() (geometry, error) {
 
 // write lays the whole image into f, then reads it back into a manifest.
 func (b *builder) write(ctx context.Context, f *os.File, geo geometry, pw *packWriter) (*Manifest, error) {
-	if err := f.Truncate(int64(geo.blocks) * blockSize); err != nil {
-		return nil, fmt.Errorf("image: %w", err)
+	size := int64(geo.blocks) * blockSize
+	cloned := b.base != nil && cloneBase(f, b.prev, size)
+	if !cloned {
+		if err := f.Truncate(size); err != nil {
+			return nil, fmt.Errorf("image: %w", err)
+		}
 	}
 	b.w = newImageWriter(f, geo, b.t.inodes)
-	m := &Manifest{ImageSize: int64(geo.blocks) * blockSize, ChunkSize: b.chunkSize()}
+	m := &Manifest{ImageSize: size, ChunkSize: b.chunkSize()}
 	m.Chunks = make([]Chunk, ChunkCount(m.ImageSize, m.ChunkSize))
+	b.w.chunkBlocks = m.ChunkSize / blockSize
+	if cloned {
+		b.w.startClone(len(m.Chunks))
+	}
 	// hash and compress finished chunks on every core while this one writes
 	proc := startProcessor(ctx, f, m, b.prev, pw, runtime.GOMAXPROCS(0))
+	if cloned {
+		proc.clean = func(i int) bool { return !b.w.dirty[i] }
+	}
 	defer proc.stop()
 	var order []int32 // node indexes in writing order; nil: scan order
-	b.w.onFinal, b.w.chunkBlocks = proc.submit, m.ChunkSize/blockSize
+	b.w.onFinal = proc.submit
 	if b.base != nil {
 		// writes go anywhere: a chunk is final once all its blocks are
 		b.w.firstFit, b.w.chunkDone = true, make([]uint32, len(m.Chunks))
@@ -468,14 +505,58 @@ func (b *builder) writeSymlink(in *inode, target string) {
 	in.block[0], in.blocks = p, 1
 }
 
+// racyWindow: a source file changed this close to (or after) the base
+// build's scan may have changed without its stat showing it (timestamps
+// are coarse); it is read again.
+const racyWindow = int64(time.Second)
+
+// trustedHash returns the base's content hash of node i when the file can
+// be taken from the cloned base unread: the base has it in the same inode,
+// of the same size, on exactly the blocks its data needs (no hole), and
+// the source's stat (mtime, ctime, inode, device) is what the base's scan
+// saw, comfortably before that scan.
+func (b *builder) trustedHash(i int32) (uint64, bool) {
+	if b.w == nil || !b.w.clone || b.base == nil || b.base.match[i] < 0 {
+		return 0, false
+	}
+	n := &b.t.nodes[i]
+	e := &b.base.l.entries[b.base.match[i]]
+	scanned := b.base.l.scanned
+	switch {
+	case e.kind != kindFile || e.link || n.sparse || e.size != n.size || e.src != n.src,
+		e.src.ctime == 0 || scanned == 0,
+		n.src.ctime > scanned-racyWindow || n.src.mtime > scanned-racyWindow,
+		extentBlocks(b.base.blocksOf(n.ino)) != fileBlocksUpper(n.size):
+		return 0, false
+	}
+	return e.hash, true
+}
+
 // writeFile streams one file's data into the image. All-zero blocks become
-// holes. The file must be exactly the size the scan saw.
+// holes. The file must be exactly the size the scan saw. A file the cloned
+// base holds unchanged (trustedHash) is not read: it takes the same blocks,
+// whose bytes are already there.
 func (b *builder) writeFile(i int32, in *inode) error {
 	n := &b.t.nodes[i]
 	in.size = uint64(n.size)
 	if n.size == 0 {
 		return nil
 	}
+	if h, ok := b.trustedHash(i); ok {
+		m := newBlockMap(b.w, in)
+		for range ceilDiv(uint64(n.size), blockSize) {
+			phys := b.w.alloc()
+			b.w.skipBlock(phys)
+			m.add(phys)
+		}
+		m.finish()
+		b.hashes[i] = h
+		binary.Write(b.digest, binary.LittleEndian, h)
+		b.trusted++
+		b.progress(n.size)
+		return b.w.err
+	}
+	b.readBytes += n.size
 	path := b.path(i)
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -580,7 +661,7 @@ func (b *builder) layoutFile(geo geometry) ([]byte, error) {
 			return &e, b.lfExt
 		}
 		n := &nodes[i]
-		e = layoutEntry{parent: n.parent, name: n.name, kind: n.kind, link: n.primary >= 0, ino: n.ino, hash: b.hashes[i]}
+		e = layoutEntry{parent: n.parent, name: n.name, kind: n.kind, link: n.primary >= 0, ino: n.ino, hash: b.hashes[i], src: n.src}
 		if n.kind != kindDir {
 			e.size = n.size
 		}
@@ -591,7 +672,7 @@ func (b *builder) layoutFile(geo geometry) ([]byte, error) {
 		return &e, b.exts[r.off : r.off+r.n]
 	}
 	// ~40 bytes per entry: grow the buffer once or twice, not ten times
-	body, err := appendLayoutBody(make([]byte, 0, 40*len(nodes)), &geo, &b.backup, len(nodes)+1, entry)
+	body, err := appendLayoutBody(make([]byte, 0, 60*len(nodes)), &geo, &b.backup, b.t.scanned, len(nodes)+1, entry)
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/loopcast/loopcast/internal/synth"
 	"github.com/loopcast/loopcast/internal/testenv"
@@ -218,11 +219,81 @@ func TestBaseDeterministic(t *testing.T) {
 	if h1, h2, h3 := fileSHA(t, b1), fileSHA(t, b2), fileSHA(t, b3); h1 != h2 || h1 != h3 {
 		t.Errorf("images on one base differ: %x %x %x", h1, h2, h3)
 	}
-	l1, _ := os.ReadFile(b1 + LayoutSuffix)
-	l3, _ := os.ReadFile(b3 + LayoutSuffix)
-	if !bytes.Equal(l1, l3) {
+	// the layouts place everything alike; only what the scans saw of the
+	// sources (stat, time) differs
+	l1, l3 := placement(t, b1), placement(t, b3)
+	if !slices.EqualFunc(l1.entries, l3.entries, func(a, b layoutEntry) bool { return a == b }) || !slices.Equal(l1.exts, l3.exts) {
 		t.Error("layouts of one tree on one base differ")
 	}
+}
+
+// placement reads img's layout without what the scan saw of the sources.
+func placement(t *testing.T, img string) *layout {
+	t.Helper()
+	l, err := readLayoutFile(img + LayoutSuffix)
+	must(t, err)
+	for i := range l.entries {
+		l.entries[i].src = srcStat{}
+	}
+	return l
+}
+
+// TestBaseTrustsUnchangedFiles builds a tree, changes it in place (one file
+// rewritten to the same size with its old mtime put back, so only its
+// change time tells) and builds it again on the first image: the build
+// starts from a copy of the base image, reads only the files that changed,
+// and makes the same image, byte for byte, as a build that writes every
+// block, and as one from a copy of the tree (nothing trusted).
+func TestBaseTrustsUnchangedFiles(t *testing.T) {
+	testenv.RequireTool(t, "e2fsck")
+	src := t.TempDir()
+	deltaTree(t, src)
+	time.Sleep(time.Duration(racyWindow) + 100*time.Millisecond) // older than the racy window at A's scan
+	a, _ := buildOn(t, src, "")
+	old, err := os.Stat(filepath.Join(src, "index.php"))
+	must(t, err)
+	rewrite(t, src, "index.php", func(p []byte) []byte { p[7] ^= 0x20; return p })
+	must(t, os.Chtimes(filepath.Join(src, "index.php"), old.ModTime(), old.ModTime()))
+	for _, cs := range changeSets[1:] { // add, delete, grow, kinds
+		cs.change(t, src)
+	}
+	var opened []string
+	testHookOpened = func(p string) { opened = append(opened, p) }
+	b1, r1 := buildOn(t, src, a)
+	testHookOpened = nil
+	if !r1.Base.Kept || !r1.Base.Cloned || r1.Base.Trusted == 0 {
+		t.Fatalf("build on the base: %+v; want it kept, cloned, files trusted", *r1.Base)
+	}
+	rel := func(p string) string { r, _ := filepath.Rel(src, p); return r }
+	for _, p := range opened {
+		switch r := rel(p); {
+		case r == "index.php", r == "edge.bin", strings.HasPrefix(r, "src/New"), strings.HasPrefix(r, "brand/"),
+			r == "mixed.bin", // zero blocks are holes in the image: read, not trusted
+			strings.HasPrefix(r, "full/added-"), r == "fast":
+		default:
+			t.Errorf("read %s, which did not change", r)
+		}
+	}
+	if !slices.ContainsFunc(opened, func(p string) bool { return rel(p) == "index.php" }) {
+		t.Fatal("index.php, rewritten with its old mtime, was not read: its change time must tell")
+	}
+	t.Logf("read %d files, %d trusted: %+v", len(opened), r1.Base.Trusted, *r1.Base)
+
+	testNoClone = true
+	b2, r2 := buildOn(t, src, a)
+	testNoClone = false
+	b3, r3 := buildOn(t, copyTree(t, src), a)
+	if r2.Base.Cloned || r3.Base.Trusted != 0 {
+		t.Fatalf("comparison builds: %+v, %+v", *r2.Base, *r3.Base)
+	}
+	if h1, h2, h3 := fileSHA(t, b1), fileSHA(t, b2), fileSHA(t, b3); h1 != h2 || h1 != h3 {
+		t.Fatalf("a build from a copy of the base differs from builds that write every block: %x %x %x", h1, h2, h3)
+	}
+	if r1.Manifest.ImageDigest != r2.Manifest.ImageDigest {
+		t.Fatal("manifests differ")
+	}
+	fsck(t, b1)
+	checkManifest(t, b1, r1.Manifest)
 }
 
 // TestBaseMountMatchesSource loop-mounts an image built on a base (after

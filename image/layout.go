@@ -11,8 +11,11 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// LayoutVersion is the layout file encoding this package writes.
-const LayoutVersion = 1
+// LayoutVersion is the layout file encoding this package writes. Version
+// 2 adds what the scan saw of each source file (srcStat) and when it ran,
+// so a build on the layout reads only the files that changed; version 1
+// layouts are still read (every file is read again).
+const LayoutVersion = 2
 
 // LayoutSuffix names the layout file beside an image: app.img.layout.
 const LayoutSuffix = ".layout"
@@ -55,8 +58,9 @@ type layoutEntry struct {
 	link   bool // a hard link to an inode owned by an earlier entry
 	ino    uint32
 	size   int64
-	hash   uint64 // content hash of a regular file (owner entries only)
-	ext    int32  // the inode's blocks: exts[ext : ext+next], in allocation order
+	hash   uint64  // content hash of a regular file (owner entries only)
+	src    srcStat // what the scan saw of it (owner files; zero in version 1)
+	ext    int32   // the inode's blocks: exts[ext : ext+next], in allocation order
 	next   int32
 }
 
@@ -77,6 +81,8 @@ type sbState struct {
 // backups, and per name its inode and blocks. A later build reads it as
 // its base to keep unchanged files in place.
 type layout struct {
+	version byte
+	scanned int64 // when the build's scan started (Unix ns); 0 in version 1
 	geo     geometry
 	backup  sbState
 	entries []layoutEntry
@@ -103,12 +109,14 @@ func appendLayoutFile(b, body []byte) ([]byte, error) {
 //
 //	blocks u32 | groups u32 | inodes per group u32
 //	free blocks u32 | free inodes u32 | time u32 | uuid [16] | hash seed [16]
+//	scanned i64 (version 2)
 //	per group: free blocks u16 | free inodes u16 | directories u16
 //	entry count uvarint
 //	per entry: index-parent uvarint | name length uvarint | name |
 //	  flags u8 (kind | 0x80 link) | inode uvarint | size uvarint |
-//	  (owner file: xxhash u64) | extent count uvarint | (start uvarint, length uvarint)...
-func appendLayoutBody(b []byte, geo *geometry, s *sbState, count int, entry func(i int) (*layoutEntry, []extent)) ([]byte, error) {
+//	  (owner file: xxhash u64 | (version 2) mtime i64 | ctime i64 | ino uvarint | dev uvarint) |
+//	  extent count uvarint | (start uvarint, length uvarint)...
+func appendLayoutBody(b []byte, geo *geometry, s *sbState, scanned int64, count int, entry func(i int) (*layoutEntry, []extent)) ([]byte, error) {
 	be := binary.BigEndian
 	b = be.AppendUint32(b, geo.blocks)
 	b = be.AppendUint32(b, geo.groups)
@@ -121,6 +129,7 @@ func appendLayoutBody(b []byte, geo *geometry, s *sbState, count int, entry func
 	b = be.AppendUint32(b, s.time)
 	b = append(b, s.uuid[:]...)
 	b = append(b, s.hashSeed[:]...)
+	b = be.AppendUint64(b, uint64(scanned))
 	for _, g := range s.groups {
 		b = be.AppendUint16(b, g.freeBlocks)
 		b = be.AppendUint16(b, g.freeInodes)
@@ -141,6 +150,10 @@ func appendLayoutBody(b []byte, geo *geometry, s *sbState, count int, entry func
 		b = binary.AppendUvarint(b, uint64(e.size))
 		if e.kind == kindFile && !e.link {
 			b = be.AppendUint64(b, e.hash)
+			b = be.AppendUint64(b, uint64(e.src.mtime))
+			b = be.AppendUint64(b, uint64(e.src.ctime))
+			b = binary.AppendUvarint(b, e.src.ino)
+			b = binary.AppendUvarint(b, e.src.dev)
 		}
 		b = binary.AppendUvarint(b, uint64(len(ext)))
 		for _, x := range ext {
@@ -156,8 +169,9 @@ func parseLayout(data []byte) (*layout, error) {
 	if len(data) < layoutHeaderLen || !bytes.Equal(data[:4], layoutMagic[:]) {
 		return nil, fmt.Errorf("%w: bad magic", ErrLayout)
 	}
-	if data[4] != LayoutVersion {
-		return nil, fmt.Errorf("%w: version %d, this build reads %d", ErrLayout, data[4], LayoutVersion)
+	version := data[4]
+	if version != 1 && version != LayoutVersion {
+		return nil, fmt.Errorf("%w: version %d, this build reads 1 and %d", ErrLayout, data[4], LayoutVersion)
 	}
 	dec, err := zstd.NewReader(nil, zstd.WithDecoderMaxMemory(maxLayoutBody), zstd.WithDecoderConcurrency(1))
 	if err != nil {
@@ -168,7 +182,7 @@ func parseLayout(data []byte) (*layout, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrLayout, err)
 	}
-	return parseLayoutBody(body)
+	return parseLayoutBodyVersion(body, version)
 }
 
 // layoutReader reads the body; the first error sticks.
@@ -215,8 +229,12 @@ func (r *layoutReader) uvarint(limit uint64) uint64 {
 }
 
 func parseLayoutBody(body []byte) (*layout, error) {
+	return parseLayoutBodyVersion(body, LayoutVersion)
+}
+
+func parseLayoutBodyVersion(body []byte, version byte) (*layout, error) {
 	r := &layoutReader{b: body}
-	l := &layout{}
+	l := &layout{version: version}
 	blocks, groups, ipg := r.u32(), r.u32(), r.u32()
 	if r.err != nil {
 		return nil, r.err
@@ -230,6 +248,9 @@ func parseLayoutBody(body []byte) (*layout, error) {
 	s.freeBlocks, s.freeInodes, s.time = r.u32(), r.u32(), r.u32()
 	copy(s.uuid[:], r.bytes(16))
 	copy(s.hashSeed[:], r.bytes(16))
+	if version >= 2 {
+		l.scanned = int64(r.u64())
+	}
 	if r.err == nil && uint64(len(r.b)) < 6*uint64(groups) {
 		r.fail("truncated group counts")
 	}
@@ -295,6 +316,10 @@ func (l *layout) parseEntry(r *layoutReader, i int32, total *uint64) {
 	e.size = int64(r.uvarint(1 << 62))
 	if e.kind == kindFile && !e.link {
 		e.hash = r.u64()
+		if l.version >= 2 {
+			e.src.mtime, e.src.ctime = int64(r.u64()), int64(r.u64())
+			e.src.ino, e.src.dev = r.uvarint(^uint64(0)), r.uvarint(^uint64(0))
+		}
 	}
 	n := r.uvarint(uint64(len(r.b)) / 2)
 	if n > 0 {

@@ -27,12 +27,14 @@ func testLayout(t testing.TB) *layout {
 	l.entries = []layoutEntry{
 		{name: "", kind: kindDir, ino: rootIno, ext: 0, next: 1},
 		{parent: 0, name: "src", kind: kindDir, ino: 12, ext: 1, next: 1},
-		{parent: 1, name: "a.php", kind: kindFile, ino: 13, size: 20000, hash: 0x1122334455667788, ext: 2, next: 2},
+		{parent: 1, name: "a.php", kind: kindFile, ino: 13, size: 20000, hash: 0x1122334455667788, ext: 2, next: 2,
+			src: srcStat{mtime: 1_700_000_000_123_456_789, ctime: 1_700_000_001_000_000_001, ino: 1 << 40, dev: 2049}},
 		{parent: 1, name: "b-link.php", kind: kindFile, link: true, ino: 13, size: 20000},
 		{parent: 0, name: "fast", kind: kindSymlink, ino: 14, size: 5},
 		{parent: 1, name: "empty", kind: kindFile, ino: 15},
 		{parent: 0, name: "lost+found", kind: kindDir, ino: lostFound, ext: 4, next: 1},
 	}
+	l.version, l.scanned = LayoutVersion, 1_700_000_005_000_000_000
 	return l
 }
 
@@ -46,7 +48,7 @@ func TestLayoutRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(l, got, cmp.AllowUnexported(layout{}, layoutEntry{}, geometry{}, sbState{}, groupCounts{}, extent{})); diff != "" {
+	if diff := cmp.Diff(l, got, cmp.AllowUnexported(layout{}, layoutEntry{}, geometry{}, sbState{}, groupCounts{}, extent{}, srcStat{})); diff != "" {
 		t.Errorf("round trip (-want +got):\n%s", diff)
 	}
 	again, _ := got.AppendBinary(nil)
@@ -214,7 +216,7 @@ func (l *layout) AppendBinary(b []byte) ([]byte, error) {
 
 // appendBody encodes l's body (see appendLayoutBody).
 func (l *layout) appendBody(b []byte) ([]byte, error) {
-	return appendLayoutBody(b, &l.geo, &l.backup, len(l.entries), func(i int) (*layoutEntry, []extent) {
+	return appendLayoutBody(b, &l.geo, &l.backup, l.scanned, len(l.entries), func(i int) (*layoutEntry, []extent) {
 		return &l.entries[i], l.blocks(&l.entries[i])
 	})
 }

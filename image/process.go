@@ -108,6 +108,10 @@ type processor struct {
 	stats  ProcessStats
 	// same[i]: chunk i equals the base's (set by the workers, read after wait)
 	same []bool
+	// clean, when set, says chunk i of an image cloned from the base was
+	// not written: it is the base's chunk, taken without reading it. It
+	// is asked only once the chunk is final.
+	clean func(i int) bool
 }
 
 // ProcessStats says what the build did per chunk.
@@ -201,6 +205,15 @@ func (p *processor) worker(out chan<- chunkResult) error {
 func (p *processor) chunk(i int, enc *zstd.Encoder, raw, dict []byte) (chunkResult, error) {
 	off, n := p.m.ChunkRange(i)
 	c := &p.m.Chunks[i]
+	if p.clean != nil && p.base != nil && i < len(p.base.m.Chunks) && p.clean(i) {
+		if bc := p.base.m.Chunks[i]; bc.Zero {
+			c.Zero, c.Hash = true, zeroHash(n)
+			return chunkResult{i: i, zero: true}, nil
+		} else {
+			c.Hash = bc.Hash
+			return chunkResult{i: i, same: true}, nil
+		}
+	}
 	if isHole(p.f, off, n) {
 		c.Zero, c.Hash = true, zeroHash(n)
 		return chunkResult{i: i, zero: true}, nil

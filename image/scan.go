@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -36,6 +37,16 @@ type node struct {
 	primary  int32  // for a hard link: the node that owns the inode; -1 otherwise
 	ino      uint32 // assigned by tree.assignInodes
 	links    uint16 // names for the inode (files) or 2 + subdirectories (dirs)
+	src      srcStat
+}
+
+// srcStat is what the scan saw of a source file beyond its size: a later
+// build on this one's layout trusts a file whose size and srcStat are the
+// same to hold the same bytes, without reading it (as git's index does).
+// The change time moves with every write and cannot be set back by a user.
+type srcStat struct {
+	mtime, ctime int64 // nanoseconds
+	ino, dev     uint64
 }
 
 // tree is the scanned source: nodes in a fixed order, root first.
@@ -45,6 +56,7 @@ type tree struct {
 	maxTime int64
 	inodes  uint32 // highest inode number in use
 	entries uint64 // names below the root
+	scanned int64  // when the scan started (Unix nanoseconds)
 }
 
 type devIno struct{ dev, ino uint64 }
@@ -59,7 +71,7 @@ func scanTree(src string) (*tree, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("image: source %s is not a directory", src)
 	}
-	t := &tree{src: src}
+	t := &tree{src: src, scanned: time.Now().UnixNano()}
 	var st unix.Stat_t
 	if err := unix.Stat(src, &st); err != nil {
 		return nil, fmt.Errorf("image: stat %s: %w", src, err)
@@ -160,6 +172,7 @@ func nodeFromStat(name string, parent int32, st *unix.Stat_t) node {
 		name: name, parent: parent, primary: -1,
 		perm: uint16(st.Mode & 0o7777), uid: st.Uid, gid: st.Gid,
 		sec: st.Mtim.Sec, nsec: uint32(st.Mtim.Nsec), size: st.Size,
+		src: srcStat{mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano(), ino: st.Ino, dev: st.Dev},
 	}
 }
 

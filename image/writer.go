@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // writeBufBlocks is how many consecutive blocks are gathered before one
@@ -55,6 +57,17 @@ type imageWriter struct {
 	bufStart uint32
 	bufN     uint32
 	written  int64 // data bytes handed to the file
+
+	// clone: the file started as a copy of the base image. Blocks this
+	// build neither writes nor skips (leaves as the base's, same bytes)
+	// are zeroed at finish, so the image is byte for byte what a build
+	// into an empty file makes; dirty marks the chunks whose bytes may
+	// differ from the base's.
+	clone   bool
+	wrote   []byte // one bit per block: written (or zeroed) by this build
+	skipped []byte // one bit per block: left as in the base
+	dirty   []bool // per chunk
+	zeroed  int64  // bytes zeroed at finish
 }
 
 func newImageWriter(f *os.File, geo geometry, inodes uint32) *imageWriter {
@@ -62,10 +75,11 @@ func newImageWriter(f *os.File, geo geometry, inodes uint32) *imageWriter {
 		f: f, geo: geo,
 		bitmap:  make([]byte, ceilDiv(uint64(geo.blocks), 8)),
 		inoUsed: make([]byte, ceilDiv(uint64(geo.inodes()), 8)),
-		itable:  make([]byte, uint64(min(inodes, geo.ipg))*inodeSize),
-		buf:     make([]byte, writeBufBlocks*blockSize),
-		next:    geo.dataStart(0),
-		low:     geo.dataStart(0),
+		// whole blocks, so a table's last block is written whole
+		itable: make([]byte, min(ceilDiv(uint64(min(inodes, geo.ipg))*inodeSize, blockSize)*blockSize, uint64(geo.ipg)*inodeSize)),
+		buf:    make([]byte, writeBufBlocks*blockSize),
+		next:   geo.dataStart(0),
+		low:    geo.dataStart(0),
 	}
 	for g := range geo.groups { // metadata blocks are in use from the start
 		for b := geo.groupStart(g); b < geo.dataStart(g); b++ {
@@ -76,6 +90,72 @@ func newImageWriter(f *os.File, geo geometry, inodes uint32) *imageWriter {
 		w.inoUsed[(ino-1)/8] |= 1 << ((ino - 1) % 8)
 	}
 	return w
+}
+
+// startClone says the file holds a copy of the base image of the same
+// size: blocks a build leaves alone need not be written.
+func (w *imageWriter) startClone(chunks int) {
+	w.clone = true
+	w.wrote = make([]byte, len(w.bitmap))
+	w.skipped = make([]byte, len(w.bitmap))
+	w.dirty = make([]bool, chunks)
+}
+
+// touched records that blocks [start, end) now hold this build's bytes.
+func (w *imageWriter) touched(start, end uint32) {
+	if !w.clone {
+		return
+	}
+	for b := start; b < end; b++ {
+		w.wrote[b/8] |= 1 << (b % 8)
+		w.dirty[b/w.chunkBlocks] = true
+	}
+}
+
+// skipBlock takes block b as it is in the cloned base: the caller knows
+// its bytes are the ones it would write.
+func (w *imageWriter) skipBlock(b uint32) {
+	if w.err != nil {
+		return
+	}
+	w.skipped[b/8] |= 1 << (b % 8)
+	if w.chunkDone != nil {
+		w.countFinal(b, b+1)
+	}
+}
+
+// zeroRest zeroes every block of a cloned image that this build neither
+// wrote nor skipped (the base's freed blocks, the rest of its inode
+// tables), punching holes, as an empty file has them.
+func (w *imageWriter) zeroRest() {
+	if !w.clone || w.err != nil {
+		return
+	}
+	left := func(b uint32) bool { return w.wrote[b/8]&(1<<(b%8)) == 0 && w.skipped[b/8]&(1<<(b%8)) == 0 }
+	for b := uint32(0); b < w.geo.blocks; {
+		if b%8 == 0 && b+8 <= w.geo.blocks && w.wrote[b/8]|w.skipped[b/8] == 0xff {
+			b += 8
+			continue
+		}
+		if !left(b) {
+			b++
+			continue
+		}
+		end := b + 1
+		for end < w.geo.blocks && left(end) {
+			end++
+		}
+		off, n := int64(b)*blockSize, int64(end-b)*blockSize
+		if err := unix.Fallocate(int(w.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n); err != nil {
+			if _, err := w.f.WriteAt(make([]byte, n), off); err != nil {
+				w.fail(fmt.Errorf("image: zero %s: %w", w.f.Name(), err))
+				return
+			}
+		}
+		w.zeroed += n
+		w.touched(b, end)
+		b = end
+	}
 }
 
 func (w *imageWriter) mark(b uint32)      { w.bitmap[b/8] |= 1 << (b % 8) }
@@ -195,6 +275,7 @@ func (w *imageWriter) flush() {
 	w.written += n
 	start, end := w.bufStart, w.bufStart+w.bufN
 	w.bufN = 0
+	w.touched(start, end)
 	if w.chunkDone != nil {
 		w.countFinal(start, end)
 		return
@@ -255,6 +336,9 @@ func (w *imageWriter) writeAt(p []byte, off int64) {
 	if _, err := w.f.WriteAt(p, off); err != nil {
 		w.fail(fmt.Errorf("image: write %s: %w", w.f.Name(), err))
 	}
+	if len(p) > 0 {
+		w.touched(uint32(off/blockSize), uint32((off+int64(len(p))+blockSize-1)/blockSize))
+	}
 }
 
 var errInodeOrder = errors.New("image: inodes written out of group order")
@@ -279,13 +363,15 @@ func (w *imageWriter) putInode(ino uint32, in *inode) []byte {
 	return b
 }
 
-// flushInodeTable writes the used part of the current group's inode table;
-// the rest stays zero (a hole in the image file).
+// flushInodeTable writes the used part of the current group's inode table,
+// to the end of its last block; the rest stays zero (a hole in the image
+// file, zeroed in a clone).
 func (w *imageWriter) flushInodeTable() {
 	if w.itUsed == 0 {
 		return
 	}
-	w.writeAt(w.itable[:w.itUsed], int64(w.geo.inodeTable(w.itGroup))*blockSize)
+	n := min(ceilDiv(uint64(w.itUsed), blockSize)*blockSize, uint64(len(w.itable))) // itable is whole blocks
+	w.writeAt(w.itable[:n], int64(w.geo.inodeTable(w.itGroup))*blockSize)
 	clear(w.itable[:w.itUsed])
 	w.itUsed = 0
 }
@@ -323,6 +409,7 @@ func (w *imageWriter) finish(sb superblock, dirsPerGroup []uint16, backup *sbSta
 		}
 		w.writeSuper(g, s)
 	}
+	w.zeroRest()
 	return st, w.err
 }
 

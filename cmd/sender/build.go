@@ -95,7 +95,11 @@ func describeBase(b *image.BaseReport) string {
 	if !b.Kept {
 		return "not kept, fresh layout (" + b.Why + ")"
 	}
-	return fmt.Sprintf("layout kept: %d inodes kept (%d files unchanged), %d new, %d freed", b.Reused, b.Unchanged, b.New, b.Freed)
+	d := fmt.Sprintf("layout kept: %d inodes kept (%d files unchanged), %d new, %d freed", b.Reused, b.Unchanged, b.New, b.Freed)
+	if b.Cloned {
+		d += fmt.Sprintf("; started from a copy of the base image: %d files taken unread, %s of source read", b.Trusted, cliutil.HumanBytes(b.Read))
+	}
+	return d
 }
 
 func signedBy(k ed25519.PrivateKey) string {
