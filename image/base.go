@@ -61,6 +61,38 @@ func newBasePlan(l *layout) (*basePlan, error) {
 	return p, nil
 }
 
+// usedBlocks marks the blocks that hold data in the base image: every
+// inode's blocks, the inode table blocks its inodes are in, and the group
+// headers; the others are zero (a build writes nothing else).
+func (p *basePlan) usedBlocks(geo geometry) []byte {
+	used := make([]byte, ceilDiv(uint64(geo.blocks), 8))
+	mark := func(b uint32) {
+		if b < geo.blocks {
+			used[b/8] |= 1 << (b % 8)
+		}
+	}
+	for _, x := range p.l.exts {
+		for b := x.start; b < x.start+x.n; b++ {
+			mark(b)
+		}
+	}
+	perBlock := uint32(blockSize / inodeSize)
+	for ino := uint32(1); ino < firstIno; ino++ {
+		mark(geo.inodeTable(0) + (ino-1)/perBlock)
+	}
+	for i := range p.l.entries {
+		ino := p.l.entries[i].ino
+		g, k := (ino-1)/geo.ipg, (ino-1)%geo.ipg
+		mark(geo.inodeTable(g) + k/perBlock)
+	}
+	for g := range geo.groups {
+		for b := geo.groupStart(g); b < geo.inodeTable(g); b++ {
+			mark(b)
+		}
+	}
+	return used
+}
+
 // blocksOf returns the base blocks of inode ino.
 func (p *basePlan) blocksOf(ino uint32) []extent {
 	j, ok := p.owner[ino]

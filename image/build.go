@@ -316,7 +316,7 @@ func (b *builder) write(ctx context.Context, f *os.File, geo geometry, pw *packW
 	m.Chunks = make([]Chunk, ChunkCount(m.ImageSize, m.ChunkSize))
 	b.w.chunkBlocks = m.ChunkSize / blockSize
 	if cloned {
-		b.w.startClone(len(m.Chunks))
+		b.w.startClone(len(m.Chunks), b.base.usedBlocks(geo))
 	}
 	// hash and compress finished chunks on every core while this one writes
 	proc := startProcessor(ctx, f, m, b.prev, pw, runtime.GOMAXPROCS(0))

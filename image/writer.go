@@ -1,6 +1,7 @@
 package image
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -63,11 +64,13 @@ type imageWriter struct {
 	// are zeroed at finish, so the image is byte for byte what a build
 	// into an empty file makes; dirty marks the chunks whose bytes may
 	// differ from the base's.
-	clone   bool
-	wrote   []byte // one bit per block: written (or zeroed) by this build
-	skipped []byte // one bit per block: left as in the base
-	dirty   []bool // per chunk
-	zeroed  int64  // bytes zeroed at finish
+	clone    bool
+	baseUsed []byte // one bit per block: holding data in the base (the rest are zeros)
+	wrote    []byte // one bit per block: written (or zeroed) by this build
+	skipped  []byte // one bit per block: left as in the base
+	dirty    []bool // per chunk
+	zeroed   int64  // bytes zeroed at finish
+	scratch  []byte // the base's bytes, read to compare
 }
 
 func newImageWriter(f *os.File, geo geometry, inodes uint32) *imageWriter {
@@ -93,9 +96,10 @@ func newImageWriter(f *os.File, geo geometry, inodes uint32) *imageWriter {
 }
 
 // startClone says the file holds a copy of the base image of the same
-// size: blocks a build leaves alone need not be written.
-func (w *imageWriter) startClone(chunks int) {
-	w.clone = true
+// size, whose blocks in use are marked in baseUsed (the others are zero):
+// blocks a build leaves alone need not be written.
+func (w *imageWriter) startClone(chunks int, baseUsed []byte) {
+	w.clone, w.baseUsed = true, baseUsed
 	w.wrote = make([]byte, len(w.bitmap))
 	w.skipped = make([]byte, len(w.bitmap))
 	w.dirty = make([]bool, chunks)
@@ -124,16 +128,19 @@ func (w *imageWriter) skipBlock(b uint32) {
 	}
 }
 
-// zeroRest zeroes every block of a cloned image that this build neither
-// wrote nor skipped (the base's freed blocks, the rest of its inode
-// tables), punching holes, as an empty file has them.
+// zeroRest zeroes every block of a cloned image that held data in the
+// base and that this build neither wrote nor skipped (the base's freed
+// blocks, the rest of its inode tables), punching holes, as an empty file
+// has them.
 func (w *imageWriter) zeroRest() {
 	if !w.clone || w.err != nil {
 		return
 	}
-	left := func(b uint32) bool { return w.wrote[b/8]&(1<<(b%8)) == 0 && w.skipped[b/8]&(1<<(b%8)) == 0 }
+	left := func(b uint32) bool {
+		return w.baseUsed[b/8]&(1<<(b%8)) != 0 && w.wrote[b/8]&(1<<(b%8)) == 0 && w.skipped[b/8]&(1<<(b%8)) == 0
+	}
 	for b := uint32(0); b < w.geo.blocks; {
-		if b%8 == 0 && b+8 <= w.geo.blocks && w.wrote[b/8]|w.skipped[b/8] == 0xff {
+		if b%8 == 0 && b+8 <= w.geo.blocks && w.baseUsed[b/8]&^(w.wrote[b/8]|w.skipped[b/8]) == 0 {
 			b += 8
 			continue
 		}
@@ -269,13 +276,9 @@ func (w *imageWriter) flush() {
 		return
 	}
 	n := int64(w.bufN) * blockSize
-	if _, err := w.f.WriteAt(w.buf[:n], int64(w.bufStart)*blockSize); err != nil {
-		w.fail(fmt.Errorf("image: write %s: %w", w.f.Name(), err))
-	}
-	w.written += n
 	start, end := w.bufStart, w.bufStart+w.bufN
 	w.bufN = 0
-	w.touched(start, end)
+	w.writeBlocks(w.buf[:n], start)
 	if w.chunkDone != nil {
 		w.countFinal(start, end)
 		return
@@ -333,12 +336,76 @@ func (w *imageWriter) writeAt(p []byte, off int64) {
 		return
 	}
 	w.flush()
+	if w.clone && off%blockSize == 0 && len(p)%blockSize == 0 {
+		w.writeBlocks(p, uint32(off/blockSize)) // block by block: only what differs
+		return
+	}
+	if w.clone && len(p) > 0 && w.same(p, off) {
+		for b := uint32(off / blockSize); int64(b)*blockSize < off+int64(len(p)); b++ {
+			w.skipped[b/8] |= 1 << (b % 8) // the base's bytes already
+		}
+		return
+	}
 	if _, err := w.f.WriteAt(p, off); err != nil {
 		w.fail(fmt.Errorf("image: write %s: %w", w.f.Name(), err))
 	}
 	if len(p) > 0 {
 		w.touched(uint32(off/blockSize), uint32((off+int64(len(p))+blockSize-1)/blockSize))
 	}
+}
+
+// writeBlocks writes whole blocks p at block start (the caller counts
+// them toward their chunks being final). In a clone, blocks
+// whose bytes the base already has there are skipped, not written: their
+// chunks stay the base's (no read, no hash) unless something else changes.
+func (w *imageWriter) writeBlocks(p []byte, start uint32) {
+	end := start + uint32(len(p)/blockSize)
+	if !w.clone {
+		if _, err := w.f.WriteAt(p, int64(start)*blockSize); err != nil {
+			w.fail(fmt.Errorf("image: write %s: %w", w.f.Name(), err))
+		}
+		w.written += int64(len(p))
+	} else {
+		old := w.old(len(p))
+		if _, err := w.f.ReadAt(old, int64(start)*blockSize); err != nil {
+			clear(old) // past the end, or unreadable: write it all
+		}
+		for b := start; b < end; {
+			k := int(b-start) * blockSize
+			if bytes.Equal(p[k:k+blockSize], old[k:k+blockSize]) {
+				w.skipped[b/8] |= 1 << (b % 8)
+				b++
+				continue
+			}
+			e := b + 1 // a run of differing blocks: one write
+			for e < end && !bytes.Equal(p[int(e-start)*blockSize:int(e-start+1)*blockSize], old[int(e-start)*blockSize:int(e-start+1)*blockSize]) {
+				e++
+			}
+			if _, err := w.f.WriteAt(p[k:int(e-start)*blockSize], int64(b)*blockSize); err != nil {
+				w.fail(fmt.Errorf("image: write %s: %w", w.f.Name(), err))
+				return
+			}
+			w.written += int64(e-b) * blockSize
+			w.touched(b, e)
+			b = e
+		}
+	}
+}
+
+// same reports whether the file already holds p at off (a clone's base
+// bytes).
+func (w *imageWriter) same(p []byte, off int64) bool {
+	old := w.old(len(p))
+	n, _ := w.f.ReadAt(old, off)
+	return n == len(p) && bytes.Equal(old, p)
+}
+
+// old returns a scratch buffer of n bytes for reading the base's bytes.
+func (w *imageWriter) old(n int) []byte {
+	if cap(w.scratch) < n {
+		w.scratch = make([]byte, n)
+	}
+	return w.scratch[:n]
 }
 
 var errInodeOrder = errors.New("image: inodes written out of group order")
