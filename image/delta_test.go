@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/loopcast/loopcast/internal/mounttest"
 	"github.com/loopcast/loopcast/internal/synth"
 	"github.com/loopcast/loopcast/internal/testenv"
 )
@@ -227,6 +228,13 @@ func TestBaseDeterministic(t *testing.T) {
 	}
 }
 
+// fsType names the filesystem path is on.
+func fsType(t *testing.T, path string) string {
+	out, err := exec.Command("stat", "-f", "-c", "%T", path).Output()
+	must(t, err)
+	return strings.TrimSpace(string(out))
+}
+
 // placement reads img's layout without what the scan saw of the sources.
 func placement(t *testing.T, img string) *layout {
 	t.Helper()
@@ -240,12 +248,28 @@ func placement(t *testing.T, img string) *layout {
 
 // TestBaseTrustsUnchangedFiles builds a tree, changes it in place (one file
 // rewritten to the same size with its old mtime put back, so only its
-// change time tells) and builds it again on the first image: the build
-// starts from a copy of the base image, reads only the files that changed,
-// and makes the same image, byte for byte, as a build that writes every
-// block, and as one from a copy of the tree (nothing trusted).
+// change time tells) and builds it again on the first image, on XFS with
+// reflink: the build starts from a reflink of the base image, reads only
+// the files that changed, and makes the same image, byte for byte, as a
+// build that writes every block, and as one from a copy of the tree
+// (nothing trusted). On a filesystem without reflink the build writes the
+// image whole, as before.
 func TestBaseTrustsUnchangedFiles(t *testing.T) {
 	testenv.RequireTool(t, "e2fsck")
+	testenv.RequireLoop(t)
+	testenv.RequireTool(t, "mkfs.xfs")
+	xfs := mounttest.ScratchFS(t, "mkfs.xfs", "-q", "-m", "reflink=1")
+	n := 0
+	buildOn := func(t *testing.T, src, base string) (string, *Result) { // into the XFS
+		t.Helper()
+		n++
+		out := filepath.Join(xfs, fmt.Sprintf("b%d.img", n))
+		res, err := Build(context.Background(), src, out, Options{Epoch: &deltaEpoch, HeadroomPct: DefaultHeadroomPct, Base: base})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out, res
+	}
 	src := t.TempDir()
 	deltaTree(t, src)
 	time.Sleep(time.Duration(racyWindow) + 100*time.Millisecond) // older than the racy window at A's scan
@@ -286,8 +310,20 @@ func TestBaseTrustsUnchangedFiles(t *testing.T) {
 	if r2.Base.Cloned || r3.Base.Trusted != 0 {
 		t.Fatalf("comparison builds: %+v, %+v", *r2.Base, *r3.Base)
 	}
-	if h1, h2, h3 := fileSHA(t, b1), fileSHA(t, b2), fileSHA(t, b3); h1 != h2 || h1 != h3 {
-		t.Fatalf("a build from a copy of the base differs from builds that write every block: %x %x %x", h1, h2, h3)
+	// and where the base cannot be reflinked (the test's temporary
+	// directory is not XFS): the image is written whole
+	plainBase := filepath.Join(t.TempDir(), "a.img")
+	for _, suffix := range []string{"", ".manifest", LayoutSuffix, PackSuffix} {
+		if out, err := exec.Command("cp", a+suffix, plainBase+suffix).CombinedOutput(); err != nil {
+			t.Fatalf("cp: %v %s", err, out)
+		}
+	}
+	b4, r4 := build(t, src, Options{Epoch: &deltaEpoch, HeadroomPct: DefaultHeadroomPct, Base: plainBase})
+	if fsType(t, plainBase) != "xfs" && (r4.Base.Cloned || r4.Base.Trusted != 0) {
+		t.Fatalf("a build on a base it cannot reflink: %+v", *r4.Base)
+	}
+	if h1, h2, h3, h4 := fileSHA(t, b1), fileSHA(t, b2), fileSHA(t, b3), fileSHA(t, b4); h1 != h2 || h1 != h3 || h1 != h4 {
+		t.Fatalf("a build from a reflink of the base differs from builds that write every block: %x %x %x %x", h1, h2, h3, h4)
 	}
 	if r1.Manifest.ImageDigest != r2.Manifest.ImageDigest {
 		t.Fatal("manifests differ")

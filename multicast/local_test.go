@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/mounttest"
 	"github.com/loopcast/loopcast/internal/testenv"
 	"golang.org/x/sync/errgroup"
 )
@@ -364,30 +365,6 @@ func runLateJoiner(t *testing.T, ts *testSession, withheld uint32, early func(*R
 	}
 }
 
-// scratchFS makes a filesystem with mkfs on a sparse file, loop-mounts it
-// and returns its mount point; it is unmounted when the test ends.
-func scratchFS(t *testing.T, mkfs string, args ...string) string {
-	t.Helper()
-	dir := t.TempDir()
-	img, mnt := filepath.Join(dir, "fs.img"), filepath.Join(dir, "mnt")
-	if f, err := os.Create(img); err != nil || f.Truncate(512<<20) != nil || f.Close() != nil {
-		t.Fatalf("scratch file: %v", err)
-	}
-	if out, err := exec.Command(mkfs, append(args, img)...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", mkfs, err, out)
-	}
-	os.Mkdir(mnt, 0o755)
-	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
-		t.Fatalf("mount: %v\n%s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v\n%s", mnt, err, out)
-		}
-	})
-	return mnt
-}
-
 // TestLocalReflink: a host whose kept image is on XFS with reflink fills
 // the new image from it by sharing extents, one FICLONERANGE per run: every
 // reused byte is reflinked, none copied. On ext4 the same runs are copied
@@ -405,7 +382,7 @@ func TestLocalReflink(t *testing.T) {
 	} {
 		t.Run(fs.name, func(t *testing.T) {
 			testenv.RequireTool(t, fs.mkfs)
-			dir := scratchFS(t, fs.mkfs, fs.args...)
+			dir := mounttest.ScratchFS(t, fs.mkfs, fs.args...)
 			ts := newTestSession(t, nil)
 			ts.dir = dir
 			kept := filepath.Join(dir, "kept.img")

@@ -15,10 +15,16 @@
 # release. Prints the walls and the ratios against the goals: full deploy
 # loopcast/pipeline <= 0.5; B <= 0.1 x A; C <= 0.15 x A.
 #
+# B and C change the tree in place, as a checkout updated by `git pull`
+# is (the build then reads only the files that changed); COPIES=1 makes
+# them separate copies of the tree instead, as a fresh checkout per
+# release is (every file is read again).
+#
 # Environment: N (3), RATE (900, Mbit/s), SEED (1, C's change set), RUNS
 # (1: the median of RUNS rounds is printed), BENCH_DIR (/var/tmp/loopcast-bench;
 # the tree is the one scripts/bench-build.sh caches there), PIPELINE=0
-# skips the pipeline, XFS=1 puts the hosts' roots (and the pipeline's
+# skips the pipeline, XFS=1 puts the hosts' roots, the sender's state dir
+# (where deploy builds, so a hotfix build reflinks its base) and the pipeline's
 # files) on an XFS filesystem with reflink, made on a loop device for the
 # run, instead of BENCH_DIR's filesystem.
 set -euo pipefail
@@ -67,18 +73,22 @@ export LOOPCAST_CLUSTER_DIR=$HOSTS_DIR/cluster
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 
-log "copying the tree twice (B, C)"
-for v in B C; do cp -a "$TREE" "$WORK/$v"; done
-hot=$(cd "$WORK/B" && find . -type f -size +4999c -size -5201c | LC_ALL=C sort | awk 'NR == 1')
+COPIES=${COPIES:-0}
+hot=$(cd "$TREE" && find . -type f -size +4999c -size -5201c | LC_ALL=C sort | awk 'NR == 1')
 [[ -n $hot ]] || die "no ~5 KB file in the tree"
-python3 - "$WORK/B/$hot" <<'PY'
-import sys
-p = sys.argv[1]
-d = open(p, 'rb').read()
-open(p, 'wb').write(d[:len(d) // 2] + b"\n// hotfix: check the token before use\n" + d[len(d) // 2:])
-PY
-log "B: changed $hot"
-log "C: $(bin/synthtree --out "$WORK/C" --seed "$SEED" --modify 200 --add 20 --delete 20)"
+# change_b DIR, change_c DIR: the hotfix and the 200-file change
+change_b() {
+	local p=$1/$hot
+	{ head -c 2500 "$p"; printf '\n// hotfix: check the token before use\n'; tail -c +2501 "$p"; } >"$p.new" && mv "$p.new" "$p"
+}
+change_c() { bin/synthtree --out "$1" --seed "$SEED" --modify 200 --add 20 --delete 20; }
+if [[ $COPIES == 1 ]]; then
+	log "copying the tree twice (B, C)"
+	for v in B C; do cp -a "$TREE" "$WORK/$v"; done
+	change_b "$WORK/B"
+	log "B: changed $hot"
+	log "C: $(change_c "$WORK/C")"
+fi
 
 bin/sender keygen --out "$WORK/release.key" >/dev/null
 hosts=$(seq -s, -f 'r%g' 1 "$N")
@@ -90,7 +100,7 @@ loopcast() {
 	local out t0
 	t0=$(now)
 	out=$($CLUSTER exec $NAME-s bin/sender deploy --key "$WORK/release.key" --iface eth0 --hosts "$hosts" \
-		--rate "${RATE}M" --state-dir "$WORK/state" --epoch 1700000000 --label "$1" "$2" 2>"$WORK/deploy-$1.log")
+		--rate "${RATE}M" --state-dir "$HOSTS_DIR/state" --epoch 1700000000 --label "$1" "$2" 2>"$WORK/deploy-$1.log")
 	local wall
 	wall=$(since "$t0")
 	grep -q "^release .*: all " <<<"$out" || { echo "$out" >&2; die "deploy $1 did not switch every host (log $WORK/deploy-$1.log)"; }
@@ -144,13 +154,25 @@ pipeline() {
 declare -A W
 for run in $(seq 1 "$RUNS"); do
 	log "round $run/$RUNS"
-	rm -rf "$WORK/state"
+	rm -rf "$HOSTS_DIR/state"
 	if [[ $run -gt 1 ]]; then # a fresh start: every host empty again
 		for i in $(seq 1 "$N"); do $CLUSTER wipe "$i" >&2; done
 	fi
-	W[A]+="$(loopcast A "$TREE") "
-	W[B]+="$(loopcast B "$WORK/B") "
-	W[C]+="$(loopcast C "$WORK/C") "
+	if [[ $COPIES == 1 ]]; then
+		W[A]+="$(loopcast A "$TREE") "
+		W[B]+="$(loopcast B "$WORK/B") "
+		W[C]+="$(loopcast C "$WORK/C") "
+	else # one checkout, updated in place
+		rm -rf "$WORK/T"
+		cp -a "$TREE" "$WORK/T"
+		sleep 2 # older than the build's racy window, as a checkout is
+		W[A]+="$(loopcast A "$WORK/T") "
+		change_b "$WORK/T"
+		log "B: changed $hot in place"
+		W[B]+="$(loopcast B "$WORK/T") "
+		log "C: $(change_c "$WORK/T") in place"
+		W[C]+="$(loopcast C "$WORK/T") "
+	fi
 	[[ $PIPELINE == 0 ]] || W[P]+="$(pipeline "$TREE" "$run") "
 done
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }

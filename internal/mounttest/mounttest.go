@@ -4,6 +4,9 @@
 package mounttest
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -79,4 +82,29 @@ func Cleanup(t testing.TB, dir string) {
 	t.Helper()
 	UnmountUnder(t, dir)
 	WaitLoops(t, dir, 0)
+}
+
+// ScratchFS makes a filesystem with mkfs (and args) on a 512 MiB sparse
+// file, loop-mounts it and returns its mount point; it is unmounted when
+// the test ends. The caller gates on root, loop devices and mkfs.
+func ScratchFS(t testing.TB, mkfs string, args ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	img, mnt := filepath.Join(dir, "fs.img"), filepath.Join(dir, "mnt")
+	if f, err := os.Create(img); err != nil || f.Truncate(512<<20) != nil || f.Close() != nil {
+		t.Fatalf("scratch file: %v", err)
+	}
+	if out, err := exec.Command(mkfs, append(args, img)...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", mkfs, err, out)
+	}
+	os.Mkdir(mnt, 0o755)
+	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v\n%s", mnt, err, out)
+		}
+	})
+	return mnt
 }
