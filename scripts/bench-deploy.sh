@@ -24,8 +24,8 @@
 # (1: the median of RUNS rounds is printed), BENCH_DIR (/var/tmp/loopcast-bench;
 # the tree is the one scripts/bench-build.sh caches there), PIPELINE=0
 # skips the pipeline, XFS=1 puts the hosts' roots, the sender's state dir
-# (where deploy builds, so a hotfix build reflinks its base) and the pipeline's
-# files) on an XFS filesystem with reflink, made on a loop device for the
+# (where deploy builds, so a hotfix build reflinks its base) and the
+# pipeline's files on an XFS filesystem with reflink, made on a loop device for the
 # run, instead of BENCH_DIR's filesystem.
 set -euo pipefail
 cd "$(dirname "$0")/.."
