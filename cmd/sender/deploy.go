@@ -75,6 +75,7 @@ func deployCommand() *cli.Command {
 			&cli.StringFlag{Name: "health", Usage: "probe every switched host with an HTTP GET of `PATH` on its address; a non-2xx stops the rollout and switches every switched host back"},
 			&cli.IntFlag{Name: "health-port", Value: 80, Usage: "`PORT` of the --health probe"},
 			&cli.DurationFlag{Name: "soak", Usage: "how long each wave serves before the next (its hosts are probed again at the end)"},
+			&cli.StringFlag{Name: "metrics-file", Usage: "write the report to `FILE` in Prometheus text format (for node_exporter's textfile collector), replaced atomically"},
 		),
 		Action: runDeploy,
 	}
@@ -126,6 +127,11 @@ func runDeploy(c *cli.Context) error {
 		}
 		entry.Halted = res.Halted
 		k.Report(c.App.Writer, res, c.Bool("json"))
+		if path := c.String("metrics-file"); path != "" {
+			if merr := writeDeployMetrics(path, opts.Group.String(), opts.Manifest.Label, res, time.Now()); merr != nil {
+				fmt.Fprintln(c.App.ErrWriter, merr)
+			}
+		}
 		if res.Outcome != deploy.OutcomeNone && opts.ImagePath != "" {
 			recordBase(c, &opts) // the hosts hold this image now: build the next one on it
 		}
