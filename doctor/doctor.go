@@ -1,0 +1,467 @@
+// Package doctor checks a receiver host for what keeps a deploy from
+// reaching it or from being served right: the multicast plumbing
+// (interface, MTU, group membership, rp_filter, firewall rules, a local
+// bridge snooping IGMP without a querier), the store (disk, loop devices,
+// keys) and the web stack (nginx passing scripts by $realpath_root, the
+// php-fpm pool and OPcache). Each finding names what is wrong and the fix.
+package doctor
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/loopcast/loopcast/multicast"
+	"github.com/loopcast/loopcast/opcache"
+	"github.com/loopcast/loopcast/release"
+)
+
+// Level says how bad a finding is.
+type Level int
+
+const (
+	OK   Level = iota // checked, fine
+	Warn              // may keep a deploy from working, or costs something
+	Fail              // keeps a deploy from working, or serves wrong code
+)
+
+func (l Level) String() string { return [...]string{"ok", "WARN", "FAIL"}[l] }
+
+// Finding is the outcome of one check.
+type Finding struct {
+	Check  string `json:"check"`
+	Level  Level  `json:"level"`
+	Detail string `json:"detail"`
+	Fix    string `json:"fix,omitempty"`
+}
+
+// Config is what the host's agent runs with.
+type Config struct {
+	Root    string
+	Group   *net.UDPAddr // data group; control is on port+1
+	Iface   string
+	Trust   []string // trusted key files
+	HostKey string   // host key file
+	PHPFPM  string   // pool socket; "" when none
+	Reserve int64
+	// Proc and Sys are where /proc and /sys are read (tests point them
+	// elsewhere); "/proc", "/sys" when empty.
+	Proc, Sys string
+}
+
+// Run runs every check and returns the findings, worst first within
+// their order.
+func Run(ctx context.Context, cfg Config) []Finding {
+	if cfg.Proc == "" {
+		cfg.Proc = "/proc"
+	}
+	if cfg.Sys == "" {
+		cfg.Sys = "/sys"
+	}
+	var out []Finding
+	out = append(out, checkIface(cfg)...)
+	out = append(out, checkMembership(cfg)...)
+	out = append(out, checkRPFilter(cfg)...)
+	out = append(out, checkFirewall(ctx, cfg)...)
+	out = append(out, checkBridges(cfg)...)
+	out = append(out, checkStore(cfg)...)
+	out = append(out, checkNginx(ctx, cfg)...)
+	out = append(out, checkPool(ctx, cfg)...)
+	return out
+}
+
+// Worst returns the worst level among findings.
+func Worst(fs []Finding) Level {
+	w := OK
+	for _, f := range fs {
+		w = max(w, f.Level)
+	}
+	return w
+}
+
+func ok(check, detail string) Finding { return Finding{Check: check, Level: OK, Detail: detail} }
+
+func checkIface(cfg Config) []Finding {
+	const check = "interface"
+	if cfg.Iface == "" {
+		return []Finding{{Check: check, Level: Warn, Detail: "no --iface: the group is joined on the system's choice of interface",
+			Fix: "set LOOPCAST_IFACE to the interface the sender's network is on"}}
+	}
+	ifi, err := net.InterfaceByName(cfg.Iface)
+	if err != nil {
+		return []Finding{{Check: check, Level: Fail, Detail: fmt.Sprintf("%s: %v", cfg.Iface, err), Fix: "name an existing interface in LOOPCAST_IFACE"}}
+	}
+	var out []Finding
+	switch {
+	case ifi.Flags&net.FlagUp == 0:
+		out = append(out, Finding{Check: check, Level: Fail, Detail: cfg.Iface + " is down", Fix: "ip link set " + cfg.Iface + " up"})
+	case ifi.Flags&net.FlagMulticast == 0:
+		out = append(out, Finding{Check: check, Level: Fail, Detail: cfg.Iface + " does not do multicast", Fix: "ip link set " + cfg.Iface + " multicast on"})
+	default:
+		out = append(out, ok(check, cfg.Iface+" up, multicast"))
+	}
+	need := multicast.MaxPacket + 28 // IPv4 and UDP headers
+	if ifi.MTU < need {
+		out = append(out, Finding{Check: "mtu", Level: Fail,
+			Detail: fmt.Sprintf("%s has MTU %d: loopcast's datagrams take %d bytes with their headers, and would be fragmented or dropped", cfg.Iface, ifi.MTU, need),
+			Fix:    fmt.Sprintf("ip link set %s mtu %d (and the same along the path)", cfg.Iface, need)})
+	} else {
+		out = append(out, ok("mtu", fmt.Sprintf("%s MTU %d ≥ %d", cfg.Iface, ifi.MTU, need)))
+	}
+	return out
+}
+
+// checkMembership reads /proc/net/igmp: the agent, when running, has
+// joined the group on the interface.
+func checkMembership(cfg Config) []Finding {
+	const check = "group membership"
+	if cfg.Group == nil {
+		return nil
+	}
+	joined, err := readIGMP(filepath.Join(cfg.Proc, "net", "igmp"))
+	if err != nil {
+		return []Finding{{Check: check, Level: Warn, Detail: err.Error()}}
+	}
+	for _, ifc := range []string{cfg.Iface, ""} {
+		for dev, groups := range joined {
+			if (ifc == "" || dev == ifc) && groups[cfg.Group.IP.String()] {
+				if ifc == "" && cfg.Iface != "" {
+					return []Finding{{Check: check, Level: Fail, Detail: fmt.Sprintf("%s is joined on %s, not on %s", cfg.Group.IP, dev, cfg.Iface),
+						Fix: "run the agent with --iface " + cfg.Iface}}
+				}
+				return []Finding{ok(check, fmt.Sprintf("%s joined on %s", cfg.Group.IP, dev))}
+			}
+		}
+	}
+	return []Finding{{Check: check, Level: Fail, Detail: fmt.Sprintf("nothing on this host has joined %s: the agent is not running here", cfg.Group.IP),
+		Fix: "systemctl start loopcast-receiver (journalctl -u loopcast-receiver says why it stopped)"}}
+}
+
+// readIGMP parses /proc/net/igmp: device -> joined groups.
+func readIGMP(path string) (map[string]map[string]bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("doctor: %w", err)
+	}
+	defer f.Close()
+	out := map[string]map[string]bool{}
+	dev := ""
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		fields := strings.Fields(line)
+		switch {
+		case len(fields) == 0 || fields[0] == "Idx":
+		case !strings.HasPrefix(line, "\t") && len(fields) >= 2:
+			dev = fields[1]
+			out[dev] = map[string]bool{}
+		case dev != "":
+			b, err := hex.DecodeString(fields[0])
+			if err != nil || len(b) != 4 {
+				continue
+			}
+			var ip [4]byte
+			binary.LittleEndian.PutUint32(ip[:], binary.BigEndian.Uint32(b))
+			out[dev][net.IP(ip[:]).String()] = true
+		}
+	}
+	return out, sc.Err()
+}
+
+// checkRPFilter: strict reverse-path filtering (1) drops multicast from a
+// sender on another subnet than the route back to it.
+func checkRPFilter(cfg Config) []Finding {
+	const check = "rp_filter"
+	val := func(dev string) int {
+		b, err := os.ReadFile(filepath.Join(cfg.Proc, "sys/net/ipv4/conf", dev, "rp_filter"))
+		if err != nil {
+			return -1
+		}
+		n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return n
+	}
+	eff := val("all")
+	if cfg.Iface != "" {
+		eff = max(eff, val(cfg.Iface))
+	}
+	if eff == 1 {
+		return []Finding{{Check: check, Level: Warn,
+			Detail: "strict reverse-path filtering: multicast from a sender whose address is not routed back through " + orAny(cfg.Iface) + " is dropped",
+			Fix:    "sysctl net.ipv4.conf.all.rp_filter=2 net.ipv4.conf." + orAny(cfg.Iface) + ".rp_filter=2 (loose), or route the sender's subnet through it"}}
+	}
+	return []Finding{ok(check, fmt.Sprintf("rp_filter %d", eff))}
+}
+
+func orAny(s string) string {
+	if s == "" {
+		return "default"
+	}
+	return s
+}
+
+// checkFirewall looks through iptables' INPUT rules for ones that drop the
+// group's traffic: its ports, the group, or all multicast.
+func checkFirewall(ctx context.Context, cfg Config) []Finding {
+	const check = "firewall"
+	if cfg.Group == nil {
+		return nil
+	}
+	bin, err := exec.LookPath("iptables-save")
+	if err != nil {
+		return []Finding{ok(check, "no iptables-save: iptables rules not checked (nftables rules are not read)")}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "-t", "filter").Output()
+	if err != nil {
+		return []Finding{{Check: check, Level: Warn, Detail: fmt.Sprintf("iptables-save: %v", err)}}
+	}
+	bad := droppingRules(string(out), cfg.Group)
+	if len(bad) == 0 {
+		return []Finding{ok(check, "no INPUT rule drops the group or its ports")}
+	}
+	var fs []Finding
+	for _, r := range bad {
+		fs = append(fs, Finding{Check: check, Level: Fail, Detail: "this rule drops the group's traffic: " + r,
+			Fix: fmt.Sprintf("accept UDP to %s ports %d-%d before it (iptables -I INPUT -d %s -p udp --dport %d:%d -j ACCEPT)",
+				cfg.Group.IP, cfg.Group.Port, cfg.Group.Port+1, cfg.Group.IP, cfg.Group.Port, cfg.Group.Port+1)})
+	}
+	return fs
+}
+
+// droppingRules returns the INPUT rules of an iptables-save dump that drop
+// or reject UDP to group: by port, by the group's address or all of
+// 224.0.0.0/4, or all UDP. Rules matching at random (-m statistic) count
+// too: they drop some of it.
+func droppingRules(dump string, group *net.UDPAddr) []string {
+	var out []string
+	ports := map[string]bool{strconv.Itoa(group.Port): true, strconv.Itoa(group.Port + 1): true}
+	for _, line := range strings.Split(dump, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "-A" || f[1] != "INPUT" {
+			continue
+		}
+		target, proto, dst, dport := "", "", "", ""
+		for i := 2; i+1 < len(f); i++ {
+			switch f[i] {
+			case "-j":
+				target = f[i+1]
+			case "-p":
+				proto = f[i+1]
+			case "-d":
+				dst = f[i+1]
+			case "--dport", "--dports":
+				dport = f[i+1]
+			}
+		}
+		if target != "DROP" && target != "REJECT" {
+			continue
+		}
+		if proto != "" && proto != "udp" && proto != "all" {
+			continue
+		}
+		if dst != "" && !covers(dst, group.IP) {
+			continue
+		}
+		if dport != "" && !portsCover(dport, ports) {
+			continue
+		}
+		out = append(out, line)
+	}
+	return out
+}
+
+func covers(cidr string, ip net.IP) bool {
+	if !strings.Contains(cidr, "/") {
+		cidr += "/32"
+	}
+	_, n, err := net.ParseCIDR(cidr)
+	return err == nil && n.Contains(ip)
+}
+
+// portsCover reads "5000", "5000:5001" or "80,5000".
+func portsCover(spec string, ports map[string]bool) bool {
+	for _, part := range strings.Split(spec, ",") {
+		lo, hi, isRange := strings.Cut(part, ":")
+		if !isRange {
+			if ports[part] {
+				return true
+			}
+			continue
+		}
+		l, err1 := strconv.Atoi(lo)
+		h, err2 := strconv.Atoi(hi)
+		for p := range ports {
+			n, _ := strconv.Atoi(p)
+			if err1 == nil && err2 == nil && n >= l && n <= h {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// checkBridges: a bridge on this host that snoops IGMP without a querier
+// stops forwarding the group a few minutes after the agents joined: the
+// interface itself, or the bridge it is a port of.
+func checkBridges(cfg Config) []Finding {
+	const check = "igmp snooping"
+	var bridges []string
+	if cfg.Iface != "" {
+		for _, b := range []string{filepath.Join(cfg.Sys, "class/net", cfg.Iface, "bridge"), filepath.Join(cfg.Sys, "class/net", cfg.Iface, "master", "bridge")} {
+			if fi, err := os.Stat(b); err == nil && fi.IsDir() {
+				bridges = append(bridges, b)
+			}
+		}
+	}
+	var out []Finding
+	for _, b := range bridges {
+		read := func(name string) string {
+			v, _ := os.ReadFile(filepath.Join(b, name))
+			return strings.TrimSpace(string(v))
+		}
+		dev := filepath.Base(filepath.Dir(b))
+		if real, err := filepath.EvalSymlinks(filepath.Dir(b)); err == nil {
+			dev = filepath.Base(real)
+		}
+		if read("multicast_snooping") == "1" && read("multicast_querier") == "0" {
+			out = append(out, Finding{Check: check, Level: Warn,
+				Detail: "bridge " + dev + " snoops IGMP and has no querier: without one on the network, it stops forwarding the group when memberships age out",
+				Fix:    "echo 1 > " + filepath.Join(b, "multicast_querier") + " (or turn snooping off: multicast_snooping 0)"})
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, ok(check, "the interface is on no bridge of this host snooping IGMP without a querier (switches on the path are not seen from here)"))
+	}
+	return out
+}
+
+func checkStore(cfg Config) []Finding {
+	var out []Finding
+	if _, err := os.Stat(cfg.Root); err != nil {
+		return []Finding{{Check: "store", Level: Fail, Detail: err.Error(), Fix: "start the agent once: it makes " + cfg.Root}}
+	}
+	s, err := release.Open(cfg.Root, release.Options{Reserve: cfg.Reserve})
+	if err == nil {
+		var st *release.Status
+		if st, err = s.Status(); err == nil {
+			out = append(out, ok("store", fmt.Sprintf("%s: current %s, %d releases kept, %d MiB free", cfg.Root, orNone(st.Current), len(st.Releases), st.FreeBytes>>20)))
+			if st.LastError != "" {
+				out = append(out, Finding{Check: "store", Level: Warn, Detail: "last error: " + st.LastError, Fix: "receiver status says more"})
+			}
+		}
+	}
+	if err != nil {
+		out = append(out, Finding{Check: "store", Level: Fail, Detail: err.Error()})
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		out = append(out, Finding{Check: "loop devices", Level: Fail, Detail: "/dev/loop-control: " + err.Error(), Fix: "modprobe loop"})
+	} else {
+		out = append(out, ok("loop devices", "/dev/loop-control present"))
+	}
+	key := cfg.HostKey
+	if key == "" {
+		key = filepath.Join(cfg.Root, "host.key")
+	}
+	if fi, err := os.Stat(key); err != nil {
+		out = append(out, Finding{Check: "host key", Level: Warn, Detail: err.Error(), Fix: "receiver keygen (the agent makes it on first start)"})
+	} else if fi.Mode().Perm()&0o077 != 0 {
+		out = append(out, Finding{Check: "host key", Level: Fail, Detail: fmt.Sprintf("%s is mode %o: others can read the host's private key", key, fi.Mode().Perm()), Fix: "chmod 600 " + key})
+	} else {
+		out = append(out, ok("host key", key))
+	}
+	if len(cfg.Trust) == 0 {
+		out = append(out, Finding{Check: "trusted keys", Level: Fail, Detail: "no --trust: the agent takes no release", Fix: "set LOOPCAST_TRUST to the release public key file"})
+	}
+	for _, k := range cfg.Trust {
+		if _, err := os.ReadFile(k); err != nil {
+			out = append(out, Finding{Check: "trusted keys", Level: Fail, Detail: err.Error(), Fix: "copy the sender's release.pub there"})
+		} else {
+			out = append(out, ok("trusted keys", k))
+		}
+	}
+	return out
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+// checkNginx reads nginx's whole configuration (nginx -T): PHP must be
+// passed by $realpath_root, or a switch can mix releases in one request.
+func checkNginx(ctx context.Context, cfg Config) []Finding {
+	const check = "nginx"
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		return []Finding{ok(check, "no nginx on this host: not checked")}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "-T").CombinedOutput()
+	if err != nil {
+		return []Finding{{Check: check, Level: Warn, Detail: fmt.Sprintf("nginx -T: %v", err)}}
+	}
+	return nginxFindings(string(out), cfg.Root)
+}
+
+func nginxFindings(conf, root string) []Finding {
+	const check = "nginx"
+	current := filepath.Join(root, "current")
+	if !strings.Contains(conf, current) {
+		return []Finding{ok(check, "no server serves "+current+": not checked")}
+	}
+	var out []Finding
+	for _, line := range strings.Split(conf, "\n") {
+		l := strings.TrimSpace(line)
+		if strings.HasPrefix(l, "fastcgi_param") && strings.Contains(l, "SCRIPT_FILENAME") && !strings.Contains(l, "$realpath_root") {
+			out = append(out, Finding{Check: check, Level: Fail,
+				Detail: "nginx passes SCRIPT_FILENAME without $realpath_root (" + l + "): a request during a switch can mix two releases, and OPcache keys on the symlink's path",
+				Fix:    "fastcgi_param SCRIPT_FILENAME $realpath_root$fastcgi_script_name; (see packaging/nginx-loopcast.conf)"})
+		}
+		if strings.HasPrefix(l, "open_file_cache ") && !strings.Contains(l, "off") {
+			out = append(out, Finding{Check: check, Level: Warn, Detail: "nginx caches open files (" + l + "): it may keep serving the old release's paths",
+				Fix: "open_file_cache off; in the server serving " + current})
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, ok(check, "scripts passed by $realpath_root"))
+	}
+	return out
+}
+
+func checkPool(ctx context.Context, cfg Config) []Finding {
+	const check = "php-fpm"
+	if cfg.PHPFPM == "" {
+		return []Finding{ok(check, "no --php-fpm: releases are served from their own paths (no slots)")}
+	}
+	c := &opcache.Client{Socket: cfg.PHPFPM, Helper: filepath.Join(cfg.Root, "opcache", opcache.HelperName), Timeout: 5 * time.Second}
+	st, err := c.Status(ctx)
+	switch {
+	case err != nil:
+		return []Finding{{Check: check, Level: Fail, Detail: err.Error(),
+			Fix: "start the pool, check the socket's path and permissions, and that opcache.restrict_api is empty"}}
+	case !st.Enabled:
+		return []Finding{{Check: check, Level: Warn, Detail: "OPcache is off in the pool: slots save nothing", Fix: "opcache.enable=1"}}
+	}
+	out := []Finding{ok(check, fmt.Sprintf("pool answers; OPcache %d scripts, %d of %d MiB used", st.Scripts, (st.UsedMemory+st.WastedMemory)>>20, st.MemoryLimit>>20))}
+	if st.ValidateTimestamps {
+		out = append(out, Finding{Check: "opcache", Level: Warn, Detail: "opcache.validate_timestamps=1: a stat per script per request, which read-only releases do not need",
+			Fix: "php_admin_value[opcache.validate_timestamps] = 0 in the pool (packaging/php-fpm-loopcast.conf)"})
+	}
+	if full := st.NearFull(); full != "" {
+		out = append(out, Finding{Check: "opcache", Level: Warn, Detail: full, Fix: "raise opcache.memory_consumption / max_accelerated_files for one tree per slot"})
+	}
+	return out
+}
