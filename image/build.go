@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"os"
 	"runtime"
 	"time"
@@ -158,11 +159,47 @@ func Build(ctx context.Context, src, out string, opts Options) (*Result, error) 
 	return res, nil
 }
 
+// baseMatches reports whether the base's layout, manifest and image belong
+// together, as a clone needs (a build trusts the base image's blocks as
+// the layout places them and its chunks as the manifest hashes them): the
+// layout names the manifest's image digest, and the image's first and
+// last non-zero chunks hash as the manifest says (an image of another
+// build differs there: superblock, group descriptors, bitmaps).
+func (b *builder) baseMatches() bool {
+	p := b.prev
+	if p == nil || b.base.l.digest == ([32]byte{}) || p.m.ImageDigest != b.base.l.digest {
+		return false
+	}
+	first, last := -1, -1
+	for i, c := range p.m.Chunks {
+		if !c.Zero {
+			if first < 0 {
+				first = i
+			}
+			last = i
+		}
+	}
+	if first < 0 {
+		return false
+	}
+	buf := make([]byte, p.m.ChunkSize)
+	for _, i := range []int{first, last} {
+		off, n := p.m.ChunkRange(i)
+		if _, err := p.img.ReadAt(buf[:n], off); err != nil && !errors.Is(err, io.EOF) {
+			return false
+		}
+		if sha256.Sum256(buf[:n]) != p.m.Chunks[i].Hash {
+			return false
+		}
+	}
+	return true
+}
+
 // cloneBase makes f a reflink of the base build's image when it has size
 // bytes (FICLONE: XFS, btrfs; the blocks are shared, nothing is copied).
-// It reports whether f now holds the base. Where the filesystem cannot
-// share blocks, copying the base costs about what writing the image does,
-// so the build writes it whole instead.
+// It reports whether f now holds the base; when not, f is empty. Where the
+// filesystem cannot share blocks, copying the base costs about what
+// writing the image does, so the build writes it whole instead.
 func cloneBase(f *os.File, prev *buildBase, size int64) bool {
 	if prev == nil || testNoClone {
 		return false
@@ -170,15 +207,45 @@ func cloneBase(f *os.File, prev *buildBase, size int64) bool {
 	if fi, err := prev.img.Stat(); err != nil || fi.Size() != size {
 		return false
 	}
-	if err := unix.IoctlFileClone(int(f.Fd()), int(prev.img.Fd())); err != nil {
+	if err := unix.IoctlFileClone(int(f.Fd()), int(prev.img.Fd())); err == nil {
+		if fi, err := f.Stat(); err == nil && fi.Size() == size {
+			return true
+		}
+	}
+	// a clone that failed part way (btrfs) may have shared some extents:
+	// nothing of the base may stay in an image written whole
+	if err := f.Truncate(0); err != nil {
 		return false
 	}
-	return true
+	return false
+}
+
+// localFS reports whether the tree at dir is on a local filesystem whose
+// stat changes with every write (no attribute cache, fine timestamps):
+// only then are source files trusted by their stat.
+func localFS(dir string) bool {
+	var st unix.Statfs_t
+	if unix.Statfs(dir, &st) != nil {
+		return false
+	}
+	switch uint32(st.Type) {
+	case unix.EXT4_SUPER_MAGIC, unix.XFS_SUPER_MAGIC, unix.BTRFS_SUPER_MAGIC, unix.TMPFS_MAGIC,
+		unix.OVERLAYFS_SUPER_MAGIC, unix.F2FS_SUPER_MAGIC:
+		return true
+	}
+	return false
 }
 
 // publish commits the image, then writes its manifest, layout and pack;
 // on any failure it removes all four, so a build leaves all or nothing.
 func publish(out string, f *atomicfile.File, m *Manifest, lay []byte, pw *packWriter, prev *buildBase) error {
+	// an earlier build's manifest, layout and pack at out go first: a crash
+	// after the image is renamed must not leave them beside it as its own
+	for _, p := range []string{out + ".manifest", out + LayoutSuffix, out + PackSuffix} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("image: %w", err)
+		}
+	}
 	if err := f.Commit(); err != nil {
 		return err
 	}
@@ -230,26 +297,28 @@ func (b *builder) useBase(base string) error {
 }
 
 type builder struct {
-	t          *tree
-	base       *basePlan // nil: a fresh layout
-	baseWhy    string    // why the base layout was not kept
-	exts       []extent  // every inode's blocks, in the order written
-	nodeExt    []extRef  // per node: its inode's blocks in exts
-	hashes     []uint64  // per node: content hash of a regular file
-	lfExt      []extent  // lost+found's blocks
-	backup     sbState   // what the backup superblocks hold
-	pathParent int32     // cache of the last file's directory path
-	parentPath string
-	opts       Options
-	w          *imageWriter
-	digest     hash.Hash // content digest: the UUID and hash seed come from it
-	buf        []byte
-	total      int64 // source bytes to read, for progress
-	done       int64
-	prev       *buildBase // the base build's image, manifest and pack; nil: none
-	stats      ProcessStats
-	trusted    int   // files taken from the base unread (same size and source stat)
-	readBytes  int64 // source bytes read
+	t           *tree
+	base        *basePlan // nil: a fresh layout
+	baseWhy     string    // why the base layout was not kept
+	exts        []extent  // every inode's blocks, in the order written
+	nodeExt     []extRef  // per node: its inode's blocks in exts
+	hashes      []uint64  // per node: content hash of a regular file
+	lfExt       []extent  // lost+found's blocks
+	backup      sbState   // what the backup superblocks hold
+	pathParent  int32     // cache of the last file's directory path
+	parentPath  string
+	opts        Options
+	w           *imageWriter
+	digest      hash.Hash // content digest: the UUID and hash seed come from it
+	buf         []byte
+	total       int64 // source bytes to read, for progress
+	done        int64
+	prev        *buildBase // the base build's image, manifest and pack; nil: none
+	stats       ProcessStats
+	trusted     int   // files taken from the base unread (same size and source stat)
+	readBytes   int64 // source bytes read
+	trustStat   bool  // the source is on a local filesystem whose stat can be trusted
+	imageDigest [32]byte
 }
 
 type extRef struct{ off, n int32 }
@@ -301,7 +370,8 @@ func (b *builder) plan() (geometry, error) {
 // write lays the whole image into f, then reads it back into a manifest.
 func (b *builder) write(ctx context.Context, f *os.File, geo geometry, pw *packWriter) (*Manifest, error) {
 	size := int64(geo.blocks) * blockSize
-	cloned := b.base != nil && cloneBase(f, b.prev, size)
+	cloned := b.base != nil && b.baseMatches() && cloneBase(f, b.prev, size)
+	b.trustStat = cloned && localFS(b.t.src)
 	if !cloned {
 		if err := f.Truncate(size); err != nil {
 			return nil, fmt.Errorf("image: %w", err)
@@ -378,6 +448,7 @@ func (b *builder) write(ctx context.Context, f *os.File, geo geometry, pw *packW
 	go func() { synced <- f.Sync() }()
 	err = proc.wait()
 	m.ImageDigest = m.ComputeDigest()
+	b.imageDigest = m.ImageDigest
 	b.stats = proc.stats
 	if serr := <-synced; serr != nil {
 		return nil, fmt.Errorf("image: sync %s: %w", f.Name(), serr)
@@ -512,7 +583,7 @@ const racyWindow = int64(time.Second)
 // the source's stat (mtime, ctime, inode, device) is what the base's scan
 // saw, comfortably before that scan.
 func (b *builder) trustedHash(i int32) (uint64, bool) {
-	if b.w == nil || !b.w.clone || b.base == nil || b.base.match[i] < 0 {
+	if b.w == nil || !b.w.clone || !b.trustStat || b.base == nil || b.base.match[i] < 0 {
 		return 0, false
 	}
 	n := &b.t.nodes[i]
@@ -522,6 +593,7 @@ func (b *builder) trustedHash(i int32) (uint64, bool) {
 	case e.kind != kindFile || e.link || n.sparse || e.size != n.size || e.src != n.src,
 		e.src.ctime == 0 || scanned == 0,
 		n.src.ctime > scanned-racyWindow || n.src.mtime > scanned-racyWindow,
+		n.src.ctime%int64(time.Second) == 0 && n.src.mtime%int64(time.Second) == 0, // whole seconds: coarse timestamps
 		extentBlocks(b.base.blocksOf(n.ino)) != fileBlocksUpper(n.size):
 		return 0, false
 	}
@@ -668,7 +740,7 @@ func (b *builder) layoutFile(geo geometry) ([]byte, error) {
 		return &e, b.exts[r.off : r.off+r.n]
 	}
 	// ~40 bytes per entry: grow the buffer once or twice, not ten times
-	body, err := appendLayoutBody(make([]byte, 0, 60*len(nodes)), &geo, &b.backup, b.t.scanned, len(nodes)+1, entry)
+	body, err := appendLayoutBody(make([]byte, 0, 60*len(nodes)), &geo, &b.backup, b.t.scanned, b.imageDigest, len(nodes)+1, entry)
 	if err != nil {
 		return nil, err
 	}

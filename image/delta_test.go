@@ -533,3 +533,46 @@ func checkManifest(t *testing.T, img string, m *Manifest) {
 		t.Errorf("%s: manifest differs from a fresh HashFile of the image", img)
 	}
 }
+
+// TestBaseStaleSidecars: an image replaced under its layout, manifest and
+// pack (a crash mid-publish, or a copy over it) is not cloned: the build on
+// it is the image a build writing every block makes, and fsck-clean.
+func TestBaseStaleSidecars(t *testing.T) {
+	testenv.RequireTool(t, "e2fsck")
+	testenv.RequireLoop(t)
+	testenv.RequireTool(t, "mkfs.xfs")
+	xfs := mounttest.ScratchFS(t, "mkfs.xfs", "-q", "-m", "reflink=1")
+	src := t.TempDir()
+	deltaTree(t, src)
+	time.Sleep(time.Duration(racyWindow) + 100*time.Millisecond)
+	opts := Options{Epoch: &deltaEpoch, HeadroomPct: DefaultHeadroomPct}
+	p, q := filepath.Join(xfs, "p.img"), filepath.Join(xfs, "q.img")
+	if _, err := Build(context.Background(), src, p, opts); err != nil {
+		t.Fatal(err)
+	}
+	more := copyTree(t, src)
+	for i := range 30 {
+		must(t, os.WriteFile(filepath.Join(more, fmt.Sprintf("added-%02d.php", i)), bytes.Repeat([]byte{byte(i)}, 9000), 0o644))
+	}
+	opts.Base = p
+	if _, err := Build(context.Background(), more, q, opts); err != nil {
+		t.Fatal(err)
+	}
+	must(t, os.Rename(q, p)) // p's manifest, layout and pack are now stale
+	out := filepath.Join(xfs, "r.img")
+	res, err := Build(context.Background(), src, out, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Base.Cloned || res.Base.Trusted > 0 {
+		t.Fatalf("a base whose image does not match its manifest was cloned: %+v", *res.Base)
+	}
+	testNoClone = true
+	fresh, _ := buildOn(t, src, p)
+	testNoClone = false
+	if fileSHA(t, out) != fileSHA(t, fresh) {
+		t.Fatal("the build on a stale base differs from one writing every block")
+	}
+	fsck(t, out)
+	checkManifest(t, out, res.Manifest)
+}

@@ -83,6 +83,10 @@ type sbState struct {
 type layout struct {
 	version byte
 	scanned int64 // when the build's scan started (Unix ns); 0 in version 1
+	// digest is the image digest of the manifest built with this layout
+	// (zero in version 1): a build trusts the base image beside the layout
+	// only when the base manifest names the same image.
+	digest  [32]byte
 	geo     geometry
 	backup  sbState
 	entries []layoutEntry
@@ -109,14 +113,14 @@ func appendLayoutFile(b, body []byte) ([]byte, error) {
 //
 //	blocks u32 | groups u32 | inodes per group u32
 //	free blocks u32 | free inodes u32 | time u32 | uuid [16] | hash seed [16]
-//	scanned i64 (version 2)
+//	scanned i64 | image digest [32] (version 2)
 //	per group: free blocks u16 | free inodes u16 | directories u16
 //	entry count uvarint
 //	per entry: index-parent uvarint | name length uvarint | name |
 //	  flags u8 (kind | 0x80 link) | inode uvarint | size uvarint |
 //	  (owner file: xxhash u64 | (version 2) mtime i64 | ctime i64 | ino uvarint | dev uvarint) |
 //	  extent count uvarint | (start uvarint, length uvarint)...
-func appendLayoutBody(b []byte, geo *geometry, s *sbState, scanned int64, count int, entry func(i int) (*layoutEntry, []extent)) ([]byte, error) {
+func appendLayoutBody(b []byte, geo *geometry, s *sbState, scanned int64, digest [32]byte, count int, entry func(i int) (*layoutEntry, []extent)) ([]byte, error) {
 	be := binary.BigEndian
 	b = be.AppendUint32(b, geo.blocks)
 	b = be.AppendUint32(b, geo.groups)
@@ -130,6 +134,7 @@ func appendLayoutBody(b []byte, geo *geometry, s *sbState, scanned int64, count 
 	b = append(b, s.uuid[:]...)
 	b = append(b, s.hashSeed[:]...)
 	b = be.AppendUint64(b, uint64(scanned))
+	b = append(b, digest[:]...)
 	for _, g := range s.groups {
 		b = be.AppendUint16(b, g.freeBlocks)
 		b = be.AppendUint16(b, g.freeInodes)
@@ -250,6 +255,7 @@ func parseLayoutBodyVersion(body []byte, version byte) (*layout, error) {
 	copy(s.hashSeed[:], r.bytes(16))
 	if version >= 2 {
 		l.scanned = int64(r.u64())
+		copy(l.digest[:], r.bytes(32))
 	}
 	if r.err == nil && uint64(len(r.b)) < 6*uint64(groups) {
 		r.fail("truncated group counts")

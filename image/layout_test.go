@@ -35,6 +35,7 @@ func testLayout(t testing.TB) *layout {
 		{parent: 0, name: "lost+found", kind: kindDir, ino: lostFound, ext: 4, next: 1},
 	}
 	l.version, l.scanned = LayoutVersion, 1_700_000_005_000_000_000
+	l.digest[0], l.digest[31] = 0xab, 0xcd
 	return l
 }
 
@@ -216,7 +217,7 @@ func (l *layout) AppendBinary(b []byte) ([]byte, error) {
 
 // appendBody encodes l's body (see appendLayoutBody).
 func (l *layout) appendBody(b []byte) ([]byte, error) {
-	return appendLayoutBody(b, &l.geo, &l.backup, l.scanned, len(l.entries), func(i int) (*layoutEntry, []extent) {
+	return appendLayoutBody(b, &l.geo, &l.backup, l.scanned, l.digest, len(l.entries), func(i int) (*layoutEntry, []extent) {
 		return &l.entries[i], l.blocks(&l.entries[i])
 	})
 }

@@ -154,9 +154,12 @@ func (w *imageWriter) zeroRest() {
 		}
 		off, n := int64(b)*blockSize, int64(end-b)*blockSize
 		if err := unix.Fallocate(int(w.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n); err != nil {
-			if _, err := w.f.WriteAt(make([]byte, n), off); err != nil {
-				w.fail(fmt.Errorf("image: zero %s: %w", w.f.Name(), err))
-				return
+			zeros := make([]byte, min(n, 1<<20))
+			for o := off; o < off+n; o += int64(len(zeros)) {
+				if _, err := w.f.WriteAt(zeros[:min(int64(len(zeros)), off+n-o)], o); err != nil {
+					w.fail(fmt.Errorf("image: zero %s: %w", w.f.Name(), err))
+					return
+				}
 			}
 		}
 		w.zeroed += n
@@ -367,18 +370,16 @@ func (w *imageWriter) writeBlocks(p []byte, start uint32) {
 		w.written += int64(len(p))
 	} else {
 		old := w.old(len(p))
-		if _, err := w.f.ReadAt(old, int64(start)*blockSize); err != nil {
-			clear(old) // past the end, or unreadable: write it all
-		}
+		_, rerr := w.f.ReadAt(old, int64(start)*blockSize)
 		for b := start; b < end; {
 			k := int(b-start) * blockSize
-			if bytes.Equal(p[k:k+blockSize], old[k:k+blockSize]) {
+			if rerr == nil && bytes.Equal(p[k:k+blockSize], old[k:k+blockSize]) {
 				w.skipped[b/8] |= 1 << (b % 8)
 				b++
 				continue
 			}
 			e := b + 1 // a run of differing blocks: one write
-			for e < end && !bytes.Equal(p[int(e-start)*blockSize:int(e-start+1)*blockSize], old[int(e-start)*blockSize:int(e-start+1)*blockSize]) {
+			for e < end && (rerr != nil || !bytes.Equal(p[int(e-start)*blockSize:int(e-start+1)*blockSize], old[int(e-start)*blockSize:int(e-start+1)*blockSize])) {
 				e++
 			}
 			if _, err := w.f.WriteAt(p[k:int(e-start)*blockSize], int64(b)*blockSize); err != nil {
