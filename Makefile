@@ -3,7 +3,7 @@ GO      ?= go
 BIN     ?= bin
 PKGS    ?= ./...
 
-.PHONY: help deps build test test-short bench bench-build fuzz-seeds demo clean
+.PHONY: help deps build deb test test-short bench bench-build fuzz-seeds demo clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -13,6 +13,9 @@ deps: ## install what the tests and the demo need (Debian, as root)
 
 build: ## build bin/sender and bin/receiver
 	$(GO) build -o $(BIN)/ ./cmd/...
+
+deb: ## build dist/loopcast-receiver_*.deb and dist/loopcast-sender_*.deb (dpkg-deb)
+	./scripts/make-deb.sh dist
 
 test: ## install prerequisites, vet, run every test (as root: the README's test command)
 	./scripts/test.sh $(PKGS)

@@ -22,7 +22,8 @@ func newApp() *cli.App {
 	return &cli.App{
 		Name:            "receiver",
 		Usage:           "the loopcast agent: receive, stage and switch releases",
-		Commands:        []*cli.Command{runCommand(), keygenCommand(), statusCommand(), rollbackCommand(), verifyCommand(), execCommand(), fetchCommand(), doctorCommand()},
+		Version:         version,
+		Commands:        []*cli.Command{runCommand(), keygenCommand(), statusCommand(), rollbackCommand(), verifyCommand(), execCommand(), fetchCommand(), doctorCommand(), cliutil.ManCommand()},
 		HideHelpCommand: true,
 		ExitErrHandler:  func(*cli.Context, error) {},
 	}

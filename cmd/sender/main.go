@@ -11,9 +11,11 @@ func main() { cliutil.Main(newApp()) }
 
 func newApp() *cli.App {
 	return &cli.App{
-		Name:  "sender",
-		Usage: "build, sign and multicast release images to a fleet",
+		Name:    "sender",
+		Usage:   "build, sign and multicast release images to a fleet",
+		Version: version,
 		Commands: []*cli.Command{
+			cliutil.ManCommand(),
 			keygenCommand(),
 			buildCommand(),
 			inspectCommand(),
@@ -27,3 +29,6 @@ func newApp() *cli.App {
 		ExitErrHandler:  func(*cli.Context, error) {}, // main prints and exits
 	}
 }
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
