@@ -2,15 +2,38 @@ package e2e
 
 import (
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
-// TestReceiverDoctor: on a healthy cluster host `receiver doctor` finds
-// nothing; with the group's port dropped by the host's firewall it names
-// the rule and the fix, and exits 1.
-func TestReceiverDoctor(t *testing.T) {
-	c, _, _ := newTestCluster(t, "x")
+// TestDoctors: on a healthy cluster `sender doctor` and `receiver doctor`
+// find nothing; with the group's port dropped by a host's firewall
+// `receiver doctor` there names the rule and the fix, and with the group
+// dropped altogether `sender doctor` names the host; both exit 1.
+func TestDoctors(t *testing.T) {
+	c, work, key := newTestCluster(t, "x")
+	senderDoctor := func() (string, error) {
+		out, log, err := c.sender("doctor", "--key", key, "--iface", "eth0", "--hosts", "r1,r2,r3", "--state-dir", filepath.Join(work, "state"))
+		return out + log, err
+	}
+	// the agents are up once they answer (they join the group after their
+	// store is ready, which is all cluster.sh waits for)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		_, _, err := c.sender("status", "--key", key, "--iface", "eth0", "--hosts", "r1,r2,r3", "--state-dir", filepath.Join(work, "state"), "--timeout", "1s")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agents do not answer STATUS: %v", err)
+		}
+	}
+	if out, err := senderDoctor(); err != nil {
+		t.Fatalf("sender doctor on a healthy cluster: %v\n%s", err, out)
+	} else if n := len(regexp.MustCompile(`(?m)^ok\s+r[123]\s+hears the group`).FindAllString(out, -1)); n != 3 {
+		t.Errorf("sender doctor reports %d hosts hearing the group, want 3:\n%s", n, out)
+	}
 	doctor := func(i int) (string, error) {
 		h := c.name + "-r" + string(rune('0'+i))
 		r := filepath.Join(c.dir, "r"+string(rune('0'+i)))
@@ -38,5 +61,16 @@ func TestReceiverDoctor(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("doctor output lacks %q:\n%s", want, out)
 		}
+	}
+	// r3 hears nothing of the group: the sender's doctor names it
+	if out, err := c.script("exec", c.name+"-r3", "iptables", "-A", "INPUT", "-d", "239.192.0.1", "-j", "DROP"); err != nil {
+		t.Fatalf("iptables: %v\n%s", err, out)
+	}
+	out, err = senderDoctor()
+	if code := exitCode(err); code != 1 {
+		t.Fatalf("sender doctor with r3 deaf: exit %d, want 1\n%s", code, out)
+	}
+	if !regexp.MustCompile(`FAIL\s+r3\s+hears the group`).MatchString(out) || regexp.MustCompile(`FAIL\s+r2`).MatchString(out) {
+		t.Errorf("sender doctor should name r3, and only r3:\n%s", out)
 	}
 }

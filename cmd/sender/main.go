@@ -24,6 +24,7 @@ func newApp() *cli.App {
 			statusCommand(),
 			rollbackCommand(),
 			verifyCommand(),
+			doctorCommand(),
 		},
 		HideHelpCommand: true,
 		ExitErrHandler:  func(*cli.Context, error) {}, // main prints and exits
