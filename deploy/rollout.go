@@ -161,20 +161,23 @@ func sleep(ctx context.Context, d time.Duration) {
 // roll switches the staged hosts wave by wave. When a host of a wave does
 // not switch, or any switched host fails its probe, it stops and switches
 // every host it switched back to the release each served before (a signed
-// ROLLBACK), and says why in r.Halted. ctx ending stops it between waves.
+// ROLLBACK), and says why in r.Halted. ctx ending (Ctrl-C) aborts the
+// rollout the same way: a rollout is all or nothing.
 func (o *Options) roll(ctx context.Context, c *Commander, res *Result, staged []string) error {
 	waves := o.Rollout.waves(staged)
 	var switched []string
 	prior := map[string]string{} // host -> the release it served before its switch
+	abort := func(where string) error {
+		return errors.Join(ctx.Err(), o.halt(c, res, switched, prior, "interrupted "+where, nil))
+	}
 	for i, wave := range waves {
-		if i > 0 {
-			if err := ctx.Err(); err != nil {
-				res.Halted = "interrupted before wave " + strconv.Itoa(i+1)
-				return err
-			}
-		}
 		name := waveName(i, len(waves), o.Rollout.Canary > 0)
-		if err := priorReleases(ctx, c, res, wave, prior); err != nil {
+		if ctx.Err() != nil {
+			return abort("before " + name)
+		}
+		if err := priorReleases(ctx, c, res, wave, prior); ctx.Err() != nil {
+			return abort("before " + name)
+		} else if err != nil {
 			return o.halt(c, res, switched, prior, fmt.Sprintf("%s: %v", name, err), nil)
 		}
 		o.logf("deploy: switching %s: %s", name, strings.Join(wave, ", "))
@@ -194,7 +197,11 @@ func (o *Options) roll(ctx context.Context, c *Commander, res *Result, staged []
 			}
 			return o.halt(c, res, switched, prior, why, nil)
 		}
-		if bad := o.Rollout.probe(ctx, res, wave); len(bad) > 0 {
+		bad := o.Rollout.probe(ctx, res, wave)
+		if ctx.Err() != nil {
+			return abort("while probing " + name)
+		}
+		if len(bad) > 0 {
 			return o.halt(c, res, switched, prior, name+" unhealthy", bad)
 		}
 		if i == len(waves)-1 || o.Rollout.Soak <= 0 {
@@ -202,7 +209,12 @@ func (o *Options) roll(ctx context.Context, c *Commander, res *Result, staged []
 		}
 		o.logf("deploy: %s healthy; soaking %s", name, o.Rollout.Soak)
 		sleep(ctx, o.Rollout.Soak)
-		if bad := o.Rollout.probe(ctx, res, switched); len(bad) > 0 {
+		if ctx.Err() != nil {
+			return abort("while " + name + " soaked")
+		}
+		if bad := o.Rollout.probe(ctx, res, switched); ctx.Err() != nil {
+			return abort("while probing after the soak of " + name)
+		} else if len(bad) > 0 {
 			return o.halt(c, res, switched, prior, "unhealthy after the soak of "+name, bad)
 		}
 	}

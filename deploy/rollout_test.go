@@ -123,14 +123,37 @@ func (f *fleetSim) Close() error { return nil }
 // rollResult runs a rollout of release "new" over staged hosts.
 func rollResult(t *testing.T, f *fleetSim, r Rollout, hosts ...string) (*Result, error) {
 	t.Helper()
+	return rollResultCtx(t, context.Background(), f, r, hosts...)
+}
+
+func rollResultCtx(t *testing.T, ctx context.Context, f *fleetSim, r Rollout, hosts ...string) (*Result, error) {
+	t.Helper()
 	c := &Commander{Conn: f, To: &net.UDPAddr{}, Group: "239.192.0.1:5000", Key: testKey, Timeout: time.Second}
 	res := &Result{ReleaseID: "new", DeployID: 7, hosts: map[string]*HostResult{}}
 	for _, h := range hosts {
 		res.hosts[h] = &HostResult{ID: h, Addr: "10.0.0.1:5000", Phase: PhaseStaged}
 	}
 	o := &Options{Rollout: r}
-	err := o.roll(context.Background(), c, res, hosts)
+	err := o.roll(ctx, c, res, hosts)
 	return res.finish(), err
+}
+
+// TestRolloutInterrupted: Ctrl-C while the canary is probed switches it
+// back; no other host switches.
+func TestRolloutInterrupted(t *testing.T) {
+	f := newFleetSim(map[string]string{"a": "old", "b": "old"})
+	ctx, cancel := context.WithCancel(context.Background())
+	r := Rollout{Canary: 1, Health: func(context.Context, string, string) error { cancel(); return context.Canceled }}
+	res, err := rollResultCtx(t, ctx, f, r, "a", "b")
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted rollout: %v", err)
+	}
+	if want := []string{"ACTIVATE new a", "ROLLBACK old a"}; !slices.Equal(f.log, want) {
+		t.Fatalf("commands %q, want %q", f.log, want)
+	}
+	if !strings.Contains(res.Halted, "interrupted while probing the canary") || res.hosts["a"].Phase != PhaseRolledBack {
+		t.Fatalf("halted %q, a %+v", res.Halted, res.hosts["a"])
+	}
 }
 
 func TestWaves(t *testing.T) {
