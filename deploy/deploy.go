@@ -142,9 +142,12 @@ type Result struct {
 	Switched     bool              `json:"switched"`
 	// Halted says why a rollout stopped and switched its hosts back; ""
 	// when it did not.
-	Halted      string  `json:"halted,omitempty"`
-	Outcome     Outcome `json:"-"`
-	OutcomeText string  `json:"outcome"`
+	Halted string `json:"halted,omitempty"`
+	// NotBack names the hosts a halted rollout could not confirm back on
+	// their earlier release: they may serve this one.
+	NotBack     []string `json:"not_back,omitempty"`
+	Outcome     Outcome  `json:"-"`
+	OutcomeText string   `json:"outcome"`
 	hosts       map[string]*HostResult
 }
 

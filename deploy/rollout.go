@@ -93,15 +93,17 @@ const (
 	probeTimeout = 5 * time.Second
 )
 
-// HTTPHealth returns a probe that GETs path on port of the host's address:
-// any 2xx is healthy. Each try is bounded by probeTimeout.
-func HTTPHealth(path string, port int) func(ctx context.Context, host, addr string) error {
+// HTTPHealth returns a probe that GETs path on port of the host's address,
+// with Host vhost ("" : the address), straight (no proxy): any 2xx is
+// healthy. Each try is bounded by probeTimeout.
+func HTTPHealth(path string, port int, vhost string) func(ctx context.Context, host, addr string) error {
 	if !strings.HasPrefix(path, "/") {
 		path = "/" + path
 	}
-	client := &http.Client{Timeout: probeTimeout, CheckRedirect: func(*http.Request, []*http.Request) error {
-		return http.ErrUseLastResponse // a redirect is an answer, not a hop
-	}}
+	client := &http.Client{Timeout: probeTimeout, Transport: &http.Transport{Proxy: nil},
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse // a redirect is an answer, not a hop
+		}}
 	return func(ctx context.Context, host, addr string) error {
 		ip, _, err := net.SplitHostPort(addr)
 		if err != nil {
@@ -111,6 +113,9 @@ func HTTPHealth(path string, port int) func(ctx context.Context, host, addr stri
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
 			return fmt.Errorf("health %s: %w", host, err)
+		}
+		if vhost != "" {
+			req.Host = vhost
 		}
 		resp, err := client.Do(req)
 		if err != nil {
@@ -165,6 +170,9 @@ func sleep(ctx context.Context, d time.Duration) {
 // rollout the same way: a rollout is all or nothing.
 func (o *Options) roll(ctx context.Context, c *Commander, res *Result, staged []string) error {
 	waves := o.Rollout.waves(staged)
+	if o.Rollout.Canary >= len(staged) {
+		o.warnf("deploy: --canary %d covers all %d staged hosts: they switch at once", o.Rollout.Canary, len(staged))
+	}
 	var switched []string
 	prior := map[string]string{} // host -> the release it served before its switch
 	abort := func(where string) error {
@@ -195,7 +203,10 @@ func (o *Options) roll(ctx context.Context, c *Commander, res *Result, staged []
 			if err != nil {
 				why = fmt.Sprintf("%s: %v", name, err)
 			}
-			return o.halt(c, res, switched, prior, why, nil)
+			// a host whose answer was lost, or that failed after its flip,
+			// may serve the new release: it goes back too (a ROLLBACK to
+			// what it serves already is no change)
+			return o.halt(c, res, append(switched, failed...), prior, why, nil)
 		}
 		bad := o.Rollout.probe(ctx, res, wave)
 		if ctx.Err() != nil {
@@ -260,21 +271,21 @@ func (o *Options) halt(c *Commander, res *Result, switched []string, prior map[s
 	for h, err := range bad {
 		res.hosts[h].Error = err.Error()
 	}
-	if o.Warnf != nil {
-		o.Warnf("deploy: rollout halted: %s; switching %d hosts back", why, len(switched))
-	} else {
-		o.logf("deploy: rollout halted: %s; switching %d hosts back", why, len(switched))
-	}
+	o.warnf("deploy: rollout halted: %s; switching %d hosts back", why, len(switched))
 	if len(switched) == 0 {
 		return nil
 	}
 	// The rollback must reach every switched host even if interrupted.
+	var left []string // hosts not confirmed back
 	ctx := context.Background()
 	byTo := map[string][]string{}
 	for _, h := range switched {
 		switch to := prior[h]; to {
 		case "":
 			res.hosts[h].Error = joinErr(res.hosts[h].Error, "served nothing before this deploy: left on it")
+			if res.hosts[h].Phase == PhaseActive {
+				left = append(left, h)
+			}
 		case res.ReleaseID:
 			// it served this release already: nothing to undo
 		default:
@@ -294,18 +305,38 @@ func (o *Options) halt(c *Commander, res *Result, switched []string, prior map[s
 			switch {
 			case rep == nil:
 				hr.Error = joinErr(hr.Error, "no answer to the ROLLBACK to "+to+": it may still serve the new release")
+				left = append(left, h)
 			case rep.Outcome == control.OutcomeOK:
-				hr.Phase, hr.Current = PhaseRolledBack, rep.Current
+				if hr.Phase == PhaseActive {
+					hr.Phase = PhaseRolledBack
+				}
+				hr.Current = rep.Current
 			default:
 				hr.Current = rep.Current
 				hr.Error = joinErr(hr.Error, fmt.Sprintf("ROLLBACK to %s %s: %s", to, rep.Outcome, rep.Error))
+				if rep.Current == res.ReleaseID {
+					left = append(left, h)
+				}
 			}
 		}
 		if err != nil && !errors.Is(err, context.Canceled) {
 			errs = append(errs, fmt.Errorf("deploy: rollback to %s after the halt: %w", to, err))
 		}
 	}
+	if len(left) > 0 {
+		slices.Sort(left)
+		res.NotBack = left
+		errs = append(errs, fmt.Errorf("deploy: rollout halted, but %s may still serve %s", strings.Join(left, ", "), res.ReleaseID))
+	}
 	return errors.Join(errs...)
+}
+
+func (o *Options) warnf(format string, args ...any) {
+	if o.Warnf != nil {
+		o.Warnf(format, args...)
+	} else {
+		o.logf(format, args...)
+	}
 }
 
 func joinErr(a, b string) string {

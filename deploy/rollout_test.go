@@ -30,10 +30,13 @@ type fleetSim struct {
 	wake     chan struct{}
 	dl       time.Time
 	noSwitch map[string]bool // hosts whose ACTIVATE fails
+	lostAck  map[string]bool // hosts that switch but whose ACTIVATE reply is lost
+	deafBack map[string]bool // hosts that ignore ROLLBACK
 }
 
 func newFleetSim(cur map[string]string) *fleetSim {
-	return &fleetSim{cur: maps.Clone(cur), prev: map[string]string{}, wake: make(chan struct{}, 1), noSwitch: map[string]bool{}}
+	return &fleetSim{cur: maps.Clone(cur), prev: map[string]string{}, wake: make(chan struct{}, 1), noSwitch: map[string]bool{},
+		lostAck: map[string]bool{}, deafBack: map[string]bool{}}
 }
 
 func (f *fleetSim) WriteTo(p []byte, _ net.Addr) (int, error) {
@@ -47,6 +50,9 @@ func (f *fleetSim) WriteTo(p []byte, _ net.Addr) (int, error) {
 	targets := slices.Sorted(slices.Values(e.Targets))
 	for _, h := range targets {
 		r := &control.Reply{Deploy: e.Deploy, Nonce: e.Nonce, Command: c.Type(), Outcome: control.OutcomeOK, Host: h}
+		if _, ok := c.(*control.Rollback); ok && f.deafBack[h] {
+			continue
+		}
 		switch cmd := c.(type) {
 		case *control.Activate:
 			if f.noSwitch[h] {
@@ -66,6 +72,9 @@ func (f *fleetSim) WriteTo(p []byte, _ net.Addr) (int, error) {
 			r.Status = &control.Status{Previous: f.prev[h]}
 		}
 		r.Current = f.cur[h]
+		if _, ok := c.(*control.Activate); ok && f.lostAck[h] {
+			continue
+		}
 		b, err := control.SignReply(r, hostKey(h))
 		if err != nil {
 			return 0, err
@@ -272,9 +281,28 @@ func TestRolloutHaltsWhenAHostDoesNotSwitch(t *testing.T) {
 		t.Fatal(err)
 	}
 	// c switched in b's wave: it goes back too
-	want := []string{"ACTIVATE new a", "ACTIVATE new b,c", "ROLLBACK old a,c"}
+	want := []string{"ACTIVATE new a", "ACTIVATE new b,c", "ROLLBACK old a,b,c"}
 	if !slices.Equal(f.log, want) || !strings.Contains(res.Halted, "b did not switch") {
 		t.Fatalf("commands %q, halted %q", f.log, res.Halted)
+	}
+}
+
+// TestRolloutLostAnswers: a host that switched but whose answer was lost
+// goes back too; a host that never answers the ROLLBACK is named as not
+// confirmed back, with an error.
+func TestRolloutLostAnswers(t *testing.T) {
+	f := newFleetSim(map[string]string{"a": "old", "b": "old", "c": "old"})
+	f.lostAck["b"] = true
+	res, err := rollResult(t, f, Rollout{Canary: 1}, "a", "b", "c")
+	if err != nil || f.cur["b"] != "old" || len(res.NotBack) != 0 {
+		t.Fatalf("lost ACTIVATE answer: err %v, b serves %s, not back %v", err, f.cur["b"], res.NotBack)
+	}
+	f = newFleetSim(map[string]string{"a": "old", "b": "old"})
+	f.deafBack["a"] = true
+	r := Rollout{Canary: 1, Health: func(context.Context, string, string) error { return errors.New("500") }}
+	res, err = rollResult(t, f, r, "a", "b")
+	if err == nil || !slices.Equal(res.NotBack, []string{"a"}) || f.cur["a"] != "new" {
+		t.Fatalf("a deaf to ROLLBACK: err %v, not back %v, a serves %s", err, res.NotBack, f.cur["a"])
 	}
 }
 
@@ -294,7 +322,7 @@ func TestHTTPHealth(t *testing.T) {
 	for _, c := range port {
 		p = p*10 + int(c-'0')
 	}
-	probe := HTTPHealth("health.php", p)
+	probe := HTTPHealth("health.php", p, "")
 	if err := probe(context.Background(), "a", "127.0.0.1:5000"); err != nil {
 		t.Fatal(err)
 	}

@@ -74,6 +74,7 @@ func deployCommand() *cli.Command {
 			&cli.StringFlag{Name: "waves", Usage: "after the canary, switch cumulative shares `PCT,...` of the hosts (e.g. 10%,50%), then all"},
 			&cli.StringFlag{Name: "health", Usage: "probe every switched host with an HTTP GET of `PATH` on its address; a non-2xx stops the rollout and switches every switched host back"},
 			&cli.IntFlag{Name: "health-port", Value: 80, Usage: "`PORT` of the --health probe"},
+			&cli.StringFlag{Name: "health-host", Usage: "`NAME` the --health probe asks for (HTTP Host), so the site's own server block answers (default: the host's address)"},
 			&cli.DurationFlag{Name: "soak", Usage: "how long each wave serves before the next (its hosts are probed again at the end)"},
 			&cli.StringFlag{Name: "metrics-file", Usage: "write the report to `FILE` in Prometheus text format (for node_exporter's textfile collector), replaced atomically"},
 		),
@@ -143,8 +144,11 @@ func runDeploy(c *cli.Context) error {
 		return err
 	}
 	if res.Halted != "" {
-		return &cliutil.ExitError{Code: exitHalted, Err: errors.Join(err,
-			fmt.Errorf("release %s: rollout halted (%s): the hosts it switched went back", res.ReleaseID, res.Halted))}
+		back := "the hosts it switched went back"
+		if len(res.NotBack) > 0 {
+			back = fmt.Sprintf("NOT confirmed back: %s (they may serve %s)", strings.Join(res.NotBack, ", "), res.ReleaseID)
+		}
+		return &cliutil.ExitError{Code: exitHalted, Err: errors.Join(err, fmt.Errorf("release %s: rollout halted (%s): %s", res.ReleaseID, res.Halted, back))}
 	}
 	return withOutcome(err, res.Outcome, res.ReleaseID)
 }
@@ -219,7 +223,7 @@ func rolloutFlags(c *cli.Context) (r deploy.Rollout, err error) {
 		return r, fmt.Errorf("deploy: --health-port %d: want 1 to 65535", p)
 	}
 	if path := c.String("health"); path != "" {
-		r.Health = deploy.HTTPHealth(path, c.Int("health-port"))
+		r.Health = deploy.HTTPHealth(path, c.Int("health-port"), c.String("health-host"))
 	} else if r.Canary > 0 || len(r.Waves) > 0 {
 		return r, errors.New("deploy: --canary and --waves need --health: a wave is switched only when the hosts before it are healthy")
 	}
@@ -482,7 +486,10 @@ func printDeploy(w io.Writer, r *deploy.Result, asJSON, color bool) {
 		}
 	}
 	fmt.Fprintf(w, "release %s: %s (%d/%d hosts active)\n", r.ReleaseID, r.Outcome, active, len(r.Hosts))
-	if r.Halted != "" {
+	switch {
+	case r.Halted != "" && len(r.NotBack) > 0:
+		fmt.Fprintf(w, "rollout halted: %s; NOT confirmed back on their earlier release: %s\n", r.Halted, strings.Join(r.NotBack, ", "))
+	case r.Halted != "":
 		fmt.Fprintf(w, "rollout halted: %s; the hosts it had switched went back\n", r.Halted)
 	}
 	fmt.Fprintf(w, "chunks %d: %d all-zero, %d reused from the hosts' own images, %d sent (%d as deltas)\n",
