@@ -162,7 +162,7 @@ func readIGMP(path string) (map[string]map[string]bool, error) {
 		switch {
 		case len(fields) == 0 || fields[0] == "Idx":
 		case !strings.HasPrefix(line, "\t") && len(fields) >= 2:
-			dev = fields[1]
+			dev = strings.TrimSuffix(fields[1], ":") // "%-10s:": a long name meets its colon
 			out[dev] = map[string]bool{}
 		case dev != "":
 			b, err := hex.DecodeString(fields[0])
@@ -225,7 +225,7 @@ func checkFirewall(ctx context.Context, cfg Config) []Finding {
 	if err != nil {
 		return []Finding{{Check: check, Level: Warn, Detail: fmt.Sprintf("iptables-save: %v", err)}}
 	}
-	bad := droppingRules(string(out), cfg.Group)
+	bad := droppingRules(string(out), cfg.Group, cfg.Iface)
 	if len(bad) == 0 {
 		return []Finding{ok(check, "no INPUT rule drops the group or its ports")}
 	}
@@ -238,44 +238,67 @@ func checkFirewall(ctx context.Context, cfg Config) []Finding {
 	return fs
 }
 
-// droppingRules returns the INPUT rules of an iptables-save dump that drop
-// or reject UDP to group: by port, by the group's address or all of
-// 224.0.0.0/4, or all UDP. Rules matching at random (-m statistic) count
-// too: they drop some of it.
-func droppingRules(dump string, group *net.UDPAddr) []string {
+// droppingRules walks the INPUT chain of an iptables-save dump in order
+// and returns the rules that drop or reject UDP to group (by port, by the
+// group's address or all of 224.0.0.0/4, or all UDP) before any rule
+// accepts it, and the chain's policy when it drops and nothing accepted.
+// Rules it cannot judge (negations, other interfaces, source ports,
+// connection states, jumps to other chains) are passed over: they may
+// or may not match, and a rule matching at random (-m statistic) counts,
+// as it drops some of it. iface, when set, is the interface the group
+// arrives on.
+func droppingRules(dump string, group *net.UDPAddr, iface string) []string {
 	var out []string
 	ports := map[string]bool{strconv.Itoa(group.Port): true, strconv.Itoa(group.Port + 1): true}
+	policy := ""
 	for _, line := range strings.Split(dump, "\n") {
 		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == ":INPUT" {
+			policy = f[1]
+			continue
+		}
 		if len(f) < 2 || f[0] != "-A" || f[1] != "INPUT" {
 			continue
 		}
-		target, proto, dst, dport := "", "", "", ""
-		for i := 2; i+1 < len(f); i++ {
+		target, proto, dst, dport, in := "", "", "", "", ""
+		unsure := false
+		for i := 2; i < len(f); i++ {
+			next := ""
+			if i+1 < len(f) {
+				next = f[i+1]
+			}
 			switch f[i] {
 			case "-j":
-				target = f[i+1]
+				target = next
 			case "-p":
-				proto = f[i+1]
+				proto = next
 			case "-d":
-				dst = f[i+1]
+				dst = next
 			case "--dport", "--dports":
-				dport = f[i+1]
+				dport = next
+			case "-i":
+				in = next
+			case "!", "--sport", "--sports", "-s", "--ctstate", "--state", "--uid-owner", "-g":
+				unsure = true
 			}
 		}
-		if target != "DROP" && target != "REJECT" {
+		if unsure || in != "" && iface != "" && in != iface {
 			continue
 		}
-		if proto != "" && proto != "udp" && proto != "all" {
+		if proto != "" && proto != "udp" && proto != "all" || dst != "" && !covers(dst, group.IP) || dport != "" && !portsCover(dport, ports) {
 			continue
 		}
-		if dst != "" && !covers(dst, group.IP) {
-			continue
+		switch target {
+		case "ACCEPT":
+			if dst != "" || dport != "" || proto == "udp" { // accepts the group's traffic from here on
+				return out
+			}
+		case "DROP", "REJECT":
+			out = append(out, line)
 		}
-		if dport != "" && !portsCover(dport, ports) {
-			continue
-		}
-		out = append(out, line)
+	}
+	if policy == "DROP" && len(out) == 0 {
+		out = append(out, ":INPUT DROP (the chain's policy, and no rule accepts the group)")
 	}
 	return out
 }
@@ -334,9 +357,10 @@ func checkBridges(cfg Config) []Finding {
 			dev = filepath.Base(real)
 		}
 		if read("multicast_snooping") == "1" && read("multicast_querier") == "0" {
-			out = append(out, Finding{Check: check, Level: Warn,
-				Detail: "bridge " + dev + " snoops IGMP and has no querier: without one on the network, it stops forwarding the group when memberships age out",
-				Fix:    "echo 1 > " + filepath.Join(b, "multicast_querier") + " (or turn snooping off: multicast_snooping 0)"})
+			// a Linux bridge floods multicast while it sees no querier at
+			// all, so this alone breaks nothing; switches that drop
+			// instead are not seen from here
+			out = append(out, ok(check, "bridge "+dev+" snoops IGMP without being a querier: fine while it sees none (it floods); if a querier appears and then goes, memberships age out"))
 		}
 	}
 	if len(out) == 0 {
@@ -350,7 +374,13 @@ func checkStore(cfg Config) []Finding {
 	if _, err := os.Stat(cfg.Root); err != nil {
 		return []Finding{{Check: "store", Level: Fail, Detail: err.Error(), Fix: "start the agent once: it makes " + cfg.Root}}
 	}
-	s, err := release.Open(cfg.Root, release.Options{Reserve: cfg.Reserve})
+	for _, d := range []string{"images", "releases"} {
+		if _, err := os.Stat(filepath.Join(cfg.Root, d)); err != nil {
+			return append(out, Finding{Check: "store", Level: Fail, Detail: fmt.Sprintf("%s is not a release store: %v", cfg.Root, err),
+				Fix: "start the agent once with --root " + cfg.Root})
+		}
+	}
+	s, err := release.Open(cfg.Root, release.Options{Reserve: cfg.Reserve}) // its directories exist: nothing is made
 	if err == nil {
 		var st *release.Status
 		if st, err = s.Status(); err == nil {

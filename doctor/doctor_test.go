@@ -12,12 +12,13 @@ func TestReadIGMP(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "igmp")
 	os.WriteFile(path, []byte("Idx\tDevice    : Count Querier\tGroup    Users Timer\tReporter\n"+
 		"1\tlo        :     1      V3\n\t\t\t\t010000E0     1 0:00000000\t\t0\n"+
-		"4\teth0      :     2      V3\n\t\t\t\t0100C0EF     1 0:00000000\t\t0\n\t\t\t\t010000E0     1 0:00000000\t\t0\n"), 0o644)
+		"4\teth0      :     2      V3\n\t\t\t\t0100C0EF     1 0:00000000\t\t0\n\t\t\t\t010000E0     1 0:00000000\t\t0\n"+
+		"5\tenp3s0f0.100:     1      V3\n\t\t\t\t0100C0EF     1 0:00000000\t\t0\n"), 0o644)
 	got, err := readIGMP(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !got["eth0"]["239.192.0.1"] || !got["lo"]["224.0.0.1"] || got["lo"]["239.192.0.1"] {
+	if !got["eth0"]["239.192.0.1"] || !got["lo"]["224.0.0.1"] || got["lo"]["239.192.0.1"] || !got["enp3s0f0.100"]["239.192.0.1"] {
 		t.Fatalf("readIGMP = %v", got)
 	}
 	cfg := Config{Proc: t.TempDir(), Group: &net.UDPAddr{IP: net.ParseIP("239.192.0.1"), Port: 5000}, Iface: "eth0"}
@@ -48,11 +49,15 @@ func TestDroppingRules(t *testing.T) {
 		"-A INPUT -p udp -m udp --dport 6000:6010 -j DROP",
 		"-A INPUT -d 10.0.0.0/8 -p udp -j DROP",
 		"-A INPUT -p udp -m multiport --dports 80,5000 -j DROP",
+		"-A INPUT -m conntrack --ctstate INVALID -j DROP",
+		"-A INPUT ! -d 224.0.0.0/4 -p udp -j DROP",
+		"-A INPUT -i eth9 -j DROP",
 		"-A INPUT -p udp --dport 5000 -j ACCEPT",
+		"-A INPUT -p udp --dport 5000 -j DROP",
 		"-A FORWARD -p udp -j DROP",
 		"COMMIT",
 	}, "\n")
-	got := droppingRules(dump, g)
+	got := droppingRules(dump, g, "eth0")
 	want := []string{
 		"-A INPUT -p udp -m udp --dport 5001 -j DROP",
 		"-A INPUT -d 224.0.0.0/4 -j REJECT --reject-with icmp-port-unreachable",
@@ -61,6 +66,15 @@ func TestDroppingRules(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("droppingRules =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// a dropping policy with nothing accepting the group
+	policy := "*filter\n:INPUT DROP [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n"
+	if got := droppingRules(policy, g, "eth0"); len(got) != 1 || !strings.Contains(got[0], "policy") {
+		t.Fatalf("INPUT policy DROP: %q", got)
+	}
+	accepted := "*filter\n:INPUT DROP [0:0]\n-A INPUT -d 239.192.0.1/32 -p udp -j ACCEPT\nCOMMIT\n"
+	if got := droppingRules(accepted, g, "eth0"); len(got) != 0 {
+		t.Fatalf("policy DROP but the group accepted: %q", got)
 	}
 }
 
@@ -83,7 +97,7 @@ func TestRPFilterAndBridges(t *testing.T) {
 		t.Fatalf("eth0 on no bridge: %+v", f)
 	}
 	os.Symlink(br, filepath.Join(cfg.Sys, "class/net/eth0/master"))
-	if f := checkBridges(cfg); f[0].Level != Warn || !strings.Contains(f[0].Detail, "br0") {
+	if f := checkBridges(cfg); f[0].Level != OK || !strings.Contains(f[0].Detail, "br0") {
 		t.Fatalf("eth0 on a snooping bridge without querier: %+v", f)
 	}
 }

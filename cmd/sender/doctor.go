@@ -99,6 +99,11 @@ func localFindings(iface string) []finding {
 func hostFindings(st []deploy.HostStatus, ctl *net.UDPAddr, need int64) []finding {
 	var out []finding
 	for _, s := range st {
+		if s.Error != "" && s.Error != "no answer" { // it hears the group, and says no, or its answer is not counted
+			out = append(out, finding{s.ID, "answers", "FAIL", fmt.Sprintf("answered the STATUS multicast to %s, but: %s", ctl, s.Error),
+				"on " + s.ID + ": receiver status (an untrusted release key, its clock far off, or a host key this sender does not pin)"})
+			continue
+		}
 		if s.Error != "" {
 			out = append(out, finding{s.ID, "hears the group", "FAIL",
 				fmt.Sprintf("no signed answer to a STATUS multicast to %s (%s)", ctl, s.Error),
