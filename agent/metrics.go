@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/loopcast/loopcast/multicast"
@@ -100,11 +101,13 @@ func (m *Metrics) scrubbed(err error) {
 	}
 }
 
-// Serve serves /metrics on addr until ctx ends.
+// Serve serves /metrics on addr until ctx ends. A port it cannot listen
+// on is logged, not fatal: metrics must not keep deploys from the host.
 func (m *Metrics) Serve(ctx context.Context, addr string, log *slog.Logger) error {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return err
+		log.Error("agent: cannot serve metrics; the agent runs on without them", "addr", addr, "err", err)
+		return nil
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.Handler())
@@ -117,15 +120,37 @@ func (m *Metrics) Serve(ctx context.Context, addr string, log *slog.Logger) erro
 	}()
 	log.Info("agent: serving metrics", "addr", l.Addr().String(), "path", "/metrics")
 	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
-		return err
+		log.Error("agent: metrics server stopped; the agent runs on without it", "err", err)
 	}
 	return nil
 }
 
-// storeCollector reads the store (and OPcache) at each scrape.
+// storeCollector reads the store at each scrape, and OPcache at most every
+// opcacheMaxAge, one call at a time: scrapes never pile up on a busy pool.
 type storeCollector struct {
 	store *release.Store
 	pool  *opcache.Client
+
+	mu     sync.Mutex
+	at     time.Time
+	status *opcache.Status
+	err    error
+}
+
+const opcacheMaxAge = 15 * time.Second
+
+// poolStatus returns OPcache's state, asked at most every opcacheMaxAge.
+func (c *storeCollector) poolStatus() (*opcache.Status, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.at) < opcacheMaxAge {
+		return c.status, c.err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c.status, c.err = c.pool.Status(ctx)
+	c.at = time.Now()
+	return c.status, c.err
 }
 
 var (
@@ -137,13 +162,13 @@ var (
 	descActivated = prometheus.NewDesc("loopcast_current_release_activated_timestamp_seconds",
 		"When the release served became current.", nil, nil)
 	descKept     = prometheus.NewDesc("loopcast_releases_kept", "Live releases: mounted, images kept.", nil, nil)
-	descFree     = prometheus.NewDesc("loopcast_free_bytes", "Free disk under the store's root.", nil, nil)
+	descFree     = prometheus.NewDesc("loopcast_store_free_bytes", "Free disk under the store's root.", nil, nil)
 	descErr      = prometheus.NewDesc("loopcast_store_error", "1 when the store's last operation failed (receiver status says how).", nil, nil)
 	descUp       = prometheus.NewDesc("loopcast_opcache_up", "1 when the php-fpm pool answered.", nil, nil)
 	descScripts  = prometheus.NewDesc("loopcast_opcache_scripts", "Scripts in OPcache.", nil, nil)
 	descMaxKeys  = prometheus.NewDesc("loopcast_opcache_max_scripts", "Most scripts OPcache can hold.", nil, nil)
 	descMem      = prometheus.NewDesc("loopcast_opcache_memory_bytes", "OPcache memory by state: used, free, wasted.", []string{"state"}, nil)
-	descRestarts = prometheus.NewDesc("loopcast_opcache_restarts", "Times OPcache emptied itself since the pool started, by cause.", []string{"cause"}, nil)
+	descRestarts = prometheus.NewDesc("loopcast_opcache_restarts_total", "Times OPcache emptied itself since the pool started, by cause.", []string{"cause"}, nil)
 	descFull     = prometheus.NewDesc("loopcast_opcache_full", "1 when OPcache is full and caches no new script.", nil, nil)
 )
 
@@ -199,9 +224,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	if c.pool == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	os, err := c.pool.Status(ctx)
+	os, err := c.poolStatus()
 	gauge(descUp, b2f(err == nil))
 	if err != nil {
 		return
@@ -211,8 +234,8 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descMem, float64(os.UsedMemory), "used")
 	gauge(descMem, float64(os.FreeMemory), "free")
 	gauge(descMem, float64(os.WastedMemory), "wasted")
-	gauge(descRestarts, float64(os.OOMRestarts), "oom")
-	gauge(descRestarts, float64(os.HashRestarts), "hash")
-	gauge(descRestarts, float64(os.ManualRestarts), "manual")
+	for cause, n := range map[string]int{"oom": os.OOMRestarts, "hash": os.HashRestarts, "manual": os.ManualRestarts} {
+		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(n), cause)
+	}
 	gauge(descFull, b2f(os.CacheFull))
 }

@@ -55,7 +55,7 @@ func TestMetricsNameTheReleaseServed(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
-	if !regexp.MustCompile(`(?m)^loopcast_free_bytes [1-9]`).MatchString(page) {
+	if !regexp.MustCompile(`(?m)^loopcast_store_free_bytes [1-9]`).MatchString(page) {
 		t.Errorf("no free disk in the metrics")
 	}
 	if strings.Contains(page, "loopcast_opcache_") {
