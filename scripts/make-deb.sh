@@ -11,14 +11,21 @@
 # 0.1.0+git<commit date>.<short hash> (+dirty when the tree has changes).
 # Environment: GOARCH (the build's), SOURCE_DATE_EPOCH (the commit's time).
 set -euo pipefail
+umask 022 # the packages' modes do not depend on the caller's
 cd "$(dirname "$0")/.."
 OUT=${1:-dist}
 command -v dpkg-deb >/dev/null || { echo "make-deb: needs dpkg-deb (Debian's dpkg)" >&2; exit 1; }
 GO=${GO:-go}
-arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
 goarch=${GOARCH:-$($GO env GOARCH)}
+case $goarch in # Debian's name for the architecture the binaries are for
+amd64 | arm64 | s390x | riscv64) arch=$goarch ;;
+386) arch=i386 ;;
+arm) arch=armhf ;;
+ppc64le) arch=ppc64el ;;
+*) echo "make-deb: no Debian architecture for GOARCH=$goarch" >&2; exit 1 ;;
+esac
 if git rev-parse --git-dir >/dev/null 2>&1; then
-	stamp=$(git log -1 --format=%cd --date=format:%Y%m%d%H%M%S)
+	stamp=$(TZ=UTC git log -1 --format=%cd --date=format-local:%Y%m%d%H%M%S) # UTC: later commits sort later
 	hash=$(git rev-parse --short=12 HEAD)
 	dirty=$(git status --porcelain --untracked-files=no | grep -q . && echo +dirty || true)
 	: "${SOURCE_DATE_EPOCH:=$(git log -1 --format=%ct)}"
@@ -49,15 +56,23 @@ control() { # control NAME DESCRIPTION [DEPENDS] [RECOMMENDS]
 		echo "Priority: optional"
 		[[ -n ${3:-} ]] && echo "Depends: $3"
 		[[ -n ${4:-} ]] && echo "Recommends: $4"
-		echo "Installed-Size: $(du -sk --exclude=DEBIAN "$root" | cut -f1)"
+		echo "Installed-Size: $(du -sk --apparent-size --exclude=DEBIAN "$root" | cut -f1)"
 		echo "Homepage: https://github.com/loopcast/loopcast"
 		echo "Description: $2"
 	} >"$root/DEBIAN/control"
 }
 
-man() { # man CMD ROOT: the man page, from the binary
+man() { # man CMD ROOT: the man page, from a binary for this machine
 	mkdir -p "$2/usr/share/man/man8"
-	"$work/bin/$1" man | gzip -9n >"$2/usr/share/man/man8/$1.8.gz"
+	CGO_ENABLED=0 $GO build -o "$work/man-$1" "./cmd/$1"
+	"$work/man-$1" man | gzip -9n >"$2/usr/share/man/man8/$1.8.gz"
+}
+
+copyright() { # copyright PKG ROOT
+	printf '%s\n' "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/" \
+		"Upstream-Name: loopcast" "Source: https://github.com/loopcast/loopcast" "" \
+		"Files: *" "Copyright: the loopcast authors" "License: see the source repository" >"$2/usr/share/doc/$1/copyright"
+	chmod 0644 "$2/usr/share/doc/$1/copyright"
 }
 
 # --- loopcast-receiver ---------------------------------------------------------
@@ -70,6 +85,7 @@ sed 's|/usr/local/bin/receiver|/usr/bin/receiver|g' packaging/app-worker@.servic
 install -m 0644 packaging/receiver.env "$r/etc/loopcast/receiver.env"
 install -m 0644 packaging/nginx-loopcast.conf packaging/php-fpm-loopcast.conf "$r/usr/share/doc/loopcast-receiver/examples/"
 install -m 0644 README.md "$r/usr/share/doc/loopcast-receiver/README.md"
+copyright loopcast-receiver "$r"
 man receiver "$r"
 chmod 0644 "$r/lib/systemd/system/loopcast-receiver.service" "$r/usr/share/doc/loopcast-receiver/examples/app-worker@.service"
 control loopcast-receiver "loopcast agent: receives, verifies, stages and switches releases
@@ -122,6 +138,7 @@ s=$work/loopcast-sender
 install -D -m 0755 "$work/bin/sender" "$s/usr/bin/sender"
 install -d "$s/var/lib/loopcast" "$s/usr/share/doc/loopcast-sender"
 install -m 0644 README.md "$s/usr/share/doc/loopcast-sender/README.md"
+copyright loopcast-sender "$s"
 man sender "$s"
 control loopcast-sender "loopcast sender: builds and multicasts release images to a web fleet
  Packs a code tree into a deterministic ext2 image with a signed manifest,
