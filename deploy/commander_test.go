@@ -40,14 +40,67 @@ type fakeAgents struct {
 	impostor map[string]ed25519.PrivateKey
 	seen     map[string]int
 	sends    int
-	replies  [][]byte
-	wake     chan struct{}
-	dl       time.Time
+	*replyQueue
 }
 
 func newFakeAgents(hosts ...string) *fakeAgents {
-	return &fakeAgents{hosts: hosts, deaf: map[string]int{}, silent: map[string]bool{}, refuse: map[string]string{}, seen: map[string]int{}, wake: make(chan struct{}, 1)}
+	return &fakeAgents{hosts: hosts, deaf: map[string]int{}, silent: map[string]bool{}, refuse: map[string]string{}, seen: map[string]int{},
+		replyQueue: newReplyQueue()}
 }
+
+// replyQueue is the read side of a fake control connection: the replies
+// its WriteTo queued, read in order, with a read deadline. The fakes of
+// these tests embed it.
+type replyQueue struct {
+	mu      sync.Mutex
+	replies [][]byte
+	wake    chan struct{}
+	dl      time.Time
+}
+
+func newReplyQueue() *replyQueue { return &replyQueue{wake: make(chan struct{}, 1)} }
+
+// push queues signed replies and wakes a reader.
+func (q *replyQueue) push(bs ...[]byte) {
+	q.mu.Lock()
+	q.replies = append(q.replies, bs...)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (q *replyQueue) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		q.mu.Lock()
+		if len(q.replies) > 0 {
+			n := copy(p, q.replies[0])
+			q.replies = q.replies[1:]
+			q.mu.Unlock()
+			return n, &net.UDPAddr{}, nil
+		}
+		dl := q.dl
+		q.mu.Unlock()
+		wait := time.Until(dl)
+		if wait <= 0 {
+			return 0, nil, os.ErrDeadlineExceeded
+		}
+		select {
+		case <-q.wake:
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (q *replyQueue) SetReadDeadline(t time.Time) error {
+	q.mu.Lock()
+	q.dl = t
+	q.mu.Unlock()
+	return nil
+}
+
+func (q *replyQueue) Close() error { return nil }
 
 func (f *fakeAgents) WriteTo(p []byte, _ net.Addr) (int, error) {
 	c, err := control.ParseCommand(p)
@@ -57,6 +110,7 @@ func (f *fakeAgents) WriteTo(p []byte, _ net.Addr) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.sends++
+	var out [][]byte
 	for _, h := range f.hosts {
 		f.seen[h]++
 		if f.silent[h] || f.seen[h] <= f.deaf[h] {
@@ -77,45 +131,11 @@ func (f *fakeAgents) WriteTo(p []byte, _ net.Addr) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		f.replies = append(f.replies, b)
+		out = append(out, b)
 	}
-	select {
-	case f.wake <- struct{}{}:
-	default:
-	}
+	f.push(out...)
 	return len(p), nil
 }
-
-func (f *fakeAgents) ReadFrom(p []byte) (int, net.Addr, error) {
-	for {
-		f.mu.Lock()
-		if len(f.replies) > 0 {
-			n := copy(p, f.replies[0])
-			f.replies = f.replies[1:]
-			f.mu.Unlock()
-			return n, &net.UDPAddr{}, nil
-		}
-		dl := f.dl
-		f.mu.Unlock()
-		wait := time.Until(dl)
-		if wait <= 0 {
-			return 0, nil, os.ErrDeadlineExceeded
-		}
-		select {
-		case <-f.wake:
-		case <-time.After(wait):
-		}
-	}
-}
-
-func (f *fakeAgents) SetReadDeadline(t time.Time) error {
-	f.mu.Lock()
-	f.dl = t
-	f.mu.Unlock()
-	return nil
-}
-
-func (f *fakeAgents) Close() error { return nil }
 
 func commander(f *fakeAgents, timeout time.Duration) *Commander {
 	return &Commander{Conn: f, To: &net.UDPAddr{}, Group: "239.192.0.1:5000", Key: testKey, Timeout: timeout}

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -22,20 +21,18 @@ import (
 // named release (or their previous), STATUS reports. It logs every
 // command it obeys.
 type fleetSim struct {
-	mu       sync.Mutex
-	cur      map[string]string
-	prev     map[string]string
-	log      []string // "ACTIVATE r2 a,b"
-	replies  [][]byte
-	wake     chan struct{}
-	dl       time.Time
+	mu   sync.Mutex
+	cur  map[string]string
+	prev map[string]string
+	log  []string // "ACTIVATE r2 a,b"
+	*replyQueue
 	noSwitch map[string]bool // hosts whose ACTIVATE fails
 	lostAck  map[string]bool // hosts that switch but whose ACTIVATE reply is lost
 	deafBack map[string]bool // hosts that ignore ROLLBACK
 }
 
 func newFleetSim(cur map[string]string) *fleetSim {
-	return &fleetSim{cur: maps.Clone(cur), prev: map[string]string{}, wake: make(chan struct{}, 1), noSwitch: map[string]bool{},
+	return &fleetSim{cur: maps.Clone(cur), prev: map[string]string{}, replyQueue: newReplyQueue(), noSwitch: map[string]bool{},
 		lostAck: map[string]bool{}, deafBack: map[string]bool{}}
 }
 
@@ -46,6 +43,7 @@ func (f *fleetSim) WriteTo(p []byte, _ net.Addr) (int, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	var out [][]byte
 	e := c.Env()
 	targets := slices.Sorted(slices.Values(e.Targets))
 	for _, h := range targets {
@@ -79,7 +77,7 @@ func (f *fleetSim) WriteTo(p []byte, _ net.Addr) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		f.replies = append(f.replies, b)
+		out = append(out, b)
 	}
 	if c.Type() != control.TypeStatus {
 		what := map[control.Type]string{control.TypeActivate: "ACTIVATE", control.TypeRollback: "ROLLBACK"}[c.Type()]
@@ -91,43 +89,9 @@ func (f *fleetSim) WriteTo(p []byte, _ net.Addr) (int, error) {
 		}
 		f.log = append(f.log, what+" "+strings.Join(targets, ","))
 	}
-	select {
-	case f.wake <- struct{}{}:
-	default:
-	}
+	f.push(out...)
 	return len(p), nil
 }
-
-func (f *fleetSim) ReadFrom(p []byte) (int, net.Addr, error) {
-	for {
-		f.mu.Lock()
-		if len(f.replies) > 0 {
-			n := copy(p, f.replies[0])
-			f.replies = f.replies[1:]
-			f.mu.Unlock()
-			return n, &net.UDPAddr{}, nil
-		}
-		dl := f.dl
-		f.mu.Unlock()
-		wait := time.Until(dl)
-		if wait <= 0 {
-			return 0, nil, os.ErrDeadlineExceeded
-		}
-		select {
-		case <-f.wake:
-		case <-time.After(wait):
-		}
-	}
-}
-
-func (f *fleetSim) SetReadDeadline(t time.Time) error {
-	f.mu.Lock()
-	f.dl = t
-	f.mu.Unlock()
-	return nil
-}
-
-func (f *fleetSim) Close() error { return nil }
 
 // rollResult runs a rollout of release "new" over staged hosts.
 func rollResult(t *testing.T, f *fleetSim, r Rollout, hosts ...string) (*Result, error) {
