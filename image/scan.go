@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -79,45 +80,43 @@ func scanTree(src string) (*tree, error) {
 	t.nodes = append(t.nodes, nodeFromStat("", 0, &st))
 	t.nodes[0].kind = kindDir
 	links := map[devIno]int32{}
-	if err := t.scanDir(0, src, links); err != nil {
+	// the stat of every entry, on all cores; the tree is then put
+	// together from it in one fixed order, as before
+	pre := prescan(src, runtime.GOMAXPROCS(0))
+	if err := t.scanDir(0, src, links, pre); err != nil {
 		return nil, err
 	}
 	return t, nil
 }
 
-func (t *tree) scanDir(idx int32, path string, links map[devIno]int32) error {
-	d, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("image: %w", err)
+func (t *tree) scanDir(idx int32, path string, links map[devIno]int32, pre map[string]*listing) error {
+	l := pre[path]
+	if l == nil {
+		return fmt.Errorf("image: %s: the tree changed during the scan", path)
 	}
-	names, err := d.Readdirnames(-1)
-	if err != nil {
-		d.Close()
-		return fmt.Errorf("image: read directory %s: %w", path, err)
+	if l.err != nil {
+		return l.err
 	}
-	slices.Sort(names) // Go strings compare as bytes
-	dirfd := int(d.Fd())
 	first := int32(len(t.nodes))
-	t.nodes[idx].first, t.nodes[idx].count = first, int32(len(names))
-	for _, name := range names {
-		if err := t.scanEntry(idx, dirfd, path, name, links); err != nil {
-			d.Close()
+	t.nodes[idx].first, t.nodes[idx].count = first, int32(len(l.names))
+	for i, name := range l.names {
+		if err := t.scanEntry(idx, path, name, &l.entries[i], links); err != nil {
 			return err
 		}
 	}
-	d.Close() // before recursing: one directory open at a time
+	names := l.names
 	for c := first; c < first+int32(len(names)); c++ {
 		if t.nodes[c].kind != kindDir {
 			continue
 		}
-		if err := t.scanDir(c, filepath.Join(path, t.nodes[c].name), links); err != nil {
+		if err := t.scanDir(c, filepath.Join(path, t.nodes[c].name), links, pre); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (t *tree) scanEntry(parent int32, dirfd int, dir, name string, links map[devIno]int32) error {
+func (t *tree) scanEntry(parent int32, dir, name string, e *entryStat, links map[devIno]int32) error {
 	path := filepath.Join(dir, name)
 	if len(name) > maxNameLen {
 		return fmt.Errorf("image: %s: name is %d bytes, ext2 allows %d", path, len(name), maxNameLen)
@@ -125,11 +124,11 @@ func (t *tree) scanEntry(parent int32, dirfd int, dir, name string, links map[de
 	if parent == 0 && name == "lost+found" {
 		return fmt.Errorf("image: %s: lost+found is reserved at the image root", path)
 	}
-	var st unix.Stat_t
-	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return fmt.Errorf("image: stat %s: %w", path, err)
+	if e.statErr != nil {
+		return fmt.Errorf("image: stat %s: %w", path, e.statErr)
 	}
-	n := nodeFromStat(name, parent, &st)
+	st := &e.st
+	n := nodeFromStat(name, parent, st)
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
 		n.kind = kindDir
@@ -141,7 +140,7 @@ func (t *tree) scanEntry(parent int32, dirfd int, dir, name string, links map[de
 		}
 	case unix.S_IFLNK:
 		n.kind = kindSymlink
-		target, err := readlinkat(dirfd, name, st.Size)
+		target, err := e.target, e.linkErr
 		if err != nil {
 			return fmt.Errorf("image: readlink %s: %w", path, err)
 		}
