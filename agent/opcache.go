@@ -9,9 +9,6 @@ import (
 	"github.com/loopcast/loopcast/opcache"
 )
 
-// opcacheDir holds the OPcache helper script under the store's root.
-const opcacheDir = "opcache"
-
 // opcacheEvery is how often the agent looks at OPcache between deploys.
 const opcacheEvery = time.Minute
 

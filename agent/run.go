@@ -67,7 +67,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	var pool *opcache.Client
 	if cfg.PHPFPM != "" {
 		var err error
-		if pool, err = opcache.Install(filepath.Join(cfg.Root, opcacheDir), cfg.PHPFPM); err != nil {
+		if pool, err = opcache.Install(opcache.HelperDir(cfg.Root), cfg.PHPFPM); err != nil {
 			return err
 		}
 		cfg.Store.Cache = pool

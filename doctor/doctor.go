@@ -476,7 +476,11 @@ func checkPool(ctx context.Context, cfg Config) []Finding {
 	if cfg.PHPFPM == "" {
 		return []Finding{ok(check, "no --php-fpm: releases are served from their own paths (no slots)")}
 	}
-	c := &opcache.Client{Socket: cfg.PHPFPM, Helper: filepath.Join(cfg.Root, "opcache", opcache.HelperName), Timeout: 5 * time.Second}
+	c := opcache.ForStore(cfg.Root, cfg.PHPFPM)
+	if _, err := os.Stat(c.Helper); err != nil {
+		return []Finding{{Check: check, Level: Fail, Detail: err.Error(), Fix: "start the agent with --php-fpm " + cfg.PHPFPM + ": it installs its OPcache helper"}}
+	}
+	c.Timeout = 5 * time.Second
 	st, err := c.Status(ctx)
 	switch {
 	case err != nil:

@@ -36,6 +36,15 @@ var helper []byte
 // HelperName is the helper script's file name.
 const HelperName = "loopcast-opcache.php"
 
+// HelperDir is where the agent keeps the helper under its store's root.
+func HelperDir(root string) string { return filepath.Join(root, "opcache") }
+
+// ForStore returns a client for the pool at socket through the helper the
+// agent of the store at root installs (Install puts it there).
+func ForStore(root, socket string) *Client {
+	return &Client{Socket: socket, Helper: filepath.Join(HelperDir(root), HelperName)}
+}
+
 // DefaultTimeout bounds one call to the pool: a compile of a large
 // release's changed files fits, a hung pool does not stall a deploy.
 const DefaultTimeout = 60 * time.Second

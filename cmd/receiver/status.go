@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -92,9 +91,9 @@ type statusOut struct {
 // poolStatus asks the pool at socket for OPcache's state, through the
 // helper the agent installs (installed here when missing).
 func poolStatus(ctx context.Context, root, socket string) (*opcache.Status, string) {
-	c := &opcache.Client{Socket: socket, Helper: filepath.Join(root, "opcache", opcache.HelperName)}
-	if _, err := os.Stat(c.Helper); err != nil {
-		if c, err = opcache.Install(filepath.Dir(c.Helper), socket); err != nil {
+	c := opcache.ForStore(root, socket)
+	if _, err := os.Stat(c.Helper); err != nil { // an agent never run with --php-fpm
+		if c, err = opcache.Install(opcache.HelperDir(root), socket); err != nil {
 			return nil, err.Error()
 		}
 	}
