@@ -215,15 +215,12 @@ func checkFirewall(ctx context.Context, cfg Config) []Finding {
 	if cfg.Group == nil {
 		return nil
 	}
-	bin, err := exec.LookPath("iptables-save")
-	if err != nil {
+	out, found, err := runTool(ctx, "iptables-save", "-t", "filter")
+	switch {
+	case !found:
 		return []Finding{ok(check, "no iptables-save: iptables rules not checked (nftables rules are not read)")}
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, "-t", "filter").Output()
-	if err != nil {
-		return []Finding{{Check: check, Level: Warn, Detail: fmt.Sprintf("iptables-save: %v", err)}}
+	case err != nil:
+		return []Finding{{Check: check, Level: Warn, Detail: err.Error()}}
 	}
 	bad := droppingRules(string(out), cfg.Group, cfg.Iface)
 	if len(bad) == 0 {
@@ -433,17 +430,33 @@ func orNone(s string) string {
 // passed by $realpath_root, or a switch can mix releases in one request.
 func checkNginx(ctx context.Context, cfg Config) []Finding {
 	const check = "nginx"
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
+	out, found, err := runTool(ctx, "nginx", "-T")
+	switch {
+	case !found:
 		return []Finding{ok(check, "no nginx on this host: not checked")}
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, "-T").CombinedOutput()
-	if err != nil {
-		return []Finding{{Check: check, Level: Warn, Detail: fmt.Sprintf("nginx -T: %v", err)}}
+	case err != nil:
+		return []Finding{{Check: check, Level: Warn, Detail: err.Error()}}
 	}
 	return nginxFindings(string(out), cfg.Root)
+}
+
+// toolTimeout bounds each tool the doctor runs.
+const toolTimeout = 10 * time.Second
+
+// runTool runs a tool of this host with args and returns what it printed;
+// found is false when the tool is not installed.
+func runTool(ctx context.Context, name string, args ...string) (out []byte, found bool, err error) {
+	bin, err := exec.LookPath(name)
+	if err != nil {
+		return nil, false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, toolTimeout)
+	defer cancel()
+	out, err = exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	if err != nil {
+		return nil, true, fmt.Errorf("%s %s: %v: %.200s", name, strings.Join(args, " "), err, out)
+	}
+	return out, true, nil
 }
 
 func nginxFindings(conf, root string) []Finding {

@@ -200,24 +200,24 @@ func (b *builder) baseMatches() bool {
 // It reports whether f now holds the base; when not, f is empty. Where the
 // filesystem cannot share blocks, copying the base costs about what
 // writing the image does, so the build writes it whole instead.
-func cloneBase(f *os.File, prev *buildBase, size int64) bool {
+func cloneBase(f *os.File, prev *buildBase, size int64) (bool, error) {
 	if prev == nil || testNoClone {
-		return false
+		return false, nil
 	}
 	if fi, err := prev.img.Stat(); err != nil || fi.Size() != size {
-		return false
+		return false, nil
 	}
 	if err := unix.IoctlFileClone(int(f.Fd()), int(prev.img.Fd())); err == nil {
 		if fi, err := f.Stat(); err == nil && fi.Size() == size {
-			return true
+			return true, nil
 		}
 	}
 	// a clone that failed part way (btrfs) may have shared some extents:
 	// nothing of the base may stay in an image written whole
 	if err := f.Truncate(0); err != nil {
-		return false
+		return false, fmt.Errorf("image: empty %s after a failed clone: %w", f.Name(), err)
 	}
-	return false
+	return false, nil
 }
 
 // localFS reports whether the tree at dir is on a local filesystem whose
@@ -370,7 +370,13 @@ func (b *builder) plan() (geometry, error) {
 // write lays the whole image into f, then reads it back into a manifest.
 func (b *builder) write(ctx context.Context, f *os.File, geo geometry, pw *packWriter) (*Manifest, error) {
 	size := int64(geo.blocks) * blockSize
-	cloned := b.base != nil && b.baseMatches() && cloneBase(f, b.prev, size)
+	cloned := false
+	if b.base != nil && b.baseMatches() {
+		var err error
+		if cloned, err = cloneBase(f, b.prev, size); err != nil {
+			return nil, err
+		}
+	}
 	b.trustStat = cloned && localFS(b.t.src)
 	if !cloned {
 		if err := f.Truncate(size); err != nil {

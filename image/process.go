@@ -209,10 +209,9 @@ func (p *processor) chunk(i int, enc *zstd.Encoder, raw, dict []byte) (chunkResu
 		if bc := p.base.m.Chunks[i]; bc.Zero {
 			c.Zero, c.Hash = true, zeroHash(n)
 			return chunkResult{i: i, zero: true}, nil
-		} else {
-			c.Hash = bc.Hash
-			return chunkResult{i: i, same: true}, nil
 		}
+		c.Hash = p.base.m.Chunks[i].Hash
+		return chunkResult{i: i, same: true}, nil
 	}
 	if isHole(p.f, off, n) {
 		c.Zero, c.Hash = true, zeroHash(n)

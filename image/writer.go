@@ -69,7 +69,6 @@ type imageWriter struct {
 	wrote    []byte // one bit per block: written (or zeroed) by this build
 	skipped  []byte // one bit per block: left as in the base
 	dirty    []bool // per chunk
-	zeroed   int64  // bytes zeroed at finish
 	scratch  []byte // the base's bytes, read to compare
 }
 
@@ -162,7 +161,6 @@ func (w *imageWriter) zeroRest() {
 				}
 			}
 		}
-		w.zeroed += n
 		w.touched(b, end)
 		b = end
 	}
