@@ -16,6 +16,17 @@
 // freed. So a small change to the tree changes few chunks of the image,
 // and hosts can reuse the chunks they already hold.
 //
+// The layout (version 2) also records what the scan saw of each source
+// file (mtime, ctime, inode, device) and the image digest of its manifest.
+// When the output can be a reflink of the base image (XFS, btrfs) and the
+// base's layout, manifest and image belong together, a build on it starts
+// from that clone: files whose size and stat match the base's scan are not
+// read, only blocks whose bytes differ are written, blocks the base used
+// and the new image does not are zeroed, and chunks nothing touched keep
+// the base's hash and compressed frame. The image is byte for byte the one
+// a build writing every block makes. The scan reads directories and stats
+// on all cores and assembles the tree in one fixed order.
+//
 // The manifest cuts the image into fixed-size chunks (ChunkSize), each with
 // its SHA-256; it carries the whole image's SHA-256, provenance, and an
 // ed25519 signature. It is what the sender distributes and what receivers

@@ -16,6 +16,7 @@ import (
 // binaries.
 func TestDebianPackages(t *testing.T) {
 	testenv.Long(t)
+	testenv.RequireRoot(t) // dpkg installs as root, even into a scratch root
 	testenv.RequireTool(t, "dpkg-deb")
 	testenv.RequireTool(t, "dpkg")
 	testenv.RequireTool(t, "go")
