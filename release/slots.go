@@ -100,8 +100,8 @@ func (s *Store) servedDir(st *State, id string) string {
 	return s.ReleaseDir(id)
 }
 
-// PlaceReport says where a staged release is served from.
-type PlaceReport struct {
+// placeReport says where a staged release is served from, for the log.
+type placeReport struct {
 	Slot     string // "" when served from releases/<id>
 	Replaced string // the release the slot held before, if any
 	Changed  int    // files that differ from the slot's old release (-1: unknown, all dropped)
@@ -114,10 +114,10 @@ type PlaceReport struct {
 // place binds release id (staged, mounted) in a free slot. It never fails
 // the staging: what goes wrong is logged and the release is served from
 // releases/<id>.
-func (s *Store) place(ctx context.Context, st *State, id string) *PlaceReport {
+func (s *Store) place(ctx context.Context, st *State, id string) {
 	names := s.slotNames()
 	if len(names) == 0 || st.slotOf(id) != "" {
-		return nil
+		return
 	}
 	start := time.Now()
 	rep := s.tryPlace(ctx, st, id, names)
@@ -132,11 +132,10 @@ func (s *Store) place(ctx context.Context, st *State, id string) *PlaceReport {
 			s.log.Warn("release: slot warm-up incomplete", "id", id, "slot", rep.Slot, "why", rep.Why)
 		}
 	}
-	return rep
 }
 
-func (s *Store) tryPlace(ctx context.Context, st *State, id string, names []string) *PlaceReport {
-	rep := &PlaceReport{}
+func (s *Store) tryPlace(ctx context.Context, st *State, id string, names []string) *placeReport {
+	rep := &placeReport{}
 	var whys []string
 	for _, name := range s.slotOrder(st, names) {
 		dir := s.SlotDir(name)
