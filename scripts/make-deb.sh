@@ -64,8 +64,12 @@ control() { # control NAME DESCRIPTION [DEPENDS] [RECOMMENDS]
 
 man() { # man CMD ROOT: the man page, from a binary for this machine
 	mkdir -p "$2/usr/share/man/man8"
-	CGO_ENABLED=0 $GO build -o "$work/man-$1" "./cmd/$1"
-	"$work/man-$1" man | gzip -9n >"$2/usr/share/man/man8/$1.8.gz"
+	local bin=$work/bin/$1
+	if [[ $goarch != "$($GO env GOHOSTARCH)" ]]; then # a cross build cannot run here
+		bin=$work/man-$1
+		CGO_ENABLED=0 $GO build -o "$bin" "./cmd/$1"
+	fi
+	"$bin" man | gzip -9n >"$2/usr/share/man/man8/$1.8.gz"
 }
 
 copyright() { # copyright PKG ROOT
