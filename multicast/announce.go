@@ -12,6 +12,7 @@ const (
 	announceClosed = 1 // closed group: only the listed hosts are waited for
 	announceBase   = 2 // a base release id follows the host list
 	announceSealed = 4 // chunk frames are sealed (an encrypted session)
+	announceFetch  = 8 // a TCP fetch port follows: hosts that hear no multicast run the session over it
 )
 
 // Announce opens a session; the sender multicasts it repeatedly. The host
@@ -24,6 +25,8 @@ const (
 //	64 rate bit/s u64       72 hosts total u16       74 first host u16
 //	76 host count u8        77 hosts: len u8 + id, repeated
 //	   then, with flag 2: base release id [8]
+//	   then, with flag 8: fetch port u16 (the sender's TCP port for hosts
+//	   that hear no multicast)
 //	   then signed at (unix ms) u64, release key [32], session key [32],
 //	   session X25519 key [32]; the packet is signed by the release key
 //
@@ -59,6 +62,10 @@ type Announce struct {
 	// Encrypted: every chunk frame is sealed under a content key each
 	// host gets in the acknowledgement of its REGISTER (seal.go).
 	Encrypted bool
+	// FetchPort is the sender's TCP port for the unicast path (0: none):
+	// a host that hears no multicast runs the session over one TCP
+	// connection to the announcing address at this port (stream.go).
+	FetchPort uint16
 }
 
 func (*Announce) Type() Type { return TypeAnnounce }
@@ -84,6 +91,9 @@ func (a *Announce) AppendBinary(b []byte) ([]byte, error) {
 	if a.Encrypted {
 		fl |= announceSealed
 	}
+	if a.FetchPort != 0 {
+		fl |= announceFetch
+	}
 	b = append(b, a.BlockSymbols, fl)
 	b = binary.BigEndian.AppendUint64(b, a.Rate)
 	b = binary.BigEndian.AppendUint16(b, a.HostsTotal)
@@ -97,6 +107,9 @@ func (a *Announce) AppendBinary(b []byte) ([]byte, error) {
 	}
 	if fl&announceBase != 0 {
 		b = append(b, a.BaseID[:]...)
+	}
+	if fl&announceFetch != 0 {
+		b = binary.BigEndian.AppendUint16(b, a.FetchPort)
 	}
 	b = binary.BigEndian.AppendUint64(b, uint64(a.SignedAt))
 	b = append(b, a.ReleaseKey[:]...)
@@ -137,7 +150,7 @@ func parseAnnounce(b []byte) (*Announce, error) {
 	a.SymbolSize = r.u16()
 	a.BlockSymbols = r.u8()
 	fl := r.u8()
-	r.check(fl&^(announceClosed|announceBase|announceSealed) == 0, "announce flags %#x", fl)
+	r.check(fl&^(announceClosed|announceBase|announceSealed|announceFetch) == 0, "announce flags %#x", fl)
 	a.Closed = fl&announceClosed != 0
 	a.Encrypted = fl&announceSealed != 0
 	a.Rate = r.u64()
@@ -151,6 +164,10 @@ func parseAnnounce(b []byte) (*Announce, error) {
 	if fl&announceBase != 0 {
 		copy(a.BaseID[:], r.take(8))
 		r.check(!a.BaseID.IsZero(), "announce base release id all zero")
+	}
+	if fl&announceFetch != 0 {
+		a.FetchPort = r.u16()
+		r.check(a.FetchPort != 0, "announce fetch port 0")
 	}
 	a.SignedAt = int64(r.u64())
 	copy(a.ReleaseKey[:], r.take(32))

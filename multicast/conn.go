@@ -41,6 +41,7 @@ const inboxDepth = 4096
 type packet struct {
 	b    []byte
 	from net.Addr
+	err  error // a stream's end (then b is nil)
 }
 
 // readLoop reads conn until it fails, parsing nothing: it copies each
@@ -50,16 +51,35 @@ func readLoop(ctx context.Context, conn Conn, inbox chan<- packet) error {
 	if br, ok := conn.(batchReader); ok {
 		return readBatchLoop(ctx, br, inbox)
 	}
+	_, lossless := conn.(losslessConn)
 	buf := make([]byte, MaxPacket+1)
 	for {
 		n, from, err := conn.ReadFrom(buf)
+		if err != nil && lossless && ctx.Err() == nil {
+			// a stream ended: the session loop decides what that means
+			// once it has handled everything read before (an
+			// acknowledgement may be queued)
+			select {
+			case inbox <- packet{err: err}:
+			case <-ctx.Done():
+			}
+			return nil
+		}
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
 			return err
 		}
-		enqueue(inbox, buf[:n], from)
+		if !lossless {
+			enqueue(inbox, buf[:n], from)
+			continue
+		}
+		select { // a stream: hold the sender back rather than drop
+		case inbox <- packet{b: append([]byte(nil), buf[:n]...), from: from}:
+		case <-ctx.Done():
+			return nil
+		}
 	}
 }
 

@@ -48,8 +48,10 @@ func (n *versionNotes) note(err error, from net.Addr, warnf func(string, ...any)
 // ANNOUNCE is signed by the release key and names the session's keys,
 // STATUS and ABORT are signed by the session key, REGISTER and REFUSE by
 // the host's key, and NACK, COMPLETE and the sender's acknowledgements
-// carry a MAC under per-host keys agreed in REGISTER.
-const Version = 3
+// carry a MAC under per-host keys agreed in REGISTER. Version 4: ANNOUNCE
+// may name a TCP fetch port, over which a host that hears no multicast
+// runs the session (stream.go).
+const Version = 4
 
 // HeaderLen is the size of the fixed header every packet starts with.
 const HeaderLen = 16

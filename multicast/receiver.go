@@ -98,6 +98,12 @@ type ReceiveOptions struct {
 	// refused (untrusted key, not wanted) or a sender of another protocol
 	// version. Logf when nil.
 	Warnf func(format string, args ...any)
+	// NoUnicast refuses the unicast path: a host that hears no multicast
+	// waits for it rather than dial a sender's fetch port.
+	NoUnicast bool
+	// dial opens the unicast path (tests); nil dials TCP to the announcing
+	// address at the fetch port.
+	dial func(ctx context.Context, from net.Addr, port uint16) (net.Conn, error)
 }
 
 // Result describes a received image.
@@ -117,6 +123,7 @@ type Result struct {
 	StageTime time.Duration   // how long ReceiveOptions.Stage took
 	Encrypted bool            // the session's frames were sealed; this host had the key
 	StageErr  error           // what ReceiveOptions.Stage returned
+	Unicast   bool            // the session ran over the sender's TCP fetch port: no multicast was heard
 }
 
 // Receive joins one session announced on conn, receives its image into
@@ -140,7 +147,17 @@ func Receive(ctx context.Context, conn Conn, opts ReceiveOptions) (*Result, erro
 	if opts.Warnf == nil {
 		opts.Warnf = opts.Logf
 	}
-	r := &receiver{opts: opts, conn: conn, begin: time.Now(), eph: newDH(),
+	res, err := receive(ctx, conn, opts, false)
+	var to *streamTarget
+	if errors.As(err, &to) {
+		return receiveStream(ctx, opts, to)
+	}
+	return res, err
+}
+
+// receive runs one receiver over conn (a stream: the unicast path).
+func receive(ctx context.Context, conn Conn, opts ReceiveOptions, onStream bool) (*Result, error) {
+	r := &receiver{opts: opts, conn: conn, begin: time.Now(), eph: newDH(), onStream: onStream,
 		hostPub: pub32(opts.HostKey.Public().(ed25519.PublicKey))}
 	err := serve(ctx, conn, r.run)
 	if err != nil {
@@ -149,7 +166,52 @@ func Receive(ctx context.Context, conn Conn, opts ReceiveOptions) (*Result, erro
 		}
 		return nil, err
 	}
+	r.res.Unicast = onStream
 	return &r.res, nil
+}
+
+// streamTarget is a session announced to this host by unicast that it
+// hears nothing of by multicast: it runs the session over the sender's
+// fetch port instead (stream.go).
+type streamTarget struct {
+	session uint32
+	from    net.Addr
+	port    uint16
+}
+
+func (t *streamTarget) Error() string {
+	return fmt.Sprintf("multicast: session %08x: no multicast heard; taking the unicast path to %v port %d", t.session, t.from, t.port)
+}
+
+// receiveStream dials the sender's fetch port and runs the session over
+// that connection.
+func receiveStream(ctx context.Context, opts ReceiveOptions, to *streamTarget) (*Result, error) {
+	dial := opts.dial
+	if dial == nil {
+		dial = dialFetch
+	}
+	c, err := dial(ctx, to.from, to.port)
+	if err != nil {
+		return nil, fmt.Errorf("multicast: session %08x from %v: this host hears no multicast, and the unicast path failed: %w", to.session, to.from, err)
+	}
+	defer c.Close()
+	opts.Warnf("session %08x: no multicast heard from %v: receiving over TCP from %v", to.session, to.from, c.RemoteAddr())
+	opts.Session = to.session
+	res, err := receive(ctx, newStreamConn(c), opts, true)
+	if err != nil {
+		return nil, fmt.Errorf("multicast: session %08x over TCP from %v: %w", to.session, c.RemoteAddr(), err)
+	}
+	return res, nil
+}
+
+// dialFetch connects to the fetch port at the announcing host's address.
+func dialFetch(ctx context.Context, from net.Addr, port uint16) (net.Conn, error) {
+	host, _, err := net.SplitHostPort(from.String())
+	if err != nil {
+		return nil, err
+	}
+	d := net.Dialer{Timeout: 5 * time.Second, KeepAlive: 15 * time.Second}
+	return d.DialContext(ctx, "tcp", net.JoinHostPort(host, fmt.Sprint(port)))
 }
 
 type receiver struct {
@@ -185,6 +247,10 @@ type receiver struct {
 	hostPub    [32]byte         // this host's public key
 	keys       *pairKeys        // MAC keys with the followed session's sender
 	lens       [][2]uint32      // frame lengths from the session descriptor
+	onStream   bool             // the session runs over the unicast path
+	goStream   *streamTarget    // take the unicast path to this session
+	mcSession  uint32           // the last session heard by multicast
+	mcAt       time.Time        // and when
 }
 
 // run is the session loop; it alone touches the receiver's state.
@@ -223,12 +289,16 @@ func (r *receiver) run(ctx context.Context, inbox <-chan packet) error {
 // timers and decoder results are still looked at under a flood.
 const drainBatch = 64
 
-// handleBatch handles p and whatever else is already queued, boundedly.
+// handleBatch handles p and whatever else is already queued, boundedly
+// (every packet it takes from the inbox is handled).
 func (r *receiver) handleBatch(p packet, inbox <-chan packet) error {
 	now := time.Now()
-	for range drainBatch {
+	for i := 1; ; i++ {
 		if err := r.handle(p, now); err != nil {
 			return err
+		}
+		if i == drainBatch {
+			return nil
 		}
 		select {
 		case p = <-inbox:
@@ -236,7 +306,6 @@ func (r *receiver) handleBatch(p packet, inbox <-chan packet) error {
 			return nil
 		}
 	}
-	return nil
 }
 
 // nextJob returns the decoders' channel and the next ready chunk, or a
@@ -330,13 +399,21 @@ func (r *receiver) wakeIn(now time.Time) time.Duration {
 // handle processes one datagram; only a fatal condition (abort, refused
 // manifest, disk error) is returned.
 func (r *receiver) handle(p packet, now time.Time) error {
+	if p.err != nil {
+		return r.streamEnded(p.err)
+	}
 	h, m, err := Parse(p.b)
 	if err != nil {
 		r.foreign.note(err, p.from, r.opts.Warnf)
 		r.refuseVersion(h, err, p.from, now)
+	} else if h.Seq != 0 {
+		r.mcSession, r.mcAt = h.Session, now
 	}
 	if err != nil || !r.accept(&h, m, p.from, now) || !r.authentic(&h, m, now) {
 		r.res.Ignored++
+		if r.goStream != nil {
+			return r.goStream
+		}
 		return nil
 	}
 	r.heard = now
@@ -368,6 +445,17 @@ func (r *receiver) handle(p packet, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// streamEnded ends a session on the unicast path whose connection closed:
+// fine once the image is in place (the sender ends the session once every
+// host completed), a failure before.
+func (r *receiver) streamEnded(err error) error {
+	if !r.doneAt.IsZero() {
+		r.acked, r.registered = true, true // nothing more can come, and nothing more is needed
+		return nil
+	}
+	return fmt.Errorf("multicast: session %08x: the sender's unicast connection ended: %w", r.res.Session, err)
 }
 
 func (r *receiver) onAnnounce(a *Announce, now time.Time) error {

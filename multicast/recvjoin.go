@@ -107,6 +107,10 @@ func (r *receiver) accept(h *Header, m Message, from net.Addr, now time.Time) bo
 		r.refuseSession(h.Session, from, err, now)
 		return false
 	}
+	if r.deaf(h, a, now) {
+		r.goStream = &streamTarget{session: h.Session, from: from, port: a.FetchPort}
+		return false
+	}
 	keys, err := agree(r.eph, a.SessionDH, h.Session, r.opts.HostID)
 	if err != nil {
 		return false
@@ -218,9 +222,27 @@ func (r *receiver) solicitAnnounce(h Header, from net.Addr, now time.Time) {
 	}
 }
 
+// deafAfter is how recently a session's multicast must have been heard
+// for a unicast ANNOUNCE of it not to send the host down the unicast path.
+const deafAfter = 2 * time.Second
+
+// deaf reports whether a trusted ANNOUNCE came by unicast (sequence 0)
+// with a fetch port, for a session this host has heard nothing of by
+// multicast lately: the sender has not seen it register, and it hears no
+// multicast, so it takes the unicast path.
+func (r *receiver) deaf(h *Header, a *Announce, now time.Time) bool {
+	if r.onStream || r.opts.NoUnicast || h.Seq != 0 || a.FetchPort == 0 {
+		return false
+	}
+	return r.mcSession != h.Session || now.Sub(r.mcAt) > deafAfter
+}
+
 // sameHost reports whether two addresses are one: for UDP addresses
 // without formatting them (it runs for every packet).
 func sameHost(a, b net.Addr) bool {
+	if a == b {
+		return true // e.g. a stream's remote address, the same value every read
+	}
 	ua, ok1 := a.(*net.UDPAddr)
 	ub, ok2 := b.(*net.UDPAddr)
 	if ok1 && ok2 && ua != nil && ub != nil {

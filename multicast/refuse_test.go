@@ -3,6 +3,7 @@ package multicast
 import (
 	"context"
 	"crypto/ed25519"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -70,7 +71,7 @@ func TestRefuseVersion(t *testing.T) {
 			if err != nil || !ok {
 				continue
 			}
-			if rf.Code != RefuseVersion || !strings.Contains(rf.Detail, "version 3, the session version 2") || !h.signedBy(rf.HostKey[:]) {
+			if rf.Code != RefuseVersion || !strings.Contains(rf.Detail, fmt.Sprintf("version %d, the session version 2", Version)) || !h.signedBy(rf.HostKey[:]) {
 				t.Fatalf("refuse %v %q (signed: %v), want a signed version refusal naming both versions", rf.Code, rf.Detail, h.signedBy(rf.HostKey[:]))
 			}
 			newer := bytes4(p.b, 9) // as a version 9 host would send it

@@ -52,7 +52,18 @@ type HostReport struct {
 	// Needed is the image bytes of the chunks it lacked when the transfer
 	// began: what it received (the rest it held).
 	Needed int64 `json:",omitempty"`
+	// Path is how the host received the session: PathMulticast, or
+	// PathUnicast (it heard no multicast and took the TCP connection);
+	// UnicastBytes is what that connection carried to it.
+	Path         string
+	UnicastBytes int64 `json:",omitempty"`
 }
+
+// Paths a host's session can take.
+const (
+	PathMulticast = "multicast"
+	PathUnicast   = "unicast"
+)
 
 // Report summarises a sender's session.
 type Report struct {
@@ -76,6 +87,7 @@ type Report struct {
 	ChunksSent    int           // distinct chunks whose data went on the wire (first pass and whole resends)
 	DeltaChunks   int           // chunks sent in the first pass as deltas against the hosts' base image
 	Ignored       int64         // received packets malformed, foreign or out of place
+	UnicastBytes  int64         // bytes sent over unicast connections (hosts that heard no multicast)
 }
 
 // Completed counts member hosts that completed, and members in all.

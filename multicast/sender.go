@@ -104,6 +104,14 @@ type SendOptions struct {
 	// changes and at most every progressEvery between them; it must
 	// return quickly.
 	Progress func(SendProgress)
+	// Unicast, if set, offers the session over TCP on this listener to
+	// hosts that hear no multicast (stream.go); its port is in every
+	// ANNOUNCE. Send closes it when the session ends.
+	Unicast net.Listener
+	// HostAddrs gives the unicast address (the group's port) of listed
+	// hosts: one that has not registered after unicastAfter is sent the
+	// ANNOUNCE there too, so it can take the unicast path.
+	HostAddrs map[string]net.Addr
 }
 
 func (o *SendOptions) defaults() error {
@@ -169,46 +177,49 @@ const (
 	phaseRegister phase = iota
 	phaseSend
 	phaseCollect
+	phaseIdle // only unicast hosts are left: no repair rounds
 	phaseDone
 )
 
 type sender struct {
-	opts       SendOptions
-	conn       Conn
-	seq        uint32
-	manifest   []byte
-	ann        Announce
-	src        *source
-	pacer      *pacer
-	coder      coder
-	sched      scheduler
-	hosts      map[string]*host
-	list       []string // closed group members, for ANNOUNCE pages
-	page       int
-	phase      phase
-	queue      [][]byte
-	jobs       []repairJob
-	round      uint32
-	agg        *roundAgg
-	started    time.Time
-	deadline   time.Time // registration deadline, then round deadline
-	announce   time.Time // next ANNOUNCE
-	lastMan    time.Time
-	wantMan    bool
-	err        error
-	stats      Report
-	sent       chunkSet // chunks whose data went out at least once
-	fec        autoFEC  // proactive parity sizing from reported loss
-	foreign    versionNotes
-	prog       SendProgress
-	progAt     time.Time          // last Progress call
-	sessKey    ed25519.PrivateKey // signs STATUS and ABORT
-	dh         *ecdh.PrivateKey   // agrees each host's MAC keys
-	guests     int                // hosts tracked that are not members
-	content    []byte             // the content key of an encrypted session
-	totalSym   int64              // data symbols of the first pass, for host progress
-	lastRound  string             // the last round summary logged
-	sameRounds int                // identical rounds since it
+	opts        SendOptions
+	conn        Conn
+	seq         uint32
+	manifest    []byte
+	ann         Announce
+	src         *source
+	pacer       *pacer
+	coder       coder
+	sched       scheduler
+	hosts       map[string]*host
+	list        []string // closed group members, for ANNOUNCE pages
+	page        int
+	phase       phase
+	queue       [][]byte
+	jobs        []repairJob
+	round       uint32
+	agg         *roundAgg
+	started     time.Time
+	deadline    time.Time // registration deadline, then round deadline
+	announce    time.Time // next ANNOUNCE
+	lastMan     time.Time
+	wantMan     bool
+	err         error
+	stats       Report
+	sent        chunkSet // chunks whose data went out at least once
+	fec         autoFEC  // proactive parity sizing from reported loss
+	foreign     versionNotes
+	prog        SendProgress
+	progAt      time.Time          // last Progress call
+	sessKey     ed25519.PrivateKey // signs STATUS and ABORT
+	dh          *ecdh.PrivateKey   // agrees each host's MAC keys
+	guests      int                // hosts tracked that are not members
+	content     []byte             // the content key of an encrypted session
+	totalSym    int64              // data symbols of the first pass, for host progress
+	lastRound   string             // the last round summary logged
+	sameRounds  int                // identical rounds since it
+	uni         *streams           // the unicast path; nil: none
+	uniAnnounce time.Time          // next unicast ANNOUNCE
 }
 
 // sealedLens gives the frame lengths of an encrypted session: each frame
@@ -268,7 +279,7 @@ func (s *sender) baseAnnounce() Announce {
 		Closed: len(s.opts.Hosts) > 0, Rate: uint64(s.opts.Rate), HostsTotal: uint16(len(s.opts.Hosts)),
 		ReleaseKey: pub32(s.opts.Key.Public().(ed25519.PublicKey)),
 		SessionKey: pub32(s.sessKey.Public().(ed25519.PublicKey)), SessionDH: pub32(s.dh.PublicKey().Bytes()),
-		Encrypted: s.opts.Encrypt,
+		Encrypted: s.opts.Encrypt, FetchPort: fetchPort(&s.opts),
 	}
 	a.ReleaseID = m.ID()
 	if s.opts.BaseID != "" {
@@ -284,6 +295,15 @@ func (s *sender) run(ctx context.Context, inbox <-chan packet) error {
 	s.pacer = newPacer(s.opts.Rate, now)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	var opened <-chan *stream
+	var streamIn <-chan packet
+	var gone <-chan *stream
+	if s.opts.Unicast != nil {
+		uctx, cancel := context.WithCancel(ctx)
+		s.uni = startStreams(uctx, s.opts.Unicast, s.streamSourceOf())
+		defer s.uni.stop(cancel)
+		opened, streamIn, gone = s.uni.opened, s.uni.in, s.uni.gone
+	}
 	for {
 		now = time.Now()
 		s.step(now)
@@ -303,6 +323,12 @@ func (s *sender) run(ctx context.Context, inbox <-chan packet) error {
 		case p := <-inbox:
 			s.handle(p, time.Now())
 			s.drain(inbox)
+		case p := <-streamIn:
+			s.handle(p, time.Now())
+		case st := <-opened:
+			s.streamOpened(st)
+		case st := <-gone:
+			s.streamGone(st)
 		case <-timer.C:
 		}
 	}
@@ -340,9 +366,15 @@ func (s *sender) step(now time.Time) {
 		s.queueManifest(now)
 	}
 	s.probe(now)
+	s.unicastAnnounce(now)
+	s.stepStreams(now)
 	switch s.phase {
 	case phaseRegister:
 		s.stepRegister(now)
+	case phaseIdle:
+		if s.mcLive() > 0 { // a multicast host registered late
+			s.phase = phaseSend
+		}
 	case phaseCollect:
 		if s.roundAnswered() || !now.Before(s.deadline) {
 			s.finishRound(now)
@@ -460,6 +492,11 @@ func (s *sender) startTransfer(now time.Time) {
 	s.phase = phaseSend
 	s.stats.Registration = now.Sub(s.started)
 	s.src.deltas = s.allHoldBase()
+	for _, h := range s.hosts {
+		if h.stream != nil && h.active() {
+			s.pushLacking(h)
+		}
+	}
 	s.opts.Logf("session %08x: sending %d chunks to %d hosts (%d held by every host, %d all zero, deltas: %v)",
 		s.opts.Session, len(s.jobs), s.live(), s.stats.ChunksReused, s.stats.ChunksZero, s.src.deltas)
 }
@@ -487,7 +524,19 @@ func (s *sender) allHoldBase() bool {
 func (s *sender) live() int {
 	n := 0
 	for _, h := range s.hosts {
-		if h.counts() {
+		if h.member && h.active() {
+			n++
+		}
+	}
+	return n
+}
+
+// mcLive counts hosts still receiving by multicast: the repair rounds are
+// theirs.
+func (s *sender) mcLive() int {
+	n := 0
+	for _, h := range s.hosts {
+		if h.active() && h.stream == nil {
 			n++
 		}
 	}

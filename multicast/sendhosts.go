@@ -13,41 +13,45 @@ import (
 
 // host is the sender's view of one receiver.
 type host struct {
-	id         string
-	addr       net.Addr
-	member     bool // closed group: listed; open group: registered
-	registered bool
-	have       []Range // chunks it held when it registered (ascending, disjoint)
-	hasBase    bool    // it holds the announced base image
-	complete   bool
-	staged     bool          // its COMPLETE said it staged the image
-	stageErr   string        // its COMPLETE said staging failed, and why
-	doneAt     time.Duration // when its COMPLETE arrived, from the start
-	failed     string        // the host's own reason for giving up
-	dropped    string        // why the sender gave up on it
-	asked      time.Time     // first STATUS it has not answered; zero when none pending
-	parts      map[uint8]bool
-	partsWant  uint8
-	round      uint32            // round its parts belong to
-	key        ed25519.PublicKey // its host key, once a signed packet proved it
-	keyErr     string            // why its key was refused (not pinned, changed)
-	keys       *pairKeys         // MAC keys of its latest REGISTER
-	eph        [32]byte          // the X25519 key they came from
-	regAt      int64             // signing time of that REGISTER
-	refused    *Refusal          // its latest REFUSE
-	need       int64             // what its latest round's NACKs asked for
-	best       int64             // the least it ever asked for; -1: not yet
-	stalled    int               // rounds since it last asked for less than best
-	progressAt time.Time         // when it last did
-	needed     int64             // image bytes of the chunks it lacked when the transfer began
-	stageTime  time.Duration     // how long its staging took, as its COMPLETE says
+	id          string
+	addr        net.Addr
+	member      bool // closed group: listed; open group: registered
+	registered  bool
+	have        []Range // chunks it held when it registered (ascending, disjoint)
+	hasBase     bool    // it holds the announced base image
+	complete    bool
+	staged      bool          // its COMPLETE said it staged the image
+	stageErr    string        // its COMPLETE said staging failed, and why
+	doneAt      time.Duration // when its COMPLETE arrived, from the start
+	failed      string        // the host's own reason for giving up
+	dropped     string        // why the sender gave up on it
+	asked       time.Time     // first STATUS it has not answered; zero when none pending
+	parts       map[uint8]bool
+	partsWant   uint8
+	round       uint32            // round its parts belong to
+	key         ed25519.PublicKey // its host key, once a signed packet proved it
+	keyErr      string            // why its key was refused (not pinned, changed)
+	keys        *pairKeys         // MAC keys of its latest REGISTER
+	eph         [32]byte          // the X25519 key they came from
+	regAt       int64             // signing time of that REGISTER
+	refused     *Refusal          // its latest REFUSE
+	need        int64             // what its latest round's NACKs asked for
+	best        int64             // the least it ever asked for; -1: not yet
+	stalled     int               // rounds since it last asked for less than best
+	progressAt  time.Time         // when it last did
+	needed      int64             // image bytes of the chunks it lacked when the transfer began
+	stageTime   time.Duration     // how long its staging took, as its COMPLETE says
+	stream      *stream           // its unicast connection, once it registered over one
+	everStream  bool              // it took the unicast path
+	streamBytes int64             // bytes written to its closed connections
+	uniTold     bool              // it was sent a unicast ANNOUNCE (logged once)
 }
 
 // counts reports whether h takes part in the group's decisions (which
 // chunks every host holds, whether all hold the delta base, who is still
 // expected): a member still in the session. A guest (a host not listed in
 // a closed group, or a forged REGISTER) decides nothing.
-func (h *host) counts() bool { return h.member && h.active() }
+func (h *host) counts() bool { return h.member && h.active() && h.stream == nil }
 
 func (h *host) active() bool { return h.registered && !h.complete && h.failed == "" && h.dropped == "" }
 
@@ -163,8 +167,13 @@ func (s *sender) onRegister(m *Register, hdr *Header, from net.Addr, now time.Ti
 		h.regAt, h.addr = m.SignedAt, from
 	}
 	h.asked = time.Time{}
+	st := s.streamOf(from)
 	if m.NeedManifest {
-		s.wantMan = true
+		if st != nil {
+			s.streamManifest(st)
+		} else {
+			s.wantMan = true
+		}
 		return true
 	}
 	if !h.registered || h.dropped != "" {
@@ -175,8 +184,19 @@ func (s *sender) onRegister(m *Register, hdr *Header, from net.Addr, now time.Ti
 	if s.content != nil {
 		ack.WrappedKey = wrapKey(s.content, &h.keys.wrap)
 	}
+	if st != nil && h.addr == from {
+		s.streamRegistered(h, st)
+	}
 	s.reply(ack, h)
 	return true
+}
+
+// streamOf returns the stream a packet came from, if it came from one.
+func (s *sender) streamOf(from net.Addr) *stream {
+	if sa, ok := from.(*streamAddr); ok && s.uni != nil {
+		return s.uni.live[sa]
+	}
+	return nil
 }
 
 // hostMAC returns the registered host a MAC'd packet names, if the MAC is
@@ -197,6 +217,10 @@ func (s *sender) onNack(m *Nack, hdr *Header) bool {
 	}
 	if !h.registered || h.complete {
 		return true // a complete host asking again (e.g. its agent re-joined) costs the others nothing
+	}
+	if h.stream != nil {
+		s.streamNack(h, m)
+		return true
 	}
 	h.dropped = ""
 	if m.Round&probeRound != 0 {
@@ -274,7 +298,7 @@ func (s *sender) reply(m Message, h *host) {
 	if err != nil {
 		return
 	}
-	if _, err := s.conn.WriteTo(b, h.addr); err == nil {
+	if err := s.sendTo(b, h.addr); err == nil {
 		s.stats.Packets++
 	}
 }
@@ -282,7 +306,7 @@ func (s *sender) reply(m Message, h *host) {
 // dropSilent gives up on hosts that have left STATUS unanswered too long.
 func (s *sender) dropSilent(now time.Time) {
 	for _, h := range s.hosts {
-		if h.active() && !h.asked.IsZero() && now.Sub(h.asked) > s.opts.HostTimeout {
+		if h.active() && h.stream == nil && !h.asked.IsZero() && now.Sub(h.asked) > s.opts.HostTimeout {
 			h.dropped = fmt.Sprintf("silent for %v (no answer to status requests)", now.Sub(h.asked).Round(time.Millisecond))
 			s.opts.Logf("session %08x: dropping host %s: %s", s.opts.Session, h.id, h.dropped)
 		}
@@ -295,7 +319,7 @@ func (s *sender) startRound(now time.Time) {
 	s.stats.Rounds++
 	s.agg = newRoundAgg(s.round, uint32(len(s.opts.Manifest.Chunks)))
 	for _, h := range s.hosts {
-		if h.active() && h.asked.IsZero() {
+		if h.active() && h.stream == nil && h.asked.IsZero() {
 			h.asked = now
 		}
 	}
@@ -309,7 +333,7 @@ func (s *sender) startRound(now time.Time) {
 // roundAnswered reports whether every active host sent its whole answer.
 func (s *sender) roundAnswered() bool {
 	for _, h := range s.hosts {
-		if h.active() && (h.round != s.round || len(h.parts) < int(h.partsWant) || h.partsWant == 0) {
+		if h.active() && h.stream == nil && (h.round != s.round || len(h.parts) < int(h.partsWant) || h.partsWant == 0) {
 			return false
 		}
 	}
@@ -421,6 +445,7 @@ func (s *sender) abort(reason string) {
 	for range 3 {
 		s.conn.WriteTo(b, s.opts.Group)
 	}
+	s.abortStreams(s.encodeUnicast(&Abort{Reason: reason}))
 }
 
 // finalReport lists every member host (and any guest) and how it ended.
@@ -428,9 +453,16 @@ func (s *sender) finalReport() *Report {
 	r := s.stats
 	r.Probes, r.LossPermille = int(s.fec.probes), int(s.fec.worst)
 	for _, h := range s.hosts {
-		hr := HostReport{ID: h.id, Member: h.member, Needed: h.needed}
+		hr := HostReport{ID: h.id, Member: h.member, Needed: h.needed, Path: PathMulticast}
 		if h.addr != nil {
 			hr.Addr = h.addr.String()
+		}
+		if h.everStream {
+			hr.Path, hr.UnicastBytes = PathUnicast, h.streamBytes
+			if h.stream != nil {
+				hr.UnicastBytes += h.stream.bytes.Load()
+			}
+			r.UnicastBytes += hr.UnicastBytes
 		}
 		switch {
 		case h.complete:

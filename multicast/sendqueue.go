@@ -39,6 +39,10 @@ func (s *sender) refill(now time.Time) bool {
 	if s.phase != phaseSend {
 		return false
 	}
+	if len(s.jobs) == 0 && s.mcLive() == 0 && s.uni != nil && len(s.uni.live) > 0 {
+		s.phase, s.deadline = phaseIdle, now.Add(time.Hour) // the rest is the streams'
+		return false
+	}
 	if len(s.jobs) == 0 {
 		s.startRound(now)
 		return true

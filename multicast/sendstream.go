@@ -1,0 +1,247 @@
+package multicast
+
+import (
+	"fmt"
+	"net"
+	"time"
+)
+
+// The sender's side of the unicast path (stream.go): unicast ANNOUNCEs to
+// hosts that have not registered, and each stream host's own pushes and
+// STATUS rounds.
+
+// encodeUnicast frames a message for one host (sequence 0: it is not the
+// sender's multicast, and receivers count no loss by it), signed as
+// encode signs it.
+func (s *sender) encodeUnicast(m Message) []byte {
+	h := Header{Session: s.opts.Session}
+	var b []byte
+	var err error
+	switch m := m.(type) {
+	case *Announce:
+		m.SignedAt = time.Now().UnixMilli()
+		b, err = appendSigned(nil, h, m, s.opts.Key)
+	case *Status, *Abort:
+		b, err = appendSigned(nil, h, m, s.sessKey)
+	default:
+		b, err = AppendPacket(nil, h, m)
+	}
+	if err != nil {
+		panic(fmt.Sprintf("multicast: encode %v: %v", m.Type(), err)) // our own message: a bug
+	}
+	return b
+}
+
+// unicastAnnounce sends, while hosts register, one ANNOUNCE by unicast to
+// every listed host that has not registered and whose address is known: a
+// host that hears no multicast learns of the session, and of the fetch
+// port, this way.
+func (s *sender) unicastAnnounce(now time.Time) {
+	if s.uni == nil || len(s.opts.HostAddrs) == 0 || now.Sub(s.started) < unicastAfter || now.Before(s.uniAnnounce) {
+		return
+	}
+	s.uniAnnounce = now.Add(unicastEvery)
+	var b []byte
+	for _, id := range s.opts.Hosts {
+		h, addr := s.hosts[id], s.opts.HostAddrs[id]
+		if addr == nil || h == nil || h.decided() || h.stream != nil {
+			continue
+		}
+		if b == nil {
+			a := s.ann
+			b = s.encodeUnicast(&a)
+		}
+		if _, err := s.conn.WriteTo(b, addr); err == nil {
+			s.stats.Packets++
+			s.stats.Bytes += int64(len(b))
+		}
+		if !h.uniTold {
+			h.uniTold = true
+			s.opts.Logf("session %08x: host %s has not registered by multicast: announcing to %v by unicast (fetch port %d)", s.opts.Session, id, addr, s.ann.FetchPort)
+		}
+	}
+}
+
+// sendTo sends a unicast packet to a host's address: its stream, or UDP.
+func (s *sender) sendTo(b []byte, addr net.Addr) error {
+	if sa, ok := addr.(*streamAddr); ok {
+		st := s.uni.live[sa]
+		if st == nil || !st.send(b) {
+			return net.ErrClosed
+		}
+		return nil
+	}
+	_, err := s.conn.WriteTo(b, addr)
+	return err
+}
+
+// streamOpened greets a new connection with the session's ANNOUNCE.
+func (s *sender) streamOpened(st *stream) {
+	s.uni.live[st.addr] = st
+	a := s.ann
+	st.send(s.encodeUnicast(&a))
+}
+
+// streamGone drops the host of a closed connection unless it completed.
+func (s *sender) streamGone(st *stream) {
+	delete(s.uni.live, st.addr)
+	h := st.host
+	if h == nil || h.stream != st {
+		return
+	}
+	h.stream, h.streamBytes = nil, h.streamBytes+st.bytes.Load()
+	if h.active() {
+		h.dropped = fmt.Sprintf("its unicast connection from %v closed before it completed", st.addr)
+		s.opts.Warnf("session %08x: host %s: %s", s.opts.Session, h.id, h.dropped)
+	}
+}
+
+// streamManifest sends the session descriptor over a stream, ANNOUNCE
+// first.
+func (s *sender) streamManifest(st *stream) {
+	a := s.ann
+	st.send(s.encodeUnicast(&a))
+	for off := 0; off < len(s.manifest); off += s.opts.SymbolSize {
+		end := min(len(s.manifest), off+s.opts.SymbolSize)
+		st.send(s.encodeUnicast(&ManifestFrag{Offset: uint32(off), Total: uint32(len(s.manifest)), Data: s.manifest[off:end]}))
+	}
+}
+
+// streamRegistered binds a registered host to its stream and, once the
+// transfer has begun, pushes what it lacks.
+func (s *sender) streamRegistered(h *host, st *stream) {
+	if h.stream != nil && h.stream != st {
+		h.streamBytes += h.stream.bytes.Load()
+		h.stream.close()
+	}
+	if h.stream != st {
+		s.opts.Logf("session %08x: host %s takes the session over its unicast connection from %v", s.opts.Session, h.id, st.addr)
+	}
+	h.stream, h.everStream, st.host = st, true, h
+	st.hello.Store(true)
+	if s.phase != phaseRegister {
+		s.pushLacking(h)
+	}
+}
+
+// pushLacking hands a stream host's writer every non-zero chunk its
+// REGISTER did not list, as deltas when it holds the base.
+func (s *sender) pushLacking(h *host) {
+	m := s.opts.Manifest
+	var held chunkSet = make(chunkSet, (len(m.Chunks)+63)/64)
+	for _, rg := range h.have {
+		held.addRange(rg.First, min(rg.First+rg.Count, uint32(len(m.Chunks))))
+	}
+	var chunks []uint32
+	for i, c := range m.Chunks {
+		if !c.Zero && !held.has(uint32(i)) {
+			chunks = append(chunks, uint32(i))
+		}
+	}
+	s.streamPush(h.stream, chunks, h.hasBase && s.opts.BaseID != "")
+	s.opts.Logf("session %08x: host %s: %d chunks to push over its unicast connection", s.opts.Session, h.id, len(chunks))
+}
+
+func (s *sender) streamPush(st *stream, chunks []uint32, delta bool) {
+	if len(chunks) == 0 {
+		return
+	}
+	st.queued.Add(int64(len(chunks)))
+	select {
+	case st.push <- pushJob{chunks: chunks, delta: delta}:
+	default: // its writer is far behind: the next STATUS asks again
+		st.queued.Add(-int64(len(chunks)))
+	}
+}
+
+// stepStreams asks each stream host whose pushes are all written for its
+// STATUS, and drops one that leaves it unanswered for HostTimeout.
+func (s *sender) stepStreams(now time.Time) {
+	if s.uni == nil || s.phase == phaseRegister {
+		return
+	}
+	for _, st := range s.uni.live {
+		h := st.host
+		if h == nil || h.stream != st || !h.active() {
+			continue
+		}
+		if !st.statusAt.IsZero() && now.Sub(st.statusAt) > s.opts.HostTimeout {
+			h.dropped = fmt.Sprintf("silent for %v on its unicast connection (no answer to status requests)", now.Sub(st.statusAt).Round(time.Millisecond))
+			s.opts.Warnf("session %08x: dropping host %s: %s", s.opts.Session, h.id, h.dropped)
+			st.close()
+			continue
+		}
+		if st.queued.Load() > 0 || now.Before(st.nextStatus) {
+			continue
+		}
+		st.round++
+		st.parts, st.asked = map[uint8]bool{}, make(chunkSet, (len(s.opts.Manifest.Chunks)+63)/64)
+		if st.statusAt.IsZero() {
+			st.statusAt = now
+		}
+		st.nextStatus = now.Add(streamStatusEvery)
+		st.send(s.encodeUnicast(&Status{Round: st.round}))
+	}
+}
+
+// streamNack takes a stream host's answer: once all its parts are in,
+// every chunk it still lacks is pushed again, plain (it failed its check,
+// or its delta could not be used).
+func (s *sender) streamNack(h *host, m *Nack) {
+	st := h.stream
+	if m.Round&probeRound != 0 || m.Round != st.round || st.parts == nil || st.parts[m.Part] {
+		return
+	}
+	st.parts[m.Part], st.statusAt = true, time.Time{}
+	n := uint32(len(s.opts.Manifest.Chunks))
+	for _, rg := range m.Chunks {
+		st.asked.addRange(min(rg.First, n), min(rg.First+min(rg.Count, n), n))
+	}
+	for _, b := range m.Blocks {
+		if b.Chunk < n {
+			st.asked.addRange(b.Chunk, b.Chunk+1)
+		}
+	}
+	if len(st.parts) < int(m.Parts) {
+		return
+	}
+	var again []uint32
+	for i := range n {
+		if st.asked.has(i) && !s.opts.Manifest.Chunks[i].Zero {
+			again = append(again, i)
+		}
+	}
+	st.parts = nil
+	if len(again) > 0 {
+		s.opts.Logf("session %08x: host %s asks again for %d chunks over its unicast connection: pushing them plain %v %d", s.opts.Session, h.id, len(again), again, st.queued.Load())
+		s.streamPush(st, again, false)
+	}
+}
+
+// abortStreams tells every stream host still receiving that the session
+// is over.
+func (s *sender) abortStreams(b []byte) {
+	if s.uni == nil {
+		return
+	}
+	for _, st := range s.uni.live {
+		st.send(b)
+	}
+}
+
+// fetchPort is the listener's TCP port, for the ANNOUNCE.
+func fetchPort(o *SendOptions) uint16 {
+	if o.Unicast == nil {
+		return 0
+	}
+	if a, ok := o.Unicast.Addr().(*net.TCPAddr); ok {
+		return uint16(a.Port)
+	}
+	return 0
+}
+
+// streamSourceOf is what every stream writer reads chunks with.
+func (s *sender) streamSourceOf() streamSource {
+	return streamSource{pack: s.opts.Pack, m: s.opts.Manifest, cipher: s.src.cipher, release: s.ann.ReleaseID,
+		session: s.opts.Session, symSize: s.opts.SymbolSize, k: s.opts.BlockSymbols}
+}
