@@ -25,6 +25,7 @@ type Metrics struct {
 	sessions *prometheus.CounterVec
 	refusals *prometheus.CounterVec
 	reused   prometheus.Counter
+	unicast  prometheus.Counter
 	packets  prometheus.Counter
 	stage    prometheus.Histogram
 	scrubs   *prometheus.CounterVec
@@ -40,6 +41,9 @@ func NewMetrics(store *release.Store, pool *opcache.Client) *Metrics {
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "loopcast_refusals_total", Help: "Sessions this agent refused, by cause.",
 		}, []string{"cause"}),
+		unicast: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "loopcast_sessions_unicast_total", Help: "Sessions received over the sender's TCP port because this host heard no multicast: check the multicast plumbing (receiver doctor).",
+		}),
 		reused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "loopcast_chunks_reused_total", Help: "Image chunks taken from this host's kept images instead of the wire.",
 		}),
@@ -54,7 +58,7 @@ func NewMetrics(store *release.Store, pool *opcache.Client) *Metrics {
 			Name: "loopcast_scrubs_total", Help: "Background scrubs of the kept images, by result: intact, corrupt.",
 		}, []string{"result"}),
 	}
-	m.reg.MustRegister(m.sessions, m.refusals, m.reused, m.packets, m.stage, m.scrubs,
+	m.reg.MustRegister(m.sessions, m.refusals, m.reused, m.unicast, m.packets, m.stage, m.scrubs,
 		&storeCollector{store: store, pool: pool},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -82,6 +86,9 @@ func (m *Metrics) received(res *multicast.Result, err error) {
 	}
 	m.reused.Add(float64(res.Reused))
 	m.packets.Add(float64(res.Packets))
+	if res.Unicast {
+		m.unicast.Inc()
+	}
 }
 
 func (m *Metrics) refused(rf *multicast.Refusal) {

@@ -36,7 +36,7 @@ func TestMetricsNameTheReleaseServed(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := NewMetrics(a.store, nil)
-	m.received(&multicast.Result{Reused: 7, Packets: 100, StageTime: 30 * time.Millisecond}, nil)
+	m.received(&multicast.Result{Reused: 7, Packets: 100, StageTime: 30 * time.Millisecond, Unicast: true}, nil)
 	m.received(nil, errors.New("lost"))
 	m.refused(&multicast.Refusal{Code: multicast.RefuseNoSpace})
 	page := scrape(t, m)
@@ -48,6 +48,7 @@ func TestMetricsNameTheReleaseServed(t *testing.T) {
 		`loopcast_sessions_total{outcome="staged"} 1`,
 		`loopcast_sessions_total{outcome="failed"} 1`,
 		`loopcast_chunks_reused_total 7`,
+		`loopcast_sessions_unicast_total 1`,
 		`loopcast_refusals_total{cause="no-space"} 1`,
 		`loopcast_stage_duration_seconds_count 1`,
 	} {

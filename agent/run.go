@@ -214,7 +214,11 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 	if err != nil {
 		return 0, err
 	}
-	log.Info("agent: received", "release", res.ReleaseID, "session", res.Session,
+	path := multicast.PathMulticast
+	if res.Unicast {
+		path = multicast.PathUnicast
+	}
+	log.Info("agent: received", "release", res.ReleaseID, "session", res.Session, "path", path,
 		"reused_chunks", res.Reused, "reflinked_bytes", res.Reflinked, "resumed_chunks", res.Resumed, "bad_chunks", res.BadChunks)
 	if res.StageErr != nil {
 		return res.Session, fmt.Errorf("agent: stage %s: %w", res.ReleaseID, res.StageErr)

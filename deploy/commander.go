@@ -43,6 +43,12 @@ type Commander struct {
 	// reply naming a host is only taken from that address, so one host
 	// cannot answer for another.
 	Addrs map[string]string
+	// Unicast maps host ids to an IP known for them (an inventory's, or
+	// the last they took part from): a retransmission also goes there, by
+	// unicast, to each host that has not answered, so a host that hears
+	// no multicast still gets every command. Addrs wins where both name a
+	// host.
+	Unicast map[string]string
 	// HostKeys, if set, must accept the key a reply is signed by for the
 	// host it names (a hostkey.Pins check); a reply it refuses is not
 	// counted. Every reply's signature is checked whether or not it is set.
@@ -88,6 +94,7 @@ func (c *Commander) Do(ctx context.Context, cmd control.Command, hosts []string)
 		}
 		if sent > 0 {
 			c.logf("deploy: %s: resent, waiting for %v", cmd.Type(), t.Missing())
+			c.unicast(pkt, t.Missing())
 		}
 		next := earliest(time.Now().Add(every), deadline)
 		if err := c.collect(ctx, t, buf, next); err != nil {
@@ -97,6 +104,23 @@ func (c *Commander) Do(ctx context.Context, cmd control.Command, hosts []string)
 			return t, nil
 		}
 		every = min(2*every, retransmitMax)
+	}
+}
+
+// unicast sends pkt to each host's known address at the control port.
+func (c *Commander) unicast(pkt []byte, hosts []string) {
+	to, ok := c.To.(*net.UDPAddr)
+	if !ok {
+		return
+	}
+	for _, h := range hosts {
+		ip := c.Addrs[h]
+		if ip == "" {
+			ip = c.Unicast[h]
+		}
+		if a := net.ParseIP(ip); a != nil {
+			c.Conn.WriteTo(pkt, &net.UDPAddr{IP: a, Port: to.Port})
+		}
 	}
 }
 

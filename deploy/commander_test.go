@@ -40,6 +40,9 @@ type fakeAgents struct {
 	impostor map[string]ed25519.PrivateKey
 	seen     map[string]int
 	sends    int
+	// noGroup: host -> its IP; it hears no multicast, only what is sent
+	// to that IP
+	noGroup map[string]string
 	*replyQueue
 }
 
@@ -102,7 +105,7 @@ func (q *replyQueue) SetReadDeadline(t time.Time) error {
 
 func (q *replyQueue) Close() error { return nil }
 
-func (f *fakeAgents) WriteTo(p []byte, _ net.Addr) (int, error) {
+func (f *fakeAgents) WriteTo(p []byte, to net.Addr) (int, error) {
 	c, err := control.ParseCommand(p)
 	if err != nil {
 		return 0, err
@@ -111,7 +114,12 @@ func (f *fakeAgents) WriteTo(p []byte, _ net.Addr) (int, error) {
 	defer f.mu.Unlock()
 	f.sends++
 	var out [][]byte
+	ua, _ := to.(*net.UDPAddr)
+	toGroup := ua == nil || ua.IP == nil
 	for _, h := range f.hosts {
+		if ip, deaf := f.noGroup[h]; deaf && (toGroup || ua.IP.String() != ip) || !deaf && !toGroup {
+			continue // not for it, or it cannot hear it
+		}
 		f.seen[h]++
 		if f.silent[h] || f.seen[h] <= f.deaf[h] {
 			continue
@@ -155,6 +163,24 @@ func TestCommanderRetransmitsToMissingHosts(t *testing.T) {
 	}
 	if f.sends != 3 {
 		t.Errorf("sent the command %d times, want 3 (first + 2 retransmissions)", f.sends)
+	}
+}
+
+// A host that hears no multicast gets the retransmissions by unicast at
+// its known address, and answers; one with no known address stays
+// missing.
+func TestCommanderUnicastToDeafHost(t *testing.T) {
+	f := newFakeAgents("a", "deaf", "lost")
+	f.noGroup = map[string]string{"deaf": "10.0.0.7", "lost": "10.0.0.8"}
+	c := commander(f, 500*time.Millisecond)
+	c.To = &net.UDPAddr{Port: 5001}
+	c.Unicast = map[string]string{"deaf": "10.0.0.7"}
+	tally, err := c.Do(context.Background(), &control.StatusRequest{Envelope: c.NewEnvelope(1, nil)}, []string{"a", "deaf", "lost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tally.Missing(); len(got) != 1 || got[0] != "lost" {
+		t.Errorf("missing %v, want only lost (no address known)", got)
 	}
 }
 

@@ -90,6 +90,13 @@ type Options struct {
 	// Rollout switches the staged hosts in health-gated waves; the zero
 	// value switches them all at once.
 	Rollout Rollout
+	// HostAddrs maps listed hosts to an IP known for them: a host that
+	// does not register by multicast is announced to there, and takes the
+	// session over TCP, and every command reaches it by unicast too.
+	HostAddrs map[string]string
+	// NoUnicast offers no unicast path: hosts that hear no multicast are
+	// left out.
+	NoUnicast bool
 }
 
 // Progress is a snapshot of a running deploy.
@@ -128,7 +135,8 @@ type Result struct {
 	DeployID     uint64            `json:"deploy_id"`
 	Hosts        []HostResult      `json:"hosts"`
 	Transfer     *multicast.Report `json:"-"`
-	WireBytes    int64             `json:"wire_bytes"`
+	WireBytes    int64             `json:"wire_bytes"`    // multicast datagrams, and the unicast acknowledgements
+	UnicastBytes int64             `json:"unicast_bytes"` // over TCP, to hosts that heard no multicast
 	ChunksTotal  int               `json:"chunks_total"`
 	ChunksZero   int               `json:"chunks_zero"`
 	ChunksReused int               `json:"chunks_reused"` // held by every host: not sent
@@ -175,8 +183,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer ctl.Close()
-	cmd := &Commander{Conn: ctl, To: control.Addr(o.Group), Group: o.Group.String(),
+	cmd := &Commander{Conn: ctl, To: control.Addr(o.Group), Group: o.Group.String(), Unicast: o.HostAddrs,
 		Key: o.Key, Timeout: o.CommandTimeout, HostKeys: o.HostKeys, Logf: o.detail(), Warnf: o.Warnf}
+	var uni net.Listener
+	if !o.NoUnicast {
+		if uni, err = net.Listen("tcp4", ":0"); err != nil {
+			return nil, fmt.Errorf("deploy: the unicast path's TCP port (--no-unicast goes without it): %w", err)
+		}
+		defer uni.Close()
+	}
 
 	if err := preflight(ctx, cmd, o.Hosts); err != nil {
 		return nil, err
@@ -186,8 +201,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		Group: o.Group, Manifest: o.Manifest, Pack: pack, BaseID: pack.BaseID, Rate: o.Rate, Hosts: o.Hosts,
 		Key: o.Key, HostKeys: o.HostKeys, Encrypt: o.Encrypt,
 		Wait: o.Wait, MinHosts: o.MinHosts, FECOverhead: o.FECOverhead, Logf: o.detail(), Warnf: o.Warnf,
-		HostTimeout: o.HostTimeout,
-		Progress:    func(p multicast.SendProgress) { o.progress(Progress{Phase: "transfer", Transfer: p}) },
+		HostTimeout: o.HostTimeout, Unicast: uni, HostAddrs: o.dataAddrs(),
+		Progress: func(p multicast.SendProgress) { o.progress(Progress{Phase: "transfer", Transfer: p}) },
 	})
 	res.TransferTime, res.BuildTime = time.Since(start), o.BuildTime
 	if errors.Is(err, multicast.ErrAllRefused) && rep != nil {
@@ -200,7 +215,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	res.RegisterTime = rep.Registration
 	res.TransferTime -= rep.Registration
-	res.Transfer, res.WireBytes = rep, rep.Bytes
+	res.Transfer, res.WireBytes, res.UnicastBytes = rep, rep.Bytes, rep.UnicastBytes
 	res.ChunksTotal, res.ChunksZero, res.ChunksReused, res.ChunksSent = rep.ChunksTotal, rep.ChunksZero, rep.ChunksReused, rep.ChunksSent
 	res.ChunksDelta = rep.DeltaChunks
 	staged, ask := res.fromTransfer(rep)
@@ -234,6 +249,21 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	res.SwitchTime = time.Since(start)
 	return res.finish(), err
+}
+
+// dataAddrs gives the hosts' known IPs at the group's port, for the
+// session's unicast ANNOUNCE.
+func (o *Options) dataAddrs() map[string]net.Addr {
+	if o.NoUnicast || len(o.HostAddrs) == 0 {
+		return nil
+	}
+	m := map[string]net.Addr{}
+	for id, ip := range o.HostAddrs {
+		if a := net.ParseIP(ip); a != nil {
+			m[id] = &net.UDPAddr{IP: a, Port: o.Group.Port}
+		}
+	}
+	return m
 }
 
 func (o *Options) stageTimeout() time.Duration {
@@ -279,7 +309,7 @@ func (r *Result) fromTransfer(rep *multicast.Report) (staged, ask []string) {
 		}
 		hr := &HostResult{ID: h.ID, Addr: h.Addr, Phase: PhaseNone, Done: h.Done, StageTime: h.StageTime, Needed: h.Needed}
 		if h.State == multicast.HostComplete {
-			hr.Path = "multicast"
+			hr.Path = h.Path
 		}
 		switch {
 		case h.State == multicast.HostComplete && h.Staged:

@@ -20,7 +20,7 @@ type Fleet struct {
 	Hosts []string // nil: whoever answers within the timeout
 	Key   ed25519.PrivateKey
 	Audit string    // the sender's audit log: deploy history for rollback
-	Cmd   Commander // Timeout and Logf are used; the rest is set by Open
+	Cmd   Commander // Timeout, HostKeys, Unicast, Logf and Warnf are used; the rest is set by open
 }
 
 // open dials the control socket.

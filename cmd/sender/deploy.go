@@ -76,6 +76,7 @@ func deployCommand() *cli.Command {
 			&cli.IntFlag{Name: "health-port", Value: 80, Usage: "`PORT` of the --health probe"},
 			&cli.StringFlag{Name: "health-host", Usage: "`NAME` the --health probe asks for (HTTP Host), so the site's own server block answers (default: the host's address)"},
 			&cli.DurationFlag{Name: "soak", Usage: "how long each wave serves before the next (its hosts are probed again at the end)"},
+			&cli.BoolFlag{Name: "no-unicast", Usage: "offer no TCP path to hosts that hear no multicast (by default a listed host that does not register by multicast is announced to at its known address and fetches the release over TCP)"},
 			&cli.StringFlag{Name: "metrics-file", Usage: "write the report to `FILE` in Prometheus text format (for node_exporter's textfile collector), replaced atomically"},
 		),
 		Action: runDeploy,
@@ -86,12 +87,12 @@ func runDeploy(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return fmt.Errorf("deploy: want one source directory or image, got %d arguments", c.NArg())
 	}
-	opts, pins, err := deployOptions(c)
+	opts, pins, addrs, err := deployOptions(c)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if perr := pins.Save(); perr != nil {
+		if perr := errors.Join(pins.Save(), addrs.Save()); perr != nil {
 			fmt.Fprintln(c.App.ErrWriter, "deploy:", perr)
 		}
 	}()
@@ -117,6 +118,7 @@ func runDeploy(c *cli.Context) error {
 		entry.Error = err.Error()
 	}
 	if res != nil {
+		learnAddrs(addrs, res)
 		entry.Outcome, entry.DeployID, entry.Hosts = res.Outcome.String(), res.DeployID, hostIDs(res)
 		for _, h := range res.Hosts {
 			if h.Phase == deploy.PhaseRefused {
@@ -174,38 +176,42 @@ func withOutcome(err error, o deploy.Outcome, id string) error {
 	return oerr
 }
 
-func deployOptions(c *cli.Context) (o deploy.Options, pins *hostkey.Pins, err error) {
+func deployOptions(c *cli.Context) (o deploy.Options, pins *hostkey.Pins, addrs *hostkey.Addrs, err error) {
 	if o.Group, err = cliutil.ParseGroup(c.String("group")); err != nil {
-		return o, nil, err
+		return o, nil, nil, err
 	}
 	if o.Key, err = image.ReadPrivateKeyFile(c.String("key")); err != nil {
-		return o, nil, err
+		return o, nil, nil, err
 	}
 	inv, err := hostsFlag(c)
 	if err != nil {
-		return o, nil, err
+		return o, nil, nil, err
 	}
 	o.Hosts = inv.ids
 	if pins, err = openPins(c, inv); err != nil {
-		return o, nil, err
+		return o, nil, nil, err
 	}
+	if addrs, err = openAddrs(c, inv); err != nil {
+		return o, nil, nil, err
+	}
+	o.HostAddrs, o.NoUnicast = addrs.Map(inv.ids), c.Bool("no-unicast")
 	o.HostKeys = hostKeyPolicy(pins, inv.ids, c.Bool("allow-new-hosts"))
 	o.Encrypt = c.Bool("encrypt")
 	o.HostTimeout = c.Duration("host-timeout")
 	if o.Rate, err = parseRate(c.String("rate")); err != nil {
-		return o, nil, fmt.Errorf("deploy: --rate: %w", err)
+		return o, nil, nil, fmt.Errorf("deploy: --rate: %w", err)
 	}
 	if o.RequirePct, err = parseRequire(c.String("require")); err != nil {
-		return o, nil, err
+		return o, nil, nil, err
 	}
 	o.Iface, o.TTL, o.Wait, o.MinHosts = c.String("iface"), c.Int("ttl"), c.Duration("wait"), c.Int("min-hosts")
 	o.FECOverhead, o.StageTimeout, o.CommandTimeout = fecOverhead(c), c.Duration("stage-timeout"), c.Duration("timeout")
 	if o.Rollout, err = rolloutFlags(c); err != nil {
-		return o, nil, err
+		return o, nil, nil, err
 	}
 	o.Logf = func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, f+"\n", a...) }
 	o.Warnf = func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, "warning: "+f+"\n", a...) }
-	return o, pins, nil
+	return o, pins, addrs, nil
 }
 
 // rolloutFlags reads --canary, --waves, --health, --health-port, --soak.
@@ -495,8 +501,22 @@ func printDeploy(w io.Writer, r *deploy.Result, asJSON, color bool) {
 	fmt.Fprintf(w, "chunks %d: %d all-zero, %d reused from the hosts' own images, %d sent (%d as deltas)\n",
 		r.ChunksTotal, r.ChunksZero, r.ChunksReused, r.ChunksSent, r.ChunksDelta)
 	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+	wire := cliutil.HumanBytes(r.WireBytes)
+	if r.UnicastBytes > 0 {
+		n := 0
+		for _, h := range r.Hosts {
+			if h.Path == multicast.PathUnicast {
+				n++
+			}
+		}
+		hosts := "hosts"
+		if n == 1 {
+			hosts = "host"
+		}
+		wire = fmt.Sprintf("%s multicast + %s unicast to %d %s that heard no multicast (receiver doctor on them says why)", wire, cliutil.HumanBytes(r.UnicastBytes), n, hosts)
+	}
 	fmt.Fprintf(w, "wire %s; build %s, register %s, transfer %s (staged on arrival), stage %s, switch %s\n",
-		cliutil.HumanBytes(r.WireBytes), ms(r.BuildTime), ms(r.RegisterTime), ms(r.TransferTime), ms(r.StageTime), ms(r.SwitchTime))
+		wire, ms(r.BuildTime), ms(r.RegisterTime), ms(r.TransferTime), ms(r.StageTime), ms(r.SwitchTime))
 }
 
 func orDash(s string) string {

@@ -33,11 +33,15 @@ func fleet(c *cli.Context) (*deploy.Fleet, *hostkey.Pins, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	addrs, err := openAddrs(c, inv)
+	if err != nil {
+		return nil, nil, err
+	}
 	// only replies signed by a host's pinned key count (a listed host is
 	// pinned on first contact): made-up hosts cannot steer a rollback
 	return &deploy.Fleet{Group: g, Iface: c.String("iface"), TTL: c.Int("ttl"), Hosts: inv.ids, Key: key,
 		Audit: filepath.Join(c.String("state-dir"), "audit.log"),
-		Cmd: deploy.Commander{Timeout: c.Duration("timeout"), HostKeys: hostKeyPolicy(pins, inv.ids, c.Bool("allow-new-hosts")),
+		Cmd: deploy.Commander{Timeout: c.Duration("timeout"), Unicast: addrs.Map(inv.ids), HostKeys: hostKeyPolicy(pins, inv.ids, c.Bool("allow-new-hosts")),
 			Warnf: func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, "warning: "+f+"\n", a...) }}}, pins, nil
 }
 

@@ -5,27 +5,31 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
+	"github.com/loopcast/loopcast/deploy"
 	"github.com/loopcast/loopcast/hostkey"
 	"github.com/urfave/cli/v2"
 )
 
-// inventory is what --hosts names: host ids in order, and the keys an
-// inventory file pins for some of them.
+// inventory is what --hosts names: host ids in order, and the keys and
+// addresses an inventory file gives for some of them.
 type inventory struct {
-	ids  []string
-	keys map[string]ed25519.PublicKey
+	ids   []string
+	keys  map[string]ed25519.PublicKey
+	addrs map[string]string
 }
 
 // parseHosts reads --hosts: "a,b,c", or @FILE with one host per line,
-// "ID" or "ID ed25519:BASE64" (pinning that host's key; a host presenting
+// "ID [IP] [ed25519:BASE64]" (the IP reaches the host by unicast when it
+// hears no multicast; the key pins that host's key: a host presenting
 // another is refused), # comments allowed.
 func parseHosts(s string) (inventory, error) {
-	inv := inventory{keys: map[string]ed25519.PublicKey{}}
+	inv := inventory{keys: map[string]ed25519.PublicKey{}, addrs: map[string]string{}}
 	if s == "" {
 		return inv, nil
 	}
@@ -48,16 +52,20 @@ func parseHosts(s string) (inventory, error) {
 		if file != "" {
 			where = fmt.Sprintf("--hosts %s line %d", file, n+1)
 		}
-		if len(f) > 2 || len(f) == 2 && file == "" {
-			return inv, fmt.Errorf("%s: want \"HOST-ID\" or (in a file) \"HOST-ID ed25519:BASE64\"", where)
+		if len(f) > 3 || len(f) > 1 && file == "" {
+			return inv, fmt.Errorf("%s: want \"HOST-ID\" or (in a file) \"HOST-ID [IP] [ed25519:BASE64]\"", where)
 		}
 		if err := hostkey.CheckID(f[0]); err != nil {
 			return inv, fmt.Errorf("%s: %w", where, err)
 		}
-		if len(f) == 2 {
-			pub, err := hostkey.ParsePublic(f[1])
+		for _, v := range f[1:] {
+			if ip := net.ParseIP(v); ip != nil && ip.To4() != nil {
+				inv.addrs[f[0]] = ip.String()
+				continue
+			}
+			pub, err := hostkey.ParsePublic(v)
 			if err != nil {
-				return inv, fmt.Errorf("%s: %w", where, err)
+				return inv, fmt.Errorf("%s: %q is neither an IPv4 address nor a key: %w", where, v, err)
 			}
 			inv.keys[f[0]] = pub
 		}
@@ -104,6 +112,28 @@ func hostKeyPolicy(pins *hostkey.Pins, listed []string, allowNew bool) func(stri
 			return fmt.Errorf("%w (an open group admits new hosts only with --allow-new-hosts)", err)
 		}
 		return err
+	}
+}
+
+// openAddrs opens the state dir's known_addrs with the inventory's
+// addresses on top.
+func openAddrs(c *cli.Context, inv inventory) (*hostkey.Addrs, error) {
+	addrs, err := hostkey.OpenAddrs(filepath.Join(c.String("state-dir"), hostkey.KnownAddrsFile))
+	if err != nil {
+		return nil, err
+	}
+	for id, ip := range inv.addrs {
+		addrs.Fix(id, ip)
+	}
+	return addrs, nil
+}
+
+// learnAddrs records the address each host of a deploy took part from.
+func learnAddrs(addrs *hostkey.Addrs, res *deploy.Result) {
+	for _, h := range res.Hosts {
+		if h.Addr != "" {
+			addrs.Learn(h.ID, h.Addr)
+		}
 	}
 }
 

@@ -53,6 +53,7 @@ func writeDeployMetrics(path, group, label string, res *deploy.Result, at time.T
 		gauge("loopcast_deploy_phase_seconds", "How long each phase of the last deploy took.", prometheus.Labels{"phase": phase}, d.Seconds())
 	}
 	gauge("loopcast_deploy_wire_bytes", "Bytes the last deploy put on the wire.", nil, float64(res.WireBytes))
+	gauge("loopcast_deploy_unicast_bytes", "Bytes the last deploy sent over TCP to hosts that heard no multicast.", nil, float64(res.UnicastBytes))
 	gauge("loopcast_deploy_chunks_sent", "Chunks the last deploy sent (the rest the hosts held, or were all zeros).", nil, float64(res.ChunksSent))
 	if err := prometheus.WriteToTextfile(path, reg); err != nil {
 		return fmt.Errorf("deploy: --metrics-file: %w", err)
