@@ -254,16 +254,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 // dataAddrs gives the hosts' known IPs at the group's port, for the
 // session's unicast ANNOUNCE.
 func (o *Options) dataAddrs() map[string]net.Addr {
-	if o.NoUnicast || len(o.HostAddrs) == 0 {
+	if o.NoUnicast {
 		return nil
 	}
-	m := map[string]net.Addr{}
-	for id, ip := range o.HostAddrs {
-		if a := net.ParseIP(ip); a != nil {
-			m[id] = &net.UDPAddr{IP: a, Port: o.Group.Port}
-		}
-	}
-	return m
+	return multicast.UnicastAddrs(o.HostAddrs, o.Group.Port)
 }
 
 func (o *Options) stageTimeout() time.Duration {

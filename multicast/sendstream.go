@@ -229,6 +229,19 @@ func (s *sender) abortStreams(b []byte) {
 	}
 }
 
+// UnicastAddrs turns hosts' known IPs into their addresses at the data
+// port, for [SendOptions].HostAddrs; entries that are not IPs are left
+// out.
+func UnicastAddrs(ips map[string]string, port int) map[string]net.Addr {
+	m := map[string]net.Addr{}
+	for id, ip := range ips {
+		if a := net.ParseIP(ip); a != nil {
+			m[id] = &net.UDPAddr{IP: a, Port: port}
+		}
+	}
+	return m
+}
+
 // fetchPort is the listener's TCP port, for the ANNOUNCE.
 func fetchPort(o *SendOptions) uint16 {
 	if o.Unicast == nil {

@@ -22,6 +22,11 @@
 #   UFTP=0     skip uftp
 #   BENCH_DIR  scratch directory (default /var/tmp/loopcast-bench)
 #   KEEP=1     keep the scratch directory (logs: send.log, lcb-r*.log)
+#   DEAF=K     after the loopcast run, make the last K receivers drop the
+#              multicast group (iptables -d 224.0.0.0/4 -j DROP in their
+#              namespace) and run loopcast again: they take the unicast path
+#              (the inventory gives every host's address); prints that run's
+#              wall against the first (the goal: <= 1.5)
 set -euo pipefail
 
 [[ $# == 4 ]] || { echo "usage: $0 N LOSS_PCT SIZE_MB LINK_MBIT" >&2; exit 2; }
@@ -75,7 +80,7 @@ now() { date +%s.%N; }
 receivers() { seq 1 "$N" | sed 's/^/lcb-r/'; }
 
 run_loopcast() {
-	local r rate hosts
+	local label=${1:-loopcast} r rate hosts i
 	for r in $(receivers); do
 		$CLUSTER exec "$r" "$RECEIVER" fetch --group "$GROUP" --iface eth0 --trust "$WORK/bench.pub" \
 			--host-id "$r" --host-key "$WORK/$r.hostkey" --out "$WORK/$r.img" 2>"$WORK/$r.log" &
@@ -83,21 +88,23 @@ run_loopcast() {
 	done
 	rate=0
 	[[ $LINK != 0 ]] && rate=$(awk -v l="$LINK" 'BEGIN { printf "%dM", l * 0.95 }')
-	hosts=$(receivers | paste -sd,)
+	hosts=$WORK/hosts # one "ID IP" line per receiver: the unicast path reaches hosts that hear no multicast
+	for i in $(seq 1 "$N"); do echo "lcb-r$i 10.77.0.$((10 + i))"; done >"$hosts"
 	sleep 0.5 # receivers listening
 	local t0 b0 t1 b1
 	b0=$(tx_bytes) t0=$(now)
-	$CLUSTER exec lcb-s "$SENDER" send --key "$WORK/bench.key" --state-dir "$WORK/state" --group "$GROUP" --iface eth0 --rate "$rate" --hosts "$hosts" \
+	$CLUSTER exec lcb-s "$SENDER" send --key "$WORK/bench.key" --state-dir "$WORK/state" --group "$GROUP" --iface eth0 --rate "$rate" --hosts "@$hosts" \
 		${FEC:+--fec-overhead "$FEC"} --wait 30s "$WORK/bench.img" >"$WORK/send.out" 2>"$WORK/send.log" ||
 		log "loopcast sender: exit $? ($(tail -1 "$WORK/send.out"))"
 	t1=$(now) b1=$(tx_bytes)
 	wait "${PIDS[@]}" 2>/dev/null || true
 	PIDS=()
 	for r in $(receivers); do
-		cmp -s "$WORK/bench.img" "$WORK/$r.img" || log "loopcast: $r image differs or is missing"
+		cmp -s "$WORK/bench.img" "$WORK/$r.img" || log "$label: $r image differs or is missing"
 		rm -f "$WORK/$r.img"
 	done
-	report loopcast "$t0" "$t1" "$b0" "$b1"
+	grep -q unicast "$WORK/send.out" && log "$label: $(grep -c ' unicast ' "$WORK/send.out" || true) hosts took the unicast path; $(grep '^unicast:' "$WORK/send.out" || true)"
+	report "$label" "$t0" "$t1" "$b0" "$b1"
 }
 
 run_uftp() {
@@ -149,6 +156,16 @@ $CLUSTER down || true
 $CLUSTER up "$N" --loss "$LOSS" "${shape[@]}" >&2
 echo "# $N receivers, ${LOSS}% loss, ${SIZE_MB} MiB payload ($IMAGE_BYTES B image), link ${LINK} Mbit/s, loopcast fec ${FEC}%"
 run_loopcast
+if [[ ${DEAF:-0} -gt 0 ]]; then
+	for i in $(seq $((N - DEAF + 1)) "$N"); do
+		$CLUSTER exec "lcb-r$i" iptables -I INPUT -d 224.0.0.0/4 -j DROP
+	done
+	run_loopcast deaf
+	for i in $(seq $((N - DEAF + 1)) "$N"); do
+		$CLUSTER exec "lcb-r$i" iptables -D INPUT -d 224.0.0.0/4 -j DROP
+	done
+	awk -v a="$WALL_deaf" -v b="$WALL_loopcast" -v k="$DEAF" 'BEGIN { printf "deaf/loopcast wall %.2f (%d hosts without multicast)\n", a / b, k }'
+fi
 if [[ $UFTP != 0 ]]; then
 	run_uftp
 	awk -v a="$WALL_loopcast" -v b="$WALL_uftp" 'BEGIN { printf "loopcast/uftp wall %.2f\n", a / b }'

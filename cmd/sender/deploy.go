@@ -76,7 +76,7 @@ func deployCommand() *cli.Command {
 			&cli.IntFlag{Name: "health-port", Value: 80, Usage: "`PORT` of the --health probe"},
 			&cli.StringFlag{Name: "health-host", Usage: "`NAME` the --health probe asks for (HTTP Host), so the site's own server block answers (default: the host's address)"},
 			&cli.DurationFlag{Name: "soak", Usage: "how long each wave serves before the next (its hosts are probed again at the end)"},
-			&cli.BoolFlag{Name: "no-unicast", Usage: "offer no TCP path to hosts that hear no multicast (by default a listed host that does not register by multicast is announced to at its known address and fetches the release over TCP)"},
+			noUnicastFlag(),
 			&cli.StringFlag{Name: "metrics-file", Usage: "write the report to `FILE` in Prometheus text format (for node_exporter's textfile collector), replaced atomically"},
 		),
 		Action: runDeploy,

@@ -137,10 +137,23 @@ func learnAddrs(addrs *hostkey.Addrs, res *deploy.Result) {
 	}
 }
 
-// closers closes the pack and saves the pins learned.
+// closers closes the pack (and the unicast listener) and saves the pins
+// and addresses learned.
 type closers struct {
-	c    io.Closer
-	pins *hostkey.Pins
+	c     io.Closer
+	pins  *hostkey.Pins
+	addrs *hostkey.Addrs
+	ln    io.Closer
 }
 
-func (c closers) Close() error { return errors.Join(c.pins.Save(), c.c.Close()) }
+func (c *closers) Close() error {
+	err := errors.Join(c.pins.Save(), c.addrs.Save(), c.c.Close())
+	if c.ln != nil {
+		c.ln.Close()
+	}
+	return err
+}
+
+func noUnicastFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "no-unicast", Usage: "offer no TCP path to hosts that hear no multicast (by default a listed host that does not register by multicast is announced to at its known address and fetches the release over TCP)"}
+}

@@ -35,7 +35,7 @@ func sendCommand() *cli.Command {
 			&cli.IntFlag{Name: "fec-overhead", Usage: "proactive parity, `PCT` of each block's data packets (default: sized from the loss hosts report)"},
 			&cli.DurationFlag{Name: "host-timeout", Value: multicast.DefaultHostTimeout, Usage: "drop a host silent this long"},
 			&cli.StringFlag{Name: "key", Required: true, EnvVars: []string{"LOOPCAST_KEY"}, Usage: "release private key `FILE`: signs the session (the manifest must be signed by it)"},
-			allowNewHostsFlag(), stateDirFlag(), encryptFlag(),
+			allowNewHostsFlag(), stateDirFlag(), encryptFlag(), noUnicastFlag(),
 		},
 		Action: runSend,
 	}
@@ -66,6 +66,9 @@ func runSend(c *cli.Context) error {
 	rep, err := multicast.Send(c.Context, conn, opts)
 	if rep != nil {
 		printReport(c.App.Writer, rep)
+		for _, h := range rep.Hosts {
+			closer.addrs.Learn(h.ID, h.Addr)
+		}
 	}
 	if err != nil {
 		return err
@@ -74,7 +77,7 @@ func runSend(c *cli.Context) error {
 }
 
 // sendOptions reads the image, its manifest and the flags.
-func sendOptions(c *cli.Context) (multicast.SendOptions, io.Closer, error) {
+func sendOptions(c *cli.Context) (multicast.SendOptions, *closers, error) {
 	path := c.Args().First()
 	var o multicast.SendOptions
 	m, err := image.ReadManifestFile(path + ".manifest")
@@ -104,6 +107,10 @@ func sendOptions(c *cli.Context) (multicast.SendOptions, io.Closer, error) {
 	if err != nil {
 		return o, nil, err
 	}
+	addrs, err := openAddrs(c, inv)
+	if err != nil {
+		return o, nil, err
+	}
 	p, made, err := image.OpenOrMakePack(c.Context, path, m)
 	if err != nil {
 		return o, nil, fmt.Errorf("send: %w", err)
@@ -115,7 +122,15 @@ func sendOptions(c *cli.Context) (multicast.SendOptions, io.Closer, error) {
 		Wait: c.Duration("wait"), MinHosts: c.Int("min-hosts"), FECOverhead: fecOverhead(c),
 		HostTimeout: c.Duration("host-timeout"), Key: key, HostKeys: hostKeyPolicy(pins, inv.ids, c.Bool("allow-new-hosts")),
 		Encrypt: c.Bool("encrypt")}
-	return o, closers{p, pins}, nil
+	cl := &closers{c: p, pins: pins, addrs: addrs}
+	if !c.Bool("no-unicast") {
+		if o.Unicast, err = net.Listen("tcp4", ":0"); err != nil {
+			p.Close()
+			return o, nil, fmt.Errorf("send: the unicast path's TCP port (--no-unicast goes without it): %w", err)
+		}
+		o.HostAddrs, cl.ln = multicast.UnicastAddrs(addrs.Map(inv.ids), group.Port), o.Unicast
+	}
+	return o, cl, nil
 }
 
 // parseRate reads a bit rate such as 900M (SI multipliers).
@@ -140,9 +155,13 @@ func parseRate(s string) (int64, error) {
 
 func printReport(w io.Writer, r *multicast.Report) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tSTATE\tADDRESS\tREASON")
+	fmt.Fprintln(tw, "HOST\tSTATE\tADDRESS\tPATH\tREASON")
 	for _, h := range r.Hosts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", h.ID, h.State, h.Addr, h.Reason)
+		path := "-"
+		if h.State == multicast.HostComplete {
+			path = h.Path
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.ID, h.State, h.Addr, path, h.Reason)
 	}
 	tw.Flush()
 	done, all := r.Completed()
@@ -152,6 +171,9 @@ func printReport(w io.Writer, r *multicast.Report) {
 	}
 	fmt.Fprintf(w, "release %s session %08x: %d/%d hosts complete in %v; %d packets (%d data, %d repair), %s on the wire, %.3f× the compressed payload, %d rounds\n",
 		r.ReleaseID, r.Session, done, all, r.Duration.Round(1e6), r.Packets, r.DataPackets, r.RepairPackets, cliutil.HumanBytes(r.Bytes), ratio, r.Rounds)
+	if r.UnicastBytes > 0 {
+		fmt.Fprintf(w, "unicast: %s over TCP to the hosts that heard no multicast\n", cliutil.HumanBytes(r.UnicastBytes))
+	}
 }
 
 // reportExit maps the outcome to the exit code: all, partial or none.
