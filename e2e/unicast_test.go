@@ -64,6 +64,13 @@ func TestUnicastFallbackOnCluster(t *testing.T) {
 		}
 	}
 
+	// sender doctor tells a host that answers only by unicast from one that
+	// is down: it does not hear the group
+	dout, dlog, derr := c.sender(append([]string{"doctor"}, common...)...)
+	if exitCode(derr) != 1 || !strings.Contains(dout, "answers one sent by unicast to 10.77.0.13") {
+		t.Errorf("sender doctor with r3 deaf to multicast: exit %d, want 1 naming r3 as not hearing the group:\n%s%s", exitCode(derr), dout, dlog)
+	}
+
 	if out, log, err := c.sender(append([]string{"rollback"}, common...)...); err != nil {
 		t.Fatalf("rollback with r3 deaf to multicast: %v\n%s%s", err, out, log)
 	}

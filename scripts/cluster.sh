@@ -87,7 +87,7 @@ up() {
 	[[ -e $NETNS_DIR/$NAME-sw ]] && die "cluster $NAME is already up (cluster.sh down --name $NAME)"
 	# any failure from here on (die exits too) removes what was made
 	UP_OK=0
-	trap 'rc=$?; if [[ $UP_OK != 1 ]]; then echo "cluster: setup failed, removing it" >&2; down; fi; exit $rc' EXIT
+	trap 'rc=$?; if [[ $UP_OK != 1 ]]; then echo "cluster: setup failed, removing it" >&2; tail_logs >&2; down; fi; exit $rc' EXIT
 	ip netns add "$NAME-sw"
 	in_ns "$NAME-sw" ip link set lo up
 	in_ns "$NAME-sw" ip link add br0 type bridge mcast_snooping 0
@@ -204,6 +204,18 @@ start_web() {
 # wait_ready N WEB: every agent answered on its store (and nginx listens).
 # Up to 30 s: on a loaded 2-core machine (the test suite running beside)
 # php-fpm alone can take several seconds to start.
+# tail_logs: the last lines of every log of the cluster, for a failed setup
+# (which removes them).
+tail_logs() {
+	local f
+	for f in "$DIR"/*.log "$DIR"/web-r*/*.log; do
+		[[ -s $f ]] || continue
+		echo "--- $f"
+		tail -n 5 "$f"
+	done
+	return 0
+}
+
 wait_ready() {
 	local n=$1 web=$2 i t
 	for t in $(seq 1 300); do

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"text/tabwriter"
+	"time"
 
 	"github.com/loopcast/loopcast/control"
 	"github.com/loopcast/loopcast/deploy"
@@ -40,11 +41,19 @@ func doctorCommand() *cli.Command {
 			}
 			defer pins.Save()
 			fs := localFindings(c.String("iface"))
+			// the group alone first: a host reached only by unicast is a
+			// host that does not hear it
+			known := f.Cmd.Unicast
+			f.Cmd.Unicast = nil
 			st, err := f.Status(c.Context)
 			if err != nil {
 				return err
 			}
-			fs = append(fs, hostFindings(st, control.Addr(f.Group), lastImageSize(filepath.Join(c.String("state-dir"), "images", groupKey(f.Group))))...)
+			byUnicast, err := unicastOnly(c, f, st, known)
+			if err != nil {
+				return err
+			}
+			fs = append(fs, hostFindings(st, byUnicast, control.Addr(f.Group), lastImageSize(filepath.Join(c.String("state-dir"), "images", groupKey(f.Group))))...)
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
@@ -67,6 +76,38 @@ func doctorCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// unicastOnly asks the hosts that did not answer the group, by unicast at
+// their known addresses alone, and returns those that answer that way
+// (with the address).
+func unicastOnly(c *cli.Context, f *deploy.Fleet, st []deploy.HostStatus, known map[string]string) (map[string]string, error) {
+	var ask []string
+	uni := map[string]string{}
+	for _, s := range st {
+		if ip, ok := known[s.ID]; ok && s.Error == "no answer" {
+			ask, uni[s.ID] = append(ask, s.ID), ip
+		}
+	}
+	out := map[string]string{}
+	if len(ask) == 0 {
+		return out, nil
+	}
+	g := *f
+	g.Hosts, g.Cmd.Unicast = ask, uni // (they missed the group once: an answer now comes by the unicast retransmissions)
+	if g.Cmd.Timeout == 0 || g.Cmd.Timeout > 3*time.Second {
+		g.Cmd.Timeout = 3 * time.Second
+	}
+	again, err := g.Status(c.Context)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range again {
+		if s.Error == "" {
+			out[s.ID] = uni[s.ID]
+		}
+	}
+	return out, nil
 }
 
 // localFindings checks the sender's interface.
@@ -96,9 +137,15 @@ func localFindings(iface string) []finding {
 // hostFindings reads each host's answer to the STATUS multicast to the
 // control group: silence means the host does not hear the group (or its
 // agent is down, or it does not trust the key).
-func hostFindings(st []deploy.HostStatus, ctl *net.UDPAddr, need int64) []finding {
+func hostFindings(st []deploy.HostStatus, byUnicast map[string]string, ctl *net.UDPAddr, need int64) []finding {
 	var out []finding
 	for _, s := range st {
+		if ip, ok := byUnicast[s.ID]; ok && s.Error == "no answer" {
+			out = append(out, finding{s.ID, "hears the group", "FAIL",
+				fmt.Sprintf("no answer to a STATUS multicast to %s, but it answers one sent by unicast to %s: it does not hear the group (deploys reach it over TCP meanwhile)", ctl, ip),
+				"on " + s.ID + ": receiver doctor (a firewall dropping 224.0.0.0/4, IGMP snooping without a querier, the agent on another interface)"})
+			continue
+		}
 		if s.Error != "" && s.Error != "no answer" { // it hears the group, and says no, or its answer is not counted
 			out = append(out, finding{s.ID, "answers", "FAIL", fmt.Sprintf("answered the STATUS multicast to %s, but: %s", ctl, s.Error),
 				"on " + s.ID + ": receiver status (an untrusted release key, its clock far off, or a host key this sender does not pin)"})
