@@ -94,6 +94,28 @@
 // mid-transfer (late, or restarted) asks its sender for the announce and
 // manifest at once instead of waiting for the next periodic ANNOUNCE.
 //
+// # Unicast path
+//
+// Many networks carry no multicast. A sender given a TCP listener
+// ([SendOptions].Unicast) names its port in every ANNOUNCE, and after
+// 600 ms of registration sends the ANNOUNCE by unicast to each listed
+// host that has not registered and whose address it knows
+// ([SendOptions].HostAddrs). A receiver that gets it (sequence 0) for a
+// session it has heard nothing of by multicast dials the port and runs the
+// same session over that one connection: the same packets, each framed by
+// a u16 length, with the same signatures and MACs, checked against the
+// same signed manifest ([Result].Unicast says so). The sender pushes the
+// chunks the host lacks as data symbols only (TCP loses nothing), as
+// deltas when it holds the base, from a writer per connection that reads
+// the pack itself; when the queue is empty it asks STATUS over the stream
+// and re-pushes, plain, whatever the host still lacks. Such a host decides
+// nothing for the multicast group and is not waited on by the repair
+// rounds; it is dropped when its connection closes before it completes.
+// The report gives each host's [HostReport].Path and what its connection
+// carried. Bounds: 512 connections, a connection that registers
+// no host within 10 s is closed, control packets queued per connection
+// are capped (dropped beyond, as UDP would).
+//
 // # Liveness
 //
 // A host that leaves STATUS requests unanswered for HostTimeout is dropped
@@ -139,7 +161,7 @@
 //	+---------------+---------------+---------------+---------------+
 //	|                      magic "LCMC"                             |
 //	+---------------+---------------+---------------+---------------+
-//	|  version (3)  |     type      |  flags (0, 1 signed, 2 MAC)   |
+//	|  version (4)  |     type      |  flags (0, 1 signed, 2 MAC)   |
 //	+---------------+---------------+---------------+---------------+
 //	|                          session id                           |
 //	+---------------+---------------+---------------+---------------+
@@ -158,10 +180,12 @@
 //	ANNOUNCE  (sender → group)
 //	  0 release id [8]       8 manifest SHA-256 [32]   40 manifest size u32
 //	 44 image size u64      52 chunk size u32         56 chunk count u32
-//	 60 symbol size u16     62 block symbols u8       63 flags u8 (1: closed group)
+//	 60 symbol size u16     62 block symbols u8       63 flags u8 (1: closed group,
+//	                                                   2: base, 4: sealed, 8: fetch port)
 //	 64 rate bit/s u64      72 hosts total u16        74 first host u16
 //	 76 host count u8 (≤16) 77 host ids: str8 each (a page of the closed group)
 //	  then, with flag 2 (base): base release id [8] (not all zero)
+//	  then, with flag 8 (unicast path): TCP fetch port u16 (not 0)
 //	  then signed at (unix ms) u64 | release key [32] | session key [32]
 //	  | session X25519 key [32]; signed by the release key
 //
@@ -199,6 +223,9 @@
 //
 //	ABORT  (sender → group; signed by the session key, as STATUS is)
 //	  reason str8 (≤200)
+//
+//	over the TCP fetch port, each packet is preceded by its length u16
+//	(1 to MaxPacket); the packets are those above, sequence 0
 //
 //	REFUSE  (host → sender; signed by the host key it carries)
 //	  host id str8 | host key [32] | code u8 (1 other, 2 no-space,
