@@ -94,6 +94,17 @@
 // mid-transfer (late, or restarted) asks its sender for the announce and
 // manifest at once instead of waiting for the next periodic ANNOUNCE.
 //
+// # Large groups
+//
+// With more than 64 members still receiving, rounds are quiet (quiet.go):
+// a host that lacks nothing stays silent but for a heartbeat every 5 s, a
+// probe is answered by a random 64 of the hosts, a host that lacks
+// something answers after a NORM-style truncated exponential backoff, and
+// the sender multicasts signed summaries of what the round's NACKs asked,
+// which silence the hosts they cover. Proactive parity then follows the
+// probes' 90th percentile of loss. The feedback a round brings stays near
+// a hundred packets however large the group (BenchmarkScale).
+//
 // # Unicast path
 //
 // Many networks carry no multicast. A sender given a TCP listener
@@ -210,7 +221,12 @@
 //
 //	STATUS  (sender → group)
 //	  0 round u32   4 flags u8 (1: loss probe during the first pass;
-//	                            hosts answer with one NACK listing nothing)
+//	                            hosts answer with one NACK listing nothing;
+//	                            2: quiet round; 4: summary)
+//	  then, with flag 2: hosts u16 (members still receiving)
+//	  then, with flag 4: range count u8 (≤16) | ranges: first chunk u32,
+//	  count u32 | block count u16 (≤160) | blocks: chunk u32, block u16,
+//	  missing u8 (what the round's NACKs asked so far)
 //
 //	NACK  (host → sender; ≤16 per round)
 //	  host id str8 | round u32 | loss ‰ u16 | part u8 | parts u8

@@ -32,7 +32,9 @@ type autoFEC struct {
 	worst   uint16  // per mille: the worst loss any host reported in the session
 	probes  uint32  // probes sent
 	probeAt time.Time
-	fresh   bool // loss is from the latest probe's answers
+	fresh   bool     // loss is from the latest probe's answers
+	samples []uint16 // a quiet probe's answers so far
+	quiet   bool     // the latest probe was quiet
 }
 
 // percent is the proactive parity to send now.
@@ -54,8 +56,10 @@ func (s *sender) probe(now time.Time) {
 		return
 	}
 	s.fec.probes++
-	s.fec.fresh = false
-	s.queue = append(s.queue, s.encode(&Status{Round: probeRound | s.fec.probes, Probe: true}))
+	s.fec.fresh, s.fec.samples, s.fbProbe = false, s.fec.samples[:0], 0
+	quiet, hosts := s.quiet()
+	s.fec.quiet = quiet
+	s.queue = append(s.queue, s.encode(&Status{Round: probeRound | s.fec.probes, Probe: true, Quiet: quiet, Hosts: hosts}))
 	s.fec.probeAt = now.Add(probeEvery)
 }
 
@@ -64,6 +68,10 @@ func (s *sender) probe(now time.Time) {
 func (s *sender) heardLoss(round uint32, loss uint16) {
 	s.fec.worst = max(s.fec.worst, loss)
 	if round != probeRound|s.fec.probes {
+		return
+	}
+	if s.fec.quiet {
+		s.quietLoss(loss)
 		return
 	}
 	if !s.fec.fresh {

@@ -124,6 +124,9 @@ type Result struct {
 	Encrypted bool            // the session's frames were sealed; this host had the key
 	StageErr  error           // what ReceiveOptions.Stage returned
 	Unicast   bool            // the session ran over the sender's TCP fetch port: no multicast was heard
+	// Suppressed counts the quiet rounds this host did not answer because
+	// a summary of the others' NACKs covered what it lacked.
+	Suppressed int
 }
 
 // Receive joins one session announced on conn, receives its image into
@@ -251,6 +254,8 @@ type receiver struct {
 	goStream   *streamTarget    // take the unicast path to this session
 	mcSession  uint32           // the last session heard by multicast
 	mcAt       time.Time        // and when
+	lastAnswer time.Time        // the last NACK sent
+	nackDone   uint32           // the last round answered (or silenced by a summary)
 }
 
 // run is the session loop; it alone touches the receiver's state.
@@ -430,6 +435,9 @@ func (r *receiver) handle(p packet, now time.Time) error {
 		return r.onStatus(m, now)
 	case *Register:
 		if m.Host == r.opts.HostID && r.st != nil && r.takeKey(m) {
+			if !r.registered { // heartbeats of a large group spread over heartbeatEvery
+				r.lastAnswer = now.Add(-rand.N(heartbeatEvery))
+			}
 			r.registered = true
 		}
 		r.join.acked = true
@@ -568,6 +576,8 @@ func (r *receiver) onStatus(s *Status, now time.Time) error {
 		r.sendComplete(now)
 	case !r.registered:
 		r.register(now)
+	case s.Quiet:
+		r.onQuietStatus(s, now)
 	case s.Probe:
 		if r.probeAt.IsZero() {
 			r.probeAt, r.probeRound = now.Add(rand.N(nackSpread)), s.Round
@@ -584,7 +594,7 @@ func (r *receiver) answerProbe(now time.Time) {
 	if r.probeAt.IsZero() || now.Before(r.probeAt) {
 		return
 	}
-	r.probeAt = time.Time{}
+	r.probeAt, r.lastAnswer = time.Time{}, now
 	if r.doneAt.IsZero() {
 		r.send(&Nack{Host: r.opts.HostID, Round: r.probeRound, Loss: r.seq.lossPermille(), Parts: 1})
 	}
@@ -596,7 +606,7 @@ func (r *receiver) answerStatus(now time.Time) {
 	if r.nackAt.IsZero() || now.Before(r.nackAt) || !r.doneAt.IsZero() {
 		return
 	}
-	r.nackAt = time.Time{}
+	r.nackAt, r.lastAnswer, r.nackDone = time.Time{}, now, r.nackRound
 	for _, n := range r.nacks(r.nackRound) {
 		r.send(n)
 	}

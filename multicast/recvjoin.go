@@ -59,7 +59,16 @@ type joinState struct {
 type refusal struct {
 	rf   *Refusal // nil: nothing to tell (the sender could not be authenticated)
 	sent time.Time
+	// until, if set, ends the refusal: a session given up only because its
+	// manifest was slow (a busy sender, a lossy link) is tried again after
+	// retryAfter, while a dead or forged announce still costs a receiver
+	// no more than a try every retryAfter.
+	until time.Time
 }
+
+// retryAfter is how long a session dropped for a slow manifest stays
+// refused.
+const retryAfter = 3 * time.Second
 
 func refusalKey(session uint32, from net.Addr) string {
 	return fmt.Sprintf("%08x/%v", session, from)
@@ -81,7 +90,7 @@ func (r *receiver) accept(h *Header, m Message, from net.Addr, now time.Time) bo
 		}
 		return false
 	}
-	if rf := r.join.refused[refusalKey(h.Session, from)]; rf != nil {
+	if rf := r.join.refused[refusalKey(h.Session, from)]; rf != nil && (rf.until.IsZero() || now.Before(rf.until)) {
 		if isAnn {
 			r.tellRefusal(rf, h, a, from, now)
 		}
@@ -264,6 +273,9 @@ func (r *receiver) refuse(why error) {
 // tells its sender.
 func (r *receiver) refuseSession(session uint32, from net.Addr, why error, now time.Time) {
 	rf := &refusal{rf: refusalOf(why)}
+	if errors.Is(why, ErrNoSession) {
+		rf.until = now.Add(retryAfter)
+	}
 	r.remember(refusalKey(session, from), rf)
 	r.join.last = why
 	r.opts.Warnf("refusing session %08x from %v: %v", session, from, why)

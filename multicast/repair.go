@@ -22,6 +22,8 @@ type roundAgg struct {
 	blocks map[blockKey]uint8
 	whole  chunkSet
 	worst  uint16 // highest loss per mille reported
+	// changed: what is asked grew since the last summary of a quiet round
+	changed bool
 }
 
 func newRoundAgg(round, chunks uint32) *roundAgg {
@@ -35,14 +37,20 @@ func (a *roundAgg) add(n *Nack) {
 	}
 	a.worst = max(a.worst, n.Loss)
 	for _, rg := range n.Chunks {
-		a.whole.addRange(rg.First, uint32(min(uint64(rg.First)+uint64(rg.Count), uint64(a.chunks))))
+		end := uint32(min(uint64(rg.First)+uint64(rg.Count), uint64(a.chunks)))
+		for c := rg.First; c < end && !a.changed; c++ {
+			a.changed = !a.whole.has(c)
+		}
+		a.whole.addRange(rg.First, end)
 	}
 	for _, e := range n.Blocks {
 		if e.Chunk >= a.chunks {
 			continue
 		}
 		k := blockKey{e.Chunk, e.Block}
-		a.blocks[k] = max(a.blocks[k], e.Missing)
+		if e.Missing > a.blocks[k] {
+			a.blocks[k], a.changed = e.Missing, true
+		}
 	}
 }
 

@@ -88,6 +88,11 @@ type Report struct {
 	DeltaChunks   int           // chunks sent in the first pass as deltas against the hosts' base image
 	Ignored       int64         // received packets malformed, foreign or out of place
 	UnicastBytes  int64         // bytes sent over unicast connections (hosts that heard no multicast)
+	// Feedback counts the NACK packets received (answers to repair rounds
+	// and to loss probes); FeedbackMax is the most that answered one round
+	// or probe: what the sender's socket must absorb at once.
+	Feedback    int64
+	FeedbackMax int
 }
 
 // Completed counts member hosts that completed, and members in all.

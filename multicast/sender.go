@@ -220,6 +220,11 @@ type sender struct {
 	sameRounds  int                // identical rounds since it
 	uni         *streams           // the unicast path; nil: none
 	uniAnnounce time.Time          // next unicast ANNOUNCE
+	fbRound     int                // NACK packets answering the current round
+	fbProbe     int                // and the current probe
+	roundQuiet  bool               // the current round is quiet (quiet.go)
+	roundHosts  uint16             // the members it was sent to
+	lastSummary time.Time          // the last summary of a quiet round
 }
 
 // sealedLens gives the frame lengths of an encrypted session: each frame
@@ -351,7 +356,11 @@ func (s *sender) wakeIn(now time.Time) time.Duration {
 	if len(s.queue) > 0 || s.phase == phaseSend {
 		return s.pacer.delay(now)
 	}
-	return min(s.deadline.Sub(now), s.announce.Sub(now), hostCheckEvery)
+	d := min(s.deadline.Sub(now), s.announce.Sub(now), hostCheckEvery)
+	if due, ok := s.summaryDue(now); ok {
+		d = min(d, due)
+	}
+	return d
 }
 
 // hostCheckEvery bounds how late a silent host is noticed.
@@ -378,6 +387,8 @@ func (s *sender) step(now time.Time) {
 	case phaseCollect:
 		if s.roundAnswered() || !now.Before(s.deadline) {
 			s.finishRound(now)
+		} else {
+			s.summarize(now)
 		}
 	}
 	if s.phase != phaseRegister {

@@ -223,6 +223,7 @@ func (s *sender) onNack(m *Nack, hdr *Header) bool {
 		return true
 	}
 	h.dropped = ""
+	s.countFeedback(m.Round)
 	if m.Round&probeRound != 0 {
 		s.heardLoss(m.Round, m.Loss)
 		return true
@@ -240,6 +241,21 @@ func (s *sender) onNack(m *Nack, hdr *Header) bool {
 	h.parts[m.Part], h.partsWant = true, m.Parts
 	h.need += m.asked()
 	return true
+}
+
+// countFeedback counts a NACK packet towards its round's (or probe's)
+// total.
+func (s *sender) countFeedback(round uint32) {
+	s.stats.Feedback++
+	n := &s.fbRound
+	switch {
+	case round == probeRound|s.fec.probes:
+		n = &s.fbProbe
+	case round != s.round || round&probeRound != 0:
+		return // a late answer: counted in all, not in a round's
+	}
+	*n++
+	s.stats.FeedbackMax = max(s.stats.FeedbackMax, *n)
 }
 
 // onRefuse records why a host will not take the session.
@@ -317,21 +333,29 @@ func (s *sender) dropSilent(now time.Time) {
 func (s *sender) startRound(now time.Time) {
 	s.round++
 	s.stats.Rounds++
+	s.fbRound = 0
 	s.agg = newRoundAgg(s.round, uint32(len(s.opts.Manifest.Chunks)))
 	for _, h := range s.hosts {
 		if h.active() && h.stream == nil && h.asked.IsZero() {
 			h.asked = now
 		}
 	}
-	st := s.encode(&Status{Round: s.round})
+	s.roundQuiet, s.roundHosts = s.quiet()
+	st := s.encode(&Status{Round: s.round, Quiet: s.roundQuiet, Hosts: s.roundHosts})
 	for range statusCopies {
 		s.queue = append(s.queue, st)
 	}
 	s.phase, s.deadline = phaseCollect, now.Add(statusWait)
+	if s.roundQuiet {
+		s.deadline, s.lastSummary = now.Add(quietWait), time.Time{}
+	}
 }
 
 // roundAnswered reports whether every active host sent its whole answer.
 func (s *sender) roundAnswered() bool {
+	if s.roundQuiet {
+		return false // silence is an answer: the round runs its time
+	}
 	for _, h := range s.hosts {
 		if h.active() && h.stream == nil && (h.round != s.round || len(h.parts) < int(h.partsWant) || h.partsWant == 0) {
 			return false
@@ -344,11 +368,14 @@ func (s *sender) roundAnswered() bool {
 func (s *sender) finishRound(now time.Time) {
 	s.checkStalls(now)
 	s.pacer.reportLoss(int(s.agg.worst))
-	s.fec.loss, s.fec.worst = s.agg.worst, max(s.fec.worst, s.agg.worst)
+	if !s.roundQuiet { // a quiet round hears only the hosts lacking most: the probes' percentile stands
+		s.fec.loss = s.agg.worst
+	}
+	s.fec.worst = max(s.fec.worst, s.agg.worst)
 	s.jobs = s.sched.plan(s.agg, s.blockInfo)
 	s.phase = phaseSend
-	s.logRound(fmt.Sprintf("%d blocks and %d chunks asked for, worst loss %d‰, %d hosts to go",
-		len(s.agg.blocks), len(s.agg.whole.list()), s.agg.worst, s.live()))
+	s.logRound(fmt.Sprintf("%d blocks and %d chunks asked for in %d NACK packets, worst loss %d‰, %d hosts to go",
+		len(s.agg.blocks), len(s.agg.whole.list()), s.fbRound, s.agg.worst, s.live()))
 }
 
 // logRound logs a round's summary, once for a run of identical rounds

@@ -24,7 +24,7 @@ const testChunk = 64 << 10
 
 // testImage writes an image of mixed chunks — random, compressible, all
 // zero — ending in a short chunk, and signs its manifest.
-func testImage(t *testing.T) (path string, m *image.Manifest, pub ed25519.PublicKey) {
+func testImage(t testing.TB) (path string, m *image.Manifest, pub ed25519.PublicKey) {
 	t.Helper()
 	r := rand.New(rand.NewPCG(7, 7))
 	var b bytes.Buffer

@@ -50,6 +50,7 @@ func samples() []Message {
 			SymbolSize: 1408, BlockSymbols: 64, Rate: 900e6, FetchPort: 5001,
 			SignedAt: 1700000000000, ReleaseKey: [32]byte{0x11}, SessionKey: [32]byte{0x22}, SessionDH: [32]byte{0x33},
 		},
+		&Status{Round: 6, Quiet: true, Hosts: 2000, Summary: true, Chunks: []Range{{First: 4, Count: 2}}, Blocks: []BlockNeed{{Chunk: 2, Block: 1, Missing: 3}}},
 	}
 }
 
@@ -89,6 +90,7 @@ var golden = []string{
 	"4c434d43040100000102030400000012" + "0102030405060708" + "aa" + strings.Repeat("00", 30) + "bb" +
 		"000003e8" + "0000000000300000" + "00100000" + "00000003" + "0580" + "40" + "08" +
 		"0000000035a4e900" + "0000" + "0000" + "00" + "1389" + "0000018bcfe56800" + "11" + strings.Repeat("00", 31) + "22" + strings.Repeat("00", 31) + "33" + strings.Repeat("00", 31),
+	"4c434d43040500000102030400000013" + "00000006" + "06" + "07d0" + "01" + "0000000400000002" + "0001" + "00000002000103",
 }
 
 func TestGolden(t *testing.T) {

@@ -1,0 +1,95 @@
+package multicast
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// A group larger than quietHosts runs quiet rounds: every host completes
+// under loss, and the most NACK packets one round or probe brings stays
+// well under one per host (in a small group every host answers every
+// round: TestTransferLossy).
+func TestQuietRounds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("100 receivers in one process")
+	}
+	n := 2*quietHosts + 8
+	hosts := make([]string, n)
+	for i := range hosts {
+		hosts[i] = fmt.Sprintf("q%03d", i)
+	}
+	ts := newTestSession(t, lossy(0.02, 11))
+	ts.send.Hosts, ts.send.Rate, ts.send.FECOverhead, ts.send.Wait = hosts, 20e6, AutoFEC, 20*time.Second
+	ts.send.Logf = func(string, ...any) {}
+	res, errs := ts.run(context.Background(), hosts, func(_ string, o *ReceiveOptions) {
+		o.Logf, o.SenderTimeout, o.AnnounceTimeout = nil, 20*time.Second, 30*time.Second
+	})
+	suppressed := 0
+	for _, h := range hosts {
+		if errs[h] != nil {
+			t.Fatalf("%s: %v", h, errs[h])
+		}
+		suppressed += res[h].Suppressed
+	}
+	if done, all := ts.report.Completed(); done != n || all != n {
+		t.Fatalf("%d of %d complete", done, all)
+	}
+	t.Logf("%d hosts: %d NACK packets, at most %d in one round or probe, %d rounds, %d answers suppressed",
+		n, ts.report.Feedback, ts.report.FeedbackMax, ts.report.Rounds, suppressed)
+	if ts.report.FeedbackMax > n/2 {
+		t.Errorf("%d NACK packets in one round or probe from %d hosts: not quiet", ts.report.FeedbackMax, n)
+	}
+}
+
+// A summary covers a host only when it asks at least as much for every
+// block the host lacks and names every chunk the host lacks whole.
+func TestSummaryCovers(t *testing.T) {
+	ts := newTestSession(t, nil)
+	r := &receiver{st: newStore(ts.m, &Announce{SymbolSize: 1408, BlockSymbols: 64}, nil, nil)}
+	st := r.st
+	// chunk 0: nothing yet (asked whole); chunk 1: one block missing 2
+	st.chunks[1].clen = 1408 * 10
+	st.chunks[1].blocks = make([]blockState, 1)
+	st.chunks[1].blocks[0].slots = make([]uint8, 8)
+	for i := 2; i < len(st.chunks); i++ {
+		st.chunks[i].done = true
+	}
+	for _, tc := range []struct {
+		s    Status
+		want bool
+	}{
+		{Status{Summary: true, Chunks: []Range{{0, 1}}, Blocks: []BlockNeed{{1, 0, 2}}}, true},
+		{Status{Summary: true, Chunks: []Range{{0, 3}}, Blocks: []BlockNeed{{1, 0, 5}}}, true},
+		{Status{Summary: true, Chunks: []Range{{0, 1}}, Blocks: []BlockNeed{{1, 0, 1}}}, false}, // asks less
+		{Status{Summary: true, Blocks: []BlockNeed{{1, 0, 2}}}, false},                        // chunk 0 not named
+		{Status{Summary: true, Chunks: []Range{{0, 1}}}, false},                               // block not named
+	} {
+		if got := r.covered(&tc.s); got != tc.want {
+			t.Errorf("covered(%+v) = %v, want %v", tc.s, got, tc.want)
+		}
+	}
+}
+
+// Of n hosts drawing a backoff, about one answers within the first tenth
+// of the spread, most in its last part.
+func TestBackoffSkew(t *testing.T) {
+	const n = 2000
+	early, late := 0, 0
+	for range n {
+		d := backoff(n)
+		if d < 0 || d > quietSpread {
+			t.Fatalf("backoff %v outside [0, %v]", d, quietSpread)
+		}
+		if d < quietSpread/10 {
+			early++
+		}
+		if d > quietSpread*8/10 {
+			late++
+		}
+	}
+	if early > 10 || late < n/2 {
+		t.Errorf("of %d backoffs, %d in the first tenth (want a handful) and %d in the last fifth (want most)", n, early, late)
+	}
+}
