@@ -63,8 +63,8 @@ func TestSummaryCovers(t *testing.T) {
 		{Status{Summary: true, Chunks: []Range{{0, 1}}, Blocks: []BlockNeed{{1, 0, 2}}}, true},
 		{Status{Summary: true, Chunks: []Range{{0, 3}}, Blocks: []BlockNeed{{1, 0, 5}}}, true},
 		{Status{Summary: true, Chunks: []Range{{0, 1}}, Blocks: []BlockNeed{{1, 0, 1}}}, false}, // asks less
-		{Status{Summary: true, Blocks: []BlockNeed{{1, 0, 2}}}, false},                        // chunk 0 not named
-		{Status{Summary: true, Chunks: []Range{{0, 1}}}, false},                               // block not named
+		{Status{Summary: true, Blocks: []BlockNeed{{1, 0, 2}}}, false},                          // chunk 0 not named
+		{Status{Summary: true, Chunks: []Range{{0, 1}}}, false},                                 // block not named
 	} {
 		if got := r.covered(&tc.s); got != tc.want {
 			t.Errorf("covered(%+v) = %v, want %v", tc.s, got, tc.want)
