@@ -109,6 +109,8 @@ up() {
 	if [[ -n $pub ]]; then
 		mkdir -p "$DIR"
 		[[ $web == 1 ]] && touch "$DIR/web"
+		# copied once, whole, before any agent reads it
+		cp "$pub" "$DIR/trust.pub.tmp" && mv "$DIR/trust.pub.tmp" "$DIR/trust.pub"
 		for i in $(seq 1 "$n"); do
 			[[ $web == 1 ]] && start_web "$i"
 			start_agent "$i" "$pub"
@@ -131,7 +133,9 @@ start_bg() {
 start_agent() {
 	local i=$1 pub=$2 h; h=$(hostname_of "$1")
 	[[ -x $BIN/receiver ]] || die "no $BIN/receiver (make build, or set LOOPCAST_BIN)"
-	[[ $pub -ef $DIR/trust.pub ]] || cp "$pub" "$DIR/trust.pub"
+	if ! [[ $pub -ef $DIR/trust.pub ]]; then
+		cp "$pub" "$DIR/trust.pub.tmp" && mv "$DIR/trust.pub.tmp" "$DIR/trust.pub"
+	fi
 	local extra=()
 	# LOOPCAST_CLUSTER_NO_SLOTS=1: agents without their pool, each release
 	# served from its own path (what the OPcache benchmark compares with)
