@@ -97,7 +97,10 @@ func (r *receiver) onQuietStatus(s *Status, now time.Time) {
 			r.probeAt, r.probeRound = now.Add(rand.N(nackSpread)), s.Round
 		}
 	case s.Summary:
-		if !r.nackAt.IsZero() && r.nackRound == s.Round && r.covered(s) {
+		// a host silenced round after round still answers every
+		// heartbeatEvery: the sender hears nothing else from it, and
+		// drops a host silent for its HostTimeout
+		if !r.nackAt.IsZero() && r.nackRound == s.Round && now.Sub(r.lastAnswer) < heartbeatEvery && r.covered(s) {
 			r.nackAt, r.nackDone = time.Time{}, s.Round
 			r.res.Suppressed++
 		}

@@ -72,6 +72,33 @@ func TestSummaryCovers(t *testing.T) {
 	}
 }
 
+// A covering summary silences a host's answer, but not when it has sent
+// nothing for heartbeatEvery: that answer is its heartbeat, without which
+// the sender drops it.
+func TestSummarySparesHeartbeat(t *testing.T) {
+	ts := newTestSession(t, nil)
+	r := &receiver{st: newStore(ts.m, &Announce{SymbolSize: 1408, BlockSymbols: 64}, nil, nil)}
+	for i := 1; i < len(r.st.chunks); i++ {
+		r.st.chunks[i].done = true // chunk 0 lacked whole
+	}
+	now := time.Now()
+	for _, tc := range []struct {
+		lastAnswer time.Duration
+		suppressed bool
+	}{{time.Second, true}, {heartbeatEvery + time.Second, false}} {
+		r.nackAt, r.nackDone, r.res.Suppressed = time.Time{}, 0, 0
+		r.lastAnswer = now.Add(-tc.lastAnswer)
+		r.onQuietStatus(&Status{Round: 7, Quiet: true, Hosts: 200}, now)
+		if r.nackAt.IsZero() {
+			t.Fatal("a host lacking a chunk does not plan an answer to a quiet round")
+		}
+		r.onQuietStatus(&Status{Round: 7, Quiet: true, Hosts: 200, Summary: true, Chunks: []Range{{0, 1}}}, now)
+		if got := r.nackAt.IsZero(); got != tc.suppressed {
+			t.Errorf("last answer %v ago: suppressed %v, want %v", tc.lastAnswer, got, tc.suppressed)
+		}
+	}
+}
+
 // Of n hosts drawing a backoff, about one answers within the first tenth
 // of the spread, most in its last part.
 func TestBackoffSkew(t *testing.T) {

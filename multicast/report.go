@@ -54,7 +54,8 @@ type HostReport struct {
 	Needed int64 `json:",omitempty"`
 	// Path is how the host received the session: PathMulticast, or
 	// PathUnicast (it heard no multicast and took the TCP connection);
-	// UnicastBytes is what that connection carried to it.
+	// UnicastBytes is what the sender wrote to that connection (handed to
+	// the kernel: a connection that broke may not have delivered it all).
 	Path         string
 	UnicastBytes int64 `json:",omitempty"`
 }
@@ -88,9 +89,10 @@ type Report struct {
 	DeltaChunks   int           // chunks sent in the first pass as deltas against the hosts' base image
 	Ignored       int64         // received packets malformed, foreign or out of place
 	UnicastBytes  int64         // bytes sent over unicast connections (hosts that heard no multicast)
-	// Feedback counts the NACK packets received (answers to repair rounds
-	// and to loss probes); FeedbackMax is the most that answered one round
-	// or probe: what the sender's socket must absorb at once.
+	// Feedback counts the NACK packets received by UDP (answers to repair
+	// rounds and to loss probes; a unicast connection's answers are not
+	// counted: TCP paces them); FeedbackMax is the most that answered one
+	// round or probe: what the sender's socket must absorb at once.
 	Feedback    int64
 	FeedbackMax int
 }

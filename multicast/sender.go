@@ -393,7 +393,7 @@ func (s *sender) step(now time.Time) {
 	}
 	if s.phase != phaseRegister {
 		s.dropSilent(now)
-		if s.allDone() {
+		if s.allDone(now) {
 			s.phase = phaseDone
 		}
 	}
@@ -554,7 +554,19 @@ func (s *sender) mcLive() int {
 	return n
 }
 
-func (s *sender) allDone() bool { return s.live() == 0 }
+func (s *sender) allDone(now time.Time) bool {
+	if s.live() > 0 {
+		return false
+	}
+	for _, h := range s.hosts {
+		// a host whose unicast connection broke may dial again (its
+		// agent retries): the session waits HostTimeout for it
+		if h.dropped != "" && !h.brokeAt.IsZero() && now.Sub(h.brokeAt) < s.opts.HostTimeout {
+			return false
+		}
+	}
+	return true
+}
 
 // encode frames a message with the next sequence number: ANNOUNCE signed
 // by the release key, STATUS and ABORT by the session key.

@@ -45,6 +45,7 @@ type host struct {
 	everStream  bool              // it took the unicast path
 	streamBytes int64             // bytes written to its closed connections
 	uniTold     bool              // it was sent a unicast ANNOUNCE (logged once)
+	brokeAt     time.Time         // when its unicast connection broke before it completed
 }
 
 // counts reports whether h takes part in the group's decisions (which
@@ -170,6 +171,7 @@ func (s *sender) onRegister(m *Register, hdr *Header, from net.Addr, now time.Ti
 	st := s.streamOf(from)
 	if m.NeedManifest {
 		if st != nil {
+			st.hello.Store(true) // a host: it may take long to prepare before it registers
 			s.streamManifest(st)
 		} else {
 			s.wantMan = true

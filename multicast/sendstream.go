@@ -32,8 +32,9 @@ func (s *sender) encodeUnicast(m Message) []byte {
 	return b
 }
 
-// unicastAnnounce sends, while hosts register, one ANNOUNCE by unicast to
-// every listed host that has not registered and whose address is known: a
+// unicastAnnounce sends, every unicastEvery, one ANNOUNCE by unicast to
+// every listed host that has not registered (or was dropped) and whose
+// address is known: a
 // host that hears no multicast learns of the session, and of the fetch
 // port, this way.
 func (s *sender) unicastAnnounce(now time.Time) {
@@ -44,7 +45,9 @@ func (s *sender) unicastAnnounce(now time.Time) {
 	var b []byte
 	for _, id := range s.opts.Hosts {
 		h, addr := s.hosts[id], s.opts.HostAddrs[id]
-		if addr == nil || h == nil || h.decided() || h.stream != nil {
+		// a host dropped (its connection broke, or it went silent) is
+		// announced to again: it may still take the session
+		if addr == nil || h == nil || h.stream != nil || h.decided() && h.dropped == "" {
 			continue
 		}
 		if b == nil {
@@ -91,7 +94,7 @@ func (s *sender) streamGone(st *stream) {
 	}
 	h.stream, h.streamBytes = nil, h.streamBytes+st.bytes.Load()
 	if h.active() {
-		h.dropped = fmt.Sprintf("its unicast connection from %v closed before it completed", st.addr)
+		h.dropped, h.brokeAt = fmt.Sprintf("its unicast connection from %v closed before it completed", st.addr), time.Now()
 		s.opts.Warnf("session %08x: host %s: %s", s.opts.Session, h.id, h.dropped)
 	}
 }
@@ -99,11 +102,22 @@ func (s *sender) streamGone(st *stream) {
 // streamManifest sends the session descriptor over a stream, ANNOUNCE
 // first.
 func (s *sender) streamManifest(st *stream) {
+	if st.manQueued.Load() {
+		return // the host asks again while its copy is on the way
+	}
 	a := s.ann
-	st.send(s.encodeUnicast(&a))
+	frames := [][]byte{s.encodeUnicast(&a)}
 	for off := 0; off < len(s.manifest); off += s.opts.SymbolSize {
 		end := min(len(s.manifest), off+s.opts.SymbolSize)
-		st.send(s.encodeUnicast(&ManifestFrag{Offset: uint32(off), Total: uint32(len(s.manifest)), Data: s.manifest[off:end]}))
+		frames = append(frames, s.encodeUnicast(&ManifestFrag{Offset: uint32(off), Total: uint32(len(s.manifest)), Data: s.manifest[off:end]}))
+	}
+	// through the push queue, not the control queue: a large manifest
+	// outgrows that, and the writer takes every frame in turn, at the
+	// pace of the host's TCP window
+	select {
+	case st.push <- pushJob{frames: frames}:
+		st.manQueued.Store(true)
+	default: // its writer is far behind: the host asks again
 	}
 }
 
@@ -114,9 +128,10 @@ func (s *sender) streamRegistered(h *host, st *stream) {
 		h.streamBytes += h.stream.bytes.Load()
 		h.stream.close()
 	}
-	if h.stream != st {
-		s.opts.Logf("session %08x: host %s takes the session over its unicast connection from %v", s.opts.Session, h.id, st.addr)
+	if h.stream == st {
+		return // a REGISTER again on the same stream: its pushes are under way, STATUS rounds fill what is lost
 	}
+	s.opts.Logf("session %08x: host %s takes the session over its unicast connection from %v", s.opts.Session, h.id, st.addr)
 	h.stream, h.everStream, st.host = st, true, h
 	st.hello.Store(true)
 	if s.phase != phaseRegister {
@@ -171,10 +186,11 @@ func (s *sender) stepStreams(now time.Time) {
 			st.close()
 			continue
 		}
-		if st.queued.Load() > 0 || now.Before(st.nextStatus) {
-			continue
+		if st.queued.Load() > 0 || now.Before(st.nextStatus) || st.parts != nil && now.Sub(st.roundAt) < streamRoundWait {
+			continue // pushes under way, or a round whose answer may still come (a far host)
 		}
 		st.round++
+		st.roundAt = now
 		st.parts, st.asked = map[uint8]bool{}, make(chunkSet, (len(s.opts.Manifest.Chunks)+63)/64)
 		if st.statusAt.IsZero() {
 			st.statusAt = now
@@ -189,10 +205,11 @@ func (s *sender) stepStreams(now time.Time) {
 // or its delta could not be used).
 func (s *sender) streamNack(h *host, m *Nack) {
 	st := h.stream
+	st.statusAt = time.Time{} // any answer, late too, shows it alive
 	if m.Round&probeRound != 0 || m.Round != st.round || st.parts == nil || st.parts[m.Part] {
 		return
 	}
-	st.parts[m.Part], st.statusAt = true, time.Time{}
+	st.parts[m.Part] = true
 	n := uint32(len(s.opts.Manifest.Chunks))
 	for _, rg := range m.Chunks {
 		st.asked.addRange(min(rg.First, n), min(rg.First+min(rg.Count, n), n))

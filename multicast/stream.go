@@ -41,10 +41,16 @@ const (
 	unicastAfter = 3 * announceEvery
 	// unicastEvery is the period of those unicast ANNOUNCEs.
 	unicastEvery = time.Second
-	// maxStreams bounds the TCP connections a sender serves at once.
-	maxStreams = 512
+	// maxStreams bounds the TCP connections a sender serves at once, and
+	// maxStreamsPerIP those from one address (a host that dialed again
+	// while its broken connection lingers needs two): no one machine can
+	// take them all.
+	maxStreams      = 512
+	maxStreamsPerIP = 8
 	// streamHello is how long a connection may take to send a REGISTER
-	// the sender accepts; a stranger's connection is closed after it.
+	// the sender accepts, signed by a host's key (one asking for the
+	// manifest counts: the host may then take long to prepare its disk);
+	// a stranger's connection is closed after it.
 	streamHello = 10 * time.Second
 	// streamCtrlQueue bounds the control packets queued for one stream
 	// (the loop never blocks on a slow host: beyond it they are dropped,
@@ -54,10 +60,16 @@ const (
 	// is asked for STATUS over its stream (it is decoding, or lost a chunk
 	// to a failed check).
 	streamStatusEvery = 200 * time.Millisecond
+	// streamRoundWait is how long a stream STATUS round waits for its
+	// answer before the next replaces it: longer than any round trip.
+	streamRoundWait = 2 * time.Second
 	// streamWriteTimeout bounds one write to a host that stopped reading.
 	streamWriteTimeout = 30 * time.Second
-	// streamBuffer is each stream's write buffer.
-	streamBuffer = 256 << 10
+	// streamBuffer is each stream's write buffer once it carries chunks,
+	// streamCtrlBuffer before (every connection has one, a stranger's
+	// too).
+	streamBuffer     = 256 << 10
+	streamCtrlBuffer = 4 << 10
 )
 
 // writeFrame writes one packet with its u16 length.
@@ -139,13 +151,17 @@ type stream struct {
 	queued atomic.Int64 // chunks handed to the writer and not yet written
 	bytes  atomic.Int64 // bytes written
 	hello  atomic.Bool  // a REGISTER was accepted on it
-	closed chan struct{}
-	once   sync.Once
+	// manQueued: the manifest is handed to the writer and not yet all
+	// written
+	manQueued atomic.Bool
+	closed    chan struct{}
+	once      sync.Once
 
 	host       *host
 	nextStatus time.Time
 	statusAt   time.Time // when the pending stream STATUS went out; zero: none
 	round      uint32    // the stream's own STATUS round
+	roundAt    time.Time // when it went out
 	asked      chunkSet  // chunks the pending round's NACK parts asked for
 	parts      map[uint8]bool
 }
@@ -155,6 +171,7 @@ type stream struct {
 type pushJob struct {
 	chunks []uint32
 	delta  bool
+	frames [][]byte // or these frames, in order (the manifest)
 }
 
 func (st *stream) close() {
@@ -184,6 +201,8 @@ type streams struct {
 	gone   chan *stream // readers → session loop: the connection ended
 	live   map[*streamAddr]*stream
 	count  atomic.Int32
+	mu     sync.Mutex
+	perIP  map[string]int // connections open, by remote address
 	wg     sync.WaitGroup
 	src    streamSource
 }
@@ -202,7 +221,7 @@ type streamSource struct {
 // startStreams serves the listener until ctx ends.
 func startStreams(ctx context.Context, ln net.Listener, src streamSource) *streams {
 	u := &streams{ln: ln, opened: make(chan *stream), in: make(chan packet, inboxDepth), gone: make(chan *stream, 16),
-		live: map[*streamAddr]*stream{}, src: src}
+		live: map[*streamAddr]*stream{}, perIP: map[string]int{}, src: src}
 	u.wg.Add(1)
 	go u.accept(ctx)
 	return u
@@ -220,7 +239,8 @@ func (u *streams) accept(ctx context.Context) {
 			time.Sleep(10 * time.Millisecond) // e.g. out of descriptors: do not spin
 			continue
 		}
-		if u.count.Load() >= maxStreams {
+		ip := remoteIP(c)
+		if u.count.Load() >= maxStreams || !u.take(ip) {
 			c.Close()
 			continue
 		}
@@ -232,7 +252,7 @@ func (u *streams) accept(ctx context.Context) {
 			push: make(chan pushJob, 64), closed: make(chan struct{})}
 		u.count.Add(1)
 		u.wg.Add(2)
-		go u.read(ctx, st)
+		go u.read(ctx, st, ip)
 		go u.write(ctx, st)
 		select {
 		case u.opened <- st:
@@ -246,9 +266,10 @@ func (u *streams) accept(ctx context.Context) {
 // read feeds the stream's packets to the session loop, blocking (TCP
 // pushes back) rather than dropping, and closes a connection that has not
 // registered within streamHello.
-func (u *streams) read(ctx context.Context, st *stream) {
+func (u *streams) read(ctx context.Context, st *stream, ip string) {
 	defer u.wg.Done()
 	defer u.count.Add(-1)
+	defer u.release(ip)
 	hello := time.AfterFunc(streamHello, func() {
 		if !st.hello.Load() {
 			st.close()
@@ -281,7 +302,7 @@ func (u *streams) read(ctx context.Context, st *stream) {
 // this goroutine (the session loop never waits on a host's TCP window).
 func (u *streams) write(ctx context.Context, st *stream) {
 	defer u.wg.Done()
-	w := bufio.NewWriterSize(st.conn, streamBuffer)
+	w := bufio.NewWriterSize(st.conn, streamCtrlBuffer)
 	var jobs []pushJob
 	var buf []byte
 	fail := func() { st.close() }
@@ -294,6 +315,18 @@ func (u *streams) write(ctx context.Context, st *stream) {
 			}
 			continue
 		default:
+		}
+		if len(jobs) > 0 && len(jobs[0].frames) > 0 {
+			j := &jobs[0]
+			err := u.writeOne(st, w, j.frames[0])
+			if j.frames = j.frames[1:]; len(j.frames) == 0 {
+				st.manQueued.Store(false)
+			}
+			if err != nil {
+				fail()
+				return
+			}
+			continue
 		}
 		if len(jobs) > 0 && len(jobs[0].chunks) > 0 {
 			j := &jobs[0]
@@ -323,6 +356,9 @@ func (u *streams) write(ctx context.Context, st *stream) {
 				return
 			}
 		case j := <-st.push:
+			if w.Size() < streamBuffer { // the first chunks: the host registered
+				w = bufio.NewWriterSize(st.conn, streamBuffer) // the old one was flushed above
+			}
 			jobs = append(jobs, j)
 		case <-ctx.Done():
 			u.drain(st, w)
@@ -409,5 +445,32 @@ func (u *streams) stop(cancel context.CancelFunc) {
 			st.close()
 		}
 		<-done
+	}
+}
+
+// remoteIP is a connection's remote address without its port.
+func remoteIP(c net.Conn) string {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	return c.RemoteAddr().String()
+}
+
+// take counts a connection from ip, unless ip has maxStreamsPerIP open.
+func (u *streams) take(ip string) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.perIP[ip] >= maxStreamsPerIP {
+		return false
+	}
+	u.perIP[ip]++
+	return true
+}
+
+func (u *streams) release(ip string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.perIP[ip]--; u.perIP[ip] <= 0 {
+		delete(u.perIP, ip)
 	}
 }

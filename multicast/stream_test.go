@@ -1,11 +1,21 @@
 package multicast
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/binary"
+	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/loopcast/loopcast/image"
 )
 
 // deafTo drops every multicast packet (a sequence number) the sender
@@ -137,7 +147,9 @@ func TestUnicastDeltaAndSealed(t *testing.T) {
 		name    string
 		corrupt bool
 		encrypt bool
-	}{{"delta", false, false}, {"corrupt base", true, false}, {"sealed", false, true}} {
+		lag     time.Duration // the deaf host's answers take this long to arrive
+	}{{"delta", false, false, 0}, {"corrupt base", true, false, 0}, {"sealed", false, true, 0},
+		{"corrupt base far away", true, false, 3 * streamStatusEvery}} {
 		t.Run(tc.name, func(t *testing.T) {
 			hosts, deaf := []string{"d1", "deaf"}, []string{"deaf"}
 			ts, base, basePath := deltaSession(t, true)
@@ -155,6 +167,16 @@ func TestUnicastDeltaAndSealed(t *testing.T) {
 					}
 				}
 				hostBase(t, ts, base, basePath, h, o, corrupt)
+				if tc.lag > 0 && h == "deaf" {
+					dial := o.dial
+					o.dial = func(ctx context.Context, from net.Addr, port uint16) (net.Conn, error) {
+						c, err := dial(ctx, from, port)
+						if err != nil {
+							return nil, err
+						}
+						return newLagConn(c, tc.lag), nil
+					}
+				}
 			})
 			checkPaths(t, ts, res, errs, hosts, deaf)
 			r := res["deaf"]
@@ -193,4 +215,274 @@ func TestNoUnicastOption(t *testing.T) {
 	if errs["deaf"] == nil {
 		t.Fatal("a receiver with NoUnicast took a session it hears no multicast of")
 	}
+}
+
+// cutConn closes itself once it has read more than limit bytes: a
+// connection that breaks mid-transfer.
+type cutConn struct {
+	net.Conn
+	limit, read int
+}
+
+func (c *cutConn) Read(b []byte) (int, error) {
+	if c.read > c.limit {
+		c.Conn.Close()
+		return 0, net.ErrClosed
+	}
+	n, err := c.Conn.Read(b)
+	c.read += n
+	return n, err
+}
+
+// A deaf host whose unicast connection breaks mid-transfer is dropped, is
+// announced to again, and completes over a second connection when its
+// agent tries again (as the agent does after a failed session).
+func TestUnicastReconnect(t *testing.T) {
+	hosts := []string{"h1", "deaf"}
+	ts := newTestSession(t, deafTo("deaf"))
+	ts.send.Hosts, ts.send.Wait = hosts, 20*time.Second
+	recv := withUnicast(t, ts, hosts)
+	ts.usePack()
+	ctx := context.Background()
+	sconn := ts.net.conn("sender", false)
+	sent := make(chan error, 1)
+	go func() {
+		var err error
+		ts.report, err = Send(ctx, sconn, ts.send)
+		sent <- err
+	}()
+	var dials atomic.Int32
+	errs := make(chan error, 2)
+	for _, h := range hosts {
+		o := ReceiveOptions{HostID: h, HostKey: testHostKey(h), Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
+			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second, Logf: func(f string, a ...any) { t.Logf(h+": "+f, a...) }}
+		recv(h, &o)
+		if h == "deaf" {
+			dial := o.dial
+			o.dial = func(ctx context.Context, from net.Addr, port uint16) (net.Conn, error) {
+				c, err := dial(ctx, from, port)
+				if err == nil && dials.Add(1) == 1 {
+					c = &cutConn{Conn: c, limit: 64 << 10} // past the manifest, before the image's end
+				}
+				return c, err
+			}
+		}
+		conn := ts.net.conn(h, true)
+		go func() {
+			var err error
+			for try := range 3 {
+				if _, err = Receive(ctx, conn, o); err == nil {
+					break
+				}
+				t.Logf("%s: try %d: %v", h, try+1, err)
+			}
+			errs <- err
+		}()
+	}
+	for range hosts {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if dials.Load() < 2 {
+		t.Fatalf("the deaf host dialed %d times; its first connection was to break", dials.Load())
+	}
+	ts.checkImage("deaf")
+	if done, all := ts.report.Completed(); done != 2 || all != 2 {
+		t.Fatalf("report: %d of %d complete: %+v", done, all, ts.report.Hosts)
+	}
+}
+
+// One address may hold maxStreamsPerIP connections to the fetch port, no
+// more: a stranger cannot take the port's every connection.
+func TestStreamsPerIP(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	u := startStreams(ctx, ln, streamSource{})
+	defer u.stop(cancel)
+	go func() {
+		for {
+			select {
+			case <-u.opened:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range maxStreamsPerIP + 1 {
+		c, err := net.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	one := make([]byte, 1)
+	for i, c := range conns {
+		c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		_, err := c.Read(one)
+		var ne net.Error
+		timedOut := errors.As(err, &ne) && ne.Timeout()
+		if i < maxStreamsPerIP && !timedOut {
+			t.Errorf("connection %d: %v; want it open", i+1, err)
+		}
+		if i == maxStreamsPerIP && timedOut {
+			t.Errorf("connection %d from one address stays open", i+1)
+		}
+	}
+}
+
+// lagConn delays every write by lag: a host far away, whose answers
+// arrive after the next stream STATUS would have gone out.
+type lagConn struct {
+	net.Conn
+	lag  time.Duration
+	q    chan lagged
+	done chan struct{}
+	once sync.Once
+}
+
+type lagged struct {
+	b   []byte
+	due time.Time
+}
+
+func newLagConn(c net.Conn, lag time.Duration) *lagConn {
+	l := &lagConn{Conn: c, lag: lag, q: make(chan lagged, 1024), done: make(chan struct{})}
+	go func() {
+		for {
+			select {
+			case w := <-l.q:
+				time.Sleep(time.Until(w.due))
+				if _, err := l.Conn.Write(w.b); err != nil {
+					return
+				}
+			case <-l.done:
+				return
+			}
+		}
+	}()
+	return l
+}
+
+func (l *lagConn) Write(b []byte) (int, error) {
+	select {
+	case l.q <- lagged{b: append([]byte(nil), b...), due: time.Now().Add(l.lag)}:
+		return len(b), nil
+	case <-l.done:
+		return 0, net.ErrClosed
+	}
+}
+
+func (l *lagConn) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return l.Conn.Close()
+}
+
+// A manifest of more fragments than a stream's control queue holds still
+// arrives whole over the unicast path (a large tree's manifest).
+func TestUnicastLargeManifest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 64 MiB sparse image")
+	}
+	ts := newTestSession(t, deafTo("deaf"))
+	path := filepath.Join(t.TempDir(), "big.img")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 64 << 20
+	for off := int64(0); off < size; off += 1 << 20 { // one non-zero chunk a MiB
+		if _, err := f.WriteAt([]byte("not all zero"), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := errors.Join(f.Truncate(size), f.Close()); err != nil {
+		t.Fatal(err)
+	}
+	m, err := image.HashFile(context.Background(), path, image.MinChunkSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Label = "big"
+	m.Sign(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, ed25519.SeedSize)))
+	ts.img, ts.m, ts.send.Manifest = path, m, m
+	ts.send.Pack = openPack(t, path, m, "")
+	desc, err := appendDescriptor(nil, m, ts.send.Pack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if frags := len(desc) / DefaultSymbolSize; frags <= streamCtrlQueue {
+		t.Fatalf("the manifest is %d fragments: the test needs more than %d", frags, streamCtrlQueue)
+	}
+	hosts := []string{"deaf"}
+	ts.send.Hosts = hosts
+	// over net.Pipe, which buffers nothing: each write waits for the
+	// host's read, as on a slow link whose window is full
+	pl := &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
+	ts.send.Unicast, ts.send.HostAddrs = pl, map[string]net.Addr{"deaf": memAddr("deaf")}
+	res, errs := ts.run(context.Background(), hosts, func(_ string, o *ReceiveOptions) {
+		o.dial = func(ctx context.Context, from net.Addr, port uint16) (net.Conn, error) {
+			c, err := pl.dial(ctx, from, port)
+			if err != nil {
+				return nil, err
+			}
+			return &slowConn{Conn: c}, nil
+		}
+	})
+	checkPaths(t, ts, res, errs, hosts, hosts)
+}
+
+// pipeListener hands out the server ends of net.Pipe connections.
+type pipeListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (l *pipeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *pipeListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *pipeListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9} }
+
+func (l *pipeListener) dial(ctx context.Context, _ net.Addr, _ uint16) (net.Conn, error) {
+	a, b := net.Pipe()
+	select {
+	case l.conns <- a:
+		return b, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// slowConn reads at most 2 KiB a millisecond: a host on a slow link.
+type slowConn struct{ net.Conn }
+
+func (c *slowConn) Read(b []byte) (int, error) {
+	time.Sleep(time.Millisecond)
+	return c.Conn.Read(b[:min(len(b), 2<<10)])
 }
