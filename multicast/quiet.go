@@ -34,7 +34,12 @@ const (
 	quietWait      = quietSpread + 100*time.Millisecond // a quiet round's collection, past the last backoff
 	summaryEvery   = 10 * time.Millisecond
 	heartbeatEvery = 5 * time.Second // a third of DefaultHostTimeout
-	lossPercentile = 0.9
+	// silencedHeartbeat is how long a host with needs that summaries
+	// cover may stay silent: longer than heartbeatEvery, so the hosts
+	// whose heartbeat falls due do not all answer the round that covers
+	// them, and still inside DefaultHostTimeout
+	silencedHeartbeat = 2 * heartbeatEvery
+	lossPercentile    = 0.9
 )
 
 // quiet reports whether the group is large enough for quiet rounds.
@@ -97,10 +102,10 @@ func (r *receiver) onQuietStatus(s *Status, now time.Time) {
 			r.probeAt, r.probeRound = now.Add(rand.N(nackSpread)), s.Round
 		}
 	case s.Summary:
-		// a host silenced round after round still answers every
-		// heartbeatEvery: the sender hears nothing else from it, and
-		// drops a host silent for its HostTimeout
-		if !r.nackAt.IsZero() && r.nackRound == s.Round && now.Sub(r.lastAnswer) < heartbeatEvery && r.covered(s) {
+		// a host silenced round after round still answers once it has
+		// sent nothing for silencedHeartbeat: the sender hears nothing
+		// else from it, and drops a host silent for its HostTimeout
+		if !r.nackAt.IsZero() && r.nackRound == s.Round && r.silentFor(now) < silencedHeartbeat && r.covered(s) {
 			r.nackAt, r.nackDone = time.Time{}, s.Round
 			r.res.Suppressed++
 		}
@@ -116,6 +121,15 @@ func (r *receiver) onQuietStatus(s *Status, now time.Time) {
 		}
 		r.nackAt, r.nackRound = now.Add(backoff(s.Hosts)), s.Round
 	}
+}
+
+// silentFor is how long the host has sent no NACK (since it began, when
+// none yet: its register acknowledgement may have been lost).
+func (r *receiver) silentFor(now time.Time) time.Duration {
+	if r.lastAnswer.IsZero() {
+		return now.Sub(r.begin)
+	}
+	return now.Sub(r.lastAnswer)
 }
 
 // backoff draws a quiet round's answer delay: a truncated exponential over

@@ -8,9 +8,8 @@ import (
 )
 
 // A group larger than quietHosts runs quiet rounds: every host completes
-// under loss, and the most NACK packets one round or probe brings stays
-// well under one per host (in a small group every host answers every
-// round: TestTransferLossy).
+// under loss, with fewer than two NACK packets per host in all (in a small
+// group every host answers every round: TestTransferLossy).
 func TestQuietRounds(t *testing.T) {
 	if testing.Short() {
 		t.Skip("100 receivers in one process")
@@ -38,8 +37,15 @@ func TestQuietRounds(t *testing.T) {
 	}
 	t.Logf("%d hosts: %d NACK packets, at most %d in one round or probe, %d rounds, %d answers suppressed",
 		n, ts.report.Feedback, ts.report.FeedbackMax, ts.report.Rounds, suppressed)
-	if ts.report.FeedbackMax > n/2 {
-		t.Errorf("%d NACK packets in one round or probe from %d hosts: not quiet", ts.report.FeedbackMax, n)
+	// Without quiet rounds this session brings 3-4 NACK packets per host
+	// (433-503 measured) and up to ~n in one round. With them, a loss
+	// probe is answered by a sample of quietSample (64, about half of this
+	// group by design), and a round's answers depend on when summaries
+	// reach the hosts (so on the machine's load): 76-203 in all measured,
+	// some answers always suppressed.
+	if ts.report.Feedback >= int64(2*n) || suppressed == 0 || ts.report.FeedbackMax >= n {
+		t.Errorf("%d NACK packets (at most %d in one round or probe) from %d hosts, %d suppressed: not quiet",
+			ts.report.Feedback, ts.report.FeedbackMax, n, suppressed)
 	}
 }
 
@@ -73,7 +79,7 @@ func TestSummaryCovers(t *testing.T) {
 }
 
 // A covering summary silences a host's answer, but not when it has sent
-// nothing for heartbeatEvery: that answer is its heartbeat, without which
+// nothing for silencedHeartbeat: that answer is its heartbeat, without which
 // the sender drops it.
 func TestSummarySparesHeartbeat(t *testing.T) {
 	ts := newTestSession(t, nil)
@@ -85,7 +91,7 @@ func TestSummarySparesHeartbeat(t *testing.T) {
 	for _, tc := range []struct {
 		lastAnswer time.Duration
 		suppressed bool
-	}{{time.Second, true}, {heartbeatEvery + time.Second, false}} {
+	}{{time.Second, true}, {heartbeatEvery + time.Second, true}, {silencedHeartbeat + time.Second, false}} {
 		r.nackAt, r.nackDone, r.res.Suppressed = time.Time{}, 0, 0
 		r.lastAnswer = now.Add(-tc.lastAnswer)
 		r.onQuietStatus(&Status{Round: 7, Quiet: true, Hosts: 200}, now)
