@@ -34,9 +34,8 @@ func (s *sender) encodeUnicast(m Message) []byte {
 
 // unicastAnnounce sends, every unicastEvery, one ANNOUNCE by unicast to
 // every listed host that has not registered (or was dropped) and whose
-// address is known: a
-// host that hears no multicast learns of the session, and of the fetch
-// port, this way.
+// address is known: a host that hears no multicast learns of the
+// session, and of the fetch port, this way.
 func (s *sender) unicastAnnounce(now time.Time) {
 	if s.uni == nil || len(s.opts.HostAddrs) == 0 || now.Sub(s.started) < unicastAfter || now.Before(s.uniAnnounce) {
 		return

@@ -73,6 +73,9 @@ type testSession struct {
 	dir    string
 	send   SendOptions
 	report *Report
+	// retries is how many times a receiver whose session failed runs
+	// again, as the agent does after a failed session.
+	retries int
 }
 
 func newTestSession(t *testing.T, drop func(from, to string, b []byte) bool) *testSession {
@@ -128,6 +131,10 @@ func (ts *testSession) run(ctx context.Context, hosts []string, recv func(host s
 		conn := ts.net.conn(h, true)
 		g.Go(func() error {
 			r, err := Receive(ctx, conn, o)
+			for try := 0; err != nil && try < ts.retries; try++ {
+				ts.t.Logf("%s: try %d: %v", h, try+1, err)
+				r, err = Receive(ctx, conn, o)
+			}
 			mu.Lock()
 			res[h], errs[h] = r, err
 			mu.Unlock()

@@ -200,9 +200,9 @@ type streams struct {
 	in     chan packet  // readers → session loop
 	gone   chan *stream // readers → session loop: the connection ended
 	live   map[*streamAddr]*stream
-	count  atomic.Int32
 	mu     sync.Mutex
-	perIP  map[string]int // connections open, by remote address
+	open   int            // connections open
+	perIP  map[string]int // of those, by remote address
 	wg     sync.WaitGroup
 	src    streamSource
 }
@@ -240,7 +240,7 @@ func (u *streams) accept(ctx context.Context) {
 			continue
 		}
 		ip := remoteIP(c)
-		if u.count.Load() >= maxStreams || !u.take(ip) {
+		if !u.take(ip) {
 			c.Close()
 			continue
 		}
@@ -250,7 +250,6 @@ func (u *streams) accept(ctx context.Context) {
 		}
 		st := &stream{addr: &streamAddr{remote: c.RemoteAddr()}, conn: c, ctrl: make(chan []byte, streamCtrlQueue),
 			push: make(chan pushJob, 64), closed: make(chan struct{})}
-		u.count.Add(1)
 		u.wg.Add(2)
 		go u.read(ctx, st, ip)
 		go u.write(ctx, st)
@@ -268,7 +267,6 @@ func (u *streams) accept(ctx context.Context) {
 // registered within streamHello.
 func (u *streams) read(ctx context.Context, st *stream, ip string) {
 	defer u.wg.Done()
-	defer u.count.Add(-1)
 	defer u.release(ip)
 	hello := time.AfterFunc(streamHello, func() {
 		if !st.hello.Load() {
@@ -356,7 +354,10 @@ func (u *streams) write(ctx context.Context, st *stream) {
 				return
 			}
 		case j := <-st.push:
-			if w.Size() < streamBuffer { // the first chunks: the host registered
+			// the first push (the manifest, or chunks) follows a REGISTER
+			// signed by a host's key: only a host's connection gets the
+			// large buffer
+			if w.Size() < streamBuffer {
 				w = bufio.NewWriterSize(st.conn, streamBuffer) // the old one was flushed above
 			}
 			jobs = append(jobs, j)
@@ -456,13 +457,15 @@ func remoteIP(c net.Conn) string {
 	return c.RemoteAddr().String()
 }
 
-// take counts a connection from ip, unless ip has maxStreamsPerIP open.
+// take counts a connection from ip, unless maxStreams are open, or
+// maxStreamsPerIP from ip.
 func (u *streams) take(ip string) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.perIP[ip] >= maxStreamsPerIP {
+	if u.open >= maxStreams || u.perIP[ip] >= maxStreamsPerIP {
 		return false
 	}
+	u.open++
 	u.perIP[ip]++
 	return true
 }
@@ -470,6 +473,7 @@ func (u *streams) take(ip string) bool {
 func (u *streams) release(ip string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	u.open--
 	if u.perIP[ip]--; u.perIP[ip] <= 0 {
 		delete(u.perIP, ip)
 	}

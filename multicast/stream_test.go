@@ -240,60 +240,24 @@ func (c *cutConn) Read(b []byte) (int, error) {
 func TestUnicastReconnect(t *testing.T) {
 	hosts := []string{"h1", "deaf"}
 	ts := newTestSession(t, deafTo("deaf"))
-	ts.send.Hosts, ts.send.Wait = hosts, 20*time.Second
-	recv := withUnicast(t, ts, hosts)
-	ts.usePack()
-	ctx := context.Background()
-	sconn := ts.net.conn("sender", false)
-	sent := make(chan error, 1)
-	go func() {
-		var err error
-		ts.report, err = Send(ctx, sconn, ts.send)
-		sent <- err
-	}()
+	ts.send.Hosts, ts.send.Wait, ts.retries = hosts, 20*time.Second, 2
+	uni := withUnicast(t, ts, hosts)
 	var dials atomic.Int32
-	errs := make(chan error, 2)
-	for _, h := range hosts {
-		o := ReceiveOptions{HostID: h, HostKey: testHostKey(h), Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
-			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second, Logf: func(f string, a ...any) { t.Logf(h+": "+f, a...) }}
-		recv(h, &o)
-		if h == "deaf" {
-			dial := o.dial
-			o.dial = func(ctx context.Context, from net.Addr, port uint16) (net.Conn, error) {
-				c, err := dial(ctx, from, port)
-				if err == nil && dials.Add(1) == 1 {
-					c = &cutConn{Conn: c, limit: 64 << 10} // past the manifest, before the image's end
-				}
-				return c, err
+	res, errs := ts.run(context.Background(), hosts, func(h string, o *ReceiveOptions) {
+		uni(h, o)
+		dial := o.dial
+		o.dial = func(ctx context.Context, from net.Addr, port uint16) (net.Conn, error) {
+			c, err := dial(ctx, from, port)
+			if err == nil && dials.Add(1) == 1 {
+				c = &cutConn{Conn: c, limit: 64 << 10} // past the manifest, before the image's end
 			}
+			return c, err
 		}
-		conn := ts.net.conn(h, true)
-		go func() {
-			var err error
-			for try := range 3 {
-				if _, err = Receive(ctx, conn, o); err == nil {
-					break
-				}
-				t.Logf("%s: try %d: %v", h, try+1, err)
-			}
-			errs <- err
-		}()
-	}
-	for range hosts {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := <-sent; err != nil {
-		t.Fatal(err)
-	}
+	})
 	if dials.Load() < 2 {
 		t.Fatalf("the deaf host dialed %d times; its first connection was to break", dials.Load())
 	}
-	ts.checkImage("deaf")
-	if done, all := ts.report.Completed(); done != 2 || all != 2 {
-		t.Fatalf("report: %d of %d complete: %+v", done, all, ts.report.Hosts)
-	}
+	checkPaths(t, ts, res, errs, hosts, []string{"deaf"})
 }
 
 // One address may hold maxStreamsPerIP connections to the fetch port, no
