@@ -22,6 +22,9 @@ type ControlConfig struct {
 	// Version is the agent's version, reported by STATUS.
 	Version string
 	Logger  *slog.Logger
+	// Fleet, when set, hears of every switch a command made (a pointer
+	// issued before it is superseded) and serializes them with catch-up.
+	Fleet *Fleet
 }
 
 // NewControl returns the handler for the sender's commands. started is
@@ -35,6 +38,6 @@ func NewControl(cfg ControlConfig, started time.Time) (*Handler, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	return NewHandler(HandlerConfig{
-		Store: cfg.Store, Verifier: v, Version: cfg.Version, Logger: cfg.Logger,
+		Store: cfg.Store, Verifier: v, Version: cfg.Version, Logger: cfg.Logger, Fleet: cfg.Fleet,
 	}), nil
 }

@@ -22,6 +22,8 @@ type HandlerConfig struct {
 	Version string
 	// Logger receives one line per command; slog.Default() when nil.
 	Logger *slog.Logger
+	// Fleet, when set, records each ACTIVATE and ROLLBACK applied.
+	Fleet *Fleet
 }
 
 // Handler applies verified commands to a release store and answers them.
@@ -31,6 +33,7 @@ type Handler struct {
 	verify  *control.Verifier
 	version string
 	log     *slog.Logger
+	fleet   *Fleet
 
 	answered map[[control.NonceLen]byte]*control.Reply
 	order    [][control.NonceLen]byte // answered, oldest first
@@ -44,7 +47,7 @@ func NewHandler(cfg HandlerConfig) *Handler {
 	}
 	return &Handler{
 		store: cfg.Store, verify: cfg.Verifier, version: control.TruncateText(cfg.Version),
-		log: log, answered: make(map[[control.NonceLen]byte]*control.Reply),
+		log: log, answered: make(map[[control.NonceLen]byte]*control.Reply), fleet: cfg.Fleet,
 	}
 }
 
@@ -98,6 +101,17 @@ func (h *Handler) apply(c control.Command) *control.Reply {
 	e := c.Env()
 	attrs := []any{"command", c.Type().String(), "deploy", e.Deploy, "key", e.KeyID()}
 	var err error
+	if _, status := c.(*control.StatusRequest); !status && h.fleet != nil {
+		// one switch at a time with catch-up, which checks no command came
+		// after its pointer before it switches
+		h.fleet.switching.Lock()
+		defer h.fleet.switching.Unlock()
+		defer func() {
+			if err == nil {
+				h.fleet.NoteCommand(e.IssuedAt())
+			}
+		}()
+	}
 	switch c := c.(type) {
 	case *control.Activate:
 		attrs = append(attrs, "release", c.Release)

@@ -29,6 +29,8 @@ type Metrics struct {
 	packets  prometheus.Counter
 	stage    prometheus.Histogram
 	scrubs   *prometheus.CounterVec
+	// health, when set, is served at /healthz beside the metrics.
+	health http.Handler
 }
 
 // NewMetrics registers the agent's metrics for store (and pool, when set).
@@ -118,6 +120,9 @@ func (m *Metrics) Serve(ctx context.Context, addr string, log *slog.Logger) erro
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.Handler())
+	if m.health != nil {
+		mux.Handle("/healthz", m.health)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,7 +53,13 @@ type RunConfig struct {
 	// MetricsAddr, when set, is the TCP address the agent serves
 	// Prometheus metrics on (/metrics).
 	MetricsAddr string
-	metrics     *Metrics
+	// PeerAddr is the TCP address the agent serves its kept releases to
+	// peers on, for hosts catching up with the fleet: "" means the control
+	// port (the group's port+1) on every address; "off" serves none. Every
+	// agent of a group must use the same port.
+	PeerAddr string
+	metrics  *Metrics
+	fleet    *Fleet
 }
 
 // Run is the agent: it reconciles the store and reports ready, then
@@ -80,8 +87,11 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if len(cfg.HostKey) != ed25519.PrivateKeySize {
 		return errors.New("agent: no host key")
 	}
+	if cfg.fleet, err = LoadFleet(store.Root(), cfg.Keys, cfg.Group.String(), log); err != nil {
+		return err
+	}
 	h, err := NewControl(ControlConfig{Store: store, Keys: cfg.Keys, Host: cfg.HostID,
-		Group: cfg.Group.String(), Version: cfg.Version, Logger: log}, started)
+		Group: cfg.Group.String(), Version: cfg.Version, Logger: log, Fleet: cfg.fleet}, started)
 	if err != nil {
 		return err
 	}
@@ -108,10 +118,24 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	g, ctx := errgroup.WithContext(ctx)
 	if cfg.MetricsAddr != "" {
 		cfg.metrics = NewMetrics(store, pool)
+		cfg.metrics.health = healthHandler(store, cfg.fleet)
 		g.Go(func() error { return cfg.metrics.Serve(ctx, cfg.MetricsAddr, log) })
 	}
+	cu := &catchUp{fleet: cfg.fleet, store: store, conn: ctl, group: control.Addr(cfg.Group), cfg: cfg, log: log}
+	if cfg.PeerAddr != "off" {
+		addr := cfg.PeerAddr
+		if addr == "" {
+			addr = fmt.Sprintf(":%d", control.Addr(cfg.Group).Port)
+		}
+		_, port, err := net.SplitHostPort(addr)
+		if cu.peerPort, _ = strconv.Atoi(port); err != nil || cu.peerPort == 0 {
+			return fmt.Errorf("agent: peer address %q: want [HOST]:PORT or off", cfg.PeerAddr)
+		}
+		g.Go(func() error { return cu.servePeers(ctx, addr) })
+	}
+	g.Go(func() error { return cu.run(ctx) })
 	g.Go(func() error { return receiveLoop(ctx, data, store, cfg, log) })
-	g.Go(func() error { return controlLoop(ctx, ctl, h, cfg.HostKey, log) })
+	g.Go(func() error { return controlLoop(ctx, ctl, h, cu, cfg.HostKey, log) })
 	g.Go(func() error { return retireLoop(ctx, store, log) })
 	g.Go(func() error { return scrubLoop(ctx, store, cfg.metrics, log) })
 	if pool != nil {
@@ -223,6 +247,9 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 	if res.StageErr != nil {
 		return res.Session, fmt.Errorf("agent: stage %s: %w", res.ReleaseID, res.StageErr)
 	}
+	if !res.Encrypted { // a sealed release's chunks are for the hosts the sender chose
+		cfg.fleet.NoteServable(res.ReleaseID)
+	}
 	log.Info("agent: staged", "release", res.ReleaseID)
 	return res.Session, nil
 }
@@ -317,8 +344,9 @@ func retireLoop(ctx context.Context, store *release.Store, log *slog.Logger) err
 	}
 }
 
-// controlLoop answers the sender's commands; it alone owns the handler.
-func controlLoop(ctx context.Context, conn multicast.Conn, h *Handler, key ed25519.PrivateKey, log *slog.Logger) error {
+// controlLoop answers the sender's commands, and hands the fleet's
+// pointer messages to catch-up; it alone owns the handler.
+func controlLoop(ctx context.Context, conn multicast.Conn, h *Handler, cu *catchUp, key ed25519.PrivateKey, log *slog.Logger) error {
 	buf := make([]byte, maxControlPacket)
 	for {
 		n, from, err := conn.ReadFrom(buf)
@@ -327,6 +355,9 @@ func controlLoop(ctx context.Context, conn multicast.Conn, h *Handler, key ed255
 				return ctx.Err()
 			}
 			return fmt.Errorf("agent: control socket: %w", err)
+		}
+		if cu.takeControl(buf[:n], from, time.Now()) {
+			continue
 		}
 		r, _ := h.Handle(buf[:n], time.Now())
 		if r == nil {

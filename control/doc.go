@@ -33,6 +33,15 @@
 //	  then (every reply) the host's public key [32] and its ed25519
 //	  signature [64] over everything before it (SignReply)
 //
+//	POINTER (sender -> agents, and verbatim agent -> agent); deploy id: seq
+//	16  issued i64 (Unix ms)   24  group name, release name,
+//	    manifest digest [32] (zero: not known to the sender),
+//	    hosts u32, scheme u8 (1), public key [32], signature [64] over
+//	    every byte before it
+//	POINTER? (agent -> group, unsigned): group name, have u64 (its seq)
+//	POINTER-ANSWER (agent -> asker, unsigned): flags u8 (bit 0: serves the
+//	    release to peers), pointer length u16, the POINTER
+//
 // # Trust
 //
 // A [Verifier] accepts a command only when it is for this host and group,
@@ -54,6 +63,19 @@
 //
 // On the sender's side a [Tally] collects the replies to one command and
 // names the hosts still missing.
+//
+// # The fleet pointer
+//
+// A [Pointer] says, signed by a release key, which release a group
+// serves; its sequence number only grows. The sender multicasts one at the
+// end of each deploy that switched hosts and of each rollback; agents keep
+// the newest (package agent), answer a [PointerQuery] with it, and a host
+// that missed a deploy catches up from its peers. A pointer is taken only
+// when newer than the one held, so a replay changes nothing; it is acted
+// on only when issued after the last command the host obeyed, so a deploy
+// in flight always wins over the pointer of the one before. Queries and
+// answers are unsigned: the pointer inside proves itself, and the "serves"
+// hint is checked chunk by chunk against the signed manifest.
 //
 // Replies are signed by the agent's host key (version 2): the sender's
 // commander counts a reply only when the key is the one it pins for the

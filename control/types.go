@@ -41,6 +41,10 @@ const (
 	TypeRollback Type = 2 // sender -> agents: go back to the previous or a named release
 	TypeStatus   Type = 3 // sender -> agents: report your releases
 	TypeReply    Type = 4 // agent -> sender: the outcome of a command
+	// The fleet pointer (see Pointer): sender -> agents, and agent -> agent.
+	TypePointer       Type = 5 // the signed fleet pointer
+	TypePointerQuery  Type = 6 // POINTER?: an agent asks its peers for theirs
+	TypePointerAnswer Type = 7 // an agent's answer: its pointer, and whether it serves the release
 )
 
 func (t Type) String() string {
@@ -53,6 +57,12 @@ func (t Type) String() string {
 		return "STATUS"
 	case TypeReply:
 		return "REPLY"
+	case TypePointer:
+		return "POINTER"
+	case TypePointerQuery:
+		return "POINTER?"
+	case TypePointerAnswer:
+		return "POINTER-ANSWER"
 	}
 	return fmt.Sprintf("Type(%d)", uint8(t))
 }

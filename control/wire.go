@@ -135,6 +135,13 @@ func (r *reader) u16(what string) uint16 {
 	return 0
 }
 
+func (r *reader) u32(what string) uint32 {
+	if p := r.take(what, 4); p != nil {
+		return binary.BigEndian.Uint32(p)
+	}
+	return 0
+}
+
 func (r *reader) u64(what string) uint64 {
 	if p := r.take(what, 8); p != nil {
 		return binary.BigEndian.Uint64(p)

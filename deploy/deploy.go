@@ -97,6 +97,11 @@ type Options struct {
 	// NoUnicast offers no unicast path: hosts that hear no multicast are
 	// left out.
 	NoUnicast bool
+	// PointerFile, when set, is where the group's fleet pointer is
+	// recorded: a deploy that switched hosts (and was not halted) ends by
+	// publishing a pointer to its release, so hosts that missed it catch
+	// up on their own.
+	PointerFile string
 }
 
 // Progress is a snapshot of a running deploy.
@@ -248,7 +253,25 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		err = activate(context.WithoutCancel(ctx), cmd, res, staged)
 	}
 	res.SwitchTime = time.Since(start)
-	return res.finish(), err
+	res.finish()
+	if o.PointerFile != "" && res.Outcome != OutcomeNone && res.Halted == "" {
+		digest, derr := o.Manifest.Digest()
+		if derr == nil {
+			_, derr = Publish(cmd, o.PointerFile, res.ReleaseID, digest, hostIDs(res.Hosts))
+		}
+		if derr != nil {
+			o.warnf("deploy: the fleet pointer was not published: %v (hosts that missed the deploy will not catch up on their own)", derr)
+		}
+	}
+	return res, err
+}
+
+func hostIDs(hosts []HostResult) []string {
+	ids := make([]string, len(hosts))
+	for i, h := range hosts {
+		ids[i] = h.ID
+	}
+	return ids
 }
 
 // dataAddrs gives the hosts' known IPs at the group's port, for the

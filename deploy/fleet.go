@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/loopcast/loopcast/control"
 	"github.com/loopcast/loopcast/multicast"
@@ -20,6 +21,9 @@ type Fleet struct {
 	Hosts []string // nil: whoever answers within the timeout
 	Key   ed25519.PrivateKey
 	Audit string    // the sender's audit log: deploy history for rollback
+	// PointerFile, when set, records the group's fleet pointer: a rollback
+	// that switched hosts publishes a pointer to its target.
+	PointerFile string
 	Cmd   Commander // Timeout, HostKeys, Unicast, Logf and Warnf are used; the rest is set by open
 }
 
@@ -47,6 +51,23 @@ type HostStatus struct {
 	LastRefusal string `json:"last_refusal,omitempty"`
 	Error       string `json:"error,omitempty"`
 	OffMajor    bool   `json:"off_majority,omitempty"` // not on the release most hosts serve
+	// Behind is how long the host has not served the fleet pointer's
+	// release: since the pointer was issued (MarkLag). Zero when in sync.
+	Behind time.Duration `json:"behind_ns,omitempty"`
+}
+
+// MarkLag sets each answering host's lag against the fleet pointer ptr at
+// now: a host not on the pointer's release is behind since the pointer
+// was issued.
+func MarkLag(st []HostStatus, ptr *PointerRecord, now time.Time) {
+	if ptr == nil {
+		return
+	}
+	for i := range st {
+		if st[i].Error == "" && st[i].Current != ptr.Release {
+			st[i].Behind = max(now.Sub(ptr.Issued), time.Nanosecond)
+		}
+	}
 }
 
 // Status asks every host for its state. Hosts not on the release that most
@@ -161,6 +182,13 @@ func (f *Fleet) Rollback(ctx context.Context, to string) (string, []HostResult, 
 		out = append(out, HostResult{ID: h, Phase: PhaseNone, Error: "no answer to ROLLBACK"})
 	}
 	slices.SortFunc(out, func(a, b HostResult) int { return strings.Compare(a.ID, b.ID) })
+	if o, _ := OutcomeOf(out); o != OutcomeNone && f.PointerFile != "" {
+		// the sender may not hold the target's manifest: hosts check its id
+		// and signature instead of a digest
+		if _, perr := Publish(c, f.PointerFile, to, [32]byte{}, hostIDs(out)); perr != nil {
+			c.warnf("rollback: the fleet pointer was not published: %v", perr)
+		}
+	}
 	return to, out, err
 }
 

@@ -10,6 +10,9 @@
 #   cluster.sh [--name NAME] wipe I          stop receiver rI's agent, erase its
 #                                            store (unmounting it) but not its
 #                                            host key, start it afresh
+#   cluster.sh [--name NAME] stop I          stop receiver rI's agent (its store
+#                                            and mounts stay)
+#   cluster.sh [--name NAME] start I         start receiver rI's agent again
 #
 # NAME defaults to lc.
 #
@@ -174,6 +177,16 @@ wipe() {
 	die "wipe: agent r$i did not come back"
 }
 
+# stop_agent I: stop rI's agent, as a host that is down or rebooting
+stop_agent() {
+	local i=$1 pid
+	[[ -f $DIR/agent-r$i.pid ]] || die "stop: no agent r$i in cluster $NAME"
+	pid=$(cat "$DIR/agent-r$i.pid")
+	stop_pids "$pid"
+	NETS=$(our_nets)
+	! ours "$pid" || die "stop: agent r$i (pid $pid) does not stop"
+}
+
 start_web() {
 	local i=$1 h w; h=$(hostname_of "$1"); w=$DIR/web-r$i
 	[[ -n $PHP_FPM ]] || die "no php-fpm (scripts/install-deps.sh)"
@@ -312,5 +325,7 @@ exec) [[ $# -ge 2 ]] || die "usage: exec HOST CMD..."; h=$1; shift; exec nsenter
 hosts) hosts ;;
 dir) echo "$DIR" ;;
 wipe) [[ $# == 1 ]] || die "usage: wipe I"; wipe "$1" ;;
+stop) [[ $# == 1 ]] || die "usage: stop I"; stop_agent "$1" ;;
+start) [[ $# == 1 ]] || die "usage: start I"; start_agent "$1" "$DIR/trust.pub" ;;
 *) die "unknown command $cmd" ;;
 esac

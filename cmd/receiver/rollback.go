@@ -2,6 +2,9 @@ package main
 
 import (
 	"fmt"
+	"time"
+
+	"github.com/loopcast/loopcast/agent"
 
 	"github.com/loopcast/loopcast/release"
 	"github.com/urfave/cli/v2"
@@ -23,6 +26,11 @@ func rollbackCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			// first: the agent's catch-up must not switch the host back to
+			// a fleet pointer issued before this decision
+			if err := agent.NoteLocalCommand(s.Root(), time.Now()); err != nil {
+				return fmt.Errorf("rollback: %w", err)
+			}
 			to, err := s.Rollback(c.String("to"))
 			if err != nil {
 				return err
@@ -32,6 +40,7 @@ func rollbackCommand() *cli.Command {
 				return err
 			}
 			fmt.Fprintf(c.App.Writer, "current %s (rolled back from %s)\n", to, orNone(st.Previous))
+			fmt.Fprintln(c.App.Writer, "the agent will not switch this host to the fleet's release again until a newer deploy or rollback")
 			return nil
 		},
 	}

@@ -39,7 +39,8 @@ func runCommand() *cli.Command {
 			&cli.IntFlag{Name: "slots", Value: release.DefaultSlots, EnvVars: []string{"LOOPCAST_SLOTS"}, Usage: "slots in the ring with --php-fpm (at most 26)"},
 			&cli.BoolFlag{Name: "opcache-warm", EnvVars: []string{"LOOPCAST_OPCACHE_WARM"}, Usage: "with --php-fpm, compile a staged release's changed PHP files before the switch"},
 			&cli.StringFlag{Name: "opcache-reload", EnvVars: []string{"LOOPCAST_OPCACHE_RELOAD"}, Usage: "with --php-fpm, shell `COMMAND` that reloads php-fpm (e.g. \"systemctl reload php8.2-fpm\"), run when OPcache nears full and the pool is quiet, at most once an hour"},
-			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"LOOPCAST_METRICS_ADDR"}, Usage: "serve Prometheus metrics on `ADDR` (e.g. :9172), path /metrics"},
+			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"LOOPCAST_METRICS_ADDR"}, Usage: "serve Prometheus metrics on `ADDR` (e.g. :9172), path /metrics, and the load balancer's health check, /healthz (200 only when in sync with the fleet; ?lag=SECONDS tolerates that much lag)"},
+			&cli.StringFlag{Name: "peer-addr", EnvVars: []string{"LOOPCAST_PEER_ADDR"}, Usage: "serve kept releases to peers catching up with the fleet on TCP `ADDR` (default: the control port, the group's port+1, on every address; \"off\": serve none); the same port on every agent of the group"},
 			hostKeyFlag(),
 		},
 		Action: func(c *cli.Context) error {
@@ -75,7 +76,7 @@ func runCommand() *cli.Command {
 				Store: release.Options{Keep: c.Int("keep"), KeepFor: keepFor(c.Duration("keep-for")), Reserve: c.Int64("reserve"), NoExec: c.Bool("noexec"),
 					Slots: c.Int("slots"), Warm: c.Bool("opcache-warm")},
 				Logger: log, PHPFPM: c.String("php-fpm"), OPcacheReload: c.String("opcache-reload"),
-				MetricsAddr: c.String("metrics-addr"),
+				MetricsAddr: c.String("metrics-addr"), PeerAddr: c.String("peer-addr"),
 			})
 		},
 	}

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/loopcast/loopcast/agent"
 	"github.com/loopcast/loopcast/internal/cliutil"
 	"github.com/loopcast/loopcast/opcache"
 
@@ -63,6 +64,9 @@ func statusCommand() *cli.Command {
 				return err
 			}
 			out := statusOut{Status: st}
+			if fs, err := agent.ReadSync(s.Root(), st.Current, time.Now()); err == nil && fs.Pointer != nil {
+				out.Fleet = &fs
+			}
 			if c.String("php-fpm") != "" {
 				st.PHPFPM = c.String("php-fpm")
 			}
@@ -86,6 +90,7 @@ type statusOut struct {
 	*release.Status
 	OPcache      *opcache.Status `json:"opcache,omitempty"`
 	OPcacheError string          `json:"opcache_error,omitempty"`
+	Fleet        *agent.SyncState `json:"fleet,omitempty"`
 }
 
 // poolStatus asks the pool at socket for OPcache's state, through the
@@ -119,6 +124,7 @@ func printStatus(w io.Writer, out statusOut) {
 	} else {
 		fmt.Fprintf(tw, "last refusal\t%s\n", orNone(""))
 	}
+	fmt.Fprintf(tw, "fleet\t%s\n", fleetLine(out.Fleet))
 	if st.PHPFPM != "" {
 		fmt.Fprintf(tw, "php-fpm\t%s\n", st.PHPFPM)
 		fmt.Fprintf(tw, "opcache\t%s\n", opcacheLine(out.OPcache, out.OPcacheError))
@@ -131,6 +137,21 @@ func printStatus(w io.Writer, out statusOut) {
 	for _, f := range st.Failed {
 		fmt.Fprintf(w, "failed %s at %s: %s\n", orNone(f.ID), f.At.Format("2006-01-02 15:04:05Z"), f.Error)
 	}
+}
+
+// fleetLine says how the host stands against the fleet pointer.
+func fleetLine(s *agent.SyncState) string {
+	switch {
+	case s == nil:
+		return "no fleet pointer yet"
+	case s.InSync && s.Superseded:
+		return fmt.Sprintf("pointer #%d names %s; a newer command put this host on %s", s.Seq, s.Release, orNone(s.Current))
+	case s.InSync:
+		return fmt.Sprintf("in sync: pointer #%d names %s", s.Seq, s.Release)
+	case s.Failed != "":
+		return fmt.Sprintf("BEHIND: pointer #%d names %s, which failed here: %s", s.Seq, s.Release, s.Failed)
+	}
+	return fmt.Sprintf("BEHIND for %s: pointer #%d names %s (catching up)", s.Behind.Round(time.Second), s.Seq, s.Release)
 }
 
 // opcacheLine sums OPcache up in one line.

@@ -64,6 +64,7 @@ func deployCommand() *cli.Command {
 			&cli.StringFlag{Name: "require", Value: "all", Usage: "switch only if `all` hosts (or N%) staged the release"},
 			&cli.DurationFlag{Name: "stage-timeout", Value: deploy.DefaultStageTimeout, Usage: "how long hosts may take to stage"},
 			stateDirFlag(), allowNewHostsFlag(), encryptFlag(),
+			&cli.BoolFlag{Name: "no-pointer", Usage: "publish no fleet pointer: hosts of the group this deploy did not reach stay where they are (by default they catch up with it on their own)"},
 			&cli.StringFlag{Name: "label", Usage: "source label for a built image (default: SRC_DIR)"},
 			&cli.StringFlag{Name: "epoch", Usage: "build timestamps: Unix time `N` (default $SOURCE_DATE_EPOCH, else the files')"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "build and show what would happen; send nothing"},
@@ -197,6 +198,9 @@ func deployOptions(c *cli.Context) (o deploy.Options, pins *hostkey.Pins, addrs 
 	o.HostAddrs, o.NoUnicast = addrs.Map(inv.ids), c.Bool("no-unicast")
 	o.HostKeys = hostKeyPolicy(pins, inv.ids, c.Bool("allow-new-hosts"))
 	o.Encrypt = c.Bool("encrypt")
+	if !c.Bool("no-pointer") {
+		o.PointerFile = pointerPath(c.String("state-dir"), o.Group)
+	}
 	o.HostTimeout = c.Duration("host-timeout")
 	if o.Rate, err = parseRate(c.String("rate")); err != nil {
 		return o, nil, nil, fmt.Errorf("deploy: --rate: %w", err)
@@ -346,6 +350,12 @@ func recordBase(c *cli.Context, o *deploy.Options) {
 }
 
 func groupKey(g *net.UDPAddr) string { return strings.ReplaceAll(g.String(), ":", "_") }
+
+// pointerPath names the file that records the last fleet pointer issued
+// for group.
+func pointerPath(stateDir string, group *net.UDPAddr) string {
+	return filepath.Join(stateDir, "pointer-"+groupKey(group)+".json")
+}
 
 // lastBuildPath names the file that records the last image built for group.
 func lastBuildPath(stateDir string, group *net.UDPAddr) string {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/loopcast/loopcast/internal/cliutil"
 
@@ -40,7 +41,7 @@ func fleet(c *cli.Context) (*deploy.Fleet, *hostkey.Pins, error) {
 	// only replies signed by a host's pinned key count (a listed host is
 	// pinned on first contact): made-up hosts cannot steer a rollback
 	return &deploy.Fleet{Group: g, Iface: c.String("iface"), TTL: c.Int("ttl"), Hosts: inv.ids, Key: key,
-		Audit: filepath.Join(c.String("state-dir"), "audit.log"),
+		Audit: filepath.Join(c.String("state-dir"), "audit.log"), PointerFile: pointerPath(c.String("state-dir"), g),
 		Cmd: deploy.Commander{Timeout: c.Duration("timeout"), Unicast: addrs.Map(inv.ids), HostKeys: hostKeyPolicy(pins, inv.ids, c.Bool("allow-new-hosts")),
 			Warnf: func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, "warning: "+f+"\n", a...) }}}, pins, nil
 }
@@ -60,12 +61,17 @@ func statusCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			ptr, perr := deploy.ReadPointer(f.PointerFile)
+			if perr != nil {
+				fmt.Fprintln(c.App.ErrWriter, "warning:", perr)
+			}
+			deploy.MarkLag(st, ptr, time.Now())
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
 				enc.Encode(st)
 			} else {
-				printStatus(c.App.Writer, st)
+				printStatus(c.App.Writer, st, ptr)
 			}
 			return statusExit(st)
 		},
@@ -93,9 +99,9 @@ func stateDirFlag() cli.Flag {
 	return &cli.StringFlag{Name: "state-dir", Value: defaultStateDir, EnvVars: []string{"LOOPCAST_STATE_DIR"}, Usage: "`DIR` holding the deploy lock, the audit log (deploy history) and built images"}
 }
 
-func printStatus(w io.Writer, st []deploy.HostStatus) {
+func printStatus(w io.Writer, st []deploy.HostStatus, ptr *deploy.PointerRecord) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tCURRENT\tPREVIOUS\tSTAGED\tFREE\tAGENT\tERROR")
+	fmt.Fprintln(tw, "HOST\tCURRENT\tPREVIOUS\tSTAGED\tFREE\tAGENT\tFLEET\tERROR")
 	for _, s := range st {
 		cur := s.Current
 		if s.OffMajor {
@@ -108,11 +114,23 @@ func printStatus(w io.Writer, st []deploy.HostStatus) {
 		if errText == "" && s.LastRefusal != "" {
 			errText = "last refused " + s.LastRefusal
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, cur, s.Previous, strings.Join(s.Staged, ","),
-			cliutil.HumanBytes(int64(s.Free)), s.Version, errText)
+		fleet := "-"
+		switch {
+		case ptr == nil || s.Error != "":
+		case s.Behind > 0:
+			fleet = "behind " + s.Behind.Round(time.Second).String()
+		default:
+			fleet = "in sync"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, cur, s.Previous, strings.Join(s.Staged, ","),
+			cliutil.HumanBytes(int64(s.Free)), s.Version, fleet, errText)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "%d hosts; majority on %s (* = not on it)\n", len(st), deploy.Majority(st))
+	if ptr != nil {
+		fmt.Fprintf(w, "fleet pointer #%d names %s (issued %s); hosts not on it catch up on their own\n",
+			ptr.Seq, ptr.Release, ptr.Issued.Local().Format(time.DateTime))
+	}
 }
 
 func rollbackCommand() *cli.Command {

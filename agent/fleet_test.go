@@ -1,0 +1,198 @@
+package agent
+
+import (
+	"context"
+	"crypto/ed25519"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/loopcast/loopcast/control"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func signedPointer(t *testing.T, key ed25519.PrivateKey, group string, seq uint64, rel string, issued time.Time) []byte {
+	t.Helper()
+	b, err := control.SignPointer(&control.Pointer{Seq: seq, Issued: issued.UnixMilli(), Group: group, Release: rel, Hosts: 3}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestFleetPointer: only a newer pointer, signed by a trusted key for this
+// group, is taken; it survives a restart, and a replay of an older one
+// after the restart changes nothing.
+func TestFleetPointer(t *testing.T) {
+	root := t.TempDir()
+	_, stranger, _ := ed25519.GenerateKey(nil)
+	f, err := LoadFleet(root, []ed25519.PublicKey{trustedPub}, "web", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := signedPointer(t, goldenKey, "web", 10, "aaaaaaaaaaaaaaaa", t0)
+	newer := signedPointer(t, goldenKey, "web", 11, "bbbbbbbbbbbbbbbb", t0.Add(time.Minute))
+	if ok, err := f.Offer(signedPointer(t, stranger, "web", 99, "cccccccccccccccc", t0), "x"); ok || err == nil {
+		t.Errorf("untrusted pointer taken: %v %v", ok, err)
+	}
+	if ok, err := f.Offer(signedPointer(t, goldenKey, "other", 99, "cccccccccccccccc", t0), "x"); ok || err == nil {
+		t.Errorf("other group's pointer taken: %v %v", ok, err)
+	}
+	if ok, err := f.Offer(old, "x"); !ok || err != nil {
+		t.Fatalf("first pointer: %v %v", ok, err)
+	}
+	if ok, err := f.Offer(newer, "x"); !ok || err != nil {
+		t.Fatalf("newer pointer: %v %v", ok, err)
+	}
+	if ok, _ := f.Offer(newer, "x"); ok {
+		t.Error("the same pointer taken twice")
+	}
+	f2, err := LoadFleet(root, []ed25519.PublicKey{trustedPub}, "web", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := f2.Pointer(); p == nil || p.Seq != 11 {
+		t.Fatalf("after a restart: pointer %v, want #11", p)
+	}
+	if ok, _ := f2.Offer(old, "replay"); ok {
+		t.Error("a replayed older pointer was taken after a restart")
+	}
+	if p, _ := f2.Pointer(); p.Release != "bbbbbbbbbbbbbbbb" {
+		t.Errorf("pointer names %s after the replay", p.Release)
+	}
+
+	// how a host stands against it
+	now := time.Now()
+	if s := f2.Sync("bbbbbbbbbbbbbbbb", now); !s.InSync {
+		t.Errorf("on the pointer's release: %+v", s)
+	}
+	if s := f2.Sync("aaaaaaaaaaaaaaaa", now); s.InSync || s.Behind <= 0 {
+		t.Errorf("off the pointer's release: %+v, want behind", s)
+	}
+	f2.NoteCommand(t0.Add(2 * time.Minute)) // a deploy or rollback after the pointer
+	if s := f2.Sync("aaaaaaaaaaaaaaaa", now); !s.InSync || !s.Superseded {
+		t.Errorf("after a newer command: %+v, want in sync, superseded", s)
+	}
+	p, _ := f2.Pointer()
+	if !f2.superseded(p) {
+		t.Error("pointer not superseded by a newer command")
+	}
+
+	// a local rollback supersedes it too (a fresh record without commands)
+	root3 := t.TempDir()
+	f3, _ := LoadFleet(root3, []ed25519.PublicKey{trustedPub}, "web", quiet)
+	f3.Offer(signedPointer(t, goldenKey, "web", 5, "bbbbbbbbbbbbbbbb", time.Now().Add(-time.Minute)), "x")
+	p3, _ := f3.Pointer()
+	if f3.superseded(p3) {
+		t.Fatal("superseded with no command")
+	}
+	if err := NoteLocalCommand(root3, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if !f3.superseded(p3) {
+		t.Error("a local rollback after the pointer does not supersede it")
+	}
+	// receiver status reads the record beside the agent
+	if s, err := ReadSync(root, "aaaaaaaaaaaaaaaa", now); err != nil || s.Seq != 11 || !s.Superseded {
+		t.Errorf("ReadSync: %+v %v", s, err)
+	}
+}
+
+// TestHealthEndpoint: unhealthy while the host lags the pointer (healthy
+// within ?lag), healthy once it serves the pointer's release.
+func TestHealthEndpoint(t *testing.T) {
+	a := newAgent(t)
+	a.needLoop()
+	relA, relB := a.stage("A"), a.stage("B")
+	if err := a.store.Activate(relA); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := LoadFleet(a.store.Root(), []ed25519.PublicKey{trustedPub}, "web", quiet)
+	h := healthHandler(a.store, f)
+	get := func(q string) (int, string) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz"+q, nil))
+		return rec.Code, rec.Body.String()
+	}
+	if code, body := get(""); code != http.StatusOK || !strings.Contains(body, "no fleet pointer") {
+		t.Errorf("no pointer, serving A: %d %q", code, body)
+	}
+	f.Offer(signedPointer(t, goldenKey, "web", 2, relB, time.Now()), "x")
+	if code, body := get(""); code != http.StatusServiceUnavailable || !strings.Contains(body, "behind") {
+		t.Errorf("lagging: %d %q, want 503 behind", code, body)
+	}
+	if code, _ := get("?lag=3600"); code != http.StatusOK {
+		t.Errorf("lagging within ?lag=3600: %d, want 200", code)
+	}
+	if code, _ := get("?lag=x"); code != http.StatusBadRequest {
+		t.Errorf("?lag=x: %d, want 400", code)
+	}
+	if err := a.store.Activate(relB); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get(""); code != http.StatusOK || !strings.Contains(body, "the fleet's release") {
+		t.Errorf("in sync: %d %q", code, body)
+	}
+}
+
+// TestCatchUpFromStore: a host that holds the pointer's release switches to
+// it (a newer pointer to an older release is a rollback); a command issued
+// after the pointer wins; a release it cannot get is retried, not given up.
+func TestCatchUpFromStore(t *testing.T) {
+	a := newAgent(t)
+	a.needLoop()
+	relA, relB := a.stage("A"), a.stage("B")
+	f, _ := LoadFleet(a.store.Root(), []ed25519.PublicKey{trustedPub}, "web", quiet)
+	a.h.fleet = f
+	cu := &catchUp{fleet: f, store: a.store, log: quiet}
+	ctx := context.Background()
+
+	// ACTIVATE A by command, then a pointer to B issued later
+	if r, err := a.send(&control.Activate{Envelope: cmdEnv(), Release: relA}, goldenKey); err != nil || r.Outcome != control.OutcomeOK {
+		t.Fatalf("ACTIVATE A: %+v %v", r, err)
+	}
+	f.Offer(signedPointer(t, goldenKey, "web", 1, relB, a.now.Add(time.Second)), "x")
+	if res := cu.attempt(ctx); res != upToDate || a.served() != relB {
+		t.Fatalf("catch-up: result %v, serving %s, want B", res, a.served())
+	}
+	// a newer pointer naming A, older than current: a signed rollback
+	f.Offer(signedPointer(t, goldenKey, "web", 2, relA, a.now.Add(2*time.Second)), "x")
+	if res := cu.attempt(ctx); res != upToDate || a.served() != relA {
+		t.Fatalf("pointer back to A: result %v, serving %s", res, a.served())
+	}
+	// a command after the pointer wins: ACTIVATE B issued after pointer #2
+	a.now = a.now.Add(5 * time.Second)
+	if r, err := a.send(&control.Activate{Envelope: cmdEnv(), Release: relB}, goldenKey); err != nil || r.Outcome != control.OutcomeOK {
+		t.Fatalf("ACTIVATE B: %+v %v", r, err)
+	}
+	if res := cu.attempt(ctx); res != upToDate || a.served() != relB {
+		t.Errorf("a pointer older than the last command was acted on: serving %s", a.served())
+	}
+	// a release neither held nor served by any peer: tried again later
+	f.Offer(signedPointer(t, goldenKey, "web", 3, "0123456789abcdef", a.now.Add(time.Second)), "x")
+	if res := cu.attempt(ctx); res != tryAgain || a.served() != relB {
+		t.Errorf("unknown release: result %v, serving %s; want tryAgain, B", res, a.served())
+	}
+	if _, err := os.Stat(filepath.Join(a.store.Root(), FleetFile)); err != nil {
+		t.Errorf("no fleet record: %v", err)
+	}
+
+	// only releases received in the clear are served to peers
+	if _, ok := cu.held.source(cu, relA); ok {
+		t.Error("a release of unknown kind (staged, not received in the clear) is served to peers")
+	}
+	f.NoteServable(relA)
+	if h, ok := cu.held.source(cu, relA); !ok || h.Manifest.ReleaseID() != relA || h.Image == "" {
+		t.Errorf("a release received in the clear is not served: %+v %v", h, ok)
+	}
+	if _, ok := cu.held.source(cu, "0123456789abcdef"); ok {
+		t.Error("a release not held is served")
+	}
+}

@@ -1,0 +1,84 @@
+package deploy
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/loopcast/loopcast/control"
+	"github.com/loopcast/loopcast/internal/atomicfile"
+)
+
+// pointerSends is how many times a pointer is multicast, pointerGap apart:
+// it is not acknowledged (an agent that misses it asks its peers later),
+// so a few copies ride out a lost datagram.
+const (
+	pointerSends = 3
+	pointerGap   = 100 * time.Millisecond
+)
+
+// PointerRecord is the last fleet pointer a sender issued for a group,
+// kept in its state directory so the next one's sequence number is higher.
+type PointerRecord struct {
+	Seq     uint64    `json:"seq"`
+	Release string    `json:"release"`
+	Issued  time.Time `json:"issued"`
+	Pointer []byte    `json:"pointer"` // the signed encoding
+}
+
+// ReadPointer reads the record at path; nil when there is none.
+func ReadPointer(path string) (*PointerRecord, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("deploy: fleet pointer: %w", err)
+	}
+	var r PointerRecord
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("deploy: fleet pointer %s: %w", path, err)
+	}
+	return &r, nil
+}
+
+// Publish issues a fleet pointer to release (manifest digest, zero when the
+// sender does not hold the manifest: hosts then check the id and the
+// signature) for hosts, records it at path and multicasts it to the
+// group, and by unicast to every host c knows an address for. Its sequence
+// number is above the last recorded and at least the time in milliseconds,
+// so it grows across state directories too.
+func Publish(c *Commander, path, release string, digest [sha256.Size]byte, hosts []string) (*control.Pointer, error) {
+	last, err := ReadPointer(path)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	p := &control.Pointer{Seq: uint64(now.UnixMilli()), Issued: now.UnixMilli(), Group: c.Group, Release: release,
+		Digest: digest, Hosts: uint32(len(hosts))}
+	if last != nil && last.Seq >= p.Seq {
+		p.Seq = last.Seq + 1
+	}
+	pkt, err := control.SignPointer(p, c.Key)
+	if err != nil {
+		return nil, err
+	}
+	b, _ := json.MarshalIndent(PointerRecord{Seq: p.Seq, Release: release, Issued: now, Pointer: pkt}, "", "  ")
+	if err := atomicfile.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return nil, fmt.Errorf("deploy: record the fleet pointer: %w", err)
+	}
+	for i := range pointerSends {
+		if i > 0 {
+			time.Sleep(pointerGap)
+		}
+		if _, err := c.Conn.WriteTo(pkt, c.To); err != nil && i == 0 {
+			c.warnf("deploy: multicast the fleet pointer to %v: %v (hosts learn it from their peers)", c.To, err)
+		}
+		c.unicast(pkt, hosts)
+	}
+	c.logf("deploy: %v published", p)
+	return p, nil
+}

@@ -1,0 +1,653 @@
+// Package peer lets agents of a group take a release from each other: an
+// agent serves the chunks of its kept, verified images over TCP, and an
+// agent that missed a deploy fetches what it lacks from several peers at
+// once, checking every chunk against the release's signed manifest.
+//
+// The protocol is request/response on one connection, as many requests as
+// the client likes:
+//
+//	request  "LCPR" | version u8 (1) | op u8 | release name (u8 length, bytes)
+//	         op 2 only: first chunk u32 | chunk count u32
+//	response status u8 (0 ok, 1 not held, 2 bad request)
+//	         op 1 (MANIFEST), ok: length u32 | the signed manifest
+//	         op 2 (CHUNKS), ok: the bytes of every chunk of the range that is
+//	         not all-zero, in order (lengths follow from the manifest)
+//
+// A peer serves only what it holds verified, and never a sealed release (its
+// chunks are for the hosts the sender chose). Nothing a peer says is
+// trusted: the manifest must be signed by a trusted key and have the digest
+// the signed fleet pointer names, and each chunk must hash to its entry.
+package peer
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/loopcast/loopcast/image"
+)
+
+var magic = [4]byte{'L', 'C', 'P', 'R'}
+
+const (
+	version    = 1
+	opManifest = 1
+	opChunks   = 2
+
+	statusOK      = 0
+	statusNotHeld = 1
+	statusBad     = 2
+)
+
+// Limits of the server and the client.
+const (
+	// MaxConns bounds a server's connections, MaxConnsPerAddr those from one
+	// address: a host catching up uses a few peers, never many connections
+	// to one.
+	MaxConns        = 32
+	MaxConnsPerAddr = 4
+	// MaxRange is the most chunks one request may ask for (64 MiB of
+	// 256 KiB chunks); the client asks for RangeChunks.
+	MaxRange    = 256
+	RangeChunks = 64
+	// MaxManifest bounds a manifest read from a peer: 1 GiB in 64 KiB
+	// chunks is 16,384 entries of 33 bytes.
+	MaxManifest = 64 << 20
+	// IdleTimeout drops a connection that sends no request this long; the
+	// per-request deadline bounds a slow peer.
+	IdleTimeout    = 30 * time.Second
+	RequestTimeout = 60 * time.Second
+	// Peers is how many peers a fetch uses at once.
+	Peers = 4
+)
+
+// Held is a release a server can serve: its verified image and manifest.
+type Held struct {
+	Image    string
+	Manifest *image.Manifest
+	Raw      []byte // the manifest's encoding
+}
+
+// Server serves held releases to other agents.
+type Server struct {
+	// Source returns the release's image and manifest when this agent
+	// serves it (held, verified, not sealed).
+	Source func(release string) (Held, bool)
+	Logger *slog.Logger
+
+	mu     sync.Mutex
+	conns  int
+	byAddr map[string]int
+	// Served counts the chunk bytes sent, for metrics and tests.
+	served int64
+}
+
+// Served returns the chunk bytes this server has sent.
+func (s *Server) Served() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.served
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Logger == nil {
+		return slog.Default()
+	}
+	return s.Logger
+}
+
+// Serve accepts connections on ln until ctx ends.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	go func() { <-ctx.Done(); ln.Close() }()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("peer: accept: %w", err)
+		}
+		addr := hostOf(c.RemoteAddr())
+		if !s.admit(addr) {
+			s.log().Debug("peer: connection refused: too many", "from", c.RemoteAddr().String())
+			c.Close()
+			continue
+		}
+		go func() {
+			defer s.release(addr)
+			defer c.Close()
+			if err := s.serveConn(ctx, c); err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
+				s.log().Debug("peer: connection ended", "from", c.RemoteAddr().String(), "err", err)
+			}
+		}()
+	}
+}
+
+func hostOf(a net.Addr) string {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.IP.String()
+	}
+	return a.String()
+}
+
+func (s *Server) admit(addr string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byAddr == nil {
+		s.byAddr = map[string]int{}
+	}
+	if s.conns >= MaxConns || s.byAddr[addr] >= MaxConnsPerAddr {
+		return false
+	}
+	s.conns++
+	s.byAddr[addr]++
+	return true
+}
+
+func (s *Server) release(addr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.conns--
+	if s.byAddr[addr]--; s.byAddr[addr] <= 0 {
+		delete(s.byAddr, addr)
+	}
+}
+
+// serveConn answers one connection's requests.
+func (s *Server) serveConn(ctx context.Context, c net.Conn) error {
+	r := bufio.NewReader(c)
+	w := bufio.NewWriterSize(c, 256<<10)
+	var files = map[string]*os.File{}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	for ctx.Err() == nil {
+		c.SetReadDeadline(time.Now().Add(IdleTimeout))
+		op, id, first, count, err := readRequest(r)
+		if err != nil {
+			return err
+		}
+		c.SetDeadline(time.Now().Add(RequestTimeout))
+		h, ok := s.Source(id)
+		if !ok {
+			w.WriteByte(statusNotHeld)
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			continue
+		}
+		switch op {
+		case opManifest:
+			w.WriteByte(statusOK)
+			binary.Write(w, binary.BigEndian, uint32(len(h.Raw)))
+			w.Write(h.Raw)
+		case opChunks:
+			m := h.Manifest
+			if count == 0 || count > MaxRange || uint64(first)+uint64(count) > uint64(len(m.Chunks)) {
+				w.WriteByte(statusBad)
+				w.Flush()
+				return fmt.Errorf("peer: bad range %d+%d of %d chunks", first, count, len(m.Chunks))
+			}
+			f := files[id]
+			if f == nil {
+				if f, err = os.Open(h.Image); err != nil {
+					w.WriteByte(statusNotHeld)
+					w.Flush()
+					return err
+				}
+				files[id] = f
+			}
+			w.WriteByte(statusOK)
+			var n int64
+			for i := int(first); i < int(first+count); i++ {
+				if m.Chunks[i].Zero {
+					continue
+				}
+				off, l := m.ChunkRange(i)
+				if _, err := io.Copy(w, io.NewSectionReader(f, off, int64(l))); err != nil {
+					return err
+				}
+				n += int64(l)
+			}
+			s.mu.Lock()
+			s.served += n
+			s.mu.Unlock()
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+func readRequest(r *bufio.Reader) (op byte, id string, first, count uint32, err error) {
+	var hdr [7]byte
+	if _, err = io.ReadFull(r, hdr[:]); err != nil {
+		return
+	}
+	if [4]byte(hdr[:4]) != magic || hdr[4] != version {
+		return 0, "", 0, 0, fmt.Errorf("peer: not a version %d request", version)
+	}
+	op = hdr[5]
+	name := make([]byte, hdr[6])
+	if _, err = io.ReadFull(r, name); err != nil {
+		return
+	}
+	id = string(name)
+	switch op {
+	case opManifest:
+	case opChunks:
+		var rg [8]byte
+		if _, err = io.ReadFull(r, rg[:]); err != nil {
+			return
+		}
+		first, count = binary.BigEndian.Uint32(rg[:]), binary.BigEndian.Uint32(rg[4:])
+	default:
+		err = fmt.Errorf("peer: unknown op %d", op)
+	}
+	return
+}
+
+func appendRequest(b []byte, op byte, id string, first, count uint32) []byte {
+	b = append(b, magic[:]...)
+	b = append(b, version, op, byte(len(id)))
+	b = append(b, id...)
+	if op == opChunks {
+		b = binary.BigEndian.AppendUint32(b, first)
+		b = binary.BigEndian.AppendUint32(b, count)
+	}
+	return b
+}
+
+// FetchOptions configures Fetch.
+type FetchOptions struct {
+	Release string
+	// Digest is the manifest digest the signed fleet pointer names; when
+	// zero (a rollback's pointer), any manifest of Release signed by a
+	// trusted key is taken (the id is a digest of the manifest's body).
+	Digest  [sha256.Size]byte
+	Trusted []ed25519.PublicKey
+	Peers   []string // ADDR:PORT of peers that say they serve the release
+	Out     string   // where the image is written
+	// Local, when set, finds a chunk this host already holds (a kept image
+	// and offset): it is copied, after its hash is checked, not fetched.
+	Local func(hash [32]byte) (path string, off int64, ok bool)
+	Dial  func(ctx context.Context, addr string) (net.Conn, error)
+	Logf  func(format string, args ...any)
+	// Range is the chunks asked for per request; RangeChunks when zero.
+	Range int
+	// Room, when set, is asked, once the manifest is verified and before
+	// anything is written, whether the image's size fits the disk.
+	Room func(size int64) error
+}
+
+// Stats says where a fetched image's bytes came from.
+type Stats struct {
+	FromPeers map[string]int64 // chunk bytes by peer
+	Local     int64            // chunk bytes copied from kept images
+	Chunks    int
+}
+
+// PeerBytes is the sum of FromPeers.
+func (s *Stats) PeerBytes() int64 {
+	var n int64
+	for _, b := range s.FromPeers {
+		n += b
+	}
+	return n
+}
+
+// Fetch writes the release's image to o.Out from the peers, verified
+// chunk by chunk against the signed manifest, and returns that manifest.
+// Chunks are fetched from up to Peers peers at once, each taking the next
+// range of chunks as it finishes one, so faster peers carry more; a peer
+// that fails or sends a bad chunk is dropped and its range goes to another.
+// On error o.Out is removed.
+func Fetch(ctx context.Context, o FetchOptions) (m *image.Manifest, st Stats, err error) {
+	if len(o.Peers) == 0 {
+		return nil, st, errors.New("peer: no peer serves " + o.Release)
+	}
+	if o.Dial == nil {
+		d := &net.Dialer{Timeout: 5 * time.Second}
+		o.Dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+	}
+	logf := o.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	peers := append([]string(nil), o.Peers...)
+	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
+	m, err = fetchManifest(ctx, o, peers, logf)
+	if err != nil {
+		return nil, st, err
+	}
+	if o.Room != nil {
+		if err := o.Room(m.ImageSize); err != nil {
+			return nil, st, err
+		}
+	}
+	f, err := os.OpenFile(o.Out, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, st, fmt.Errorf("peer: %w", err)
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("peer: %w", cerr)
+		}
+		if err != nil {
+			os.Remove(o.Out)
+		}
+	}()
+	if err = f.Truncate(m.ImageSize); err != nil {
+		return nil, st, fmt.Errorf("peer: %w", err)
+	}
+	st = Stats{FromPeers: map[string]int64{}, Chunks: len(m.Chunks)}
+	need, local, err := fillLocal(f, m, o.Local)
+	st.Local = local
+	if err != nil {
+		return nil, st, err
+	}
+	if err = fetchRanges(ctx, o, f, m, peers, ranges(need, cmp.Or(o.Range, RangeChunks)), &st, logf); err != nil {
+		return nil, st, err
+	}
+	if err = f.Sync(); err != nil {
+		return nil, st, fmt.Errorf("peer: %w", err)
+	}
+	return m, st, nil
+}
+
+// fetchManifest takes the manifest from the first peer that has a good one.
+func fetchManifest(ctx context.Context, o FetchOptions, peers []string, logf func(string, ...any)) (*image.Manifest, error) {
+	var errs []error
+	for _, p := range peers {
+		m, err := manifestFrom(ctx, o, p)
+		if err == nil {
+			return m, nil
+		}
+		logf("peer: manifest of %s from %s: %v", o.Release, p, err)
+		errs = append(errs, fmt.Errorf("%s: %w", p, err))
+	}
+	return nil, fmt.Errorf("peer: no peer gave the manifest of %s: %w", o.Release, errors.Join(errs...))
+}
+
+func manifestFrom(ctx context.Context, o FetchOptions, addr string) (*image.Manifest, error) {
+	c, err := o.Dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(RequestTimeout))
+	if _, err := c.Write(appendRequest(nil, opManifest, o.Release, 0, 0)); err != nil {
+		return nil, err
+	}
+	r := bufio.NewReader(c)
+	if err := readStatus(r); err != nil {
+		return nil, err
+	}
+	var n uint32
+	if err := binary.Read(r, binary.BigEndian, &n); err != nil {
+		return nil, err
+	}
+	if n > MaxManifest {
+		return nil, fmt.Errorf("manifest of %d bytes, more than %d", n, MaxManifest)
+	}
+	raw := make([]byte, n)
+	if _, err := io.ReadFull(r, raw); err != nil {
+		return nil, err
+	}
+	if o.Digest != ([sha256.Size]byte{}) && sha256.Sum256(raw) != o.Digest {
+		return nil, errors.New("manifest digest is not the fleet pointer's")
+	}
+	m, err := image.ParseManifest(raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Verify(o.Trusted); err != nil {
+		return nil, err
+	}
+	if m.ReleaseID() != o.Release {
+		return nil, fmt.Errorf("manifest of release %s, not %s", m.ReleaseID(), o.Release)
+	}
+	return m, nil
+}
+
+func readStatus(r *bufio.Reader) error {
+	s, err := r.ReadByte()
+	if err != nil {
+		return err
+	}
+	switch s {
+	case statusOK:
+		return nil
+	case statusNotHeld:
+		return errNotHeld
+	}
+	return fmt.Errorf("peer answered status %d", s)
+}
+
+var errNotHeld = errors.New("does not serve the release")
+
+// fillLocal copies the chunks this host holds into f and returns which
+// chunks are still needed (not zero, not held) and the bytes copied.
+func fillLocal(f *os.File, m *image.Manifest, local func([32]byte) (string, int64, bool)) ([]bool, int64, error) {
+	need := make([]bool, len(m.Chunks))
+	files := map[string]*os.File{}
+	defer func() {
+		for _, lf := range files {
+			lf.Close()
+		}
+	}()
+	buf := make([]byte, m.ChunkSize)
+	var copied int64
+	for i, c := range m.Chunks {
+		if c.Zero {
+			continue
+		}
+		need[i] = true
+		if local == nil {
+			continue
+		}
+		path, loff, ok := local(c.Hash)
+		if !ok {
+			continue
+		}
+		lf := files[path]
+		if lf == nil {
+			var err error
+			if lf, err = os.Open(path); err != nil {
+				continue
+			}
+			files[path] = lf
+		}
+		off, n := m.ChunkRange(i)
+		if _, err := lf.ReadAt(buf[:n], loff); err != nil || m.VerifyChunk(i, buf[:n]) != nil {
+			continue // fetched instead
+		}
+		if _, err := f.WriteAt(buf[:n], off); err != nil {
+			return nil, copied, fmt.Errorf("peer: %w", err)
+		}
+		need[i] = false
+		copied += int64(n)
+	}
+	return need, copied, nil
+}
+
+type chunkRange struct{ first, count uint32 }
+
+// ranges groups the needed chunks into runs of at most per.
+func ranges(need []bool, per int) []chunkRange {
+	per = min(per, MaxRange)
+	var out []chunkRange
+	for i := 0; i < len(need); {
+		if !need[i] {
+			i++
+			continue
+		}
+		j := i
+		for j < len(need) && need[j] && j-i < per {
+			j++
+		}
+		out = append(out, chunkRange{uint32(i), uint32(j - i)})
+		i = j
+	}
+	return out
+}
+
+// fetchRanges has up to Peers workers, one peer each, take ranges off a
+// shared queue until it is empty.
+func fetchRanges(ctx context.Context, o FetchOptions, f *os.File, m *image.Manifest, peers []string, todo []chunkRange, st *Stats, logf func(string, ...any)) error {
+	if len(todo) == 0 {
+		return nil
+	}
+	var (
+		mu      sync.Mutex
+		queue   = todo
+		busy    = 0 // ranges taken and not yet done
+		errs    []error
+		next    = 0 // the next peer not yet used
+		changed = sync.NewCond(&mu)
+	)
+	// take returns the next range, waiting while others are in flight
+	// (their range may come back); ok is false when all is done.
+	take := func() (chunkRange, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		for len(queue) == 0 && busy > 0 {
+			changed.Wait()
+		}
+		if len(queue) == 0 {
+			return chunkRange{}, false
+		}
+		r := queue[0]
+		queue = queue[1:]
+		busy++
+		return r, true
+	}
+	finish := func(r chunkRange, ok bool, peer string, n int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		busy--
+		if ok {
+			st.FromPeers[peer] += n
+		} else {
+			queue = append(queue, r)
+		}
+		changed.Broadcast()
+	}
+	nextPeer := func() (string, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if next >= len(peers) {
+			return "", false
+		}
+		next++
+		return peers[next-1], true
+	}
+	var wg sync.WaitGroup
+	var worker func()
+	worker = func() {
+		defer wg.Done()
+		for {
+			p, ok := nextPeer()
+			if !ok {
+				return
+			}
+			err := fetchFrom(ctx, o, f, m, p, take, finish)
+			if err == nil {
+				return
+			}
+			logf("peer: %s: %v; trying another peer", p, err)
+			mu.Lock()
+			errs = append(errs, fmt.Errorf("%s: %w", p, err))
+			mu.Unlock()
+			if ctx.Err() != nil {
+				return
+			}
+		}
+	}
+	for range min(Peers, len(peers)) {
+		wg.Add(1)
+		go worker()
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(queue) > 0 || busy > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return fmt.Errorf("peer: %d chunk ranges of %s left and no peer to take them from: %w", len(queue), o.Release, errors.Join(errs...))
+	}
+	return nil
+}
+
+// fetchFrom takes ranges and fetches them from peer p on one connection.
+func fetchFrom(ctx context.Context, o FetchOptions, f *os.File, m *image.Manifest, p string,
+	take func() (chunkRange, bool), finish func(chunkRange, bool, string, int64)) error {
+	c, err := o.Dial(ctx, p)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	r := bufio.NewReaderSize(c, 256<<10)
+	buf := make([]byte, m.ChunkSize)
+	for {
+		rg, ok := take()
+		if !ok {
+			return nil
+		}
+		n, err := fetchRange(c, r, f, m, o.Release, rg, buf)
+		finish(rg, err == nil, p, n)
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func fetchRange(c net.Conn, r *bufio.Reader, f *os.File, m *image.Manifest, id string, rg chunkRange, buf []byte) (int64, error) {
+	c.SetDeadline(time.Now().Add(RequestTimeout))
+	if _, err := c.Write(appendRequest(nil, opChunks, id, rg.first, rg.count)); err != nil {
+		return 0, err
+	}
+	if err := readStatus(r); err != nil {
+		return 0, err
+	}
+	var got int64
+	for i := int(rg.first); i < int(rg.first+rg.count); i++ {
+		if m.Chunks[i].Zero {
+			continue
+		}
+		off, n := m.ChunkRange(i)
+		if _, err := io.ReadFull(r, buf[:n]); err != nil {
+			return 0, err
+		}
+		if err := m.VerifyChunk(i, buf[:n]); err != nil {
+			return 0, err
+		}
+		if _, err := f.WriteAt(buf[:n], off); err != nil {
+			return 0, err
+		}
+		got += int64(n)
+	}
+	return got, nil
+}

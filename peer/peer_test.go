@@ -1,0 +1,136 @@
+package peer
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/loopcast/loopcast/image"
+)
+
+// held makes a signed image of n chunks (every 7th all zero) in dir.
+func held(t *testing.T, dir string, n int, key ed25519.PrivateKey) (string, *image.Manifest, []byte) {
+	t.Helper()
+	const cs = 64 << 10
+	b := make([]byte, n*cs-100) // a short last chunk
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for i := range b {
+		if (i/cs)%7 != 3 {
+			b[i] = byte(rnd.Uint32())
+		}
+	}
+	path := filepath.Join(dir, "src.img")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := image.HashFile(context.Background(), path, cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Sign(key)
+	raw, err := m.AppendBinary(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, m, raw
+}
+
+func serve(t *testing.T, src func(string) (Held, bool)) (*Server, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Source: src}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go s.Serve(ctx, ln)
+	return s, ln.Addr().String()
+}
+
+func TestFetchFromPeers(t *testing.T) {
+	dir := t.TempDir()
+	pub, key, _ := ed25519.GenerateKey(nil)
+	img, m, raw := held(t, dir, 300, key)
+	id := m.ReleaseID()
+	good := func(r string) (Held, bool) { return Held{Image: img, Manifest: m, Raw: raw}, r == id }
+	a, addrA := serve(t, good)
+	b, addrB := serve(t, good)
+	// a peer that holds nothing, and one that serves corrupt chunks
+	_, addrNone := serve(t, func(string) (Held, bool) { return Held{}, false })
+	bad := filepath.Join(dir, "bad.img")
+	data, _ := os.ReadFile(img)
+	corrupt := bytes.Clone(data)
+	for i := 0; i < len(corrupt); i += 64 << 10 {
+		corrupt[i+10] ^= 0xff
+	}
+	os.WriteFile(bad, corrupt, 0o644)
+	_, addrBad := serve(t, func(r string) (Held, bool) { return Held{Image: bad, Manifest: m, Raw: raw}, r == id })
+
+	// a local image holding the first 50 chunks
+	local := filepath.Join(dir, "local.img")
+	os.WriteFile(local, data[:50*(64<<10)], 0o644)
+	lookup := func(h [32]byte) (string, int64, bool) {
+		for i := range 50 {
+			if m.Chunks[i].Hash == h {
+				return local, int64(i) * (64 << 10), true
+			}
+		}
+		return "", 0, false
+	}
+	out := filepath.Join(dir, "out.img")
+	got, st, err := Fetch(context.Background(), FetchOptions{Release: id, Digest: sha256.Sum256(raw),
+		Trusted: []ed25519.PublicKey{pub}, Peers: []string{addrNone, addrBad, addrA, addrB}, Out: out, Local: lookup,
+		Logf: t.Logf, Range: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ReleaseID() != id {
+		t.Errorf("fetched %s, want %s", got.ReleaseID(), id)
+	}
+	if b, _ := os.ReadFile(out); !bytes.Equal(b, data) {
+		t.Fatal("fetched image differs from the source")
+	}
+	if st.Local == 0 {
+		t.Error("no chunk taken from the local image")
+	}
+	if st.FromPeers[addrBad] != 0 || st.FromPeers[addrNone] != 0 {
+		t.Errorf("bytes counted from a bad or empty peer: %v", st.FromPeers)
+	}
+	if served := a.Served() + b.Served(); served < st.PeerBytes() {
+		t.Errorf("peers served %d bytes, fetch counted %d", served, st.PeerBytes())
+	}
+	if a.Served() == 0 || b.Served() == 0 {
+		t.Errorf("load not spread: peer A served %d bytes, B %d", a.Served(), b.Served())
+	}
+}
+
+func TestFetchRefusesWrongManifest(t *testing.T) {
+	dir := t.TempDir()
+	pub, key, _ := ed25519.GenerateKey(nil)
+	_, other, _ := ed25519.GenerateKey(nil)
+	img, m, raw := held(t, dir, 10, key)
+	id := m.ReleaseID()
+	_, addr := serve(t, func(r string) (Held, bool) { return Held{Image: img, Manifest: m, Raw: raw}, true })
+	out := filepath.Join(dir, "out.img")
+	for name, o := range map[string]FetchOptions{
+		"digest not the pointer's": {Release: id, Digest: [32]byte{1}, Trusted: []ed25519.PublicKey{pub}},
+		"untrusted key":            {Release: id, Digest: sha256.Sum256(raw), Trusted: []ed25519.PublicKey{other.Public().(ed25519.PublicKey)}},
+		"other release":            {Release: "0000000000000000", Digest: sha256.Sum256(raw), Trusted: []ed25519.PublicKey{pub}},
+	} {
+		o.Peers, o.Out = []string{addr}, out
+		if _, _, err := Fetch(context.Background(), o); err == nil || !strings.Contains(err.Error(), "no peer gave the manifest") {
+			t.Errorf("%s: err %v", name, err)
+		}
+		if _, err := os.Stat(out); err == nil {
+			t.Errorf("%s: left %s behind", name, out)
+		}
+	}
+}
