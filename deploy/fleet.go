@@ -20,11 +20,11 @@ type Fleet struct {
 	TTL   int
 	Hosts []string // nil: whoever answers within the timeout
 	Key   ed25519.PrivateKey
-	Audit string    // the sender's audit log: deploy history for rollback
+	Audit string // the sender's audit log: deploy history for rollback
 	// PointerFile, when set, records the group's fleet pointer: a rollback
 	// that switched hosts publishes a pointer to its target.
 	PointerFile string
-	Cmd   Commander // Timeout, HostKeys, Unicast, Logf and Warnf are used; the rest is set by open
+	Cmd         Commander // Timeout, HostKeys, Unicast, Logf and Warnf are used; the rest is set by open
 }
 
 // open dials the control socket.

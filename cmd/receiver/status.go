@@ -88,8 +88,8 @@ func statusCommand() *cli.Command {
 // when the agent serves a php-fpm pool, its OPcache.
 type statusOut struct {
 	*release.Status
-	OPcache      *opcache.Status `json:"opcache,omitempty"`
-	OPcacheError string          `json:"opcache_error,omitempty"`
+	OPcache      *opcache.Status  `json:"opcache,omitempty"`
+	OPcacheError string           `json:"opcache_error,omitempty"`
 	Fleet        *agent.SyncState `json:"fleet,omitempty"`
 }
 
