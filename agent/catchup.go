@@ -149,7 +149,7 @@ func (c *catchUp) attempt(ctx context.Context) catchUpResult {
 	attrs := []any{"release", p.Release, "seq", p.Seq, "current", st.Current}
 	var fetched *peer.Stats
 	if !c.holds(p.Release) {
-		stats, res := c.fetch(ctx, p, attrs)
+		stats, res := c.fetch(ctx, p, st.Current, attrs)
 		if stats == nil {
 			return res
 		}
@@ -191,7 +191,7 @@ func (c *catchUp) holds(id string) bool {
 
 // fetch takes the pointer's release from the peers that serve it and
 // stages it; nil stats with the result to return when it did not.
-func (c *catchUp) fetch(ctx context.Context, p *control.Pointer, attrs []any) (*peer.Stats, catchUpResult) {
+func (c *catchUp) fetch(ctx context.Context, p *control.Pointer, current string, attrs []any) (*peer.Stats, catchUpResult) {
 	ips := c.fleet.peersServing(p.Release, time.Now())
 	if c.peerPort == 0 || len(ips) == 0 {
 		c.log.Info("agent: behind the fleet, and no peer serves its release yet", attrs...)
@@ -202,11 +202,16 @@ func (c *catchUp) fetch(ctx context.Context, p *control.Pointer, attrs []any) (*
 		addrs[i] = net.JoinHostPort(ip, strconv.Itoa(c.peerPort))
 	}
 	c.log.Info("agent: behind the fleet: fetching from peers", append(attrs, "peers", len(addrs))...)
-	local, _ := localImages(c.store, c.log)
+	local, bases := localImages(c.store, c.log)
 	out := c.store.IncomingPath() + ".catchup.img"
 	defer os.Remove(out) // staging renamed it, or it failed
+	// changed chunks come as deltas against the release this host serves
+	base := current
+	if bases[base] == "" {
+		base = ""
+	}
 	m, st, err := peer.Fetch(ctx, peer.FetchOptions{Release: p.Release, Digest: p.Digest, Trusted: c.cfg.Keys,
-		Peers: addrs, Out: out, Local: local.Lookup,
+		Peers: addrs, Out: out, Local: local.Lookup, Base: base, BaseImage: bases[base],
 		Logf: func(f string, a ...any) { c.log.Info(fmt.Sprintf(f, a...)) },
 		Room: func(n int64) error { return noRoom{c.store.MakeRoom(n)}.err() }})
 	var nr noRoom

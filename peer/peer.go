@@ -7,11 +7,20 @@
 // the client likes:
 //
 //	request  "LCPR" | version u8 (1) | op u8 | release name (u8 length, bytes)
-//	         op 2 only: first chunk u32 | chunk count u32
+//	         op 2 only: first chunk u32 | chunk count u32 | base release name
+//	         (u8 length, bytes; empty: none)
 //	response status u8 (0 ok, 1 not held, 2 bad request)
 //	         op 1 (MANIFEST), ok: length u32 | the signed manifest
-//	         op 2 (CHUNKS), ok: the bytes of every chunk of the range that is
-//	         not all-zero, in order (lengths follow from the manifest)
+//	         op 2 (CHUNKS), ok: for every chunk of the range that is not
+//	         all-zero, in order: kind u8, then kind 0 (raw): the chunk's
+//	         bytes (its length follows from the manifest); kind 1 (delta):
+//	         length u32 | a zstd frame of the chunk with the base release's
+//	         chunk at the same index as raw dictionary (image.EncodeDelta)
+//
+// The client names as base a release it holds (its current one): images
+// built on a base keep their layout, so a hotfix's changed chunks cost
+// their deltas, as over multicast, not whole chunks. The server sends a
+// delta only when it serves the base too and the delta is smaller.
 //
 // A peer serves only what it holds verified, and never a sealed release (its
 // chunks are for the hosts the sender chose). Nothing a peer says is
@@ -36,6 +45,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/loopcast/loopcast/image"
 )
 
@@ -49,6 +59,9 @@ const (
 	statusOK      = 0
 	statusNotHeld = 1
 	statusBad     = 2
+
+	kindRaw   = 0
+	kindDelta = 1
 )
 
 // Limits of the server and the client.
@@ -174,6 +187,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) error {
 	r := bufio.NewReader(c)
 	w := bufio.NewWriterSize(c, 256<<10)
 	var files = map[string]*os.File{}
+	var buf, dict []byte
 	defer func() {
 		for _, f := range files {
 			f.Close()
@@ -181,7 +195,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) error {
 	}()
 	for ctx.Err() == nil {
 		c.SetReadDeadline(time.Now().Add(IdleTimeout))
-		op, id, first, count, err := readRequest(r)
+		op, id, first, count, baseID, err := readRequest(r)
 		if err != nil {
 			return err
 		}
@@ -206,6 +220,9 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) error {
 				w.Flush()
 				return fmt.Errorf("peer: bad range %d+%d of %d chunks", first, count, len(m.Chunks))
 			}
+			if len(buf) < int(m.ChunkSize) {
+				buf, dict = make([]byte, m.ChunkSize), make([]byte, m.ChunkSize)
+			}
 			f := files[id]
 			if f == nil {
 				if f, err = os.Open(h.Image); err != nil {
@@ -215,6 +232,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) error {
 				}
 				files[id] = f
 			}
+			base := s.openBase(files, baseID, id)
 			w.WriteByte(statusOK)
 			var n int64
 			for i := int(first); i < int(first+count); i++ {
@@ -222,10 +240,20 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) error {
 					continue
 				}
 				off, l := m.ChunkRange(i)
+				if base != nil {
+					if d := delta(f, base, m, i, buf, dict); d != nil {
+						w.WriteByte(kindDelta)
+						binary.Write(w, binary.BigEndian, uint32(len(d)))
+						w.Write(d)
+						n += int64(5 + len(d))
+						continue
+					}
+				}
+				w.WriteByte(kindRaw)
 				if _, err := io.Copy(w, io.NewSectionReader(f, off, int64(l))); err != nil {
 					return err
 				}
-				n += int64(l)
+				n += int64(1 + l)
 			}
 			s.mu.Lock()
 			s.served += n
@@ -238,13 +266,13 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) error {
 	return ctx.Err()
 }
 
-func readRequest(r *bufio.Reader) (op byte, id string, first, count uint32, err error) {
+func readRequest(r *bufio.Reader) (op byte, id string, first, count uint32, base string, err error) {
 	var hdr [7]byte
 	if _, err = io.ReadFull(r, hdr[:]); err != nil {
 		return
 	}
 	if [4]byte(hdr[:4]) != magic || hdr[4] != version {
-		return 0, "", 0, 0, fmt.Errorf("peer: not a version %d request", version)
+		return 0, "", 0, 0, "", fmt.Errorf("peer: not a version %d request", version)
 	}
 	op = hdr[5]
 	name := make([]byte, hdr[6])
@@ -260,21 +288,80 @@ func readRequest(r *bufio.Reader) (op byte, id string, first, count uint32, err 
 			return
 		}
 		first, count = binary.BigEndian.Uint32(rg[:]), binary.BigEndian.Uint32(rg[4:])
+		var n byte
+		if n, err = r.ReadByte(); err != nil {
+			return
+		}
+		b := make([]byte, n)
+		if _, err = io.ReadFull(r, b); err != nil {
+			return
+		}
+		base = string(b)
 	default:
 		err = fmt.Errorf("peer: unknown op %d", op)
 	}
 	return
 }
 
-func appendRequest(b []byte, op byte, id string, first, count uint32) []byte {
+func appendRequest(b []byte, op byte, id string, first, count uint32, base string) []byte {
 	b = append(b, magic[:]...)
 	b = append(b, version, op, byte(len(id)))
 	b = append(b, id...)
 	if op == opChunks {
 		b = binary.BigEndian.AppendUint32(b, first)
 		b = binary.BigEndian.AppendUint32(b, count)
+		b = append(append(b, byte(len(base))), base...)
 	}
 	return b
+}
+
+// baseImage is a base release's image and manifest, open for deltas.
+type baseImage struct {
+	f *os.File
+	m *image.Manifest
+}
+
+// openBase opens the base release for deltas of release id's chunks, when
+// this server serves it and it has the same chunk size; nil otherwise.
+func (s *Server) openBase(files map[string]*os.File, baseID, id string) *baseImage {
+	if baseID == "" || baseID == id {
+		return nil
+	}
+	h, ok := s.Source(baseID)
+	if !ok {
+		return nil
+	}
+	f := files[baseID]
+	if f == nil {
+		var err error
+		if f, err = os.Open(h.Image); err != nil {
+			return nil
+		}
+		files[baseID] = f
+	}
+	return &baseImage{f: f, m: h.Manifest}
+}
+
+// delta returns chunk i of the image f (described by m) as a delta
+// against the base's chunk i, or nil when the base has no such chunk, the
+// chunk sizes differ or the delta saves less than an eighth.
+func delta(f *os.File, base *baseImage, m *image.Manifest, i int, buf, dict []byte) []byte {
+	if base.m.ChunkSize != m.ChunkSize || i >= len(base.m.Chunks) || base.m.Chunks[i].Zero {
+		return nil
+	}
+	off, n := m.ChunkRange(i)
+	boff, bn := base.m.ChunkRange(i)
+	if _, err := f.ReadAt(buf[:n], off); err != nil {
+		return nil
+	}
+	if _, err := base.f.ReadAt(dict[:bn], boff); err != nil {
+		return nil
+	}
+	d, err := image.EncodeDelta(buf[:n], dict[:bn], m.ChunkSize)
+	if err != nil || len(d) > n-n/8 {
+		return nil
+	}
+	return d
 }
 
 // FetchOptions configures Fetch.
@@ -292,6 +379,9 @@ type FetchOptions struct {
 	Local func(hash [32]byte) (path string, off int64, ok bool)
 	Dial  func(ctx context.Context, addr string) (net.Conn, error)
 	Logf  func(format string, args ...any)
+	// Base, when set, is a release this host holds, at BaseImage: peers
+	// that hold it too send changed chunks as deltas against it.
+	Base, BaseImage string
 	// Range is the chunks asked for per request; RangeChunks when zero.
 	Range int
 	// Room, when set, is asked, once the manifest is verified and before
@@ -395,7 +485,7 @@ func manifestFrom(ctx context.Context, o FetchOptions, addr string) (*image.Mani
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(RequestTimeout))
-	if _, err := c.Write(appendRequest(nil, opManifest, o.Release, 0, 0)); err != nil {
+	if _, err := c.Write(appendRequest(nil, opManifest, o.Release, 0, 0, "")); err != nil {
 		return nil, err
 	}
 	r := bufio.NewReader(c)
@@ -610,13 +700,23 @@ func fetchFrom(ctx context.Context, o FetchOptions, f *os.File, m *image.Manifes
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 	defer stop()
 	r := bufio.NewReaderSize(c, 256<<10)
-	buf := make([]byte, m.ChunkSize)
+	d := &decoder{chunkSize: m.ChunkSize, buf: make([]byte, m.ChunkSize), comp: make([]byte, 0, m.ChunkSize)}
+	if o.Base != "" {
+		if bf, err := os.Open(o.BaseImage); err == nil {
+			defer bf.Close()
+			d.base, d.dict = bf, make([]byte, m.ChunkSize)
+		}
+	}
+	base := o.Base
+	if d.base == nil {
+		base = ""
+	}
 	for {
 		rg, ok := take()
 		if !ok {
 			return nil
 		}
-		n, err := fetchRange(c, r, f, m, o.Release, rg, buf)
+		n, err := fetchRange(c, r, f, m, o.Release, base, rg, d)
 		finish(rg, err == nil, p, n)
 		if err != nil {
 			return err
@@ -624,9 +724,19 @@ func fetchFrom(ctx context.Context, o FetchOptions, f *os.File, m *image.Manifes
 	}
 }
 
-func fetchRange(c net.Conn, r *bufio.Reader, f *os.File, m *image.Manifest, id string, rg chunkRange, buf []byte) (int64, error) {
+// decoder reads a range's chunk frames.
+type decoder struct {
+	chunkSize uint32
+	buf, comp []byte
+	base      *os.File // the base image, when the request named one
+	dict      []byte
+}
+
+// fetchRange asks p for a range and writes its chunks, each checked; it
+// returns the bytes that crossed the wire.
+func fetchRange(c net.Conn, r *bufio.Reader, f *os.File, m *image.Manifest, id, base string, rg chunkRange, d *decoder) (int64, error) {
 	c.SetDeadline(time.Now().Add(RequestTimeout))
-	if _, err := c.Write(appendRequest(nil, opChunks, id, rg.first, rg.count)); err != nil {
+	if _, err := c.Write(appendRequest(nil, opChunks, id, rg.first, rg.count, base)); err != nil {
 		return 0, err
 	}
 	if err := readStatus(r); err != nil {
@@ -638,16 +748,69 @@ func fetchRange(c net.Conn, r *bufio.Reader, f *os.File, m *image.Manifest, id s
 			continue
 		}
 		off, n := m.ChunkRange(i)
-		if _, err := io.ReadFull(r, buf[:n]); err != nil {
+		data, wire, err := d.read(r, i, n)
+		if err != nil {
+			return 0, fmt.Errorf("chunk %d: %w", i, err)
+		}
+		if err := m.VerifyChunk(i, data); err != nil {
 			return 0, err
 		}
-		if err := m.VerifyChunk(i, buf[:n]); err != nil {
+		if _, err := f.WriteAt(data, off); err != nil {
 			return 0, err
 		}
-		if _, err := f.WriteAt(buf[:n], off); err != nil {
-			return 0, err
-		}
-		got += int64(n)
+		got += wire
 	}
 	return got, nil
+}
+
+// read reads chunk i's frame (n bytes decoded) and decodes it.
+func (d *decoder) read(r *bufio.Reader, i, n int) ([]byte, int64, error) {
+	kind, err := r.ReadByte()
+	if err != nil {
+		return nil, 0, err
+	}
+	switch kind {
+	case kindRaw:
+		_, err := io.ReadFull(r, d.buf[:n])
+		return d.buf[:n], int64(1 + n), err
+	case kindDelta:
+		if d.base == nil {
+			return nil, 0, errors.New("a delta, but no base was named")
+		}
+		var l uint32
+		if err := binary.Read(r, binary.BigEndian, &l); err != nil {
+			return nil, 0, err
+		}
+		if l > d.chunkSize {
+			return nil, 0, fmt.Errorf("delta of %d bytes, more than a chunk", l)
+		}
+		d.comp = d.comp[:l]
+		if _, err := io.ReadFull(r, d.comp); err != nil {
+			return nil, 0, err
+		}
+		boff := int64(i) * int64(d.chunkSize)
+		bn, err := d.base.ReadAt(d.dict[:d.chunkSize], boff)
+		if bn == 0 {
+			return nil, 0, fmt.Errorf("base has no chunk %d: %v", i, err)
+		}
+		out, err := decodeDelta(d.comp, d.dict[:bn], d.buf[:0], d.chunkSize)
+		if err != nil {
+			return nil, 0, err
+		}
+		return out, int64(5 + l), nil
+	}
+	return nil, 0, fmt.Errorf("unknown chunk frame kind %d", kind)
+}
+
+// decodeDelta decompresses a delta frame against its base chunk, bounded
+// as the multicast receiver bounds it: at most one chunk out, a window of
+// at most image.DeltaWindow.
+func decodeDelta(comp, dict, dst []byte, chunkSize uint32) ([]byte, error) {
+	zd, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(chunkSize)),
+		zstd.WithDecoderMaxWindow(uint64(image.DeltaWindow(chunkSize))), zstd.WithDecoderDictRaw(image.DeltaDictID, dict))
+	if err != nil {
+		return nil, fmt.Errorf("zstd delta decoder: %w", err)
+	}
+	defer zd.Close()
+	return zd.DecodeAll(comp, dst)
 }

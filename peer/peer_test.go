@@ -134,3 +134,69 @@ func TestFetchRefusesWrongManifest(t *testing.T) {
 		}
 	}
 }
+
+// TestFetchDeltas: a host holding the base release gets changed chunks as
+// deltas against it, far smaller than the chunks; the image is exact.
+func TestFetchDeltas(t *testing.T) {
+	dir := t.TempDir()
+	pub, key, _ := ed25519.GenerateKey(nil)
+	baseImg, baseM, baseRaw := held(t, dir, 40, key)
+	data, _ := os.ReadFile(baseImg)
+	// the new release: a few bytes changed in 10 chunks
+	nd := bytes.Clone(data)
+	for c := 0; c < 40; c += 4 {
+		copy(nd[c*(64<<10)+100:], "hotfix: check the token before use")
+	}
+	newImg := filepath.Join(dir, "new.img")
+	os.WriteFile(newImg, nd, 0o644)
+	newM, err := image.HashFile(context.Background(), newImg, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newM.Sign(key)
+	newRaw, _ := newM.AppendBinary(nil)
+	src := map[string]Held{
+		baseM.ReleaseID(): {Image: baseImg, Manifest: baseM, Raw: baseRaw},
+		newM.ReleaseID():  {Image: newImg, Manifest: newM, Raw: newRaw},
+	}
+	_, addr := serve(t, func(r string) (Held, bool) { h, ok := src[r]; return h, ok })
+	// the host holds the base: its unchanged chunks are copied locally
+	lookup := func(h [32]byte) (string, int64, bool) {
+		for i, c := range baseM.Chunks {
+			if c.Hash == h {
+				return baseImg, int64(i) * (64 << 10), true
+			}
+		}
+		return "", 0, false
+	}
+	fetch := func(base string) Stats {
+		out := filepath.Join(dir, "out-"+base+".img")
+		o := FetchOptions{Release: newM.ReleaseID(), Trusted: []ed25519.PublicKey{pub}, Peers: []string{addr}, Out: out, Local: lookup}
+		if base != "" {
+			o.Base, o.BaseImage = base, baseImg
+		}
+		_, st, err := Fetch(context.Background(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := os.ReadFile(out); !bytes.Equal(b, nd) {
+			t.Fatalf("base %q: fetched image differs", base)
+		}
+		return st
+	}
+	raw, withBase := fetch(""), fetch(baseM.ReleaseID())
+	changed := int64(0)
+	for i := range newM.Chunks {
+		if newM.Chunks[i] != baseM.Chunks[i] && !newM.Chunks[i].Zero {
+			_, n := newM.ChunkRange(i)
+			changed += int64(n)
+		}
+	}
+	t.Logf("changed chunks %d bytes; over the wire: %d raw, %d as deltas", changed, raw.PeerBytes(), withBase.PeerBytes())
+	if raw.PeerBytes() < changed {
+		t.Errorf("without a base %d bytes crossed, less than the %d changed", raw.PeerBytes(), changed)
+	}
+	if withBase.PeerBytes()*5 > changed {
+		t.Errorf("with the base %d bytes crossed for %d changed: deltas not used", withBase.PeerBytes(), changed)
+	}
+}
