@@ -307,7 +307,19 @@ func zstdFastest(b []byte) []byte {
 // index) as zstd raw dictionary. The encoder is built per chunk (its
 // dictionary is the chunk's own base), so nothing grows with the image.
 func EncodeDelta(raw, dict []byte, chunkSize uint32) ([]byte, error) {
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(1),
+	return encodeDelta(raw, dict, chunkSize, zstd.SpeedBetterCompression)
+}
+
+// EncodeDeltaFast is EncodeDelta at zstd's fastest level: for deltas made
+// per request on a serving host (an agent serving a peer), where CPU costs
+// more than bytes. On a 1 MiB chunk of PHP-like text with one line
+// changed it takes ~5 ms for ~3 KB, against ~19 ms for ~300 bytes.
+func EncodeDeltaFast(raw, dict []byte, chunkSize uint32) ([]byte, error) {
+	return encodeDelta(raw, dict, chunkSize, zstd.SpeedFastest)
+}
+
+func encodeDelta(raw, dict []byte, chunkSize uint32, level zstd.EncoderLevel) ([]byte, error) {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1),
 		zstd.WithWindowSize(DeltaWindow(chunkSize)), zstd.WithEncoderDictRaw(DeltaDictID, dict), zstd.WithEncoderCRC(false))
 	if err != nil {
 		return nil, fmt.Errorf("image: zstd delta encoder: %w", err)

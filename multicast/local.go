@@ -48,43 +48,60 @@ func (x ChunkIndex) Lookup(hash [32]byte) (string, int64, bool) {
 const maxLocalFiles = 16
 
 // fillLocal fills the partial image with every chunk it still lacks that
-// local names, in runs of consecutive chunks held consecutively in one
-// file: each run is one reflink (FICLONERANGE: XFS, btrfs; the chunks then
-// cost no data blocks and no I/O) or, where the filesystem cannot, one
-// copy_file_range (the kernel copies, nothing passes through here). The
-// chunks are trusted as local vouches for them: not read back, not hashed.
-// A run that fails to copy is left to be received. It returns the chunks
-// filled.
+// local names (see FillLocal). It returns the chunks filled.
 func (st *store) fillLocal(ctx context.Context, local LocalFunc, logf func(string, ...any)) (int, error) {
 	if local == nil {
 		return 0, nil
 	}
+	n := 0
+	refl, err := FillLocal(ctx, st.file, st.m, func(i int) bool { return !st.chunks[i].done }, local,
+		func(i int) {
+			st.chunks[i].done = true
+			st.remaining--
+			n++
+		}, logf)
+	st.reflinked += refl
+	return n, err
+}
+
+// FillLocal copies into dst, an image file described by m, every chunk
+// that want(i) asks for and local names, in runs of consecutive chunks
+// held consecutively in one file: each run is one reflink (FICLONERANGE:
+// XFS, btrfs; the chunks then cost no data blocks and no I/O) or, where
+// the filesystem cannot, one copy_file_range (the kernel copies, nothing
+// passes through here). The chunks are trusted as local vouches for them:
+// not read back, not hashed. A run that fails to copy is logged and left
+// out. done(i) hears of each chunk copied; it returns the bytes reflinked.
+func FillLocal(ctx context.Context, dst *os.File, m *image.Manifest, want func(int) bool, local LocalFunc,
+	done func(int), logf func(string, ...any)) (int64, error) {
 	files := map[string]*os.File{}
 	defer func() {
 		for _, f := range files {
 			f.Close()
 		}
 	}()
-	n := 0
-	for _, run := range st.localRuns(local) {
+	var reflinked int64
+	for _, run := range localRuns(m, want, local) {
 		if err := ctx.Err(); err != nil {
-			return n, err
+			return reflinked, err
 		}
 		src, err := openLocal(files, run.path)
+		var refl bool
 		if err == nil {
-			err = st.copyRun(src, run)
+			refl, err = copyRun(dst, m, src, run)
 		}
 		if err != nil {
 			logf("local chunks %d-%d from %s@%d not used: %v", run.first, run.first+run.count-1, run.path, run.off, err)
 			continue
 		}
 		for i := run.first; i < run.first+run.count; i++ {
-			st.chunks[i].done = true
-			st.remaining--
+			done(i)
 		}
-		n += run.count
+		if refl {
+			reflinked += run.bytes(m)
+		}
 	}
-	return n, nil
+	return reflinked, nil
 }
 
 // localRun is count chunks from first on, held from off in path.
@@ -94,11 +111,18 @@ type localRun struct {
 	first, count int
 }
 
-// localRuns groups the chunks local holds into runs.
-func (st *store) localRuns(local LocalFunc) []localRun {
+// bytes is the run's length in the image.
+func (r localRun) bytes(m *image.Manifest) int64 {
+	dst, _ := m.ChunkRange(r.first)
+	lastOff, lastN := m.ChunkRange(r.first + r.count - 1)
+	return lastOff + int64(lastN) - dst
+}
+
+// localRuns groups the wanted chunks local holds into runs.
+func localRuns(m *image.Manifest, want func(int) bool, local LocalFunc) []localRun {
 	var runs []localRun
-	for i, c := range st.m.Chunks {
-		if st.chunks[i].done {
+	for i, c := range m.Chunks {
+		if c.Zero || !want(i) {
 			continue
 		}
 		path, off, ok := local(c.Hash)
@@ -107,7 +131,7 @@ func (st *store) localRuns(local LocalFunc) []localRun {
 		}
 		if k := len(runs) - 1; k >= 0 {
 			r := &runs[k]
-			if r.path == path && r.first+r.count == i && r.off+int64(r.count)*int64(st.m.ChunkSize) == off {
+			if r.path == path && r.first+r.count == i && r.off+int64(r.count)*int64(m.ChunkSize) == off {
 				r.count++
 				continue
 			}
@@ -117,23 +141,21 @@ func (st *store) localRuns(local LocalFunc) []localRun {
 	return runs
 }
 
-// copyRun copies a run into the partial image: a reflink when the
-// filesystem shares extents, else copy_file_range.
-func (st *store) copyRun(src *os.File, run localRun) error {
-	dst, _ := st.m.ChunkRange(run.first)
-	lastOff, lastN := st.m.ChunkRange(run.first + run.count - 1)
-	n := lastOff + int64(lastN) - dst
-	err := unix.IoctlFileCloneRange(int(st.file.Fd()), &unix.FileCloneRange{
-		Src_fd: int64(src.Fd()), Src_offset: uint64(run.off), Src_length: uint64(n), Dest_offset: uint64(dst)})
+// copyRun copies a run into dst: a reflink when the filesystem shares
+// extents (it reports true), else copy_file_range.
+func copyRun(dst *os.File, m *image.Manifest, src *os.File, run localRun) (bool, error) {
+	doff, _ := m.ChunkRange(run.first)
+	n := run.bytes(m)
+	err := unix.IoctlFileCloneRange(int(dst.Fd()), &unix.FileCloneRange{
+		Src_fd: int64(src.Fd()), Src_offset: uint64(run.off), Src_length: uint64(n), Dest_offset: uint64(doff)})
 	if err == nil {
-		st.reflinked += int64(n)
-		return nil
+		return true, nil
 	}
-	if err := copyRange(src, run.off, st.file, dst, n); err != nil {
-		return err
+	if err := copyRange(src, run.off, dst, doff, n); err != nil {
+		return false, err
 	}
-	startWriteback(st.file, dst, n)
-	return nil
+	startWriteback(dst, doff, n)
+	return false, nil
 }
 
 func openLocal(files map[string]*os.File, path string) (*os.File, error) {

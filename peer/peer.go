@@ -15,7 +15,7 @@
 //	         all-zero, in order: kind u8, then kind 0 (raw): the chunk's
 //	         bytes (its length follows from the manifest); kind 1 (delta):
 //	         length u32 | a zstd frame of the chunk with the base release's
-//	         chunk at the same index as raw dictionary (image.EncodeDelta)
+//	         chunk at the same index as raw dictionary (image.EncodeDeltaFast)
 //
 // The client names as base a release it holds (its current one): images
 // built on a base keep their layout, so a hotfix's changed chunks cost
@@ -47,6 +47,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/multicast"
 )
 
 var magic = [4]byte{'L', 'C', 'P', 'R'}
@@ -357,7 +358,7 @@ func delta(f *os.File, base *baseImage, m *image.Manifest, i int, buf, dict []by
 	if _, err := base.f.ReadAt(dict[:bn], boff); err != nil {
 		return nil
 	}
-	d, err := image.EncodeDelta(buf[:n], dict[:bn], m.ChunkSize)
+	d, err := image.EncodeDeltaFast(buf[:n], dict[:bn], m.ChunkSize)
 	if err != nil || len(d) > n-n/8 {
 		return nil
 	}
@@ -375,8 +376,9 @@ type FetchOptions struct {
 	Peers   []string // ADDR:PORT of peers that say they serve the release
 	Out     string   // where the image is written
 	// Local, when set, finds a chunk this host already holds (a kept image
-	// and offset): it is copied, after its hash is checked, not fetched.
-	Local func(hash [32]byte) (path string, off int64, ok bool)
+	// and offset, vouched for by its verified manifest): it is copied
+	// (reflinked where the filesystem can), not fetched.
+	Local multicast.LocalFunc
 	Dial  func(ctx context.Context, addr string) (net.Conn, error)
 	Logf  func(format string, args ...any)
 	// Base, when set, is a release this host holds, at BaseImage: peers
@@ -450,7 +452,7 @@ func Fetch(ctx context.Context, o FetchOptions) (m *image.Manifest, st Stats, er
 		return nil, st, fmt.Errorf("peer: %w", err)
 	}
 	st = Stats{FromPeers: map[string]int64{}, Chunks: len(m.Chunks)}
-	need, local, err := fillLocal(f, m, o.Local)
+	need, local, err := fillLocal(ctx, f, m, o.Local, logf)
 	st.Local = local
 	if err != nil {
 		return nil, st, err
@@ -535,47 +537,26 @@ func readStatus(r *bufio.Reader) error {
 
 var errNotHeld = errors.New("does not serve the release")
 
-// fillLocal copies the chunks this host holds into f and returns which
+// fillLocal copies the chunks this host holds into f (reflinked or
+// copied in the kernel, trusted as the kept images' verified manifests
+// vouch for them, as the multicast receiver does) and returns which
 // chunks are still needed (not zero, not held) and the bytes copied.
-func fillLocal(f *os.File, m *image.Manifest, local func([32]byte) (string, int64, bool)) ([]bool, int64, error) {
+func fillLocal(ctx context.Context, f *os.File, m *image.Manifest, local multicast.LocalFunc, logf func(string, ...any)) ([]bool, int64, error) {
 	need := make([]bool, len(m.Chunks))
-	files := map[string]*os.File{}
-	defer func() {
-		for _, lf := range files {
-			lf.Close()
-		}
-	}()
-	buf := make([]byte, m.ChunkSize)
-	var copied int64
 	for i, c := range m.Chunks {
-		if c.Zero {
-			continue
-		}
-		need[i] = true
-		if local == nil {
-			continue
-		}
-		path, loff, ok := local(c.Hash)
-		if !ok {
-			continue
-		}
-		lf := files[path]
-		if lf == nil {
-			var err error
-			if lf, err = os.Open(path); err != nil {
-				continue
-			}
-			files[path] = lf
-		}
-		off, n := m.ChunkRange(i)
-		if _, err := lf.ReadAt(buf[:n], loff); err != nil || m.VerifyChunk(i, buf[:n]) != nil {
-			continue // fetched instead
-		}
-		if _, err := f.WriteAt(buf[:n], off); err != nil {
-			return nil, copied, fmt.Errorf("peer: %w", err)
-		}
+		need[i] = !c.Zero
+	}
+	if local == nil {
+		return need, 0, nil
+	}
+	var copied int64
+	_, err := multicast.FillLocal(ctx, f, m, func(i int) bool { return need[i] }, local, func(i int) {
 		need[i] = false
+		_, n := m.ChunkRange(i)
 		copied += int64(n)
+	}, logf)
+	if err != nil {
+		return nil, copied, err
 	}
 	return need, copied, nil
 }

@@ -93,6 +93,7 @@ for run in $(seq 1 "$RUNS"); do
 	t0=$(now)
 	for i in $(seq "$first" "$N"); do $CLUSTER start "$i"; done
 	converge "$t0" down | tee -a "$WORK/figures"
+	[[ -n ${SHOW_LOG:-} ]] && grep -E 'running|fleet|peer|caught|staged|reconciled' "$LOOPCAST_CLUSTER_DIR/$NAME/agent-r$N.log" >&2
 	t0=$(now)
 	for i in $(seq "$first" "$N"); do $CLUSTER wipe "$i" & done
 	wait
