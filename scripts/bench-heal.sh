@@ -16,7 +16,7 @@
 #
 # Environment: N (6), K (3), FILES (15000, ~90 MB), RUNS (1; with more,
 # each round's figures are printed and the medians last), BENCH_DIR
-# (/var/tmp/loopcast-bench).
+# (/var/tmp/loopcast-bench), SHOW_LOG=1 (print the last host's catch-up log lines).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-6}
