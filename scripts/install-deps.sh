@@ -40,6 +40,7 @@ PACKAGES=(
 	"kmod        modprobe loop"
 	"vagrant     vagrant validate: the Vagrantfile check (packaging tests)"
 	"systemd     systemd-analyze verify: the unit check (packaging tests)"
+	"debootstrap a Debian root to run the Vagrant provisioning in (packaging tests)"
 )
 
 log() { printf 'install-deps: %s\n' "$*"; }

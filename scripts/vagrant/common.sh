@@ -22,7 +22,7 @@ hosts_block() {
 	echo "# END loopcast-vagrant"
 }
 {
-	sed '/^# BEGIN loopcast-vagrant$/,/^# END loopcast-vagrant$/d' /etc/hosts
+	[ ! -f /etc/hosts ] || sed '/^# BEGIN loopcast-vagrant$/,/^# END loopcast-vagrant$/d' /etc/hosts
 	hosts_block
 } | put_text /etc/hosts 0644 || true
 
