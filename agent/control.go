@@ -24,7 +24,8 @@ type ControlConfig struct {
 	Logger  *slog.Logger
 	// Fleet, when set, hears of every switch a command made (a pointer
 	// issued before it is superseded) and serializes them with catch-up.
-	Fleet *Fleet
+	Fleet  *Fleet
+	doctor *doctorState
 }
 
 // NewControl returns the handler for the sender's commands. started is
@@ -38,6 +39,6 @@ func NewControl(cfg ControlConfig, started time.Time) (*Handler, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	return NewHandler(HandlerConfig{
-		Store: cfg.Store, Verifier: v, Version: cfg.Version, Logger: cfg.Logger, Fleet: cfg.Fleet,
+		Store: cfg.Store, Verifier: v, Version: cfg.Version, Logger: cfg.Logger, Fleet: cfg.Fleet, doctor: cfg.doctor,
 	}), nil
 }

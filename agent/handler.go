@@ -24,6 +24,8 @@ type HandlerConfig struct {
 	Logger *slog.Logger
 	// Fleet, when set, records each ACTIVATE and ROLLBACK applied.
 	Fleet *Fleet
+	// doctor, when set, adds `sender doctor`'s fields to STATUS replies.
+	doctor *doctorState
 }
 
 // Handler applies verified commands to a release store and answers them.
@@ -34,6 +36,7 @@ type Handler struct {
 	version string
 	log     *slog.Logger
 	fleet   *Fleet
+	doctor  *doctorState
 
 	answered map[[control.NonceLen]byte]*control.Reply
 	order    [][control.NonceLen]byte // answered, oldest first
@@ -47,7 +50,7 @@ func NewHandler(cfg HandlerConfig) *Handler {
 	}
 	return &Handler{
 		store: cfg.Store, verify: cfg.Verifier, version: control.TruncateText(cfg.Version),
-		log: log, answered: make(map[[control.NonceLen]byte]*control.Reply), fleet: cfg.Fleet,
+		log: log, answered: make(map[[control.NonceLen]byte]*control.Reply), fleet: cfg.Fleet, doctor: cfg.doctor,
 	}
 }
 
@@ -149,6 +152,9 @@ func (h *Handler) status(c control.Command, attrs []any) *control.Reply {
 		Previous: st.Previous, FreeBytes: uint64(max(st.FreeBytes, 0)), Staged: staged,
 		AgentVersion: h.version, LastError: control.TruncateText(st.LastError), LastRefusal: control.TruncateText(st.LastRefusal),
 	}
+	var problems string
+	r.Status.Probe, r.Status.MTU, problems = h.doctor.report()
+	r.Status.Problems = control.TruncateText(problems)
 	h.log.Info("control: status reported", append(attrs, "current", r.Current)...)
 	return r
 }

@@ -60,6 +60,7 @@ type RunConfig struct {
 	PeerAddr string
 	metrics  *Metrics
 	fleet    *Fleet
+	doctor   *doctorState
 }
 
 // Run is the agent: it reconciles the store and reports ready, then
@@ -90,8 +91,9 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if cfg.fleet, err = LoadFleet(store.Root(), cfg.Keys, cfg.Group.String(), log); err != nil {
 		return err
 	}
+	cfg.doctor = &doctorState{iface: cfg.Iface}
 	h, err := NewControl(ControlConfig{Store: store, Keys: cfg.Keys, Host: cfg.HostID,
-		Group: cfg.Group.String(), Version: cfg.Version, Logger: log, Fleet: cfg.fleet}, started)
+		Group: cfg.Group.String(), Version: cfg.Version, Logger: log, Fleet: cfg.fleet, doctor: cfg.doctor}, started)
 	if err != nil {
 		return err
 	}
@@ -231,8 +233,9 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 			_, err := store.Adopt(ctx, res.Path, res.Manifest)
 			return err
 		},
-		Logf:  func(f string, a ...any) { log.Debug(fmt.Sprintf(f, a...)) },
-		Warnf: func(f string, a ...any) { log.Warn(fmt.Sprintf(f, a...)) },
+		Probed: func(nonce [16]byte, _ net.Addr) { cfg.doctor.heard(nonce) },
+		Logf:   func(f string, a ...any) { log.Debug(fmt.Sprintf(f, a...)) },
+		Warnf:  func(f string, a ...any) { log.Warn(fmt.Sprintf(f, a...)) },
 	})
 	cfg.metrics.received(res, err)
 	if err != nil {

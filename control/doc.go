@@ -29,7 +29,8 @@
 //	34  host name, current release name, error text (empty iff ok)
 //	    STATUS answered ok: previous name, free bytes u64,
 //	    staged count u8 + names, agent version text, last error text,
-//	    last refusal text
+//	    last refusal text, then, when any is set (agents before them
+//	    omit them): doctor probe nonce [16], MTU u16, problems text
 //	  then (every reply) the host's public key [32] and its ed25519
 //	  signature [64] over everything before it (SignReply)
 //

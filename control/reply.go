@@ -32,6 +32,14 @@ type Status struct {
 	AgentVersion string
 	LastError    string // the store's last error; empty: none
 	LastRefusal  string // the last session the agent refused, and why; empty: none
+	// What `sender doctor` reads (absent from agents before them: zero):
+	// Probe is the nonce of the last doctor probe the agent heard on the
+	// group's data port (multicast.AppendProbe), MTU that of the interface
+	// it joined the group on (0: unknown), Problems what the agent finds
+	// wrong with itself (no loop devices), empty when nothing.
+	Probe    [NonceLen]byte
+	MTU      uint16
+	Problems string
 }
 
 // Type returns TypeReply.
@@ -74,6 +82,7 @@ func (s *Status) check() error {
 	for _, err := range []error{
 		checkName("previous release", s.Previous, true), checkText("agent version", s.AgentVersion),
 		checkText("last error", s.LastError), checkText("last refusal", s.LastRefusal),
+		checkText("problems", s.Problems),
 	} {
 		if err != nil {
 			return err
@@ -103,6 +112,11 @@ func (r *Reply) AppendBinary(b []byte) ([]byte, error) {
 		b = appendText(b, s.AgentVersion)
 		b = appendText(b, s.LastError)
 		b = appendText(b, s.LastRefusal)
+		if s.hasDoctor() { // absent when empty: the encoding of a reply without them
+			b = append(b, s.Probe[:]...)
+			b = binary.BigEndian.AppendUint16(b, s.MTU)
+			b = appendText(b, s.Problems)
+		}
 	}
 	return b, nil
 }
@@ -139,7 +153,21 @@ func parseStatus(r *reader) *Status {
 	s.AgentVersion = r.text("agent version")
 	s.LastError = r.text("last error")
 	s.LastRefusal = r.text("last refusal")
+	if r.err != nil || len(r.b) == 0 {
+		return s // an agent from before the doctor's fields
+	}
+	copy(s.Probe[:], r.take("probe", NonceLen))
+	s.MTU = r.u16("mtu")
+	s.Problems = r.text("problems")
+	if r.err == nil && !s.hasDoctor() {
+		r.fail("an empty doctor block (it is written as none)")
+	}
 	return s
+}
+
+// hasDoctor reports whether any of the doctor's fields is set.
+func (s *Status) hasDoctor() bool {
+	return s.Probe != [NonceLen]byte{} || s.MTU != 0 || s.Problems != ""
 }
 
 // TruncateText makes s a valid text: UTF-8, at most MaxText bytes, cut at

@@ -328,3 +328,35 @@ func TestHostIDRule(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusDoctorFields: the doctor's fields follow the status, only when
+// set; a reply without them (an older agent's) parses with them zero, and
+// a cut inside them is malformed.
+func TestStatusDoctorFields(t *testing.T) {
+	r := &Reply{Deploy: 42, Nonce: goldenNonce, Command: TypeStatus, Outcome: OutcomeOK,
+		Host: "web01", Status: &Status{Probe: goldenNonce, MTU: 1500, Problems: "no loop"}}
+	want := hexs(hdrReply, nonceHex, "03 01", "05 7765623031", "00", "0000",
+		"00", "0000000000000000", "00", "0000", "0000", "0000", // previous .. last refusal
+		nonceHex, "05dc", "0007 6e6f206c6f6f70") // probe, MTU 1500, problems
+	b, err := r.AppendBinary(nil)
+	if err != nil || !bytes.Equal(b, want) {
+		t.Fatalf("encoding: %x, %v\nwant %x", b, err, want)
+	}
+	got, err := Parse(b)
+	if err != nil || got.(*Reply).Status.MTU != 1500 || got.(*Reply).Status.Probe != goldenNonce || got.(*Reply).Status.Problems != "no loop" {
+		t.Fatalf("parse: %+v, %v", got, err)
+	}
+	old := len(b) - NonceLen - 2 - 9
+	if m, err := Parse(b[:old]); err != nil || m.(*Reply).Status.hasDoctor() {
+		t.Errorf("a reply without the doctor's fields: %+v, %v", m, err)
+	}
+	for n := old + 1; n < len(b); n++ {
+		if _, err := Parse(b[:n]); !errors.Is(err, ErrMalformed) {
+			t.Errorf("cut at %d of %d bytes: %v, want ErrMalformed", n, len(b), err)
+		}
+	}
+	zero := append(bytes.Clone(b[:old]), make([]byte, NonceLen+2+2)...)
+	if _, err := Parse(zero); !errors.Is(err, ErrMalformed) {
+		t.Errorf("an all-zero doctor block: %v, want ErrMalformed", err)
+	}
+}

@@ -38,6 +38,33 @@ func (f *Fleet) open() (*Commander, func(), error) {
 	return &c, func() { conn.Close() }, nil
 }
 
+// probeSends is how many times Probe multicasts its probe, probeGap apart.
+const (
+	probeSends = 3
+	probeGap   = 100 * time.Millisecond
+)
+
+// Probe multicasts a doctor probe carrying nonce to the group's data port
+// (not the control port commands use), a few times: each agent that hears
+// it reports the nonce in its next STATUS reply (HostStatus.Probe).
+func (f *Fleet) Probe(nonce [16]byte) error {
+	conn, err := multicast.DialGroup(f.Group, f.Iface, f.TTL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	pkt := multicast.AppendProbe(nil, nonce)
+	for i := range probeSends {
+		if i > 0 {
+			time.Sleep(probeGap)
+		}
+		if _, err := conn.WriteTo(pkt, f.Group); err != nil {
+			return fmt.Errorf("deploy: probe %v: %w", f.Group, err)
+		}
+	}
+	return nil
+}
+
 // HostStatus is one host's answer to STATUS (Error set when none came).
 type HostStatus struct {
 	ID       string   `json:"id"`
@@ -51,6 +78,12 @@ type HostStatus struct {
 	LastRefusal string `json:"last_refusal,omitempty"`
 	Error       string `json:"error,omitempty"`
 	OffMajor    bool   `json:"off_majority,omitempty"` // not on the release most hosts serve
+	// Probe is the last doctor probe the host heard on the group's data
+	// port (Fleet.Probe); MTU its group interface's (0: unknown); Problems
+	// what its agent finds wrong with itself.
+	Probe    [16]byte `json:"-"`
+	MTU      uint16   `json:"mtu,omitempty"`
+	Problems string   `json:"problems,omitempty"`
 	// Behind is how long the host has not served the fleet pointer's
 	// release: since the pointer was issued (MarkLag). Zero when in sync.
 	Behind time.Duration `json:"behind_ns,omitempty"`
@@ -112,6 +145,7 @@ func statusOf(h string, r *control.Reply) HostStatus {
 	}
 	s.Previous, s.Staged, s.Free = r.Status.Previous, r.Status.Staged, r.Status.FreeBytes
 	s.Version, s.LastErr, s.LastRefusal = r.Status.AgentVersion, r.Status.LastError, r.Status.LastRefusal
+	s.Probe, s.MTU, s.Problems = r.Status.Probe, r.Status.MTU, r.Status.Problems
 	return s
 }
 

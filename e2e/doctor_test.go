@@ -9,9 +9,10 @@ import (
 )
 
 // TestDoctors: on a healthy cluster `sender doctor` and `receiver doctor`
-// find nothing; with the group's port dropped by a host's firewall
-// `receiver doctor` there names the rule and the fix, and with the group
-// dropped altogether `sender doctor` names the host; both exit 1.
+// find nothing; with the group's data port dropped by a host's firewall
+// `receiver doctor` there names the rule and the fix and `sender doctor`
+// names the host's data port, and with the group dropped altogether
+// `sender doctor` names the host; both exit 1.
 func TestDoctors(t *testing.T) {
 	c, work, key := newTestCluster(t, "x")
 	senderDoctor := func() (string, error) {
@@ -33,6 +34,8 @@ func TestDoctors(t *testing.T) {
 		t.Fatalf("sender doctor on a healthy cluster: %v\n%s", err, out)
 	} else if n := len(regexp.MustCompile(`(?m)^ok\s+r[123]\s+hears the group`).FindAllString(out, -1)); n != 3 {
 		t.Errorf("sender doctor reports %d hosts hearing the group, want 3:\n%s", n, out)
+	} else if n := len(regexp.MustCompile(`(?m)^ok\s+r[123]\s+data port`).FindAllString(out, -1)); n != 3 {
+		t.Errorf("sender doctor reports %d hosts hearing the data port, want 3:\n%s", n, out)
 	}
 	doctor := func(i int) (string, error) {
 		h := c.name + "-r" + string(rune('0'+i))
@@ -62,7 +65,8 @@ func TestDoctors(t *testing.T) {
 			t.Errorf("doctor output lacks %q:\n%s", want, out)
 		}
 	}
-	// r3 hears nothing of the group: the sender's doctor names it
+	// r1 drops the data port only, r3 hears nothing of the group: the
+	// sender's doctor names both, each for what it lacks
 	if out, err := c.script("exec", c.name+"-r3", "iptables", "-A", "INPUT", "-d", "239.192.0.1", "-j", "DROP"); err != nil {
 		t.Fatalf("iptables: %v\n%s", err, out)
 	}
@@ -70,7 +74,9 @@ func TestDoctors(t *testing.T) {
 	if code := exitCode(err); code != 1 {
 		t.Fatalf("sender doctor with r3 deaf: exit %d, want 1\n%s", code, out)
 	}
-	if !regexp.MustCompile(`FAIL\s+r3\s+hears the group`).MatchString(out) || regexp.MustCompile(`FAIL\s+r2`).MatchString(out) {
-		t.Errorf("sender doctor should name r3, and only r3:\n%s", out)
+	if !regexp.MustCompile(`FAIL\s+r3\s+hears the group`).MatchString(out) || regexp.MustCompile(`FAIL\s+r2`).MatchString(out) ||
+		!regexp.MustCompile(`FAIL\s+r1\s+data port\s+answers commands on port 5001 but heard no probe`).MatchString(out) ||
+		!strings.Contains(out, "fix: on r1: accept UDP to 239.192.0.1 ports 5000-5001") {
+		t.Errorf("sender doctor should name r1 (data port) and r3 (the group), and not r2:\n%s", out)
 	}
 }

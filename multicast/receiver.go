@@ -74,6 +74,9 @@ type ReceiveOptions struct {
 	// Refused, if set, hears each session refused with a cause (the
 	// REFUSE sent to its sender), e.g. to record it for the host's status.
 	Refused func(session uint32, from net.Addr, rf *Refusal)
+	// Probed, if set, hears the nonce of every doctor probe (AppendProbe)
+	// that arrives on the session's socket.
+	Probed func(nonce [16]byte, from net.Addr)
 	// Skip lists sessions not to join: an agent that completed a session
 	// calls Receive again while that session still runs for other hosts.
 	Skip []uint32
@@ -406,6 +409,12 @@ func (r *receiver) wakeIn(now time.Time) time.Duration {
 func (r *receiver) handle(p packet, now time.Time) error {
 	if p.err != nil {
 		return r.streamEnded(p.err)
+	}
+	if nonce, ok := ParseProbe(p.b); ok {
+		if r.opts.Probed != nil {
+			r.opts.Probed(nonce, p.from)
+		}
+		return nil
 	}
 	h, m, err := Parse(p.b)
 	if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -41,6 +42,13 @@ func doctorCommand() *cli.Command {
 			}
 			defer pins.Save()
 			fs := localFindings(c.String("iface"))
+			// a probe on the data port first: each agent that hears it
+			// says so in its STATUS reply
+			var nonce [16]byte
+			rand.Read(nonce[:])
+			if err := f.Probe(nonce); err != nil {
+				return err
+			}
 			// the group alone first: a host reached only by unicast is a
 			// host that does not hear it
 			known := f.Cmd.Unicast
@@ -53,7 +61,7 @@ func doctorCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			fs = append(fs, hostFindings(st, byUnicast, control.Addr(f.Group), lastImageSize(filepath.Join(c.String("state-dir"), "images", groupKey(f.Group))))...)
+			fs = append(fs, hostFindings(st, byUnicast, f.Group, nonce, lastImageSize(filepath.Join(c.String("state-dir"), "images", groupKey(f.Group))))...)
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
@@ -137,7 +145,8 @@ func localFindings(iface string) []finding {
 // hostFindings reads each host's answer to the STATUS multicast to the
 // control group: silence means the host does not hear the group (or its
 // agent is down, or it does not trust the key).
-func hostFindings(st []deploy.HostStatus, byUnicast map[string]string, ctl *net.UDPAddr, need int64) []finding {
+func hostFindings(st []deploy.HostStatus, byUnicast map[string]string, group *net.UDPAddr, probe [16]byte, need int64) []finding {
+	ctl := control.Addr(group)
 	var out []finding
 	for _, s := range st {
 		if ip, ok := byUnicast[s.ID]; ok && s.Error == "no answer" {
@@ -158,6 +167,21 @@ func hostFindings(st []deploy.HostStatus, byUnicast map[string]string, ctl *net.
 			continue
 		}
 		out = append(out, finding{s.ID, "hears the group", "ok", fmt.Sprintf("answered on %s; serves %s; agent %s", ctl, orDash(s.Current), s.Version), ""})
+		if s.Probe != probe {
+			out = append(out, finding{s.ID, "data port", "FAIL",
+				fmt.Sprintf("answers commands on port %d but heard no probe multicast to %s: deploys would not reach it by multicast", ctl.Port, group),
+				fmt.Sprintf("on %s: accept UDP to %s ports %d-%d (receiver doctor names the rule that drops it)", s.ID, group.IP, group.Port, ctl.Port)})
+		} else {
+			out = append(out, finding{s.ID, "data port", "ok", fmt.Sprintf("heard the probe on %s", group), ""})
+		}
+		if need := multicast.MaxPacket + 28; s.MTU != 0 && int(s.MTU) < need {
+			out = append(out, finding{s.ID, "mtu", "FAIL",
+				fmt.Sprintf("its group interface has MTU %d: loopcast's datagrams take %d bytes with their headers", s.MTU, need),
+				fmt.Sprintf("on %s: ip link set IFACE mtu %d (and the same along the path)", s.ID, need)})
+		}
+		if s.Problems != "" {
+			out = append(out, finding{s.ID, "agent", "FAIL", s.Problems, "on " + s.ID + ": receiver doctor"})
+		}
 		if s.Version != version && version != "dev" && s.Version != "dev" {
 			out = append(out, finding{s.ID, "version", "WARN", fmt.Sprintf("agent %s, sender %s", s.Version, version), "upgrade them together"})
 		}
