@@ -160,7 +160,7 @@ func TestVagrantReleaseKey(t *testing.T) {
 
 // TestProvisionInDebianRoot runs the web VM's provisioning (common.sh,
 // web.sh) for real in a Debian 12 root made by debootstrap, booted with
-// systemd in its own namespaces (scripts/vagrant/debroot.sh), and checks
+// systemd in its own namespaces (scripts/vagrant-debroot.sh), and checks
 // what the VM would show: the agent, php-fpm and nginx active under
 // systemd, the agent in the group on the private interface, nginx and the
 // health check answering, and provisioning again changing nothing.
@@ -171,16 +171,16 @@ func TestProvisionInDebianRoot(t *testing.T) {
 		testenv.RequireTool(t, tool)
 	}
 	root := abs(t, "..")
-	cmd := exec.Command(filepath.Join(root, "scripts/vagrant/debroot.sh"), root)
+	cmd := exec.Command(filepath.Join(root, "scripts/vagrant-debroot.sh"), root)
 	out, err := cmd.CombinedOutput()
 	t.Logf("%s", out)
 	if err != nil {
-		t.Fatalf("debroot.sh: %v", err)
+		t.Fatalf("vagrant-debroot.sh: %v", err)
 	}
 	for _, want := range []string{"loopcast-receiver: active", "php8.2-fpm: active", "nginx: active",
 		"agent: running as web1", "503 Service Unavailable: unhealthy: serving nothing", "again: nothing changed", "debroot: ok"} {
 		if !strings.Contains(string(out), want) {
-			t.Errorf("debroot.sh output lacks %q", want)
+			t.Errorf("vagrant-debroot.sh output lacks %q", want)
 		}
 	}
 }

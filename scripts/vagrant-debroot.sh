@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# debroot.sh — run the Vagrant provisioning of a web VM for real, in a
+# vagrant-debroot.sh — run the Vagrant provisioning of a web VM for real, in a
 # Debian 12 root made by debootstrap from Debian's packages, booted with
 # systemd as its init in its own namespaces (no VM: these machines cannot
 # boot one), and check the result as the VM would have it:
@@ -19,11 +19,11 @@
 #      agent's /healthz (through nginx's /loopcast-health) says it serves
 #      nothing yet; web.sh run again changes nothing.
 #
-# Usage: debroot.sh REPO   (as root; prints "debroot: ok" at the end)
+# Usage: vagrant-debroot.sh REPO   (as root; prints "debroot: ok" at the end)
 # Everything it starts (by pid), mounts (in namespaces it made) and makes is
 # removed at exit.
 set -euo pipefail
-REPO=$(cd "${1:?usage: debroot.sh REPO}" && pwd)
+REPO=$(cd "${1:?usage: vagrant-debroot.sh REPO}" && pwd)
 CACHE=${LOOPCAST_DEBROOT_CACHE:-/var/tmp/loopcast-debroot}
 MIRROR=${LOOPCAST_DEBROOT_MIRROR:-http://deb.debian.org/debian}
 PKGS=systemd,systemd-sysv,dbus,iproute2,kmod,procps,ca-certificates,nginx,php-fpm
