@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/loopcast/loopcast/control"
 	"github.com/loopcast/loopcast/multicast"
 	"github.com/loopcast/loopcast/opcache"
 	"github.com/loopcast/loopcast/release"
@@ -227,10 +228,11 @@ func checkFirewall(ctx context.Context, cfg Config) []Finding {
 		return []Finding{ok(check, "no INPUT rule drops the group or its ports")}
 	}
 	var fs []Finding
+	ctl := control.Addr(cfg.Group).Port
 	for _, r := range bad {
 		fs = append(fs, Finding{Check: check, Level: Fail, Detail: "this rule drops the group's traffic: " + r,
 			Fix: fmt.Sprintf("accept UDP to %s ports %d-%d before it (iptables -I INPUT -d %s -p udp --dport %d:%d -j ACCEPT)",
-				cfg.Group.IP, cfg.Group.Port, cfg.Group.Port+1, cfg.Group.IP, cfg.Group.Port, cfg.Group.Port+1)})
+				cfg.Group.IP, cfg.Group.Port, ctl, cfg.Group.IP, cfg.Group.Port, ctl)})
 	}
 	return fs
 }
@@ -246,7 +248,7 @@ func checkFirewall(ctx context.Context, cfg Config) []Finding {
 // arrives on.
 func droppingRules(dump string, group *net.UDPAddr, iface string) []string {
 	var out []string
-	ports := map[string]bool{strconv.Itoa(group.Port): true, strconv.Itoa(group.Port + 1): true}
+	ports := map[string]bool{strconv.Itoa(group.Port): true, strconv.Itoa(control.Addr(group).Port): true}
 	policy := ""
 	for _, line := range strings.Split(dump, "\n") {
 		f := strings.Fields(line)
