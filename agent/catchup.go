@@ -201,7 +201,7 @@ func (c *catchUp) fetch(ctx context.Context, p *control.Pointer, current string,
 	for i, ip := range ips {
 		addrs[i] = net.JoinHostPort(ip, strconv.Itoa(c.peerPort))
 	}
-	c.log.Info("agent: behind the fleet: fetching from peers", append(attrs, "peers", len(addrs))...)
+	c.log.Info("agent: behind the fleet: fetching from peers", append(attrs, "peers", addrs)...)
 	local, bases := localImages(c.store, c.log)
 	out := c.store.IncomingPath() + ".catchup.img"
 	defer os.Remove(out) // staging renamed it, or it failed
@@ -313,7 +313,7 @@ func (c *catchUp) takeControl(pkt []byte, from net.Addr, now time.Time) bool {
 		if a.Serves {
 			serves = p.Release
 		}
-		c.fleet.notePeer(ip, p.Seq, serves, now)
+		c.fleet.notePeer(ip, p.Seq, serves, a.LastResort, now)
 	case control.TypePointerQuery:
 		if !c.isSelf(ip) {
 			c.answer(pkt, from, now)

@@ -69,9 +69,10 @@ type fleetRecord struct {
 }
 
 type peerInfo struct {
-	seq    uint64
-	serves string // the release it says it serves to peers, "" if none
-	at     time.Time
+	seq        uint64
+	serves     string // the release it says it serves to peers, "" if none
+	lastResort bool   // the sender's `sender serve`: used only when no peer serves
+	at         time.Time
 }
 
 // LoadFleet reads root's fleet record; a pointer that no longer verifies
@@ -241,7 +242,7 @@ func (f *Fleet) servable(release string) bool {
 }
 
 // notePeer records a pointer answer from ip.
-func (f *Fleet) notePeer(ip string, seq uint64, serves string, now time.Time) {
+func (f *Fleet) notePeer(ip string, seq uint64, serves string, lastResort bool, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.peers) >= maxPeers {
@@ -251,7 +252,7 @@ func (f *Fleet) notePeer(ip string, seq uint64, serves string, now time.Time) {
 			}
 		}
 	}
-	f.peers[ip] = peerInfo{seq: seq, serves: serves, at: now}
+	f.peers[ip] = peerInfo{seq: seq, serves: serves, lastResort: lastResort, at: now}
 }
 
 // maxPeers bounds the peers remembered from answers; peerMaxAge is how
@@ -262,15 +263,23 @@ const (
 )
 
 // peersServing returns the IPs of peers that said, lately, that they serve
-// release.
+// release; only when none did, the sources of last resort that did.
 func (f *Fleet) peersServing(release string, now time.Time) []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []string
+	var out, last []string
 	for ip, p := range f.peers {
-		if p.serves == release && now.Sub(p.at) < peerMaxAge {
+		if p.serves != release || now.Sub(p.at) >= peerMaxAge {
+			continue
+		}
+		if p.lastResort {
+			last = append(last, ip)
+		} else {
 			out = append(out, ip)
 		}
+	}
+	if len(out) == 0 {
+		out = last
 	}
 	slices.Sort(out)
 	return out

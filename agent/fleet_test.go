@@ -99,6 +99,19 @@ func TestFleetPointer(t *testing.T) {
 	if !f3.superseded(p3) {
 		t.Error("a local rollback after the pointer does not supersede it")
 	}
+	// the sender's `sender serve` is used only when no peer serves
+	f2.notePeer("10.0.0.1", 11, "bbbbbbbbbbbbbbbb", true, now)
+	if got := f2.peersServing("bbbbbbbbbbbbbbbb", now); len(got) != 1 || got[0] != "10.0.0.1" {
+		t.Errorf("only the last resort serves: %v", got)
+	}
+	f2.notePeer("10.0.0.2", 11, "bbbbbbbbbbbbbbbb", false, now)
+	f2.notePeer("10.0.0.3", 11, "", false, now) // holds the pointer, not the release
+	if got := f2.peersServing("bbbbbbbbbbbbbbbb", now); len(got) != 1 || got[0] != "10.0.0.2" {
+		t.Errorf("a peer serves: %v, want it alone", got)
+	}
+	if got := f2.peersServing("bbbbbbbbbbbbbbbb", now.Add(peerMaxAge)); len(got) != 0 {
+		t.Errorf("stale answers still count: %v", got)
+	}
 	// receiver status reads the record beside the agent
 	if s, err := ReadSync(root, "aaaaaaaaaaaaaaaa", now); err != nil || s.Seq != 11 || !s.Superseded {
 		t.Errorf("ReadSync: %+v %v", s, err)

@@ -40,8 +40,9 @@
 //	    hosts u32, scheme u8 (1), public key [32], signature [64] over
 //	    every byte before it
 //	POINTER? (agent -> group, unsigned): group name, have u64 (its seq)
-//	POINTER-ANSWER (agent -> asker, unsigned): flags u8 (bit 0: serves the
-//	    release to peers), pointer length u16, the POINTER
+//	POINTER-ANSWER (agent or sender serve -> asker, unsigned): flags u8
+//	    (bit 0: serves the release to peers, bit 1: a source of last
+//	    resort), pointer length u16, the POINTER
 //
 // # Trust
 //

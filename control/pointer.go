@@ -173,12 +173,14 @@ func ParsePointerQuery(b []byte) (*PointerQuery, error) {
 // PointerAnswer is an agent's answer to a query: its pointer, verbatim (it
 // proves itself), and whether the agent serves the pointer's release to
 // peers. Serves is a hint: a fetch checks every byte against the signed
-// manifest.
+// manifest. LastResort marks the sender's `sender serve`: agents fetch
+// from it only when no peer serves the release.
 //
-//	flags u8 (bit 0: serves) | pointer length u16 | pointer
+//	flags u8 (bit 0: serves, bit 1: last resort) | pointer length u16 | pointer
 type PointerAnswer struct {
-	Serves  bool
-	Pointer []byte
+	Serves     bool
+	LastResort bool
+	Pointer    []byte
 }
 
 // AppendBinary appends the encoding.
@@ -189,7 +191,10 @@ func (a *PointerAnswer) AppendBinary(b []byte) ([]byte, error) {
 	b = Header{Type: TypePointerAnswer}.appendHeader(b)
 	var fl byte
 	if a.Serves {
-		fl = 1
+		fl |= 1
+	}
+	if a.LastResort {
+		fl |= 2
 	}
 	b = append(b, fl)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(a.Pointer)))
@@ -208,11 +213,11 @@ func ParsePointerAnswer(b []byte) (*PointerAnswer, *Pointer, error) {
 	}
 	r := &reader{b: rest}
 	fl := r.u8("flags")
-	if fl&^1 != 0 {
+	if fl&^3 != 0 {
 		r.fail("unknown answer flags %#x", fl)
 	}
 	n := int(r.u16("pointer length"))
-	a := &PointerAnswer{Serves: fl&1 != 0, Pointer: bytes.Clone(r.take("pointer", n))}
+	a := &PointerAnswer{Serves: fl&1 != 0, LastResort: fl&2 != 0, Pointer: bytes.Clone(r.take("pointer", n))}
 	if err := r.done(); err != nil {
 		return nil, nil, err
 	}

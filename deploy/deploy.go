@@ -257,7 +257,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.PointerFile != "" && res.Outcome != OutcomeNone && res.Halted == "" {
 		digest, derr := o.Manifest.Digest()
 		if derr == nil {
-			_, derr = Publish(cmd, o.PointerFile, res.ReleaseID, digest, hostIDs(res.Hosts))
+			_, derr = Publish(cmd, o.PointerFile, res.ReleaseID, digest, hostIDs(res.Hosts), o.Encrypt)
 		}
 		if derr != nil {
 			o.warnf("deploy: the fleet pointer was not published: %v (hosts that missed the deploy will not catch up on their own)", derr)

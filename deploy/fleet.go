@@ -219,7 +219,7 @@ func (f *Fleet) Rollback(ctx context.Context, to string) (string, []HostResult, 
 	if o, _ := OutcomeOf(out); o != OutcomeNone && f.PointerFile != "" {
 		// the sender may not hold the target's manifest: hosts check its id
 		// and signature instead of a digest
-		if _, perr := Publish(c, f.PointerFile, to, [32]byte{}, hostIDs(out)); perr != nil {
+		if _, perr := Publish(c, f.PointerFile, to, [32]byte{}, hostIDs(out), true); perr != nil {
 			c.warnf("rollback: the fleet pointer was not published: %v", perr)
 		}
 	}

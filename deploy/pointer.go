@@ -27,6 +27,10 @@ type PointerRecord struct {
 	Release string    `json:"release"`
 	Issued  time.Time `json:"issued"`
 	Pointer []byte    `json:"pointer"` // the signed encoding
+	// Sealed: the release may have been deployed sealed (--encrypt, or a
+	// rollback's target, whose deploy this record does not know): sender
+	// serve does not serve it.
+	Sealed bool `json:"sealed,omitempty"`
 }
 
 // ReadPointer reads the record at path; nil when there is none.
@@ -51,7 +55,7 @@ func ReadPointer(path string) (*PointerRecord, error) {
 // group, and by unicast to every host c knows an address for. Its sequence
 // number is above the last recorded and at least the time in milliseconds,
 // so it grows across state directories too.
-func Publish(c *Commander, path, release string, digest [sha256.Size]byte, hosts []string) (*control.Pointer, error) {
+func Publish(c *Commander, path, release string, digest [sha256.Size]byte, hosts []string, sealed bool) (*control.Pointer, error) {
 	last, err := ReadPointer(path)
 	if err != nil {
 		return nil, err
@@ -66,7 +70,7 @@ func Publish(c *Commander, path, release string, digest [sha256.Size]byte, hosts
 	if err != nil {
 		return nil, err
 	}
-	b, _ := json.MarshalIndent(PointerRecord{Seq: p.Seq, Release: release, Issued: now, Pointer: pkt}, "", "  ")
+	b, _ := json.MarshalIndent(PointerRecord{Seq: p.Seq, Release: release, Issued: now, Pointer: pkt, Sealed: sealed}, "", "  ")
 	if err := atomicfile.WriteFile(path, append(b, '\n'), 0o644); err != nil {
 		return nil, fmt.Errorf("deploy: record the fleet pointer: %w", err)
 	}

@@ -36,7 +36,7 @@ func TestPublishPointer(t *testing.T) {
 	c := &Commander{Conn: conn, To: group, Group: "239.192.0.1:5000", Key: key,
 		Unicast: map[string]string{"web2": "10.0.0.2"}}
 	path := filepath.Join(t.TempDir(), "pointer.json")
-	p1, err := Publish(c, path, "aaaaaaaaaaaaaaaa", [32]byte{1}, []string{"web1", "web2"})
+	p1, err := Publish(c, path, "aaaaaaaaaaaaaaaa", [32]byte{1}, []string{"web1", "web2"}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestPublishPointer(t *testing.T) {
 	b, _ := control.SignPointer(&control.Pointer{Seq: rec.Seq, Group: c.Group, Release: "x"}, key)
 	rec.Pointer = b
 	writeRecord(t, path, rec)
-	p2, err := Publish(c, path, "bbbbbbbbbbbbbbbb", [32]byte{}, []string{"web1", "web2"})
+	p2, err := Publish(c, path, "bbbbbbbbbbbbbbbb", [32]byte{}, []string{"web1", "web2"}, false)
 	if err != nil {
 		t.Fatal(err)
 	}

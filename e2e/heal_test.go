@@ -5,9 +5,11 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,7 +22,8 @@ import (
 // release on their own, with no sender running: one whose agent was down
 // (and could not reach its peers for a while: unhealthy meanwhile), one
 // whose store was wiped (every chunk from its peers). A replayed older
-// pointer changes nothing.
+// pointer changes nothing. With every peer down, `sender serve` is the
+// source of last resort.
 func TestFleetHeals(t *testing.T) {
 	c, work, key := newTestCluster(t, "h")
 	tree := filepath.Join(work, "tree")
@@ -142,6 +145,39 @@ func TestFleetHeals(t *testing.T) {
 	if err != nil || strings.Count(out, "in sync") != 3 {
 		t.Errorf("sender status: want 3 hosts in sync: %v\n%s\n%s", err, out, log)
 	}
+
+	// every peer down and r2 wiped again: `sender serve`, the source of
+	// last resort, gives it the release
+	for _, i := range []string{"1", "3"} {
+		if out, err := c.script("stop", i); err != nil {
+			t.Fatalf("stop r%s: %v\n%s", i, err, out)
+		}
+	}
+	serve := exec.Command(filepath.Join(c.repo, "scripts/cluster.sh"), "--name", c.name, "exec", c.name+"-s",
+		filepath.Join(c.bin, "sender"), "serve", "--iface", "eth0", "--state-dir", state)
+	var serveLog strings.Builder
+	serve.Stdout, serve.Stderr = &serveLog, &serveLog
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		serve.Process.Signal(syscall.SIGTERM) // the sender serve we started, by its pid
+		serve.Wait()
+	}()
+	time.Sleep(500 * time.Millisecond) // it joins the group
+	start = time.Now()
+	if out, err := c.script("wipe", "2"); err != nil {
+		t.Fatalf("wipe r2: %v\n%s", err, out)
+	}
+	if !waitFor(90*time.Second, func() bool { return storeCurrent(t, c, 2) == relB }) {
+		t.Fatalf("wiped r2, its peers down, did not catch up from sender serve\n%s\nserve: %s", agentLog(c, 2), serveLog.String())
+	}
+	logs := agentLog(c, 2)
+	m = caughtUp.FindStringSubmatch(logs[strings.LastIndex(logs, "agent: running"):])
+	if m == nil || atoi(m[1]) == 0 || m[3] != "1" || !strings.Contains(logs, "10.77.0.1:5001") {
+		t.Errorf("r2 should have taken the release from the sender (10.77.0.1:5001) alone: %v\n%s", m, logs)
+	}
+	t.Logf("r2 (wiped, every peer down) converged %.1f s after its agent was restarted, %s bytes from sender serve", time.Since(start).Seconds(), m[1])
 }
 
 var caughtUp = regexp.MustCompile(`caught up with the fleet".*"peer_bytes":(\d+),"local_bytes":(\d+),"peers":(\d+)`)

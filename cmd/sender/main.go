@@ -25,6 +25,7 @@ func newApp() *cli.App {
 			rollbackCommand(),
 			verifyCommand(),
 			doctorCommand(),
+			serveCommand(),
 		},
 		HideHelpCommand: true,
 		ExitErrHandler:  func(*cli.Context, error) {}, // main prints and exits
