@@ -58,7 +58,8 @@ type catchUp struct {
 	tokenAt time.Time
 	selfIPs map[string]bool
 
-	held heldCache
+	held  heldCache
+	certs *certStore
 }
 
 // catchUpResult is what one attempt came to.
@@ -212,6 +213,8 @@ func (c *catchUp) fetch(ctx context.Context, p *control.Pointer, current string,
 	}
 	m, st, err := peer.Fetch(ctx, peer.FetchOptions{Release: p.Release, Digest: p.Digest, Trusted: c.cfg.Keys,
 		Peers: addrs, Out: out, Local: local.Lookup, Base: base, BaseImage: bases[base],
+		Auth: &peer.Auth{Host: c.cfg.HostID, Key: c.cfg.HostKey, Cert: c.ownCert(),
+			Got: func(cert []byte) { c.certs.take(cert, time.Now()) }},
 		Logf: func(f string, a ...any) { c.log.Info(fmt.Sprintf(f, a...)) },
 		Room: func(n int64) error { return noRoom{c.store.MakeRoom(n)}.err() }})
 	var nr noRoom
@@ -231,6 +234,15 @@ func (c *catchUp) fetch(ctx context.Context, p *control.Pointer, current string,
 	}
 	c.fleet.NoteServable(p.Release) // its peers served it: it was in the clear
 	return &st, upToDate
+}
+
+// ownCert is this host's certificate, when it holds one for its key.
+func (c *catchUp) ownCert() []byte {
+	raw := c.certs.get(c.cfg.HostID)
+	if hc, err := control.ParseHostCert(raw); err != nil || !hc.HostKey.Equal(c.cfg.HostKey.Public()) {
+		return nil // a peer has it: asked on the way
+	}
+	return raw
 }
 
 // noRoom marks the store's refusal of the image's size: not worth a retry
@@ -317,6 +329,10 @@ func (c *catchUp) takeControl(pkt []byte, from net.Addr, now time.Time) bool {
 	case control.TypePointerQuery:
 		if !c.isSelf(ip) {
 			c.answer(pkt, from, now)
+		}
+	case control.TypeHostCert:
+		if err := c.certs.take(pkt, now); err != nil {
+			c.log.Debug("agent: host certificate ignored", "from", from.String(), "err", err)
 		}
 	default:
 		return false
@@ -407,7 +423,8 @@ func (c *catchUp) servePeers(ctx context.Context, addr string) error {
 		return nil
 	}
 	c.log.Info("agent: serving releases to peers", "addr", ln.Addr().String())
-	s := &peer.Server{Source: func(id string) (peer.Held, bool) { return c.held.source(c, id) }, Logger: c.log}
+	s := &peer.Server{Source: func(id string) (peer.Held, bool) { return c.held.source(c, id) }, Logger: c.log,
+		Authorize: peer.CheckProof(c.cfg.Keys, c.fleet.group), Certs: c.certs.get}
 	if err := s.Serve(ctx, ln); err != nil && ctx.Err() == nil {
 		c.log.Error("agent: peer server stopped", "err", err)
 	}

@@ -123,7 +123,11 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		cfg.metrics.health = healthHandler(store, cfg.fleet)
 		g.Go(func() error { return cfg.metrics.Serve(ctx, cfg.MetricsAddr, log) })
 	}
-	cu := &catchUp{fleet: cfg.fleet, store: store, conn: ctl, group: control.Addr(cfg.Group), cfg: cfg, log: log}
+	cu := &catchUp{fleet: cfg.fleet, store: store, conn: ctl, group: control.Addr(cfg.Group), cfg: cfg, log: log,
+		certs: loadCerts(store.Root(), cfg.Keys, cfg.Group.String())}
+	g.Go(func() error {
+		return cu.certs.saveLoop(ctx, func(err error) { log.Warn("agent: cannot save host certificates", "err", err) })
+	})
 	if cfg.PeerAddr != "off" {
 		addr := cfg.PeerAddr
 		if addr == "" {

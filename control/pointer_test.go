@@ -68,3 +68,38 @@ func TestPointerRoundTrip(t *testing.T) {
 		t.Error("ParseCommand took a pointer")
 	}
 }
+
+func TestHostCert(t *testing.T) {
+	_, key, _ := ed25519.GenerateKey(nil)
+	hostPub, _, _ := ed25519.GenerateKey(nil)
+	now := time.Now()
+	c := &HostCert{Issued: now.UnixMilli(), Expires: now.Add(time.Hour).UnixMilli(), Group: "g", Host: "web1", HostKey: hostPub}
+	b, err := SignHostCert(c, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseHostCert(b)
+	if err != nil || got.Host != "web1" || !got.HostKey.Equal(hostPub) || got.Expires != c.Expires {
+		t.Fatalf("round trip: %+v %v", got, err)
+	}
+	keys := []ed25519.PublicKey{key.Public().(ed25519.PublicKey)}
+	if err := VerifyHostCert(got, keys, "g", now); err != nil {
+		t.Errorf("verify: %v", err)
+	}
+	if err := VerifyHostCert(got, keys, "other", now); !errors.Is(err, ErrOtherGroup) {
+		t.Errorf("other group: %v", err)
+	}
+	if err := VerifyHostCert(got, keys, "g", now.Add(2*time.Hour)); !errors.Is(err, ErrStale) {
+		t.Errorf("expired: %v", err)
+	}
+	if err := VerifyHostCert(got, nil, "g", now); !errors.Is(err, ErrUntrustedKey) {
+		t.Errorf("untrusted: %v", err)
+	}
+	for i := 16; i < len(b); i += 7 {
+		bad := append([]byte(nil), b...)
+		bad[i] ^= 1
+		if _, err := ParseHostCert(bad); err == nil {
+			t.Errorf("byte %d flipped: parsed", i)
+		}
+	}
+}

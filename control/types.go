@@ -45,6 +45,7 @@ const (
 	TypePointer       Type = 5 // the signed fleet pointer
 	TypePointerQuery  Type = 6 // POINTER?: an agent asks its peers for theirs
 	TypePointerAnswer Type = 7 // an agent's answer: its pointer, and whether it serves the release
+	TypeHostCert      Type = 8 // sender -> agents: a host's key, signed (HostCert)
 )
 
 func (t Type) String() string {
@@ -63,6 +64,8 @@ func (t Type) String() string {
 		return "POINTER?"
 	case TypePointerAnswer:
 		return "POINTER-ANSWER"
+	case TypeHostCert:
+		return "HOST-CERT"
 	}
 	return fmt.Sprintf("Type(%d)", uint8(t))
 }

@@ -102,6 +102,12 @@ type Options struct {
 	// publishing a pointer to its release, so hosts that missed it catch
 	// up on their own.
 	PointerFile string
+	// CertFile, with PointerFile, records the host certificates issued
+	// with the pointer, one for every host in the deploy whose key
+	// HostPub knows (its pinned key): peers serve catching-up hosts only
+	// on a certificate.
+	CertFile string
+	HostPub  func(host string) (ed25519.PublicKey, bool)
 }
 
 // Progress is a snapshot of a running deploy.
@@ -258,6 +264,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		digest, derr := o.Manifest.Digest()
 		if derr == nil {
 			_, derr = Publish(cmd, o.PointerFile, res.ReleaseID, digest, hostIDs(res.Hosts), o.Encrypt)
+		}
+		if derr == nil && o.CertFile != "" && o.HostPub != nil {
+			var n int
+			n, derr = IssueCerts(cmd, o.CertFile, hostIDs(res.Hosts), o.HostPub)
+			o.logf("deploy: %d host certificates issued", n)
 		}
 		if derr != nil {
 			o.warnf("deploy: the fleet pointer was not published: %v (hosts that missed the deploy will not catch up on their own)", derr)

@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -85,4 +86,50 @@ func Publish(c *Commander, path, release string, digest [sha256.Size]byte, hosts
 	}
 	c.logf("deploy: %v published", p)
 	return p, nil
+}
+
+// certGap paces certificates: one per host in a burst would overrun the
+// agents' socket buffers at a few thousand hosts.
+const (
+	certBurst = 64
+	certGap   = 5 * time.Millisecond
+)
+
+// IssueCerts signs a host certificate (control.HostCert, good for
+// control.CertLifetime) for every host in hosts whose key pub knows, sends
+// each to the group (every agent keeps them all, to check its peers) and
+// by unicast to the hosts c knows an address for, and records them at
+// path (JSON, host -> certificate) for sender serve. It returns how many
+// it issued.
+func IssueCerts(c *Commander, path string, hosts []string, pub func(host string) (ed25519.PublicKey, bool)) (int, error) {
+	now := time.Now()
+	all := map[string][]byte{}
+	if b, err := os.ReadFile(path); err == nil {
+		json.Unmarshal(b, &all)
+	}
+	n := 0
+	for _, h := range hosts {
+		k, ok := pub(h)
+		if !ok {
+			continue
+		}
+		raw, err := control.SignHostCert(&control.HostCert{Issued: now.UnixMilli(), Expires: now.Add(control.CertLifetime).UnixMilli(),
+			Group: c.Group, Host: h, HostKey: k}, c.Key)
+		if err != nil {
+			return n, err
+		}
+		all[h] = raw
+		for range 2 { // not acknowledged: a host that misses it asks a peer
+			c.Conn.WriteTo(raw, c.To)
+		}
+		c.unicast(raw, []string{h})
+		if n++; n%certBurst == 0 {
+			time.Sleep(certGap)
+		}
+	}
+	b, _ := json.Marshal(all)
+	if err := atomicfile.WriteFile(path, b, 0o644); err != nil {
+		return n, fmt.Errorf("deploy: record the host certificates: %w", err)
+	}
+	return n, nil
 }

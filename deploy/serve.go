@@ -2,6 +2,8 @@ package deploy
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,7 +27,11 @@ type ServeOptions struct {
 	// of the images the sender built for the group (<id>.img and
 	// <id>.img.manifest).
 	PointerFile, Images string
-	Logger              *slog.Logger
+	// CertFile holds the host certificates the sender issued: a host is
+	// served only on one (signed by the key that signed the pointer), and
+	// one that lost its own gets it here.
+	CertFile string
+	Logger   *slog.Logger
 }
 
 // serveRate bounds the pointer answers a second, as agents bound theirs.
@@ -56,7 +62,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		return fmt.Errorf("deploy: serve releases on TCP port %d: %w", ctlAddr.Port, err)
 	}
 	s := &server{o: o, log: log}
-	ps := &peer.Server{Source: s.source, Logger: log}
+	ps := &peer.Server{Source: s.source, Logger: log, Authorize: s.authorize, Certs: s.cert}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
@@ -148,4 +154,31 @@ func (s *server) source(id string) (peer.Held, bool) {
 		return peer.Held{}, false
 	}
 	return peer.Held{Image: img, Manifest: m, Raw: raw}, true
+}
+
+// authorize checks a host's certificate against the key that signed the
+// group's fleet pointer, and its proof.
+func (s *server) authorize(cert, msg, sig []byte) error {
+	rec, err := ReadPointer(s.o.PointerFile)
+	if err != nil || rec == nil {
+		return errors.New("no fleet pointer recorded")
+	}
+	p, err := control.ParsePointer(rec.Pointer)
+	if err != nil {
+		return err
+	}
+	return peer.CheckProof([]ed25519.PublicKey{p.PublicKey}, s.o.Group.String())(cert, msg, sig)
+}
+
+// cert returns the certificate the sender issued to host.
+func (s *server) cert(host string) []byte {
+	b, err := os.ReadFile(s.o.CertFile)
+	if err != nil {
+		return nil
+	}
+	var all map[string][]byte
+	if json.Unmarshal(b, &all) != nil {
+		return nil
+	}
+	return all[host]
 }

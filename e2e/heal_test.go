@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +18,7 @@ import (
 	"github.com/loopcast/loopcast/agent"
 	"github.com/loopcast/loopcast/deploy"
 	"github.com/loopcast/loopcast/internal/synth"
+	"github.com/loopcast/loopcast/peer"
 )
 
 // TestFleetHeals: hosts that missed a deploy converge to the fleet's
@@ -144,6 +147,15 @@ func TestFleetHeals(t *testing.T) {
 	out, log, err := c.sender("status", "--key", key, "--iface", "eth0", "--hosts", "r1,r2,r3", "--state-dir", state)
 	if err != nil || strings.Count(out, "in sync") != 3 {
 		t.Errorf("sender status: want 3 hosts in sync: %v\n%s\n%s", err, out, log)
+	}
+
+	// a stranger on the LAN (no host certificate) gets nothing from a peer
+	_, _, err = peer.Fetch(context.Background(), peer.FetchOptions{Release: relB, Peers: []string{"10.77.0.11:5001"},
+		Out: filepath.Join(work, "stranger.img"), Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			return dialIn(c.name+"-s")(ctx, "tcp", addr)
+		}})
+	if err == nil || !strings.Contains(err.Error(), "no valid certificate") {
+		t.Errorf("a fetch without a host certificate: %v, want refused", err)
 	}
 
 	// every peer down and r2 wiped again: `sender serve`, the source of

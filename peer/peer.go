@@ -56,10 +56,13 @@ const (
 	version    = 1
 	opManifest = 1
 	opChunks   = 2
+	opCert     = 3 // a host's certificate, by host id (before authentication)
+	opAuth     = 4 // a certificate and the proof of its key
 
 	statusOK      = 0
 	statusNotHeld = 1
 	statusBad     = 2
+	statusDenied  = 3 // not authenticated, or the certificate or proof is refused
 
 	kindRaw   = 0
 	kindDelta = 1
@@ -99,6 +102,13 @@ type Server struct {
 	// Source returns the release's image and manifest when this agent
 	// serves it (held, verified, not sealed).
 	Source func(release string) (Held, bool)
+	// Authorize, when set, must accept a client's certificate and its
+	// signature over msg (CheckProof) before anything but certificates is
+	// served; nil serves anyone.
+	Authorize func(cert, msg, sig []byte) error
+	// Certs returns the certificate the server keeps for a host, nil if
+	// none: a host that lost its own asks for it.
+	Certs func(host string) []byte
 	Logger *slog.Logger
 
 	mu     sync.Mutex
@@ -194,13 +204,36 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) error {
 			f.Close()
 		}
 	}()
+	challenge, err := s.hello(c, w)
+	if err != nil {
+		return err
+	}
+	authed := s.Authorize == nil
 	for ctx.Err() == nil {
 		c.SetReadDeadline(time.Now().Add(IdleTimeout))
-		op, id, first, count, baseID, err := readRequest(r)
+		q, err := readRequest(r)
 		if err != nil {
 			return err
 		}
+		op, id, first, count, baseID := q.op, q.id, q.first, q.count, q.base
 		c.SetDeadline(time.Now().Add(RequestTimeout))
+		switch {
+		case op == opCert:
+			if err := s.answerCert(w, id); err != nil {
+				return err
+			}
+			continue
+		case op == opAuth:
+			if err := s.authenticate(w, q, challenge); err != nil {
+				return err
+			}
+			authed = true
+			continue
+		case !authed:
+			w.WriteByte(statusDenied)
+			w.Flush()
+			return errors.New("peer: a request before authentication")
+		}
 		h, ok := s.Source(id)
 		if !ok {
 			w.WriteByte(statusNotHeld)
@@ -267,28 +300,37 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) error {
 	return ctx.Err()
 }
 
-func readRequest(r *bufio.Reader) (op byte, id string, first, count uint32, base string, err error) {
+// request is one parsed request.
+type request struct {
+	op           byte
+	id           string // the release; opCert, opAuth: the host
+	first, count uint32
+	base         string
+	cert, sig    []byte // opAuth
+}
+
+func readRequest(r *bufio.Reader) (q request, err error) {
 	var hdr [7]byte
 	if _, err = io.ReadFull(r, hdr[:]); err != nil {
 		return
 	}
 	if [4]byte(hdr[:4]) != magic || hdr[4] != version {
-		return 0, "", 0, 0, "", fmt.Errorf("peer: not a version %d request", version)
+		return q, fmt.Errorf("peer: not a version %d request", version)
 	}
-	op = hdr[5]
+	q.op = hdr[5]
 	name := make([]byte, hdr[6])
 	if _, err = io.ReadFull(r, name); err != nil {
 		return
 	}
-	id = string(name)
-	switch op {
-	case opManifest:
+	q.id = string(name)
+	switch q.op {
+	case opManifest, opCert:
 	case opChunks:
 		var rg [8]byte
 		if _, err = io.ReadFull(r, rg[:]); err != nil {
 			return
 		}
-		first, count = binary.BigEndian.Uint32(rg[:]), binary.BigEndian.Uint32(rg[4:])
+		q.first, q.count = binary.BigEndian.Uint32(rg[:]), binary.BigEndian.Uint32(rg[4:])
 		var n byte
 		if n, err = r.ReadByte(); err != nil {
 			return
@@ -297,9 +339,21 @@ func readRequest(r *bufio.Reader) (op byte, id string, first, count uint32, base
 		if _, err = io.ReadFull(r, b); err != nil {
 			return
 		}
-		base = string(b)
+		q.base = string(b)
+	case opAuth:
+		var l uint16
+		if err = binary.Read(r, binary.BigEndian, &l); err != nil {
+			return
+		}
+		if l > maxCert {
+			return q, fmt.Errorf("peer: certificate of %d bytes", l)
+		}
+		q.cert, q.sig = make([]byte, l), make([]byte, ed25519.SignatureSize)
+		if _, err = io.ReadFull(r, q.cert); err == nil {
+			_, err = io.ReadFull(r, q.sig)
+		}
 	default:
-		err = fmt.Errorf("peer: unknown op %d", op)
+		err = fmt.Errorf("peer: unknown op %d", q.op)
 	}
 	return
 }
@@ -386,6 +440,8 @@ type FetchOptions struct {
 	Base, BaseImage string
 	// Range is the chunks asked for per request; RangeChunks when zero.
 	Range int
+	// Auth, when set, authenticates this host to each peer.
+	Auth *Auth
 	// Room, when set, is asked, once the manifest is verified and before
 	// anything is written, whether the image's size fits the disk.
 	Room func(size int64) error
@@ -481,7 +537,7 @@ func fetchManifest(ctx context.Context, o FetchOptions, peers []string, logf fun
 }
 
 func manifestFrom(ctx context.Context, o FetchOptions, addr string) (*image.Manifest, error) {
-	c, err := o.Dial(ctx, addr)
+	c, r, err := open(ctx, o, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -490,7 +546,6 @@ func manifestFrom(ctx context.Context, o FetchOptions, addr string) (*image.Mani
 	if _, err := c.Write(appendRequest(nil, opManifest, o.Release, 0, 0, "")); err != nil {
 		return nil, err
 	}
-	r := bufio.NewReader(c)
 	if err := readStatus(r); err != nil {
 		return nil, err
 	}
@@ -531,11 +586,16 @@ func readStatus(r *bufio.Reader) error {
 		return nil
 	case statusNotHeld:
 		return errNotHeld
+	case statusDenied:
+		return errDenied
 	}
 	return fmt.Errorf("peer answered status %d", s)
 }
 
-var errNotHeld = errors.New("does not serve the release")
+var (
+	errNotHeld = errors.New("does not serve the release")
+	errDenied  = errors.New("refused this host: no valid certificate (a deploy issues one to every host whose key the sender pins)")
+)
 
 // fillLocal copies the chunks this host holds into f (reflinked or
 // copied in the kernel, trusted as the kept images' verified manifests
@@ -673,14 +733,13 @@ func fetchRanges(ctx context.Context, o FetchOptions, f *os.File, m *image.Manif
 // fetchFrom takes ranges and fetches them from peer p on one connection.
 func fetchFrom(ctx context.Context, o FetchOptions, f *os.File, m *image.Manifest, p string,
 	take func() (chunkRange, bool), finish func(chunkRange, bool, string, int64)) error {
-	c, err := o.Dial(ctx, p)
+	c, r, err := open(ctx, o, p)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 	defer stop()
-	r := bufio.NewReaderSize(c, 256<<10)
 	d := &decoder{chunkSize: m.ChunkSize, buf: make([]byte, m.ChunkSize), comp: make([]byte, 0, m.ChunkSize)}
 	if o.Base != "" {
 		if bf, err := os.Open(o.BaseImage); err == nil {

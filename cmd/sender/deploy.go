@@ -200,6 +200,7 @@ func deployOptions(c *cli.Context) (o deploy.Options, pins *hostkey.Pins, addrs 
 	o.Encrypt = c.Bool("encrypt")
 	if !c.Bool("no-pointer") {
 		o.PointerFile = pointerPath(c.String("state-dir"), o.Group)
+		o.CertFile, o.HostPub = certsPath(c.String("state-dir"), o.Group), pins.Known
 	}
 	o.HostTimeout = c.Duration("host-timeout")
 	if o.Rate, err = parseRate(c.String("rate")); err != nil {
@@ -355,6 +356,11 @@ func groupKey(g *net.UDPAddr) string { return strings.ReplaceAll(g.String(), ":"
 // for group.
 func pointerPath(stateDir string, group *net.UDPAddr) string {
 	return filepath.Join(stateDir, "pointer-"+groupKey(group)+".json")
+}
+
+// certsPath names the file of the host certificates issued for group.
+func certsPath(stateDir string, group *net.UDPAddr) string {
+	return filepath.Join(stateDir, "certs-"+groupKey(group)+".json")
 }
 
 // lastBuildPath names the file that records the last image built for group.

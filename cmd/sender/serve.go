@@ -26,9 +26,9 @@ func serveCommand() *cli.Command {
 				return err
 			}
 			return deploy.Serve(c.Context, deploy.ServeOptions{Group: g, Iface: c.String("iface"),
-				PointerFile: pointerPath(c.String("state-dir"), g),
-				Images:      filepath.Join(c.String("state-dir"), "images", groupKey(g)),
-				Logger:      slog.New(slog.NewTextHandler(os.Stderr, nil))})
+				PointerFile: pointerPath(c.String("state-dir"), g), CertFile: certsPath(c.String("state-dir"), g),
+				Images: filepath.Join(c.String("state-dir"), "images", groupKey(g)),
+				Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
 		},
 	}
 }
