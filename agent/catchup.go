@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/loopcast/loopcast/control"
@@ -40,6 +41,9 @@ const (
 const (
 	answerTarget = 16
 	answerRate   = 20
+	// maxFetchPeers bounds the peers one fetch tries (at random among
+	// those that answered).
+	maxFetchPeers = 16
 )
 
 // catchUp brings the host to the fleet pointer's release when it lags:
@@ -60,6 +64,10 @@ type catchUp struct {
 
 	held  heldCache
 	certs *certStore
+	// receiving is set while the agent takes part in a session (from its
+	// registration until Receive returns)
+	receiving *atomic.Bool
+	queried   atomic.Int64 // Unix ms of this agent's last POINTER?
 }
 
 // catchUpResult is what one attempt came to.
@@ -125,6 +133,7 @@ func (c *catchUp) query() {
 	}
 	b, err := q.AppendBinary(nil)
 	if err == nil {
+		c.queried.Store(time.Now().UnixMilli())
 		_, err = c.conn.WriteTo(b, c.group)
 	}
 	if err != nil {
@@ -148,6 +157,10 @@ func (c *catchUp) attempt(ctx context.Context) catchUpResult {
 		return upToDate
 	}
 	attrs := []any{"release", p.Release, "seq", p.Seq, "current", st.Current}
+	if c.receiving != nil && c.receiving.Load() { // a deploy is bringing a release: it switches this host
+		c.log.Info("agent: behind the fleet, but a session is being received: catch-up waits", attrs...)
+		return tryAgain
+	}
 	var fetched *peer.Stats
 	if !c.holds(p.Release) {
 		stats, res := c.fetch(ctx, p, st.Current, attrs)
@@ -156,15 +169,28 @@ func (c *catchUp) attempt(ctx context.Context) catchUpResult {
 		}
 		fetched = stats
 	}
+	if err := ctx.Err(); err != nil {
+		return upToDate
+	}
 	c.fleet.switching.Lock()
 	defer c.fleet.switching.Unlock()
 	if c.fleet.superseded(p) { // a command came while the release was fetched
 		c.log.Info("agent: catch-up: a newer command came first; not switching", attrs...)
 		return upToDate
 	}
+	if st, err = c.store.State(); err == nil {
+		if id := newerPending(st, p.Release); id != "" { // a deploy in flight staged it: its ACTIVATE comes
+			c.log.Info("agent: catch-up waits: a newer release is staged, awaiting its deploy's switch", append(attrs, "staged", id)...)
+			return tryAgain
+		}
+	}
 	how := "activate"
 	err = c.store.Activate(p.Release)
-	if errors.Is(err, release.ErrDowngrade) { // a signed rollback: a newer pointer to an older release
+	if errors.Is(err, release.ErrDowngrade) {
+		if !p.Rollback { // only a signed rollback takes a host back
+			c.log.Warn("agent: the fleet pointer names a release older than current, and is not a rollback's: staying", append(attrs, "err", err)...)
+			return upToDate
+		}
 		how = "rollback"
 		_, err = c.store.Rollback(p.Release)
 	}
@@ -179,6 +205,29 @@ func (c *catchUp) attempt(ctx context.Context) catchUpResult {
 	}
 	c.log.Info("agent: caught up with the fleet", attrs...)
 	return upToDate
+}
+
+// newerPending returns a staged release, never activated, built after id
+// (by the signed manifests' build times): one a deploy in flight brought,
+// which catch-up must not push aside.
+func newerPending(st *release.State, id string) string {
+	built := int64(-1)
+	for _, e := range st.History {
+		if e.ID == id {
+			built = e.Built
+		}
+	}
+	for _, sid := range st.Staged {
+		if sid == id {
+			continue
+		}
+		for _, e := range st.History {
+			if e.ID == sid && !e.Retired && e.Quarantined == "" && e.Built > built {
+				return sid
+			}
+		}
+	}
+	return ""
 }
 
 // holds reports whether the store keeps release (staged or older).
@@ -198,6 +247,8 @@ func (c *catchUp) fetch(ctx context.Context, p *control.Pointer, current string,
 		c.log.Info("agent: behind the fleet, and no peer serves its release yet", attrs...)
 		return nil, tryAgain
 	}
+	rand.Shuffle(len(ips), func(i, j int) { ips[i], ips[j] = ips[j], ips[i] })
+	ips = ips[:min(len(ips), maxFetchPeers)]
 	addrs := make([]string, len(ips))
 	for i, ip := range ips {
 		addrs[i] = net.JoinHostPort(ip, strconv.Itoa(c.peerPort))
@@ -205,6 +256,7 @@ func (c *catchUp) fetch(ctx context.Context, p *control.Pointer, current string,
 	c.log.Info("agent: behind the fleet: fetching from peers", append(attrs, "peers", addrs)...)
 	local, bases := localImages(c.store, c.log)
 	out := c.store.IncomingPath() + ".catchup.img"
+	os.Remove(out)       // one a killed agent left: it must not count against the room
 	defer os.Remove(out) // staging renamed it, or it failed
 	// changed chunks come as deltas against the release this host serves
 	base := current
@@ -319,6 +371,11 @@ func (c *catchUp) takeControl(pkt []byte, from net.Addr, now time.Time) bool {
 		}
 		if _, err := c.fleet.Offer(a.Pointer, from.String()); err != nil {
 			c.log.Debug("agent: pointer answer ignored", "from", from.String(), "err", err)
+			return true
+		}
+		// a peer counts only as an answer to this agent's own query: an
+		// unsolicited answer (forged, say) must not fill the peer list
+		if now.Sub(time.UnixMilli(c.queried.Load())) > settle+time.Second {
 			return true
 		}
 		serves := ""

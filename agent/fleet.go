@@ -245,12 +245,19 @@ func (f *Fleet) servable(release string) bool {
 func (f *Fleet) notePeer(ip string, seq uint64, serves string, lastResort bool, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.peers) >= maxPeers {
-		for k, v := range f.peers { // forget the stalest
-			if now.Sub(v.at) > peerMaxAge || len(f.peers) >= maxPeers {
-				delete(f.peers, k)
+	for k, v := range f.peers { // forget what is too old to believe
+		if now.Sub(v.at) >= peerMaxAge {
+			delete(f.peers, k)
+		}
+	}
+	if _, known := f.peers[ip]; !known && len(f.peers) >= maxPeers {
+		oldest := ""
+		for k, v := range f.peers { // and the stalest, to make room
+			if oldest == "" || v.at.Before(f.peers[oldest].at) {
+				oldest = k
 			}
 		}
+		delete(f.peers, oldest)
 	}
 	f.peers[ip] = peerInfo{seq: seq, serves: serves, lastResort: lastResort, at: now}
 }

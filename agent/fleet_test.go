@@ -14,13 +14,18 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/control"
+	"github.com/loopcast/loopcast/release"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func signedPointer(t *testing.T, key ed25519.PrivateKey, group string, seq uint64, rel string, issued time.Time) []byte {
+	return signedPointerKind(t, key, group, seq, rel, issued, false)
+}
+
+func signedPointerKind(t *testing.T, key ed25519.PrivateKey, group string, seq uint64, rel string, issued time.Time, rollback bool) []byte {
 	t.Helper()
-	b, err := control.SignPointer(&control.Pointer{Seq: seq, Issued: issued.UnixMilli(), Group: group, Release: rel, Hosts: 3}, key)
+	b, err := control.SignPointer(&control.Pointer{Seq: seq, Issued: issued.UnixMilli(), Group: group, Release: rel, Hosts: 3, Rollback: rollback}, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,12 +180,17 @@ func TestCatchUpFromStore(t *testing.T) {
 	if res := cu.attempt(ctx); res != upToDate || a.served() != relB {
 		t.Fatalf("catch-up: result %v, serving %s, want B", res, a.served())
 	}
-	// a newer pointer naming A, older than current: a signed rollback
+	// a newer deploy pointer naming A, older than current, does not take
+	// the host back; a rollback's does
 	f.Offer(signedPointer(t, goldenKey, "web", 2, relA, a.now.Add(2*time.Second)), "x")
-	if res := cu.attempt(ctx); res != upToDate || a.served() != relA {
-		t.Fatalf("pointer back to A: result %v, serving %s", res, a.served())
+	if res := cu.attempt(ctx); res != upToDate || a.served() != relB {
+		t.Fatalf("deploy pointer to the older A: result %v, serving %s, want B still", res, a.served())
 	}
-	// a command after the pointer wins: ACTIVATE B issued after pointer #2
+	f.Offer(signedPointerKind(t, goldenKey, "web", 3, relA, a.now.Add(3*time.Second), true), "x")
+	if res := cu.attempt(ctx); res != upToDate || a.served() != relA {
+		t.Fatalf("rollback pointer back to A: result %v, serving %s", res, a.served())
+	}
+	// a command after the pointer wins: ACTIVATE B issued after pointer #3
 	a.now = a.now.Add(5 * time.Second)
 	if r, err := a.send(&control.Activate{Envelope: cmdEnv(), Release: relB}, goldenKey); err != nil || r.Outcome != control.OutcomeOK {
 		t.Fatalf("ACTIVATE B: %+v %v", r, err)
@@ -189,7 +199,7 @@ func TestCatchUpFromStore(t *testing.T) {
 		t.Errorf("a pointer older than the last command was acted on: serving %s", a.served())
 	}
 	// a release neither held nor served by any peer: tried again later
-	f.Offer(signedPointer(t, goldenKey, "web", 3, "0123456789abcdef", a.now.Add(time.Second)), "x")
+	f.Offer(signedPointer(t, goldenKey, "web", 4, "0123456789abcdef", a.now.Add(time.Second)), "x")
 	if res := cu.attempt(ctx); res != tryAgain || a.served() != relB {
 		t.Errorf("unknown release: result %v, serving %s; want tryAgain, B", res, a.served())
 	}
@@ -207,5 +217,25 @@ func TestCatchUpFromStore(t *testing.T) {
 	}
 	if _, ok := cu.held.source(cu, "0123456789abcdef"); ok {
 		t.Error("a release not held is served")
+	}
+}
+
+// TestNewerPending: a release a deploy in flight staged, built after the
+// pointer's, holds catch-up back; an older staged one, or a retired one,
+// does not.
+func TestNewerPending(t *testing.T) {
+	st := &release.State{Staged: []string{"c", "old", "gone"}, History: []release.Entry{
+		{ID: "a", Built: 100}, {ID: "b", Built: 200}, {ID: "c", Built: 300}, {ID: "old", Built: 50}, {ID: "gone", Built: 400, Retired: true},
+	}}
+	if got := newerPending(st, "b"); got != "c" {
+		t.Errorf("pointer to b with c staged: %q, want c", got)
+	}
+	st.Staged = []string{"old", "gone"}
+	if got := newerPending(st, "b"); got != "" {
+		t.Errorf("pointer to b with only older or retired staged: %q, want none", got)
+	}
+	st.Staged = []string{"b"}
+	if got := newerPending(st, "b"); got != "" {
+		t.Errorf("the pointer's own release staged: %q, want none", got)
 	}
 }

@@ -110,7 +110,9 @@ func (h *Handler) apply(c control.Command) *control.Reply {
 		h.fleet.switching.Lock()
 		defer h.fleet.switching.Unlock()
 		defer func() {
-			if err == nil {
+			// it obeyed when the host serves what the command named, even
+			// if something after the switch failed (retention, say)
+			if err == nil || h.servesCommanded(c) {
 				h.fleet.NoteCommand(e.IssuedAt())
 			}
 		}()
@@ -136,6 +138,21 @@ func (h *Handler) apply(c control.Command) *control.Reply {
 	r := h.reply(c, control.OutcomeOK, nil)
 	h.log.Info("control: command applied", append(attrs, "current", r.Current)...)
 	return r
+}
+
+// servesCommanded reports whether the store serves the release c named.
+func (h *Handler) servesCommanded(c control.Command) bool {
+	st, err := h.store.State()
+	if err != nil {
+		return false
+	}
+	switch c := c.(type) {
+	case *control.Activate:
+		return st.Current == c.Release
+	case *control.Rollback:
+		return c.To != "" && st.Current == c.To
+	}
+	return false
 }
 
 // status answers STATUS from the store's status.

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/loopcast/loopcast/control"
@@ -58,9 +59,10 @@ type RunConfig struct {
 	// port (the group's port+1) on every address; "off" serves none. Every
 	// agent of a group must use the same port.
 	PeerAddr string
-	metrics  *Metrics
-	fleet    *Fleet
-	doctor   *doctorState
+	metrics   *Metrics
+	fleet     *Fleet
+	doctor    *doctorState
+	receiving *atomic.Bool // in a session: catch-up does not switch meanwhile
 }
 
 // Run is the agent: it reconciles the store and reports ready, then
@@ -91,7 +93,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if cfg.fleet, err = LoadFleet(store.Root(), cfg.Keys, cfg.Group.String(), log); err != nil {
 		return err
 	}
-	cfg.doctor = &doctorState{iface: cfg.Iface}
+	cfg.doctor, cfg.receiving = &doctorState{iface: cfg.Iface}, &atomic.Bool{}
 	h, err := NewControl(ControlConfig{Store: store, Keys: cfg.Keys, Host: cfg.HostID,
 		Group: cfg.Group.String(), Version: cfg.Version, Logger: log, Fleet: cfg.fleet, doctor: cfg.doctor}, started)
 	if err != nil {
@@ -124,7 +126,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		g.Go(func() error { return cfg.metrics.Serve(ctx, cfg.MetricsAddr, log) })
 	}
 	cu := &catchUp{fleet: cfg.fleet, store: store, conn: ctl, group: control.Addr(cfg.Group), cfg: cfg, log: log,
-		certs: loadCerts(store.Root(), cfg.Keys, cfg.Group.String())}
+		certs: loadCerts(store.Root(), cfg.Keys, cfg.Group.String()), receiving: cfg.receiving}
 	g.Go(func() error {
 		return cu.certs.saveLoop(ctx, func(err error) { log.Warn("agent: cannot save host certificates", "err", err) })
 	})
@@ -223,7 +225,10 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 		// refuse, before receiving anything, an image the disk cannot hold
 		// (retiring releases kept only by --keep-for if the disk needs it)
 		// the image and the most the session's spool can take
-		Room: func(n int64) error { return refusal(store.MakeRoom(n)) },
+		Room: func(n int64) error {
+			cfg.receiving.Store(true) // joining a session: cleared when Receive returns
+			return refusal(store.MakeRoom(n))
+		},
 		Refused: func(session uint32, from net.Addr, rf *multicast.Refusal) {
 			cfg.metrics.refused(rf)
 			if err := store.NoteRefusal(fmt.Sprintf("session %08x from %v: %v", session, from, rf)); err != nil {
@@ -241,6 +246,7 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 		Logf:   func(f string, a ...any) { log.Debug(fmt.Sprintf(f, a...)) },
 		Warnf:  func(f string, a ...any) { log.Warn(fmt.Sprintf(f, a...)) },
 	})
+	cfg.receiving.Store(false)
 	cfg.metrics.received(res, err)
 	if err != nil {
 		return 0, err

@@ -37,7 +37,8 @@
 //	POINTER (sender -> agents, and verbatim agent -> agent); deploy id: seq
 //	16  issued i64 (Unix ms)   24  group name, release name,
 //	    manifest digest [32] (zero: not known to the sender),
-//	    hosts u32, scheme u8 (1), public key [32], signature [64] over
+//	    hosts u32, kind u8 (0 deploy, 1 rollback), scheme u8 (1),
+//	    public key [32], signature [64] over
 //	    every byte before it
 //	POINTER? (agent -> group, unsigned): group name, have u64 (its seq)
 //	POINTER-ANSWER (agent or sender serve -> asker, unsigned): flags u8

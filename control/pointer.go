@@ -23,7 +23,8 @@ import (
 // Its encoding (after the common header, whose deploy field is Seq):
 //
 //	issued u64 (Unix ms) | group name | release name | manifest digest [32]
-//	| hosts u32 | scheme u8 (1) | public key [32] | signature [64]
+//	| hosts u32 | kind u8 (0 deploy, 1 rollback) | scheme u8 (1)
+//	| public key [32] | signature [64]
 //
 // The signature covers every byte before it.
 type Pointer struct {
@@ -35,9 +36,12 @@ type Pointer struct {
 	// (image.Manifest.Digest): a host fetching the release from a peer
 	// takes only that manifest.
 	Digest [sha256.Size]byte
-	// Hosts is how many hosts the deploy addressed: agents size their
-	// share of answers to a pointer query by it.
+	// Hosts is how many hosts the sender knows in the group: agents size
+	// their share of answers to a pointer query by it.
 	Hosts uint32
+	// Rollback marks a rollback's pointer: only it may take a host to a
+	// release older than the one it serves.
+	Rollback bool
 
 	PublicKey ed25519.PublicKey
 	Signature []byte
@@ -75,6 +79,11 @@ func (p *Pointer) appendSigned(b []byte) ([]byte, error) {
 	b = appendName(b, p.Release)
 	b = append(b, p.Digest[:]...)
 	b = binary.BigEndian.AppendUint32(b, p.Hosts)
+	kind := byte(0)
+	if p.Rollback {
+		kind = 1
+	}
+	b = append(b, kind)
 	return append(append(b, schemeEd25519), p.PublicKey...), nil
 }
 
@@ -105,6 +114,13 @@ func ParsePointer(b []byte) (*Pointer, error) {
 	p.Release = r.name("release", false)
 	copy(p.Digest[:], r.take("digest", sha256.Size))
 	p.Hosts = r.u32("hosts")
+	switch k := r.u8("kind"); {
+	case r.err != nil:
+	case k > 1:
+		r.fail("pointer kind %d", k)
+	default:
+		p.Rollback = k == 1
+	}
 	if s := r.u8("scheme"); r.err == nil && s != schemeEd25519 {
 		r.fail("pointer signature scheme %d", s)
 	}

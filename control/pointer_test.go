@@ -10,7 +10,7 @@ import (
 func TestPointerRoundTrip(t *testing.T) {
 	_, key, _ := ed25519.GenerateKey(nil)
 	_, other, _ := ed25519.GenerateKey(nil)
-	p := &Pointer{Seq: 42, Issued: time.Now().UnixMilli(), Group: "239.192.0.1:5000", Release: "0123456789abcdef", Hosts: 2000}
+	p := &Pointer{Seq: 42, Issued: time.Now().UnixMilli(), Group: "239.192.0.1:5000", Release: "0123456789abcdef", Hosts: 2000, Rollback: true}
 	p.Digest[0], p.Digest[31] = 1, 2
 	b, err := SignPointer(p, key)
 	if err != nil {
@@ -20,7 +20,7 @@ func TestPointerRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Seq != 42 || got.Release != p.Release || got.Group != p.Group || got.Digest != p.Digest || got.Hosts != 2000 || got.Issued != p.Issued {
+	if got.Seq != 42 || got.Release != p.Release || got.Group != p.Group || got.Digest != p.Digest || got.Hosts != 2000 || got.Issued != p.Issued || !got.Rollback {
 		t.Errorf("round trip: got %+v, want %+v", got, p)
 	}
 	pub := key.Public().(ed25519.PublicKey)

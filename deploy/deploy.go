@@ -108,6 +108,9 @@ type Options struct {
 	// on a certificate.
 	CertFile string
 	HostPub  func(host string) (ed25519.PublicKey, bool)
+	// GroupSize is how many hosts the sender knows in the group (its
+	// pinned keys), for the pointer; the deploy's hosts when fewer.
+	GroupSize int
 }
 
 // Progress is a snapshot of a running deploy.
@@ -263,7 +266,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.PointerFile != "" && res.Outcome != OutcomeNone && res.Halted == "" {
 		digest, derr := o.Manifest.Digest()
 		if derr == nil {
-			_, derr = Publish(cmd, o.PointerFile, res.ReleaseID, digest, hostIDs(res.Hosts), o.Encrypt)
+			_, derr = Publish(cmd, o.PointerFile, res.ReleaseID, digest, hostIDs(res.Hosts), o.GroupSize, false, o.Encrypt)
 		}
 		if derr == nil && o.CertFile != "" && o.HostPub != nil {
 			var n int

@@ -24,6 +24,7 @@ type Fleet struct {
 	// PointerFile, when set, records the group's fleet pointer: a rollback
 	// that switched hosts publishes a pointer to its target.
 	PointerFile string
+	GroupSize   int // the hosts the sender knows in the group, for the pointer
 	Cmd         Commander // Timeout, HostKeys, Unicast, Logf and Warnf are used; the rest is set by open
 }
 
@@ -219,7 +220,7 @@ func (f *Fleet) Rollback(ctx context.Context, to string) (string, []HostResult, 
 	if o, _ := OutcomeOf(out); o != OutcomeNone && f.PointerFile != "" {
 		// the sender may not hold the target's manifest: hosts check its id
 		// and signature instead of a digest
-		if _, perr := Publish(c, f.PointerFile, to, [32]byte{}, hostIDs(out), true); perr != nil {
+		if _, perr := Publish(c, f.PointerFile, to, [32]byte{}, hostIDs(out), f.GroupSize, true, true); perr != nil {
 			c.warnf("rollback: the fleet pointer was not published: %v", perr)
 		}
 	}

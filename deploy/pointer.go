@@ -56,16 +56,22 @@ func ReadPointer(path string) (*PointerRecord, error) {
 // group, and by unicast to every host c knows an address for. Its sequence
 // number is above the last recorded and at least the time in milliseconds,
 // so it grows across state directories too.
-func Publish(c *Commander, path, release string, digest [sha256.Size]byte, hosts []string, sealed bool) (*control.Pointer, error) {
+// A rollback's pointer says so: only it takes hosts to an older release.
+// groupSize, when above len(hosts), is the hosts the sender knows in the
+// group (agents size their share of pointer answers by it).
+func Publish(c *Commander, path, release string, digest [sha256.Size]byte, hosts []string, groupSize int, rollback, sealed bool) (*control.Pointer, error) {
 	last, err := ReadPointer(path)
 	if err != nil {
 		return nil, err
 	}
 	now := time.Now()
 	p := &control.Pointer{Seq: uint64(now.UnixMilli()), Issued: now.UnixMilli(), Group: c.Group, Release: release,
-		Digest: digest, Hosts: uint32(len(hosts))}
+		Digest: digest, Hosts: uint32(max(len(hosts), groupSize)), Rollback: rollback}
 	if last != nil && last.Seq >= p.Seq {
 		p.Seq = last.Seq + 1
+	}
+	if last != nil && !last.Issued.Before(now) { // a clock stepped back: still issued after the last
+		p.Issued = last.Issued.UnixMilli() + 1
 	}
 	pkt, err := control.SignPointer(p, c.Key)
 	if err != nil {

@@ -105,6 +105,13 @@ func (p *Pins) Pin(id string, pub ed25519.PublicKey) {
 	p.keys[id], p.fixed[id] = pub, true
 }
 
+// Len is how many hosts have a pinned key.
+func (p *Pins) Len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.keys)
+}
+
 // Known returns id's pinned key.
 func (p *Pins) Known(id string) (ed25519.PublicKey, bool) {
 	p.mu.Lock()

@@ -141,11 +141,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			// out of file descriptors, say: wait, as net/http does, rather
+			// than stop serving for good
+			s.log().Warn("peer: accept failed; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Second):
 			}
-			return fmt.Errorf("peer: accept: %w", err)
+			continue
 		}
 		addr := hostOf(c.RemoteAddr())
 		if !s.admit(addr) {
@@ -295,6 +299,12 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) error {
 		}
 		if err := w.Flush(); err != nil {
 			return err
+		}
+		// files are held only while a request runs: a client keeping its
+		// connection open must not keep a retired release's blocks
+		for id, f := range files {
+			f.Close()
+			delete(files, id)
 		}
 	}
 	return ctx.Err()
@@ -514,6 +524,9 @@ func Fetch(ctx context.Context, o FetchOptions) (m *image.Manifest, st Stats, er
 		return nil, st, err
 	}
 	if err = fetchRanges(ctx, o, f, m, peers, ranges(need, cmp.Or(o.Range, RangeChunks)), &st, logf); err != nil {
+		return nil, st, err
+	}
+	if err = ctx.Err(); err != nil {
 		return nil, st, err
 	}
 	if err = f.Sync(); err != nil {
@@ -752,6 +765,9 @@ func fetchFrom(ctx context.Context, o FetchOptions, f *os.File, m *image.Manifes
 		base = ""
 	}
 	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		rg, ok := take()
 		if !ok {
 			return nil

@@ -200,7 +200,7 @@ func deployOptions(c *cli.Context) (o deploy.Options, pins *hostkey.Pins, addrs 
 	o.Encrypt = c.Bool("encrypt")
 	if !c.Bool("no-pointer") {
 		o.PointerFile = pointerPath(c.String("state-dir"), o.Group)
-		o.CertFile, o.HostPub = certsPath(c.String("state-dir"), o.Group), pins.Known
+		o.CertFile, o.HostPub, o.GroupSize = certsPath(c.String("state-dir"), o.Group), pins.Known, pins.Len()
 	}
 	o.HostTimeout = c.Duration("host-timeout")
 	if o.Rate, err = parseRate(c.String("rate")); err != nil {

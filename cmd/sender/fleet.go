@@ -40,7 +40,7 @@ func fleet(c *cli.Context) (*deploy.Fleet, *hostkey.Pins, error) {
 	}
 	// only replies signed by a host's pinned key count (a listed host is
 	// pinned on first contact): made-up hosts cannot steer a rollback
-	return &deploy.Fleet{Group: g, Iface: c.String("iface"), TTL: c.Int("ttl"), Hosts: inv.ids, Key: key,
+	return &deploy.Fleet{Group: g, Iface: c.String("iface"), TTL: c.Int("ttl"), Hosts: inv.ids, Key: key, GroupSize: pins.Len(),
 		Audit: filepath.Join(c.String("state-dir"), "audit.log"), PointerFile: pointerPath(c.String("state-dir"), g),
 		Cmd: deploy.Commander{Timeout: c.Duration("timeout"), Unicast: addrs.Map(inv.ids), HostKeys: hostKeyPolicy(pins, inv.ids, c.Bool("allow-new-hosts")),
 			Warnf: func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, "warning: "+f+"\n", a...) }}}, pins, nil
