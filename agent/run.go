@@ -58,7 +58,7 @@ type RunConfig struct {
 	// peers on, for hosts catching up with the fleet: "" means the control
 	// port (the group's port+1) on every address; "off" serves none. Every
 	// agent of a group must use the same port.
-	PeerAddr string
+	PeerAddr  string
 	metrics   *Metrics
 	fleet     *Fleet
 	doctor    *doctorState

@@ -24,7 +24,7 @@ type Fleet struct {
 	// PointerFile, when set, records the group's fleet pointer: a rollback
 	// that switched hosts publishes a pointer to its target.
 	PointerFile string
-	GroupSize   int // the hosts the sender knows in the group, for the pointer
+	GroupSize   int       // the hosts the sender knows in the group, for the pointer
 	Cmd         Commander // Timeout, HostKeys, Unicast, Logf and Warnf are used; the rest is set by open
 }
 

@@ -86,7 +86,9 @@ func (s *Server) authenticate(w *bufio.Writer, q request, challenge [16]byte) er
 	return w.Flush()
 }
 
-func proofMessage(challenge [16]byte) []byte { return append(append([]byte(nil), authContext...), challenge[:]...) }
+func proofMessage(challenge [16]byte) []byte {
+	return append(append([]byte(nil), authContext...), challenge[:]...)
+}
 
 // CheckProof is the usual Authorize: cert must be a host certificate
 // signed by one of keys for group and good now, and sig its host key's

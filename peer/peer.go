@@ -108,7 +108,7 @@ type Server struct {
 	Authorize func(cert, msg, sig []byte) error
 	// Certs returns the certificate the server keeps for a host, nil if
 	// none: a host that lost its own asks for it.
-	Certs func(host string) []byte
+	Certs  func(host string) []byte
 	Logger *slog.Logger
 
 	mu     sync.Mutex
