@@ -44,6 +44,9 @@
 //	POINTER-ANSWER (agent or sender serve -> asker, unsigned): flags u8
 //	    (bit 0: serves the release to peers, bit 1: a source of last
 //	    resort), pointer length u16, the POINTER
+//	HOST-CERT (sender -> agents): issued u64, expires u64 (Unix ms), group
+//	    name, host name, host key [32], scheme u8 (1), release public key
+//	    [32], signature [64] over every byte before it (HostCert)
 //
 // # Trust
 //
