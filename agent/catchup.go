@@ -184,15 +184,27 @@ func (c *catchUp) attempt(ctx context.Context) catchUpResult {
 			return tryAgain
 		}
 	}
+	// checked again under the store's lock: a `receiver rollback` in
+	// another process wins, before or after
+	guard := func() error {
+		if c.fleet.superseded(p) {
+			return errOverruled
+		}
+		return nil
+	}
 	how := "activate"
-	err = c.store.Activate(p.Release)
+	err = c.store.ActivateGuarded(p.Release, guard)
 	if errors.Is(err, release.ErrDowngrade) {
 		if !p.Rollback { // only a signed rollback takes a host back
 			c.log.Warn("agent: the fleet pointer names a release older than current, and is not a rollback's: staying", append(attrs, "err", err)...)
 			return upToDate
 		}
 		how = "rollback"
-		_, err = c.store.Rollback(p.Release)
+		_, err = c.store.RollbackGuarded(p.Release, guard)
+	}
+	if errors.Is(err, errOverruled) {
+		c.log.Info("agent: catch-up: a local rollback came first; not switching", attrs...)
+		return upToDate
 	}
 	if err != nil {
 		c.log.Error("agent: catch-up cannot switch", append(attrs, "err", err)...)
@@ -206,6 +218,9 @@ func (c *catchUp) attempt(ctx context.Context) catchUpResult {
 	c.log.Info("agent: caught up with the fleet", attrs...)
 	return upToDate
 }
+
+// errOverruled stops a catch-up switch that a command overruled.
+var errOverruled = errors.New("agent: a newer command overruled the fleet pointer")
 
 // newerPending returns a staged release, never activated, built after id
 // (by the signed manifests' build times): one a deploy in flight brought,

@@ -184,28 +184,36 @@ func (f *Fleet) NoteCommand(issued time.Time) {
 }
 
 // NoteLocalCommand records, in root, that an operator switched the host by
-// hand at now (`receiver rollback`): the agent does not act on a pointer
-// issued before it.
-func NoteLocalCommand(root string, now time.Time) error {
-	return atomicfile.WriteFile(filepath.Join(root, LocalCommandFile), []byte(strconv.FormatInt(now.UnixMilli(), 10)+"\n"), 0o644)
+// hand (`receiver rollback`): the agent does not act on any pointer it held
+// then, nor an older one. It records the held pointer's sequence number,
+// not a time: the host's clock is not the sender's.
+func NoteLocalCommand(root string) error {
+	seq := uint64(0)
+	if s, err := ReadSync(root, "", time.Now()); err == nil {
+		seq = s.Seq
+	}
+	return atomicfile.WriteFile(filepath.Join(root, LocalCommandFile), []byte(strconv.FormatUint(seq, 10)+"\n"), 0o644)
 }
 
-func (f *Fleet) localCommand() int64 {
+// localCommand is the sequence number NoteLocalCommand recorded; 0 when
+// none. A pointer at or below it was overruled by hand.
+func (f *Fleet) localCommand() uint64 {
 	b, err := os.ReadFile(filepath.Join(f.root, LocalCommandFile))
 	if err != nil {
 		return 0
 	}
-	ms, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-	return ms
+	seq, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	return seq
 }
 
-// superseded reports whether p was issued before the newest command this
-// host obeyed (from the sender or by hand).
+// superseded reports whether a command this host obeyed came after p:
+// one from the sender issued after it (the sender's clock on both), or a
+// local rollback made while p, or a newer pointer, was held.
 func (f *Fleet) superseded(p *control.Pointer) bool {
 	f.mu.Lock()
 	last := f.rec.LastCommand
 	f.mu.Unlock()
-	return p.Issued <= max(last, f.localCommand())
+	return p.Issued <= last || p.Seq <= f.localCommand()
 }
 
 func (f *Fleet) markFailed(p *control.Pointer, err error) {
@@ -323,7 +331,7 @@ func (f *Fleet) Sync(current string, now time.Time) SyncState {
 	switch {
 	case current == p.Release:
 		s.InSync = true
-	case p.Issued <= max(rec.LastCommand, f.localCommand()):
+	case p.Issued <= rec.LastCommand || p.Seq <= f.localCommand():
 		s.InSync, s.Superseded = current != "", true
 	default:
 		s.Behind = max(now.Sub(learned), 0)

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -98,11 +99,16 @@ func TestFleetPointer(t *testing.T) {
 	if f3.superseded(p3) {
 		t.Fatal("superseded with no command")
 	}
-	if err := NoteLocalCommand(root3, time.Now()); err != nil {
+	if err := NoteLocalCommand(root3); err != nil {
 		t.Fatal(err)
 	}
 	if !f3.superseded(p3) {
-		t.Error("a local rollback after the pointer does not supersede it")
+		t.Error("a local rollback while the pointer was held does not supersede it")
+	}
+	// a newer pointer (a later deploy or rollback) is acted on again
+	f3.Offer(signedPointer(t, goldenKey, "web", 6, "cccccccccccccccc", time.Now().Add(-time.Hour)), "x")
+	if p, _ := f3.Pointer(); f3.superseded(p) {
+		t.Error("a pointer newer than the local rollback is superseded (by the host's clock?)")
 	}
 	// the sender's `sender serve` is used only when no peer serves
 	f2.notePeer("10.0.0.1", 11, "bbbbbbbbbbbbbbbb", true, now)
@@ -205,6 +211,30 @@ func TestCatchUpFromStore(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(a.store.Root(), FleetFile)); err != nil {
 		t.Errorf("no fleet record: %v", err)
+	}
+
+	// a local rollback (another process) wins over a pointer it held:
+	// the guard runs under the store's lock, so even one made after
+	// catch-up's first check stops the switch
+	f.Offer(signedPointer(t, goldenKey, "web", 5, relA, a.now.Add(time.Minute)), "x")
+	if err := NoteLocalCommand(a.store.Root()); err != nil {
+		t.Fatal(err)
+	}
+	if res := cu.attempt(ctx); res != upToDate || a.served() != relB {
+		t.Errorf("after a local rollback: result %v, serving %s, want B", res, a.served())
+	}
+	p5, _ := f.Pointer()
+	err := a.store.ActivateGuarded(relA, func() error {
+		if f.superseded(p5) {
+			return errOverruled
+		}
+		return nil
+	})
+	if !errors.Is(err, errOverruled) || a.served() != relB {
+		t.Errorf("guarded switch after a local rollback: %v, serving %s", err, a.served())
+	}
+	if st, _ := a.store.State(); st.LastError != "" && strings.Contains(st.LastError, "overruled") {
+		t.Errorf("a stopped guarded switch was recorded as the store's error: %q", st.LastError)
 	}
 
 	// only releases received in the clear are served to peers

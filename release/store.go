@@ -2,6 +2,7 @@ package release
 
 import (
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -196,6 +197,10 @@ func (s *Store) transact(op string, fn func(st *State) (changed bool, err error)
 	changed, opErr := fn(st)
 	if !changed && opErr == nil {
 		return nil
+	}
+	var ge guardError
+	if errors.As(opErr, &ge) { // a guarded switch stopped: not a failure of the store
+		return ge.err
 	}
 	if opErr != nil {
 		st.LastError = opErr.Error() // the caller logs and reports opErr

@@ -14,8 +14,19 @@ import (
 // atomically and the previous current becomes the rollback target. A
 // release older than current is refused with ErrDowngrade; only Rollback
 // may name it. Activating the current release does nothing.
-func (s *Store) Activate(id string) error {
+func (s *Store) Activate(id string) error { return s.ActivateGuarded(id, nil) }
+
+// ActivateGuarded is Activate that first calls guard, when set, under the
+// store's lock (so after any switch another process, `receiver rollback`
+// say, made or is making): an error from guard switches nothing and is
+// returned.
+func (s *Store) ActivateGuarded(id string, guard func() error) error {
 	return s.update("activate", func(st *State) error {
+		if guard != nil {
+			if err := guard(); err != nil {
+				return guardError{err}
+			}
+		}
 		e, err := s.target(st, id)
 		if err != nil || id == st.Current {
 			return err
@@ -37,8 +48,16 @@ func (s *Store) Activate(id string) error {
 // It applies no retention (a local `receiver rollback` does not know the
 // agent's Keep); the next activation does. It returns the release now
 // current.
-func (s *Store) Rollback(to string) (string, error) {
+func (s *Store) Rollback(to string) (string, error) { return s.RollbackGuarded(to, nil) }
+
+// RollbackGuarded is Rollback with a guard, as ActivateGuarded.
+func (s *Store) RollbackGuarded(to string, guard func() error) (string, error) {
 	err := s.update("rollback", func(st *State) error {
+		if guard != nil {
+			if err := guard(); err != nil {
+				return guardError{err}
+			}
+		}
 		if to == "" {
 			to = st.Previous
 		}
@@ -147,3 +166,9 @@ func (s *Store) idAt(st *State, path string) string {
 	}
 	return ""
 }
+
+// guardError is a guard's refusal: nothing changed, nothing is recorded.
+type guardError struct{ err error }
+
+func (g guardError) Error() string { return g.err.Error() }
+func (g guardError) Unwrap() error { return g.err }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/loopcast/loopcast/agent"
 
@@ -28,7 +27,7 @@ func rollbackCommand() *cli.Command {
 			}
 			// first: the agent's catch-up must not switch the host back to
 			// a fleet pointer issued before this decision
-			if err := agent.NoteLocalCommand(s.Root(), time.Now()); err != nil {
+			if err := agent.NoteLocalCommand(s.Root()); err != nil {
 				return fmt.Errorf("rollback: %w", err)
 			}
 			to, err := s.Rollback(c.String("to"))
