@@ -102,10 +102,11 @@ func (r *receiver) onQuietStatus(s *Status, now time.Time) {
 			r.probeAt, r.probeRound = now.Add(rand.N(nackSpread)), s.Round
 		}
 	case s.Summary:
-		// a host silenced round after round still answers once it has
-		// sent nothing for silencedHeartbeat: the sender hears nothing
-		// else from it, and drops a host silent for its HostTimeout
-		if !r.nackAt.IsZero() && r.nackRound == s.Round && r.silentFor(now) < silencedHeartbeat && r.covered(s) {
+		// a host silenced round after round keeps the sender hearing it
+		// by its own heartbeat (heartbeatDue), spread in time, not by
+		// answering a round: in a slow session every host would cross its
+		// silence limit between the same two rounds
+		if !r.nackAt.IsZero() && r.nackRound == s.Round && r.covered(s) {
 			r.nackAt, r.nackDone = time.Time{}, s.Round
 			r.res.Suppressed++
 		}
@@ -121,6 +122,31 @@ func (r *receiver) onQuietStatus(s *Status, now time.Time) {
 		}
 		r.nackAt, r.nackRound = now.Add(backoff(s.Hosts)), s.Round
 	}
+}
+
+// heartbeatRound is the round a heartbeat NACK names: none the sender
+// runs (rounds count from 1), so it counts as the host's life and in no
+// round's feedback.
+const heartbeatRound = 0
+
+// heartbeatDue reports whether a host that summaries have silenced is due
+// a heartbeat: it has sent nothing for its own hbAfter (drawn once, in
+// (silencedHeartbeat-heartbeatEvery, silencedHeartbeat]), so the sender,
+// which drops a host silent for its HostTimeout, hears it in time, and the
+// group's heartbeats spread over heartbeatEvery instead of meeting in one
+// round.
+func (r *receiver) heartbeatDue(now time.Time) bool {
+	return r.registered && r.doneAt.IsZero() && !r.res.Unicast && r.res.Suppressed > 0 &&
+		r.hbAfter > 0 && r.silentFor(now) >= r.hbAfter
+}
+
+// heartbeat sends a heartbeat when one is due.
+func (r *receiver) heartbeat(now time.Time) {
+	if !r.heartbeatDue(now) {
+		return
+	}
+	r.lastAnswer = now
+	r.send(&Nack{Host: r.opts.HostID, Round: heartbeatRound, Loss: r.seq.lossPermille(), Parts: 1})
 }
 
 // silentFor is how long the host has sent no NACK (since it began, when

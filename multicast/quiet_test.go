@@ -83,25 +83,35 @@ func TestSummaryCovers(t *testing.T) {
 // the sender drops it.
 func TestSummarySparesHeartbeat(t *testing.T) {
 	ts := newTestSession(t, nil)
-	r := &receiver{st: newStore(ts.m, &Announce{SymbolSize: 1408, BlockSymbols: 64}, nil, nil)}
+	r := &receiver{st: newStore(ts.m, &Announce{SymbolSize: 1408, BlockSymbols: 64}, nil, nil), registered: true,
+		hbAfter: silencedHeartbeat - heartbeatEvery/2}
 	for i := 1; i < len(r.st.chunks); i++ {
 		r.st.chunks[i].done = true // chunk 0 lacked whole
 	}
 	now := time.Now()
-	for _, tc := range []struct {
-		lastAnswer time.Duration
-		suppressed bool
-	}{{time.Second, true}, {heartbeatEvery + time.Second, true}, {silencedHeartbeat + time.Second, false}} {
+	// a summary covering the host's needs silences it, however long it
+	// has been silent: its own heartbeat keeps the sender hearing it
+	for _, ago := range []time.Duration{time.Second, heartbeatEvery + time.Second, silencedHeartbeat + time.Second} {
 		r.nackAt, r.nackDone, r.res.Suppressed = time.Time{}, 0, 0
-		r.lastAnswer = now.Add(-tc.lastAnswer)
+		r.lastAnswer = now.Add(-ago)
 		r.onQuietStatus(&Status{Round: 7, Quiet: true, Hosts: 200}, now)
 		if r.nackAt.IsZero() {
 			t.Fatal("a host lacking a chunk does not plan an answer to a quiet round")
 		}
 		r.onQuietStatus(&Status{Round: 7, Quiet: true, Hosts: 200, Summary: true, Chunks: []Range{{0, 1}}}, now)
-		if got := r.nackAt.IsZero(); got != tc.suppressed {
-			t.Errorf("last answer %v ago: suppressed %v, want %v", tc.lastAnswer, got, tc.suppressed)
+		if !r.nackAt.IsZero() {
+			t.Errorf("last answer %v ago: not suppressed by a covering summary", ago)
 		}
+		if due := r.heartbeatDue(now); due != (ago >= r.hbAfter) {
+			t.Errorf("last answer %v ago (heartbeat after %v): heartbeat due %v", ago, r.hbAfter, due)
+		}
+	}
+	// the heartbeat's round is none the sender runs: it counts as life,
+	// not in a round's feedback
+	s := &sender{round: 3}
+	s.countFeedback(heartbeatRound)
+	if s.stats.Feedback != 1 || s.stats.FeedbackMax != 0 {
+		t.Errorf("a heartbeat counted %d in all, %d in a round; want 1, 0", s.stats.Feedback, s.stats.FeedbackMax)
 	}
 }
 

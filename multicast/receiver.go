@@ -243,7 +243,8 @@ type receiver struct {
 	foreign    versionNotes
 	probeAt    time.Time // when to answer the pending probe; zero: none
 	probeRound uint32
-	nackAt     time.Time // when to answer the pending STATUS; zero: none
+	nackAt     time.Time     // when to answer the pending STATUS; zero: none
+	hbAfter    time.Duration // silence after which a silenced host sends a heartbeat (heartbeatDue)
 	nackRound  uint32
 	jobs       chan decodeJob // to the decoders; nil until the manifest is in
 	results    chan decodeResult
@@ -378,6 +379,7 @@ func (r *receiver) tick(now time.Time) error {
 	}
 	r.answerStatus(now)
 	r.answerProbe(now)
+	r.heartbeat(now)
 	if !r.doneAt.IsZero() && !r.acked && now.Sub(r.lastDone) >= completeEvery {
 		r.sendComplete(now)
 	}
@@ -394,6 +396,13 @@ func (r *receiver) wakeIn(now time.Time) time.Duration {
 	}
 	if !r.nackAt.IsZero() {
 		return r.nackAt.Sub(now)
+	}
+	if r.registered && r.doneAt.IsZero() && r.res.Suppressed > 0 && r.hbAfter > 0 && !r.res.Unicast {
+		last := r.lastAnswer
+		if last.IsZero() {
+			last = r.begin
+		}
+		return min(max(last.Add(r.hbAfter).Sub(now), 0), r.heard.Add(r.opts.SenderTimeout).Sub(now)+time.Millisecond)
 	}
 	if !r.doneAt.IsZero() {
 		return completeEvery
@@ -446,6 +455,7 @@ func (r *receiver) handle(p packet, now time.Time) error {
 		if m.Host == r.opts.HostID && r.st != nil && r.takeKey(m) {
 			if !r.registered { // heartbeats of a large group spread over heartbeatEvery
 				r.lastAnswer = now.Add(-rand.N(heartbeatEvery))
+				r.hbAfter = silencedHeartbeat - rand.N(heartbeatEvery)
 			}
 			r.registered = true
 		}
