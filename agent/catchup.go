@@ -222,10 +222,20 @@ func (c *catchUp) attempt(ctx context.Context) catchUpResult {
 // errOverruled stops a catch-up switch that a command overruled.
 var errOverruled = errors.New("agent: a newer command overruled the fleet pointer")
 
-// newerPending returns a staged release, never activated, built after id
-// (by the signed manifests' build times): one a deploy in flight brought,
-// which catch-up must not push aside.
+// pendingHold is how long a staged release, newer than the pointer's, holds
+// catch-up back: a deploy switches its hosts within it; one staged longer
+// ago belongs to a deploy that stopped (a halted rollout) and must not keep
+// the host behind the fleet for good.
+const pendingHold = 30 * time.Minute
+
+// newerPending returns a release staged within pendingHold, never
+// activated, built after id (by the signed manifests' build times): one a
+// deploy in flight brought, which catch-up must not push aside.
 func newerPending(st *release.State, id string) string {
+	return newerPendingAt(st, id, time.Now())
+}
+
+func newerPendingAt(st *release.State, id string, now time.Time) string {
 	built := int64(-1)
 	for _, e := range st.History {
 		if e.ID == id {
@@ -237,7 +247,7 @@ func newerPending(st *release.State, id string) string {
 			continue
 		}
 		for _, e := range st.History {
-			if e.ID == sid && !e.Retired && e.Quarantined == "" && e.Built > built {
+			if e.ID == sid && !e.Retired && e.Quarantined == "" && e.Built > built && now.Sub(e.StagedAt) < pendingHold {
 				return sid
 			}
 		}

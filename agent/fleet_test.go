@@ -254,11 +254,17 @@ func TestCatchUpFromStore(t *testing.T) {
 // pointer's, holds catch-up back; an older staged one, or a retired one,
 // does not.
 func TestNewerPending(t *testing.T) {
+	now := time.Now()
 	st := &release.State{Staged: []string{"c", "old", "gone"}, History: []release.Entry{
-		{ID: "a", Built: 100}, {ID: "b", Built: 200}, {ID: "c", Built: 300}, {ID: "old", Built: 50}, {ID: "gone", Built: 400, Retired: true},
+		{ID: "a", Built: 100}, {ID: "b", Built: 200}, {ID: "c", Built: 300, StagedAt: now.Add(-time.Minute)}, {ID: "old", Built: 50},
+		{ID: "gone", Built: 400, Retired: true},
 	}}
 	if got := newerPending(st, "b"); got != "c" {
 		t.Errorf("pointer to b with c staged: %q, want c", got)
+	}
+	// staged long ago: a deploy that stopped (a halted rollout) holds nothing back
+	if got := newerPendingAt(st, "b", now.Add(pendingHold)); got != "" {
+		t.Errorf("c staged %v ago still holds catch-up back", pendingHold)
 	}
 	st.Staged = []string{"old", "gone"}
 	if got := newerPending(st, "b"); got != "" {
