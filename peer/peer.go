@@ -86,6 +86,9 @@ const (
 	// per-request deadline bounds a slow peer.
 	IdleTimeout    = 30 * time.Second
 	RequestTimeout = 60 * time.Second
+	// MaxConnLife ends a connection however busy: a fetch opens new ones,
+	// a client cannot hold one of the few for good.
+	MaxConnLife = 10 * time.Minute
 	// Peers is how many peers a fetch uses at once.
 	Peers = 4
 )
@@ -213,7 +216,11 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) error {
 		return err
 	}
 	authed := s.Authorize == nil
+	opened := time.Now()
 	for ctx.Err() == nil {
+		if time.Since(opened) > MaxConnLife {
+			return errors.New("peer: connection open too long")
+		}
 		c.SetReadDeadline(time.Now().Add(IdleTimeout))
 		q, err := readRequest(r)
 		if err != nil {
