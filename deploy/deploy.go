@@ -268,13 +268,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if derr == nil {
 			_, derr = Publish(cmd, o.PointerFile, res.ReleaseID, digest, hostIDs(res.Hosts), o.GroupSize, false, o.Encrypt)
 		}
-		if derr == nil && o.CertFile != "" && o.HostPub != nil {
-			var n int
-			n, derr = IssueCerts(cmd, o.CertFile, hostIDs(res.Hosts), o.HostPub)
-			o.logf("deploy: %d host certificates issued", n)
-		}
 		if derr != nil {
 			o.warnf("deploy: the fleet pointer was not published: %v (hosts that missed the deploy will not catch up on their own)", derr)
+		} else if o.CertFile != "" && o.HostPub != nil {
+			n, cerr := IssueCerts(cmd, o.CertFile, hostIDs(res.Hosts), o.HostPub)
+			o.logf("deploy: %d host certificates issued", n)
+			if cerr != nil {
+				o.warnf("deploy: host certificates: %v (a host without one is not served by its peers)", cerr)
+			}
 		}
 	}
 	return res, err
