@@ -4,12 +4,16 @@
 // once, checking every chunk against the release's signed manifest.
 //
 // The protocol is request/response on one connection, as many requests as
-// the client likes:
+// the client likes, after the server's challenge (auth.go):
 //
-//	request  "LCPR" | version u8 (1) | op u8 | release name (u8 length, bytes)
-//	         op 2 only: first chunk u32 | chunk count u32 | base release name
+//	request  "LCPR" | version u8 (1) | op u8 | name (u8 length, bytes):
+//	         the release, or for ops 3 and 4 the host
+//	         op 2: first chunk u32 | chunk count u32 | base release name
 //	         (u8 length, bytes; empty: none)
-//	response status u8 (0 ok, 1 not held, 2 bad request)
+//	         op 4 (AUTH): certificate length u16 | certificate | signature [64]
+//	response status u8 (0 ok, 1 not held, 2 bad request, 3 denied)
+//	         op 3 (CERT), ok: length u16 | the host's certificate
+//	         op 4 (AUTH): the status alone
 //	         op 1 (MANIFEST), ok: length u32 | the signed manifest
 //	         op 2 (CHUNKS), ok: for every chunk of the range that is not
 //	         all-zero, in order: kind u8, then kind 0 (raw): the chunk's
