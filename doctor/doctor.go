@@ -223,12 +223,17 @@ func checkFirewall(ctx context.Context, cfg Config) []Finding {
 	case err != nil:
 		return []Finding{{Check: check, Level: Warn, Detail: err.Error()}}
 	}
+	ctl := control.Addr(cfg.Group).Port
+	var fs []Finding
+	for _, r := range droppingPeerPort(string(out), ctl, cfg.Iface) {
+		fs = append(fs, Finding{Check: "peer port", Level: Warn,
+			Detail: "this rule drops TCP to port " + strconv.Itoa(ctl) + ", where hosts that missed a deploy take releases from this one: " + r,
+			Fix:    fmt.Sprintf("accept it before the rule (iptables -I INPUT -p tcp --dport %d -j ACCEPT), or run the agent with --peer-addr off", ctl)})
+	}
 	bad := droppingRules(string(out), cfg.Group, cfg.Iface)
 	if len(bad) == 0 {
-		return []Finding{ok(check, "no INPUT rule drops the group or its ports")}
+		return append(fs, ok(check, "no INPUT rule drops the group or its ports"))
 	}
-	var fs []Finding
-	ctl := control.Addr(cfg.Group).Port
 	for _, r := range bad {
 		fs = append(fs, Finding{Check: check, Level: Fail, Detail: "this rule drops the group's traffic: " + r,
 			Fix: fmt.Sprintf("accept UDP to %s ports %d-%d before it (iptables -I INPUT -d %s -p udp --dport %d:%d -j ACCEPT)",
@@ -247,8 +252,22 @@ func checkFirewall(ctx context.Context, cfg Config) []Finding {
 // as it drops some of it. iface, when set, is the interface the group
 // arrives on.
 func droppingRules(dump string, group *net.UDPAddr, iface string) []string {
-	var out []string
 	ports := map[string]bool{strconv.Itoa(group.Port): true, strconv.Itoa(control.Addr(group).Port): true}
+	return dropping(dump, "udp", func(d string) bool { return covers(d, group.IP) }, ports, iface, "the group")
+}
+
+// droppingPeerPort returns the INPUT rules that drop TCP to port (the peer
+// port, where hosts catching up take releases from this one) before any
+// rule accepts it. A rule naming a destination address is passed over:
+// which of the host's addresses peers use cannot be told here.
+func droppingPeerPort(dump string, port int, iface string) []string {
+	return dropping(dump, "tcp", func(string) bool { return false }, map[string]bool{strconv.Itoa(port): true}, iface, "the peer port")
+}
+
+// dropping is the walk droppingRules and droppingPeerPort share: proto's
+// traffic to ports, with dstOK saying whether a -d matches it.
+func dropping(dump, proto string, dstOK func(string) bool, ports map[string]bool, iface, what string) []string {
+	var out []string
 	policy := ""
 	for _, line := range strings.Split(dump, "\n") {
 		f := strings.Fields(line)
@@ -259,7 +278,7 @@ func droppingRules(dump string, group *net.UDPAddr, iface string) []string {
 		if len(f) < 2 || f[0] != "-A" || f[1] != "INPUT" {
 			continue
 		}
-		target, proto, dst, dport, in := "", "", "", "", ""
+		target, p, dst, dport, in := "", "", "", "", ""
 		unsure := false
 		for i := 2; i < len(f); i++ {
 			next := ""
@@ -270,7 +289,7 @@ func droppingRules(dump string, group *net.UDPAddr, iface string) []string {
 			case "-j":
 				target = next
 			case "-p":
-				proto = next
+				p = next
 			case "-d":
 				dst = next
 			case "--dport", "--dports":
@@ -284,12 +303,12 @@ func droppingRules(dump string, group *net.UDPAddr, iface string) []string {
 		if unsure || in != "" && iface != "" && in != iface {
 			continue
 		}
-		if proto != "" && proto != "udp" && proto != "all" || dst != "" && !covers(dst, group.IP) || dport != "" && !portsCover(dport, ports) {
+		if p != "" && p != proto && p != "all" || dst != "" && !dstOK(dst) || dport != "" && !portsCover(dport, ports) {
 			continue
 		}
 		switch target {
 		case "ACCEPT":
-			if dst != "" || dport != "" || proto == "udp" { // accepts the group's traffic from here on
+			if dst != "" || dport != "" || p == proto { // accepts that traffic from here on
 				return out
 			}
 		case "DROP", "REJECT":
@@ -297,7 +316,7 @@ func droppingRules(dump string, group *net.UDPAddr, iface string) []string {
 		}
 	}
 	if policy == "DROP" && len(out) == 0 {
-		out = append(out, ":INPUT DROP (the chain's policy, and no rule accepts the group)")
+		out = append(out, ":INPUT DROP (the chain's policy, and no rule accepts "+what+")")
 	}
 	return out
 }

@@ -78,6 +78,30 @@ func TestDroppingRules(t *testing.T) {
 	}
 }
 
+// TestPeerPortRules: TCP to the peer port dropped before any rule accepts
+// it is found; a rule naming a destination, another port, or UDP is not.
+func TestPeerPortRules(t *testing.T) {
+	dump := strings.Join([]string{
+		"*filter",
+		":INPUT ACCEPT [0:0]",
+		"-A INPUT -p udp --dport 5001 -j DROP",
+		"-A INPUT -p tcp --dport 22 -j DROP",
+		"-A INPUT -d 10.0.0.5/32 -p tcp --dport 5001 -j DROP",
+		"-A INPUT -p tcp -m tcp --dport 5001 -j REJECT --reject-with tcp-reset",
+		"-A INPUT -p tcp --dport 5001 -j ACCEPT",
+		"-A INPUT -p tcp -j DROP",
+		"COMMIT",
+	}, "\n")
+	got := droppingPeerPort(dump, 5001, "eth0")
+	if len(got) != 1 || got[0] != "-A INPUT -p tcp -m tcp --dport 5001 -j REJECT --reject-with tcp-reset" {
+		t.Errorf("droppingPeerPort = %q", got)
+	}
+	open := "*filter\n:INPUT DROP [0:0]\n-A INPUT -p tcp --dport 5000:5001 -j ACCEPT\nCOMMIT\n"
+	if got := droppingPeerPort(open, 5001, "eth0"); len(got) != 0 {
+		t.Errorf("policy DROP but the port accepted: %q", got)
+	}
+}
+
 func TestRPFilterAndBridges(t *testing.T) {
 	cfg := Config{Proc: t.TempDir(), Sys: t.TempDir(), Iface: "eth0"}
 	for dev, v := range map[string]string{"all": "0", "eth0": "1"} {
