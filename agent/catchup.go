@@ -19,6 +19,7 @@ import (
 	"github.com/loopcast/loopcast/multicast"
 	"github.com/loopcast/loopcast/peer"
 	"github.com/loopcast/loopcast/release"
+	"golang.org/x/time/rate"
 )
 
 // Catch-up timing. An agent asks its peers for the fleet pointer shortly
@@ -58,9 +59,8 @@ type catchUp struct {
 	log      *slog.Logger
 
 	mu      sync.Mutex
-	tokens  float64
-	tokenAt time.Time
 	selfIPs map[string]bool
+	answers *rate.Limiter // POINTER? answers: answerRate a second, a burst of answerRate
 
 	held  heldCache
 	certs *certStore
@@ -355,19 +355,6 @@ func (c *catchUp) isSelf(ip string) bool {
 	return c.selfIPs[ip]
 }
 
-// allow takes a token from the answer bucket.
-func (c *catchUp) allow(now time.Time) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.tokens = min(answerRate, c.tokens+now.Sub(c.tokenAt).Seconds()*answerRate)
-	c.tokenAt = now
-	if c.tokens < 1 {
-		return false
-	}
-	c.tokens--
-	return true
-}
-
 // takeControl handles a fleet message read from the control socket: a
 // pointer (from the sender, or another agent's answer), or a query it may
 // answer. It reports whether pkt was one.
@@ -407,7 +394,7 @@ func (c *catchUp) takeControl(pkt []byte, from net.Addr, now time.Time) bool {
 		if a.Serves {
 			serves = p.Release
 		}
-		c.fleet.notePeer(ip, p.Seq, serves, a.LastResort, now)
+		c.fleet.notePeer(ip, serves, a.LastResort, now)
 	case control.TypePointerQuery:
 		if !c.isSelf(ip) {
 			c.answer(pkt, from, now)
@@ -435,7 +422,7 @@ func (c *catchUp) answer(pkt []byte, from net.Addr, now time.Time) {
 	if p.Hosts > answerTarget && rand.N(p.Hosts) >= answerTarget {
 		return
 	}
-	if !c.allow(now) {
+	if !c.answers.AllowN(now, 1) {
 		c.log.Debug("agent: pointer query not answered: answer rate reached", "from", from.String())
 		return
 	}

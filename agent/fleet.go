@@ -69,7 +69,6 @@ type fleetRecord struct {
 }
 
 type peerInfo struct {
-	seq        uint64
 	serves     string // the release it says it serves to peers, "" if none
 	lastResort bool   // the sender's `sender serve`: used only when no peer serves
 	at         time.Time
@@ -250,7 +249,7 @@ func (f *Fleet) servable(release string) bool {
 }
 
 // notePeer records a pointer answer from ip.
-func (f *Fleet) notePeer(ip string, seq uint64, serves string, lastResort bool, now time.Time) {
+func (f *Fleet) notePeer(ip string, serves string, lastResort bool, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for k, v := range f.peers { // forget what is too old to believe
@@ -267,7 +266,7 @@ func (f *Fleet) notePeer(ip string, seq uint64, serves string, lastResort bool, 
 		}
 		delete(f.peers, oldest)
 	}
-	f.peers[ip] = peerInfo{seq: seq, serves: serves, lastResort: lastResort, at: now}
+	f.peers[ip] = peerInfo{serves: serves, lastResort: lastResort, at: now}
 }
 
 // maxPeers bounds the peers remembered from answers; peerMaxAge is how

@@ -111,12 +111,12 @@ func TestFleetPointer(t *testing.T) {
 		t.Error("a pointer newer than the local rollback is superseded (by the host's clock?)")
 	}
 	// the sender's `sender serve` is used only when no peer serves
-	f2.notePeer("10.0.0.1", 11, "bbbbbbbbbbbbbbbb", true, now)
+	f2.notePeer("10.0.0.1", "bbbbbbbbbbbbbbbb", true, now)
 	if got := f2.peersServing("bbbbbbbbbbbbbbbb", now); len(got) != 1 || got[0] != "10.0.0.1" {
 		t.Errorf("only the last resort serves: %v", got)
 	}
-	f2.notePeer("10.0.0.2", 11, "bbbbbbbbbbbbbbbb", false, now)
-	f2.notePeer("10.0.0.3", 11, "", false, now) // holds the pointer, not the release
+	f2.notePeer("10.0.0.2", "bbbbbbbbbbbbbbbb", false, now)
+	f2.notePeer("10.0.0.3", "", false, now) // holds the pointer, not the release
 	if got := f2.peersServing("bbbbbbbbbbbbbbbb", now); len(got) != 1 || got[0] != "10.0.0.2" {
 		t.Errorf("a peer serves: %v, want it alone", got)
 	}

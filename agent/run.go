@@ -21,6 +21,7 @@ import (
 	"github.com/loopcast/loopcast/opcache"
 	"github.com/loopcast/loopcast/release"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
 )
 
 // retryPause spaces out receive attempts after a failed session, so a
@@ -126,7 +127,8 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		g.Go(func() error { return cfg.metrics.Serve(ctx, cfg.MetricsAddr, log) })
 	}
 	cu := &catchUp{fleet: cfg.fleet, store: store, conn: ctl, group: control.Addr(cfg.Group), cfg: cfg, log: log,
-		certs: loadCerts(store.Root(), cfg.Keys, cfg.Group.String()), receiving: cfg.receiving}
+		certs: loadCerts(store.Root(), cfg.Keys, cfg.Group.String()), receiving: cfg.receiving,
+		answers: rate.NewLimiter(answerRate, answerRate)}
 	g.Go(func() error {
 		return cu.certs.saveLoop(ctx, func(err error) { log.Warn("agent: cannot save host certificates", "err", err) })
 	})

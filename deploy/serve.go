@@ -10,13 +10,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/loopcast/loopcast/control"
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/multicast"
 	"github.com/loopcast/loopcast/peer"
+	"golang.org/x/time/rate"
 )
 
 // ServeOptions configures Serve.
@@ -61,7 +61,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if err != nil {
 		return fmt.Errorf("deploy: serve releases on TCP port %d: %w", ctlAddr.Port, err)
 	}
-	s := &server{o: o, log: log}
+	s := &server{o: o, log: log, answers: rate.NewLimiter(serveRate, serveRate)}
 	ps := &peer.Server{Source: s.source, Logger: log, Authorize: s.authorize, Certs: s.cert}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -88,9 +88,7 @@ type server struct {
 	o   ServeOptions
 	log *slog.Logger
 
-	mu      sync.Mutex
-	tokens  float64
-	tokenAt time.Time
+	answers *rate.Limiter
 }
 
 // answer answers a POINTER? query for this group.
@@ -106,7 +104,7 @@ func (s *server) answer(conn multicast.Conn, pkt []byte, from net.Addr, now time
 	if err != nil || rec == nil || rec.Seq < q.Have {
 		return
 	}
-	if !s.allow(now) {
+	if !s.answers.AllowN(now, 1) {
 		return
 	}
 	_, serves := s.source(rec.Release)
@@ -119,18 +117,6 @@ func (s *server) answer(conn multicast.Conn, pkt []byte, from net.Addr, now time
 		return
 	}
 	s.log.Info("serve: a host asked for the fleet pointer", "from", from.String(), "release", rec.Release, "serves", serves)
-}
-
-func (s *server) allow(now time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.tokens = min(serveRate, s.tokens+now.Sub(s.tokenAt).Seconds()*serveRate)
-	s.tokenAt = now
-	if s.tokens < 1 {
-		return false
-	}
-	s.tokens--
-	return true
 }
 
 // source returns the image of the fleet pointer's release, if the sender
