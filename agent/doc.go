@@ -5,6 +5,15 @@
 // store (package release): it applies verified commands and signs every
 // reply with the host key.
 //
+// It also keeps the host with its fleet (fleet.go, catchup.go): it holds
+// the newest signed fleet pointer (ROOT/fleet.json) and every host
+// certificate it heard (certs.json), answers peers' POINTER? queries, and
+// when the host does not serve the pointer's release it switches to it,
+// from its store or fetched from peers (package peer), never against a
+// command or a local rollback that came after the pointer. It serves its
+// kept releases to peers that show a certificate, and /healthz on the
+// metrics address says whether the host is in sync.
+//
 // The unit file (packaging/loopcast-receiver.service) is Type=notify and
 // ordered before nginx and php-fpm, so the web server starts only once
 // Start has remounted the kept releases and repaired `current`: it never

@@ -8,4 +8,10 @@
 // carry a nonce and time (package control); the Commander multicasts a
 // command to the agents' control port and retransmits the same bytes to
 // the hosts that have not answered, so an agent never applies it twice.
+//
+// A deploy that switched hosts, and a rollback, end with a signed fleet
+// pointer (Publish) and, for every host whose key the sender pins, a host
+// certificate (IssueCerts): hosts that missed the deploy catch up from
+// their peers with them. Serve (`sender serve`) is the fleet's source of
+// last resort when no peer holds the release.
 package deploy
