@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/loopcast/loopcast/internal/memnet"
 )
 
 // Attacks from issue "A transfer plane no stranger can steer", each sent
@@ -50,14 +52,14 @@ func hostReport(r *Report, id string) HostReport {
 func TestAttackForgedComplete(t *testing.T) {
 	ts := newTestSession(t, nil)
 	ts.send.Hosts, ts.send.Wait = []string{"h1", "h2"}, time.Second
-	evil := ts.net.conn("evil", true)
+	evil := ts.net.Conn("evil", true)
 	fake := macKey{1}
 	stop := flood(func() {
 		c := &Complete{Host: "h2", Status: CompleteStaged}
 		b, _ := AppendPacket(nil, Header{Session: ts.send.Session}, c)
-		evil.WriteTo(b, memAddr("sender"))
+		evil.WriteTo(b, memnet.Addr("sender"))
 		b, _ = appendMAC(nil, Header{Session: ts.send.Session}, c, &fake)
-		evil.WriteTo(b, memAddr("sender"))
+		evil.WriteTo(b, memnet.Addr("sender"))
 	})
 	defer stop()
 	_, errs := ts.run(context.Background(), []string{"h1"}, nil)
@@ -116,17 +118,15 @@ func TestAttackForgedAbortAfterJoin(t *testing.T) {
 	_, other, _ := ed25519.GenerateKey(nil)
 	var sent int
 	stop := flood(func() {
-		ts.net.mu.Lock()
-		h := ts.net.conns["h1"]
-		ts.net.mu.Unlock()
+		h := ts.net.Lookup("h1")
 		if h == nil {
 			return
 		}
 		a := &Abort{Reason: "forged"}
 		b, _ := AppendPacket(nil, Header{Session: ts.send.Session, Seq: 1}, a)
-		ts.net.deliver(memAddr("sender"), h, b)
+		ts.net.Deliver(memnet.Addr("sender"), h, b)
 		b, _ = appendSigned(nil, Header{Session: ts.send.Session, Seq: 2}, a, other)
-		ts.net.deliver(memAddr("sender"), h, b)
+		ts.net.Deliver(memnet.Addr("sender"), h, b)
 		sent += 2
 	})
 	defer stop()
@@ -147,16 +147,16 @@ func TestAttackForgedAbortAfterJoin(t *testing.T) {
 func TestAttackManifestTrickle(t *testing.T) {
 	ts := newTestSession(t, nil)
 	ts.send.Hosts = []string{"h1"}
-	evil := ts.net.conn("evil", true)
+	evil := ts.net.Conn("evil", true)
 	a := *samples()[0].(*Announce)
 	a.ManifestSize, a.SignedAt, a.ReleaseKey = MaxManifestSize, time.Now().UnixMilli(), pub32(ts.pub)
 	_, other, _ := ed25519.GenerateKey(nil)
 	ann, _ := appendSigned(nil, Header{Session: 0xbad, Seq: 1}, &a, other) // signed, but not by ReleaseKey
 	var off uint32
 	stop := flood(func() {
-		evil.WriteTo(ann, memGroup)
+		evil.WriteTo(ann, memnet.Group)
 		b, _ := AppendPacket(nil, Header{Session: 0xbad, Seq: 2}, &ManifestFrag{Offset: off, Total: MaxManifestSize, Data: []byte{0}})
-		evil.WriteTo(b, memGroup)
+		evil.WriteTo(b, memnet.Group)
 		off++
 	})
 	defer stop()
@@ -251,7 +251,7 @@ func TestEncryptedSession(t *testing.T) {
 		}
 		return nil
 	}
-	spy := ts.net.conn("spy", true)
+	spy := ts.net.Conn("spy", true)
 	var firsts, plain int
 	var mu sync.Mutex
 	done := make(chan struct{})
@@ -259,8 +259,8 @@ func TestEncryptedSession(t *testing.T) {
 		defer close(done)
 		for {
 			select {
-			case p := <-spy.in:
-				_, m, err := Parse(p.b)
+			case p := <-spy.In():
+				_, m, err := Parse(p.B)
 				if s, ok := m.(*Symbol); err == nil && ok && !s.Repair && s.Block == 0 && s.Index == 0 {
 					mu.Lock()
 					firsts++

@@ -13,8 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/loopcast/loopcast/image"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/loopcast/loopcast/image"
 )
 
 // deltaChanged are the test image's chunks the new image changes one
@@ -176,7 +177,7 @@ func TestDeltaUnderLossWithLateJoiner(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	started := make(chan struct{})
 	withheld, lateIn := uint32(deltaChanged[0]), false
-	ts.net.drop = func(from, to string, b []byte) bool { // called with the net's lock held
+	ts.net.SetDrop(func(from, to string, b []byte) bool { // called with the net's lock held
 		typ := Type(b[5])
 		if to == "late" && typ == TypeRegister && len(b) > HeaderLen+6 {
 			lateIn = true // the sender acknowledged late's registration
@@ -194,17 +195,17 @@ func TestDeltaUnderLossWithLateJoiner(t *testing.T) {
 			}
 		}
 		return rng.Float64() < 0.08
-	}
+	})
 	begin := started
 	early := []string{"e1", "e2", "e3"}
 	ts.send.MinHosts = 3 // an open group that starts with the base holders
 	ts.usePack()
 	ctx := context.Background()
 	var g errgroup.Group
-	sconn := ts.net.conn("sender", false)
+	sconn := ts.net.Conn("sender", false)
 	g.Go(func() error { var err error; ts.report, err = Send(ctx, sconn, ts.send); return err })
 	for _, h := range append(early, "late") {
-		conn := ts.net.conn(h, true)
+		conn := ts.net.Conn(h, true)
 		o := ReceiveOptions{HostID: h, HostKey: testHostKey(h), Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
 			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second}
 		if h != "late" {

@@ -14,10 +14,11 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sync/errgroup"
+
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/mounttest"
 	"github.com/loopcast/loopcast/internal/testenv"
-	"golang.org/x/sync/errgroup"
 )
 
 // localCopy writes the non-zero chunks of the test image that keep
@@ -273,7 +274,7 @@ func TestGuestDoesNotDefeatReuse(t *testing.T) {
 	ts := newTestSession(t, nil)
 	ts.send.Hosts = []string{"a", "b"}
 	guestIn := false
-	ts.net.drop = func(from, to string, b []byte) bool { // called with the net's lock held
+	ts.net.SetDrop(func(from, to string, b []byte) bool { // called with the net's lock held
 		if Type(b[5]) != TypeRegister || to != "sender" {
 			return false
 		}
@@ -287,7 +288,7 @@ func TestGuestDoesNotDefeatReuse(t *testing.T) {
 			return false
 		}
 		return !guestIn // the members register only after the guest (they retry)
-	}
+	})
 	local := map[string]ChunkIndex{}
 	for _, h := range []string{"a", "b"} {
 		local[h] = ts.localCopy(h, func(i int) bool { return !slices.Contains(lacks[h], i) })
@@ -319,7 +320,7 @@ func runLateJoiner(t *testing.T, ts *testSession, withheld uint32, early func(*R
 	t.Helper()
 	started := make(chan struct{})
 	lateIn := false
-	ts.net.drop = func(from, to string, b []byte) bool { // called with the net's lock held
+	ts.net.SetDrop(func(from, to string, b []byte) bool { // called with the net's lock held
 		typ := Type(b[5])
 		switch {
 		case to == "late" && typ == TypeRegister && len(b) > HeaderLen+6 && !lateIn:
@@ -332,16 +333,16 @@ func runLateJoiner(t *testing.T, ts *testSession, withheld uint32, early func(*R
 			return !lateIn && binary.BigEndian.Uint32(b[HeaderLen:]) == withheld
 		}
 		return false
-	}
+	})
 	begin := started
 	ts.send.MinHosts = 1
 	ts.usePack()
 	ctx := context.Background()
 	var g errgroup.Group
-	sconn := ts.net.conn("sender", false)
+	sconn := ts.net.Conn("sender", false)
 	g.Go(func() error { var err error; ts.report, err = Send(ctx, sconn, ts.send); return err })
 	for _, h := range []string{"early", "late"} {
-		conn := ts.net.conn(h, true)
+		conn := ts.net.Conn(h, true)
 		o := ReceiveOptions{HostID: h, HostKey: testHostKey(h), Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
 			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second, Logf: func(f string, a ...any) { t.Logf(h+": "+f, a...) }}
 		if h == "early" {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/loopcast/loopcast/internal/memnet"
 )
 
 // TestProbeHeard: a receiver waiting for a session hears a doctor probe on
@@ -17,14 +19,14 @@ func TestProbeHeard(t *testing.T) {
 	heard := make(chan [16]byte, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	rc := ts.net.conn("web1", true)
+	rc := ts.net.Conn("web1", true)
 	go Receive(ctx, rc, ReceiveOptions{HostID: "web1", HostKey: testHostKey("web1"), Out: filepath.Join(ts.dir, "web1.img"),
 		Trusted: []ed25519.PublicKey{ts.pub}, AnnounceTimeout: 10 * time.Second,
 		Probed: func(n [16]byte, _ net.Addr) { heard <- n }})
-	doctor := ts.net.conn("doctor", false)
+	doctor := ts.net.Conn("doctor", false)
 	nonce := [16]byte{1, 2, 3, 15: 16}
 	for range 50 { // until the receiver reads its socket
-		doctor.WriteTo(AppendProbe(nil, nonce), memGroup)
+		doctor.WriteTo(AppendProbe(nil, nonce), memnet.Group)
 		select {
 		case got := <-heard:
 			if got != nonce {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/memnet"
 )
 
 // A host that will not take a session says why; the report names the
@@ -57,16 +58,16 @@ func TestRefusalsReported(t *testing.T) {
 // a sender reads a REFUSE of a newer version.
 func TestRefuseVersion(t *testing.T) {
 	ts := newTestSession(t, nil)
-	evil := ts.net.conn("oldsender", true)
+	evil := ts.net.Conn("oldsender", true)
 	listenAsH(t, ts)
 	ann := encodeSample(t, 1, samples()[0])
 	ann[4] = 2 // an older loopcast
 	deadline := time.After(5 * time.Second)
 	for {
-		evil.WriteTo(ann, memGroup)
+		evil.WriteTo(ann, memnet.Group)
 		select {
-		case p := <-evil.in:
-			h, m, err := Parse(p.b)
+		case p := <-evil.In():
+			h, m, err := Parse(p.B)
 			rf, ok := m.(*Refuse)
 			if err != nil || !ok {
 				continue
@@ -74,7 +75,7 @@ func TestRefuseVersion(t *testing.T) {
 			if rf.Code != RefuseVersion || !strings.Contains(rf.Detail, fmt.Sprintf("version %d, the session version 2", Version)) || !h.signedBy(rf.HostKey[:]) {
 				t.Fatalf("refuse %v %q (signed: %v), want a signed version refusal naming both versions", rf.Code, rf.Detail, h.signedBy(rf.HostKey[:]))
 			}
-			newer := bytes4(p.b, 9) // as a version 9 host would send it
+			newer := bytes4(p.B, 9) // as a version 9 host would send it
 			if _, m, err := Parse(newer); err != nil || m.(*Refuse).Code != RefuseVersion {
 				t.Fatalf("a REFUSE of version 9 does not parse: %v", err)
 			}
@@ -96,7 +97,7 @@ func bytes4(b []byte, v byte) []byte {
 // key, a new session id each) costs it a bounded number of REFUSEs.
 func TestRefuseFloodBounded(t *testing.T) {
 	ts := newTestSession(t, nil)
-	evil := ts.net.conn("evil", true)
+	evil := ts.net.Conn("evil", true)
 	listenAsH(t, ts)
 	_, untrusted, _ := ed25519.GenerateKey(nil)
 	a := *samples()[0].(*Announce)
@@ -105,7 +106,7 @@ func TestRefuseFloodBounded(t *testing.T) {
 	for i := range 2000 {
 		a.SignedAt = time.Now().UnixMilli()
 		b, _ := appendSigned(nil, Header{Session: uint32(1000 + i), Seq: 1}, &a, untrusted)
-		evil.WriteTo(b, memGroup)
+		evil.WriteTo(b, memnet.Group)
 		if i%100 == 0 {
 			time.Sleep(10 * time.Millisecond) // let the receiver keep up
 		}
@@ -113,9 +114,9 @@ func TestRefuseFloodBounded(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	secs := time.Since(start).Seconds()
 	n := 0
-	for len(evil.in) > 0 {
-		p := <-evil.in
-		if _, m, err := Parse(p.b); err == nil {
+	for len(evil.In()) > 0 {
+		p := <-evil.In()
+		if _, m, err := Parse(p.B); err == nil {
 			if _, ok := m.(*Refuse); ok {
 				n++
 			}
@@ -129,17 +130,17 @@ func TestRefuseFloodBounded(t *testing.T) {
 // A sender whose clock is far off is told so, not met with silence.
 func TestRefuseClockSkew(t *testing.T) {
 	ts := newTestSession(t, nil)
-	evil := ts.net.conn("skewed", true)
+	evil := ts.net.Conn("skewed", true)
 	listenAsH(t, ts)
 	a := *samples()[0].(*Announce)
 	a.ReleaseKey, a.SignedAt = pub32(ts.pub), time.Now().Add(-time.Hour).UnixMilli()
 	ann, _ := appendSigned(nil, Header{Session: 77, Seq: 1}, &a, testReleaseKey())
 	deadline := time.After(5 * time.Second)
 	for {
-		evil.WriteTo(ann, memGroup)
+		evil.WriteTo(ann, memnet.Group)
 		select {
-		case p := <-evil.in:
-			if _, m, err := Parse(p.b); err == nil {
+		case p := <-evil.In():
+			if _, m, err := Parse(p.B); err == nil {
 				if rf, ok := m.(*Refuse); ok {
 					if !strings.Contains(rf.Detail, "clock skew") || !strings.Contains(rf.Detail, "1h0m0s behind") {
 						t.Fatalf("refusal %q: want the clock skew named", rf.Detail)
@@ -159,5 +160,5 @@ func TestRefuseClockSkew(t *testing.T) {
 func listenAsH(t *testing.T, ts *testSession) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	go Receive(ctx, ts.net.conn("h", true), ReceiveOptions{HostID: "h", HostKey: testHostKey("h"), Out: t.TempDir() + "/h.img", Trusted: []ed25519.PublicKey{ts.pub}})
+	go Receive(ctx, ts.net.Conn("h", true), ReceiveOptions{HostID: "h", HostKey: testHostKey("h"), Out: t.TempDir() + "/h.img", Trusted: []ed25519.PublicKey{ts.pub}})
 }

@@ -13,8 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/loopcast/loopcast/image"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/memnet"
 )
 
 // burstyLoss drops each delivery independently with probability p, and
@@ -82,12 +84,12 @@ func BenchmarkScale(b *testing.B) {
 		}
 	}
 	for range b.N {
-		net := newMemNet(burstyLoss(0.01, bursts, 0.05, 42))
+		net := memnet.New(burstyLoss(0.01, bursts, 0.05, 42))
 		ids := make([]string, hosts)
 		for i := range ids {
 			ids[i] = fmt.Sprintf("h%04d", i)
 		}
-		opts := SendOptions{Key: testReleaseKey(), Group: memGroup, Session: 0x5ca1e, Manifest: m, Pack: pack, Rate: int64(rate),
+		opts := SendOptions{Key: testReleaseKey(), Group: memnet.Group, Session: 0x5ca1e, Manifest: m, Pack: pack, Rate: int64(rate),
 			Hosts: ids, Wait: 60 * time.Second, HostTimeout: 30 * time.Second, FECOverhead: AutoFEC}
 		if path := os.Getenv("LOOPCAST_SCALE_LOG"); path != "" { // the sender's log, to a file
 			f, err := os.Create(path)
@@ -110,7 +112,7 @@ func BenchmarkScale(b *testing.B) {
 			keys[i] = testHostKey(h)
 		}
 		for i, h := range ids {
-			conn := net.conn(h, true)
+			conn := net.Conn(h, true)
 			o := ReceiveOptions{HostID: h, HostKey: keys[i], Out: filepath.Join(dir, h+".img"), Trusted: []ed25519.PublicKey{pub},
 				SenderTimeout: 60 * time.Second, AnnounceTimeout: 60 * time.Second}
 			g.Go(func() error {
@@ -124,7 +126,7 @@ func BenchmarkScale(b *testing.B) {
 				return nil
 			})
 		}
-		sconn := net.conn("sender", false)
+		sconn := net.Conn("sender", false)
 		rep, err := Send(ctx, sconn, opts)
 		g.Wait()
 		cancel()

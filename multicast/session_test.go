@@ -14,9 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/loopcast/loopcast/image"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
+
+	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/memnet"
 )
 
 // testChunk keeps test images small and transfers quick.
@@ -66,7 +68,7 @@ func lossy(p float64, seed uint64) func(from, to string, b []byte) bool {
 
 type testSession struct {
 	t      *testing.T
-	net    *memNet
+	net    *memnet.Net
 	img    string
 	m      *image.Manifest
 	pub    ed25519.PublicKey
@@ -80,8 +82,8 @@ type testSession struct {
 
 func newTestSession(t *testing.T, drop func(from, to string, b []byte) bool) *testSession {
 	img, m, pub := testImage(t)
-	ts := &testSession{t: t, net: newMemNet(drop), img: img, m: m, pub: pub, dir: t.TempDir()}
-	ts.send = SendOptions{Key: testReleaseKey(), Group: memGroup, Session: 0x5e55, Manifest: m, Rate: 100e6,
+	ts := &testSession{t: t, net: memnet.New(drop), img: img, m: m, pub: pub, dir: t.TempDir()}
+	ts.send = SendOptions{Key: testReleaseKey(), Group: memnet.Group, Session: 0x5e55, Manifest: m, Rate: 100e6,
 		Wait: 5 * time.Second, HostTimeout: 2 * time.Second, Logf: t.Logf}
 	return ts
 }
@@ -116,7 +118,7 @@ func (ts *testSession) run(ctx context.Context, hosts []string, recv func(host s
 	var mu sync.Mutex
 	res, errs := map[string]*Result{}, map[string]error{}
 	var g errgroup.Group
-	sconn := ts.net.conn("sender", false)
+	sconn := ts.net.Conn("sender", false)
 	g.Go(func() error {
 		var err error
 		ts.report, err = Send(ctx, sconn, ts.send)
@@ -128,7 +130,7 @@ func (ts *testSession) run(ctx context.Context, hosts []string, recv func(host s
 		if recv != nil {
 			recv(h, &o)
 		}
-		conn := ts.net.conn(h, true)
+		conn := ts.net.Conn(h, true)
 		g.Go(func() error {
 			r, err := Receive(ctx, conn, o)
 			for try := 0; err != nil && try < ts.retries; try++ {
@@ -360,7 +362,7 @@ func TestHostileTraffic(t *testing.T) {
 	ts.send.Wait = 15 * time.Second // receivers may first try (and refuse) forged sessions
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	evil := ts.net.conn("evil", true)
+	evil := ts.net.Conn("evil", true)
 	go func() {
 		r := rand.New(rand.NewPCG(9, 9))
 		var valid [][]byte
@@ -378,8 +380,8 @@ func TestHostileTraffic(t *testing.T) {
 			ours := bytes.Clone(v)
 			copy(ours[8:12], []byte{0, 0, 0x5e, 0x55}) // our session, from the wrong host
 			for _, p := range [][]byte{junk, v[:r.IntN(len(v))], foreign, ours} {
-				evil.WriteTo(p, memGroup)
-				evil.WriteTo(p, memAddr("sender"))
+				evil.WriteTo(p, memnet.Group)
+				evil.WriteTo(p, memnet.Addr("sender"))
 			}
 			time.Sleep(time.Millisecond)
 		}
@@ -417,7 +419,7 @@ func TestUntrustedManifestRefused(t *testing.T) {
 // runAllowSendError is run for sessions expected to fail on the sender.
 func (ts *testSession) runAllowSendError(hosts []string, recv func(string, *ReceiveOptions)) (map[string]*Result, map[string]error) {
 	ts.usePack()
-	sconn := ts.net.conn("sender", false)
+	sconn := ts.net.Conn("sender", false)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -427,7 +429,7 @@ func (ts *testSession) runAllowSendError(hosts []string, recv func(string, *Rece
 		o := ReceiveOptions{HostID: h, HostKey: testHostKey(h), Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
 			SenderTimeout: 2 * time.Second, AnnounceTimeout: 2 * time.Second}
 		recv(h, &o)
-		res[h], errs[h] = Receive(ctx, ts.net.conn(h, true), o)
+		res[h], errs[h] = Receive(ctx, ts.net.Conn(h, true), o)
 	}
 	<-done
 	return res, errs
@@ -455,10 +457,10 @@ func TestLateJoiner(t *testing.T) {
 	ts.usePack()
 	ctx := context.Background()
 	var g errgroup.Group
-	sconn := ts.net.conn("sender", false)
+	sconn := ts.net.Conn("sender", false)
 	g.Go(func() error { var err error; ts.report, err = Send(ctx, sconn, ts.send); return err })
 	for _, h := range []string{"early", "late"} {
-		conn := ts.net.conn(h, true)
+		conn := ts.net.Conn(h, true)
 		o := ReceiveOptions{HostID: h, HostKey: testHostKey(h), Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
 			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second}
 		g.Go(func() error {
@@ -531,7 +533,7 @@ func TestForgedAbortBeforeJoin(t *testing.T) {
 				mu.Unlock()
 			}
 		}}
-	rconn, evil := ts.net.conn("h", true), ts.net.conn("evil", true)
+	rconn, evil := ts.net.Conn("h", true), ts.net.Conn("evil", true)
 	ctx := context.Background()
 	done := make(chan error, 1)
 	go func() { _, err := Receive(ctx, rconn, o); done <- err }()
@@ -542,9 +544,9 @@ func TestForgedAbortBeforeJoin(t *testing.T) {
 	forgedSig = append(forgedSig, make([]byte, 64)...)
 	ann, abort := encodeSample(t, 1, &a), encodeSample(t, 2, &Abort{Reason: "forged"})
 	for range 50 {
-		evil.WriteTo(ann, memGroup)
-		evil.WriteTo(forgedSig, memGroup)
-		evil.WriteTo(abort, memGroup)
+		evil.WriteTo(ann, memnet.Group)
+		evil.WriteTo(forgedSig, memnet.Group)
+		evil.WriteTo(abort, memnet.Group)
 		select {
 		case err := <-done:
 			t.Fatalf("receiver gave up on a forged abort: %v", err)
@@ -556,7 +558,7 @@ func TestForgedAbortBeforeJoin(t *testing.T) {
 		t.Errorf("receiver took a forged announce as a candidate: %q", tried)
 	}
 	mu.Unlock()
-	rep, err := Send(ctx, ts.net.conn("sender", false), ts.send)
+	rep, err := Send(ctx, ts.net.Conn("sender", false), ts.send)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/memnet"
 )
 
 // deafTo drops every multicast packet (a sequence number) the sender
@@ -38,7 +39,7 @@ func withUnicast(t *testing.T, ts *testSession, hosts []string) func(string, *Re
 	ts.send.Unicast = ln
 	ts.send.HostAddrs = map[string]net.Addr{}
 	for _, h := range hosts {
-		ts.send.HostAddrs[h] = memAddr(h)
+		ts.send.HostAddrs[h] = memnet.Addr(h)
 	}
 	return func(_ string, o *ReceiveOptions) {
 		o.dial = func(ctx context.Context, _ net.Addr, port uint16) (net.Conn, error) {
@@ -153,7 +154,7 @@ func TestUnicastDeltaAndSealed(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			hosts, deaf := []string{"d1", "deaf"}, []string{"deaf"}
 			ts, base, basePath := deltaSession(t, true)
-			ts.net.drop = deafTo(deaf...)
+			ts.net.SetDrop(deafTo(deaf...))
 			ts.send.Hosts, ts.send.Encrypt = hosts, tc.encrypt
 			uni := withUnicast(t, ts, hosts)
 			res, errs := ts.run(context.Background(), hosts, func(h string, o *ReceiveOptions) {
@@ -395,7 +396,7 @@ func TestUnicastLargeManifest(t *testing.T) {
 	// over net.Pipe, which buffers nothing: each write waits for the
 	// host's read, as on a slow link whose window is full
 	pl := &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
-	ts.send.Unicast, ts.send.HostAddrs = pl, map[string]net.Addr{"deaf": memAddr("deaf")}
+	ts.send.Unicast, ts.send.HostAddrs = pl, map[string]net.Addr{"deaf": memnet.Addr("deaf")}
 	res, errs := ts.run(context.Background(), hosts, func(_ string, o *ReceiveOptions) {
 		o.dial = func(ctx context.Context, from net.Addr, port uint16) (net.Conn, error) {
 			c, err := pl.dial(ctx, from, port)
