@@ -280,11 +280,11 @@ func TestResultOutcome(t *testing.T) {
 		{[]string{PhaseStaged, PhaseNone}, OutcomeNone},
 		{nil, OutcomeNone},
 	} {
-		r := &Result{hosts: map[string]*HostResult{}}
+		r := &Result{}
 		for i, p := range tc.phases {
-			r.hosts[string(rune('a'+i))] = &HostResult{ID: string(rune('a' + i)), Phase: p}
+			r.Hosts = append(r.Hosts, HostResult{ID: string(rune('a' + i)), Phase: p})
 		}
-		if got := r.finish().Outcome; got != tc.want {
+		if got := r.Outcome(); got != tc.want {
 			t.Errorf("phases %v: outcome %v, want %v", tc.phases, got, tc.want)
 		}
 	}

@@ -140,7 +140,7 @@ func (r *Rollout) probe(ctx context.Context, res *Result, hosts []string) map[st
 	for _, h := range hosts {
 		var err error
 		for try := 1; try <= probeTries; try++ {
-			if err = r.Health(ctx, h, res.hosts[h].Addr); err == nil || ctx.Err() != nil {
+			if err = r.Health(ctx, h, res.host(h).Addr); err == nil || ctx.Err() != nil {
 				break
 			}
 			if try < probeTries {
@@ -192,7 +192,7 @@ func (o *Options) roll(ctx context.Context, c *Commander, res *Result, staged []
 		err := activate(context.WithoutCancel(ctx), c, res, wave)
 		var failed []string
 		for _, h := range wave {
-			if res.hosts[h].Phase == PhaseActive {
+			if res.host(h).Phase == PhaseActive {
 				switched = append(switched, h)
 			} else {
 				failed = append(failed, h)
@@ -269,7 +269,7 @@ func priorReleases(ctx context.Context, c *Commander, res *Result, hosts []strin
 func (o *Options) halt(c *Commander, res *Result, switched []string, prior map[string]string, why string, bad map[string]error) error {
 	res.Halted = why
 	for h, err := range bad {
-		res.hosts[h].Error = err.Error()
+		res.host(h).Error = err.Error()
 	}
 	o.warnf("deploy: rollout halted: %s; switching %d hosts back", why, len(switched))
 	if len(switched) == 0 {
@@ -282,8 +282,9 @@ func (o *Options) halt(c *Commander, res *Result, switched []string, prior map[s
 	for _, h := range switched {
 		switch to := prior[h]; to {
 		case "":
-			res.hosts[h].Error = joinErr(res.hosts[h].Error, "served nothing before this deploy: left on it")
-			if res.hosts[h].Phase == PhaseActive {
+			hr := res.host(h)
+			hr.Error = joinErr(hr.Error, "served nothing before this deploy: left on it")
+			if hr.Phase == PhaseActive {
 				left = append(left, h)
 			}
 		case res.ReleaseID:
@@ -297,7 +298,7 @@ func (o *Options) halt(c *Commander, res *Result, switched []string, prior map[s
 		hosts := byTo[to]
 		t, err := c.Do(ctx, &control.Rollback{Envelope: c.NewEnvelope(res.DeployID, hosts), To: to}, hosts)
 		for _, h := range hosts {
-			hr := res.hosts[h]
+			hr := res.host(h)
 			var rep *control.Reply
 			if t != nil {
 				rep = t.Replies()[h]

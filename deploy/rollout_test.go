@@ -102,13 +102,13 @@ func rollResult(t *testing.T, f *fleetSim, r Rollout, hosts ...string) (*Result,
 func rollResultCtx(t *testing.T, ctx context.Context, f *fleetSim, r Rollout, hosts ...string) (*Result, error) {
 	t.Helper()
 	c := &Commander{Conn: f, To: &net.UDPAddr{}, Group: "239.192.0.1:5000", Key: testKey, Timeout: time.Second}
-	res := &Result{ReleaseID: "new", DeployID: 7, hosts: map[string]*HostResult{}}
-	for _, h := range hosts {
-		res.hosts[h] = &HostResult{ID: h, Addr: "10.0.0.1:5000", Phase: PhaseStaged}
+	res := &Result{ReleaseID: "new", DeployID: 7}
+	for _, h := range slices.Sorted(slices.Values(hosts)) {
+		res.Hosts = append(res.Hosts, HostResult{ID: h, Addr: "10.0.0.1:5000", Phase: PhaseStaged})
 	}
 	o := &Options{Rollout: r}
 	err := o.roll(ctx, c, res, hosts)
-	return res.finish(), err
+	return res, err
 }
 
 // TestRolloutInterrupted: Ctrl-C while the canary is probed switches it
@@ -124,8 +124,8 @@ func TestRolloutInterrupted(t *testing.T) {
 	if want := []string{"ACTIVATE new a", "ROLLBACK old a"}; !slices.Equal(f.log, want) {
 		t.Fatalf("commands %q, want %q", f.log, want)
 	}
-	if !strings.Contains(res.Halted, "interrupted while probing the canary") || res.hosts["a"].Phase != PhaseRolledBack {
-		t.Fatalf("halted %q, a %+v", res.Halted, res.hosts["a"])
+	if !strings.Contains(res.Halted, "interrupted while probing the canary") || res.host("a").Phase != PhaseRolledBack {
+		t.Fatalf("halted %q, a %+v", res.Halted, res.host("a"))
 	}
 }
 
@@ -168,8 +168,8 @@ func TestRolloutHealthy(t *testing.T) {
 	var probed []string
 	r := Rollout{Canary: 1, Health: func(_ context.Context, h, _ string) error { probed = append(probed, h); return nil }}
 	res, err := rollResult(t, f, r, "a", "b", "c")
-	if err != nil || res.Halted != "" || res.Outcome != OutcomeAll {
-		t.Fatalf("healthy rollout: %v, halted %q, outcome %v", err, res.Halted, res.Outcome)
+	if err != nil || res.Halted != "" || res.Outcome() != OutcomeAll {
+		t.Fatalf("healthy rollout: %v, halted %q, outcome %v", err, res.Halted, res.Outcome())
 	}
 	if want := []string{"ACTIVATE new a", "ACTIVATE new b,c"}; !slices.Equal(f.log, want) {
 		t.Fatalf("commands %q, want %q", f.log, want)
@@ -194,14 +194,14 @@ func TestRolloutHaltsOnUnhealthyCanary(t *testing.T) {
 	if !maps.Equal(f.cur, map[string]string{"a": "old", "b": "old", "c": "old"}) {
 		t.Fatalf("fleet after the halt: %v", f.cur)
 	}
-	if res.Outcome != OutcomeNone || !strings.Contains(res.Halted, "canary unhealthy") {
-		t.Fatalf("outcome %v, halted %q", res.Outcome, res.Halted)
+	if res.Outcome() != OutcomeNone || !strings.Contains(res.Halted, "canary unhealthy") {
+		t.Fatalf("outcome %v, halted %q", res.Outcome(), res.Halted)
 	}
-	a := res.hosts["a"]
+	a := res.host("a")
 	if a.Phase != PhaseRolledBack || a.Current != "old" || !strings.Contains(a.Error, "status 500") {
 		t.Fatalf("canary's line: %+v", a)
 	}
-	if b := res.hosts["b"]; b.Phase != PhaseStaged {
+	if b := res.host("b"); b.Phase != PhaseStaged {
 		t.Fatalf("b: %+v; want staged, never switched", b)
 	}
 }

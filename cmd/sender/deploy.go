@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
@@ -120,7 +121,7 @@ func runDeploy(c *cli.Context) error {
 	}
 	if res != nil {
 		learnAddrs(addrs, res)
-		entry.Outcome, entry.DeployID, entry.Hosts = res.Outcome.String(), res.DeployID, hostIDs(res)
+		entry.Outcome, entry.DeployID, entry.Hosts = res.Outcome().String(), res.DeployID, hostIDs(res)
 		for _, h := range res.Hosts {
 			if h.Phase == deploy.PhaseRefused {
 				if entry.Refused == nil {
@@ -136,7 +137,7 @@ func runDeploy(c *cli.Context) error {
 				fmt.Fprintln(c.App.ErrWriter, merr)
 			}
 		}
-		if res.Outcome != deploy.OutcomeNone && opts.ImagePath != "" {
+		if res.Outcome() != deploy.OutcomeNone && opts.ImagePath != "" {
 			recordBase(c, &opts) // the hosts hold this image now: build the next one on it
 		}
 	}
@@ -153,7 +154,7 @@ func runDeploy(c *cli.Context) error {
 		}
 		return &cliutil.ExitError{Code: exitHalted, Err: errors.Join(err, fmt.Errorf("release %s: rollout halted (%s): %s", res.ReleaseID, res.Halted, back))}
 	}
-	return withOutcome(err, res.Outcome, res.ReleaseID)
+	return withOutcome(err, res.Outcome(), res.ReleaseID)
 }
 
 func hostIDs(r *deploy.Result) []string {
@@ -507,18 +508,19 @@ func printDeploy(w io.Writer, r *deploy.Result, asJSON, color bool) {
 			active++
 		}
 	}
-	fmt.Fprintf(w, "release %s: %s (%d/%d hosts active)\n", r.ReleaseID, r.Outcome, active, len(r.Hosts))
+	fmt.Fprintf(w, "release %s: %s (%d/%d hosts active)\n", r.ReleaseID, r.Outcome(), active, len(r.Hosts))
 	switch {
 	case r.Halted != "" && len(r.NotBack) > 0:
 		fmt.Fprintf(w, "rollout halted: %s; NOT confirmed back on their earlier release: %s\n", r.Halted, strings.Join(r.NotBack, ", "))
 	case r.Halted != "":
 		fmt.Fprintf(w, "rollout halted: %s; the hosts it had switched went back\n", r.Halted)
 	}
+	t := cmp.Or(r.Transfer, &multicast.Report{})
 	fmt.Fprintf(w, "chunks %d: %d all-zero, %d reused from the hosts' own images, %d sent (%d as deltas)\n",
-		r.ChunksTotal, r.ChunksZero, r.ChunksReused, r.ChunksSent, r.ChunksDelta)
+		t.ChunksTotal, t.ChunksZero, t.ChunksReused, t.ChunksSent, t.DeltaChunks)
 	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
-	wire := cliutil.HumanBytes(r.WireBytes)
-	if r.UnicastBytes > 0 {
+	wire := cliutil.HumanBytes(t.Bytes)
+	if t.UnicastBytes > 0 {
 		n := 0
 		for _, h := range r.Hosts {
 			if h.Path == multicast.PathUnicast {
@@ -529,10 +531,10 @@ func printDeploy(w io.Writer, r *deploy.Result, asJSON, color bool) {
 		if n == 1 {
 			hosts = "host"
 		}
-		wire = fmt.Sprintf("%s multicast + %s unicast to %d %s that heard no multicast (receiver doctor on them says why)", wire, cliutil.HumanBytes(r.UnicastBytes), n, hosts)
+		wire = fmt.Sprintf("%s multicast + %s unicast to %d %s that heard no multicast (receiver doctor on them says why)", wire, cliutil.HumanBytes(t.UnicastBytes), n, hosts)
 	}
 	fmt.Fprintf(w, "wire %s; build %s, register %s, transfer %s (staged on arrival), stage %s, switch %s\n",
-		wire, ms(r.BuildTime), ms(r.RegisterTime), ms(r.TransferTime), ms(r.StageTime), ms(r.SwitchTime))
+		wire, ms(r.BuildTime), ms(r.RegisterTime()), ms(r.TransferTime()), ms(r.StageTime), ms(r.SwitchTime))
 }
 
 func orDash(s string) string {

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"time"
 
 	"github.com/loopcast/loopcast/deploy"
+	"github.com/loopcast/loopcast/multicast"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -28,7 +30,7 @@ func writeDeployMetrics(path, group, label string, res *deploy.Result, at time.T
 	}
 	gauge("loopcast_deploy_timestamp_seconds", "When the last deploy to the group ended.", nil, float64(at.Unix()))
 	gauge("loopcast_deploy_release_info", "The release the last deploy shipped.", prometheus.Labels{"release": res.ReleaseID, "label": label}, 1)
-	outcome := res.Outcome.String()
+	outcome := res.Outcome().String()
 	if res.Halted != "" {
 		outcome = "halted"
 	}
@@ -48,13 +50,14 @@ func writeDeployMetrics(path, group, label string, res *deploy.Result, at time.T
 		gauge("loopcast_deploy_hosts", "Hosts of the last deploy by the phase they reached.", prometheus.Labels{"phase": p}, float64(phases[p]))
 	}
 	for phase, d := range map[string]time.Duration{
-		"build": res.BuildTime, "register": res.RegisterTime, "transfer": res.TransferTime, "stage": res.StageTime, "switch": res.SwitchTime,
+		"build": res.BuildTime, "register": res.RegisterTime(), "transfer": res.TransferTime(), "stage": res.StageTime, "switch": res.SwitchTime,
 	} {
 		gauge("loopcast_deploy_phase_seconds", "How long each phase of the last deploy took.", prometheus.Labels{"phase": phase}, d.Seconds())
 	}
-	gauge("loopcast_deploy_wire_bytes", "Bytes the last deploy put on the wire.", nil, float64(res.WireBytes))
-	gauge("loopcast_deploy_unicast_bytes", "Bytes the last deploy sent over TCP to hosts that heard no multicast.", nil, float64(res.UnicastBytes))
-	gauge("loopcast_deploy_chunks_sent", "Chunks the last deploy sent (the rest the hosts held, or were all zeros).", nil, float64(res.ChunksSent))
+	t := cmp.Or(res.Transfer, &multicast.Report{})
+	gauge("loopcast_deploy_wire_bytes", "Bytes the last deploy put on the wire.", nil, float64(t.Bytes))
+	gauge("loopcast_deploy_unicast_bytes", "Bytes the last deploy sent over TCP to hosts that heard no multicast.", nil, float64(t.UnicastBytes))
+	gauge("loopcast_deploy_chunks_sent", "Chunks the last deploy sent (the rest the hosts held, or were all zeros).", nil, float64(t.ChunksSent))
 	if err := prometheus.WriteToTextfile(path, reg); err != nil {
 		return fmt.Errorf("deploy: --metrics-file: %w", err)
 	}
