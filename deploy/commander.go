@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/control"
-	"github.com/loopcast/loopcast/multicast"
 )
 
 // Retransmission of a command to hosts that have not answered: start fast
@@ -25,18 +24,12 @@ const (
 	maxReplyPacket        = 64 << 10
 )
 
-// deadlineConn is a packet conn whose reads can time out.
-type deadlineConn interface {
-	multicast.Conn
-	SetReadDeadline(t time.Time) error
-}
-
 // Commander sends signed commands to the agents of one group and collects
 // their replies.
 type Commander struct {
-	Conn    deadlineConn // sends to To, receives unicast replies
-	To      net.Addr     // the agents' control address (group ADDR:PORT+1)
-	Group   string       // the group as agents name it (the data ADDR:PORT)
+	Conn    ControlConn // sends to To, receives unicast replies
+	To      net.Addr    // the agents' control address (group ADDR:PORT+1)
+	Group   string      // the group as agents name it (the data ADDR:PORT)
 	Key     ed25519.PrivateKey
 	Timeout time.Duration // per command; DefaultCommandTimeout when zero
 	// Addrs, when set, maps host ids to the IP they registered from; a

@@ -2,15 +2,12 @@ package deploy
 
 import (
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 	"time"
 
-	"github.com/loopcast/loopcast/control"
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/multicast"
 )
@@ -26,208 +23,139 @@ const (
 	stagePoll           = 500 * time.Millisecond
 )
 
-// Options configure a deploy.
-type Options struct {
-	Group       *net.UDPAddr // agents' data group; control is on port+1
-	Iface       string
-	TTL         int
-	Rate        int64    // bit/s; 0 unpaced
-	Hosts       []string // closed group; nil: an open group (Wait / MinHosts)
-	Wait        time.Duration
-	MinHosts    int
-	FECOverhead int
-	// RequirePct is the percentage of hosts (1 to 100) that must have
-	// staged the release for any host to switch; 100 means all.
-	RequirePct int
-	Key        ed25519.PrivateKey
-	// HostKeys, if set, accepts or refuses each host's key (a
-	// hostkey.Pins check) in the transfer and in every command's replies.
-	HostKeys  func(host string, key ed25519.PublicKey) error
-	Encrypt   bool // seal the chunks: only the hosts the sender accepts can read them
-	ImagePath string
-	Manifest  *image.Manifest // signed with Key
-	// The pack beside ImagePath is what is sent: made at build (with delta
-	// frames against the image the build was based on), or made here when
-	// missing.
-	// BuildTime is how long building the image took, if the caller built
-	// it, for the report.
-	BuildTime      time.Duration
-	StageTimeout   time.Duration
-	CommandTimeout time.Duration
-	HostTimeout    time.Duration // drop a host silent this long in the transfer (multicast.DefaultHostTimeout when zero)
-	Logf           func(format string, args ...any)
-	Warnf          func(format string, args ...any) // what the operator must see (refusals); Logf when nil
-	// Detailf, if set, hears the session's detail (hosts registering,
-	// repair rounds, command retransmissions) instead of Logf.
-	Detailf func(format string, args ...any)
-	// Progress, when set, hears of the deploy's progress: the transfer's
-	// (as multicast reports it), then staging and switching.
-	Progress func(Progress)
-	// Rollout switches the staged hosts in health-gated waves; the zero
-	// value switches them all at once.
-	Rollout Rollout
-	// HostAddrs maps listed hosts to an IP known for them: a host that
-	// does not register by multicast is announced to there, and takes the
-	// session over TCP, and every command reaches it by unicast too.
-	HostAddrs map[string]string
-	// NoUnicast offers no unicast path: hosts that hear no multicast are
-	// left out.
-	NoUnicast bool
-	// PointerFile, when set, is where the group's fleet pointer is
-	// recorded: a deploy that switched hosts (and was not halted) ends by
-	// publishing a pointer to its release, so hosts that missed it catch
-	// up on their own.
-	PointerFile string
-	// CertFile, with PointerFile, records the host certificates issued
-	// with the pointer, one for every host in the deploy whose key
-	// HostPub knows (its pinned key): peers serve catching-up hosts only
-	// on a certificate.
-	CertFile string
-	HostPub  func(host string) (ed25519.PublicKey, bool)
-	// GroupSize is how many hosts the sender knows in the group (its
-	// pinned keys), for the pointer; the deploy's hosts when fewer.
-	GroupSize int
-}
-
-// Progress is a snapshot of a running deploy.
-type Progress struct {
-	Phase    string                 // "transfer", "stage", "switch"
-	Transfer multicast.SendProgress // during the transfer
-	Staged   int                    // hosts that staged the release so far
-	Hosts    int                    // hosts in the deploy
-}
-
-// Run distributes, stages and switches one release.
-func Run(ctx context.Context, o Options) (*Result, error) {
+// Run distributes, stages and switches one release over conns: it checks
+// that the hosts take the sender's commands, sends the image (package
+// multicast), asks the hosts that did not say so whether they staged it,
+// switches them if enough did (RequirePct; by Rollout), and publishes the
+// fleet pointer and the host certificates. A result comes back whenever
+// the image was sent, with the error that cut the deploy short if one did.
+func Run(ctx context.Context, conns Conns, opts Options) (*Result, error) {
+	o := &opts
 	if o.RequirePct < 1 || o.RequirePct > 100 {
 		return nil, fmt.Errorf("deploy: require %d%%: want 1 to 100", o.RequirePct)
 	}
-	res := &Result{ReleaseID: o.Manifest.ReleaseID(), DeployID: newDeployID(), BuildTime: o.BuildTime}
-	pack, made, err := image.OpenOrMakePack(ctx, o.ImagePath, o.Manifest)
+	pack, err := openPack(ctx, o)
 	if err != nil {
-		return nil, fmt.Errorf("deploy: %w", err)
+		return nil, err
 	}
 	defer pack.Close()
-	if made {
-		o.logf("deploy: %s had no pack: made %s%s", o.ImagePath, o.ImagePath, image.PackSuffix)
-	}
-	data, err := multicast.DialGroup(o.Group, o.Iface, o.TTL)
-	if err != nil {
-		return nil, err
-	}
-	defer data.Close()
-	ctl, err := multicast.DialGroup(control.Addr(o.Group), o.Iface, o.TTL)
-	if err != nil {
-		return nil, err
-	}
-	defer ctl.Close()
-	cmd := &Commander{Conn: ctl, To: control.Addr(o.Group), Group: o.Group.String(), Unicast: o.HostAddrs,
-		Key: o.Key, Timeout: o.CommandTimeout, HostKeys: o.HostKeys, Logf: o.detail(), Warnf: o.Warnf}
-	var uni net.Listener
-	if !o.NoUnicast {
-		if uni, err = net.Listen("tcp4", ":0"); err != nil {
-			return nil, fmt.Errorf("deploy: the unicast path's TCP port (--no-unicast goes without it): %w", err)
-		}
-		defer uni.Close()
-	}
-
+	cmd := o.commander(conns)
 	if err := preflight(ctx, cmd, o.Hosts); err != nil {
 		return nil, err
 	}
-	rep, err := multicast.Send(ctx, data, multicast.SendOptions{
-		Group: o.Group, Manifest: o.Manifest, Pack: pack, BaseID: pack.BaseID, Rate: o.Rate, Hosts: o.Hosts,
-		Key: o.Key, HostKeys: o.HostKeys, Encrypt: o.Encrypt,
-		Wait: o.Wait, MinHosts: o.MinHosts, FECOverhead: o.FECOverhead, Logf: o.detail(), Warnf: o.Warnf,
-		HostTimeout: o.HostTimeout, Unicast: uni, HostAddrs: o.dataAddrs(),
-		Progress: func(p multicast.SendProgress) { o.progress(Progress{Phase: "transfer", Transfer: p}) },
-	})
-	if errors.Is(err, multicast.ErrAllRefused) && rep != nil {
-		res.fromTransfer(rep) // the report says who refused, and why
-		return res, nil
-	}
-	if err != nil {
+	res := &Result{ReleaseID: o.Manifest.ReleaseID(), DeployID: newDeployID(), BuildTime: o.BuildTime}
+	staged, ask, err := o.transfer(ctx, conns, pack, res)
+	switch {
+	case errors.Is(err, multicast.ErrAllRefused) && res.Transfer != nil:
+		return res, nil // the report says who refused, and why
+	case err != nil:
 		return nil, err
 	}
-	staged, ask := res.fromTransfer(rep)
 	cmd.Addrs = res.addrs()
-	start := time.Now()
-	o.progress(Progress{Phase: "stage", Hosts: len(res.Hosts), Staged: len(staged)})
-	more, err := waitStaged(ctx, cmd, res, ask, o.stageTimeout())
-	staged = append(staged, more...)
-	res.StageTime = time.Since(start)
-	if err != nil {
+	if staged, err = o.stage(ctx, cmd, res, staged, ask); err != nil {
 		return res, err
 	}
 	if err := ctx.Err(); err != nil { // nothing switched yet: stop here
 		return res, err
 	}
-	members := len(res.Hosts)
-	need := (o.RequirePct*members + 99) / 100 // ceiling, in integers
-	if len(staged) == 0 || len(staged) < need {
-		o.logf("deploy: %d of %d hosts staged %s, %d required: switching none", len(staged), members, res.ReleaseID, need)
+	if !o.enough(res, staged) {
 		return res, nil
 	}
-	start = time.Now()
-	o.progress(Progress{Phase: "switch", Staged: len(staged), Hosts: members})
-	// Once ACTIVATE is on the wire, finish gathering (and retransmitting to)
-	// every staged host even if interrupted: stopping halfway would leave
-	// the fleet split for no reason.
-	if o.Rollout.staged() {
-		err = o.roll(ctx, cmd, res, staged)
-	} else {
-		err = activate(context.WithoutCancel(ctx), cmd, res, staged)
-	}
-	res.SwitchTime = time.Since(start)
-	if o.PointerFile != "" && res.Outcome() != OutcomeNone && res.Halted == "" {
-		digest, derr := o.Manifest.Digest()
-		if derr == nil {
-			_, derr = Publish(cmd, o.PointerFile, res.ReleaseID, digest, hostIDs(res.Hosts), o.GroupSize, false, o.Encrypt)
-		}
-		if derr != nil {
-			o.warnf("deploy: the fleet pointer was not published: %v (hosts that missed the deploy will not catch up on their own)", derr)
-		} else if o.CertFile != "" && o.HostPub != nil {
-			n, cerr := IssueCerts(cmd, o.CertFile, hostIDs(res.Hosts), o.HostPub)
-			o.logf("deploy: %d host certificates issued", n)
-			if cerr != nil {
-				o.warnf("deploy: host certificates: %v (a host without one is not served by its peers)", cerr)
-			}
-		}
+	err = o.switchHosts(ctx, cmd, res, staged)
+	if res.Outcome() != OutcomeNone && res.Halted == "" && o.PointerFile != "" {
+		o.publish(cmd, res)
 	}
 	return res, err
 }
 
-// dataAddrs gives the hosts' known IPs at the group's port, for the
-// session's unicast ANNOUNCE.
-func (o *Options) dataAddrs() map[string]net.Addr {
-	if o.NoUnicast {
-		return nil
+// openPack opens the pack beside the image, made now if it is missing.
+func openPack(ctx context.Context, o *Options) (*image.Pack, error) {
+	pack, made, err := image.OpenOrMakePack(ctx, o.ImagePath, o.Manifest)
+	if err != nil {
+		return nil, fmt.Errorf("deploy: %w", err)
 	}
-	return multicast.UnicastAddrs(o.HostAddrs, o.Group.Port)
+	if made {
+		o.infof("deploy: %s had no pack: made %s%s", o.ImagePath, o.ImagePath, image.PackSuffix)
+	}
+	return pack, nil
 }
 
-func (o *Options) stageTimeout() time.Duration {
-	if o.StageTimeout == 0 {
-		return DefaultStageTimeout
-	}
-	return o.StageTimeout
+// commander is the deploy's: it speaks for o over conns' control conn.
+func (o *Options) commander(conns Conns) *Commander {
+	return &Commander{Conn: conns.Control, To: conns.ControlTo, Group: o.Group.String(), Unicast: o.hostIPs(),
+		Key: o.Key, Timeout: o.CommandTimeout, HostKeys: o.HostKeys, Logf: o.Logf, Warnf: o.Warnf}
 }
 
-func (o *Options) progress(p Progress) {
-	if o.Progress != nil {
-		o.Progress(p)
+// transfer sends the image and records the hosts' part in res; it returns
+// the hosts that staged it and those to ask about. A session every host
+// refused is recorded too (the report says why), with ErrAllRefused.
+func (o *Options) transfer(ctx context.Context, conns Conns, pack *image.Pack, res *Result) (staged, ask []string, err error) {
+	so := o.SendOptions
+	so.Pack, so.BaseID, so.Unicast = pack, pack.BaseID, conns.Unicast
+	so.Progress = func(p multicast.SendProgress) { o.watch(Progress{Phase: "transfer", Transfer: p}) }
+	rep, err := multicast.Send(ctx, conns.Data, so)
+	if rep == nil || err != nil && !errors.Is(err, multicast.ErrAllRefused) {
+		return nil, nil, err
 	}
+	staged, ask = res.fromTransfer(rep)
+	return staged, ask, err
 }
 
-func (o *Options) detail() func(string, ...any) {
-	if o.Detailf != nil {
-		return o.Detailf
-	}
-	return o.Logf
+// stage waits for the hosts in ask to stage the release; it returns every
+// host that did, those of staged included.
+func (o *Options) stage(ctx context.Context, cmd *Commander, res *Result, staged, ask []string) ([]string, error) {
+	start := time.Now()
+	o.watch(Progress{Phase: "stage", Hosts: len(res.Hosts), Staged: len(staged)})
+	more, err := waitStaged(ctx, cmd, res, ask, o.stageTimeout())
+	res.StageTime = time.Since(start)
+	return append(staged, more...), err
 }
 
-func (o *Options) logf(format string, args ...any) {
-	if o.Logf != nil {
-		o.Logf(format, args...)
+// enough reports whether enough hosts staged the release for any to switch
+// (RequirePct), and says so when not.
+func (o *Options) enough(res *Result, staged []string) bool {
+	members := len(res.Hosts)
+	need := (o.RequirePct*members + 99) / 100 // ceiling, in integers
+	if len(staged) > 0 && len(staged) >= need {
+		return true
+	}
+	o.infof("deploy: %d of %d hosts staged %s, %d required: switching none", len(staged), members, res.ReleaseID, need)
+	return false
+}
+
+// switchHosts switches the staged hosts, all at once or by the rollout's
+// waves. Once ACTIVATE is on the wire, it finishes gathering (and
+// retransmitting to) every staged host even if interrupted: stopping
+// halfway would leave the fleet split for no reason.
+func (o *Options) switchHosts(ctx context.Context, cmd *Commander, res *Result, staged []string) error {
+	start := time.Now()
+	defer func() { res.SwitchTime = time.Since(start) }()
+	o.watch(Progress{Phase: "switch", Staged: len(staged), Hosts: len(res.Hosts)})
+	if o.Rollout.staged() {
+		return o.roll(ctx, cmd, res, staged)
+	}
+	return activate(context.WithoutCancel(ctx), cmd, res, staged)
+}
+
+// publish ends a deploy that switched hosts: the fleet pointer to its
+// release, then the host certificates. A failure is warned of, not
+// returned: the hosts switched all the same.
+func (o *Options) publish(cmd *Commander, res *Result) {
+	digest, err := o.Manifest.Digest()
+	if err == nil {
+		_, err = Publish(cmd, o.PointerFile, res.ReleaseID, digest, hostIDs(res.Hosts), o.GroupSize, false, o.Encrypt)
+	}
+	if err != nil {
+		o.warnf("deploy: the fleet pointer was not published: %v (hosts that missed the deploy will not catch up on their own)", err)
+		return
+	}
+	if o.CertFile == "" || o.HostPub == nil {
+		return
+	}
+	n, err := IssueCerts(cmd, o.CertFile, hostIDs(res.Hosts), o.HostPub)
+	o.infof("deploy: %d host certificates issued", n)
+	if err != nil {
+		o.warnf("deploy: host certificates: %v (a host without one is not served by its peers)", err)
 	}
 }
 

@@ -188,7 +188,7 @@ func (o *Options) roll(ctx context.Context, c *Commander, res *Result, staged []
 		} else if err != nil {
 			return o.halt(c, res, switched, prior, fmt.Sprintf("%s: %v", name, err), nil)
 		}
-		o.logf("deploy: switching %s: %s", name, strings.Join(wave, ", "))
+		o.infof("deploy: switching %s: %s", name, strings.Join(wave, ", "))
 		err := activate(context.WithoutCancel(ctx), c, res, wave)
 		var failed []string
 		for _, h := range wave {
@@ -218,7 +218,7 @@ func (o *Options) roll(ctx context.Context, c *Commander, res *Result, staged []
 		if i == len(waves)-1 || o.Rollout.Soak <= 0 {
 			continue
 		}
-		o.logf("deploy: %s healthy; soaking %s", name, o.Rollout.Soak)
+		o.infof("deploy: %s healthy; soaking %s", name, o.Rollout.Soak)
 		sleep(ctx, o.Rollout.Soak)
 		if ctx.Err() != nil {
 			return abort("while " + name + " soaked")
@@ -330,14 +330,6 @@ func (o *Options) halt(c *Commander, res *Result, switched []string, prior map[s
 		errs = append(errs, fmt.Errorf("deploy: rollout halted, but %s may still serve %s", strings.Join(left, ", "), res.ReleaseID))
 	}
 	return errors.Join(errs...)
-}
-
-func (o *Options) warnf(format string, args ...any) {
-	if o.Warnf != nil {
-		o.Warnf(format, args...)
-	} else {
-		o.logf(format, args...)
-	}
 }
 
 func joinErr(a, b string) string {

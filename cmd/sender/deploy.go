@@ -89,7 +89,11 @@ func runDeploy(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return fmt.Errorf("deploy: want one source directory or image, got %d arguments", c.NArg())
 	}
-	opts, pins, addrs, err := deployOptions(c)
+	group, err := cliutil.ParseGroup(c.String("group"))
+	if err != nil {
+		return err
+	}
+	opts, pins, addrs, err := deployOptions(c, group)
 	if err != nil {
 		return err
 	}
@@ -98,23 +102,23 @@ func runDeploy(c *cli.Context) error {
 			fmt.Fprintln(c.App.ErrWriter, "deploy:", perr)
 		}
 	}()
-	unlock, err := lockGroup(c.String("state-dir"), opts.Group)
+	unlock, err := lockGroup(c.String("state-dir"), group)
 	if err != nil {
 		return err
 	}
 	defer unlock()
 	k := consoleFor(c, c.App.Writer)
-	opts.Logf, opts.Warnf, opts.Detailf, opts.Progress = k.Logf, k.Warnf, k.Detailf, k.Progress
-	if err := prepareImage(c, &opts); err != nil {
+	opts.Infof, opts.Warnf, opts.Logf, opts.Watch = k.Logf, k.Warnf, k.Detailf, k.Progress
+	if err := prepareImage(c, group, &opts); err != nil {
 		return err
 	}
 	if c.Bool("dry-run") {
-		printDryRun(c.App.Writer, &opts, c.String("rate"))
+		printDryRun(c.App.Writer, &opts, group, c.String("rate"))
 		return nil
 	}
-	res, err := deploy.Run(c.Context, opts)
+	res, err := deployOver(c, group, opts)
 	k.Close()
-	entry := deploy.AuditEntry{Action: "deploy", Group: opts.Group.String(), Release: opts.Manifest.ReleaseID(),
+	entry := deploy.AuditEntry{Action: "deploy", Group: group.String(), Release: opts.Manifest.ReleaseID(),
 		Label: opts.Manifest.Label, Hosts: opts.Hosts, Outcome: "error"}
 	if err != nil {
 		entry.Error = err.Error()
@@ -133,12 +137,12 @@ func runDeploy(c *cli.Context) error {
 		entry.Halted = res.Halted
 		k.Report(c.App.Writer, res, c.Bool("json"))
 		if path := c.String("metrics-file"); path != "" {
-			if merr := writeDeployMetrics(path, opts.Group.String(), opts.Manifest.Label, res, time.Now()); merr != nil {
+			if merr := writeDeployMetrics(path, group.String(), opts.Manifest.Label, res, time.Now()); merr != nil {
 				fmt.Fprintln(c.App.ErrWriter, merr)
 			}
 		}
 		if res.Outcome() != deploy.OutcomeNone && opts.ImagePath != "" {
-			recordBase(c, &opts) // the hosts hold this image now: build the next one on it
+			recordBase(c, group, &opts) // the hosts hold this image now: build the next one on it
 		}
 	}
 	if aerr := deploy.AppendAudit(filepath.Join(c.String("state-dir"), "audit.log"), entry); aerr != nil {
@@ -155,6 +159,16 @@ func runDeploy(c *cli.Context) error {
 		return &cliutil.ExitError{Code: exitHalted, Err: errors.Join(err, fmt.Errorf("release %s: rollout halted (%s): %s", res.ReleaseID, res.Halted, back))}
 	}
 	return withOutcome(err, res.Outcome(), res.ReleaseID)
+}
+
+// deployOver opens the group's sockets and deploys over them.
+func deployOver(c *cli.Context, group *net.UDPAddr, o deploy.Options) (*deploy.Result, error) {
+	conns, err := deploy.Dial(group, c.String("iface"), c.Int("ttl"), !c.Bool("no-unicast"))
+	if err != nil {
+		return nil, err
+	}
+	defer conns.Close()
+	return deploy.Run(c.Context, conns, o)
 }
 
 func hostIDs(r *deploy.Result) []string {
@@ -178,10 +192,7 @@ func withOutcome(err error, o deploy.Outcome, id string) error {
 	return oerr
 }
 
-func deployOptions(c *cli.Context) (o deploy.Options, pins *hostkey.Pins, addrs *hostkey.Addrs, err error) {
-	if o.Group, err = cliutil.ParseGroup(c.String("group")); err != nil {
-		return o, nil, nil, err
-	}
+func deployOptions(c *cli.Context, group *net.UDPAddr) (o deploy.Options, pins *hostkey.Pins, addrs *hostkey.Addrs, err error) {
 	if o.Key, err = image.ReadPrivateKeyFile(c.String("key")); err != nil {
 		return o, nil, nil, err
 	}
@@ -196,12 +207,13 @@ func deployOptions(c *cli.Context) (o deploy.Options, pins *hostkey.Pins, addrs 
 	if addrs, err = openAddrs(c, inv); err != nil {
 		return o, nil, nil, err
 	}
-	o.HostAddrs, o.NoUnicast = addrs.Map(inv.ids), c.Bool("no-unicast")
+	o.Group = group
+	o.HostAddrs = multicast.UnicastAddrs(addrs.Map(inv.ids), group.Port)
 	o.HostKeys = hostKeyPolicy(pins, inv.ids, c.Bool("allow-new-hosts"))
 	o.Encrypt = c.Bool("encrypt")
 	if !c.Bool("no-pointer") {
-		o.PointerFile = pointerPath(c.String("state-dir"), o.Group)
-		o.CertFile, o.HostPub, o.GroupSize = certsPath(c.String("state-dir"), o.Group), pins.Known, pins.Len()
+		o.PointerFile = pointerPath(c.String("state-dir"), group)
+		o.CertFile, o.HostPub, o.GroupSize = certsPath(c.String("state-dir"), group), pins.Known, pins.Len()
 	}
 	o.HostTimeout = c.Duration("host-timeout")
 	if o.Rate, err = parseRate(c.String("rate")); err != nil {
@@ -210,13 +222,11 @@ func deployOptions(c *cli.Context) (o deploy.Options, pins *hostkey.Pins, addrs 
 	if o.RequirePct, err = parseRequire(c.String("require")); err != nil {
 		return o, nil, nil, err
 	}
-	o.Iface, o.TTL, o.Wait, o.MinHosts = c.String("iface"), c.Int("ttl"), c.Duration("wait"), c.Int("min-hosts")
+	o.Wait, o.MinHosts = c.Duration("wait"), c.Int("min-hosts")
 	o.FECOverhead, o.StageTimeout, o.CommandTimeout = fecOverhead(c), c.Duration("stage-timeout"), c.Duration("timeout")
 	if o.Rollout, err = rolloutFlags(c); err != nil {
 		return o, nil, nil, err
 	}
-	o.Logf = func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, f+"\n", a...) }
-	o.Warnf = func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, "warning: "+f+"\n", a...) }
 	return o, pins, addrs, nil
 }
 
@@ -275,14 +285,14 @@ func parseRequire(s string) (int, error) {
 
 // prepareImage builds SRC_DIR into the state dir, or takes IMAGE and its
 // manifest; either way the manifest ends up signed by --key.
-func prepareImage(c *cli.Context, o *deploy.Options) error {
+func prepareImage(c *cli.Context, group *net.UDPAddr, o *deploy.Options) error {
 	src := c.Args().First()
 	fi, err := os.Stat(src)
 	if err != nil {
 		return fmt.Errorf("deploy: %w", err)
 	}
 	if fi.IsDir() {
-		return buildForDeploy(c, o, src)
+		return buildForDeploy(c, group, o, src)
 	}
 	m, err := image.ReadManifestFile(src + ".manifest")
 	if err != nil {
@@ -305,8 +315,8 @@ const keepBuilds = 2
 // buildForDeploy builds src into STATE_DIR/images/<group>/<id>.img, on the
 // layout of the last image deployed to this group, so unchanged files keep
 // their blocks and the hosts reuse the chunks they hold.
-func buildForDeploy(c *cli.Context, o *deploy.Options, src string) error {
-	dir := filepath.Join(c.String("state-dir"), "images", groupKey(o.Group))
+func buildForDeploy(c *cli.Context, group *net.UDPAddr, o *deploy.Options, src string) error {
+	dir := filepath.Join(c.String("state-dir"), "images", groupKey(group))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("deploy: %w", err)
 	}
@@ -318,7 +328,7 @@ func buildForDeploy(c *cli.Context, o *deploy.Options, src string) error {
 	if label == "" {
 		label = src
 	}
-	base := readLastBuild(lastBuildPath(c.String("state-dir"), o.Group))
+	base := readLastBuild(lastBuildPath(c.String("state-dir"), group))
 	out := filepath.Join(dir, "build.img")
 	start := time.Now()
 	res, err := image.Build(c.Context, src, out, image.Options{
@@ -334,19 +344,19 @@ func buildForDeploy(c *cli.Context, o *deploy.Options, src string) error {
 			return fmt.Errorf("deploy: %w", err)
 		}
 	}
-	pruneBuilds(dir, []string{final, base}, o.Logf)
-	o.Logf("deploy: built release %s from %s: %s, %d files, in %s", id, src,
+	pruneBuilds(dir, []string{final, base}, o.Infof)
+	o.Infof("deploy: built release %s from %s: %s, %d files, in %s", id, src,
 		cliutil.HumanBytes(res.Manifest.ImageSize), res.Files, time.Since(start).Round(time.Millisecond))
 	if res.Base != nil {
-		o.Logf("deploy: base %s: %s", base, describeBase(res.Base))
+		o.Infof("deploy: base %s: %s", base, describeBase(res.Base))
 	}
 	o.ImagePath, o.Manifest, o.BuildTime = final, res.Manifest, time.Since(start)
 	return nil
 }
 
 // recordBase remembers the image just deployed as the group's next base.
-func recordBase(c *cli.Context, o *deploy.Options) {
-	if err := atomicfile.WriteFile(lastBuildPath(c.String("state-dir"), o.Group), []byte(o.ImagePath+"\n"), 0o644); err != nil {
+func recordBase(c *cli.Context, group *net.UDPAddr, o *deploy.Options) {
+	if err := atomicfile.WriteFile(lastBuildPath(c.String("state-dir"), group), []byte(o.ImagePath+"\n"), 0o644); err != nil {
 		fmt.Fprintln(c.App.ErrWriter, "deploy:", err)
 	}
 }
@@ -444,7 +454,7 @@ func outcomeExit(o deploy.Outcome, id string) *cliutil.ExitError {
 	return nil
 }
 
-func printDryRun(w io.Writer, o *deploy.Options, rate string) {
+func printDryRun(w io.Writer, o *deploy.Options, group *net.UDPAddr, rate string) {
 	hosts := "whoever registers (open group)"
 	if o.Hosts != nil {
 		hosts = strings.Join(o.Hosts, ", ")
@@ -457,7 +467,7 @@ func printDryRun(w io.Writer, o *deploy.Options, rate string) {
 	}
 	fmt.Fprintf(w, "dry run: would deploy release %s (%s, %d chunks, %d all-zero not sent)\n", o.Manifest.ReleaseID(),
 		cliutil.HumanBytes(o.Manifest.ImageSize), len(o.Manifest.Chunks), zero)
-	fmt.Fprintf(w, "  to      %s on %s (control %s:%d) at %s bit/s\n", hosts, o.Group, o.Group.IP, control.Addr(o.Group).Port, rate)
+	fmt.Fprintf(w, "  to      %s on %s (control %s:%d) at %s bit/s\n", hosts, group, group.IP, control.Addr(group).Port, rate)
 	if p, err := image.OpenPack(o.ImagePath+image.PackSuffix, o.Manifest); err == nil {
 		if plain, delta := p.Sizes(); p.BaseID != "" {
 			fmt.Fprintf(w, "  pack    %s plain, %s of deltas against release %s (if every host holds it)\n",

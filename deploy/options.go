@@ -1,0 +1,108 @@
+package deploy
+
+import (
+	"crypto/ed25519"
+	"net"
+	"time"
+
+	"github.com/loopcast/loopcast/multicast"
+)
+
+// Options configure a deploy.
+type Options struct {
+	// SendOptions are the transfer's. Those a deploy also uses:
+	// Hosts (nil: an open group, Wait / MinHosts) are the hosts every
+	// command is for; Key signs the commands too; HostKeys checks the
+	// key of every command's reply too; HostAddrs (each listed host's IP
+	// at the group's port) is also where commands reach a host that does
+	// not answer the group; Logf hears the session's detail and the
+	// commands' retransmissions; Warnf what the operator must see
+	// (refusals). Pack, BaseID, Unicast and Progress are set by the
+	// deploy.
+	multicast.SendOptions
+	// RequirePct is the percentage of hosts (1 to 100) that must have
+	// staged the release for any host to switch; 100 means all.
+	RequirePct int
+	// ImagePath is the image Manifest describes. The pack beside it is
+	// what is sent: made at build (with delta frames against the image
+	// the build was based on), or made here when missing.
+	ImagePath string
+	// BuildTime is how long building the image took, if the caller built
+	// it, for the report.
+	BuildTime      time.Duration
+	StageTimeout   time.Duration
+	CommandTimeout time.Duration
+	// Infof hears the deploy's own lines, which the operator always sees
+	// (a pack made, waves switching, nothing switched); Logf when nil.
+	Infof func(format string, args ...any)
+	// Watch, when set, hears of the deploy's progress: the transfer's (as
+	// multicast reports it), then staging and switching.
+	Watch func(Progress)
+	// Rollout switches the staged hosts in health-gated waves; the zero
+	// value switches them all at once.
+	Rollout Rollout
+	// PointerFile, when set, is where the group's fleet pointer is
+	// recorded: a deploy that switched hosts (and was not halted) ends by
+	// publishing a pointer to its release, so hosts that missed it catch
+	// up on their own.
+	PointerFile string
+	// CertFile, with PointerFile, records the host certificates issued
+	// with the pointer, one for every host in the deploy whose key
+	// HostPub knows (its pinned key): peers serve catching-up hosts only
+	// on a certificate.
+	CertFile string
+	HostPub  func(host string) (ed25519.PublicKey, bool)
+	// GroupSize is how many hosts the sender knows in the group (its
+	// pinned keys), for the pointer; the deploy's hosts when fewer.
+	GroupSize int
+}
+
+// Progress is a snapshot of a running deploy.
+type Progress struct {
+	Phase    string                 // "transfer", "stage", "switch"
+	Transfer multicast.SendProgress // during the transfer
+	Staged   int                    // hosts that staged the release so far
+	Hosts    int                    // hosts in the deploy
+}
+
+func (o *Options) stageTimeout() time.Duration {
+	if o.StageTimeout == 0 {
+		return DefaultStageTimeout
+	}
+	return o.StageTimeout
+}
+
+// hostIPs is the IP of each host in HostAddrs, where commands reach it by
+// unicast.
+func (o *Options) hostIPs() map[string]string {
+	m := map[string]string{}
+	for id, a := range o.HostAddrs {
+		if ip, _, err := net.SplitHostPort(a.String()); err == nil {
+			m[id] = ip
+		}
+	}
+	return m
+}
+
+func (o *Options) watch(p Progress) {
+	if o.Watch != nil {
+		o.Watch(p)
+	}
+}
+
+func (o *Options) infof(format string, args ...any) {
+	switch {
+	case o.Infof != nil:
+		o.Infof(format, args...)
+	case o.Logf != nil:
+		o.Logf(format, args...)
+	}
+}
+
+func (o *Options) warnf(format string, args ...any) {
+	if o.Warnf != nil {
+		o.Warnf(format, args...)
+	} else {
+		o.infof(format, args...)
+	}
+}
