@@ -23,14 +23,8 @@ const (
 	stagePoll           = 500 * time.Millisecond
 )
 
-// Run distributes, stages and switches one release over conns: it checks
-// that the hosts take the sender's commands, sends the image (package
-// multicast), asks the hosts that did not say so whether they staged it,
-// switches them if enough did (RequirePct; by Rollout), and publishes the
-// fleet pointer and the host certificates. A result comes back whenever
-// the image was sent, with the error that cut the deploy short if one did.
-func Run(ctx context.Context, conns Conns, opts Options) (*Result, error) {
-	o := &opts
+// run distributes, stages and switches one release over conns.
+func (d *Deployer) run(ctx context.Context, conns Conns, o *Options) (*Result, error) {
 	if o.RequirePct < 1 || o.RequirePct > 100 {
 		return nil, fmt.Errorf("deploy: require %d%%: want 1 to 100", o.RequirePct)
 	}
@@ -62,8 +56,8 @@ func Run(ctx context.Context, conns Conns, opts Options) (*Result, error) {
 		return res, nil
 	}
 	err = o.switchHosts(ctx, cmd, res, staged)
-	if res.Outcome() != OutcomeNone && res.Halted == "" && o.PointerFile != "" {
-		o.publish(cmd, res)
+	if res.Outcome() != OutcomeNone && res.Halted == "" && !o.NoPointer {
+		d.publish(cmd, o, res)
 	}
 	return res, err
 }
@@ -140,19 +134,19 @@ func (o *Options) switchHosts(ctx context.Context, cmd *Commander, res *Result, 
 // publish ends a deploy that switched hosts: the fleet pointer to its
 // release, then the host certificates. A failure is warned of, not
 // returned: the hosts switched all the same.
-func (o *Options) publish(cmd *Commander, res *Result) {
+func (d *Deployer) publish(cmd *Commander, o *Options, res *Result) {
 	digest, err := o.Manifest.Digest()
 	if err == nil {
-		_, err = Publish(cmd, o.PointerFile, res.ReleaseID, digest, hostIDs(res.Hosts), o.GroupSize, false, o.Encrypt)
+		_, err = Publish(cmd, d.Pointer, res.ReleaseID, digest, hostIDs(res.Hosts), o.GroupSize, false, o.Encrypt)
 	}
 	if err != nil {
 		o.warnf("deploy: the fleet pointer was not published: %v (hosts that missed the deploy will not catch up on their own)", err)
 		return
 	}
-	if o.CertFile == "" || o.HostPub == nil {
+	if o.HostPub == nil {
 		return
 	}
-	n, err := IssueCerts(cmd, o.CertFile, hostIDs(res.Hosts), o.HostPub)
+	n, err := IssueCerts(cmd, d.Certs, hostIDs(res.Hosts), o.HostPub)
 	o.infof("deploy: %d host certificates issued", n)
 	if err != nil {
 		o.warnf("deploy: host certificates: %v (a host without one is not served by its peers)", err)

@@ -17,8 +17,8 @@ type Options struct {
 	// at the group's port) is also where commands reach a host that does
 	// not answer the group; Logf hears the session's detail and the
 	// commands' retransmissions; Warnf what the operator must see
-	// (refusals). Pack, BaseID, Unicast and Progress are set by the
-	// deploy.
+	// (refusals). Group is the Deployer's; Pack, BaseID, Unicast and
+	// Progress are set by the deploy.
 	multicast.SendOptions
 	// RequirePct is the percentage of hosts (1 to 100) that must have
 	// staged the release for any host to switch; 100 means all.
@@ -41,17 +41,13 @@ type Options struct {
 	// Rollout switches the staged hosts in health-gated waves; the zero
 	// value switches them all at once.
 	Rollout Rollout
-	// PointerFile, when set, is where the group's fleet pointer is
-	// recorded: a deploy that switched hosts (and was not halted) ends by
-	// publishing a pointer to its release, so hosts that missed it catch
-	// up on their own.
-	PointerFile string
-	// CertFile, with PointerFile, records the host certificates issued
-	// with the pointer, one for every host in the deploy whose key
-	// HostPub knows (its pinned key): peers serve catching-up hosts only
-	// on a certificate.
-	CertFile string
-	HostPub  func(host string) (ed25519.PublicKey, bool)
+	// NoPointer publishes no fleet pointer. Otherwise a deploy that
+	// switched hosts (and was not halted) ends by publishing a pointer to
+	// its release, so hosts that missed it catch up on their own, with a
+	// host certificate for every host of the deploy whose key HostPub
+	// knows (its pinned key): peers serve catching-up hosts only on one.
+	NoPointer bool
+	HostPub   func(host string) (ed25519.PublicKey, bool)
 	// GroupSize is how many hosts the sender knows in the group (its
 	// pinned keys), for the pointer; the deploy's hosts when fewer.
 	GroupSize int

@@ -9,8 +9,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -22,10 +20,8 @@ import (
 	"github.com/loopcast/loopcast/deploy"
 	"github.com/loopcast/loopcast/hostkey"
 	"github.com/loopcast/loopcast/image"
-	"github.com/loopcast/loopcast/internal/atomicfile"
 	"github.com/loopcast/loopcast/multicast"
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sys/unix"
 )
 
 // exitNone is the exit code of deploy and rollback when no host switched
@@ -102,55 +98,49 @@ func runDeploy(c *cli.Context) error {
 			fmt.Fprintln(c.App.ErrWriter, "deploy:", perr)
 		}
 	}()
-	unlock, err := lockGroup(c.String("state-dir"), group)
+	d, err := deploy.Open(c.String("state-dir"), group)
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer d.Close()
 	k := consoleFor(c, c.App.Writer)
 	opts.Infof, opts.Warnf, opts.Logf, opts.Watch = k.Logf, k.Warnf, k.Detailf, k.Progress
-	if err := prepareImage(c, group, &opts); err != nil {
+	if err := prepareImage(c, d, &opts); err != nil {
 		return err
 	}
 	if c.Bool("dry-run") {
 		printDryRun(c.App.Writer, &opts, group, c.String("rate"))
 		return nil
 	}
-	res, err := deployOver(c, group, opts)
+	res, err := deployOver(c, d, group, opts)
 	k.Close()
-	entry := deploy.AuditEntry{Action: "deploy", Group: group.String(), Release: opts.Manifest.ReleaseID(),
-		Label: opts.Manifest.Label, Hosts: opts.Hosts, Outcome: "error"}
-	if err != nil {
-		entry.Error = err.Error()
-	}
-	if res != nil {
-		learnAddrs(addrs, res)
-		entry.Outcome, entry.DeployID, entry.Hosts = res.Outcome().String(), res.DeployID, hostIDs(res)
-		for _, h := range res.Hosts {
-			if h.Phase == deploy.PhaseRefused {
-				if entry.Refused == nil {
-					entry.Refused = map[string]string{}
-				}
-				entry.Refused[h.ID] = h.Cause + ": " + h.Error
-			}
-		}
-		entry.Halted = res.Halted
-		k.Report(c.App.Writer, res, c.Bool("json"))
-		if path := c.String("metrics-file"); path != "" {
-			if merr := writeDeployMetrics(path, group.String(), opts.Manifest.Label, res, time.Now()); merr != nil {
-				fmt.Fprintln(c.App.ErrWriter, merr)
-			}
-		}
-		if res.Outcome() != deploy.OutcomeNone && opts.ImagePath != "" {
-			recordBase(c, group, &opts) // the hosts hold this image now: build the next one on it
-		}
-	}
-	if aerr := deploy.AppendAudit(filepath.Join(c.String("state-dir"), "audit.log"), entry); aerr != nil {
-		fmt.Fprintln(c.App.ErrWriter, "deploy:", aerr)
-	}
 	if res == nil {
 		return err
 	}
+	learnAddrs(addrs, res)
+	k.Report(c.App.Writer, res, c.Bool("json"))
+	if path := c.String("metrics-file"); path != "" {
+		if merr := writeDeployMetrics(path, group.String(), opts.Manifest.Label, res, time.Now()); merr != nil {
+			fmt.Fprintln(c.App.ErrWriter, merr)
+		}
+	}
+	return deployExit(err, res)
+}
+
+// deployOver opens the group's sockets and deploys over them; a deploy
+// whose sockets did not open is in the audit log too.
+func deployOver(c *cli.Context, d *deploy.Deployer, group *net.UDPAddr, o deploy.Options) (*deploy.Result, error) {
+	conns, err := deploy.Dial(group, c.String("iface"), c.Int("ttl"), !c.Bool("no-unicast"))
+	if err != nil {
+		d.Fail(o, err)
+		return nil, err
+	}
+	defer conns.Close()
+	return d.Deploy(c.Context, conns, o)
+}
+
+// deployExit is the exit error of a deploy that sent its image.
+func deployExit(err error, res *deploy.Result) error {
 	if res.Halted != "" {
 		back := "the hosts it switched went back"
 		if len(res.NotBack) > 0 {
@@ -159,24 +149,6 @@ func runDeploy(c *cli.Context) error {
 		return &cliutil.ExitError{Code: exitHalted, Err: errors.Join(err, fmt.Errorf("release %s: rollout halted (%s): %s", res.ReleaseID, res.Halted, back))}
 	}
 	return withOutcome(err, res.Outcome(), res.ReleaseID)
-}
-
-// deployOver opens the group's sockets and deploys over them.
-func deployOver(c *cli.Context, group *net.UDPAddr, o deploy.Options) (*deploy.Result, error) {
-	conns, err := deploy.Dial(group, c.String("iface"), c.Int("ttl"), !c.Bool("no-unicast"))
-	if err != nil {
-		return nil, err
-	}
-	defer conns.Close()
-	return deploy.Run(c.Context, conns, o)
-}
-
-func hostIDs(r *deploy.Result) []string {
-	var ids []string
-	for _, h := range r.Hosts {
-		ids = append(ids, h.ID)
-	}
-	return ids
 }
 
 // withOutcome gives err the exit code of the outcome: a deploy interrupted
@@ -207,14 +179,10 @@ func deployOptions(c *cli.Context, group *net.UDPAddr) (o deploy.Options, pins *
 	if addrs, err = openAddrs(c, inv); err != nil {
 		return o, nil, nil, err
 	}
-	o.Group = group
 	o.HostAddrs = multicast.UnicastAddrs(addrs.Map(inv.ids), group.Port)
 	o.HostKeys = hostKeyPolicy(pins, inv.ids, c.Bool("allow-new-hosts"))
-	o.Encrypt = c.Bool("encrypt")
-	if !c.Bool("no-pointer") {
-		o.PointerFile = pointerPath(c.String("state-dir"), group)
-		o.CertFile, o.HostPub, o.GroupSize = certsPath(c.String("state-dir"), group), pins.Known, pins.Len()
-	}
+	o.Encrypt, o.NoPointer = c.Bool("encrypt"), c.Bool("no-pointer")
+	o.HostPub, o.GroupSize = pins.Known, pins.Len()
 	o.HostTimeout = c.Duration("host-timeout")
 	if o.Rate, err = parseRate(c.String("rate")); err != nil {
 		return o, nil, nil, fmt.Errorf("deploy: --rate: %w", err)
@@ -285,14 +253,14 @@ func parseRequire(s string) (int, error) {
 
 // prepareImage builds SRC_DIR into the state dir, or takes IMAGE and its
 // manifest; either way the manifest ends up signed by --key.
-func prepareImage(c *cli.Context, group *net.UDPAddr, o *deploy.Options) error {
+func prepareImage(c *cli.Context, d *deploy.Deployer, o *deploy.Options) error {
 	src := c.Args().First()
 	fi, err := os.Stat(src)
 	if err != nil {
 		return fmt.Errorf("deploy: %w", err)
 	}
 	if fi.IsDir() {
-		return buildForDeploy(c, group, o, src)
+		return buildForDeploy(c, d, o, src)
 	}
 	m, err := image.ReadManifestFile(src + ".manifest")
 	if err != nil {
@@ -307,19 +275,8 @@ func prepareImage(c *cli.Context, group *net.UDPAddr, o *deploy.Options) error {
 	return nil
 }
 
-// keepBuilds is how many built images stay in the state dir: the newest
-// is the next build's base; older ones are rollback material on the hosts
-// already, not here.
-const keepBuilds = 2
-
-// buildForDeploy builds src into STATE_DIR/images/<group>/<id>.img, on the
-// layout of the last image deployed to this group, so unchanged files keep
-// their blocks and the hosts reuse the chunks they hold.
-func buildForDeploy(c *cli.Context, group *net.UDPAddr, o *deploy.Options, src string) error {
-	dir := filepath.Join(c.String("state-dir"), "images", groupKey(group))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("deploy: %w", err)
-	}
+// buildForDeploy builds src for the group (Deployer.Build) and says how.
+func buildForDeploy(c *cli.Context, d *deploy.Deployer, o *deploy.Options, src string) error {
 	epoch, err := epochOption(c.String("epoch"))
 	if err != nil {
 		return err
@@ -328,119 +285,20 @@ func buildForDeploy(c *cli.Context, group *net.UDPAddr, o *deploy.Options, src s
 	if label == "" {
 		label = src
 	}
-	base := readLastBuild(lastBuildPath(c.String("state-dir"), group))
-	out := filepath.Join(dir, "build.img")
-	start := time.Now()
-	res, err := image.Build(c.Context, src, out, image.Options{
-		Epoch: epoch, Key: o.Key, Label: label, HeadroomPct: image.DefaultHeadroomPct, Base: base,
-	})
+	b, err := d.Build(c.Context, src, image.Options{Epoch: epoch, Key: o.Key, Label: label, HeadroomPct: image.DefaultHeadroomPct})
 	if err != nil {
 		return err
 	}
-	id := res.Manifest.ReleaseID()
-	final := filepath.Join(dir, id+".img")
-	for _, suffix := range []string{".manifest", image.LayoutSuffix, image.PackSuffix, ""} {
-		if err := os.Rename(out+suffix, final+suffix); err != nil {
-			return fmt.Errorf("deploy: %w", err)
-		}
+	for _, p := range b.Removed {
+		o.Infof("deploy: removed old build %s", p)
 	}
-	pruneBuilds(dir, []string{final, base}, o.Infof)
-	o.Infof("deploy: built release %s from %s: %s, %d files, in %s", id, src,
-		cliutil.HumanBytes(res.Manifest.ImageSize), res.Files, time.Since(start).Round(time.Millisecond))
-	if res.Base != nil {
-		o.Infof("deploy: base %s: %s", base, describeBase(res.Base))
+	o.Infof("deploy: built release %s from %s: %s, %d files, in %s", b.Manifest.ReleaseID(), src,
+		cliutil.HumanBytes(b.Manifest.ImageSize), b.Files, b.Time.Round(time.Millisecond))
+	if b.Base != nil {
+		o.Infof("deploy: base %s: %s", b.BaseImage, describeBase(b.Base))
 	}
-	o.ImagePath, o.Manifest, o.BuildTime = final, res.Manifest, time.Since(start)
+	o.ImagePath, o.Manifest, o.BuildTime = b.Path, b.Manifest, b.Time
 	return nil
-}
-
-// recordBase remembers the image just deployed as the group's next base.
-func recordBase(c *cli.Context, group *net.UDPAddr, o *deploy.Options) {
-	if err := atomicfile.WriteFile(lastBuildPath(c.String("state-dir"), group), []byte(o.ImagePath+"\n"), 0o644); err != nil {
-		fmt.Fprintln(c.App.ErrWriter, "deploy:", err)
-	}
-}
-
-func groupKey(g *net.UDPAddr) string { return strings.ReplaceAll(g.String(), ":", "_") }
-
-// pointerPath names the file that records the last fleet pointer issued
-// for group.
-func pointerPath(stateDir string, group *net.UDPAddr) string {
-	return filepath.Join(stateDir, "pointer-"+groupKey(group)+".json")
-}
-
-// certsPath names the file of the host certificates issued for group.
-func certsPath(stateDir string, group *net.UDPAddr) string {
-	return filepath.Join(stateDir, "certs-"+groupKey(group)+".json")
-}
-
-// lastBuildPath names the file that records the last image built for group.
-func lastBuildPath(stateDir string, group *net.UDPAddr) string {
-	return filepath.Join(stateDir, "last-build-"+groupKey(group))
-}
-
-// readLastBuild returns the recorded image if it and its layout still exist.
-func readLastBuild(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	img := strings.TrimSpace(string(b))
-	if image.CheckLayout(img) != nil {
-		return "" // gone, corrupt or of another version: lay the next image out afresh
-	}
-	return img
-}
-
-// pruneBuilds removes all but the keepBuilds newest images (and their
-// manifests and layouts) in dir; those in keep are never removed.
-func pruneBuilds(dir string, keep []string, logf func(string, ...any)) {
-	imgs, _ := filepath.Glob(filepath.Join(dir, "*.img"))
-	type built struct {
-		path string
-		mod  time.Time
-	}
-	var all []built
-	for _, p := range imgs {
-		if fi, err := os.Stat(p); err == nil && !slices.Contains(keep, p) {
-			all = append(all, built{p, fi.ModTime()})
-		}
-	}
-	slices.SortFunc(all, func(a, b built) int { return b.mod.Compare(a.mod) })
-	for i, b := range all {
-		if i < keepBuilds-1 {
-			continue
-		}
-		for _, suffix := range []string{"", ".manifest", image.LayoutSuffix, image.PackSuffix} {
-			os.Remove(b.path + suffix)
-		}
-		logf("deploy: removed old build %s", b.path)
-	}
-}
-
-// lockGroup takes an exclusive lock for deploys to group, held by this
-// process: the kernel drops it when the process exits, so a crashed
-// deploy leaves no stale lock.
-func lockGroup(stateDir string, group *net.UDPAddr) (func(), error) {
-	if err := os.MkdirAll(stateDir, 0o755); err != nil {
-		return nil, fmt.Errorf("deploy: %w", err)
-	}
-	path := filepath.Join(stateDir, "deploy-"+groupKey(group)+".lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("deploy: %w", err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		holder, _ := io.ReadAll(f)
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("deploy: another deploy to %s is running (%s; lock %s)", group, strings.TrimSpace(string(holder)), path)
-		}
-		return nil, fmt.Errorf("deploy: lock %s: %w", path, err)
-	}
-	f.Truncate(0)
-	fmt.Fprintf(f, "pid %d since %s\n", os.Getpid(), time.Now().UTC().Format(time.RFC3339))
-	return func() { f.Close() }, nil
 }
 
 // outcomeExit is the exit error of an outcome, nil when every host switched.

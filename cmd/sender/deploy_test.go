@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/loopcast/loopcast/deploy"
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/cliutil"
 )
@@ -104,7 +105,7 @@ func TestBuildsOnRecordedBase(t *testing.T) {
 		t.Fatalf("builds: %v", first)
 	}
 	group, _ := cliutil.ParseGroup("239.192.0.1:5000")
-	os.WriteFile(lastBuildPath(state, group), []byte(first[0]+"\n"), 0o644) // as a deploy records it
+	os.WriteFile(deploy.StatePaths(state, group).LastBuild, []byte(first[0]+"\n"), 0o644) // as a deploy records it
 	for i := range 3 {
 		os.WriteFile(filepath.Join(src, "new.php"), []byte(strings.Repeat("x", i+1)), 0o644)
 		out := dry()
@@ -116,8 +117,8 @@ func TestBuildsOnRecordedBase(t *testing.T) {
 		}
 	}
 	imgs, _ := filepath.Glob(filepath.Join(state, "images", "*", "*.img"))
-	if len(imgs) != keepBuilds+1 || !slices.Contains(imgs, first[0]) {
-		t.Errorf("builds kept: %v; want the base %s and %d newest", imgs, first[0], keepBuilds)
+	if len(imgs) != deploy.KeepBuilds+1 || !slices.Contains(imgs, first[0]) {
+		t.Errorf("builds kept: %v; want the base %s and %d newest", imgs, first[0], deploy.KeepBuilds)
 	}
 }
 

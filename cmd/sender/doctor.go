@@ -61,7 +61,7 @@ func doctorCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			fs = append(fs, hostFindings(st, byUnicast, f.Group, nonce, lastImageSize(filepath.Join(c.String("state-dir"), "images", groupKey(f.Group))))...)
+			fs = append(fs, hostFindings(st, byUnicast, f.Group, nonce, lastImageSize(deploy.StatePaths(c.String("state-dir"), f.Group).Images))...)
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")

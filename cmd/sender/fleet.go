@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -40,8 +39,9 @@ func fleet(c *cli.Context) (*deploy.Fleet, *hostkey.Pins, error) {
 	}
 	// only replies signed by a host's pinned key count (a listed host is
 	// pinned on first contact): made-up hosts cannot steer a rollback
+	paths := deploy.StatePaths(c.String("state-dir"), g)
 	return &deploy.Fleet{Group: g, Iface: c.String("iface"), TTL: c.Int("ttl"), Hosts: inv.ids, Key: key, GroupSize: pins.Len(),
-		Audit: filepath.Join(c.String("state-dir"), "audit.log"), PointerFile: pointerPath(c.String("state-dir"), g),
+		Audit: paths.Audit, PointerFile: paths.Pointer,
 		Cmd: deploy.Commander{Timeout: c.Duration("timeout"), Unicast: addrs.Map(inv.ids), HostKeys: hostKeyPolicy(pins, inv.ids, c.Bool("allow-new-hosts")),
 			Warnf: func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, "warning: "+f+"\n", a...) }}}, pins, nil
 }
@@ -144,28 +144,17 @@ func rollbackCommand() *cli.Command {
 				return err
 			}
 			defer pins.Save()
-			unlock, err := lockGroup(c.String("state-dir"), f.Group)
+			d, err := deploy.Open(c.String("state-dir"), f.Group)
 			if err != nil {
 				return err
 			}
-			defer unlock()
-			to, res, err := f.Rollback(c.Context, c.String("to"))
-			if res != nil {
-				printRollback(c.App.Writer, to, res)
-			}
-			outcome, _ := deploy.OutcomeOf(res)
-			entry := deploy.AuditEntry{Action: "rollback", Group: f.Group.String(), Release: to, Hosts: f.Hosts, Outcome: outcome.String()}
-			if err != nil {
-				entry.Outcome, entry.Error = "error", err.Error()
-			}
-			if to != "" {
-				if aerr := deploy.AppendAudit(f.Audit, entry); aerr != nil {
-					fmt.Fprintln(c.App.ErrWriter, "rollback:", aerr)
-				}
-			}
+			defer d.Close()
+			to, res, err := d.Rollback(c.Context, f, c.String("to"))
 			if res == nil {
 				return err
 			}
+			printRollback(c.App.Writer, to, res)
+			outcome, _ := deploy.OutcomeOf(res)
 			return withOutcome(err, outcome, to)
 		},
 	}

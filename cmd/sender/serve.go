@@ -3,7 +3,6 @@ package main
 import (
 	"log/slog"
 	"os"
-	"path/filepath"
 
 	"github.com/loopcast/loopcast/deploy"
 	"github.com/loopcast/loopcast/internal/cliutil"
@@ -25,9 +24,9 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			paths := deploy.StatePaths(c.String("state-dir"), g)
 			return deploy.Serve(c.Context, deploy.ServeOptions{Group: g, Iface: c.String("iface"),
-				PointerFile: pointerPath(c.String("state-dir"), g), CertFile: certsPath(c.String("state-dir"), g),
-				Images: filepath.Join(c.String("state-dir"), "images", groupKey(g)),
+				PointerFile: paths.Pointer, CertFile: paths.Certs, Images: paths.Images,
 				Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
 		},
 	}
