@@ -57,7 +57,7 @@ func deployCommand() *cli.Command {
 		Usage:     "build (from a directory) or take an image, ship it to every host, and switch them together",
 		ArgsUsage: "SRC_DIR|IMAGE",
 		Flags: append(groupFlags(),
-			&cli.StringFlag{Name: "rate", Value: "900M", Usage: "sending `RATE` in bit/s; K, M, G suffixes (0: unpaced)"},
+			&cli.StringFlag{Name: "rate", Value: "900M", Usage: "sending `RATE` in " + cliutil.RateUnits + "; 0: unpaced"},
 			&cli.DurationFlag{Name: "wait", Value: multicast.DefaultWait, Usage: "how long hosts may take to register"},
 			&cli.IntFlag{Name: "min-hosts", Usage: "open group: start once `N` hosts registered"},
 			&cli.IntFlag{Name: "fec-overhead", Usage: "proactive parity, `PCT` of each block (default: sized from the loss hosts report)"},
@@ -203,7 +203,7 @@ func deployOptions(c *cli.Context) (o deploy.Options, pins *hostkey.Pins, addrs 
 		o.CertFile, o.HostPub, o.GroupSize = certsPath(c.String("state-dir"), o.Group), pins.Known, pins.Len()
 	}
 	o.HostTimeout = c.Duration("host-timeout")
-	if o.Rate, err = parseRate(c.String("rate")); err != nil {
+	if o.Rate, err = cliutil.ParseRate(c.String("rate")); err != nil {
 		return o, nil, nil, fmt.Errorf("deploy: --rate: %w", err)
 	}
 	if o.RequirePct, err = parseRequire(c.String("require")); err != nil {
