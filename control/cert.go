@@ -95,12 +95,8 @@ func ParseHostCert(b []byte) (*HostCert, error) {
 // VerifyHostCert checks that c is signed by one of keys, for group, and
 // good at now.
 func VerifyHostCert(c *HostCert, keys []ed25519.PublicKey, group string, now time.Time) error {
-	trusted := false
-	for _, k := range keys {
-		trusted = trusted || k.Equal(c.PublicKey)
-	}
 	switch ms := now.UnixMilli(); {
-	case !trusted:
+	case !trusted(keys, c.PublicKey):
 		return fmt.Errorf("%w: certificate of host %s", ErrUntrustedKey, c.Host)
 	case c.Group != group:
 		return fmt.Errorf("%w: certificate of host %s is for group %s", ErrOtherGroup, c.Host, c.Group)

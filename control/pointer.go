@@ -139,11 +139,7 @@ func ParsePointer(b []byte) (*Pointer, error) {
 
 // VerifyPointer checks that p is signed by one of keys and names group.
 func VerifyPointer(p *Pointer, keys []ed25519.PublicKey, group string) error {
-	trusted := false
-	for _, k := range keys {
-		trusted = trusted || k.Equal(p.PublicKey)
-	}
-	if !trusted {
+	if !trusted(keys, p.PublicKey) {
 		return fmt.Errorf("%w: %v", ErrUntrustedKey, p)
 	}
 	if p.Group != group {
