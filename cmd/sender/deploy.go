@@ -498,7 +498,7 @@ func printDeploy(w io.Writer, r *deploy.Result, asJSON, color bool) {
 		if h.Path != "" {
 			recv = cliutil.HumanBytes(h.Needed)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.ID, h.Addr, phase, h.Current, at, stage, recv, orDash(h.Path), h.Error)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.ID, h.Addr, phase, h.Current, at, stage, recv, cliutil.OrDash(h.Path), h.Error)
 	}
 	tw.Flush()
 	active := 0
@@ -533,11 +533,4 @@ func printDeploy(w io.Writer, r *deploy.Result, asJSON, color bool) {
 	}
 	fmt.Fprintf(w, "wire %s; build %s, register %s, transfer %s (staged on arrival), stage %s, switch %s\n",
 		wire, ms(r.BuildTime), ms(r.RegisterTime), ms(r.TransferTime), ms(r.StageTime), ms(r.SwitchTime))
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }

@@ -56,6 +56,15 @@ func ExitCode(name string, err error) int {
 	return 1
 }
 
+// OrDash returns s, or "-" when s is empty: what the commands print for a
+// field that holds nothing (no current release, no path).
+func OrDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
 // ParseGroup reads a --group flag: a multicast IPv4 ADDR:PORT.
 func ParseGroup(s string) (*net.UDPAddr, error) {
 	g, err := net.ResolveUDPAddr("udp4", s)
