@@ -16,7 +16,6 @@ import (
 	"github.com/loopcast/loopcast/internal/mounttest"
 
 	"github.com/loopcast/loopcast/image"
-	"github.com/loopcast/loopcast/internal/testenv"
 	"github.com/loopcast/loopcast/release"
 )
 
@@ -125,12 +124,7 @@ func TestStartReconcileFails(t *testing.T) {
 // TestStartAfterReboot: after a reboot (every release unmounted) Start
 // remounts the releases, and when READY arrives current already serves.
 func TestStartAfterReboot(t *testing.T) {
-	testenv.RequireLoop(t)
-	dir, err := filepath.EvalSymlinks(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mounttest.Cleanup(t, dir) })
+	dir := mounttest.Dir(t)
 	pub, key, _ := ed25519.GenerateKey(rand.Reader)
 	s := openStore(t, dir, pub)
 	for _, name := range []string{"A", "B"} {

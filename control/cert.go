@@ -66,21 +66,21 @@ func ParseHostCert(b []byte) (*HostCert, error) {
 	if h.Type != TypeHostCert {
 		return nil, fmt.Errorf("%w: %v where a host certificate was expected", ErrMalformed, h.Type)
 	}
-	r := &reader{b: rest}
-	c := &HostCert{Issued: int64(r.u64("issued")), Expires: int64(r.u64("expires"))}
+	r := newReader(rest)
+	c := &HostCert{Issued: int64(r.U64("issued")), Expires: int64(r.U64("expires"))}
 	c.Group = r.name("group", false)
 	c.Host = r.name("host", false)
-	if k := r.take("host key", ed25519.PublicKeySize); k != nil {
+	if k := r.Bytes("host key", ed25519.PublicKeySize); k != nil {
 		c.HostKey = ed25519.PublicKey(bytes.Clone(k))
 	}
-	if s := r.u8("scheme"); r.err == nil && s != schemeEd25519 {
-		r.fail("certificate signature scheme %d", s)
+	if s := r.U8("scheme"); r.Err() == nil && s != schemeEd25519 {
+		r.Fail("certificate signature scheme %d", s)
 	}
-	if k := r.take("public key", ed25519.PublicKeySize); k != nil {
+	if k := r.Bytes("public key", ed25519.PublicKeySize); k != nil {
 		c.PublicKey = ed25519.PublicKey(bytes.Clone(k))
 	}
-	c.Signature = bytes.Clone(r.take("signature", ed25519.SignatureSize))
-	if err := r.done(); err != nil {
+	c.Signature = bytes.Clone(r.Bytes("signature", ed25519.SignatureSize))
+	if err := r.Done(); err != nil {
 		return nil, err
 	}
 	if err := checkHost("host", c.Host); err != nil {
@@ -95,12 +95,8 @@ func ParseHostCert(b []byte) (*HostCert, error) {
 // VerifyHostCert checks that c is signed by one of keys, for group, and
 // good at now.
 func VerifyHostCert(c *HostCert, keys []ed25519.PublicKey, group string, now time.Time) error {
-	trusted := false
-	for _, k := range keys {
-		trusted = trusted || k.Equal(c.PublicKey)
-	}
 	switch ms := now.UnixMilli(); {
-	case !trusted:
+	case !trusted(keys, c.PublicKey):
 		return fmt.Errorf("%w: certificate of host %s", ErrUntrustedKey, c.Host)
 	case c.Group != group:
 		return fmt.Errorf("%w: certificate of host %s is for group %s", ErrOtherGroup, c.Host, c.Group)

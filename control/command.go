@@ -93,16 +93,16 @@ func (e *Envelope) appendEnvelope(b []byte) []byte {
 }
 
 func parseEnvelope(r *reader, h Header) Envelope {
-	e := Envelope{Deploy: h.Deploy, Issued: int64(r.u64("issued"))}
-	copy(e.Nonce[:], r.take("nonce", NonceLen))
+	e := Envelope{Deploy: h.Deploy, Issued: int64(r.U64("issued"))}
+	copy(e.Nonce[:], r.Bytes("nonce", NonceLen))
 	e.Group = r.name("group", false)
-	n := int(r.u16("target count"))
+	n := int(r.U16("target count"))
 	if n > MaxTargets {
-		r.fail("%d targets, more than %d", n, MaxTargets)
+		r.Fail("%d targets, more than %d", n, MaxTargets)
 		return e
 	}
 	for range n {
-		if r.err != nil {
+		if r.Err() != nil {
 			break
 		}
 		e.Targets = append(e.Targets, r.name("target host", false))
@@ -113,17 +113,17 @@ func parseEnvelope(r *reader, h Header) Envelope {
 // parseTrailer reads the signature scheme and, when signed, key and
 // signature.
 func parseTrailer(r *reader, e *Envelope) {
-	switch s := r.u8("scheme"); {
-	case r.err != nil:
+	switch s := r.U8("scheme"); {
+	case r.Err() != nil:
 	case s == schemeNone:
 	case s == schemeEd25519:
 		// Copies: the caller may reuse its packet buffer.
-		if k := r.take("public key", ed25519.PublicKeySize); k != nil {
+		if k := r.Bytes("public key", ed25519.PublicKeySize); k != nil {
 			e.PublicKey = ed25519.PublicKey(bytes.Clone(k))
 		}
-		e.Signature = bytes.Clone(r.take("signature", ed25519.SignatureSize))
+		e.Signature = bytes.Clone(r.Bytes("signature", ed25519.SignatureSize))
 	default:
-		r.fail("unknown signature scheme %d", s)
+		r.Fail("unknown signature scheme %d", s)
 	}
 }
 
@@ -227,18 +227,18 @@ func parseActivate(r *reader, h Header) (*Activate, error) {
 	c := &Activate{Envelope: parseEnvelope(r, h)}
 	c.Release = r.name("release", false)
 	parseTrailer(r, &c.Envelope)
-	return c, r.done()
+	return c, r.Done()
 }
 
 func parseRollback(r *reader, h Header) (*Rollback, error) {
 	c := &Rollback{Envelope: parseEnvelope(r, h)}
 	c.To = r.name("release", true)
 	parseTrailer(r, &c.Envelope)
-	return c, r.done()
+	return c, r.Done()
 }
 
 func parseStatusRequest(r *reader, h Header) (*StatusRequest, error) {
 	c := &StatusRequest{Envelope: parseEnvelope(r, h)}
 	parseTrailer(r, &c.Envelope)
-	return c, r.done()
+	return c, r.Done()
 }

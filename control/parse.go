@@ -19,7 +19,7 @@ func Parse(b []byte) (Message, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &reader{b: rest}
+	r := newReader(rest)
 	switch h.Type {
 	case TypeActivate:
 		return nilOnError(parseActivate(r, h))

@@ -108,27 +108,27 @@ func ParsePointer(b []byte) (*Pointer, error) {
 	if h.Type != TypePointer {
 		return nil, fmt.Errorf("%w: %v where a pointer was expected", ErrMalformed, h.Type)
 	}
-	r := &reader{b: rest}
-	p := &Pointer{Seq: h.Deploy, Issued: int64(r.u64("issued"))}
+	r := newReader(rest)
+	p := &Pointer{Seq: h.Deploy, Issued: int64(r.U64("issued"))}
 	p.Group = r.name("group", false)
 	p.Release = r.name("release", false)
-	copy(p.Digest[:], r.take("digest", sha256.Size))
-	p.Hosts = r.u32("hosts")
-	switch k := r.u8("kind"); {
-	case r.err != nil:
+	copy(p.Digest[:], r.Bytes("digest", sha256.Size))
+	p.Hosts = r.U32("hosts")
+	switch k := r.U8("kind"); {
+	case r.Err() != nil:
 	case k > 1:
-		r.fail("pointer kind %d", k)
+		r.Fail("pointer kind %d", k)
 	default:
 		p.Rollback = k == 1
 	}
-	if s := r.u8("scheme"); r.err == nil && s != schemeEd25519 {
-		r.fail("pointer signature scheme %d", s)
+	if s := r.U8("scheme"); r.Err() == nil && s != schemeEd25519 {
+		r.Fail("pointer signature scheme %d", s)
 	}
-	if k := r.take("public key", ed25519.PublicKeySize); k != nil {
+	if k := r.Bytes("public key", ed25519.PublicKeySize); k != nil {
 		p.PublicKey = ed25519.PublicKey(bytes.Clone(k))
 	}
-	p.Signature = bytes.Clone(r.take("signature", ed25519.SignatureSize))
-	if err := r.done(); err != nil {
+	p.Signature = bytes.Clone(r.Bytes("signature", ed25519.SignatureSize))
+	if err := r.Done(); err != nil {
 		return nil, err
 	}
 	if !ed25519.Verify(p.PublicKey, b[:len(b)-ed25519.SignatureSize], p.Signature) {
@@ -139,11 +139,7 @@ func ParsePointer(b []byte) (*Pointer, error) {
 
 // VerifyPointer checks that p is signed by one of keys and names group.
 func VerifyPointer(p *Pointer, keys []ed25519.PublicKey, group string) error {
-	trusted := false
-	for _, k := range keys {
-		trusted = trusted || k.Equal(p.PublicKey)
-	}
-	if !trusted {
+	if !trusted(keys, p.PublicKey) {
 		return fmt.Errorf("%w: %v", ErrUntrustedKey, p)
 	}
 	if p.Group != group {
@@ -181,9 +177,9 @@ func ParsePointerQuery(b []byte) (*PointerQuery, error) {
 	if h.Type != TypePointerQuery {
 		return nil, fmt.Errorf("%w: %v where a pointer query was expected", ErrMalformed, h.Type)
 	}
-	r := &reader{b: rest}
-	q := &PointerQuery{Group: r.name("group", false), Have: r.u64("have")}
-	return q, r.done()
+	r := newReader(rest)
+	q := &PointerQuery{Group: r.name("group", false), Have: r.U64("have")}
+	return q, r.Done()
 }
 
 // PointerAnswer is an agent's answer to a query: its pointer, verbatim (it
@@ -227,14 +223,13 @@ func ParsePointerAnswer(b []byte) (*PointerAnswer, *Pointer, error) {
 	if h.Type != TypePointerAnswer {
 		return nil, nil, fmt.Errorf("%w: %v where a pointer answer was expected", ErrMalformed, h.Type)
 	}
-	r := &reader{b: rest}
-	fl := r.u8("flags")
+	r := newReader(rest)
+	fl := r.U8("flags")
 	if fl&^3 != 0 {
-		r.fail("unknown answer flags %#x", fl)
+		r.Fail("unknown answer flags %#x", fl)
 	}
-	n := int(r.u16("pointer length"))
-	a := &PointerAnswer{Serves: fl&1 != 0, LastResort: fl&2 != 0, Pointer: bytes.Clone(r.take("pointer", n))}
-	if err := r.done(); err != nil {
+	a := &PointerAnswer{Serves: fl&1 != 0, LastResort: fl&2 != 0, Pointer: bytes.Clone(r.Prefixed16("pointer"))}
+	if err := r.Done(); err != nil {
 		return nil, nil, err
 	}
 	p, err := ParsePointer(a.Pointer)

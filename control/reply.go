@@ -123,29 +123,29 @@ func (r *Reply) AppendBinary(b []byte) ([]byte, error) {
 
 func parseReply(r *reader, h Header) (*Reply, error) {
 	p := &Reply{Deploy: h.Deploy}
-	copy(p.Nonce[:], r.take("nonce", NonceLen))
-	p.Command, p.Outcome = Type(r.u8("command")), Outcome(r.u8("outcome"))
+	copy(p.Nonce[:], r.Bytes("nonce", NonceLen))
+	p.Command, p.Outcome = Type(r.U8("command")), Outcome(r.U8("outcome"))
 	p.Host = r.name("host", false)
 	p.Current = r.name("current release", true)
 	p.Error = r.text("error")
-	if r.err == nil && p.Command == TypeStatus && p.Outcome == OutcomeOK {
+	if r.Err() == nil && p.Command == TypeStatus && p.Outcome == OutcomeOK {
 		p.Status = parseStatus(r)
 	}
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return nil, err
 	}
 	return p, p.check()
 }
 
 func parseStatus(r *reader) *Status {
-	s := &Status{Previous: r.name("previous release", true), FreeBytes: r.u64("free bytes")}
-	n := int(r.u8("staged count"))
+	s := &Status{Previous: r.name("previous release", true), FreeBytes: r.U64("free bytes")}
+	n := int(r.U8("staged count"))
 	if n > MaxStaged {
-		r.fail("%d staged releases, more than %d", n, MaxStaged)
+		r.Fail("%d staged releases, more than %d", n, MaxStaged)
 		return s
 	}
 	for range n {
-		if r.err != nil {
+		if r.Err() != nil {
 			break
 		}
 		s.Staged = append(s.Staged, r.name("staged release", false))
@@ -153,14 +153,14 @@ func parseStatus(r *reader) *Status {
 	s.AgentVersion = r.text("agent version")
 	s.LastError = r.text("last error")
 	s.LastRefusal = r.text("last refusal")
-	if r.err != nil || len(r.b) == 0 {
+	if r.Err() != nil || r.Len() == 0 {
 		return s // an agent from before the doctor's fields
 	}
-	copy(s.Probe[:], r.take("probe", NonceLen))
-	s.MTU = r.u16("mtu")
+	copy(s.Probe[:], r.Bytes("probe", NonceLen))
+	s.MTU = r.U16("mtu")
 	s.Problems = r.text("problems")
-	if r.err == nil && !s.hasDoctor() {
-		r.fail("an empty doctor block (it is written as none)")
+	if r.Err() == nil && !s.hasDoctor() {
+		r.Fail("an empty doctor block (it is written as none)")
 	}
 	return s
 }

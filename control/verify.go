@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -140,16 +141,18 @@ func (v *Verifier) check(c Command, now time.Time) error {
 	return nil
 }
 
+// trusted reports whether key is one of keys: the one test of a signer
+// that commands, fleet pointers and host certificates share.
+func trusted(keys []ed25519.PublicKey, key ed25519.PublicKey) bool {
+	return slices.ContainsFunc(keys, func(k ed25519.PublicKey) bool { return k.Equal(key) })
+}
+
 func (v *Verifier) checkSignature(c Command) error {
 	e := c.Env()
 	if e.PublicKey == nil {
 		return ErrUnsigned
 	}
-	trusted := false
-	for _, k := range v.keys {
-		trusted = trusted || k.Equal(e.PublicKey)
-	}
-	if !trusted {
+	if !trusted(v.keys, e.PublicKey) {
 		return ErrUntrustedKey
 	}
 	msg, err := signedBytes(c)

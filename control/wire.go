@@ -3,8 +3,10 @@ package control
 import (
 	"encoding/binary"
 	"fmt"
-	"github.com/loopcast/loopcast/hostkey"
 	"unicode/utf8"
+
+	"github.com/loopcast/loopcast/hostkey"
+	"github.com/loopcast/loopcast/internal/binread"
 )
 
 var magic = [4]byte{'L', 'C', 'C', 'P'}
@@ -66,7 +68,6 @@ func checkName(what, s string, empty bool) error {
 	return nil
 }
 
-// checkText checks a text: at most MaxText bytes of UTF-8.
 // checkHost checks a host id: the one rule (hostkey.CheckID) the wire,
 // the CLI and inventories share.
 func checkHost(what, s string) error {
@@ -76,6 +77,7 @@ func checkHost(what, s string) error {
 	return nil
 }
 
+// checkText checks a text: at most MaxText bytes of UTF-8.
 func checkText(what, s string) error {
 	if len(s) > MaxText {
 		return fmt.Errorf("%w: %s of %d bytes, more than %d", ErrMalformed, what, len(s), MaxText)
@@ -94,94 +96,25 @@ func appendText(b []byte, s string) []byte {
 	return append(binary.BigEndian.AppendUint16(b, uint16(len(s))), s...)
 }
 
-// reader decodes the variable part of a message with a sticky error: after
-// the first failure every read returns zero values, and err says why.
-type reader struct {
-	b   []byte
-	err error
-}
+// reader decodes the variable part of a message: binread's fields
+// (cryptobyte, the first error kept, naming the field) plus the names and
+// texts of this protocol, checked as they are read.
+type reader struct{ *binread.Reader }
 
-func (r *reader) fail(format string, args ...any) {
-	if r.err == nil {
-		r.err = fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
-	}
-}
+func newReader(b []byte) *reader { return &reader{binread.New(b, ErrMalformed)} }
 
-// take returns the next n bytes.
-func (r *reader) take(what string, n int) []byte {
-	if r.err != nil {
-		return nil
-	}
-	if len(r.b) < n {
-		r.fail("truncated in %s: %d bytes left, need %d", what, len(r.b), n)
-		return nil
-	}
-	p := r.b[:n]
-	r.b = r.b[n:]
-	return p
-}
-
-func (r *reader) u8(what string) uint8 {
-	if p := r.take(what, 1); p != nil {
-		return p[0]
-	}
-	return 0
-}
-
-func (r *reader) u16(what string) uint16 {
-	if p := r.take(what, 2); p != nil {
-		return binary.BigEndian.Uint16(p)
-	}
-	return 0
-}
-
-func (r *reader) u32(what string) uint32 {
-	if p := r.take(what, 4); p != nil {
-		return binary.BigEndian.Uint32(p)
-	}
-	return 0
-}
-
-func (r *reader) u64(what string) uint64 {
-	if p := r.take(what, 8); p != nil {
-		return binary.BigEndian.Uint64(p)
-	}
-	return 0
-}
-
-// name reads a name and checks it.
+// name reads a name (length u8) and checks it.
 func (r *reader) name(what string, empty bool) string {
-	n := int(r.u8(what))
-	s := string(r.take(what, n))
-	if r.err == nil {
-		if err := checkName(what, s, empty); err != nil {
-			r.err = err
-		}
-	}
+	s := string(r.Prefixed8(what))
+	r.Check(checkName(what, s, empty))
 	return s
 }
 
-// text reads a text and checks it.
+// text reads a text (length u16) and checks it.
 func (r *reader) text(what string) string {
-	n := int(r.u16(what))
-	if n > MaxText {
-		r.fail("%s of %d bytes, more than %d", what, n, MaxText)
-	}
-	s := string(r.take(what, n))
-	if r.err == nil {
-		if err := checkText(what, s); err != nil {
-			r.err = err
-		}
-	}
+	s := string(r.Prefixed16(what))
+	r.Check(checkText(what, s))
 	return s
-}
-
-// done fails unless every byte was read.
-func (r *reader) done() error {
-	if r.err == nil && len(r.b) != 0 {
-		r.fail("%d trailing bytes", len(r.b))
-	}
-	return r.err
 }
 
 // CheckName reports whether s can name a host, group or release in a

@@ -20,6 +20,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dustin/go-humanize"
+
 	"github.com/loopcast/loopcast/control"
 	"github.com/loopcast/loopcast/multicast"
 	"github.com/loopcast/loopcast/opcache"
@@ -402,7 +404,7 @@ func checkStore(cfg Config) []Finding {
 	if err == nil {
 		var st *release.Status
 		if st, err = s.Status(); err == nil {
-			out = append(out, ok("store", fmt.Sprintf("%s: current %s, %d releases kept, %d MiB free", cfg.Root, orNone(st.Current), len(st.Releases), st.FreeBytes>>20)))
+			out = append(out, ok("store", fmt.Sprintf("%s: current %s, %d releases kept, %s free", cfg.Root, orNone(st.Current), len(st.Releases), humanize.IBytes(uint64(st.FreeBytes)))))
 			if st.LastError != "" {
 				out = append(out, Finding{Check: "store", Level: Warn, Detail: "last error: " + st.LastError, Fix: "receiver status says more"})
 			}
@@ -523,7 +525,7 @@ func checkPool(ctx context.Context, cfg Config) []Finding {
 	case !st.Enabled:
 		return []Finding{{Check: check, Level: Warn, Detail: "OPcache is off in the pool: slots save nothing", Fix: "opcache.enable=1"}}
 	}
-	out := []Finding{ok(check, fmt.Sprintf("pool answers; OPcache %d scripts, %d of %d MiB used", st.Scripts, (st.UsedMemory+st.WastedMemory)>>20, st.MemoryLimit>>20))}
+	out := []Finding{ok(check, fmt.Sprintf("pool answers; OPcache %d scripts, %s of %s used", st.Scripts, humanize.IBytes(uint64(st.UsedMemory+st.WastedMemory)), humanize.IBytes(uint64(st.MemoryLimit))))}
 	if st.ValidateTimestamps {
 		out = append(out, Finding{Check: "opcache", Level: Warn, Detail: "opcache.validate_timestamps=1: a stat per script per request, which read-only releases do not need",
 			Fix: "php_admin_value[opcache.validate_timestamps] = 0 in the pool (packaging/php-fpm-loopcast.conf)"})

@@ -18,6 +18,7 @@ import (
 	"testing"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/loopcast/loopcast/internal/mounttest"
 	"github.com/loopcast/loopcast/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -78,20 +79,10 @@ func TestBuildEveryKindPassesFsck(t *testing.T) {
 // compares every entry with the source tree.
 func TestBuildMountMatchesSource(t *testing.T) {
 	testenv.RequireLoop(t)
-	testenv.RequireTool(t, "mount")
 	src := t.TempDir()
 	everyKind(t, src, !testing.Short())
 	img, _ := build(t, src, Options{})
-	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-o", "loop,ro", "-t", "ext2", img, mnt).CombinedOutput(); err != nil {
-		t.Fatalf("mount %s: %v\n%s", img, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v\n%s", mnt, err, out)
-		}
-	})
-	compareTrees(t, src, mnt, true)
+	compareTrees(t, src, mounttest.LoopMount(t, img, "-o", "ro", "-t", "ext2"), true)
 }
 
 // compareTrees checks that dst holds what src holds: types, permission

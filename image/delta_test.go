@@ -336,7 +336,6 @@ func TestBaseTrustsUnchangedFiles(t *testing.T) {
 // every change set) and compares it with its source.
 func TestBaseMountMatchesSource(t *testing.T) {
 	testenv.RequireLoop(t)
-	testenv.RequireTool(t, "mount")
 	src := t.TempDir()
 	deltaTree(t, src)
 	a, _ := build(t, src, Options{Base: ""})
@@ -348,16 +347,7 @@ func TestBaseMountMatchesSource(t *testing.T) {
 	if !res.Base.Kept {
 		t.Fatalf("base not kept: %s", res.Base.Why)
 	}
-	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-o", "loop,ro", "-t", "ext2", b, mnt).CombinedOutput(); err != nil {
-		t.Fatalf("mount %s: %v\n%s", b, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v\n%s", mnt, err, out)
-		}
-	})
-	compareTrees(t, dst, mnt, true)
+	compareTrees(t, dst, mounttest.LoopMount(t, b, "-o", "ro", "-t", "ext2"), true)
 }
 
 // TestBaseOneFileFewChunks: one changed file in a ~300-file synthetic tree

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/loopcast/loopcast/internal/binread"
 )
 
 // LayoutVersion is the layout file encoding this package writes. Version
@@ -190,59 +192,16 @@ func parseLayout(data []byte) (*layout, error) {
 	return parseLayoutBodyVersion(body, version)
 }
 
-// layoutReader reads the body; the first error sticks.
-type layoutReader struct {
-	b   []byte
-	err error
-}
-
-func (r *layoutReader) fail(format string, args ...any) {
-	if r.err == nil {
-		r.err = fmt.Errorf("%w: "+format, append([]any{ErrLayout}, args...)...)
-	}
-}
-
-func (r *layoutReader) bytes(n int) []byte {
-	if r.err != nil || n < 0 || n > len(r.b) {
-		r.fail("truncated")
-		return make([]byte, max(n, 0))
-	}
-	p := r.b[:n]
-	r.b = r.b[n:]
-	return p
-}
-
-func (r *layoutReader) u16() uint16 { return binary.BigEndian.Uint16(r.bytes(2)) }
-func (r *layoutReader) u32() uint32 { return binary.BigEndian.Uint32(r.bytes(4)) }
-func (r *layoutReader) u64() uint64 { return binary.BigEndian.Uint64(r.bytes(8)) }
-
-func (r *layoutReader) uvarint(limit uint64) uint64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail("truncated or overlong number")
-		return 0
-	}
-	r.b = r.b[n:]
-	if v > limit {
-		r.fail("value %d above %d", v, limit)
-		return 0
-	}
-	return v
-}
-
 func parseLayoutBody(body []byte) (*layout, error) {
 	return parseLayoutBodyVersion(body, LayoutVersion)
 }
 
 func parseLayoutBodyVersion(body []byte, version byte) (*layout, error) {
-	r := &layoutReader{b: body}
+	r := binread.New(body, ErrLayout)
 	l := &layout{version: version}
-	blocks, groups, ipg := r.u32(), r.u32(), r.u32()
-	if r.err != nil {
-		return nil, r.err
+	blocks, groups, ipg := r.U32("blocks"), r.U32("groups"), r.U32("inodes per group")
+	if r.Err() != nil {
+		return nil, r.Err()
 	}
 	geo, err := checkLayoutGeometry(blocks, groups, ipg)
 	if err != nil {
@@ -250,38 +209,38 @@ func parseLayoutBodyVersion(body []byte, version byte) (*layout, error) {
 	}
 	l.geo = geo
 	s := &l.backup
-	s.freeBlocks, s.freeInodes, s.time = r.u32(), r.u32(), r.u32()
-	copy(s.uuid[:], r.bytes(16))
-	copy(s.hashSeed[:], r.bytes(16))
+	s.freeBlocks, s.freeInodes, s.time = r.U32("free blocks"), r.U32("free inodes"), r.U32("time")
+	copy(s.uuid[:], r.Bytes("uuid", 16))
+	copy(s.hashSeed[:], r.Bytes("hash seed", 16))
 	if version >= 2 {
-		l.scanned = int64(r.u64())
-		copy(l.digest[:], r.bytes(32))
+		l.scanned = int64(r.U64("scan time"))
+		copy(l.digest[:], r.Bytes("image digest", 32))
 	}
-	if r.err == nil && uint64(len(r.b)) < 6*uint64(groups) {
-		r.fail("truncated group counts")
+	if r.Err() == nil && uint64(r.Len()) < 6*uint64(groups) {
+		r.Fail("truncated group counts")
 	}
-	if r.err != nil {
-		return nil, r.err
+	if r.Err() != nil {
+		return nil, r.Err()
 	}
 	s.groups = make([]groupCounts, groups)
 	for g := range s.groups {
-		s.groups[g] = groupCounts{r.u16(), r.u16(), r.u16()}
+		s.groups[g] = groupCounts{r.U16("group free blocks"), r.U16("group free inodes"), r.U16("group directories")}
 	}
 	// every entry takes at least 6 bytes: that bounds the count
-	count := r.uvarint(uint64(len(r.b)) / 6)
-	if r.err != nil {
-		return nil, r.err
+	count := r.Uvarint("entry count", uint64(r.Len())/6)
+	if r.Err() != nil {
+		return nil, r.Err()
 	}
 	l.entries = make([]layoutEntry, count)
 	var total uint64 // blocks listed, bounded by the image
 	for i := range l.entries {
 		l.parseEntry(r, int32(i), &total)
-		if r.err != nil {
-			return nil, fmt.Errorf("%w (entry %d)", r.err, i)
+		if r.Err() != nil {
+			return nil, fmt.Errorf("%w (entry %d)", r.Err(), i)
 		}
 	}
-	if len(r.b) != 0 {
-		return nil, fmt.Errorf("%w: %d trailing bytes", ErrLayout, len(r.b))
+	if err := r.Done(); err != nil {
+		return nil, err
 	}
 	if err := l.check(); err != nil {
 		return nil, err
@@ -305,40 +264,40 @@ func checkLayoutGeometry(blocks, groups, ipg uint32) (geometry, error) {
 	return g, nil
 }
 
-func (l *layout) parseEntry(r *layoutReader, i int32, total *uint64) {
+func (l *layout) parseEntry(r *binread.Reader, i int32, total *uint64) {
 	e := &l.entries[i]
-	up := r.uvarint(uint64(i))
+	up := r.Uvarint("parent", uint64(i))
 	e.parent = i - int32(up)
 	if i > 0 && up == 0 {
-		r.fail("entry is its own parent")
+		r.Fail("entry is its own parent")
 	}
-	e.name = string(r.bytes(int(r.uvarint(maxNameLen))))
-	flags := r.bytes(1)[0]
+	e.name = string(r.Bytes("name", int(r.Uvarint("name length", maxNameLen))))
+	flags := r.U8("flags")
 	e.kind, e.link = nodeKind(flags&layoutKindMask), flags&layoutLink != 0
 	if flags&^(layoutKindMask|layoutLink) != 0 || e.kind < kindDir || e.kind > kindSymlink {
-		r.fail("flags %#x", flags)
+		r.Fail("flags %#x", flags)
 	}
-	e.ino = uint32(r.uvarint(uint64(l.geo.inodes())))
-	e.size = int64(r.uvarint(1 << 62))
+	e.ino = uint32(r.Uvarint("inode", uint64(l.geo.inodes())))
+	e.size = int64(r.Uvarint("size", 1<<62))
 	if e.kind == kindFile && !e.link {
-		e.hash = r.u64()
+		e.hash = r.U64("hash")
 		if l.version >= 2 {
-			e.src.mtime, e.src.ctime = int64(r.u64()), int64(r.u64())
-			e.src.ino, e.src.dev = r.uvarint(^uint64(0)), r.uvarint(^uint64(0))
+			e.src.mtime, e.src.ctime = int64(r.U64("mtime")), int64(r.U64("ctime"))
+			e.src.ino, e.src.dev = r.Uvarint("source inode", ^uint64(0)), r.Uvarint("source device", ^uint64(0))
 		}
 	}
-	n := r.uvarint(uint64(len(r.b)) / 2)
+	n := r.Uvarint("extent count", uint64(r.Len())/2)
 	if n > 0 {
 		e.ext, e.next = int32(len(l.exts)), int32(n)
 	}
 	for range n {
-		x := extent{uint32(r.uvarint(uint64(l.geo.blocks))), uint32(r.uvarint(uint64(l.geo.blocks)))}
+		x := extent{uint32(r.Uvarint("extent start", uint64(l.geo.blocks))), uint32(r.Uvarint("extent length", uint64(l.geo.blocks)))}
 		if x.n == 0 || uint64(x.start)+uint64(x.n) > uint64(l.geo.blocks) {
-			r.fail("extent %d+%d outside %d blocks", x.start, x.n, l.geo.blocks)
+			r.Fail("extent %d+%d outside %d blocks", x.start, x.n, l.geo.blocks)
 			return
 		}
 		if *total += uint64(x.n); *total > uint64(l.geo.blocks) {
-			r.fail("more blocks listed than the image holds")
+			r.Fail("more blocks listed than the image holds")
 			return
 		}
 		l.exts = append(l.exts, x)

@@ -1,10 +1,9 @@
-package loopmount
+package loopmount_test
 
 import (
 	"bufio"
 	"errors"
 	"fmt"
-	"github.com/moby/sys/mountinfo"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,14 +13,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/loopcast/loopcast/internal/testenv"
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
-)
 
-// settleTimeout bounds the wait for the kernel's asynchronous autoclear
-// after the last user of a loop device goes; it is a deadline for a
-// condition, not a timing assertion.
-const settleTimeout = 20 * time.Second
+	"github.com/loopcast/loopcast/internal/mounttest"
+	"github.com/loopcast/loopcast/internal/testenv"
+	"github.com/loopcast/loopcast/loopmount"
+)
 
 // makeImage builds an ext2 image holding files (name → content) with mke2fs.
 func makeImage(t *testing.T, dir, name string, files map[string]string) string {
@@ -45,59 +43,10 @@ func makeImage(t *testing.T, dir, name string, files map[string]string) string {
 	return img
 }
 
-// scratch returns a temporary directory whose loop mounts and devices are
-// cleaned up when the test ends, even on failure.
-func scratch(t *testing.T) string {
-	t.Helper()
-	testenv.RequireLoop(t)
-	dir, err := filepath.EvalSymlinks(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cleanupUnder(t, dir) })
-	return dir
-}
-
-// cleanupUnder lazily unmounts every mount below dir, newest first.
-func cleanupUnder(t *testing.T, dir string) {
-	infos, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir)) // dir and below
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	var dirs []string
-	for _, i := range infos {
-		if i.Mountpoint != dir {
-			dirs = append(dirs, i.Mountpoint)
-		}
-	}
-	for i := len(dirs) - 1; i >= 0; i-- {
-		if err := unix.Unmount(dirs[i], unix.MNT_DETACH); err != nil {
-			t.Errorf("cleanup: unmount %s: %v", dirs[i], err)
-		}
-	}
-}
-
-// ownLoops counts loop devices backed by files under dir.
-func ownLoops(t *testing.T, dir string) int {
-	t.Helper()
-	loops, err := Devices()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, l := range loops {
-		if strings.HasPrefix(l.Backing, dir+"/") {
-			n++
-		}
-	}
-	return n
-}
-
 // ownMounts counts loop mounts of images under dir.
 func ownMounts(t *testing.T, dir string) int {
 	t.Helper()
-	ms, err := Mounts()
+	ms, err := loopmount.Mounts()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,18 +57,6 @@ func ownMounts(t *testing.T, dir string) int {
 		}
 	}
 	return n
-}
-
-// waitNoLoops waits until no loop device is backed by a file under dir.
-func waitNoLoops(t *testing.T, dir string) {
-	t.Helper()
-	deadline := time.Now().Add(settleTimeout)
-	for ownLoops(t, dir) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d loop devices backed by files under %s still bound", ownLoops(t, dir), dir)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func mkdir(t *testing.T, dir string) string {
@@ -158,10 +95,10 @@ func hasAll(have []string, want ...string) bool {
 }
 
 func TestMountReadOnly(t *testing.T) {
-	dir := scratch(t)
+	dir := mounttest.Dir(t)
 	img := makeImage(t, dir, "a", map[string]string{"hello.txt": "hello\n", "sub/x": "x"})
 	mnt := mkdir(t, filepath.Join(dir, "mnt"))
-	m, err := MountImage(img, mnt, Options{})
+	m, err := loopmount.MountImage(img, mnt, loopmount.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,36 +111,36 @@ func TestMountReadOnly(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(mnt, "new"), nil, 0o644); !errors.Is(err, unix.EROFS) {
 		t.Errorf("write into mount: %v, want EROFS", err)
 	}
-	found, err := FindMounts(img)
+	found, err := loopmount.FindMounts(img)
 	if err != nil || len(found) != 1 || found[0].Dir != mnt || found[0].Device != m.Device {
 		t.Fatalf("FindMounts = %+v, %v; want one mount at %s on %s", found, err, mnt, m.Device)
 	}
 	if ro, err := os.ReadFile("/sys/block/" + filepath.Base(m.Device) + "/ro"); err != nil || strings.TrimSpace(string(ro)) != "1" {
 		t.Errorf("%s ro = %q, %v; want 1", m.Device, ro, err)
 	}
-	if err := Unmount(mnt); err != nil {
+	if err := loopmount.Unmount(mnt); err != nil {
 		t.Fatalf("Unmount: %v", err)
 	}
-	if found, _ := FindMounts(img); len(found) != 0 {
+	if found, _ := loopmount.FindMounts(img); len(found) != 0 {
 		t.Errorf("after Unmount FindMounts = %+v, want none", found)
 	}
-	waitNoLoops(t, dir)
+	mounttest.WaitLoops(t, dir, 0)
 }
 
 func TestMountNoExec(t *testing.T) {
-	dir := scratch(t)
+	dir := mounttest.Dir(t)
 	img := makeImage(t, dir, "a", map[string]string{"f": "f"})
 	mnt := mkdir(t, filepath.Join(dir, "mnt"))
-	if _, err := MountImage(img, mnt, Options{NoExec: true}); err != nil {
+	if _, err := loopmount.MountImage(img, mnt, loopmount.Options{NoExec: true}); err != nil {
 		t.Fatal(err)
 	}
 	if opts := mountOptions(t, mnt); !hasAll(opts, "ro", "nodev", "nosuid", "noexec") {
 		t.Errorf("mount options %v, want ro,nodev,nosuid,noexec", opts)
 	}
-	if err := Unmount(mnt); err != nil {
+	if err := loopmount.Unmount(mnt); err != nil {
 		t.Fatal(err)
 	}
-	waitNoLoops(t, dir)
+	mounttest.WaitLoops(t, dir, 0)
 }
 
 // TestCyclesNoLeak mounts and unmounts many times, through LOOP_CONFIGURE
@@ -213,15 +150,15 @@ func TestCyclesNoLeak(t *testing.T) {
 	const cycles = 40 // enough to expose a leak per cycle; ~10 ms each
 	for _, fallback := range []bool{false, true} {
 		t.Run(fmt.Sprintf("fallback=%v", fallback), func(t *testing.T) {
-			dir := scratch(t)
-			prev := noConfigure.Load()
-			noConfigure.Store(fallback)
-			t.Cleanup(func() { noConfigure.Store(prev) })
+			dir := mounttest.Dir(t)
+			prev := loopmount.NoConfigure.Load()
+			loopmount.NoConfigure.Store(fallback)
+			t.Cleanup(func() { loopmount.NoConfigure.Store(prev) })
 			img := makeImage(t, dir, "a", map[string]string{"f": "content"})
 			mnt := mkdir(t, filepath.Join(dir, "mnt"))
-			binds := fallbackBinds.Load()
+			binds := loopmount.FallbackBinds.Load()
 			for i := range cycles {
-				m, err := MountImage(img, mnt, Options{})
+				m, err := loopmount.MountImage(img, mnt, loopmount.Options{})
 				if err != nil {
 					t.Fatalf("cycle %d: %v", i, err)
 				}
@@ -231,15 +168,15 @@ func TestCyclesNoLeak(t *testing.T) {
 				if got, err := os.ReadFile(filepath.Join(mnt, "f")); err != nil || string(got) != "content" {
 					t.Fatalf("cycle %d: read = %q, %v", i, got, err)
 				}
-				if err := Unmount(mnt); err != nil {
+				if err := loopmount.Unmount(mnt); err != nil {
 					t.Fatalf("cycle %d: %v", i, err)
 				}
 			}
-			waitNoLoops(t, dir)
+			mounttest.WaitLoops(t, dir, 0)
 			if n := ownMounts(t, dir); n != 0 {
 				t.Errorf("%d mounts left, want 0", n)
 			}
-			if n := fallbackBinds.Load() - binds; fallback && n < cycles {
+			if n := loopmount.FallbackBinds.Load() - binds; fallback && n < cycles {
 				t.Errorf("%d of %d cycles bound through LOOP_SET_FD; the fallback did not run", n, cycles)
 			}
 		})
@@ -261,14 +198,14 @@ func checkLoopFlags(t *testing.T, dev string) {
 // own device (retrying on EBUSY), and all are freed afterwards.
 func TestConcurrentAttach(t *testing.T) {
 	const workers = 8 // more than the 8 pre-made nodes on a default system
-	dir := scratch(t)
+	dir := mounttest.Dir(t)
 	img := makeImage(t, dir, "a", map[string]string{"f": "f"})
-	mounts := make([]*Mount, workers)
+	mounts := make([]*loopmount.Mount, workers)
 	errs := make([]error, workers)
 	var wg sync.WaitGroup
 	for i := range workers {
 		mnt := mkdir(t, filepath.Join(dir, fmt.Sprint("mnt", i)))
-		wg.Go(func() { mounts[i], errs[i] = MountImage(img, mnt, Options{}) })
+		wg.Go(func() { mounts[i], errs[i] = loopmount.MountImage(img, mnt, loopmount.Options{}) })
 	}
 	wg.Wait()
 	devs := map[string]bool{}
@@ -281,15 +218,15 @@ func TestConcurrentAttach(t *testing.T) {
 		}
 		devs[mounts[i].Device] = true
 	}
-	if n := ownLoops(t, dir); n != workers {
+	if n := mounttest.LoopsUnder(t, dir); n != workers {
 		t.Errorf("%d own loop devices, want %d", n, workers)
 	}
 	for _, m := range mounts {
-		if err := Unmount(m.Dir); err != nil {
+		if err := loopmount.Unmount(m.Dir); err != nil {
 			t.Error(err)
 		}
 	}
-	waitNoLoops(t, dir)
+	mounttest.WaitLoops(t, dir, 0)
 }
 
 // TestUnmountBusy: a mount that a process uses (here: an open file) is
@@ -297,10 +234,10 @@ func TestConcurrentAttach(t *testing.T) {
 // and paths in it still resolve; once the file is closed it unmounts and
 // the device is freed.
 func TestUnmountBusy(t *testing.T) {
-	dir := scratch(t)
+	dir := mounttest.Dir(t)
 	img := makeImage(t, dir, "a", map[string]string{"f": "still here", "g": "later"})
 	mnt := mkdir(t, filepath.Join(dir, "mnt"))
-	if _, err := MountImage(img, mnt, Options{}); err != nil {
+	if _, err := loopmount.MountImage(img, mnt, loopmount.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	f, err := os.Open(filepath.Join(mnt, "f"))
@@ -308,27 +245,27 @@ func TestUnmountBusy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := Unmount(mnt); !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), mnt) {
+	if err := loopmount.Unmount(mnt); !errors.Is(err, loopmount.ErrBusy) || !strings.Contains(err.Error(), mnt) {
 		t.Fatalf("Unmount of a busy mount = %v, want ErrBusy naming %s", err, mnt)
 	}
-	if ok, err := IsMountPoint(mnt); err != nil || !ok {
+	if ok, err := loopmount.IsMountPoint(mnt); err != nil || !ok {
 		t.Errorf("IsMountPoint after a refused unmount = %v, %v; want true", ok, err)
 	}
 	if b, err := os.ReadFile(filepath.Join(mnt, "g")); string(b) != "later" {
 		t.Errorf("a new path lookup in the busy mount = %q, %v; want %q", b, err, "later")
 	}
 	f.Close()
-	if err := Unmount(mnt); err != nil {
+	if err := loopmount.Unmount(mnt); err != nil {
 		t.Fatalf("Unmount once unused: %v", err)
 	}
-	waitNoLoops(t, dir)
+	mounttest.WaitLoops(t, dir, 0)
 }
 
 // TestUsers: Users names each process using a mount and how (working
 // directory, open file, executable and its memory map), and none that
 // does not; a directory that is not a mount point has no users.
 func TestUsers(t *testing.T) {
-	dir := scratch(t)
+	dir := mounttest.Dir(t)
 	testenv.RequireTool(t, "mke2fs")
 	src := mkdir(t, filepath.Join(dir, "src"))
 	sleep, err := os.ReadFile("/bin/sleep")
@@ -347,7 +284,7 @@ func TestUsers(t *testing.T) {
 	}
 	mnt := mkdir(t, filepath.Join(dir, "mnt"))
 	other := mkdir(t, filepath.Join(dir, "other"))
-	if _, err := MountImage(img, mnt, Options{}); err != nil {
+	if _, err := loopmount.MountImage(img, mnt, loopmount.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	cwd := start(t, mnt, "sh", "-c", "echo ready; read x")
@@ -358,7 +295,7 @@ func TestUsers(t *testing.T) {
 		p, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", exe))
 		return p == filepath.Join(mnt, "sleep")
 	})
-	u, err := Users(mnt, other)
+	u, err := loopmount.Users(mnt, other)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,10 +345,10 @@ func start(t *testing.T, dir string, args ...string) int {
 	return cmd.Process.Pid
 }
 
-// waitFor polls cond until it holds or settleTimeout passes.
+// waitFor polls cond until it holds or mounttest.SettleTimeout passes.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(settleTimeout); !cond(); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(mounttest.SettleTimeout); !cond(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("condition not met in time")
 		}
@@ -421,17 +358,17 @@ func waitFor(t *testing.T, cond func() bool) {
 // TestMountFailureNoLeak: a file that is not ext2 fails to mount and leaves
 // no device attached.
 func TestMountFailureNoLeak(t *testing.T) {
-	dir := scratch(t)
+	dir := mounttest.Dir(t)
 	junk := filepath.Join(dir, "junk.img")
 	if err := os.WriteFile(junk, make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	mnt := mkdir(t, filepath.Join(dir, "mnt"))
-	_, err := MountImage(junk, mnt, Options{})
+	_, err := loopmount.MountImage(junk, mnt, loopmount.Options{})
 	if err == nil || !strings.Contains(err.Error(), junk) {
 		t.Fatalf("mount of junk = %v, want an error naming %s", err, junk)
 	}
-	waitNoLoops(t, dir)
+	mounttest.WaitLoops(t, dir, 0)
 }
 
 // A mount point with a space (mountinfo writes it \040) is found by its
@@ -446,10 +383,10 @@ func TestMountPointWithSpace(t *testing.T) {
 		t.Fatalf("mount tmpfs: %v", err)
 	}
 	defer unix.Unmount(dir, unix.MNT_DETACH)
-	if mp, err := IsMountPoint(dir); err != nil || !mp {
+	if mp, err := loopmount.IsMountPoint(dir); err != nil || !mp {
 		t.Errorf("IsMountPoint(%q) = %v, %v; want true", dir, mp, err)
 	}
-	if mp, err := IsMountPoint(filepath.Dir(dir)); err != nil || mp {
+	if mp, err := loopmount.IsMountPoint(filepath.Dir(dir)); err != nil || mp {
 		t.Errorf("IsMountPoint(parent) = %v, %v; want false", mp, err)
 	}
 }

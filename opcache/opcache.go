@@ -26,8 +26,10 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/loopcast/loopcast/internal/atomicfile"
+	"github.com/dustin/go-humanize"
 	"github.com/yookoala/gofast"
+
+	"github.com/loopcast/loopcast/internal/atomicfile"
 )
 
 //go:embed helper.php
@@ -92,8 +94,8 @@ func (s *Status) NearFull() string {
 	case s.CacheFull:
 		return "OPcache is full: new scripts are not cached until it restarts"
 	case s.MemoryLimit > 0 && float64(s.UsedMemory+s.WastedMemory) > nearFull*float64(s.MemoryLimit):
-		return fmt.Sprintf("OPcache memory %d%% used (%d MiB of %d MiB, %d MiB wasted)",
-			(s.UsedMemory+s.WastedMemory)*100/s.MemoryLimit, s.UsedMemory>>20, s.MemoryLimit>>20, s.WastedMemory>>20)
+		return fmt.Sprintf("OPcache memory %d%% used (%s of %s, %s wasted)",
+			(s.UsedMemory+s.WastedMemory)*100/s.MemoryLimit, humanize.IBytes(uint64(s.UsedMemory)), humanize.IBytes(uint64(s.MemoryLimit)), humanize.IBytes(uint64(s.WastedMemory)))
 	case s.MaxScripts > 0 && float64(s.Scripts) > nearFull*float64(s.MaxScripts):
 		return fmt.Sprintf("OPcache holds %d scripts of at most %d", s.Scripts, s.MaxScripts)
 	}

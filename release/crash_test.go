@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,7 +20,6 @@ import (
 	"github.com/loopcast/loopcast/internal/mounttest"
 
 	"github.com/loopcast/loopcast/image"
-	"golang.org/x/sys/unix"
 )
 
 // The crash tests run a deploy (stage B, activate B), or a rollback, in a
@@ -121,11 +119,7 @@ func TestCrash(t *testing.T) {
 			f := newFixture(t)
 			opts := Options{Keep: 1, Reserve: 1 << 20} // Keep 1: activating B retires X
 			if tc.tmpfsRoot {
-				root := filepath.Join(f.dir, "root")
-				os.MkdirAll(root, 0o755)
-				if err := unix.Mount("tmpfs", root, "tmpfs", 0, "size="+strconv.Itoa(64<<20)); err != nil {
-					t.Fatalf("mount tmpfs: %v", err)
-				}
+				f.tmpfsRoot(64 << 20)
 			}
 			s := f.open(opts)
 			x := f.deploy(s, "X")

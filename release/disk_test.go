@@ -6,7 +6,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -27,13 +26,7 @@ func TestFullDisk(t *testing.T) {
 		bigFile  = 30 << 20 // random, so it cannot be a hole
 	)
 	f := newFixture(t)
-	root := filepath.Join(f.dir, "root")
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("tmpfs", root, "tmpfs", 0, "size="+strconv.Itoa(rootSize)); err != nil {
-		t.Fatalf("mount tmpfs: %v", err)
-	}
+	root := f.tmpfsRoot(rootSize)
 	s := f.open(Options{Reserve: 1 << 20})
 	a := f.deploy(s, "A") // copied in: the images are built outside the tmpfs
 	checkSparseCopy(t, s, a)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -17,6 +18,7 @@ import (
 
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // testKey signs the test manifests; the stores trust it.
@@ -35,14 +37,23 @@ type fixture struct {
 // loop device backed by a file of the test is left.
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	testenv.RequireLoop(t)
 	testenv.RequireTool(t, "mke2fs")
-	dir, err := filepath.EvalSymlinks(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
+	return &fixture{t: t, dir: mounttest.Dir(t)}
+}
+
+// tmpfsRoot mounts a tmpfs of size bytes where open puts the store's root,
+// so the store sees a small filesystem of its own, and returns that path;
+// the fixture's cleanup unmounts it.
+func (f *fixture) tmpfsRoot(size int) string {
+	f.t.Helper()
+	root := filepath.Join(f.dir, "root")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		f.t.Fatal(err)
 	}
-	t.Cleanup(func() { mounttest.Cleanup(t, dir) })
-	return &fixture{t: t, dir: dir}
+	if err := unix.Mount("tmpfs", root, "tmpfs", 0, "size="+strconv.Itoa(size)); err != nil {
+		f.t.Fatalf("mount tmpfs: %v", err)
+	}
+	return root
 }
 
 // open opens a store at dir/root trusting testKey. Unless opts say

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,7 +14,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/loopcast/loopcast/internal/mounttest"
 	"github.com/loopcast/loopcast/loopmount"
-	"golang.org/x/sys/unix"
 )
 
 // clock is a settable time for retention tests.
@@ -180,13 +178,7 @@ func TestKeepFor(t *testing.T) {
 // nothing is lost.
 func TestMakeRoom(t *testing.T) {
 	f := newFixture(t)
-	root := filepath.Join(f.dir, "root")
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("tmpfs", root, "tmpfs", 0, "size="+strconv.Itoa(32<<20)); err != nil {
-		t.Fatalf("mount tmpfs: %v", err)
-	}
+	root := f.tmpfsRoot(32 << 20)
 	clk := newClock()
 	s := f.open(Options{Keep: 1, KeepFor: time.Hour, Reserve: 1 << 20, Clock: clk.now})
 	a := f.deploy(s, "A")

@@ -1,13 +1,12 @@
 package release
 
 import (
-	"github.com/loopcast/loopcast/internal/cliutil"
-
 	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
 
+	"github.com/dustin/go-humanize"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,7 +31,7 @@ func (s *Store) CheckSpace(n int64) error {
 	reserve := max(s.opts.Reserve, 0)
 	if need := n + reserve; free < need {
 		return fmt.Errorf("%w on %s: needs %s incl. %s reserve, %s free",
-			ErrNoSpace, s.root, cliutil.HumanBytes(need), cliutil.HumanBytes(reserve), cliutil.HumanBytes(free))
+			ErrNoSpace, s.root, humanize.IBytes(uint64(need)), humanize.IBytes(uint64(reserve)), humanize.IBytes(uint64(free)))
 	}
 	return nil
 }

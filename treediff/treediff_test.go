@@ -11,7 +11,6 @@ import (
 
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/mounttest"
-	"github.com/loopcast/loopcast/internal/testenv"
 	"github.com/loopcast/loopcast/loopmount"
 )
 
@@ -87,9 +86,7 @@ func TestChangedPlainDirs(t *testing.T) {
 // built, mounts both images and checks that the changed files are found
 // exactly while only files sharing a changed chunk are read.
 func TestChangedImagesReadsLittle(t *testing.T) {
-	testenv.RequireLoop(t)
-	dir := t.TempDir()
-	t.Cleanup(func() { mounttest.Cleanup(t, dir) })
+	dir := mounttest.Dir(t)
 	src := filepath.Join(dir, "src")
 	files := map[string]string{}
 	for i := range 400 {

@@ -33,12 +33,7 @@ type execFixture struct {
 
 func newExecFixture(t *testing.T) *execFixture {
 	testenv.Long(t)
-	testenv.RequireLoop(t)
-	dir, err := filepath.EvalSymlinks(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mounttest.Cleanup(t, dir) })
+	dir := mounttest.Dir(t)
 	pub, key, _ := ed25519.GenerateKey(rand.Reader)
 	s, err := release.Open(filepath.Join(dir, "root"), release.Options{
 		Keep: 1, KeepFor: -1, TrustedKeys: []ed25519.PublicKey{pub},

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/loopcast/loopcast/agent"
+	"github.com/loopcast/loopcast/internal/cliutil"
 
 	"github.com/loopcast/loopcast/release"
 	"github.com/urfave/cli/v2"
@@ -38,7 +39,7 @@ func rollbackCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(c.App.Writer, "current %s (rolled back from %s)\n", to, orNone(st.Previous))
+			fmt.Fprintf(c.App.Writer, "current %s (rolled back from %s)\n", to, cliutil.OrDash(st.Previous))
 			fmt.Fprintln(c.App.Writer, "the agent will not switch this host to the fleet's release again until a newer deploy or rollback")
 			return nil
 		},

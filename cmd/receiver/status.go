@@ -114,15 +114,15 @@ func printStatus(w io.Writer, out statusOut) {
 	st := out.Status
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintf(tw, "root\t%s\n", st.Root)
-	fmt.Fprintf(tw, "current\t%s\n", orNone(st.Current))
-	fmt.Fprintf(tw, "previous\t%s\n", orNone(st.Previous))
-	fmt.Fprintf(tw, "staged\t%s\n", orNone(strings.Join(st.Staged, " ")))
+	fmt.Fprintf(tw, "current\t%s\n", cliutil.OrDash(st.Current))
+	fmt.Fprintf(tw, "previous\t%s\n", cliutil.OrDash(st.Previous))
+	fmt.Fprintf(tw, "staged\t%s\n", cliutil.OrDash(strings.Join(st.Staged, " ")))
 	fmt.Fprintf(tw, "free disk\t%s\n", cliutil.HumanBytes(st.FreeBytes))
-	fmt.Fprintf(tw, "last error\t%s\n", orNone(st.LastError))
+	fmt.Fprintf(tw, "last error\t%s\n", cliutil.OrDash(st.LastError))
 	if st.LastRefusal != "" {
 		fmt.Fprintf(tw, "last refusal\t%s (%s)\n", st.LastRefusal, st.LastRefusalAt.Local().Format(time.DateTime))
 	} else {
-		fmt.Fprintf(tw, "last refusal\t%s\n", orNone(""))
+		fmt.Fprintf(tw, "last refusal\t%s\n", cliutil.OrDash(""))
 	}
 	fmt.Fprintf(tw, "fleet\t%s\n", fleetLine(out.Fleet))
 	if st.PHPFPM != "" {
@@ -135,7 +135,7 @@ func printStatus(w io.Writer, out statusOut) {
 		printReleases(w, st)
 	}
 	for _, f := range st.Failed {
-		fmt.Fprintf(w, "failed %s at %s: %s\n", orNone(f.ID), f.At.Format("2006-01-02 15:04:05Z"), f.Error)
+		fmt.Fprintf(w, "failed %s at %s: %s\n", cliutil.OrDash(f.ID), f.At.Format("2006-01-02 15:04:05Z"), f.Error)
 	}
 }
 
@@ -145,7 +145,7 @@ func fleetLine(s *agent.SyncState) string {
 	case s == nil:
 		return "no fleet pointer yet"
 	case s.InSync && s.Superseded:
-		return fmt.Sprintf("pointer #%d names %s; a newer command put this host on %s", s.Seq, s.Release, orNone(s.Current))
+		return fmt.Sprintf("pointer #%d names %s; a newer command put this host on %s", s.Seq, s.Release, cliutil.OrDash(s.Current))
 	case s.InSync:
 		return fmt.Sprintf("in sync: pointer #%d names %s", s.Seq, s.Release)
 	case s.Failed != "":
@@ -175,7 +175,7 @@ func printReleases(w io.Writer, st *release.Status) {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "RELEASE\tSTATE\tMOUNTED\tSLOT\tSIZE\tSTAGED\tLABEL\tKEPT")
 	for _, r := range st.Releases {
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\n", r.ID, releaseState(st, r), r.Mounted, orNone(r.Slot),
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\n", r.ID, releaseState(st, r), r.Mounted, cliutil.OrDash(r.Slot),
 			cliutil.HumanBytes(r.Size), r.StagedAt.Format("2006-01-02 15:04:05Z"), r.Label, r.Kept)
 	}
 	tw.Flush()
@@ -206,11 +206,4 @@ func releaseState(st *release.Status, r release.ReleaseStatus) string {
 		return "staged"
 	}
 	return "kept"
-}
-
-func orNone(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }

@@ -24,7 +24,7 @@ func buildCommand() *cli.Command {
 			&cli.StringFlag{Name: "epoch", Usage: "set every timestamp to Unix time `N` (default: $SOURCE_DATE_EPOCH if set, else the files' own)"},
 			&cli.StringFlag{Name: "label", Usage: "source label recorded in the manifest (default: SRC_DIR)"},
 			&cli.BoolFlag{Name: "keep-owner", Usage: "keep the files' uid/gid (default root:root)"},
-			&cli.StringFlag{Name: "size", Usage: "fixed image size, e.g. 2G (default: sized from the tree)"},
+			&cli.StringFlag{Name: "size", Usage: "fixed image `SIZE` in " + cliutil.SizeUnits + " (default: sized from the tree)"},
 			&cli.IntFlag{Name: "headroom", Value: image.DefaultHeadroomPct, Usage: "free blocks and inodes to add, `PCT` of the tree's needs"},
 			&cli.StringFlag{Name: "base", Usage: "previous build's image `FILE` (or its .manifest or .layout): keep its layout, read from FILE.layout, so unchanged files stay in place and few chunks change"},
 		},
@@ -51,7 +51,7 @@ func runBuild(c *cli.Context) error {
 		return err
 	}
 	if s := c.String("size"); s != "" {
-		if opts.Size, err = parseSize(s); err != nil {
+		if opts.Size, err = cliutil.ParseSize(s); err != nil {
 			return fmt.Errorf("build: --size: %w", err)
 		}
 	}
@@ -123,29 +123,4 @@ func epochOption(flag string) (*int64, error) {
 		return nil, fmt.Errorf("build: %s=%q is not a Unix time", src, flag)
 	}
 	return &n, nil
-}
-
-// parseSize reads a byte count with an optional K, M, G or T suffix (binary).
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	if len(s) > 0 {
-		switch s[len(s)-1] {
-		case 'k', 'K':
-			mult = 1 << 10
-		case 'm', 'M':
-			mult = 1 << 20
-		case 'g', 'G':
-			mult = 1 << 30
-		case 't', 'T':
-			mult = 1 << 40
-		}
-		if mult != 1 {
-			s = s[:len(s)-1]
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("%q is not a size", s)
-	}
-	return n * mult, nil
 }

@@ -133,16 +133,3 @@ func TestBuildOnBase(t *testing.T) {
 		t.Error("build on a missing base succeeded")
 	}
 }
-
-func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int64{"4096": 4096, "8M": 8 << 20, "2g": 2 << 30, "1T": 1 << 40} {
-		if got, err := parseSize(in); err != nil || got != want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "M", "-1", "1.5G", "ten"} {
-		if _, err := parseSize(in); err == nil {
-			t.Errorf("parseSize(%q) succeeded", in)
-		}
-	}
-}

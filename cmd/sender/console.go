@@ -198,7 +198,7 @@ func (k *console) rate() string {
 	sn := k.snap.Load()
 	t := sn.p.Transfer
 	secs := max(time.Since(k.start).Seconds(), 1e-3)
-	s := fmt.Sprintf("%s on the wire, %.0f Mbit/s", cliutil.HumanBytes(t.Bytes), float64(t.Bytes)*8/secs/1e6)
+	s := fmt.Sprintf("%s on the wire, %s", cliutil.HumanBytes(t.Bytes), cliutil.HumanRate(float64(t.Bytes)*8/secs))
 	if t.DataBytes > 0 && t.DataQueued > 0 && t.DataQueued < t.DataBytes {
 		eta := time.Duration(float64(time.Since(sn.phaseAt)) * float64(t.DataBytes-t.DataQueued) / float64(t.DataQueued))
 		s += fmt.Sprintf(", ETA %v", eta.Round(time.Second))

@@ -54,7 +54,7 @@ func deployCommand() *cli.Command {
 		Usage:     "build (from a directory) or take an image, ship it to every host, and switch them together",
 		ArgsUsage: "SRC_DIR|IMAGE",
 		Flags: append(groupFlags(),
-			&cli.StringFlag{Name: "rate", Value: "900M", Usage: "sending `RATE` in bit/s; K, M, G suffixes (0: unpaced)"},
+			&cli.StringFlag{Name: "rate", Value: "900M", Usage: "sending `RATE` in " + cliutil.RateUnits + "; 0: unpaced"},
 			&cli.DurationFlag{Name: "wait", Value: multicast.DefaultWait, Usage: "how long hosts may take to register"},
 			&cli.IntFlag{Name: "min-hosts", Usage: "open group: start once `N` hosts registered"},
 			&cli.IntFlag{Name: "fec-overhead", Usage: "proactive parity, `PCT` of each block (default: sized from the loss hosts report)"},
@@ -184,7 +184,7 @@ func deployOptions(c *cli.Context, group *net.UDPAddr) (o deploy.Options, pins *
 	o.Encrypt, o.NoPointer = c.Bool("encrypt"), c.Bool("no-pointer")
 	o.HostPub, o.GroupSize = pins.Known, pins.Len()
 	o.HostTimeout = c.Duration("host-timeout")
-	if o.Rate, err = parseRate(c.String("rate")); err != nil {
+	if o.Rate, err = cliutil.ParseRate(c.String("rate")); err != nil {
 		return o, nil, nil, fmt.Errorf("deploy: --rate: %w", err)
 	}
 	if o.RequirePct, err = parseRequire(c.String("require")); err != nil {
@@ -367,7 +367,7 @@ func printDeploy(w io.Writer, r *deploy.Result, asJSON, color bool) {
 		if h.Path != "" {
 			recv = cliutil.HumanBytes(h.Needed)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.ID, h.Addr, phase, h.Current, at, stage, recv, orDash(h.Path), h.Error)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.ID, h.Addr, phase, h.Current, at, stage, recv, cliutil.OrDash(h.Path), h.Error)
 	}
 	tw.Flush()
 	active := 0
@@ -403,11 +403,4 @@ func printDeploy(w io.Writer, r *deploy.Result, asJSON, color bool) {
 	}
 	fmt.Fprintf(w, "wire %s; build %s, register %s, transfer %s (staged on arrival), stage %s, switch %s\n",
 		wire, ms(r.BuildTime), ms(r.RegisterTime()), ms(r.TransferTime()), ms(r.StageTime), ms(r.SwitchTime))
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }

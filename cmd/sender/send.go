@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -28,7 +27,7 @@ func sendCommand() *cli.Command {
 			&cli.StringFlag{Name: "group", Required: true, Usage: "multicast `ADDR:PORT`, e.g. 239.192.0.1:5000"},
 			&cli.StringFlag{Name: "iface", Usage: "send through this network `INTERFACE`"},
 			&cli.IntFlag{Name: "ttl", Value: multicast.DefaultTTL, Usage: "multicast TTL (1 stays on the local link)"},
-			&cli.StringFlag{Name: "rate", Value: "900M", Usage: "sending `RATE` in bit/s; K, M, G suffixes (0: unpaced)"},
+			&cli.StringFlag{Name: "rate", Value: "900M", Usage: "sending `RATE` in " + cliutil.RateUnits + "; 0: unpaced"},
 			&cli.StringFlag{Name: "hosts", Usage: "closed group: host ids `a,b,...` or @FILE (one per line) that must complete"},
 			&cli.DurationFlag{Name: "wait", Value: multicast.DefaultWait, Usage: "how long hosts may take to register"},
 			&cli.IntFlag{Name: "min-hosts", Usage: "open group: start as soon as `N` hosts registered"},
@@ -91,9 +90,9 @@ func sendOptions(c *cli.Context) (multicast.SendOptions, *closers, error) {
 	if err != nil {
 		return o, nil, fmt.Errorf("send: %w", err)
 	}
-	rate, err := parseRate(c.String("rate"))
+	rate, err := cliutil.ParseRate(c.String("rate"))
 	if err != nil {
-		return o, nil, err
+		return o, nil, fmt.Errorf("send: --rate: %w", err)
 	}
 	inv, err := parseHosts(c.String("hosts"))
 	if err != nil {
@@ -131,26 +130,6 @@ func sendOptions(c *cli.Context) (multicast.SendOptions, *closers, error) {
 		o.HostAddrs, cl.ln = multicast.UnicastAddrs(addrs.Map(inv.ids), group.Port), o.Unicast
 	}
 	return o, cl, nil
-}
-
-// parseRate reads a bit rate such as 900M (SI multipliers).
-func parseRate(s string) (int64, error) {
-	mult := int64(1)
-	if n := len(s); n > 0 {
-		switch s[n-1] {
-		case 'k', 'K':
-			mult, s = 1e3, s[:n-1]
-		case 'm', 'M':
-			mult, s = 1e6, s[:n-1]
-		case 'g', 'G':
-			mult, s = 1e9, s[:n-1]
-		}
-	}
-	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || v < 0 {
-		return 0, fmt.Errorf("send: bad --rate %q", s)
-	}
-	return int64(v * float64(mult)), nil
 }
 
 func printReport(w io.Writer, r *multicast.Report) {

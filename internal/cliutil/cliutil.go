@@ -1,5 +1,6 @@
 // Package cliutil is what loopcast's two commands share: the one place
-// where errors become exit codes, signal handling, and number formatting.
+// where errors become exit codes, signal handling, and the units flags
+// are read in and sizes printed in (units.go).
 package cliutil
 
 import (
@@ -55,18 +56,13 @@ func ExitCode(name string, err error) int {
 	return 1
 }
 
-// HumanBytes formats n with a binary unit, e.g. "1.5 GiB".
-func HumanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
+// OrDash returns s, or "-" when s is empty: what the commands print for a
+// field that holds nothing (no current release, no path).
+func OrDash(s string) string {
+	if s == "" {
+		return "-"
 	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+	return s
 }
 
 // ParseGroup reads a --group flag: a multicast IPv4 ADDR:PORT.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/loopcast/loopcast/internal/testenv"
 	"github.com/loopcast/loopcast/loopmount"
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
@@ -84,22 +85,31 @@ func Cleanup(t testing.TB, dir string) {
 	WaitLoops(t, dir, 0)
 }
 
-// ScratchFS makes a filesystem with mkfs (and args) on a 512 MiB sparse
-// file, loop-mounts it and returns its mount point; it is unmounted when
-// the test ends. The caller gates on root, loop devices and mkfs.
-func ScratchFS(t testing.TB, mkfs string, args ...string) string {
+// Dir returns a temporary directory, its symlinks resolved so that it
+// matches the paths the kernel reports, whose mounts and loop devices are
+// cleaned up (Cleanup) when the test ends, even on failure. It gates on
+// root and loop devices.
+func Dir(t testing.TB) string {
 	t.Helper()
-	dir := t.TempDir()
-	img, mnt := filepath.Join(dir, "fs.img"), filepath.Join(dir, "mnt")
-	if f, err := os.Create(img); err != nil || f.Truncate(512<<20) != nil || f.Close() != nil {
-		t.Fatalf("scratch file: %v", err)
+	testenv.RequireLoop(t)
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
-	if out, err := exec.Command(mkfs, append(args, img)...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", mkfs, err, out)
-	}
-	os.Mkdir(mnt, 0o755)
-	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
-		t.Fatalf("mount: %v\n%s", err, out)
+	t.Cleanup(func() { Cleanup(t, dir) })
+	return dir
+}
+
+// LoopMount mounts img with mount(8) -o loop and args (e.g. "-o", "ro",
+// "-t", "ext2") on a fresh directory and returns it; it is unmounted when
+// the test ends. The caller gates on root and loop devices.
+func LoopMount(t testing.TB, img string, args ...string) string {
+	t.Helper()
+	testenv.RequireTool(t, "mount")
+	mnt := t.TempDir()
+	args = append(append([]string{"-o", "loop"}, args...), img, mnt)
+	if out, err := exec.Command("mount", args...).CombinedOutput(); err != nil {
+		t.Fatalf("mount %s: %v\n%s", img, err, out)
 	}
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
@@ -107,4 +117,19 @@ func ScratchFS(t testing.TB, mkfs string, args ...string) string {
 		}
 	})
 	return mnt
+}
+
+// ScratchFS makes a filesystem with mkfs (and args) on a 512 MiB sparse
+// file, loop-mounts it and returns its mount point; it is unmounted when
+// the test ends. The caller gates on root, loop devices and mkfs.
+func ScratchFS(t testing.TB, mkfs string, args ...string) string {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), "fs.img")
+	if f, err := os.Create(img); err != nil || f.Truncate(512<<20) != nil || f.Close() != nil {
+		t.Fatalf("scratch file: %v", err)
+	}
+	if out, err := exec.Command(mkfs, append(args, img)...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", mkfs, err, out)
+	}
+	return LoopMount(t, img)
 }
