@@ -18,19 +18,16 @@ import (
 //   - a printed size is binary IEC: "1.5 GiB" (HumanBytes).
 
 // RateUnits says in a rate flag's help how ParseRate reads its value.
-const RateUnits = "bit/s, SI prefixes k, M, G (900M = 900Mbit = 900,000,000 bit/s)"
+const RateUnits = "bit/s, SI prefixes k, M, G, either case (900M = 900Mbit = 900,000,000 bit/s)"
 
 // SizeUnits says in a size flag's help how ParseSize reads its value.
 const SizeUnits = "bytes; K, M, G, T alone are binary (2G = 2GiB), KB, MB, GB decimal (2GB = 2,000,000,000)"
 
 // ParseRate reads a bit rate: a non-negative number, an optional SI prefix
-// (k, M, G, T; K is taken as k) and an optional unit, bit, bit/s or bps.
-// A lowercase m is refused: in SI it is milli, and mega is what is meant.
+// (k, M, G, T, either case: no one sends millibits, so 900m is 900M, as
+// loopcast always read it) and an optional unit, bit, bit/s or bps.
 func ParseRate(s string) (int64, error) {
-	if strings.ContainsRune(s, 'm') {
-		return 0, fmt.Errorf("%q is not a rate in bit/s: m is milli, write M for mega", s)
-	}
-	v, unit, err := humanize.ParseSI(strings.Replace(s, "K", "k", 1))
+	v, unit, err := humanize.ParseSI(normalizePrefix(s))
 	if err != nil || v < 0 || v >= math.MaxInt64 {
 		return 0, fmt.Errorf("%q is not a rate in bit/s (e.g. 900M)", s)
 	}
@@ -43,6 +40,22 @@ func ParseRate(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is below 1 bit/s", s)
 	}
 	return int64(v), nil
+}
+
+// normalizePrefix puts the SI prefix after a rate's number in the case
+// go-humanize reads: k, M, G, T.
+func normalizePrefix(s string) string {
+	i := strings.IndexFunc(s, func(r rune) bool { return !strings.ContainsRune("0123456789. ", r) })
+	if i < 0 {
+		return s
+	}
+	switch s[i] {
+	case 'K':
+		return s[:i] + "k" + s[i+1:]
+	case 'm', 'g', 't':
+		return s[:i] + strings.ToUpper(s[i:i+1]) + s[i+1:]
+	}
+	return s
 }
 
 // ParseSize reads a size in bytes: a positive whole number and an optional
