@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // deltaChanged are the test image's chunks the new image changes one
@@ -178,11 +179,11 @@ func TestDeltaUnderLossWithLateJoiner(t *testing.T) {
 	started := make(chan struct{})
 	withheld, lateIn := uint32(deltaChanged[0]), false
 	ts.net.SetDrop(func(from, to string, b []byte) bool { // called with the net's lock held
-		typ := Type(b[5])
-		if to == "late" && typ == TypeRegister && len(b) > HeaderLen+6 {
+		typ := wire.Type(b[5])
+		if to == "late" && typ == wire.TypeRegister && len(b) > wire.HeaderLen+6 {
 			lateIn = true // the sender acknowledged late's registration
 		}
-		if typ != TypeData && typ != TypeRepair {
+		if typ != wire.TypeData && typ != wire.TypeRepair {
 			return false
 		}
 		if to == "e1" {
@@ -190,7 +191,7 @@ func TestDeltaUnderLossWithLateJoiner(t *testing.T) {
 				close(started)
 				started = nil
 			}
-			if !lateIn && binary.BigEndian.Uint32(b[HeaderLen:]) == withheld {
+			if !lateIn && binary.BigEndian.Uint32(b[wire.HeaderLen:]) == withheld {
 				return true // e1 cannot finish (nor the session end) before late is in
 			}
 		}

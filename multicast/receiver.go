@@ -12,12 +12,13 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-	"unicode/utf8"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/loopcast/loopcast/hostkey"
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/atomicfile"
-	"golang.org/x/sync/errgroup"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // Receiver tunables.
@@ -228,13 +229,13 @@ type receiver struct {
 	conn       Conn
 	res        Result
 	sender     net.Addr
-	ann        *Announce
+	ann        *wire.Announce
 	heard      time.Time // last packet of the session
 	man        manifestBuf
 	st         *store
 	partial    string
 	registered bool
-	have       []Range // chunks held, told to the sender in REGISTER
+	have       []wire.Range // chunks held, told to the sender in REGISTER
 	lastReg    time.Time
 	doneAt     time.Time // image verified and in place
 	lastDone   time.Time
@@ -419,13 +420,13 @@ func (r *receiver) handle(p packet, now time.Time) error {
 	if p.err != nil {
 		return r.streamEnded(p.err)
 	}
-	if nonce, ok := ParseProbe(p.b); ok {
+	if nonce, ok := wire.ParseProbe(p.b); ok {
 		if r.opts.Probed != nil {
 			r.opts.Probed(nonce, p.from)
 		}
 		return nil
 	}
-	h, m, err := Parse(p.b)
+	h, m, err := wire.Parse(p.b)
 	if err != nil {
 		r.foreign.note(err, p.from, r.opts.Warnf)
 		r.refuseVersion(h, err, p.from, now)
@@ -443,15 +444,15 @@ func (r *receiver) handle(p packet, now time.Time) error {
 	r.res.Packets++
 	r.seq.saw(h.Seq)
 	switch m := m.(type) {
-	case *Announce:
+	case *wire.Announce:
 		return r.onAnnounce(m, now)
-	case *ManifestFrag:
+	case *wire.ManifestFrag:
 		return r.onManifest(m, now)
-	case *Symbol:
+	case *wire.Symbol:
 		return r.onSymbol(m)
-	case *Status:
+	case *wire.Status:
 		return r.onStatus(m, now)
-	case *Register:
+	case *wire.Register:
 		if m.Host == r.opts.HostID && r.st != nil && r.takeKey(m) {
 			if !r.registered { // heartbeats of a large group spread over heartbeatEvery
 				r.lastAnswer = now.Add(-rand.N(heartbeatEvery))
@@ -460,9 +461,9 @@ func (r *receiver) handle(p packet, now time.Time) error {
 			r.registered = true
 		}
 		r.join.acked = true
-	case *Complete:
+	case *wire.Complete:
 		r.acked = r.acked || (m.Host == r.opts.HostID && !r.doneAt.IsZero())
-	case *Abort:
+	case *wire.Abort:
 		if r.st == nil { // a candidate not yet joined: wait for another
 			r.refuse(fmt.Errorf("%w %08x: %s", ErrAborted, h.Session, m.Reason))
 			return nil
@@ -485,7 +486,7 @@ func (r *receiver) streamEnded(err error) error {
 	return fmt.Errorf("multicast: session %08x: the sender's unicast connection ended: %w", r.res.Session, err)
 }
 
-func (r *receiver) onAnnounce(a *Announce, now time.Time) error {
+func (r *receiver) onAnnounce(a *wire.Announce, now time.Time) error {
 	if a.ManifestDigest != r.ann.ManifestDigest {
 		return nil // the same session id cannot change its manifest
 	}
@@ -501,17 +502,17 @@ func (r *receiver) register(now time.Time) {
 		return
 	}
 	r.lastReg = now
-	r.send(&Register{Host: r.opts.HostID, NeedManifest: r.st == nil, HasBase: r.st != nil && r.st.base != nil, Have: r.have})
+	r.send(&wire.Register{Host: r.opts.HostID, NeedManifest: r.st == nil, HasBase: r.st != nil && r.st.base != nil, Have: r.have})
 }
 
 // send sends m to the followed session's sender: REGISTER signed by the
 // host key, NACK and COMPLETE under the session's MAC key.
-func (r *receiver) send(m Message) {
+func (r *receiver) send(m wire.Message) {
 	var b []byte
 	var err error
-	h := Header{Session: r.res.Session}
+	h := wire.Header{Session: r.res.Session}
 	switch m := m.(type) {
-	case *Register:
+	case *wire.Register:
 		b, err = r.signRegister(h, m)
 	default:
 		if r.keys == nil {
@@ -525,7 +526,7 @@ func (r *receiver) send(m Message) {
 }
 
 // signRegister completes and signs a REGISTER.
-func (r *receiver) signRegister(h Header, m *Register) ([]byte, error) {
+func (r *receiver) signRegister(h wire.Header, m *wire.Register) ([]byte, error) {
 	m.SignedAt, m.HostKey, m.Ephemeral = time.Now().UnixMilli(), r.hostPub, pub32(r.eph.PublicKey().Bytes())
 	return appendSigned(nil, h, m, r.opts.HostKey)
 }
@@ -533,7 +534,7 @@ func (r *receiver) signRegister(h Header, m *Register) ([]byte, error) {
 // takeKey takes the content key of an encrypted session from the
 // sender's acknowledgement; it reports whether the acknowledgement will do
 // (a plain session's always does).
-func (r *receiver) takeKey(m *Register) bool {
+func (r *receiver) takeKey(m *wire.Register) bool {
 	if !r.ann.Encrypted {
 		return true
 	}
@@ -556,15 +557,15 @@ func (r *receiver) takeKey(m *Register) bool {
 // its release key and fresh, STATUS and ABORT by the session key, the
 // acknowledgements under the session's MAC key. MANIFEST, DATA and REPAIR
 // carry no tag: the descriptor's digest and the chunk hashes check them.
-func (r *receiver) authentic(h *Header, m Message, now time.Time) bool {
+func (r *receiver) authentic(h *wire.Header, m wire.Message, now time.Time) bool {
 	switch m := m.(type) {
-	case *Announce:
-		return m.ReleaseKey == r.ann.ReleaseKey && fresh(m.SignedAt, now) && h.signedBy(m.ReleaseKey[:])
-	case *Status, *Abort:
-		return h.signedBy(r.ann.SessionKey[:])
-	case *Register, *Complete:
-		return h.macBy(r.keysDown())
-	case *ManifestFrag, *Symbol:
+	case *wire.Announce:
+		return m.ReleaseKey == r.ann.ReleaseKey && fresh(m.SignedAt, now) && signedBy(h, m.ReleaseKey[:])
+	case *wire.Status, *wire.Abort:
+		return signedBy(h, r.ann.SessionKey[:])
+	case *wire.Register, *wire.Complete:
+		return macBy(h, r.keysDown())
+	case *wire.ManifestFrag, *wire.Symbol:
 		return true
 	}
 	return false
@@ -577,7 +578,7 @@ func (r *receiver) keysDown() *macKey {
 	return &r.keys.down
 }
 
-func (r *receiver) onSymbol(s *Symbol) error {
+func (r *receiver) onSymbol(s *wire.Symbol) error {
 	if r.st == nil || !r.doneAt.IsZero() {
 		return nil
 	}
@@ -589,7 +590,7 @@ func (r *receiver) onSymbol(s *Symbol) error {
 	return err
 }
 
-func (r *receiver) onStatus(s *Status, now time.Time) error {
+func (r *receiver) onStatus(s *wire.Status, now time.Time) error {
 	switch {
 	case !r.doneAt.IsZero():
 		r.sendComplete(now)
@@ -615,7 +616,7 @@ func (r *receiver) answerProbe(now time.Time) {
 	}
 	r.probeAt, r.lastAnswer = time.Time{}, now
 	if r.doneAt.IsZero() {
-		r.send(&Nack{Host: r.opts.HostID, Round: r.probeRound, Loss: r.seq.lossPermille(), Parts: 1})
+		r.send(&wire.Nack{Host: r.opts.HostID, Round: r.probeRound, Loss: r.seq.lossPermille(), Parts: 1})
 	}
 }
 
@@ -633,25 +634,14 @@ func (r *receiver) answerStatus(now time.Time) {
 
 func (r *receiver) sendComplete(now time.Time) {
 	r.lastDone = now
-	c := &Complete{Host: r.opts.HostID, Status: CompleteOK, StageMillis: uint32(min(r.res.StageTime.Milliseconds(), 1<<32-1))}
+	c := &wire.Complete{Host: r.opts.HostID, Status: wire.CompleteOK, StageMillis: uint32(min(r.res.StageTime.Milliseconds(), 1<<32-1))}
 	switch {
 	case r.res.StageErr != nil:
-		c.Status, c.Reason = CompleteStageFailed, truncate(r.res.StageErr.Error(), MaxReason)
+		c.Status, c.Reason = wire.CompleteStageFailed, wire.Truncate(r.res.StageErr.Error(), wire.MaxReason)
 	case r.res.Staged:
-		c.Status = CompleteStaged
+		c.Status = wire.CompleteStaged
 	}
 	r.send(c)
-}
-
-// truncate cuts s to at most n bytes, on a rune boundary.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }
 
 // finish moves the image into place and says so. Every chunk was checked

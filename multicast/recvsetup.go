@@ -6,8 +6,10 @@ import (
 	"os"
 	"time"
 
-	"github.com/loopcast/loopcast/image"
 	"golang.org/x/sys/unix"
+
+	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // manifestBuf assembles the manifest from fragments, in memory bounded by
@@ -19,7 +21,7 @@ type manifestBuf struct {
 }
 
 // add stores a fragment; it reports whether the manifest is whole.
-func (mb *manifestBuf) add(total uint32, f *ManifestFrag) bool {
+func (mb *manifestBuf) add(total uint32, f *wire.ManifestFrag) bool {
 	if mb.b == nil {
 		mb.b = make([]byte, total)
 		mb.have = make([]uint64, (total+63)/64)
@@ -38,7 +40,7 @@ func (mb *manifestBuf) add(total uint32, f *ManifestFrag) bool {
 	return mb.got == len(mb.b)
 }
 
-func (r *receiver) onManifest(f *ManifestFrag, now time.Time) error {
+func (r *receiver) onManifest(f *wire.ManifestFrag, now time.Time) error {
 	if r.st != nil || f.Total != r.ann.ManifestSize {
 		return nil
 	}
@@ -70,7 +72,7 @@ func (r *receiver) checkManifest(b []byte) (*image.Manifest, error) {
 	if sha256.Sum256(b) != r.ann.ManifestDigest {
 		return nil, fmt.Errorf("%w: session %08x: descriptor does not match its announced digest", ErrUntrusted, r.res.Session)
 	}
-	mb, lens, err := parseDescriptor(b)
+	mb, lens, err := wire.ParseDescriptor(b)
 	if err != nil {
 		return nil, fmt.Errorf("%w: session %08x: %w", ErrUntrusted, r.res.Session, err)
 	}
@@ -232,13 +234,13 @@ func (q *seqStats) lossPermille() uint16 {
 }
 
 // nacks packs what the host lacks into at most MaxNackParts packets.
-func (r *receiver) nacks(round uint32) []*Nack {
+func (r *receiver) nacks(round uint32) []*wire.Nack {
 	chunks, blocks := r.st.needs()
 	loss := r.seq.lossPermille()
-	var out []*Nack
-	for len(out) < MaxNackParts && (len(out) == 0 || len(chunks) > 0 || len(blocks) > 0) {
-		n := &Nack{Host: r.opts.HostID, Round: round, Loss: loss}
-		nc, nb := min(len(chunks), MaxNackRanges), min(len(blocks), MaxNackBlocks)
+	var out []*wire.Nack
+	for len(out) < wire.MaxNackParts && (len(out) == 0 || len(chunks) > 0 || len(blocks) > 0) {
+		n := &wire.Nack{Host: r.opts.HostID, Round: round, Loss: loss}
+		nc, nb := min(len(chunks), wire.MaxNackRanges), min(len(blocks), wire.MaxNackBlocks)
 		n.Chunks, n.Blocks = chunks[:nc], blocks[:nb]
 		chunks, blocks = chunks[nc:], blocks[nb:]
 		out = append(out, n)

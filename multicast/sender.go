@@ -17,6 +17,7 @@ import (
 
 	"github.com/loopcast/loopcast/hostkey"
 	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // ErrAllRefused is a closed group's session every host refused (each
@@ -186,7 +187,7 @@ type sender struct {
 	conn        Conn
 	seq         uint32
 	manifest    []byte
-	ann         Announce
+	ann         wire.Announce
 	src         *source
 	pacer       *pacer
 	coder       coder
@@ -229,7 +230,7 @@ type sender struct {
 
 // sealedLens gives the frame lengths of an encrypted session: each frame
 // sealed, a tag longer.
-type sealedLens struct{ lens FrameLens }
+type sealedLens struct{ lens wire.FrameLens }
 
 func (s sealedLens) FrameLens(i int) (plain, delta uint32) {
 	p, d := s.lens.FrameLens(i)
@@ -243,7 +244,7 @@ func (s sealedLens) FrameLens(i int) (plain, delta uint32) {
 }
 
 func newSender(conn Conn, o SendOptions) (*sender, error) {
-	var lens FrameLens = o.Pack
+	var lens wire.FrameLens = o.Pack
 	var content []byte
 	var cc *contentCipher
 	if o.Encrypt {
@@ -254,7 +255,7 @@ func newSender(conn Conn, o SendOptions) (*sender, error) {
 		}
 		lens = sealedLens{o.Pack}
 	}
-	mb, err := appendDescriptor(nil, o.Manifest, lens)
+	mb, err := wire.AppendDescriptor(nil, o.Manifest, lens)
 	if err != nil {
 		return nil, err
 	}
@@ -272,12 +273,12 @@ func newSender(conn Conn, o SendOptions) (*sender, error) {
 	s.stats.ChunksTotal = len(o.Manifest.Chunks)
 	s.sent = make(chunkSet, (len(o.Manifest.Chunks)+63)/64)
 	s.fec.pct = make([]uint8, len(o.Manifest.Chunks))
-	return s, s.ann.check()
+	return s, s.ann.Check()
 }
 
-func (s *sender) baseAnnounce() Announce {
+func (s *sender) baseAnnounce() wire.Announce {
 	m := s.opts.Manifest
-	a := Announce{
+	a := wire.Announce{
 		ManifestDigest: sha256.Sum256(s.manifest), ManifestSize: uint32(len(s.manifest)),
 		ImageSize: uint64(m.ImageSize), ChunkSize: m.ChunkSize, ChunkCount: uint32(len(m.Chunks)),
 		SymbolSize: uint16(s.opts.SymbolSize), BlockSymbols: uint8(s.opts.BlockSymbols),
@@ -402,9 +403,9 @@ func (s *sender) step(now time.Time) {
 func (s *sender) queueAnnounce(now time.Time) {
 	a := s.ann
 	if n := len(s.list); n > 0 {
-		first := s.page * MaxAnnounceHosts
-		a.HostsFirst, a.Hosts = uint16(first), s.list[first:min(n, first+MaxAnnounceHosts)]
-		s.page = (s.page + 1) % ((n + MaxAnnounceHosts - 1) / MaxAnnounceHosts)
+		first := s.page * wire.MaxAnnounceHosts
+		a.HostsFirst, a.Hosts = uint16(first), s.list[first:min(n, first+wire.MaxAnnounceHosts)]
+		s.page = (s.page + 1) % ((n + wire.MaxAnnounceHosts - 1) / wire.MaxAnnounceHosts)
 	}
 	s.queue = append([][]byte{s.encode(&a)}, s.queue...)
 	every := announceEveryLate
@@ -418,7 +419,7 @@ func (s *sender) queueManifest(now time.Time) {
 	var pk [][]byte
 	for off := 0; off < len(s.manifest); off += s.opts.SymbolSize {
 		end := min(len(s.manifest), off+s.opts.SymbolSize)
-		pk = append(pk, s.encode(&ManifestFrag{Offset: uint32(off), Total: uint32(len(s.manifest)), Data: s.manifest[off:end]}))
+		pk = append(pk, s.encode(&wire.ManifestFrag{Offset: uint32(off), Total: uint32(len(s.manifest)), Data: s.manifest[off:end]}))
 	}
 	s.queue = append(pk, s.queue...)
 	s.wantMan, s.lastMan = false, now
@@ -570,19 +571,19 @@ func (s *sender) allDone(now time.Time) bool {
 
 // encode frames a message with the next sequence number: ANNOUNCE signed
 // by the release key, STATUS and ABORT by the session key.
-func (s *sender) encode(m Message) []byte {
+func (s *sender) encode(m wire.Message) []byte {
 	s.seq++
-	h, buf := Header{Session: s.opts.Session, Seq: s.seq}, make([]byte, 0, MaxPacket)
+	h, buf := wire.Header{Session: s.opts.Session, Seq: s.seq}, make([]byte, 0, MaxPacket)
 	var b []byte
 	var err error
 	switch m := m.(type) {
-	case *Announce:
+	case *wire.Announce:
 		m.SignedAt = time.Now().UnixMilli()
 		b, err = appendSigned(buf, h, m, s.opts.Key)
-	case *Status, *Abort:
+	case *wire.Status, *wire.Abort:
 		b, err = appendSigned(buf, h, m, s.sessKey)
 	default:
-		b, err = AppendPacket(buf, h, m)
+		b, err = wire.AppendPacket(buf, h, m)
 	}
 	if err != nil {
 		panic(fmt.Sprintf("multicast: encode %v: %v", m.Type(), err)) // our own message: a bug

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/hostkey"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // host is the sender's view of one receiver.
@@ -17,8 +18,8 @@ type host struct {
 	addr        net.Addr
 	member      bool // closed group: listed; open group: registered
 	registered  bool
-	have        []Range // chunks it held when it registered (ascending, disjoint)
-	hasBase     bool    // it holds the announced base image
+	have        []wire.Range // chunks it held when it registered (ascending, disjoint)
+	hasBase     bool         // it holds the announced base image
 	complete    bool
 	staged      bool          // its COMPLETE said it staged the image
 	stageErr    string        // its COMPLETE said staging failed, and why
@@ -66,7 +67,7 @@ func (h *host) decided() bool {
 // handle processes one datagram from a receiver; anything malformed,
 // foreign or out of place is counted and ignored.
 func (s *sender) handle(p packet, now time.Time) {
-	h, m, err := Parse(p.b)
+	h, m, err := wire.Parse(p.b)
 	if err != nil {
 		s.foreign.note(err, p.from, s.opts.Logf)
 	}
@@ -76,13 +77,13 @@ func (s *sender) handle(p packet, now time.Time) {
 	}
 	ok := false
 	switch m := m.(type) {
-	case *Register:
+	case *wire.Register:
 		ok = s.onRegister(m, &h, p.from, now)
-	case *Nack:
+	case *wire.Nack:
 		ok = s.onNack(m, &h)
-	case *Complete:
+	case *wire.Complete:
 		ok = s.onComplete(m, &h)
-	case *Refuse:
+	case *wire.Refuse:
 		ok = s.onRefuse(m, &h, p.from)
 	}
 	if !ok {
@@ -97,8 +98,8 @@ const maxGuests = 256
 // identify checks a signed host packet (REGISTER, REFUSE): a valid host id
 // and its signature by the key it carries, which the host table and
 // HostKeys must accept. It returns the host, or nil to ignore the packet.
-func (s *sender) identify(id string, key [32]byte, hdr *Header) *host {
-	if hostkey.CheckID(id) != nil || !hdr.signedBy(key[:]) {
+func (s *sender) identify(id string, key [32]byte, hdr *wire.Header) *host {
+	if hostkey.CheckID(id) != nil || !signedBy(hdr, key[:]) {
 		return nil
 	}
 	pub := ed25519.PublicKey(key[:])
@@ -143,7 +144,7 @@ func newHost(id string, member bool) *host { return &host{id: id, member: member
 // onRegister takes a signed REGISTER. A host's reply address and MAC keys
 // change only with a REGISTER signed later than the one they came from, so
 // a replayed one steers nothing.
-func (s *sender) onRegister(m *Register, hdr *Header, from net.Addr, now time.Time) bool {
+func (s *sender) onRegister(m *wire.Register, hdr *wire.Header, from net.Addr, now time.Time) bool {
 	h := s.identify(m.Host, m.HostKey, hdr)
 	if h == nil {
 		return false
@@ -182,7 +183,7 @@ func (s *sender) onRegister(m *Register, hdr *Header, from net.Addr, now time.Ti
 		s.opts.Logf("session %08x: host %s registered from %v", s.opts.Session, h.id, h.addr)
 	}
 	h.registered, h.dropped, h.have, h.hasBase, h.refused = true, "", m.Have, m.HasBase, nil
-	ack := &Register{Host: h.id}
+	ack := &wire.Register{Host: h.id}
 	if s.content != nil {
 		ack.WrappedKey = wrapKey(s.content, &h.keys.wrap)
 	}
@@ -203,16 +204,16 @@ func (s *sender) streamOf(from net.Addr) *stream {
 
 // hostMAC returns the registered host a MAC'd packet names, if the MAC is
 // its: a NACK or COMPLETE no other machine can forge or redirect.
-func (s *sender) hostMAC(id string, hdr *Header) *host {
+func (s *sender) hostMAC(id string, hdr *wire.Header) *host {
 	h := s.hosts[id]
-	if h == nil || h.keys == nil || !hdr.macBy(&h.keys.up) {
+	if h == nil || h.keys == nil || !macBy(hdr, &h.keys.up) {
 		return nil
 	}
 	h.asked = time.Time{}
 	return h
 }
 
-func (s *sender) onNack(m *Nack, hdr *Header) bool {
+func (s *sender) onNack(m *wire.Nack, hdr *wire.Header) bool {
 	h := s.hostMAC(m.Host, hdr)
 	if h == nil {
 		return false
@@ -241,7 +242,7 @@ func (s *sender) onNack(m *Nack, hdr *Header) bool {
 	}
 	s.agg.add(m)
 	h.parts[m.Part], h.partsWant = true, m.Parts
-	h.need += m.asked()
+	h.need += asked(m)
 	return true
 }
 
@@ -261,7 +262,7 @@ func (s *sender) countFeedback(round uint32) {
 }
 
 // onRefuse records why a host will not take the session.
-func (s *sender) onRefuse(m *Refuse, hdr *Header, from net.Addr) bool {
+func (s *sender) onRefuse(m *wire.Refuse, hdr *wire.Header, from net.Addr) bool {
 	h := s.identify(m.Host, m.HostKey, hdr)
 	if h == nil || h.registered || h.complete {
 		return h != nil
@@ -276,18 +277,18 @@ func (s *sender) onRefuse(m *Refuse, hdr *Header, from net.Addr) bool {
 	return true
 }
 
-func (s *sender) onComplete(m *Complete, hdr *Header) bool {
+func (s *sender) onComplete(m *wire.Complete, hdr *wire.Header) bool {
 	h := s.hostMAC(m.Host, hdr)
 	if h == nil {
 		return false
 	}
 	switch {
-	case !received(m.Status):
+	case m.Status == wire.CompleteFailed: // any other status: the host has the verified image
 		h.failed = cmp.Or(m.Reason, "failed")
 	case !h.complete:
 		h.complete, h.dropped, h.doneAt = true, "", time.Since(s.started)
-		h.staged, h.stageTime = m.Status == CompleteStaged, time.Duration(m.StageMillis)*time.Millisecond
-		if m.Status == CompleteStageFailed {
+		h.staged, h.stageTime = m.Status == wire.CompleteStaged, time.Duration(m.StageMillis)*time.Millisecond
+		if m.Status == wire.CompleteStageFailed {
 			h.stageErr = cmp.Or(m.Reason, "staging failed")
 		}
 		s.opts.Logf("session %08x: host %s complete%s", s.opts.Session, h.id, stagedNote(m))
@@ -296,11 +297,11 @@ func (s *sender) onComplete(m *Complete, hdr *Header) bool {
 	return true
 }
 
-func stagedNote(m *Complete) string {
+func stagedNote(m *wire.Complete) string {
 	switch m.Status {
-	case CompleteStaged:
+	case wire.CompleteStaged:
 		return ", staged"
-	case CompleteStageFailed:
+	case wire.CompleteStageFailed:
 		return ", staging failed: " + hostkey.Printable(m.Reason)
 	}
 	return ""
@@ -308,11 +309,11 @@ func stagedNote(m *Complete) string {
 
 // reply sends a unicast acknowledgement to h, under its MAC key, unpaced
 // (it is tiny and rare).
-func (s *sender) reply(m Message, h *host) {
+func (s *sender) reply(m wire.Message, h *host) {
 	if h.addr == nil || h.keys == nil {
 		return
 	}
-	b, err := appendMAC(nil, Header{Session: s.opts.Session}, m, &h.keys.down) // seq 0: unicast, not counted in loss
+	b, err := appendMAC(nil, wire.Header{Session: s.opts.Session}, m, &h.keys.down) // seq 0: unicast, not counted in loss
 	if err != nil {
 		return
 	}
@@ -343,7 +344,7 @@ func (s *sender) startRound(now time.Time) {
 		}
 	}
 	s.roundQuiet, s.roundHosts = s.quiet()
-	st := s.encode(&Status{Round: s.round, Quiet: s.roundQuiet, Hosts: s.roundHosts})
+	st := s.encode(&wire.Status{Round: s.round, Quiet: s.roundQuiet, Hosts: s.roundHosts})
 	for range statusCopies {
 		s.queue = append(s.queue, st)
 	}
@@ -467,14 +468,14 @@ func (s *sender) end(now time.Time) error {
 
 // abort tells every receiver to give up, best effort.
 func (s *sender) abort(reason string) {
-	if len(reason) > MaxReason {
-		reason = reason[:MaxReason]
+	if len(reason) > wire.MaxReason {
+		reason = reason[:wire.MaxReason]
 	}
-	b := s.encode(&Abort{Reason: reason})
+	b := s.encode(&wire.Abort{Reason: reason})
 	for range 3 {
 		s.conn.WriteTo(b, s.opts.Group)
 	}
-	s.abortStreams(s.encodeUnicast(&Abort{Reason: reason}))
+	s.abortStreams(s.encodeUnicast(&wire.Abort{Reason: reason}))
 }
 
 // finalReport lists every member host (and any guest) and how it ended.
@@ -516,3 +517,17 @@ func (s *sender) finalReport() *Report {
 
 // maxHosts bounds the sender's host table against a flood of made-up ids.
 const maxHosts = 1<<16 - 1 // ANNOUNCE counts hosts in a u16
+
+// asked measures what a NACK asks for, for the sender's progress check: a
+// missing symbol counts one, a chunk of which nothing arrived counts as
+// many as its symbols could be (MaxShards).
+func asked(n *wire.Nack) int64 {
+	var a int64
+	for _, rg := range n.Chunks {
+		a += int64(rg.Count) * wire.MaxShards
+	}
+	for _, b := range n.Blocks {
+		a += int64(b.Missing)
+	}
+	return a
+}

@@ -19,6 +19,8 @@ import (
 
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/memnet"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
+	"github.com/loopcast/loopcast/multicast/internal/wire/wiretest"
 )
 
 // testChunk keeps test images small and transfers quick.
@@ -59,6 +61,13 @@ func testImage(t testing.TB) (path string, m *image.Manifest, pub ed25519.Public
 	m.Sign(priv)
 	return path, m, pub
 }
+
+// samples and encodeSample are the wire codec's sample messages
+// (wiretest): valid packets, of a session other than the test's.
+var (
+	samples      = wiretest.Samples
+	encodeSample = wiretest.Encode
+)
 
 // lossy drops each delivery with probability p, deterministically seeded.
 func lossy(p float64, seed uint64) func(from, to string, b []byte) bool {
@@ -297,7 +306,7 @@ func TestSilentAndMissingHosts(t *testing.T) {
 		if muted && (from == "mute" || to == "mute") {
 			return true
 		}
-		if to == "mute" && len(b) > 5 && Type(b[5]) == TypeRegister {
+		if to == "mute" && len(b) > 5 && wire.Type(b[5]) == wire.TypeRegister {
 			muted = true
 		}
 		return false
@@ -337,8 +346,8 @@ func TestSilentAndMissingHosts(t *testing.T) {
 func TestCorruptChunkAskedAgain(t *testing.T) {
 	var once sync.Once
 	drop := func(from, to string, b []byte) bool {
-		if to == "victim" && len(b) > HeaderLen+symbolHeaderLen && Type(b[5]) == TypeData {
-			once.Do(func() { b[len(b)-1] ^= 0xff; b[HeaderLen+symbolHeaderLen] ^= 0xff })
+		if to == "victim" && len(b) > wire.HeaderLen+wire.SymbolHeaderLen && wire.Type(b[5]) == wire.TypeData {
+			once.Do(func() { b[len(b)-1] ^= 0xff; b[wire.HeaderLen+wire.SymbolHeaderLen] ^= 0xff })
 		}
 		return false
 	}
@@ -442,7 +451,7 @@ func TestLateJoiner(t *testing.T) {
 	dataSeen := 0
 	started := make(chan struct{})
 	drop := func(from, to string, b []byte) bool {
-		if to == "early" && len(b) > 5 && Type(b[5]) == TypeData {
+		if to == "early" && len(b) > 5 && wire.Type(b[5]) == wire.TypeData {
 			mu.Lock()
 			if dataSeen++; dataSeen == 200 {
 				close(started)
@@ -537,12 +546,12 @@ func TestForgedAbortBeforeJoin(t *testing.T) {
 	ctx := context.Background()
 	done := make(chan error, 1)
 	go func() { _, err := Receive(ctx, rconn, o); done <- err }()
-	a := *samples()[0].(*Announce)
+	a := *samples()[0].(*wire.Announce)
 	a.SignedAt, a.ReleaseKey = time.Now().UnixMilli(), pub32(ts.pub)
 	forgedSig := encodeSample(t, 3, &a)
 	forgedSig[7] = 1 // claims a signature: 64 bytes of zeros
 	forgedSig = append(forgedSig, make([]byte, 64)...)
-	ann, abort := encodeSample(t, 1, &a), encodeSample(t, 2, &Abort{Reason: "forged"})
+	ann, abort := encodeSample(t, 1, &a), encodeSample(t, 2, &wire.Abort{Reason: "forged"})
 	for range 50 {
 		evil.WriteTo(ann, memnet.Group)
 		evil.WriteTo(forgedSig, memnet.Group)

@@ -1,4 +1,4 @@
-package multicast
+package wire
 
 import (
 	"encoding/binary"
@@ -60,18 +60,18 @@ type Announce struct {
 	// SessionDH is the session's X25519 key, for each host's MAC keys.
 	SessionDH [32]byte
 	// Encrypted: every chunk frame is sealed under a content key each
-	// host gets in the acknowledgement of its REGISTER (seal.go).
+	// host gets in the acknowledgement of its REGISTER (multicast's seal.go).
 	Encrypted bool
 	// FetchPort is the sender's TCP port for the unicast path (0: none):
 	// a host that hears no multicast runs the session over one TCP
-	// connection to the announcing address at this port (stream.go).
+	// connection to the announcing address at this port (multicast's stream.go).
 	FetchPort uint16
 }
 
 func (*Announce) Type() Type { return TypeAnnounce }
 
 func (a *Announce) AppendBinary(b []byte) ([]byte, error) {
-	if err := a.check(); err != nil {
+	if err := a.Check(); err != nil {
 		return b, err
 	}
 	b = append(b, a.ReleaseID[:]...)
@@ -117,8 +117,8 @@ func (a *Announce) AppendBinary(b []byte) ([]byte, error) {
 	return append(b, a.SessionDH[:]...), nil
 }
 
-// check validates the fields a receiver relies on.
-func (a *Announce) check() error {
+// Check validates the fields a receiver relies on.
+func (a *Announce) Check() error {
 	switch {
 	case a.ManifestSize == 0 || a.ManifestSize > MaxManifestSize:
 		return fmt.Errorf("%w: manifest size %d", ErrMalformed, a.ManifestSize)
@@ -176,5 +176,5 @@ func parseAnnounce(b []byte) (*Announce, error) {
 	if err := r.done(); err != nil {
 		return nil, err
 	}
-	return a, a.check()
+	return a, a.Check()
 }

@@ -1,4 +1,4 @@
-package multicast
+package wire
 
 import (
 	"encoding/binary"

@@ -1,12 +1,12 @@
-package multicast
+package wire
 
 import (
 	"encoding/binary"
 	"fmt"
 )
 
-// symbolHeaderLen is the size of a Symbol before its payload.
-const symbolHeaderLen = 14
+// SymbolHeaderLen is the size of a Symbol before its payload.
+const SymbolHeaderLen = 14
 
 // Symbol flags.
 const symbolDelta = 1 // the chunk is zstd-compressed against the base image's chunk at its index
@@ -19,7 +19,7 @@ const symbolDelta = 1 // the chunk is zstd-compressed against the base image's c
 //	11 flags u8 (1: delta)  12 payload length u16  14 payload
 //
 // The chunk's compressed bytes are cut into symbols of the announced size
-// (the last one zero-padded) and grouped into blocks; see layout in fec.go.
+// (the last one zero-padded) and grouped into blocks; see layout in multicast's fec.go.
 type Symbol struct {
 	Repair     bool // REPAIR rather than DATA
 	Chunk      uint32

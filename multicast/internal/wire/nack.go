@@ -1,4 +1,4 @@
-package multicast
+package wire
 
 import (
 	"encoding/binary"
@@ -52,20 +52,6 @@ func (n *Nack) AppendBinary(b []byte) ([]byte, error) {
 		b = append(b, e.Missing)
 	}
 	return b, nil
-}
-
-// asked measures what a NACK asks for, for the sender's progress check: a
-// missing symbol counts one, a chunk of which nothing arrived counts as
-// many as its symbols could be (MaxShards).
-func (n *Nack) asked() int64 {
-	var a int64
-	for _, rg := range n.Chunks {
-		a += int64(rg.Count) * MaxShards
-	}
-	for _, b := range n.Blocks {
-		a += int64(b.Missing)
-	}
-	return a
 }
 
 func (n *Nack) check() error {

@@ -1,4 +1,4 @@
-package multicast
+package wire
 
 import (
 	"cmp"
@@ -15,8 +15,9 @@ const (
 	registerKey          = 8 // (the sender's acknowledgement) the sealed content key follows the keys
 )
 
-// wrappedKeyLen is a sealed content key's length: the key and its tag.
-const wrappedKeyLen = contentKeyLen + sealOverhead
+// WrappedKeyLen is a sealed content key's length: an AES-256 key and its
+// AES-GCM tag (multicast's seal.go).
+const WrappedKeyLen = 32 + 16
 
 // Range is a run of chunks [First, First+Count).
 type Range struct{ First, Count uint32 }
@@ -44,7 +45,7 @@ type Register struct {
 	HostKey   [32]byte // the host's ed25519 identity
 	Ephemeral [32]byte // the host's X25519 key for this session
 	// WrappedKey, in the sender's acknowledgement of an encrypted
-	// session, is the content key sealed for this host (seal.go).
+	// session, is the content key sealed for this host (multicast's seal.go).
 	WrappedKey   []byte
 	NeedManifest bool
 	HasBase      bool    // holds the announced base release's image: can decode deltas
@@ -69,7 +70,7 @@ func (m *Register) AppendBinary(b []byte) ([]byte, error) {
 		fl |= registerHasBase
 	}
 	if m.WrappedKey != nil {
-		if len(m.WrappedKey) != wrappedKeyLen {
+		if len(m.WrappedKey) != WrappedKeyLen {
 			return b, fmt.Errorf("%w: wrapped key of %d bytes", ErrMalformed, len(m.WrappedKey))
 		}
 		fl |= registerKey
@@ -146,7 +147,7 @@ func parseRegister(b []byte) (*Register, error) {
 	copy(m.HostKey[:], r.take(32))
 	copy(m.Ephemeral[:], r.take(32))
 	if fl&registerKey != 0 {
-		m.WrappedKey = append([]byte(nil), r.take(wrappedKeyLen)...)
+		m.WrappedKey = append([]byte(nil), r.take(WrappedKeyLen)...)
 	}
 	if fl&registerBitmap != 0 {
 		bits := r.u32()
@@ -170,7 +171,7 @@ func bitmapRanges(bm []byte, bits uint32) []Range {
 	var rs []Range
 	for c := uint32(0); c < bits && int(c/8) < len(bm); c++ {
 		if bm[c/8]&(0x80>>(c%8)) != 0 {
-			rs = appendChunk(rs, c)
+			rs = AppendChunk(rs, c)
 		}
 	}
 	return rs
@@ -188,4 +189,14 @@ func disjoint(rs []Range) bool {
 		end = uint64(rg.First) + uint64(rg.Count)
 	}
 	return true
+}
+
+// AppendChunk adds chunk c to rs, extending the last range when c follows
+// it (chunks are added in ascending order).
+func AppendChunk(rs []Range, c uint32) []Range {
+	if n := len(rs); n > 0 && rs[n-1].First+rs[n-1].Count == c {
+		rs[n-1].Count++
+		return rs
+	}
+	return append(rs, Range{First: c, Count: 1})
 }

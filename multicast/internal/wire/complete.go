@@ -1,4 +1,4 @@
-package multicast
+package wire
 
 import "encoding/binary"
 
@@ -9,9 +9,6 @@ const (
 	CompleteStaged      = 2 // image verified, in place and staged: ready to switch
 	CompleteStageFailed = 3 // image verified and in place, but staging failed; Reason says why
 )
-
-// received reports whether a status says the host has the verified image.
-func received(status uint8) bool { return status != CompleteFailed }
 
 // Complete reports a host's end of the session (unicast), with the outcome
 // of its staging when it staged the image at once, so the sender learns

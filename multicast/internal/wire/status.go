@@ -1,4 +1,4 @@
-package multicast
+package wire
 
 import (
 	"encoding/binary"
@@ -8,7 +8,7 @@ import (
 // Status flags.
 const (
 	statusProbe   = 1 // a loss probe during the first pass: answer with loss only
-	statusQuiet   = 2 // a large group's round: the host count follows; answer only with a need (quiet.go)
+	statusQuiet   = 2 // a large group's round: the host count follows; answer only with a need (multicast's quiet.go)
 	statusSummary = 4 // what the round's NACKs asked so far follows: a host it covers stays quiet
 )
 
@@ -17,7 +17,7 @@ const (
 // sent while the first pass is still going, asks only for the loss each
 // host saw: hosts answer with one NACK that lists nothing, and the sender
 // sizes proactive parity from the answers. In a large group the round is
-// quiet (quiet.go): hosts answer only with a need, after a backoff, and a
+// quiet (multicast's quiet.go): hosts answer only with a need, after a backoff, and a
 // host whose need a summary of the round already covers stays silent.
 //
 //	0 round u32   4 flags u8 (1: probe, 2: quiet, 4: summary)
