@@ -1,9 +1,10 @@
 package wire
 
 import (
-	"crypto/ed25519"
 	"fmt"
 	"unicode/utf8"
+
+	"golang.org/x/crypto/cryptobyte"
 )
 
 // RefuseCode says why a host will not take a session. Values are on the
@@ -58,13 +59,22 @@ func (m *Refuse) AppendBinary(b []byte) ([]byte, error) {
 }
 
 func parseRefuse(b []byte) (*Refuse, error) {
-	r := reader{b: b}
-	m := &Refuse{Host: r.str8("host id", MaxHostID)}
-	copy(m.HostKey[:], r.take(ed25519.PublicKeySize))
-	m.Code = RefuseCode(r.u8())
-	r.check(m.Code != 0, "refuse code 0")
-	m.Detail = r.str8("detail", MaxReason)
-	return m, r.done()
+	s := cryptobyte.String(b)
+	m := &Refuse{}
+	if err := readStr8(&s, b, "host id", MaxHostID, &m.Host); err != nil {
+		return nil, err
+	}
+	var code uint8
+	if !s.CopyBytes(m.HostKey[:]) || !s.ReadUint8(&code) {
+		return nil, short(b, s, "refuse key and code")
+	}
+	if m.Code = RefuseCode(code); m.Code == 0 {
+		return nil, malformed("refuse code 0")
+	}
+	if err := readStr8(&s, b, "detail", MaxReason, &m.Detail); err != nil {
+		return nil, err
+	}
+	return m, done(s)
 }
 
 // Truncate cuts s to at most n bytes, on a rune boundary: a free-text

@@ -1,10 +1,13 @@
 package wire
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/binary"
 	"fmt"
 	"slices"
+
+	"golang.org/x/crypto/cryptobyte"
 )
 
 // Register flags.
@@ -118,52 +121,90 @@ func largestRuns(rs []Range, max int) []Range {
 	return rs
 }
 
-func appendRanges(b []byte, rs []Range) []byte {
-	for _, rg := range rs {
-		b = binary.BigEndian.AppendUint32(b, rg.First)
-		b = binary.BigEndian.AppendUint32(b, rg.Count)
-	}
-	return b
-}
-
-func readRanges(r *reader, n int) []Range {
-	var rs []Range
-	for i := 0; i < n && r.err == nil; i++ {
-		rg := Range{First: r.u32(), Count: r.u32()}
-		r.check(rg.Count > 0 && rg.First+rg.Count > rg.First, "range %d+%d", rg.First, rg.Count)
-		rs = append(rs, rg)
-	}
-	return rs
-}
-
 func parseRegister(b []byte) (*Register, error) {
-	r := reader{b: b}
-	m := &Register{Host: r.str8("host id", MaxHostID)}
-	fl := r.u8()
-	r.check(fl&^(registerNeedManifest|registerHasBase|registerBitmap|registerKey) == 0, "register flags %#x", fl)
-	m.NeedManifest = fl&registerNeedManifest != 0
-	m.HasBase = fl&registerHasBase != 0
-	m.SignedAt = int64(r.u64())
-	copy(m.HostKey[:], r.take(32))
-	copy(m.Ephemeral[:], r.take(32))
-	if fl&registerKey != 0 {
-		m.WrappedKey = append([]byte(nil), r.take(WrappedKeyLen)...)
+	s := cryptobyte.String(b)
+	m := &Register{}
+	if err := readStr8(&s, b, "host id", MaxHostID, &m.Host); err != nil {
+		return nil, err
+	}
+	fl, err := m.readKeys(&s, b)
+	if err != nil {
+		return nil, err
 	}
 	if fl&registerBitmap != 0 {
-		bits := r.u32()
-		r.check(bits <= MaxRegisterBitmap, "register bitmap of %d chunks, more than %d", bits, MaxRegisterBitmap)
-		if r.err == nil {
-			m.Have = bitmapRanges(r.take(int(bits+7)/8), bits)
-			// the encoding is canonical: a set that fits as ranges goes as ranges
-			r.check(len(m.Have) > MaxRegisterRanges, "register bitmap of %d runs, which fit as ranges", len(m.Have))
-		}
-		return m, r.done()
+		err = m.readBitmap(&s, b)
+	} else {
+		err = m.readRanges(&s, b)
 	}
-	n := int(r.u16())
-	r.check(n <= MaxRegisterRanges, "%d ranges in register, more than %d", n, MaxRegisterRanges)
-	m.Have = readRanges(&r, n)
-	r.check(disjoint(m.Have), "register ranges not ascending and disjoint")
-	return m, r.done()
+	if err != nil {
+		return nil, err
+	}
+	return m, done(s)
+}
+
+// readKeys reads the flags, the signing time, the keys and (in an
+// acknowledgement) the wrapped content key; it returns the flags.
+func (m *Register) readKeys(s *cryptobyte.String, b []byte) (uint8, error) {
+	var fl uint8
+	if !s.ReadUint8(&fl) {
+		return 0, short(b, *s, "register flags")
+	}
+	if fl&^(registerNeedManifest|registerHasBase|registerBitmap|registerKey) != 0 {
+		return 0, malformed("register flags %#x", fl)
+	}
+	m.NeedManifest, m.HasBase = fl&registerNeedManifest != 0, fl&registerHasBase != 0
+	var at uint64
+	if !s.ReadUint64(&at) || !s.CopyBytes(m.HostKey[:]) || !s.CopyBytes(m.Ephemeral[:]) {
+		return 0, short(b, *s, "register keys")
+	}
+	m.SignedAt = int64(at)
+	if fl&registerKey != 0 {
+		var k []byte
+		if !s.ReadBytes(&k, WrappedKeyLen) {
+			return 0, short(b, *s, "register wrapped key")
+		}
+		m.WrappedKey = bytes.Clone(k)
+	}
+	return fl, nil
+}
+
+// readBitmap reads held chunks sent as a bitmap, which must be the
+// canonical encoding: a set that fits as ranges goes as ranges.
+func (m *Register) readBitmap(s *cryptobyte.String, b []byte) error {
+	var bits uint32
+	if !s.ReadUint32(&bits) {
+		return short(b, *s, "register bitmap")
+	}
+	if bits > MaxRegisterBitmap {
+		return malformed("register bitmap of %d chunks, more than %d", bits, MaxRegisterBitmap)
+	}
+	var bm []byte
+	if !s.ReadBytes(&bm, int(bits+7)/8) {
+		return short(b, *s, "register bitmap")
+	}
+	if m.Have = bitmapRanges(bm, bits); len(m.Have) <= MaxRegisterRanges {
+		return malformed("register bitmap of %d runs, which fit as ranges", len(m.Have))
+	}
+	return nil
+}
+
+// readRanges reads held chunks sent as ranges, ascending and disjoint.
+func (m *Register) readRanges(s *cryptobyte.String, b []byte) error {
+	var n uint16
+	if !s.ReadUint16(&n) {
+		return short(b, *s, "register range count")
+	}
+	if n > MaxRegisterRanges {
+		return malformed("%d ranges in register, more than %d", n, MaxRegisterRanges)
+	}
+	var err error
+	if m.Have, err = readRanges(s, b, int(n)); err != nil {
+		return err
+	}
+	if !disjoint(m.Have) {
+		return malformed("register ranges not ascending and disjoint")
+	}
+	return nil
 }
 
 // bitmapRanges turns a REGISTER bitmap of bits chunks into ranges.
