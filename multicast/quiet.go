@@ -138,7 +138,7 @@ const heartbeatRound = 0
 // group's heartbeats spread over heartbeatEvery instead of meeting in one
 // round.
 func (r *receiver) heartbeatDue(now time.Time) bool {
-	return r.registered && r.doneAt.IsZero() && !r.res.Unicast && r.res.Suppressed > 0 &&
+	return r.phase == recvReceiving && !r.res.Unicast && r.res.Suppressed > 0 &&
 		r.hbAfter > 0 && r.silentFor(now) >= r.hbAfter
 }
 

@@ -93,7 +93,7 @@ func TestSummaryCovers(t *testing.T) {
 // the sender drops it.
 func TestSummarySparesHeartbeat(t *testing.T) {
 	ts := newTestSession(t, nil)
-	r := &receiver{st: newStore(ts.m, &wire.Announce{SymbolSize: 1408, BlockSymbols: 64}, nil, nil), registered: true,
+	r := &receiver{st: newStore(ts.m, &wire.Announce{SymbolSize: 1408, BlockSymbols: 64}, nil, nil), phase: recvReceiving,
 		hbAfter: silencedHeartbeat - heartbeatEvery/2}
 	for i := 1; i < len(r.st.chunks); i++ {
 		r.st.chunks[i].done = true // chunk 0 lacked whole

@@ -234,10 +234,10 @@ type receiver struct {
 	man        manifestBuf
 	st         *store
 	partial    string
-	registered bool
+	phase      recvPhase    // changed only by on (recvphase.go)
 	have       []wire.Range // chunks held, told to the sender in REGISTER
 	lastReg    time.Time
-	doneAt     time.Time // image verified and in place
+	doneAt     time.Time // when the image was in place
 	lastDone   time.Time
 	acked      bool
 	seq        seqStats
@@ -321,7 +321,7 @@ func (r *receiver) handleBatch(p packet, inbox <-chan packet) error {
 // nextJob returns the decoders' channel and the next ready chunk, or a
 // nil channel (never ready in a select) when there is none.
 func (r *receiver) nextJob() (chan<- decodeJob, decodeJob) {
-	if r.st == nil || len(r.st.ready) == 0 || r.ann.Encrypted && r.st.cipher == nil {
+	if !r.phase.joined() || len(r.st.ready) == 0 || r.ann.Encrypted && r.st.cipher == nil {
 		return nil, decodeJob{} // (sealed frames wait for the key)
 	}
 	return r.jobs, r.st.job(r.st.ready[0])
@@ -361,7 +361,7 @@ func (r *receiver) onDecoded(res decodeResult) error {
 		r.opts.Logf("%v", res.err)
 		r.res.BadChunks = r.st.bad
 	}
-	if r.st.remaining == 0 && r.doneAt.IsZero() {
+	if r.st.remaining == 0 && !r.phase.inPlace() {
 		return r.finish(time.Now())
 	}
 	return nil
@@ -372,23 +372,23 @@ func (r *receiver) tick(now time.Time) error {
 	if err := r.tickJoin(now); err != nil {
 		return err
 	}
-	if r.st != nil && r.doneAt.IsZero() && now.Sub(r.heard) > r.opts.SenderTimeout {
+	if r.phase.transferring() && now.Sub(r.heard) > r.opts.SenderTimeout {
 		return fmt.Errorf("%w: nothing from %v for %v (session %08x)", ErrSenderGone, r.sender, r.opts.SenderTimeout, r.res.Session)
 	}
-	if r.ann != nil && !r.registered {
+	if r.phase.registering() {
 		r.register(now) // retried until acknowledged; rate-limited inside
 	}
 	r.answerStatus(now)
 	r.answerProbe(now)
 	r.heartbeat(now)
-	if !r.doneAt.IsZero() && !r.acked && now.Sub(r.lastDone) >= completeEvery {
+	if r.phase.inPlace() && !r.acked && now.Sub(r.lastDone) >= completeEvery {
 		r.sendComplete(now)
 	}
 	return nil
 }
 
 func (r *receiver) finished(now time.Time) bool {
-	return !r.doneAt.IsZero() && ((r.acked && r.registered) || now.Sub(r.doneAt) > completeLinger)
+	return r.phase.inPlace() && ((r.acked && r.phase == recvDone) || now.Sub(r.doneAt) > completeLinger)
 }
 
 func (r *receiver) wakeIn(now time.Time) time.Duration {
@@ -398,17 +398,17 @@ func (r *receiver) wakeIn(now time.Time) time.Duration {
 	if !r.nackAt.IsZero() {
 		return r.nackAt.Sub(now)
 	}
-	if r.registered && r.doneAt.IsZero() && r.res.Suppressed > 0 && r.hbAfter > 0 && !r.res.Unicast {
+	if r.phase == recvReceiving && r.res.Suppressed > 0 && r.hbAfter > 0 && !r.res.Unicast {
 		last := r.lastAnswer
 		if last.IsZero() {
 			last = r.begin
 		}
 		return min(max(last.Add(r.hbAfter).Sub(now), 0), r.heard.Add(r.opts.SenderTimeout).Sub(now)+time.Millisecond)
 	}
-	if !r.doneAt.IsZero() {
+	if r.phase.inPlace() {
 		return completeEvery
 	}
-	if r.st == nil || !r.registered {
+	if !r.phase.registered() {
 		return joinCheckEvery
 	}
 	return r.heard.Add(r.opts.SenderTimeout).Sub(now) + time.Millisecond
@@ -453,22 +453,18 @@ func (r *receiver) handle(p packet, now time.Time) error {
 	case *wire.Status:
 		return r.onStatus(m, now)
 	case *wire.Register:
-		if m.Host == r.opts.HostID && r.st != nil && r.takeKey(m) {
-			if !r.registered { // heartbeats of a large group spread over heartbeatEvery
-				r.lastAnswer = now.Add(-rand.N(heartbeatEvery))
-				r.hbAfter = silencedHeartbeat - rand.N(heartbeatEvery)
-			}
-			r.registered = true
+		if m.Host == r.opts.HostID && r.phase.joined() && r.takeKey(m) {
+			r.on(evAcked, now)
 		}
 		r.join.acked = true
 	case *wire.Complete:
-		r.acked = r.acked || (m.Host == r.opts.HostID && !r.doneAt.IsZero())
+		r.acked = r.acked || (m.Host == r.opts.HostID && r.phase.inPlace())
 	case *wire.Abort:
-		if r.st == nil { // a candidate not yet joined: wait for another
+		if !r.phase.joined() { // a candidate not yet joined: wait for another
 			r.refuse(fmt.Errorf("%w %08x: %s", ErrAborted, h.Session, m.Reason))
 			return nil
 		}
-		if r.doneAt.IsZero() { // once the image is in place, nothing to abort
+		if !r.phase.inPlace() { // once the image is in place, nothing to abort
 			return fmt.Errorf("%w %08x: %s", ErrAborted, h.Session, m.Reason)
 		}
 	}
@@ -479,8 +475,9 @@ func (r *receiver) handle(p packet, now time.Time) error {
 // fine once the image is in place (the sender ends the session once every
 // host completed), a failure before.
 func (r *receiver) streamEnded(err error) error {
-	if !r.doneAt.IsZero() {
-		r.acked, r.registered = true, true // nothing more can come, and nothing more is needed
+	if r.phase.inPlace() {
+		r.acked = true // nothing more can come, and nothing more is needed
+		r.on(evAcked, time.Now())
 		return nil
 	}
 	return fmt.Errorf("multicast: session %08x: the sender's unicast connection ended: %w", r.res.Session, err)
@@ -498,11 +495,11 @@ func (r *receiver) onAnnounce(a *wire.Announce, now time.Time) error {
 // manifest while it lacks one. A host that held every chunk registers
 // too, so the sender counts it.
 func (r *receiver) register(now time.Time) {
-	if r.registered || now.Sub(r.lastReg) < registerEvery {
+	if r.phase.registered() || now.Sub(r.lastReg) < registerEvery {
 		return
 	}
 	r.lastReg = now
-	r.send(&wire.Register{Host: r.opts.HostID, NeedManifest: r.st == nil, HasBase: r.st != nil && r.st.base != nil, Have: r.have})
+	r.send(&wire.Register{Host: r.opts.HostID, NeedManifest: !r.phase.joined(), HasBase: r.phase.joined() && r.st.base != nil, Have: r.have})
 }
 
 // send sends m to the followed session's sender: REGISTER signed by the
@@ -579,7 +576,7 @@ func (r *receiver) keysDown() *macKey {
 }
 
 func (r *receiver) onSymbol(s *wire.Symbol) error {
-	if r.st == nil || !r.doneAt.IsZero() {
+	if !r.phase.transferring() {
 		return nil
 	}
 	err := r.st.add(s)
@@ -592,9 +589,9 @@ func (r *receiver) onSymbol(s *wire.Symbol) error {
 
 func (r *receiver) onStatus(s *wire.Status, now time.Time) error {
 	switch {
-	case !r.doneAt.IsZero():
+	case r.phase.inPlace():
 		r.sendComplete(now)
-	case !r.registered:
+	case !r.phase.registered():
 		r.register(now)
 	case s.Quiet:
 		r.onQuietStatus(s, now)
@@ -615,7 +612,7 @@ func (r *receiver) answerProbe(now time.Time) {
 		return
 	}
 	r.probeAt, r.lastAnswer = time.Time{}, now
-	if r.doneAt.IsZero() {
+	if !r.phase.inPlace() {
 		r.send(&wire.Nack{Host: r.opts.HostID, Round: r.probeRound, Loss: r.seq.lossPermille(), Parts: 1})
 	}
 }
@@ -623,7 +620,7 @@ func (r *receiver) answerProbe(now time.Time) {
 // answerStatus sends the NACKs for the pending STATUS once its jitter
 // has passed.
 func (r *receiver) answerStatus(now time.Time) {
-	if r.nackAt.IsZero() || now.Before(r.nackAt) || !r.doneAt.IsZero() {
+	if r.nackAt.IsZero() || now.Before(r.nackAt) || r.phase.inPlace() {
 		return
 	}
 	r.nackAt, r.lastAnswer, r.nackDone = time.Time{}, now, r.nackRound
@@ -669,7 +666,7 @@ func (r *receiver) finish(now time.Time) error {
 		r.res.StageErr = r.opts.Stage(&r.res)
 		r.res.Staged, r.res.StageTime = r.res.StageErr == nil, time.Since(t)
 	}
-	r.doneAt = time.Now()
+	r.on(evInPlace, time.Now())
 	r.sendComplete(r.doneAt)
 	return nil
 }

@@ -80,7 +80,7 @@ func refusalKey(session uint32, from net.Addr) string {
 // packet is a fresh ANNOUNCE signed by a trusted key.
 func (r *receiver) accept(h *wire.Header, m wire.Message, from net.Addr, now time.Time) bool {
 	a, isAnn := m.(*wire.Announce)
-	if r.ann != nil {
+	if r.phase.following() {
 		if h.Session == r.res.Session && sameHost(from, r.sender) {
 			return true
 		}
@@ -126,7 +126,7 @@ func (r *receiver) accept(h *wire.Header, m wire.Message, from net.Addr, now tim
 		return false
 	}
 	r.ann, r.sender, r.res.Session, r.keys = a, from, h.Session, keys
-	r.join.progress, r.join.since, r.join.acked, r.join.alt = now, now, false, nil
+	r.on(evCandidate, now)
 	r.opts.Logf("trying session %08x from %v", h.Session, from)
 	return true
 }
@@ -154,7 +154,7 @@ func (r *receiver) trustKey(a *wire.Announce) error {
 // is receiving one already (rate-limited, at most one signature check per
 // refuseEvery and session).
 func (r *receiver) refuseBusy(h *wire.Header, a *wire.Announce, from net.Addr, now time.Time) {
-	if !r.doneAt.IsZero() {
+	if r.phase.inPlace() {
 		return // done here: it takes the other session in a moment
 	}
 	key := refusalKey(h.Session, from)
@@ -265,9 +265,9 @@ func sameHost(a, b net.Addr) bool {
 // a refusal with a cause goes to the sender (a *Refusal, or the cause
 // read from why).
 func (r *receiver) refuse(why error) {
-	r.refuseSession(r.res.Session, r.sender, why, time.Now())
-	r.ann, r.sender, r.res.Session, r.man, r.keys = nil, nil, 0, manifestBuf{}, nil
-	r.registered, r.lastReg = false, time.Time{}
+	now := time.Now()
+	r.refuseSession(r.res.Session, r.sender, why, now)
+	r.on(evRefused, now)
 }
 
 // refuseSession remembers a refused session and, when why has a cause,
@@ -310,17 +310,17 @@ func refusalOf(why error) *Refusal {
 // another address of the session when its REGISTER goes unacknowledged,
 // and enforces AnnounceTimeout.
 func (r *receiver) tickJoin(now time.Time) error {
-	if r.ann != nil && !r.join.acked && r.join.alt != nil && now.Sub(r.join.since) > ackWait {
+	if r.phase.following() && !r.join.acked && r.join.alt != nil && now.Sub(r.join.since) > ackWait {
 		r.opts.Warnf("session %08x: %v does not acknowledge; following %v, which sends the session too", r.res.Session, r.sender, r.join.alt)
 		r.sender, r.join.alt, r.join.since, r.lastReg = r.join.alt, nil, now, time.Time{}
 	}
-	if r.st != nil {
+	if r.phase.joined() {
 		return nil
 	}
 	switch {
-	case r.ann != nil && now.Sub(r.join.progress) > candidateTimeout:
+	case r.phase == recvFetching && now.Sub(r.join.progress) > candidateTimeout:
 		r.refuse(fmt.Errorf("%w: no manifest in %v", ErrNoSession, candidateTimeout))
-	case r.ann != nil && now.Sub(r.join.since) > joinTimeout:
+	case r.phase == recvFetching && now.Sub(r.join.since) > joinTimeout:
 		r.refuse(fmt.Errorf("%w: the session descriptor did not arrive whole in %v", ErrNoSession, joinTimeout))
 	}
 	if r.opts.AnnounceTimeout > 0 && now.Sub(r.begin) > r.opts.AnnounceTimeout {

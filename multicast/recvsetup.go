@@ -41,7 +41,7 @@ func (mb *manifestBuf) add(total uint32, f *wire.ManifestFrag) bool {
 }
 
 func (r *receiver) onManifest(f *wire.ManifestFrag, now time.Time) error {
-	if r.st != nil || f.Total != r.ann.ManifestSize {
+	if r.phase != recvFetching || f.Total != r.ann.ManifestSize {
 		return nil
 	}
 	got := r.man.got
@@ -57,11 +57,9 @@ func (r *receiver) onManifest(f *wire.ManifestFrag, now time.Time) error {
 		r.refuse(err)
 		return nil
 	}
-	r.man = manifestBuf{}
-	if err := r.open(m); err != nil {
+	if err := r.open(m, now); err != nil {
 		return err
 	}
-	r.lastReg = time.Time{}
 	r.register(now)
 	return nil
 }
@@ -122,7 +120,7 @@ func (r *receiver) spoolBound() int64 {
 
 // open prepares the partial image (resuming one left by a killed
 // receiver) and a fresh spool beside the output.
-func (r *receiver) open(m *image.Manifest) error {
+func (r *receiver) open(m *image.Manifest, now time.Time) error {
 	r.partial = fmt.Sprintf("%s.%s.partial", r.opts.Out, m.ReleaseID())
 	f, err := os.OpenFile(r.partial, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
@@ -134,6 +132,7 @@ func (r *receiver) open(m *image.Manifest) error {
 		return fmt.Errorf("multicast: %w", err)
 	}
 	r.st = newStore(m, r.ann, f, spool)
+	r.on(evManifest, now)
 	r.st.releaseID = r.ann.ReleaseID
 	r.st.lens = r.lens
 	if !r.ann.BaseID.IsZero() {
@@ -197,7 +196,7 @@ func (r *receiver) closeFiles() {
 
 // discard removes the partial image after a failure.
 func (r *receiver) discard() {
-	if r.partial != "" && r.doneAt.IsZero() {
+	if r.partial != "" && !r.phase.inPlace() {
 		os.Remove(r.partial)
 	}
 }
