@@ -213,28 +213,28 @@ func TestHostIDRule(t *testing.T) {
 // stallTime; a host asking for nothing (busy decoding or copying) or for
 // less each round is not.
 func TestStalledHostDropped(t *testing.T) {
-	s := &sender{hosts: map[string]*host{}, opts: SendOptions{Warnf: t.Logf}}
+	s := &sender{hosts: newHostTable(nil), opts: SendOptions{Warnf: t.Logf}}
 	for _, id := range []string{"greedy", "idle", "honest"} {
 		h := newHost(id, true)
 		h.registered = true
-		s.hosts[id] = h
+		s.hosts.byID[id] = h
 	}
 	now := time.Now()
 	for r := range uint32(MaxStallRounds + 5) {
 		s.round = r + 1
-		for _, h := range s.hosts {
+		for h := range s.hosts.all() {
 			h.round = s.round
 		}
-		s.hosts["greedy"].need, s.hosts["idle"].need = 5000, 0
-		s.hosts["honest"].need = int64(10000 - r)
+		s.hosts.get("greedy").need, s.hosts.get("idle").need = 5000, 0
+		s.hosts.get("honest").need = int64(10000 - r)
 		now = now.Add(2 * time.Second)
 		s.checkStalls(now)
 	}
-	if s.hosts["greedy"].dropped == "" {
+	if s.hosts.get("greedy").dropped == "" {
 		t.Error("a host asking for the same repair every round was never dropped")
 	}
 	for _, id := range []string{"idle", "honest"} {
-		if d := s.hosts[id].dropped; d != "" {
+		if d := s.hosts.get(id).dropped; d != "" {
 			t.Errorf("%s dropped: %s", id, d)
 		}
 	}

@@ -46,7 +46,7 @@ const (
 
 // quiet reports whether the group is large enough for quiet rounds.
 func (s *sender) quiet() (bool, uint16) {
-	n := s.mcLive()
+	n := s.hosts.mcLive()
 	return n > quietHosts, uint16(min(n, math.MaxUint16))
 }
 

@@ -41,7 +41,7 @@ func (s *sender) refill(now time.Time) bool {
 	if s.phase != phaseSend {
 		return false
 	}
-	if len(s.jobs) == 0 && s.mcLive() == 0 && s.uni != nil && len(s.uni.live) > 0 {
+	if len(s.jobs) == 0 && s.hosts.mcLive() == 0 && s.uni != nil && len(s.uni.live) > 0 {
 		s.phase, s.deadline = phaseIdle, now.Add(time.Hour) // the rest is the streams'
 		return false
 	}

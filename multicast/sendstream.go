@@ -45,7 +45,7 @@ func (s *sender) unicastAnnounce(now time.Time) {
 	s.uniAnnounce = now.Add(unicastEvery)
 	var b []byte
 	for _, id := range s.opts.Hosts {
-		h, addr := s.hosts[id], s.opts.HostAddrs[id]
+		h, addr := s.hosts.get(id), s.opts.HostAddrs[id]
 		// a host dropped (its connection broke, or it went silent) is
 		// announced to again: it may still take the session
 		if addr == nil || h == nil || h.stream != nil || h.decided() && h.dropped == "" {
