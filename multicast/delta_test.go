@@ -11,9 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"golang.org/x/sync/errgroup"
 
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/multicast/internal/wire"
@@ -200,32 +197,11 @@ func TestDeltaUnderLossWithLateJoiner(t *testing.T) {
 	begin := started
 	early := []string{"e1", "e2", "e3"}
 	ts.send.MinHosts = 3 // an open group that starts with the base holders
-	ts.usePack()
-	ctx := context.Background()
-	var g errgroup.Group
-	sconn := ts.net.Conn("sender", false)
-	g.Go(func() error { var err error; ts.report, err = Send(ctx, sconn, ts.send); return err })
-	for _, h := range append(early, "late") {
-		conn := ts.net.Conn(h, true)
-		o := ReceiveOptions{HostID: h, HostKey: testHostKey(h), Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
-			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second}
+	ts.runLate(append(early, "late"), begin, func(h string, o *ReceiveOptions) {
 		if h != "late" {
-			hostBase(t, ts, base, basePath, h, &o, nil)
+			hostBase(t, ts, base, basePath, h, o, nil)
 		}
-		g.Go(func() error {
-			if h == "late" {
-				<-begin
-			}
-			_, err := Receive(ctx, conn, o)
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range append(early, "late") {
-		ts.checkImage(h)
-	}
+	})
 	if ts.report.DeltaChunks != deltaCovered {
 		t.Errorf("%d chunks sent as deltas, want %d: the session must start in delta mode", ts.report.DeltaChunks, deltaCovered)
 	}

@@ -2,7 +2,6 @@ package multicast
 
 import (
 	"context"
-	"crypto/ed25519"
 	"encoding/binary"
 	"os"
 	"os/exec"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/mounttest"
@@ -298,31 +296,11 @@ func runLateJoiner(t *testing.T, ts *testSession, withheld uint32, early func(*R
 	})
 	begin := started
 	ts.send.MinHosts = 1
-	ts.usePack()
-	ctx := context.Background()
-	var g errgroup.Group
-	sconn := ts.net.Conn("sender", false)
-	g.Go(func() error { var err error; ts.report, err = Send(ctx, sconn, ts.send); return err })
-	for _, h := range []string{"early", "late"} {
-		conn := ts.net.Conn(h, true)
-		o := ReceiveOptions{HostID: h, HostKey: testHostKey(h), Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
-			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second, Logf: func(f string, a ...any) { t.Logf(h+": "+f, a...) }}
+	ts.runLate([]string{"early", "late"}, begin, func(h string, o *ReceiveOptions) {
 		if h == "early" {
-			early(&o)
+			early(o)
 		}
-		g.Go(func() error {
-			if h == "late" {
-				<-begin
-			}
-			_, err := Receive(ctx, conn, o)
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	ts.checkImage("early")
-	ts.checkImage("late")
+	})
 	if done, all := ts.report.Completed(); done != 2 || all != 2 {
 		t.Errorf("report: %d of %d complete: %+v", done, all, ts.report.Hosts)
 	}

@@ -87,6 +87,9 @@ type testSession struct {
 	// retries is how many times a receiver whose session failed runs
 	// again, as the agent does after a failed session.
 	retries int
+	// late holds back the hosts it names until their channel is closed:
+	// they join while the session runs.
+	late map[string]<-chan struct{}
 }
 
 func newTestSession(t *testing.T, drop func(from, to string, b []byte) bool) *testSession {
@@ -141,6 +144,9 @@ func (ts *testSession) run(ctx context.Context, hosts []string, recv func(host s
 		}
 		conn := ts.net.Conn(h, true)
 		g.Go(func() error {
+			if begin := ts.late[h]; begin != nil {
+				<-begin
+			}
 			r, err := Receive(ctx, conn, o)
 			for try := 0; err != nil && try < ts.retries; try++ {
 				ts.t.Logf("%s: try %d: %v", h, try+1, err)
@@ -156,6 +162,23 @@ func (ts *testSession) run(ctx context.Context, hosts []string, recv func(host s
 		ts.t.Fatalf("send: %v", err)
 	}
 	return res, errs
+}
+
+// runLate runs a session (as run) in which the host "late" starts only
+// once begin is closed, and so registers while the session runs. Every
+// host must complete, with the right image.
+func (ts *testSession) runLate(hosts []string, begin <-chan struct{}, recv func(string, *ReceiveOptions)) {
+	ts.t.Helper()
+	ts.late = map[string]<-chan struct{}{"late": begin}
+	_, errs := ts.run(context.Background(), hosts, recv)
+	for _, h := range hosts {
+		if errs[h] != nil {
+			ts.t.Fatalf("%s: %v", h, errs[h])
+		}
+	}
+	for _, h := range hosts {
+		ts.checkImage(h)
+	}
 }
 
 // checkImage asserts the received file matches the manifest, with holes
@@ -463,28 +486,7 @@ func TestLateJoiner(t *testing.T) {
 	ts := newTestSession(t, drop)
 	ts.send.MinHosts = 1
 	ts.send.Rate = 20e6
-	ts.usePack()
-	ctx := context.Background()
-	var g errgroup.Group
-	sconn := ts.net.Conn("sender", false)
-	g.Go(func() error { var err error; ts.report, err = Send(ctx, sconn, ts.send); return err })
-	for _, h := range []string{"early", "late"} {
-		conn := ts.net.Conn(h, true)
-		o := ReceiveOptions{HostID: h, HostKey: testHostKey(h), Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
-			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second}
-		g.Go(func() error {
-			if h == "late" {
-				<-started
-			}
-			_, err := Receive(ctx, conn, o)
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	ts.checkImage("early")
-	ts.checkImage("late")
+	ts.runLate([]string{"early", "late"}, started, nil)
 	if done, all := ts.report.Completed(); done != 2 || all != 2 {
 		t.Errorf("report: %d of %d complete: %+v", done, all, ts.report.Hosts)
 	}
