@@ -163,6 +163,21 @@
 // file until their chunk decodes, when the spool range is punched out.
 // With no loss a byte is written once, decoded, into the image.
 //
+// # Code
+//
+// One goroutine owns each side's state (session.go serves it). The sender
+// (sender.go; packets from hosts in sendhosts.go) keeps its hosts in a
+// hostTable (hosttable.go), which answers what the group as a whole needs:
+// who is live, what some host still lacks, who went silent. A receiver
+// (receiver.go, recvjoin.go, recvsetup.go) is in one recvPhase at a time:
+//
+//	seeking → fetching → registering → receiving → done
+//	          (refused: back to seeking)   └→ verified ┘ (every chunk local)
+//
+// and changes it only in receiver.on, by the table in recvphase.go. The
+// packet codec is the internal package wire: nothing here builds or reads
+// bytes of a packet by hand.
+//
 // # Wire format
 //
 // The codec is the internal package wire (multicast/internal/wire): one

@@ -14,10 +14,13 @@
 // the caller's key makes, and a parsed [Header] gives the tag and the bytes
 // it covers back (Auth, Tag, Covered) for the caller to check.
 //
-// Every length and count read from the network is checked against a named
-// limit (MaxHostID, MaxNackBlocks, MaxManifestSize, ...) before it sizes
-// anything; parsers reject truncated packets and trailing bytes, and an
-// error names the packet (type and sequence) and what was wrong with it.
+// Parsers read with golang.org/x/crypto/cryptobyte (fields.go). Every
+// length and count read from the network is checked against a named limit
+// (MaxHostID, MaxNackBlocks, MaxManifestSize, ...) as soon as it is read,
+// before it sizes anything; parsers reject truncated packets and trailing
+// bytes, and an error names the packet (type and sequence) and the field
+// or bound it failed. Parsing a DATA packet allocates only its Symbol
+// (BenchmarkParse).
 // Byte slices in a parsed message (a DATA payload, a MANIFEST fragment)
 // alias the packet. Errors read "multicast: ...": an operator meets them
 // in multicast's logs, about multicast's packets.
