@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/internal/memnet"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // Attacks from issue "A transfer plane no stranger can steer", each sent
@@ -55,10 +56,10 @@ func TestAttackForgedComplete(t *testing.T) {
 	evil := ts.net.Conn("evil", true)
 	fake := macKey{1}
 	stop := flood(func() {
-		c := &Complete{Host: "h2", Status: CompleteStaged}
-		b, _ := AppendPacket(nil, Header{Session: ts.send.Session}, c)
+		c := &wire.Complete{Host: "h2", Status: wire.CompleteStaged}
+		b, _ := wire.AppendPacket(nil, wire.Header{Session: ts.send.Session}, c)
 		evil.WriteTo(b, memnet.Addr("sender"))
-		b, _ = appendMAC(nil, Header{Session: ts.send.Session}, c, &fake)
+		b, _ = appendMAC(nil, wire.Header{Session: ts.send.Session}, c, &fake)
 		evil.WriteTo(b, memnet.Addr("sender"))
 	})
 	defer stop()
@@ -122,10 +123,10 @@ func TestAttackForgedAbortAfterJoin(t *testing.T) {
 		if h == nil {
 			return
 		}
-		a := &Abort{Reason: "forged"}
-		b, _ := AppendPacket(nil, Header{Session: ts.send.Session, Seq: 1}, a)
+		a := &wire.Abort{Reason: "forged"}
+		b, _ := wire.AppendPacket(nil, wire.Header{Session: ts.send.Session, Seq: 1}, a)
 		ts.net.Deliver(memnet.Addr("sender"), h, b)
-		b, _ = appendSigned(nil, Header{Session: ts.send.Session, Seq: 2}, a, other)
+		b, _ = appendSigned(nil, wire.Header{Session: ts.send.Session, Seq: 2}, a, other)
 		ts.net.Deliver(memnet.Addr("sender"), h, b)
 		sent += 2
 	})
@@ -148,14 +149,14 @@ func TestAttackManifestTrickle(t *testing.T) {
 	ts := newTestSession(t, nil)
 	ts.send.Hosts = []string{"h1"}
 	evil := ts.net.Conn("evil", true)
-	a := *samples()[0].(*Announce)
-	a.ManifestSize, a.SignedAt, a.ReleaseKey = MaxManifestSize, time.Now().UnixMilli(), pub32(ts.pub)
+	a := *samples()[0].(*wire.Announce)
+	a.ManifestSize, a.SignedAt, a.ReleaseKey = wire.MaxManifestSize, time.Now().UnixMilli(), pub32(ts.pub)
 	_, other, _ := ed25519.GenerateKey(nil)
-	ann, _ := appendSigned(nil, Header{Session: 0xbad, Seq: 1}, &a, other) // signed, but not by ReleaseKey
+	ann, _ := appendSigned(nil, wire.Header{Session: 0xbad, Seq: 1}, &a, other) // signed, but not by ReleaseKey
 	var off uint32
 	stop := flood(func() {
 		evil.WriteTo(ann, memnet.Group)
-		b, _ := AppendPacket(nil, Header{Session: 0xbad, Seq: 2}, &ManifestFrag{Offset: off, Total: MaxManifestSize, Data: []byte{0}})
+		b, _ := wire.AppendPacket(nil, wire.Header{Session: 0xbad, Seq: 2}, &wire.ManifestFrag{Offset: off, Total: wire.MaxManifestSize, Data: []byte{0}})
 		evil.WriteTo(b, memnet.Group)
 		off++
 	})
@@ -173,7 +174,7 @@ func TestAttackManifestTrickle(t *testing.T) {
 // descriptor's are dropped before any state is sized by them.
 func TestAttackForgedSymbolLength(t *testing.T) {
 	ts := newTestSession(t, nil)
-	st := newStore(ts.m, &Announce{SymbolSize: 64, BlockSymbols: 1}, nil, nil)
+	st := newStore(ts.m, &wire.Announce{SymbolSize: 64, BlockSymbols: 1}, nil, nil)
 	st.lens = make([][2]uint32, len(ts.m.Chunks))
 	c := -1
 	for i, ch := range ts.m.Chunks {
@@ -182,14 +183,14 @@ func TestAttackForgedSymbolLength(t *testing.T) {
 		}
 	}
 	for _, n := range []uint32{64, 999, 1001, maxCompressedU32(ts.m.ChunkSize)} {
-		err := st.add(&Symbol{Chunk: uint32(c), Compressed: n, Block: 0, Index: 0, Payload: make([]byte, 64)})
+		err := st.add(&wire.Symbol{Chunk: uint32(c), Compressed: n, Block: 0, Index: 0, Payload: make([]byte, 64)})
 		if err == nil || st.chunks[c].clen != 0 || st.memUsed != 0 {
 			t.Errorf("symbol claiming %d bytes (descriptor: 1000): err %v, clen %d, %d bytes held", n, err, st.chunks[c].clen, st.memUsed)
 		}
 	}
 }
 
-func maxCompressedU32(chunk uint32) uint32 { return uint32(maxCompressed(chunk)) }
+func maxCompressedU32(chunk uint32) uint32 { return uint32(wire.MaxCompressed(chunk)) }
 
 // Attack 8: host ids outside the charset are refused where they enter.
 func TestHostIDRule(t *testing.T) {
@@ -212,28 +213,28 @@ func TestHostIDRule(t *testing.T) {
 // stallTime; a host asking for nothing (busy decoding or copying) or for
 // less each round is not.
 func TestStalledHostDropped(t *testing.T) {
-	s := &sender{hosts: map[string]*host{}, opts: SendOptions{Warnf: t.Logf}}
+	s := &sender{hosts: newHostTable(nil), opts: SendOptions{Warnf: t.Logf}}
 	for _, id := range []string{"greedy", "idle", "honest"} {
 		h := newHost(id, true)
 		h.registered = true
-		s.hosts[id] = h
+		s.hosts.byID[id] = h
 	}
 	now := time.Now()
 	for r := range uint32(MaxStallRounds + 5) {
 		s.round = r + 1
-		for _, h := range s.hosts {
+		for h := range s.hosts.all() {
 			h.round = s.round
 		}
-		s.hosts["greedy"].need, s.hosts["idle"].need = 5000, 0
-		s.hosts["honest"].need = int64(10000 - r)
+		s.hosts.get("greedy").need, s.hosts.get("idle").need = 5000, 0
+		s.hosts.get("honest").need = int64(10000 - r)
 		now = now.Add(2 * time.Second)
 		s.checkStalls(now)
 	}
-	if s.hosts["greedy"].dropped == "" {
+	if s.hosts.get("greedy").dropped == "" {
 		t.Error("a host asking for the same repair every round was never dropped")
 	}
 	for _, id := range []string{"idle", "honest"} {
-		if d := s.hosts[id].dropped; d != "" {
+		if d := s.hosts.get(id).dropped; d != "" {
 			t.Errorf("%s dropped: %s", id, d)
 		}
 	}
@@ -260,8 +261,8 @@ func TestEncryptedSession(t *testing.T) {
 		for {
 			select {
 			case p := <-spy.In():
-				_, m, err := Parse(p.B)
-				if s, ok := m.(*Symbol); err == nil && ok && !s.Repair && s.Block == 0 && s.Index == 0 {
+				_, m, err := wire.Parse(p.B)
+				if s, ok := m.(*wire.Symbol); err == nil && ok && !s.Repair && s.Block == 0 && s.Index == 0 {
 					mu.Lock()
 					firsts++
 					if bytes.HasPrefix(s.Payload, []byte{0x28, 0xb5, 0x2f, 0xfd}) { // a zstd frame in the clear

@@ -10,10 +10,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"time"
+
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
-// Packet authentication (version 3). A packet's header flags say which
-// tag ends it; the tag covers every byte before it, header included, so
+// Packet authentication (version 3). A packet's header flags (wire.Auth)
+// say which tag ends it; the tag covers every byte before it, header included, so
 // it binds the packet's type, session and sequence:
 //
 //	flags 0: none. MANIFEST, DATA and REPAIR: the signed manifest's
@@ -33,67 +35,30 @@ import (
 // nor answer for a host (REGISTER, NACK, COMPLETE), and a host's reply
 // address moves only with a newer signed REGISTER.
 const (
-	authSig uint16 = 1
-	authMAC uint16 = 2
-	sigLen         = ed25519.SignatureSize
-	macLen         = 16
-	// minRefuseVersion is the oldest version whose REFUSE this one reads.
-	minRefuseVersion = 3
 	// MaxClockSkew bounds how far an ANNOUNCE's or REGISTER's signing time
 	// may be from the reader's clock: a replayed ANNOUNCE older than this
 	// opens no session.
 	MaxClockSkew = 10 * time.Minute
 )
 
-// tagLen returns the tag length header flags call for; -1: unknown flags.
-func tagLen(fl uint16) int {
-	switch fl {
-	case 0:
-		return 0
-	case authSig:
-		return sigLen
-	case authMAC:
-		return macLen
-	}
-	return -1
-}
-
 // appendSigned appends the packet of h and m signed with key.
-func appendSigned(b []byte, h Header, m Message, key ed25519.PrivateKey) ([]byte, error) {
-	start := len(b)
-	b, err := AppendPacket(b, h, m)
-	if err != nil {
-		return b, err
-	}
-	if len(b)-start+sigLen > MaxPacket {
-		return b[:start], fmt.Errorf("%w: signed %v of %d bytes, more than %d", ErrMalformed, m.Type(), len(b)-start+sigLen, MaxPacket)
-	}
-	binary.BigEndian.PutUint16(b[start+6:], authSig)
-	return append(b, ed25519.Sign(key, b[start:])...), nil
+func appendSigned(b []byte, h wire.Header, m wire.Message, key ed25519.PrivateKey) ([]byte, error) {
+	return wire.AppendTagged(b, h, m, wire.AuthSig, func(p []byte) []byte { return ed25519.Sign(key, p) })
 }
 
 // appendMAC appends the packet of h and m with a MAC under key.
-func appendMAC(b []byte, h Header, m Message, key *macKey) ([]byte, error) {
-	start := len(b)
-	b, err := AppendPacket(b, h, m)
-	if err != nil {
-		return b, err
-	}
-	if len(b)-start+macLen > MaxPacket {
-		return b[:start], fmt.Errorf("%w: %v of %d bytes, more than %d", ErrMalformed, m.Type(), len(b)-start+macLen, MaxPacket)
-	}
-	binary.BigEndian.PutUint16(b[start+6:], authMAC)
-	return append(b, key.sum(b[start:])...), nil
+func appendMAC(b []byte, h wire.Header, m wire.Message, key *macKey) ([]byte, error) {
+	return wire.AppendTagged(b, h, m, wire.AuthMAC, key.sum)
 }
 
 // signedBy reports whether a parsed packet carries pub's signature.
-func (h *Header) signedBy(pub []byte) bool {
-	return h.auth == authSig && len(pub) == ed25519.PublicKeySize && ed25519.Verify(pub, h.covered, h.tag)
+func signedBy(h *wire.Header, pub []byte) bool {
+	return h.Auth() == wire.AuthSig && len(pub) == ed25519.PublicKeySize && ed25519.Verify(pub, h.Covered(), h.Tag())
 }
 
 // macBy reports whether a parsed packet carries a valid MAC under key.
-func (h *Header) macBy(key *macKey) bool {
-	return h.auth == authMAC && key != nil && hmac.Equal(key.sum(h.covered), h.tag)
+func macBy(h *wire.Header, key *macKey) bool {
+	return h.Auth() == wire.AuthMAC && key != nil && hmac.Equal(key.sum(h.Covered()), h.Tag())
 }
 
 // macKey is one direction's MAC key of a host's session.
@@ -102,7 +67,7 @@ type macKey [32]byte
 func (k *macKey) sum(b []byte) []byte {
 	m := hmac.New(sha256.New, k[:])
 	m.Write(b)
-	return m.Sum(nil)[:macLen]
+	return m.Sum(nil)[:wire.MACLen]
 }
 
 // pairKeys are a host's session MAC keys: up for host to sender, down for

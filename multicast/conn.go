@@ -6,7 +6,13 @@ import (
 	"net"
 
 	"golang.org/x/net/ipv4"
+
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
+
+// MaxPacket is the largest datagram a session sends or accepts: an IPv4
+// UDP payload on a 1500-byte Ethernet MTU.
+const MaxPacket = wire.MaxPacket
 
 // Conn is the narrow packet interface sessions use; *net.UDPConn satisfies
 // it, and tests pass an in-process conn that drops packets by a function.

@@ -9,8 +9,10 @@ import (
 	"runtime"
 
 	"github.com/klauspost/compress/zstd"
-	"github.com/loopcast/loopcast/image"
 	"golang.org/x/sys/unix"
+
+	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // maxDecoders caps the goroutines decoding chunks: each holds about three
@@ -164,7 +166,7 @@ func (d *decoder) readBlock(j decodeJob, l layout, b int) ([][]byte, error) {
 			return nil, fmt.Errorf("read spool: %w", err)
 		}
 	}
-	shards := make([][]byte, MaxShards)
+	shards := make([][]byte, wire.MaxShards)
 	needRS := false
 	for slot, idx := range j.blocks[b].slots {
 		shards[idx] = buf[slot*d.symSize : (slot+1)*d.symSize]

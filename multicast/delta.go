@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/klauspost/compress/zstd"
+
 	"github.com/loopcast/loopcast/image"
 )
 

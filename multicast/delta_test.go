@@ -11,11 +11,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"golang.org/x/sync/errgroup"
 
 	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // deltaChanged are the test image's chunks the new image changes one
@@ -178,11 +176,11 @@ func TestDeltaUnderLossWithLateJoiner(t *testing.T) {
 	started := make(chan struct{})
 	withheld, lateIn := uint32(deltaChanged[0]), false
 	ts.net.SetDrop(func(from, to string, b []byte) bool { // called with the net's lock held
-		typ := Type(b[5])
-		if to == "late" && typ == TypeRegister && len(b) > HeaderLen+6 {
+		typ := wire.Type(b[5])
+		if to == "late" && typ == wire.TypeRegister && len(b) > wire.HeaderLen+6 {
 			lateIn = true // the sender acknowledged late's registration
 		}
-		if typ != TypeData && typ != TypeRepair {
+		if typ != wire.TypeData && typ != wire.TypeRepair {
 			return false
 		}
 		if to == "e1" {
@@ -190,7 +188,7 @@ func TestDeltaUnderLossWithLateJoiner(t *testing.T) {
 				close(started)
 				started = nil
 			}
-			if !lateIn && binary.BigEndian.Uint32(b[HeaderLen:]) == withheld {
+			if !lateIn && binary.BigEndian.Uint32(b[wire.HeaderLen:]) == withheld {
 				return true // e1 cannot finish (nor the session end) before late is in
 			}
 		}
@@ -199,32 +197,11 @@ func TestDeltaUnderLossWithLateJoiner(t *testing.T) {
 	begin := started
 	early := []string{"e1", "e2", "e3"}
 	ts.send.MinHosts = 3 // an open group that starts with the base holders
-	ts.usePack()
-	ctx := context.Background()
-	var g errgroup.Group
-	sconn := ts.net.Conn("sender", false)
-	g.Go(func() error { var err error; ts.report, err = Send(ctx, sconn, ts.send); return err })
-	for _, h := range append(early, "late") {
-		conn := ts.net.Conn(h, true)
-		o := ReceiveOptions{HostID: h, HostKey: testHostKey(h), Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
-			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second}
+	ts.runLate(append(early, "late"), begin, func(h string, o *ReceiveOptions) {
 		if h != "late" {
-			hostBase(t, ts, base, basePath, h, &o, nil)
+			hostBase(t, ts, base, basePath, h, o, nil)
 		}
-		g.Go(func() error {
-			if h == "late" {
-				<-begin
-			}
-			_, err := Receive(ctx, conn, o)
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range append(early, "late") {
-		ts.checkImage(h)
-	}
+	})
 	if ts.report.DeltaChunks != deltaCovered {
 		t.Errorf("%d chunks sent as deltas, want %d: the session must start in delta mode", ts.report.DeltaChunks, deltaCovered)
 	}

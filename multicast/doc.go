@@ -52,9 +52,9 @@
 // read back: they are trusted by the verified manifests of the images
 // they come from, which the agent scrubs in the background. Its REGISTER
 // lists the chunks it holds as ranges (all-zero chunks
-// count as held, joining runs; a set more scattered than MaxRegisterRanges
+// count as held, joining runs; a set more scattered than wire.MaxRegisterRanges
 // goes as a bitmap of the image's chunks, exactly, when the image has at
-// most MaxRegisterBitmap chunks, else as its largest runs, so a host may
+// most wire.MaxRegisterBitmap chunks, else as its largest runs, so a host may
 // be sent a chunk it holds but never denied one it lacks). When registration closes, the sender
 // leaves out of the first pass every chunk each registered member holds
 // (in a closed group, hosts not on the list decide nothing); a
@@ -150,7 +150,7 @@
 // # Bounds
 //
 // Every length and count read from the network is checked against a named
-// limit (MaxHostID, MaxNackBlocks, MaxManifestSize, ...); parsers reject
+// limit (wire.MaxHostID, wire.MaxNackBlocks, wire.MaxManifestSize, ...); parsers reject
 // truncated packets and trailing bytes. Sockets are read by one goroutine
 // into a bounded queue that drops on overflow; one goroutine owns each
 // session's state; chunk decoding (Reed-Solomon, zstd with bounded window
@@ -163,7 +163,28 @@
 // file until their chunk decodes, when the spool range is punched out.
 // With no loss a byte is written once, decoded, into the image.
 //
+// # Code
+//
+// One goroutine owns each side's state (session.go serves it). The sender
+// (sender.go; packets from hosts in sendhosts.go) keeps its hosts in a
+// hostTable (hosttable.go), which answers what the group as a whole needs:
+// who is live, what some host still lacks, who went silent. A receiver
+// (receiver.go, recvjoin.go, recvsetup.go) is in one recvPhase at a time:
+//
+//	seeking → fetching → registering → receiving → done
+//	          (refused: back to seeking)   └→ verified ┘ (every chunk local)
+//
+// and changes it only in receiver.on, by the table in recvphase.go. The
+// packet codec is the internal package wire: nothing here builds or reads
+// bytes of a packet by hand.
+//
 // # Wire format
+//
+// The codec is the internal package wire (multicast/internal/wire): one
+// struct per message below, each with AppendBinary and a parser, one Parse
+// that dispatches on the type, and the golden, truncation and fuzz tests
+// that lock these bytes. Nothing outside this package speaks it but
+// through Send and Receive (and AppendProbe, for doctor).
 //
 // All integers are big-endian. Every packet starts with the header:
 //

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/klauspost/reedsolomon"
+
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // layout is how a compressed chunk is cut into symbols and FEC blocks. The
@@ -66,10 +68,10 @@ func (c *coder) get(k, m int) (reedsolomon.Encoder, error) {
 // k data shards, all of one size.
 func (c *coder) parity(data [][]byte, from, to int) ([][]byte, error) {
 	k := len(data)
-	if from < k || to > MaxShards || from >= to {
+	if from < k || to > wire.MaxShards || from >= to {
 		return nil, fmt.Errorf("multicast: parity [%d,%d) of %d data shards", from, to, k)
 	}
-	m := min(MaxShards-k, (to-k+parityStep-1)/parityStep*parityStep)
+	m := min(wire.MaxShards-k, (to-k+parityStep-1)/parityStep*parityStep)
 	enc, err := c.get(k, m)
 	if err != nil {
 		return nil, err
@@ -88,7 +90,7 @@ func (c *coder) parity(data [][]byte, from, to int) ([][]byte, error) {
 // reconstruct fills the missing data shards of shards (length MaxShards,
 // indexed by shard index, nil where absent; at least k present).
 func (c *coder) reconstruct(k int, shards [][]byte) error {
-	enc, err := c.get(k, MaxShards-k)
+	enc, err := c.get(k, wire.MaxShards-k)
 	if err != nil {
 		return err
 	}

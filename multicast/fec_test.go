@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 func TestLayout(t *testing.T) {
@@ -74,7 +76,7 @@ func TestReconstructFromFreshParity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	shards := make([][]byte, MaxShards)
+	shards := make([][]byte, wire.MaxShards)
 	for i := 5; i < k; i++ { // lose data 0..4
 		shards[i] = data[i]
 	}

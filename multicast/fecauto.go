@@ -1,6 +1,10 @@
 package multicast
 
-import "time"
+import (
+	"time"
+
+	"github.com/loopcast/loopcast/multicast/internal/wire"
+)
 
 // AutoFEC, as SendOptions.FECOverhead, sizes proactive parity from the
 // loss the hosts report, so a user who sets nothing gets close to the best
@@ -47,7 +51,7 @@ func (s *sender) fecPercent() int {
 }
 
 // parityFor is the proactive parity of a block of k data symbols at pct.
-func parityFor(k, pct int) int { return min(MaxShards-k, (k*pct+99)/100) }
+func parityFor(k, pct int) int { return min(wire.MaxShards-k, (k*pct+99)/100) }
 
 // probe queues a loss probe when one is due: only with AutoFEC, during
 // the first pass.
@@ -59,7 +63,7 @@ func (s *sender) probe(now time.Time) {
 	s.fec.fresh, s.fec.samples, s.fbProbe = false, s.fec.samples[:0], 0
 	quiet, hosts := s.quiet()
 	s.fec.quiet = quiet
-	s.queue = append(s.queue, s.encode(&Status{Round: probeRound | s.fec.probes, Probe: true, Quiet: quiet, Hosts: hosts}))
+	s.queue = append(s.queue, s.encode(&wire.Status{Round: probeRound | s.fec.probes, Probe: true, Quiet: quiet, Hosts: hosts}))
 	s.fec.probeAt = now.Add(probeEvery)
 }
 

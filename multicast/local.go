@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/loopcast/loopcast/image"
 	"golang.org/x/sys/unix"
+
+	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // LocalFunc finds a chunk the host already holds by its SHA-256: a file
@@ -195,13 +197,13 @@ func copyRange(src *os.File, soff int64, dst *os.File, doff int64, n int64) erro
 // held lists the chunks the host holds, for REGISTER: all-zero chunks
 // count as held (no host is sent them), which joins runs across them. A
 // host holding no non-zero chunk lists nothing.
-func (st *store) held() []Range {
-	var rs []Range
+func (st *store) held() []wire.Range {
+	var rs []wire.Range
 	some := false
 	for i := range st.chunks {
 		if st.chunks[i].done {
 			some = some || !st.m.Chunks[i].Zero
-			rs = appendChunk(rs, uint32(i))
+			rs = wire.AppendChunk(rs, uint32(i))
 		}
 	}
 	if !some {

@@ -2,7 +2,6 @@ package multicast
 
 import (
 	"context"
-	"crypto/ed25519"
 	"encoding/binary"
 	"os"
 	"os/exec"
@@ -14,11 +13,11 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/mounttest"
 	"github.com/loopcast/loopcast/internal/testenv"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // localCopy writes the non-zero chunks of the test image that keep
@@ -195,55 +194,16 @@ func TestSendProgress(t *testing.T) {
 func TestHeldRanges(t *testing.T) {
 	m := &image.Manifest{ImageSize: 10 * 4096, ChunkSize: 4096, Chunks: make([]image.Chunk, 10)}
 	m.Chunks[2].Zero, m.Chunks[7].Zero = true, true
-	st := newStore(m, &Announce{SymbolSize: 1024, BlockSymbols: 8}, nil, nil)
+	st := newStore(m, &wire.Announce{SymbolSize: 1024, BlockSymbols: 8}, nil, nil)
 	if got := st.held(); got != nil {
 		t.Errorf("holding only zero chunks: %v, want nothing", got)
 	}
 	for _, i := range []int{0, 1, 3, 5, 6, 8} {
 		st.chunks[i].done = true
 	}
-	want := []Range{{0, 4}, {5, 4}}
+	want := []wire.Range{{First: 0, Count: 4}, {First: 5, Count: 4}}
 	if d := cmp.Diff(want, st.held()); d != "" {
 		t.Errorf("held (-want +got):\n%s", d)
-	}
-}
-
-// TestRegisterEncodings: a held set of few runs goes as ranges; one more
-// scattered than MaxRegisterRanges goes as a bitmap and arrives exact; one
-// beyond the bitmap's reach keeps its largest runs.
-func TestRegisterEncodings(t *testing.T) {
-	var scattered []Range // every other chunk: 300 runs over 600 chunks
-	for c := uint32(0); c < 600; c += 2 {
-		scattered = append(scattered, Range{First: c, Count: 1})
-	}
-	far := append(slices.Clone(scattered), Range{First: MaxRegisterBitmap + 5, Count: 10})
-	for _, tc := range []struct {
-		name string
-		have []Range
-		want []Range
-	}{
-		{"ranges", []Range{{0, 4}, {9, 3}}, []Range{{0, 4}, {9, 3}}},
-		{"bitmap", scattered, scattered},
-		{"largest runs", far, largestRuns(far, MaxRegisterRanges)},
-	} {
-		b, err := AppendPacket(nil, Header{Session: 1}, &Register{Host: "h", HasBase: true, Have: tc.have})
-		if err != nil {
-			t.Fatalf("%s: %v", tc.name, err)
-		}
-		if len(b) > MaxPacket {
-			t.Errorf("%s: %d bytes, more than a packet", tc.name, len(b))
-		}
-		_, m, err := Parse(b)
-		if err != nil {
-			t.Fatalf("%s: parse: %v", tc.name, err)
-		}
-		got := m.(*Register)
-		if d := cmp.Diff(tc.want, got.Have); d != "" || !got.HasBase {
-			t.Errorf("%s: held (-want +got):\n%s", tc.name, d)
-		}
-	}
-	if got := largestRuns(far, MaxRegisterRanges); len(got) != MaxRegisterRanges || got[len(got)-1] != (Range{First: MaxRegisterBitmap + 5, Count: 10}) {
-		t.Errorf("largest runs kept %d ranges ending %v; want %d with the 10-chunk run", len(got), got[len(got)-1], MaxRegisterRanges)
 	}
 }
 
@@ -275,16 +235,16 @@ func TestGuestDoesNotDefeatReuse(t *testing.T) {
 	ts.send.Hosts = []string{"a", "b"}
 	guestIn := false
 	ts.net.SetDrop(func(from, to string, b []byte) bool { // called with the net's lock held
-		if Type(b[5]) != TypeRegister || to != "sender" {
+		if wire.Type(b[5]) != wire.TypeRegister || to != "sender" {
 			return false
 		}
 		if from == "guest" {
-			if _, m, err := Parse(b); err == nil && !m.(*Register).NeedManifest {
+			if _, m, err := wire.Parse(b); err == nil && !m.(*wire.Register).NeedManifest {
 				guestIn = true // a real registration, not a request for the manifest
 			}
 			return false
 		}
-		if _, m, err := Parse(b); err == nil && m.(*Register).NeedManifest {
+		if _, m, err := wire.Parse(b); err == nil && m.(*wire.Register).NeedManifest {
 			return false
 		}
 		return !guestIn // the members register only after the guest (they retry)
@@ -321,46 +281,26 @@ func runLateJoiner(t *testing.T, ts *testSession, withheld uint32, early func(*R
 	started := make(chan struct{})
 	lateIn := false
 	ts.net.SetDrop(func(from, to string, b []byte) bool { // called with the net's lock held
-		typ := Type(b[5])
+		typ := wire.Type(b[5])
 		switch {
-		case to == "late" && typ == TypeRegister && len(b) > HeaderLen+6 && !lateIn:
+		case to == "late" && typ == wire.TypeRegister && len(b) > wire.HeaderLen+6 && !lateIn:
 			lateIn = true // the sender acknowledged late's registration
-		case to == "early" && (typ == TypeData || typ == TypeRepair) && len(b) >= HeaderLen+4:
+		case to == "early" && (typ == wire.TypeData || typ == wire.TypeRepair) && len(b) >= wire.HeaderLen+4:
 			if started != nil {
 				close(started)
 				started = nil
 			}
-			return !lateIn && binary.BigEndian.Uint32(b[HeaderLen:]) == withheld
+			return !lateIn && binary.BigEndian.Uint32(b[wire.HeaderLen:]) == withheld
 		}
 		return false
 	})
 	begin := started
 	ts.send.MinHosts = 1
-	ts.usePack()
-	ctx := context.Background()
-	var g errgroup.Group
-	sconn := ts.net.Conn("sender", false)
-	g.Go(func() error { var err error; ts.report, err = Send(ctx, sconn, ts.send); return err })
-	for _, h := range []string{"early", "late"} {
-		conn := ts.net.Conn(h, true)
-		o := ReceiveOptions{HostID: h, HostKey: testHostKey(h), Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
-			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second, Logf: func(f string, a ...any) { t.Logf(h+": "+f, a...) }}
+	ts.runLate([]string{"early", "late"}, begin, func(h string, o *ReceiveOptions) {
 		if h == "early" {
-			early(&o)
+			early(o)
 		}
-		g.Go(func() error {
-			if h == "late" {
-				<-begin
-			}
-			_, err := Receive(ctx, conn, o)
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	ts.checkImage("early")
-	ts.checkImage("late")
+	})
 	if done, all := ts.report.Completed(); done != 2 || all != 2 {
 		t.Errorf("report: %d of %d complete: %+v", done, all, ts.report.Hosts)
 	}

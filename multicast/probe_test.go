@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/internal/memnet"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // TestProbeHeard: a receiver waiting for a session hears a doctor probe on
@@ -32,10 +33,10 @@ func TestProbeHeard(t *testing.T) {
 			if got != nonce {
 				t.Fatalf("heard nonce %x, sent %x", got, nonce)
 			}
-			if _, ok := ParseProbe(append(AppendProbe(nil, nonce), 0)); ok {
+			if _, ok := wire.ParseProbe(append(AppendProbe(nil, nonce), 0)); ok {
 				t.Error("a probe with a byte more parsed")
 			}
-			if _, ok := ParseProbe(make([]byte, ProbeLen)); ok {
+			if _, ok := wire.ParseProbe(make([]byte, wire.ProbeLen)); ok {
 				t.Error("zeros parsed as a probe")
 			}
 			return

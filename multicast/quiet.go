@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"time"
+
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // Quiet rounds: feedback that does not grow with the group. With more
@@ -44,7 +46,7 @@ const (
 
 // quiet reports whether the group is large enough for quiet rounds.
 func (s *sender) quiet() (bool, uint16) {
-	n := s.mcLive()
+	n := s.hosts.mcLive()
 	return n > quietHosts, uint16(min(n, math.MaxUint16))
 }
 
@@ -54,19 +56,19 @@ func (s *sender) summarize(now time.Time) {
 	if !s.roundQuiet || s.agg == nil || !s.agg.changed || now.Sub(s.lastSummary) < summaryEvery {
 		return
 	}
-	st := &Status{Round: s.round, Quiet: true, Hosts: s.roundHosts, Summary: true}
+	st := &wire.Status{Round: s.round, Quiet: true, Hosts: s.roundHosts, Summary: true}
 	for _, c := range s.agg.whole.list() {
-		st.Chunks = appendChunk(st.Chunks, c)
-		if len(st.Chunks) > MaxNackRanges {
-			st.Chunks = st.Chunks[:MaxNackRanges]
+		st.Chunks = wire.AppendChunk(st.Chunks, c)
+		if len(st.Chunks) > wire.MaxNackRanges {
+			st.Chunks = st.Chunks[:wire.MaxNackRanges]
 			break
 		}
 	}
 	for k, n := range s.agg.blocks {
-		if len(st.Blocks) == MaxNackBlocks {
+		if len(st.Blocks) == wire.MaxNackBlocks {
 			break // the hosts needing the rest answer: less suppression, no less repair
 		}
-		st.Blocks = append(st.Blocks, BlockNeed{Chunk: k.chunk, Block: k.block, Missing: n})
+		st.Blocks = append(st.Blocks, wire.BlockNeed{Chunk: k.chunk, Block: k.block, Missing: n})
 	}
 	s.agg.changed, s.lastSummary = false, now
 	s.queue = append(s.queue, s.encode(st))
@@ -95,7 +97,7 @@ func (s *sender) quietLoss(loss uint16) {
 // onQuietStatus answers a quiet STATUS: a probe by sample, a round only
 // with a need (or a heartbeat) after a backoff, a summary by staying quiet
 // when it covers every need.
-func (r *receiver) onQuietStatus(s *Status, now time.Time) {
+func (r *receiver) onQuietStatus(s *wire.Status, now time.Time) {
 	switch {
 	case s.Probe:
 		if r.probeAt.IsZero() && rand.Float64() < float64(quietSample)/float64(max(1, s.Hosts)) {
@@ -136,7 +138,7 @@ const heartbeatRound = 0
 // group's heartbeats spread over heartbeatEvery instead of meeting in one
 // round.
 func (r *receiver) heartbeatDue(now time.Time) bool {
-	return r.registered && r.doneAt.IsZero() && !r.res.Unicast && r.res.Suppressed > 0 &&
+	return r.phase == recvReceiving && !r.res.Unicast && r.res.Suppressed > 0 &&
 		r.hbAfter > 0 && r.silentFor(now) >= r.hbAfter
 }
 
@@ -146,7 +148,7 @@ func (r *receiver) heartbeat(now time.Time) {
 		return
 	}
 	r.lastAnswer = now
-	r.send(&Nack{Host: r.opts.HostID, Round: heartbeatRound, Loss: r.seq.lossPermille(), Parts: 1})
+	r.send(&wire.Nack{Host: r.opts.HostID, Round: heartbeatRound, Loss: r.seq.lossPermille(), Parts: 1})
 }
 
 // silentFor is how long the host has sent no NACK (since it began, when
@@ -169,11 +171,11 @@ func backoff(hosts uint16) time.Duration {
 
 // covered reports whether a summary asks for at least everything this
 // host lacks.
-func (r *receiver) covered(s *Status) bool {
+func (r *receiver) covered(s *wire.Status) bool {
 	chunks, blocks := r.st.needs()
 	for _, c := range chunks {
 		for i := c.First; i < c.First+c.Count; i++ {
-			if !slices.ContainsFunc(s.Chunks, func(rg Range) bool { return i >= rg.First && i-rg.First < rg.Count }) {
+			if !slices.ContainsFunc(s.Chunks, func(rg wire.Range) bool { return i >= rg.First && i-rg.First < rg.Count }) {
 				return false
 			}
 		}

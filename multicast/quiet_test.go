@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // A group larger than quietHosts runs quiet rounds: every host completes
@@ -61,7 +63,7 @@ func TestQuietRounds(t *testing.T) {
 // block the host lacks and names every chunk the host lacks whole.
 func TestSummaryCovers(t *testing.T) {
 	ts := newTestSession(t, nil)
-	r := &receiver{st: newStore(ts.m, &Announce{SymbolSize: 1408, BlockSymbols: 64}, nil, nil)}
+	r := &receiver{st: newStore(ts.m, &wire.Announce{SymbolSize: 1408, BlockSymbols: 64}, nil, nil)}
 	st := r.st
 	// chunk 0: nothing yet (asked whole); chunk 1: one block missing 2
 	st.chunks[1].clen = 1408 * 10
@@ -71,14 +73,14 @@ func TestSummaryCovers(t *testing.T) {
 		st.chunks[i].done = true
 	}
 	for _, tc := range []struct {
-		s    Status
+		s    wire.Status
 		want bool
 	}{
-		{Status{Summary: true, Chunks: []Range{{0, 1}}, Blocks: []BlockNeed{{1, 0, 2}}}, true},
-		{Status{Summary: true, Chunks: []Range{{0, 3}}, Blocks: []BlockNeed{{1, 0, 5}}}, true},
-		{Status{Summary: true, Chunks: []Range{{0, 1}}, Blocks: []BlockNeed{{1, 0, 1}}}, false}, // asks less
-		{Status{Summary: true, Blocks: []BlockNeed{{1, 0, 2}}}, false},                          // chunk 0 not named
-		{Status{Summary: true, Chunks: []Range{{0, 1}}}, false},                                 // block not named
+		{wire.Status{Summary: true, Chunks: []wire.Range{{First: 0, Count: 1}}, Blocks: []wire.BlockNeed{{Chunk: 1, Block: 0, Missing: 2}}}, true},
+		{wire.Status{Summary: true, Chunks: []wire.Range{{First: 0, Count: 3}}, Blocks: []wire.BlockNeed{{Chunk: 1, Block: 0, Missing: 5}}}, true},
+		{wire.Status{Summary: true, Chunks: []wire.Range{{First: 0, Count: 1}}, Blocks: []wire.BlockNeed{{Chunk: 1, Block: 0, Missing: 1}}}, false}, // asks less
+		{wire.Status{Summary: true, Blocks: []wire.BlockNeed{{Chunk: 1, Block: 0, Missing: 2}}}, false},                                             // chunk 0 not named
+		{wire.Status{Summary: true, Chunks: []wire.Range{{First: 0, Count: 1}}}, false},                                                             // block not named
 	} {
 		if got := r.covered(&tc.s); got != tc.want {
 			t.Errorf("covered(%+v) = %v, want %v", tc.s, got, tc.want)
@@ -91,7 +93,7 @@ func TestSummaryCovers(t *testing.T) {
 // the sender drops it.
 func TestSummarySparesHeartbeat(t *testing.T) {
 	ts := newTestSession(t, nil)
-	r := &receiver{st: newStore(ts.m, &Announce{SymbolSize: 1408, BlockSymbols: 64}, nil, nil), registered: true,
+	r := &receiver{st: newStore(ts.m, &wire.Announce{SymbolSize: 1408, BlockSymbols: 64}, nil, nil), phase: recvReceiving,
 		hbAfter: silencedHeartbeat - heartbeatEvery/2}
 	for i := 1; i < len(r.st.chunks); i++ {
 		r.st.chunks[i].done = true // chunk 0 lacked whole
@@ -102,11 +104,11 @@ func TestSummarySparesHeartbeat(t *testing.T) {
 	for _, ago := range []time.Duration{time.Second, heartbeatEvery + time.Second, silencedHeartbeat + time.Second} {
 		r.nackAt, r.nackDone, r.res.Suppressed = time.Time{}, 0, 0
 		r.lastAnswer = now.Add(-ago)
-		r.onQuietStatus(&Status{Round: 7, Quiet: true, Hosts: 200}, now)
+		r.onQuietStatus(&wire.Status{Round: 7, Quiet: true, Hosts: 200}, now)
 		if r.nackAt.IsZero() {
 			t.Fatal("a host lacking a chunk does not plan an answer to a quiet round")
 		}
-		r.onQuietStatus(&Status{Round: 7, Quiet: true, Hosts: 200, Summary: true, Chunks: []Range{{0, 1}}}, now)
+		r.onQuietStatus(&wire.Status{Round: 7, Quiet: true, Hosts: 200, Summary: true, Chunks: []wire.Range{{First: 0, Count: 1}}}, now)
 		if !r.nackAt.IsZero() {
 			t.Errorf("last answer %v ago: not suppressed by a covering summary", ago)
 		}

@@ -12,12 +12,13 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-	"unicode/utf8"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/loopcast/loopcast/hostkey"
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/atomicfile"
-	"golang.org/x/sync/errgroup"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // Receiver tunables.
@@ -228,15 +229,15 @@ type receiver struct {
 	conn       Conn
 	res        Result
 	sender     net.Addr
-	ann        *Announce
+	ann        *wire.Announce
 	heard      time.Time // last packet of the session
 	man        manifestBuf
 	st         *store
 	partial    string
-	registered bool
-	have       []Range // chunks held, told to the sender in REGISTER
+	phase      recvPhase    // changed only by on (recvphase.go)
+	have       []wire.Range // chunks held, told to the sender in REGISTER
 	lastReg    time.Time
-	doneAt     time.Time // image verified and in place
+	doneAt     time.Time // when the image was in place
 	lastDone   time.Time
 	acked      bool
 	seq        seqStats
@@ -320,7 +321,7 @@ func (r *receiver) handleBatch(p packet, inbox <-chan packet) error {
 // nextJob returns the decoders' channel and the next ready chunk, or a
 // nil channel (never ready in a select) when there is none.
 func (r *receiver) nextJob() (chan<- decodeJob, decodeJob) {
-	if r.st == nil || len(r.st.ready) == 0 || r.ann.Encrypted && r.st.cipher == nil {
+	if !r.phase.joined() || len(r.st.ready) == 0 || r.ann.Encrypted && r.st.cipher == nil {
 		return nil, decodeJob{} // (sealed frames wait for the key)
 	}
 	return r.jobs, r.st.job(r.st.ready[0])
@@ -360,7 +361,7 @@ func (r *receiver) onDecoded(res decodeResult) error {
 		r.opts.Logf("%v", res.err)
 		r.res.BadChunks = r.st.bad
 	}
-	if r.st.remaining == 0 && r.doneAt.IsZero() {
+	if r.st.remaining == 0 && !r.phase.inPlace() {
 		return r.finish(time.Now())
 	}
 	return nil
@@ -371,23 +372,23 @@ func (r *receiver) tick(now time.Time) error {
 	if err := r.tickJoin(now); err != nil {
 		return err
 	}
-	if r.st != nil && r.doneAt.IsZero() && now.Sub(r.heard) > r.opts.SenderTimeout {
+	if r.phase.transferring() && now.Sub(r.heard) > r.opts.SenderTimeout {
 		return fmt.Errorf("%w: nothing from %v for %v (session %08x)", ErrSenderGone, r.sender, r.opts.SenderTimeout, r.res.Session)
 	}
-	if r.ann != nil && !r.registered {
+	if r.phase.registering() {
 		r.register(now) // retried until acknowledged; rate-limited inside
 	}
 	r.answerStatus(now)
 	r.answerProbe(now)
 	r.heartbeat(now)
-	if !r.doneAt.IsZero() && !r.acked && now.Sub(r.lastDone) >= completeEvery {
+	if r.phase.inPlace() && !r.acked && now.Sub(r.lastDone) >= completeEvery {
 		r.sendComplete(now)
 	}
 	return nil
 }
 
 func (r *receiver) finished(now time.Time) bool {
-	return !r.doneAt.IsZero() && ((r.acked && r.registered) || now.Sub(r.doneAt) > completeLinger)
+	return r.phase.inPlace() && ((r.acked && r.phase == recvDone) || now.Sub(r.doneAt) > completeLinger)
 }
 
 func (r *receiver) wakeIn(now time.Time) time.Duration {
@@ -397,17 +398,17 @@ func (r *receiver) wakeIn(now time.Time) time.Duration {
 	if !r.nackAt.IsZero() {
 		return r.nackAt.Sub(now)
 	}
-	if r.registered && r.doneAt.IsZero() && r.res.Suppressed > 0 && r.hbAfter > 0 && !r.res.Unicast {
+	if r.phase == recvReceiving && r.res.Suppressed > 0 && r.hbAfter > 0 && !r.res.Unicast {
 		last := r.lastAnswer
 		if last.IsZero() {
 			last = r.begin
 		}
 		return min(max(last.Add(r.hbAfter).Sub(now), 0), r.heard.Add(r.opts.SenderTimeout).Sub(now)+time.Millisecond)
 	}
-	if !r.doneAt.IsZero() {
+	if r.phase.inPlace() {
 		return completeEvery
 	}
-	if r.st == nil || !r.registered {
+	if !r.phase.registered() {
 		return joinCheckEvery
 	}
 	return r.heard.Add(r.opts.SenderTimeout).Sub(now) + time.Millisecond
@@ -419,13 +420,13 @@ func (r *receiver) handle(p packet, now time.Time) error {
 	if p.err != nil {
 		return r.streamEnded(p.err)
 	}
-	if nonce, ok := ParseProbe(p.b); ok {
+	if nonce, ok := wire.ParseProbe(p.b); ok {
 		if r.opts.Probed != nil {
 			r.opts.Probed(nonce, p.from)
 		}
 		return nil
 	}
-	h, m, err := Parse(p.b)
+	h, m, err := wire.Parse(p.b)
 	if err != nil {
 		r.foreign.note(err, p.from, r.opts.Warnf)
 		r.refuseVersion(h, err, p.from, now)
@@ -443,31 +444,27 @@ func (r *receiver) handle(p packet, now time.Time) error {
 	r.res.Packets++
 	r.seq.saw(h.Seq)
 	switch m := m.(type) {
-	case *Announce:
+	case *wire.Announce:
 		return r.onAnnounce(m, now)
-	case *ManifestFrag:
+	case *wire.ManifestFrag:
 		return r.onManifest(m, now)
-	case *Symbol:
+	case *wire.Symbol:
 		return r.onSymbol(m)
-	case *Status:
+	case *wire.Status:
 		return r.onStatus(m, now)
-	case *Register:
-		if m.Host == r.opts.HostID && r.st != nil && r.takeKey(m) {
-			if !r.registered { // heartbeats of a large group spread over heartbeatEvery
-				r.lastAnswer = now.Add(-rand.N(heartbeatEvery))
-				r.hbAfter = silencedHeartbeat - rand.N(heartbeatEvery)
-			}
-			r.registered = true
+	case *wire.Register:
+		if m.Host == r.opts.HostID && r.phase.joined() && r.takeKey(m) {
+			r.on(evAcked, now)
 		}
 		r.join.acked = true
-	case *Complete:
-		r.acked = r.acked || (m.Host == r.opts.HostID && !r.doneAt.IsZero())
-	case *Abort:
-		if r.st == nil { // a candidate not yet joined: wait for another
+	case *wire.Complete:
+		r.acked = r.acked || (m.Host == r.opts.HostID && r.phase.inPlace())
+	case *wire.Abort:
+		if !r.phase.joined() { // a candidate not yet joined: wait for another
 			r.refuse(fmt.Errorf("%w %08x: %s", ErrAborted, h.Session, m.Reason))
 			return nil
 		}
-		if r.doneAt.IsZero() { // once the image is in place, nothing to abort
+		if !r.phase.inPlace() { // once the image is in place, nothing to abort
 			return fmt.Errorf("%w %08x: %s", ErrAborted, h.Session, m.Reason)
 		}
 	}
@@ -478,14 +475,15 @@ func (r *receiver) handle(p packet, now time.Time) error {
 // fine once the image is in place (the sender ends the session once every
 // host completed), a failure before.
 func (r *receiver) streamEnded(err error) error {
-	if !r.doneAt.IsZero() {
-		r.acked, r.registered = true, true // nothing more can come, and nothing more is needed
+	if r.phase.inPlace() {
+		r.acked = true // nothing more can come, and nothing more is needed
+		r.on(evAcked, time.Now())
 		return nil
 	}
 	return fmt.Errorf("multicast: session %08x: the sender's unicast connection ended: %w", r.res.Session, err)
 }
 
-func (r *receiver) onAnnounce(a *Announce, now time.Time) error {
+func (r *receiver) onAnnounce(a *wire.Announce, now time.Time) error {
 	if a.ManifestDigest != r.ann.ManifestDigest {
 		return nil // the same session id cannot change its manifest
 	}
@@ -497,21 +495,21 @@ func (r *receiver) onAnnounce(a *Announce, now time.Time) error {
 // manifest while it lacks one. A host that held every chunk registers
 // too, so the sender counts it.
 func (r *receiver) register(now time.Time) {
-	if r.registered || now.Sub(r.lastReg) < registerEvery {
+	if r.phase.registered() || now.Sub(r.lastReg) < registerEvery {
 		return
 	}
 	r.lastReg = now
-	r.send(&Register{Host: r.opts.HostID, NeedManifest: r.st == nil, HasBase: r.st != nil && r.st.base != nil, Have: r.have})
+	r.send(&wire.Register{Host: r.opts.HostID, NeedManifest: !r.phase.joined(), HasBase: r.phase.joined() && r.st.base != nil, Have: r.have})
 }
 
 // send sends m to the followed session's sender: REGISTER signed by the
 // host key, NACK and COMPLETE under the session's MAC key.
-func (r *receiver) send(m Message) {
+func (r *receiver) send(m wire.Message) {
 	var b []byte
 	var err error
-	h := Header{Session: r.res.Session}
+	h := wire.Header{Session: r.res.Session}
 	switch m := m.(type) {
-	case *Register:
+	case *wire.Register:
 		b, err = r.signRegister(h, m)
 	default:
 		if r.keys == nil {
@@ -525,7 +523,7 @@ func (r *receiver) send(m Message) {
 }
 
 // signRegister completes and signs a REGISTER.
-func (r *receiver) signRegister(h Header, m *Register) ([]byte, error) {
+func (r *receiver) signRegister(h wire.Header, m *wire.Register) ([]byte, error) {
 	m.SignedAt, m.HostKey, m.Ephemeral = time.Now().UnixMilli(), r.hostPub, pub32(r.eph.PublicKey().Bytes())
 	return appendSigned(nil, h, m, r.opts.HostKey)
 }
@@ -533,7 +531,7 @@ func (r *receiver) signRegister(h Header, m *Register) ([]byte, error) {
 // takeKey takes the content key of an encrypted session from the
 // sender's acknowledgement; it reports whether the acknowledgement will do
 // (a plain session's always does).
-func (r *receiver) takeKey(m *Register) bool {
+func (r *receiver) takeKey(m *wire.Register) bool {
 	if !r.ann.Encrypted {
 		return true
 	}
@@ -556,15 +554,15 @@ func (r *receiver) takeKey(m *Register) bool {
 // its release key and fresh, STATUS and ABORT by the session key, the
 // acknowledgements under the session's MAC key. MANIFEST, DATA and REPAIR
 // carry no tag: the descriptor's digest and the chunk hashes check them.
-func (r *receiver) authentic(h *Header, m Message, now time.Time) bool {
+func (r *receiver) authentic(h *wire.Header, m wire.Message, now time.Time) bool {
 	switch m := m.(type) {
-	case *Announce:
-		return m.ReleaseKey == r.ann.ReleaseKey && fresh(m.SignedAt, now) && h.signedBy(m.ReleaseKey[:])
-	case *Status, *Abort:
-		return h.signedBy(r.ann.SessionKey[:])
-	case *Register, *Complete:
-		return h.macBy(r.keysDown())
-	case *ManifestFrag, *Symbol:
+	case *wire.Announce:
+		return m.ReleaseKey == r.ann.ReleaseKey && fresh(m.SignedAt, now) && signedBy(h, m.ReleaseKey[:])
+	case *wire.Status, *wire.Abort:
+		return signedBy(h, r.ann.SessionKey[:])
+	case *wire.Register, *wire.Complete:
+		return macBy(h, r.keysDown())
+	case *wire.ManifestFrag, *wire.Symbol:
 		return true
 	}
 	return false
@@ -577,8 +575,8 @@ func (r *receiver) keysDown() *macKey {
 	return &r.keys.down
 }
 
-func (r *receiver) onSymbol(s *Symbol) error {
-	if r.st == nil || !r.doneAt.IsZero() {
+func (r *receiver) onSymbol(s *wire.Symbol) error {
+	if !r.phase.transferring() {
 		return nil
 	}
 	err := r.st.add(s)
@@ -589,11 +587,11 @@ func (r *receiver) onSymbol(s *Symbol) error {
 	return err
 }
 
-func (r *receiver) onStatus(s *Status, now time.Time) error {
+func (r *receiver) onStatus(s *wire.Status, now time.Time) error {
 	switch {
-	case !r.doneAt.IsZero():
+	case r.phase.inPlace():
 		r.sendComplete(now)
-	case !r.registered:
+	case !r.phase.registered():
 		r.register(now)
 	case s.Quiet:
 		r.onQuietStatus(s, now)
@@ -614,15 +612,15 @@ func (r *receiver) answerProbe(now time.Time) {
 		return
 	}
 	r.probeAt, r.lastAnswer = time.Time{}, now
-	if r.doneAt.IsZero() {
-		r.send(&Nack{Host: r.opts.HostID, Round: r.probeRound, Loss: r.seq.lossPermille(), Parts: 1})
+	if !r.phase.inPlace() {
+		r.send(&wire.Nack{Host: r.opts.HostID, Round: r.probeRound, Loss: r.seq.lossPermille(), Parts: 1})
 	}
 }
 
 // answerStatus sends the NACKs for the pending STATUS once its jitter
 // has passed.
 func (r *receiver) answerStatus(now time.Time) {
-	if r.nackAt.IsZero() || now.Before(r.nackAt) || !r.doneAt.IsZero() {
+	if r.nackAt.IsZero() || now.Before(r.nackAt) || r.phase.inPlace() {
 		return
 	}
 	r.nackAt, r.lastAnswer, r.nackDone = time.Time{}, now, r.nackRound
@@ -633,25 +631,14 @@ func (r *receiver) answerStatus(now time.Time) {
 
 func (r *receiver) sendComplete(now time.Time) {
 	r.lastDone = now
-	c := &Complete{Host: r.opts.HostID, Status: CompleteOK, StageMillis: uint32(min(r.res.StageTime.Milliseconds(), 1<<32-1))}
+	c := &wire.Complete{Host: r.opts.HostID, Status: wire.CompleteOK, StageMillis: uint32(min(r.res.StageTime.Milliseconds(), 1<<32-1))}
 	switch {
 	case r.res.StageErr != nil:
-		c.Status, c.Reason = CompleteStageFailed, truncate(r.res.StageErr.Error(), MaxReason)
+		c.Status, c.Reason = wire.CompleteStageFailed, wire.Truncate(r.res.StageErr.Error(), wire.MaxReason)
 	case r.res.Staged:
-		c.Status = CompleteStaged
+		c.Status = wire.CompleteStaged
 	}
 	r.send(c)
-}
-
-// truncate cuts s to at most n bytes, on a rune boundary.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }
 
 // finish moves the image into place and says so. Every chunk was checked
@@ -679,7 +666,7 @@ func (r *receiver) finish(now time.Time) error {
 		r.res.StageErr = r.opts.Stage(&r.res)
 		r.res.Staged, r.res.StageTime = r.res.StageErr == nil, time.Since(t)
 	}
-	r.doneAt = time.Now()
+	r.on(evInPlace, time.Now())
 	r.sendComplete(r.doneAt)
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // Joining tunables.
@@ -77,9 +78,9 @@ func refusalKey(session uint32, from net.Addr) string {
 // accept reports whether a packet belongs to the session the receiver
 // follows, locking onto a new candidate when it follows none and the
 // packet is a fresh ANNOUNCE signed by a trusted key.
-func (r *receiver) accept(h *Header, m Message, from net.Addr, now time.Time) bool {
-	a, isAnn := m.(*Announce)
-	if r.ann != nil {
+func (r *receiver) accept(h *wire.Header, m wire.Message, from net.Addr, now time.Time) bool {
+	a, isAnn := m.(*wire.Announce)
+	if r.phase.following() {
 		if h.Session == r.res.Session && sameHost(from, r.sender) {
 			return true
 		}
@@ -103,7 +104,7 @@ func (r *receiver) accept(h *Header, m Message, from net.Addr, now time.Time) bo
 		r.solicitAnnounce(*h, from, now)
 		return false
 	}
-	if !h.signedBy(a.ReleaseKey[:]) {
+	if !signedBy(h, a.ReleaseKey[:]) {
 		return false // forged: not worth an answer
 	}
 	if !fresh(a.SignedAt, now) {
@@ -125,13 +126,13 @@ func (r *receiver) accept(h *Header, m Message, from net.Addr, now time.Time) bo
 		return false
 	}
 	r.ann, r.sender, r.res.Session, r.keys = a, from, h.Session, keys
-	r.join.progress, r.join.since, r.join.acked, r.join.alt = now, now, false, nil
+	r.on(evCandidate, now)
 	r.opts.Logf("trying session %08x from %v", h.Session, from)
 	return true
 }
 
 // trustKey checks that an ANNOUNCE's release key is one this host trusts.
-func (r *receiver) trustKey(a *Announce) error {
+func (r *receiver) trustKey(a *wire.Announce) error {
 	for _, k := range r.opts.Trusted {
 		if k.Equal(ed25519.PublicKey(a.ReleaseKey[:])) {
 			return nil
@@ -152,8 +153,8 @@ func (r *receiver) trustKey(a *Announce) error {
 // refuseBusy tells the sender of another trusted session that this host
 // is receiving one already (rate-limited, at most one signature check per
 // refuseEvery and session).
-func (r *receiver) refuseBusy(h *Header, a *Announce, from net.Addr, now time.Time) {
-	if !r.doneAt.IsZero() {
+func (r *receiver) refuseBusy(h *wire.Header, a *wire.Announce, from net.Addr, now time.Time) {
+	if r.phase.inPlace() {
 		return // done here: it takes the other session in a moment
 	}
 	key := refusalKey(h.Session, from)
@@ -168,8 +169,8 @@ func (r *receiver) refuseBusy(h *Header, a *Announce, from net.Addr, now time.Ti
 // tellRefusal answers a refused session's ANNOUNCE with REFUSE, at most
 // every refuseEvery, and only to an ANNOUNCE that is fresh and signed by
 // the key it names.
-func (r *receiver) tellRefusal(rf *refusal, h *Header, a *Announce, from net.Addr, now time.Time) {
-	if rf.rf == nil || now.Sub(rf.sent) < refuseEvery || !fresh(a.SignedAt, now) || !h.signedBy(a.ReleaseKey[:]) {
+func (r *receiver) tellRefusal(rf *refusal, h *wire.Header, a *wire.Announce, from net.Addr, now time.Time) {
+	if rf.rf == nil || now.Sub(rf.sent) < refuseEvery || !fresh(a.SignedAt, now) || !signedBy(h, a.ReleaseKey[:]) {
 		return
 	}
 	rf.sent = now
@@ -184,7 +185,7 @@ func (r *receiver) sendRefuse(session uint32, rf *Refusal, to net.Addr) {
 		return
 	}
 	r.join.refN++
-	b, err := appendSigned(nil, Header{Session: session}, &Refuse{Host: r.opts.HostID, HostKey: r.hostPub, Code: rf.Code, Detail: rf.Detail}, r.opts.HostKey)
+	b, err := appendSigned(nil, wire.Header{Session: session}, &wire.Refuse{Host: r.opts.HostID, HostKey: r.hostPub, Code: rf.Code, Detail: rf.Detail}, r.opts.HostKey)
 	if err == nil {
 		r.conn.WriteTo(b, to)
 	}
@@ -193,15 +194,15 @@ func (r *receiver) sendRefuse(session uint32, rf *Refusal, to net.Addr) {
 // refuseVersion answers an ANNOUNCE of another protocol version with a
 // REFUSE its sender can read (REFUSE keeps its layout), rate-limited per
 // address.
-func (r *receiver) refuseVersion(h Header, err error, from net.Addr, now time.Time) {
-	var ve *VersionError
-	if !errors.As(err, &ve) || h.Type != TypeAnnounce || from == nil {
+func (r *receiver) refuseVersion(h wire.Header, err error, from net.Addr, now time.Time) {
+	var ve *wire.VersionError
+	if !errors.As(err, &ve) || h.Type != wire.TypeAnnounce || from == nil {
 		return
 	}
 	key := "version/" + from.String()
 	rf := r.join.refused[key]
 	if rf == nil {
-		rf = &refusal{rf: &Refusal{Code: RefuseVersion, Detail: fmt.Sprintf("this host speaks loopcast protocol version %d, the session version %d: run the same loopcast on the sender and the hosts", Version, ve.Got)}}
+		rf = &refusal{rf: &Refusal{Code: RefuseVersion, Detail: fmt.Sprintf("this host speaks loopcast protocol version %d, the session version %d: run the same loopcast on the sender and the hosts", wire.Version, ve.Got)}}
 		r.remember(key, rf)
 	}
 	if now.Sub(rf.sent) >= refuseEvery {
@@ -220,12 +221,12 @@ func (r *receiver) remember(key string, rf *refusal) {
 // solicitAnnounce asks the sender of a session heard mid-transfer (a late
 // or restarted receiver) for its announce and manifest at once, instead
 // of waiting for the next periodic ANNOUNCE.
-func (r *receiver) solicitAnnounce(h Header, from net.Addr, now time.Time) {
+func (r *receiver) solicitAnnounce(h wire.Header, from net.Addr, now time.Time) {
 	if h.Seq == 0 || now.Sub(r.join.solicit) < registerEvery {
 		return // unicast replies are not a sender's multicast
 	}
 	r.join.solicit = now
-	b, err := r.signRegister(Header{Session: h.Session}, &Register{Host: r.opts.HostID, NeedManifest: true})
+	b, err := r.signRegister(wire.Header{Session: h.Session}, &wire.Register{Host: r.opts.HostID, NeedManifest: true})
 	if err == nil {
 		r.conn.WriteTo(b, from)
 	}
@@ -239,7 +240,7 @@ const deafAfter = 2 * time.Second
 // with a fetch port, for a session this host has heard nothing of by
 // multicast lately: the sender has not seen it register, and it hears no
 // multicast, so it takes the unicast path.
-func (r *receiver) deaf(h *Header, a *Announce, now time.Time) bool {
+func (r *receiver) deaf(h *wire.Header, a *wire.Announce, now time.Time) bool {
 	if r.onStream || r.opts.NoUnicast || h.Seq != 0 || a.FetchPort == 0 {
 		return false
 	}
@@ -264,9 +265,9 @@ func sameHost(a, b net.Addr) bool {
 // a refusal with a cause goes to the sender (a *Refusal, or the cause
 // read from why).
 func (r *receiver) refuse(why error) {
-	r.refuseSession(r.res.Session, r.sender, why, time.Now())
-	r.ann, r.sender, r.res.Session, r.man, r.keys = nil, nil, 0, manifestBuf{}, nil
-	r.registered, r.lastReg = false, time.Time{}
+	now := time.Now()
+	r.refuseSession(r.res.Session, r.sender, why, now)
+	r.on(evRefused, now)
 }
 
 // refuseSession remembers a refused session and, when why has a cause,
@@ -309,17 +310,17 @@ func refusalOf(why error) *Refusal {
 // another address of the session when its REGISTER goes unacknowledged,
 // and enforces AnnounceTimeout.
 func (r *receiver) tickJoin(now time.Time) error {
-	if r.ann != nil && !r.join.acked && r.join.alt != nil && now.Sub(r.join.since) > ackWait {
+	if r.phase.following() && !r.join.acked && r.join.alt != nil && now.Sub(r.join.since) > ackWait {
 		r.opts.Warnf("session %08x: %v does not acknowledge; following %v, which sends the session too", r.res.Session, r.sender, r.join.alt)
 		r.sender, r.join.alt, r.join.since, r.lastReg = r.join.alt, nil, now, time.Time{}
 	}
-	if r.st != nil {
+	if r.phase.joined() {
 		return nil
 	}
 	switch {
-	case r.ann != nil && now.Sub(r.join.progress) > candidateTimeout:
+	case r.phase == recvFetching && now.Sub(r.join.progress) > candidateTimeout:
 		r.refuse(fmt.Errorf("%w: no manifest in %v", ErrNoSession, candidateTimeout))
-	case r.ann != nil && now.Sub(r.join.since) > joinTimeout:
+	case r.phase == recvFetching && now.Sub(r.join.since) > joinTimeout:
 		r.refuse(fmt.Errorf("%w: the session descriptor did not arrive whole in %v", ErrNoSession, joinTimeout))
 	}
 	if r.opts.AnnounceTimeout > 0 && now.Sub(r.begin) > r.opts.AnnounceTimeout {

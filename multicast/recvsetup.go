@@ -6,8 +6,10 @@ import (
 	"os"
 	"time"
 
-	"github.com/loopcast/loopcast/image"
 	"golang.org/x/sys/unix"
+
+	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // manifestBuf assembles the manifest from fragments, in memory bounded by
@@ -19,7 +21,7 @@ type manifestBuf struct {
 }
 
 // add stores a fragment; it reports whether the manifest is whole.
-func (mb *manifestBuf) add(total uint32, f *ManifestFrag) bool {
+func (mb *manifestBuf) add(total uint32, f *wire.ManifestFrag) bool {
 	if mb.b == nil {
 		mb.b = make([]byte, total)
 		mb.have = make([]uint64, (total+63)/64)
@@ -38,8 +40,8 @@ func (mb *manifestBuf) add(total uint32, f *ManifestFrag) bool {
 	return mb.got == len(mb.b)
 }
 
-func (r *receiver) onManifest(f *ManifestFrag, now time.Time) error {
-	if r.st != nil || f.Total != r.ann.ManifestSize {
+func (r *receiver) onManifest(f *wire.ManifestFrag, now time.Time) error {
+	if r.phase != recvFetching || f.Total != r.ann.ManifestSize {
 		return nil
 	}
 	got := r.man.got
@@ -55,11 +57,9 @@ func (r *receiver) onManifest(f *ManifestFrag, now time.Time) error {
 		r.refuse(err)
 		return nil
 	}
-	r.man = manifestBuf{}
-	if err := r.open(m); err != nil {
+	if err := r.open(m, now); err != nil {
 		return err
 	}
-	r.lastReg = time.Time{}
 	r.register(now)
 	return nil
 }
@@ -70,7 +70,7 @@ func (r *receiver) checkManifest(b []byte) (*image.Manifest, error) {
 	if sha256.Sum256(b) != r.ann.ManifestDigest {
 		return nil, fmt.Errorf("%w: session %08x: descriptor does not match its announced digest", ErrUntrusted, r.res.Session)
 	}
-	mb, lens, err := parseDescriptor(b)
+	mb, lens, err := wire.ParseDescriptor(b)
 	if err != nil {
 		return nil, fmt.Errorf("%w: session %08x: %w", ErrUntrusted, r.res.Session, err)
 	}
@@ -120,7 +120,7 @@ func (r *receiver) spoolBound() int64 {
 
 // open prepares the partial image (resuming one left by a killed
 // receiver) and a fresh spool beside the output.
-func (r *receiver) open(m *image.Manifest) error {
+func (r *receiver) open(m *image.Manifest, now time.Time) error {
 	r.partial = fmt.Sprintf("%s.%s.partial", r.opts.Out, m.ReleaseID())
 	f, err := os.OpenFile(r.partial, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
@@ -132,6 +132,7 @@ func (r *receiver) open(m *image.Manifest) error {
 		return fmt.Errorf("multicast: %w", err)
 	}
 	r.st = newStore(m, r.ann, f, spool)
+	r.on(evManifest, now)
 	r.st.releaseID = r.ann.ReleaseID
 	r.st.lens = r.lens
 	if !r.ann.BaseID.IsZero() {
@@ -195,7 +196,7 @@ func (r *receiver) closeFiles() {
 
 // discard removes the partial image after a failure.
 func (r *receiver) discard() {
-	if r.partial != "" && r.doneAt.IsZero() {
+	if r.partial != "" && !r.phase.inPlace() {
 		os.Remove(r.partial)
 	}
 }
@@ -232,13 +233,13 @@ func (q *seqStats) lossPermille() uint16 {
 }
 
 // nacks packs what the host lacks into at most MaxNackParts packets.
-func (r *receiver) nacks(round uint32) []*Nack {
+func (r *receiver) nacks(round uint32) []*wire.Nack {
 	chunks, blocks := r.st.needs()
 	loss := r.seq.lossPermille()
-	var out []*Nack
-	for len(out) < MaxNackParts && (len(out) == 0 || len(chunks) > 0 || len(blocks) > 0) {
-		n := &Nack{Host: r.opts.HostID, Round: round, Loss: loss}
-		nc, nb := min(len(chunks), MaxNackRanges), min(len(blocks), MaxNackBlocks)
+	var out []*wire.Nack
+	for len(out) < wire.MaxNackParts && (len(out) == 0 || len(chunks) > 0 || len(blocks) > 0) {
+		n := &wire.Nack{Host: r.opts.HostID, Round: round, Loss: loss}
+		nc, nb := min(len(chunks), wire.MaxNackRanges), min(len(blocks), wire.MaxNackBlocks)
 		n.Chunks, n.Blocks = chunks[:nc], blocks[:nb]
 		chunks, blocks = chunks[nc:], blocks[nb:]
 		out = append(out, n)

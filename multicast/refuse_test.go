@@ -10,6 +10,7 @@ import (
 
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/memnet"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // A host that will not take a session says why; the report names the
@@ -67,16 +68,16 @@ func TestRefuseVersion(t *testing.T) {
 		evil.WriteTo(ann, memnet.Group)
 		select {
 		case p := <-evil.In():
-			h, m, err := Parse(p.B)
-			rf, ok := m.(*Refuse)
+			h, m, err := wire.Parse(p.B)
+			rf, ok := m.(*wire.Refuse)
 			if err != nil || !ok {
 				continue
 			}
-			if rf.Code != RefuseVersion || !strings.Contains(rf.Detail, fmt.Sprintf("version %d, the session version 2", Version)) || !h.signedBy(rf.HostKey[:]) {
-				t.Fatalf("refuse %v %q (signed: %v), want a signed version refusal naming both versions", rf.Code, rf.Detail, h.signedBy(rf.HostKey[:]))
+			if rf.Code != RefuseVersion || !strings.Contains(rf.Detail, fmt.Sprintf("version %d, the session version 2", wire.Version)) || !signedBy(&h, rf.HostKey[:]) {
+				t.Fatalf("refuse %v %q (signed: %v), want a signed version refusal naming both versions", rf.Code, rf.Detail, signedBy(&h, rf.HostKey[:]))
 			}
 			newer := bytes4(p.B, 9) // as a version 9 host would send it
-			if _, m, err := Parse(newer); err != nil || m.(*Refuse).Code != RefuseVersion {
+			if _, m, err := wire.Parse(newer); err != nil || m.(*wire.Refuse).Code != RefuseVersion {
 				t.Fatalf("a REFUSE of version 9 does not parse: %v", err)
 			}
 			return
@@ -100,12 +101,12 @@ func TestRefuseFloodBounded(t *testing.T) {
 	evil := ts.net.Conn("evil", true)
 	listenAsH(t, ts)
 	_, untrusted, _ := ed25519.GenerateKey(nil)
-	a := *samples()[0].(*Announce)
+	a := *samples()[0].(*wire.Announce)
 	a.ReleaseKey = pub32(untrusted.Public().(ed25519.PublicKey))
 	start := time.Now()
 	for i := range 2000 {
 		a.SignedAt = time.Now().UnixMilli()
-		b, _ := appendSigned(nil, Header{Session: uint32(1000 + i), Seq: 1}, &a, untrusted)
+		b, _ := appendSigned(nil, wire.Header{Session: uint32(1000 + i), Seq: 1}, &a, untrusted)
 		evil.WriteTo(b, memnet.Group)
 		if i%100 == 0 {
 			time.Sleep(10 * time.Millisecond) // let the receiver keep up
@@ -116,8 +117,8 @@ func TestRefuseFloodBounded(t *testing.T) {
 	n := 0
 	for len(evil.In()) > 0 {
 		p := <-evil.In()
-		if _, m, err := Parse(p.B); err == nil {
-			if _, ok := m.(*Refuse); ok {
+		if _, m, err := wire.Parse(p.B); err == nil {
+			if _, ok := m.(*wire.Refuse); ok {
 				n++
 			}
 		}
@@ -132,16 +133,16 @@ func TestRefuseClockSkew(t *testing.T) {
 	ts := newTestSession(t, nil)
 	evil := ts.net.Conn("skewed", true)
 	listenAsH(t, ts)
-	a := *samples()[0].(*Announce)
+	a := *samples()[0].(*wire.Announce)
 	a.ReleaseKey, a.SignedAt = pub32(ts.pub), time.Now().Add(-time.Hour).UnixMilli()
-	ann, _ := appendSigned(nil, Header{Session: 77, Seq: 1}, &a, testReleaseKey())
+	ann, _ := appendSigned(nil, wire.Header{Session: 77, Seq: 1}, &a, testReleaseKey())
 	deadline := time.After(5 * time.Second)
 	for {
 		evil.WriteTo(ann, memnet.Group)
 		select {
 		case p := <-evil.In():
-			if _, m, err := Parse(p.B); err == nil {
-				if rf, ok := m.(*Refuse); ok {
+			if _, m, err := wire.Parse(p.B); err == nil {
+				if rf, ok := m.(*wire.Refuse); ok {
 					if !strings.Contains(rf.Detail, "clock skew") || !strings.Contains(rf.Detail, "1h0m0s behind") {
 						t.Fatalf("refusal %q: want the clock skew named", rf.Detail)
 					}

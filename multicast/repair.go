@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"math/bits"
 	"slices"
+
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // blockKey names one FEC block.
@@ -31,7 +33,7 @@ func newRoundAgg(round, chunks uint32) *roundAgg {
 }
 
 // add folds in one NACK packet; packets of other rounds are ignored.
-func (a *roundAgg) add(n *Nack) {
+func (a *roundAgg) add(n *wire.Nack) {
 	if n.Round != a.round {
 		return
 	}
@@ -152,10 +154,10 @@ func (s *scheduler) parity(key blockKey, missing int, k func(uint32, uint16) (in
 	}
 	var jobs []repairJob
 	for missing > 0 {
-		if next >= MaxShards {
+		if next >= wire.MaxShards {
 			next = dk
 		}
-		n := min(missing, MaxShards-next)
+		n := min(missing, wire.MaxShards-next)
 		jobs = append(jobs, repairJob{chunk: key.chunk, block: key.block, from: next, to: next + n})
 		next += n
 		missing -= n

@@ -4,14 +4,16 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 func TestRoundAggMax(t *testing.T) {
 	a := newRoundAgg(3, 10)
-	a.add(&Nack{Host: "a", Round: 3, Loss: 10, Blocks: []BlockNeed{{1, 0, 2}, {1, 1, 5}}})
-	a.add(&Nack{Host: "b", Round: 3, Loss: 40, Blocks: []BlockNeed{{1, 0, 4}, {2, 0, 1}}, Chunks: []Range{{8, 5}}})
-	a.add(&Nack{Host: "c", Round: 2, Blocks: []BlockNeed{{1, 0, 60}}}) // stale round: ignored
-	a.add(&Nack{Host: "d", Round: 3, Blocks: []BlockNeed{{99, 0, 9}}}) // beyond the image: ignored
+	a.add(&wire.Nack{Host: "a", Round: 3, Loss: 10, Blocks: []wire.BlockNeed{{Chunk: 1, Block: 0, Missing: 2}, {Chunk: 1, Block: 1, Missing: 5}}})
+	a.add(&wire.Nack{Host: "b", Round: 3, Loss: 40, Blocks: []wire.BlockNeed{{Chunk: 1, Block: 0, Missing: 4}, {Chunk: 2, Block: 0, Missing: 1}}, Chunks: []wire.Range{{First: 8, Count: 5}}})
+	a.add(&wire.Nack{Host: "c", Round: 2, Blocks: []wire.BlockNeed{{Chunk: 1, Block: 0, Missing: 60}}}) // stale round: ignored
+	a.add(&wire.Nack{Host: "d", Round: 3, Blocks: []wire.BlockNeed{{Chunk: 99, Block: 0, Missing: 9}}}) // beyond the image: ignored
 	want := map[blockKey]uint8{{1, 0}: 4, {1, 1}: 5, {2, 0}: 1}
 	if d := cmp.Diff(want, a.blocks, cmp.AllowUnexported(blockKey{})); d != "" {
 		t.Errorf("blocks (-want +got):\n%s", d)
@@ -32,8 +34,8 @@ func fixedK(k, p int) func(uint32, uint16) (int, int, bool) {
 func TestSchedulerFreshParity(t *testing.T) {
 	var s scheduler
 	a := newRoundAgg(1, 10)
-	a.add(&Nack{Host: "a", Round: 1, Blocks: []BlockNeed{{2, 1, 3}, {0, 0, 1}}, Chunks: []Range{{5, 1}}})
-	a.add(&Nack{Host: "b", Round: 1, Blocks: []BlockNeed{{5, 0, 2}}}) // chunk 5 goes whole anyway
+	a.add(&wire.Nack{Host: "a", Round: 1, Blocks: []wire.BlockNeed{{Chunk: 2, Block: 1, Missing: 3}, {Chunk: 0, Block: 0, Missing: 1}}, Chunks: []wire.Range{{First: 5, Count: 1}}})
+	a.add(&wire.Nack{Host: "b", Round: 1, Blocks: []wire.BlockNeed{{Chunk: 5, Block: 0, Missing: 2}}}) // chunk 5 goes whole anyway
 	got := s.plan(a, fixedK(64, 4))
 	want := []repairJob{
 		{chunk: 0, block: 0, from: 68, to: 69},
@@ -45,7 +47,7 @@ func TestSchedulerFreshParity(t *testing.T) {
 	}
 	// Next round: the same block gets indices never sent before.
 	a = newRoundAgg(2, 10)
-	a.add(&Nack{Host: "a", Round: 2, Blocks: []BlockNeed{{2, 1, 2}}})
+	a.add(&wire.Nack{Host: "a", Round: 2, Blocks: []wire.BlockNeed{{Chunk: 2, Block: 1, Missing: 2}}})
 	got = s.plan(a, fixedK(64, 4))
 	if want := []repairJob{{chunk: 2, block: 1, from: 71, to: 73}}; !cmp.Equal(want, got, cmp.AllowUnexported(repairJob{})) {
 		t.Errorf("round 2: got %+v, want %+v", got, want)
@@ -74,7 +76,7 @@ func TestChunkSet(t *testing.T) {
 func TestSchedulerWraps(t *testing.T) {
 	s := scheduler{next: map[blockKey]int{{0, 0}: 250}}
 	a := newRoundAgg(1, 1)
-	a.add(&Nack{Host: "a", Round: 1, Blocks: []BlockNeed{{0, 0, 10}}})
+	a.add(&wire.Nack{Host: "a", Round: 1, Blocks: []wire.BlockNeed{{Chunk: 0, Block: 0, Missing: 10}}})
 	got := s.plan(a, fixedK(64, 0))
 	want := []repairJob{{chunk: 0, block: 0, from: 64, to: 68}, {chunk: 0, block: 0, from: 250, to: 256}}
 	if d := cmp.Diff(want, got, cmp.AllowUnexported(repairJob{})); d != "" {
@@ -85,7 +87,7 @@ func TestSchedulerWraps(t *testing.T) {
 func TestSchedulerRejectsUnknownBlocks(t *testing.T) {
 	var s scheduler
 	a := newRoundAgg(1, 4)
-	a.add(&Nack{Host: "a", Round: 1, Blocks: []BlockNeed{{1, 0, 3}, {1, 1, 65}}})
+	a.add(&wire.Nack{Host: "a", Round: 1, Blocks: []wire.BlockNeed{{Chunk: 1, Block: 0, Missing: 3}, {Chunk: 1, Block: 1, Missing: 65}}})
 	k := func(c uint32, b uint16) (int, int, bool) { return 64, 64, b == 0 }
 	got := s.plan(a, k)
 	if len(got) != 1 || got[0].block != 0 {

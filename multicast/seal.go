@@ -7,7 +7,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
 	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // Encrypted sessions (SendOptions.Encrypt). The sender draws a content
@@ -27,6 +29,10 @@ const sealOverhead = 16 // the GCM tag
 
 // contentKeyLen is the content key's length (AES-256).
 const contentKeyLen = 32
+
+// wire sizes the sealed content key a REGISTER acknowledgement carries:
+// this fails to compile unless it is a content key and its tag.
+const _ = uint(wire.WrappedKeyLen-(contentKeyLen+sealOverhead)) + uint(contentKeyLen+sealOverhead-wire.WrappedKeyLen)
 
 type contentCipher struct{ aead cipher.AEAD }
 

@@ -11,12 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/loopcast/loopcast/hostkey"
 	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // ErrAllRefused is a closed group's session every host refused (each
@@ -186,14 +185,12 @@ type sender struct {
 	conn        Conn
 	seq         uint32
 	manifest    []byte
-	ann         Announce
+	ann         wire.Announce
 	src         *source
 	pacer       *pacer
 	coder       coder
 	sched       scheduler
-	hosts       map[string]*host
-	list        []string // closed group members, for ANNOUNCE pages
-	page        int
+	hosts       *hostTable
 	phase       phase
 	queue       [][]byte
 	jobs        []repairJob
@@ -213,7 +210,6 @@ type sender struct {
 	progAt      time.Time          // last Progress call
 	sessKey     ed25519.PrivateKey // signs STATUS and ABORT
 	dh          *ecdh.PrivateKey   // agrees each host's MAC keys
-	guests      int                // hosts tracked that are not members
 	content     []byte             // the content key of an encrypted session
 	totalSym    int64              // data symbols of the first pass, for host progress
 	lastRound   string             // the last round summary logged
@@ -229,7 +225,7 @@ type sender struct {
 
 // sealedLens gives the frame lengths of an encrypted session: each frame
 // sealed, a tag longer.
-type sealedLens struct{ lens FrameLens }
+type sealedLens struct{ lens wire.FrameLens }
 
 func (s sealedLens) FrameLens(i int) (plain, delta uint32) {
 	p, d := s.lens.FrameLens(i)
@@ -243,7 +239,7 @@ func (s sealedLens) FrameLens(i int) (plain, delta uint32) {
 }
 
 func newSender(conn Conn, o SendOptions) (*sender, error) {
-	var lens FrameLens = o.Pack
+	var lens wire.FrameLens = o.Pack
 	var content []byte
 	var cc *contentCipher
 	if o.Encrypt {
@@ -254,30 +250,27 @@ func newSender(conn Conn, o SendOptions) (*sender, error) {
 		}
 		lens = sealedLens{o.Pack}
 	}
-	mb, err := appendDescriptor(nil, o.Manifest, lens)
+	mb, err := wire.AppendDescriptor(nil, o.Manifest, lens)
 	if err != nil {
 		return nil, err
 	}
 	_, sk, _ := ed25519.GenerateKey(rand.Reader)
-	s := &sender{opts: o, conn: conn, manifest: mb, src: newSource(o.Pack, o.Manifest), hosts: map[string]*host{},
-		list: slices.Clone(o.Hosts), sessKey: sk, dh: newDH(), content: content}
+	s := &sender{opts: o, conn: conn, manifest: mb, src: newSource(o.Pack, o.Manifest), hosts: newHostTable(o.Hosts),
+		sessKey: sk, dh: newDH(), content: content}
 	s.src.cipher = cc
 	s.ann = s.baseAnnounce()
 	s.src.release = s.ann.ReleaseID // the id once: it hashes the whole manifest
-	for _, id := range o.Hosts {
-		s.hosts[id] = newHost(id, true)
-	}
 	s.stats.Session = o.Session
 	s.stats.ReleaseID = o.Manifest.ReleaseID()
 	s.stats.ChunksTotal = len(o.Manifest.Chunks)
 	s.sent = make(chunkSet, (len(o.Manifest.Chunks)+63)/64)
 	s.fec.pct = make([]uint8, len(o.Manifest.Chunks))
-	return s, s.ann.check()
+	return s, s.ann.Check()
 }
 
-func (s *sender) baseAnnounce() Announce {
+func (s *sender) baseAnnounce() wire.Announce {
 	m := s.opts.Manifest
-	a := Announce{
+	a := wire.Announce{
 		ManifestDigest: sha256.Sum256(s.manifest), ManifestSize: uint32(len(s.manifest)),
 		ImageSize: uint64(m.ImageSize), ChunkSize: m.ChunkSize, ChunkCount: uint32(len(m.Chunks)),
 		SymbolSize: uint16(s.opts.SymbolSize), BlockSymbols: uint8(s.opts.BlockSymbols),
@@ -381,7 +374,7 @@ func (s *sender) step(now time.Time) {
 	case phaseRegister:
 		s.stepRegister(now)
 	case phaseIdle:
-		if s.mcLive() > 0 { // a multicast host registered late
+		if s.hosts.mcLive() > 0 { // a multicast host registered late
 			s.phase = phaseSend
 		}
 	case phaseCollect:
@@ -401,10 +394,8 @@ func (s *sender) step(now time.Time) {
 
 func (s *sender) queueAnnounce(now time.Time) {
 	a := s.ann
-	if n := len(s.list); n > 0 {
-		first := s.page * MaxAnnounceHosts
-		a.HostsFirst, a.Hosts = uint16(first), s.list[first:min(n, first+MaxAnnounceHosts)]
-		s.page = (s.page + 1) % ((n + MaxAnnounceHosts - 1) / MaxAnnounceHosts)
+	if first, page := s.hosts.nextPage(); page != nil {
+		a.HostsFirst, a.Hosts = uint16(first), page
 	}
 	s.queue = append([][]byte{s.encode(&a)}, s.queue...)
 	every := announceEveryLate
@@ -418,7 +409,7 @@ func (s *sender) queueManifest(now time.Time) {
 	var pk [][]byte
 	for off := 0; off < len(s.manifest); off += s.opts.SymbolSize {
 		end := min(len(s.manifest), off+s.opts.SymbolSize)
-		pk = append(pk, s.encode(&ManifestFrag{Offset: uint32(off), Total: uint32(len(s.manifest)), Data: s.manifest[off:end]}))
+		pk = append(pk, s.encode(&wire.ManifestFrag{Offset: uint32(off), Total: uint32(len(s.manifest)), Data: s.manifest[off:end]}))
 	}
 	s.queue = append(pk, s.queue...)
 	s.wantMan, s.lastMan = false, now
@@ -426,23 +417,12 @@ func (s *sender) queueManifest(now time.Time) {
 }
 
 func (s *sender) stepRegister(now time.Time) {
-	reg, members, decided := 0, 0, 0
-	for _, h := range s.hosts {
-		if h.member {
-			members++
-			if h.registered || h.complete { // a host that held every chunk may complete first
-				reg++
-			}
-			if h.decided() {
-				decided++
-			}
-		}
-	}
+	members, reg, decided := s.hosts.registration()
 	closed := len(s.opts.Hosts) > 0
 	switch {
 	case closed && reg > 0 && decided == members, !closed && s.opts.MinHosts > 0 && reg >= s.opts.MinHosts:
 	case closed && decided == members: // every host refused: say why at once
-		s.err = fmt.Errorf("%w: session %08x: %s", ErrAllRefused, s.opts.Session, s.refusals())
+		s.err = fmt.Errorf("%w: session %08x: %s", ErrAllRefused, s.opts.Session, s.hosts.refusals())
 		return
 	case now.Before(s.deadline):
 		return
@@ -453,38 +433,18 @@ func (s *sender) stepRegister(now time.Time) {
 	s.startTransfer(now)
 }
 
-// refusals lists the hosts that refused, and why, sorted.
-func (s *sender) refusals() string {
-	var out []string
-	for _, h := range s.hosts {
-		switch {
-		case h.registered || h.complete:
-		case h.keyErr != "":
-			out = append(out, h.keyErr)
-		case h.refused != nil:
-			out = append(out, fmt.Sprintf("%s: %s: %s", h.id, h.refused.Code, hostkey.Printable(h.refused.Detail)))
-		}
-	}
-	slices.Sort(out)
-	return strings.Join(out, "; ")
-}
-
 func (s *sender) refusalNote() string {
-	if r := s.refusals(); r != "" {
+	if r := s.hosts.refusals(); r != "" {
 		return "; refused: " + r
 	}
 	return ""
 }
 
 func (s *sender) startTransfer(now time.Time) {
-	for _, h := range s.hosts {
-		if h.member && !h.decided() {
-			h.dropped = "never registered"
-		}
-	}
+	s.hosts.closeRegistration()
 	m := s.opts.Manifest
-	lack := s.lacking()
-	s.hostNeeds()
+	lack := s.hosts.lacking(uint64(len(m.Chunks)))
+	s.hosts.recordNeeds(m)
 	for i, c := range m.Chunks {
 		switch {
 		case c.Zero:
@@ -503,86 +463,38 @@ func (s *sender) startTransfer(now time.Time) {
 	s.phase = phaseSend
 	s.stats.Registration = now.Sub(s.started)
 	s.src.deltas = s.allHoldBase()
-	for _, h := range s.hosts {
+	for h := range s.hosts.all() {
 		if h.stream != nil && h.active() {
 			s.pushLacking(h)
 		}
 	}
 	s.opts.Logf("session %08x: sending %d chunks to %d hosts (%d held by every host, %d all zero, deltas: %v)",
-		s.opts.Session, len(s.jobs), s.live(), s.stats.ChunksReused, s.stats.ChunksZero, s.src.deltas)
+		s.opts.Session, len(s.jobs), s.hosts.live(), s.stats.ChunksReused, s.stats.ChunksZero, s.src.deltas)
 }
 
 // allHoldBase reports whether there is a base and every registered host
-// still expected to finish holds it: one host lacking it means plain
-// chunks for the whole group.
-func (s *sender) allHoldBase() bool {
-	if s.opts.BaseID == "" {
-		return false
-	}
-	n := 0
-	for _, h := range s.hosts {
-		if h.counts() {
-			if !h.hasBase {
-				return false
-			}
-			n++
-		}
-	}
-	return n > 0
-}
-
-// live counts members still expected to finish.
-func (s *sender) live() int {
-	n := 0
-	for _, h := range s.hosts {
-		if h.member && h.active() {
-			n++
-		}
-	}
-	return n
-}
-
-// mcLive counts hosts still receiving by multicast: the repair rounds are
-// theirs.
-func (s *sender) mcLive() int {
-	n := 0
-	for _, h := range s.hosts {
-		if h.active() && h.stream == nil {
-			n++
-		}
-	}
-	return n
-}
+// still expected to finish holds it.
+func (s *sender) allHoldBase() bool { return s.opts.BaseID != "" && s.hosts.allHoldBase() }
 
 func (s *sender) allDone(now time.Time) bool {
-	if s.live() > 0 {
-		return false
-	}
-	for _, h := range s.hosts {
-		// a host whose unicast connection broke may dial again (its
-		// agent retries): the session waits HostTimeout for it
-		if h.dropped != "" && !h.brokeAt.IsZero() && now.Sub(h.brokeAt) < s.opts.HostTimeout {
-			return false
-		}
-	}
-	return true
+	return s.hosts.live() == 0 && !s.hosts.redialing(now, s.opts.HostTimeout)
 }
 
 // encode frames a message with the next sequence number: ANNOUNCE signed
 // by the release key, STATUS and ABORT by the session key.
-func (s *sender) encode(m Message) []byte {
+func (s *sender) encode(m wire.Message) []byte {
 	s.seq++
-	h, buf := Header{Session: s.opts.Session, Seq: s.seq}, make([]byte, 0, MaxPacket)
+	h, buf := wire.Header{Session: s.opts.Session, Seq: s.seq}, make([]byte, 0, MaxPacket)
 	var b []byte
 	var err error
 	switch m := m.(type) {
-	case *Announce:
+	case *wire.Announce:
 		m.SignedAt = time.Now().UnixMilli()
 		b, err = appendSigned(buf, h, m, s.opts.Key)
-	case *Status, *Abort:
+	case *wire.Status, *wire.Abort:
 		b, err = appendSigned(buf, h, m, s.sessKey)
 	default:
-		b, err = AppendPacket(buf, h, m)
+		b, err = wire.AppendPacket(buf, h, m)
 	}
 	if err != nil {
 		panic(fmt.Sprintf("multicast: encode %v: %v", m.Type(), err)) // our own message: a bug

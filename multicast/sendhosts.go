@@ -9,64 +9,13 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/hostkey"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
-
-// host is the sender's view of one receiver.
-type host struct {
-	id          string
-	addr        net.Addr
-	member      bool // closed group: listed; open group: registered
-	registered  bool
-	have        []Range // chunks it held when it registered (ascending, disjoint)
-	hasBase     bool    // it holds the announced base image
-	complete    bool
-	staged      bool          // its COMPLETE said it staged the image
-	stageErr    string        // its COMPLETE said staging failed, and why
-	doneAt      time.Duration // when its COMPLETE arrived, from the start
-	failed      string        // the host's own reason for giving up
-	dropped     string        // why the sender gave up on it
-	asked       time.Time     // first STATUS it has not answered; zero when none pending
-	parts       map[uint8]bool
-	partsWant   uint8
-	round       uint32            // round its parts belong to
-	key         ed25519.PublicKey // its host key, once a signed packet proved it
-	keyErr      string            // why its key was refused (not pinned, changed)
-	keys        *pairKeys         // MAC keys of its latest REGISTER
-	eph         [32]byte          // the X25519 key they came from
-	regAt       int64             // signing time of that REGISTER
-	refused     *Refusal          // its latest REFUSE
-	need        int64             // what its latest round's NACKs asked for
-	best        int64             // the least it ever asked for; -1: not yet
-	stalled     int               // rounds since it last asked for less than best
-	progressAt  time.Time         // when it last did
-	needed      int64             // image bytes of the chunks it lacked when the transfer began
-	stageTime   time.Duration     // how long its staging took, as its COMPLETE says
-	stream      *stream           // its unicast connection, once it registered over one
-	everStream  bool              // it took the unicast path
-	streamBytes int64             // bytes written to its closed connections
-	uniTold     bool              // it was sent a unicast ANNOUNCE (logged once)
-	brokeAt     time.Time         // when its unicast connection broke before it completed
-}
-
-// counts reports whether h takes part in the group's decisions (which
-// chunks every host holds, whether all hold the delta base, who is still
-// expected): a member still in the session. A guest (a host not listed in
-// a closed group, or a forged REGISTER) decides nothing.
-func (h *host) counts() bool { return h.member && h.active() && h.stream == nil }
-
-func (h *host) active() bool { return h.registered && !h.complete && h.failed == "" && h.dropped == "" }
-
-// decided reports whether a member's registration is settled: it
-// registered, completed, or refused the session (or its key was refused).
-// A busy host is not settled: it may register once its other session ends.
-func (h *host) decided() bool {
-	return h.registered || h.complete || h.refused != nil && h.refused.Code != RefuseBusy || h.keyErr != ""
-}
 
 // handle processes one datagram from a receiver; anything malformed,
 // foreign or out of place is counted and ignored.
 func (s *sender) handle(p packet, now time.Time) {
-	h, m, err := Parse(p.b)
+	h, m, err := wire.Parse(p.b)
 	if err != nil {
 		s.foreign.note(err, p.from, s.opts.Logf)
 	}
@@ -76,13 +25,13 @@ func (s *sender) handle(p packet, now time.Time) {
 	}
 	ok := false
 	switch m := m.(type) {
-	case *Register:
+	case *wire.Register:
 		ok = s.onRegister(m, &h, p.from, now)
-	case *Nack:
+	case *wire.Nack:
 		ok = s.onNack(m, &h)
-	case *Complete:
+	case *wire.Complete:
 		ok = s.onComplete(m, &h)
-	case *Refuse:
+	case *wire.Refuse:
 		ok = s.onRefuse(m, &h, p.from)
 	}
 	if !ok {
@@ -90,19 +39,15 @@ func (s *sender) handle(p packet, now time.Time) {
 	}
 }
 
-// maxGuests bounds the hosts that are not members the sender tracks (a
-// closed group's strangers, refused keys), against a flood of made-up ids.
-const maxGuests = 256
-
 // identify checks a signed host packet (REGISTER, REFUSE): a valid host id
 // and its signature by the key it carries, which the host table and
 // HostKeys must accept. It returns the host, or nil to ignore the packet.
-func (s *sender) identify(id string, key [32]byte, hdr *Header) *host {
-	if hostkey.CheckID(id) != nil || !hdr.signedBy(key[:]) {
+func (s *sender) identify(id string, key [32]byte, hdr *wire.Header) *host {
+	if hostkey.CheckID(id) != nil || !signedBy(hdr, key[:]) {
 		return nil
 	}
 	pub := ed25519.PublicKey(key[:])
-	h := s.hosts[id]
+	h := s.hosts.get(id)
 	if h != nil && h.key != nil {
 		if h.key.Equal(pub) {
 			return h
@@ -118,13 +63,8 @@ func (s *sender) identify(id string, key [32]byte, hdr *Header) *host {
 	}
 	if h == nil {
 		member := len(s.opts.Hosts) == 0 && keyErr == nil // an open group admits a host whose key is accepted
-		if len(s.hosts) >= maxHosts || !member && s.guests >= maxGuests {
+		if h = s.hosts.admit(id, member); h == nil {
 			return nil
-		}
-		h = newHost(id, member)
-		s.hosts[id] = h
-		if !member {
-			s.guests++
 		}
 	}
 	if keyErr != nil {
@@ -138,12 +78,10 @@ func (s *sender) identify(id string, key [32]byte, hdr *Header) *host {
 	return h
 }
 
-func newHost(id string, member bool) *host { return &host{id: id, member: member, best: -1} }
-
 // onRegister takes a signed REGISTER. A host's reply address and MAC keys
 // change only with a REGISTER signed later than the one they came from, so
 // a replayed one steers nothing.
-func (s *sender) onRegister(m *Register, hdr *Header, from net.Addr, now time.Time) bool {
+func (s *sender) onRegister(m *wire.Register, hdr *wire.Header, from net.Addr, now time.Time) bool {
 	h := s.identify(m.Host, m.HostKey, hdr)
 	if h == nil {
 		return false
@@ -182,7 +120,7 @@ func (s *sender) onRegister(m *Register, hdr *Header, from net.Addr, now time.Ti
 		s.opts.Logf("session %08x: host %s registered from %v", s.opts.Session, h.id, h.addr)
 	}
 	h.registered, h.dropped, h.have, h.hasBase, h.refused = true, "", m.Have, m.HasBase, nil
-	ack := &Register{Host: h.id}
+	ack := &wire.Register{Host: h.id}
 	if s.content != nil {
 		ack.WrappedKey = wrapKey(s.content, &h.keys.wrap)
 	}
@@ -203,16 +141,16 @@ func (s *sender) streamOf(from net.Addr) *stream {
 
 // hostMAC returns the registered host a MAC'd packet names, if the MAC is
 // its: a NACK or COMPLETE no other machine can forge or redirect.
-func (s *sender) hostMAC(id string, hdr *Header) *host {
-	h := s.hosts[id]
-	if h == nil || h.keys == nil || !hdr.macBy(&h.keys.up) {
+func (s *sender) hostMAC(id string, hdr *wire.Header) *host {
+	h := s.hosts.get(id)
+	if h == nil || h.keys == nil || !macBy(hdr, &h.keys.up) {
 		return nil
 	}
 	h.asked = time.Time{}
 	return h
 }
 
-func (s *sender) onNack(m *Nack, hdr *Header) bool {
+func (s *sender) onNack(m *wire.Nack, hdr *wire.Header) bool {
 	h := s.hostMAC(m.Host, hdr)
 	if h == nil {
 		return false
@@ -241,7 +179,7 @@ func (s *sender) onNack(m *Nack, hdr *Header) bool {
 	}
 	s.agg.add(m)
 	h.parts[m.Part], h.partsWant = true, m.Parts
-	h.need += m.asked()
+	h.need += asked(m)
 	return true
 }
 
@@ -261,7 +199,7 @@ func (s *sender) countFeedback(round uint32) {
 }
 
 // onRefuse records why a host will not take the session.
-func (s *sender) onRefuse(m *Refuse, hdr *Header, from net.Addr) bool {
+func (s *sender) onRefuse(m *wire.Refuse, hdr *wire.Header, from net.Addr) bool {
 	h := s.identify(m.Host, m.HostKey, hdr)
 	if h == nil || h.registered || h.complete {
 		return h != nil
@@ -276,18 +214,18 @@ func (s *sender) onRefuse(m *Refuse, hdr *Header, from net.Addr) bool {
 	return true
 }
 
-func (s *sender) onComplete(m *Complete, hdr *Header) bool {
+func (s *sender) onComplete(m *wire.Complete, hdr *wire.Header) bool {
 	h := s.hostMAC(m.Host, hdr)
 	if h == nil {
 		return false
 	}
 	switch {
-	case !received(m.Status):
+	case m.Status == wire.CompleteFailed: // any other status: the host has the verified image
 		h.failed = cmp.Or(m.Reason, "failed")
 	case !h.complete:
 		h.complete, h.dropped, h.doneAt = true, "", time.Since(s.started)
-		h.staged, h.stageTime = m.Status == CompleteStaged, time.Duration(m.StageMillis)*time.Millisecond
-		if m.Status == CompleteStageFailed {
+		h.staged, h.stageTime = m.Status == wire.CompleteStaged, time.Duration(m.StageMillis)*time.Millisecond
+		if m.Status == wire.CompleteStageFailed {
 			h.stageErr = cmp.Or(m.Reason, "staging failed")
 		}
 		s.opts.Logf("session %08x: host %s complete%s", s.opts.Session, h.id, stagedNote(m))
@@ -296,11 +234,11 @@ func (s *sender) onComplete(m *Complete, hdr *Header) bool {
 	return true
 }
 
-func stagedNote(m *Complete) string {
+func stagedNote(m *wire.Complete) string {
 	switch m.Status {
-	case CompleteStaged:
+	case wire.CompleteStaged:
 		return ", staged"
-	case CompleteStageFailed:
+	case wire.CompleteStageFailed:
 		return ", staging failed: " + hostkey.Printable(m.Reason)
 	}
 	return ""
@@ -308,11 +246,11 @@ func stagedNote(m *Complete) string {
 
 // reply sends a unicast acknowledgement to h, under its MAC key, unpaced
 // (it is tiny and rare).
-func (s *sender) reply(m Message, h *host) {
+func (s *sender) reply(m wire.Message, h *host) {
 	if h.addr == nil || h.keys == nil {
 		return
 	}
-	b, err := appendMAC(nil, Header{Session: s.opts.Session}, m, &h.keys.down) // seq 0: unicast, not counted in loss
+	b, err := appendMAC(nil, wire.Header{Session: s.opts.Session}, m, &h.keys.down) // seq 0: unicast, not counted in loss
 	if err != nil {
 		return
 	}
@@ -323,11 +261,8 @@ func (s *sender) reply(m Message, h *host) {
 
 // dropSilent gives up on hosts that have left STATUS unanswered too long.
 func (s *sender) dropSilent(now time.Time) {
-	for _, h := range s.hosts {
-		if h.active() && h.stream == nil && !h.asked.IsZero() && now.Sub(h.asked) > s.opts.HostTimeout {
-			h.dropped = fmt.Sprintf("silent for %v (no answer to status requests)", now.Sub(h.asked).Round(time.Millisecond))
-			s.opts.Logf("session %08x: dropping host %s: %s", s.opts.Session, h.id, h.dropped)
-		}
+	for _, h := range s.hosts.dropSilent(now, s.opts.HostTimeout) {
+		s.opts.Logf("session %08x: dropping host %s: %s", s.opts.Session, h.id, h.dropped)
 	}
 }
 
@@ -337,13 +272,9 @@ func (s *sender) startRound(now time.Time) {
 	s.stats.Rounds++
 	s.fbRound = 0
 	s.agg = newRoundAgg(s.round, uint32(len(s.opts.Manifest.Chunks)))
-	for _, h := range s.hosts {
-		if h.active() && h.stream == nil && h.asked.IsZero() {
-			h.asked = now
-		}
-	}
+	s.hosts.ask(now)
 	s.roundQuiet, s.roundHosts = s.quiet()
-	st := s.encode(&Status{Round: s.round, Quiet: s.roundQuiet, Hosts: s.roundHosts})
+	st := s.encode(&wire.Status{Round: s.round, Quiet: s.roundQuiet, Hosts: s.roundHosts})
 	for range statusCopies {
 		s.queue = append(s.queue, st)
 	}
@@ -358,12 +289,7 @@ func (s *sender) roundAnswered() bool {
 	if s.roundQuiet {
 		return false // silence is an answer: the round runs its time
 	}
-	for _, h := range s.hosts {
-		if h.active() && h.stream == nil && (h.round != s.round || len(h.parts) < int(h.partsWant) || h.partsWant == 0) {
-			return false
-		}
-	}
-	return len(s.queue) == 0
+	return s.hosts.answered(s.round) && len(s.queue) == 0
 }
 
 // finishRound turns the round's NACKs into repair jobs.
@@ -377,7 +303,7 @@ func (s *sender) finishRound(now time.Time) {
 	s.jobs = s.sched.plan(s.agg, s.blockInfo)
 	s.phase = phaseSend
 	s.logRound(fmt.Sprintf("%d blocks and %d chunks asked for in %d NACK packets, worst loss %d‰, %d hosts to go",
-		len(s.agg.blocks), len(s.agg.whole.list()), s.fbRound, s.agg.worst, s.live()))
+		len(s.agg.blocks), len(s.agg.whole.list()), s.fbRound, s.agg.worst, s.hosts.live()))
 }
 
 // logRound logs a round's summary, once for a run of identical rounds
@@ -415,20 +341,8 @@ const stallTime = 30 * time.Second
 
 // checkStalls drops hosts whose NACKs stopped getting smaller.
 func (s *sender) checkStalls(now time.Time) {
-	for _, h := range s.hosts {
-		if !h.active() || h.round != s.round {
-			continue
-		}
-		switch {
-		case h.best < 0 || h.need < h.best || h.need == 0:
-			h.best, h.stalled, h.progressAt = h.need, 0, now
-		default:
-			h.stalled++
-		}
-		if h.stalled >= MaxStallRounds && now.Sub(h.progressAt) >= stallTime {
-			h.dropped = fmt.Sprintf("no repair progress in %d rounds and %v (still asking for %d symbols)", h.stalled, now.Sub(h.progressAt).Round(time.Second), h.need)
-			s.opts.Warnf("session %08x: dropping host %s: %s", s.opts.Session, h.id, h.dropped)
-		}
+	for _, h := range s.hosts.checkStalls(now, s.round) {
+		s.opts.Warnf("session %08x: dropping host %s: %s", s.opts.Session, h.id, h.dropped)
 	}
 }
 
@@ -456,63 +370,45 @@ func (s *sender) end(now time.Time) error {
 		s.abort(s.err.Error())
 		return s.err
 	}
-	for _, h := range s.hosts {
-		if h.registered && !h.complete && h.failed == "" {
-			s.abort("session over: host dropped")
-			break
-		}
+	if s.hosts.unfinished() {
+		s.abort("session over: host dropped")
 	}
 	return nil
 }
 
 // abort tells every receiver to give up, best effort.
 func (s *sender) abort(reason string) {
-	if len(reason) > MaxReason {
-		reason = reason[:MaxReason]
+	if len(reason) > wire.MaxReason {
+		reason = reason[:wire.MaxReason]
 	}
-	b := s.encode(&Abort{Reason: reason})
+	b := s.encode(&wire.Abort{Reason: reason})
 	for range 3 {
 		s.conn.WriteTo(b, s.opts.Group)
 	}
-	s.abortStreams(s.encodeUnicast(&Abort{Reason: reason}))
+	s.abortStreams(s.encodeUnicast(&wire.Abort{Reason: reason}))
 }
 
 // finalReport lists every member host (and any guest) and how it ended.
 func (s *sender) finalReport() *Report {
 	r := s.stats
 	r.Probes, r.LossPermille = int(s.fec.probes), int(s.fec.worst)
-	for _, h := range s.hosts {
-		hr := HostReport{ID: h.id, Member: h.member, Needed: h.needed, Path: PathMulticast}
-		if h.addr != nil {
-			hr.Addr = h.addr.String()
-		}
-		if h.everStream {
-			hr.Path, hr.UnicastBytes = PathUnicast, h.streamBytes
-			if h.stream != nil {
-				hr.UnicastBytes += h.stream.bytes.Load()
-			}
-			r.UnicastBytes += hr.UnicastBytes
-		}
-		switch {
-		case h.complete:
-			hr.State, hr.Staged, hr.StageError, hr.Done = HostComplete, h.staged, hostkey.Printable(h.stageErr), h.doneAt
-			hr.StageTime = h.stageTime
-		case h.failed != "":
-			hr.State, hr.Reason = HostFailed, hostkey.Printable(h.failed)
-		case h.keyErr != "" && !h.registered:
-			hr.State, hr.Reason, hr.Cause = HostRefused, h.keyErr, "host-key"
-		case h.refused != nil && !h.registered:
-			hr.State, hr.Reason, hr.Cause = HostRefused, hostkey.Printable(h.refused.Detail), h.refused.Code.String()
-		case !h.registered:
-			hr.State, hr.Reason = HostMissing, cmp.Or(h.dropped, "never registered")
-		default:
-			hr.State, hr.Reason = HostDropped, cmp.Or(h.dropped, "session ended before it completed")
-		}
-		r.Hosts = append(r.Hosts, hr)
+	r.Hosts = s.hosts.reports()
+	for _, hr := range r.Hosts {
+		r.UnicastBytes += hr.UnicastBytes
 	}
-	slices.SortFunc(r.Hosts, func(a, b HostReport) int { return cmp.Compare(a.ID, b.ID) })
 	return &r
 }
 
-// maxHosts bounds the sender's host table against a flood of made-up ids.
-const maxHosts = 1<<16 - 1 // ANNOUNCE counts hosts in a u16
+// asked measures what a NACK asks for, for the sender's progress check: a
+// missing symbol counts one, a chunk of which nothing arrived counts as
+// many as its symbols could be (MaxShards).
+func asked(n *wire.Nack) int64 {
+	var a int64
+	for _, rg := range n.Chunks {
+		a += int64(rg.Count) * wire.MaxShards
+	}
+	for _, b := range n.Blocks {
+		a += int64(b.Missing)
+	}
+	return a
+}

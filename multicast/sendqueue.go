@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"golang.org/x/net/ipv4"
+
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // wireOverhead is charged to the pacer per datagram on top of its payload:
@@ -39,7 +41,7 @@ func (s *sender) refill(now time.Time) bool {
 	if s.phase != phaseSend {
 		return false
 	}
-	if len(s.jobs) == 0 && s.mcLive() == 0 && s.uni != nil && len(s.uni.live) > 0 {
+	if len(s.jobs) == 0 && s.hosts.mcLive() == 0 && s.uni != nil && len(s.uni.live) > 0 {
 		s.phase, s.deadline = phaseIdle, now.Add(time.Hour) // the rest is the streams'
 		return false
 	}
@@ -87,7 +89,7 @@ func (s *sender) expand(j repairJob) error {
 	for b := range l.blocks {
 		shards := symbols(data, l, b, s.opts.SymbolSize)
 		for i, sh := range shards {
-			s.queueSymbol(&Symbol{Chunk: j.chunk, Compressed: uint32(len(data)), Block: uint16(b), Index: uint8(i), Delta: e.delta, Payload: sh})
+			s.queueSymbol(&wire.Symbol{Chunk: j.chunk, Compressed: uint32(len(data)), Block: uint16(b), Index: uint8(i), Delta: e.delta, Payload: sh})
 		}
 		if p := parityFor(len(shards), pct); p > 0 {
 			s.stats.Proactive += int64(p)
@@ -112,12 +114,12 @@ func (s *sender) queueParity(chunk uint32, e encoded, l layout, block uint16, fr
 		return fmt.Errorf("multicast: chunk %d block %d: %w", chunk, block, err)
 	}
 	for i, sh := range par {
-		s.queueSymbol(&Symbol{Repair: true, Chunk: chunk, Compressed: uint32(len(data)), Block: block, Index: uint8(from + i), Delta: e.delta, Payload: sh})
+		s.queueSymbol(&wire.Symbol{Repair: true, Chunk: chunk, Compressed: uint32(len(data)), Block: block, Index: uint8(from + i), Delta: e.delta, Payload: sh})
 	}
 	return nil
 }
 
-func (s *sender) queueSymbol(sym *Symbol) {
+func (s *sender) queueSymbol(sym *wire.Symbol) {
 	if sym.Repair {
 		s.stats.RepairPackets++
 	} else {

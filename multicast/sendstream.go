@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // The sender's side of the unicast path (stream.go): unicast ANNOUNCEs to
@@ -13,18 +15,18 @@ import (
 // encodeUnicast frames a message for one host (sequence 0: it is not the
 // sender's multicast, and receivers count no loss by it), signed as
 // encode signs it.
-func (s *sender) encodeUnicast(m Message) []byte {
-	h := Header{Session: s.opts.Session}
+func (s *sender) encodeUnicast(m wire.Message) []byte {
+	h := wire.Header{Session: s.opts.Session}
 	var b []byte
 	var err error
 	switch m := m.(type) {
-	case *Announce:
+	case *wire.Announce:
 		m.SignedAt = time.Now().UnixMilli()
 		b, err = appendSigned(nil, h, m, s.opts.Key)
-	case *Status, *Abort:
+	case *wire.Status, *wire.Abort:
 		b, err = appendSigned(nil, h, m, s.sessKey)
 	default:
-		b, err = AppendPacket(nil, h, m)
+		b, err = wire.AppendPacket(nil, h, m)
 	}
 	if err != nil {
 		panic(fmt.Sprintf("multicast: encode %v: %v", m.Type(), err)) // our own message: a bug
@@ -43,7 +45,7 @@ func (s *sender) unicastAnnounce(now time.Time) {
 	s.uniAnnounce = now.Add(unicastEvery)
 	var b []byte
 	for _, id := range s.opts.Hosts {
-		h, addr := s.hosts[id], s.opts.HostAddrs[id]
+		h, addr := s.hosts.get(id), s.opts.HostAddrs[id]
 		// a host dropped (its connection broke, or it went silent) is
 		// announced to again: it may still take the session
 		if addr == nil || h == nil || h.stream != nil || h.decided() && h.dropped == "" {
@@ -108,7 +110,7 @@ func (s *sender) streamManifest(st *stream) {
 	frames := [][]byte{s.encodeUnicast(&a)}
 	for off := 0; off < len(s.manifest); off += s.opts.SymbolSize {
 		end := min(len(s.manifest), off+s.opts.SymbolSize)
-		frames = append(frames, s.encodeUnicast(&ManifestFrag{Offset: uint32(off), Total: uint32(len(s.manifest)), Data: s.manifest[off:end]}))
+		frames = append(frames, s.encodeUnicast(&wire.ManifestFrag{Offset: uint32(off), Total: uint32(len(s.manifest)), Data: s.manifest[off:end]}))
 	}
 	// through the push queue, not the control queue: a large manifest
 	// outgrows that, and the writer takes every frame in turn, at the
@@ -195,14 +197,14 @@ func (s *sender) stepStreams(now time.Time) {
 			st.statusAt = now
 		}
 		st.nextStatus = now.Add(streamStatusEvery)
-		st.send(s.encodeUnicast(&Status{Round: st.round}))
+		st.send(s.encodeUnicast(&wire.Status{Round: st.round}))
 	}
 }
 
 // streamNack takes a stream host's answer: once all its parts are in,
 // every chunk it still lacks is pushed again, plain (it failed its check,
 // or its delta could not be used).
-func (s *sender) streamNack(h *host, m *Nack) {
+func (s *sender) streamNack(h *host, m *wire.Nack) {
 	st := h.stream
 	st.statusAt = time.Time{} // any answer, late too, shows it alive
 	if m.Round&probeRound != 0 || m.Round != st.round || st.parts == nil || st.parts[m.Part] {

@@ -2,9 +2,13 @@ package multicast
 
 import (
 	"context"
+	"errors"
+	"net"
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // deadliner is implemented by conns whose blocked reads can be released
@@ -43,4 +47,22 @@ func serve(ctx context.Context, conn Conn, run func(ctx context.Context, inbox <
 func resetTimer(t *time.Timer, d time.Duration) {
 	t.Stop()
 	t.Reset(max(d, 0))
+}
+
+// maxVersionNotes bounds the peers a side remembers having warned about.
+const maxVersionNotes = 64
+
+// versionNotes warns once per peer address that it speaks another version.
+type versionNotes map[string]bool
+
+func (n *versionNotes) note(err error, from net.Addr, warnf func(string, ...any)) {
+	var ve *wire.VersionError
+	if from == nil || !errors.As(err, &ve) || (*n)[from.String()] {
+		return
+	}
+	if *n == nil || len(*n) >= maxVersionNotes {
+		*n = versionNotes{}
+	}
+	(*n)[from.String()] = true
+	warnf("multicast: packets from %v refused: %v", from, err)
 }

@@ -19,6 +19,8 @@ import (
 
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/memnet"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
+	"github.com/loopcast/loopcast/multicast/internal/wire/wiretest"
 )
 
 // testChunk keeps test images small and transfers quick.
@@ -60,6 +62,13 @@ func testImage(t testing.TB) (path string, m *image.Manifest, pub ed25519.Public
 	return path, m, pub
 }
 
+// samples and encodeSample are the wire codec's sample messages
+// (wiretest): valid packets, of a session other than the test's.
+var (
+	samples      = wiretest.Samples
+	encodeSample = wiretest.Encode
+)
+
 // lossy drops each delivery with probability p, deterministically seeded.
 func lossy(p float64, seed uint64) func(from, to string, b []byte) bool {
 	r := rand.New(rand.NewPCG(seed, seed))
@@ -78,6 +87,9 @@ type testSession struct {
 	// retries is how many times a receiver whose session failed runs
 	// again, as the agent does after a failed session.
 	retries int
+	// late holds back the hosts it names until their channel is closed:
+	// they join while the session runs.
+	late map[string]<-chan struct{}
 }
 
 func newTestSession(t *testing.T, drop func(from, to string, b []byte) bool) *testSession {
@@ -132,6 +144,9 @@ func (ts *testSession) run(ctx context.Context, hosts []string, recv func(host s
 		}
 		conn := ts.net.Conn(h, true)
 		g.Go(func() error {
+			if begin := ts.late[h]; begin != nil {
+				<-begin
+			}
 			r, err := Receive(ctx, conn, o)
 			for try := 0; err != nil && try < ts.retries; try++ {
 				ts.t.Logf("%s: try %d: %v", h, try+1, err)
@@ -147,6 +162,23 @@ func (ts *testSession) run(ctx context.Context, hosts []string, recv func(host s
 		ts.t.Fatalf("send: %v", err)
 	}
 	return res, errs
+}
+
+// runLate runs a session (as run) in which the host "late" starts only
+// once begin is closed, and so registers while the session runs. Every
+// host must complete, with the right image.
+func (ts *testSession) runLate(hosts []string, begin <-chan struct{}, recv func(string, *ReceiveOptions)) {
+	ts.t.Helper()
+	ts.late = map[string]<-chan struct{}{"late": begin}
+	_, errs := ts.run(context.Background(), hosts, recv)
+	for _, h := range hosts {
+		if errs[h] != nil {
+			ts.t.Fatalf("%s: %v", h, errs[h])
+		}
+	}
+	for _, h := range hosts {
+		ts.checkImage(h)
+	}
 }
 
 // checkImage asserts the received file matches the manifest, with holes
@@ -297,7 +329,7 @@ func TestSilentAndMissingHosts(t *testing.T) {
 		if muted && (from == "mute" || to == "mute") {
 			return true
 		}
-		if to == "mute" && len(b) > 5 && Type(b[5]) == TypeRegister {
+		if to == "mute" && len(b) > 5 && wire.Type(b[5]) == wire.TypeRegister {
 			muted = true
 		}
 		return false
@@ -337,8 +369,8 @@ func TestSilentAndMissingHosts(t *testing.T) {
 func TestCorruptChunkAskedAgain(t *testing.T) {
 	var once sync.Once
 	drop := func(from, to string, b []byte) bool {
-		if to == "victim" && len(b) > HeaderLen+symbolHeaderLen && Type(b[5]) == TypeData {
-			once.Do(func() { b[len(b)-1] ^= 0xff; b[HeaderLen+symbolHeaderLen] ^= 0xff })
+		if to == "victim" && len(b) > wire.HeaderLen+wire.SymbolHeaderLen && wire.Type(b[5]) == wire.TypeData {
+			once.Do(func() { b[len(b)-1] ^= 0xff; b[wire.HeaderLen+wire.SymbolHeaderLen] ^= 0xff })
 		}
 		return false
 	}
@@ -442,7 +474,7 @@ func TestLateJoiner(t *testing.T) {
 	dataSeen := 0
 	started := make(chan struct{})
 	drop := func(from, to string, b []byte) bool {
-		if to == "early" && len(b) > 5 && Type(b[5]) == TypeData {
+		if to == "early" && len(b) > 5 && wire.Type(b[5]) == wire.TypeData {
 			mu.Lock()
 			if dataSeen++; dataSeen == 200 {
 				close(started)
@@ -454,28 +486,7 @@ func TestLateJoiner(t *testing.T) {
 	ts := newTestSession(t, drop)
 	ts.send.MinHosts = 1
 	ts.send.Rate = 20e6
-	ts.usePack()
-	ctx := context.Background()
-	var g errgroup.Group
-	sconn := ts.net.Conn("sender", false)
-	g.Go(func() error { var err error; ts.report, err = Send(ctx, sconn, ts.send); return err })
-	for _, h := range []string{"early", "late"} {
-		conn := ts.net.Conn(h, true)
-		o := ReceiveOptions{HostID: h, HostKey: testHostKey(h), Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
-			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second}
-		g.Go(func() error {
-			if h == "late" {
-				<-started
-			}
-			_, err := Receive(ctx, conn, o)
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	ts.checkImage("early")
-	ts.checkImage("late")
+	ts.runLate([]string{"early", "late"}, started, nil)
 	if done, all := ts.report.Completed(); done != 2 || all != 2 {
 		t.Errorf("report: %d of %d complete: %+v", done, all, ts.report.Hosts)
 	}
@@ -537,12 +548,12 @@ func TestForgedAbortBeforeJoin(t *testing.T) {
 	ctx := context.Background()
 	done := make(chan error, 1)
 	go func() { _, err := Receive(ctx, rconn, o); done <- err }()
-	a := *samples()[0].(*Announce)
+	a := *samples()[0].(*wire.Announce)
 	a.SignedAt, a.ReleaseKey = time.Now().UnixMilli(), pub32(ts.pub)
 	forgedSig := encodeSample(t, 3, &a)
 	forgedSig[7] = 1 // claims a signature: 64 bytes of zeros
 	forgedSig = append(forgedSig, make([]byte, 64)...)
-	ann, abort := encodeSample(t, 1, &a), encodeSample(t, 2, &Abort{Reason: "forged"})
+	ann, abort := encodeSample(t, 1, &a), encodeSample(t, 2, &wire.Abort{Reason: "forged"})
 	for range 50 {
 		evil.WriteTo(ann, memnet.Group)
 		evil.WriteTo(forgedSig, memnet.Group)

@@ -3,6 +3,8 @@ package multicast
 import (
 	"math/rand/v2"
 	"testing"
+
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // simulateRepair runs the repair logic — NACK counts, per-round max
@@ -59,18 +61,18 @@ func simulateRepair(hosts, blocks, k int, loss float64, seed uint64) (overhead f
 
 // simNacks packs one host's needs the way a receiver does: one block per
 // chunk here, chunk index = block index.
-func simNacks(need []uint8, round uint32) []*Nack {
-	var out []*Nack
-	var cur *Nack
+func simNacks(need []uint8, round uint32) []*wire.Nack {
+	var out []*wire.Nack
+	var cur *wire.Nack
 	for b, n := range need {
 		if n == 0 {
 			continue
 		}
-		if cur == nil || len(cur.Blocks) == MaxNackBlocks {
-			cur = &Nack{Host: "h", Round: round, Parts: 1}
+		if cur == nil || len(cur.Blocks) == wire.MaxNackBlocks {
+			cur = &wire.Nack{Host: "h", Round: round, Parts: 1}
 			out = append(out, cur)
 		}
-		cur.Blocks = append(cur.Blocks, BlockNeed{Chunk: uint32(b), Missing: n})
+		cur.Blocks = append(cur.Blocks, wire.BlockNeed{Chunk: uint32(b), Missing: n})
 	}
 	return out
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // sourceCache is how many compressed chunks the sender keeps: repair jobs
@@ -20,7 +21,7 @@ type ChunkSource interface {
 	Plain(i int, buf []byte) ([]byte, error)
 	Delta(i int, buf []byte) ([]byte, bool, error)
 	HasDelta(i int) bool
-	FrameLens
+	wire.FrameLens
 }
 
 var _ ChunkSource = (*image.Pack)(nil)
@@ -72,7 +73,7 @@ func (s *source) chunk(i uint32) (encoded, error) {
 	if s.cipher != nil && len(e.data) > 0 {
 		e.data = s.cipher.seal(e.data, i, e.delta, s.release)
 	}
-	if len(e.data) == 0 || len(e.data) > maxCompressed(s.m.ChunkSize) {
+	if len(e.data) == 0 || len(e.data) > wire.MaxCompressed(s.m.ChunkSize) {
 		return encoded{}, fmt.Errorf("multicast: chunk %d: a frame of %d bytes", i, len(e.data))
 	}
 	s.put(i, e)

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // Errors from store.add that cost the session nothing but the packet or
@@ -65,18 +66,14 @@ type chunkState struct {
 // blockState records which shard indices a block holds and, per spool
 // slot, which shard the slot holds.
 type blockState struct {
-	have  [MaxShards / 64]uint64
+	have  [wire.MaxShards / 64]uint64
 	slots []uint8
 }
 
-// maxCompressed bounds a chunk's compressed size: zstd stores
-// incompressible data raw, adding a few bytes per 128 KiB block.
-func maxCompressed(chunkSize uint32) int { return int(chunkSize) + int(chunkSize)/256 + 1024 }
-
-func newStore(m *image.Manifest, ann *Announce, file, spool *os.File) *store {
+func newStore(m *image.Manifest, ann *wire.Announce, file, spool *os.File) *store {
 	st := &store{m: m, symSize: int(ann.SymbolSize), k: int(ann.BlockSymbols), file: file, spool: spool,
 		chunks: make([]chunkState, len(m.Chunks)), deltaBad: make(chunkSet, (len(m.Chunks)+63)/64)}
-	st.slots = int64((maxCompressed(m.ChunkSize) + st.symSize - 1) / st.symSize)
+	st.slots = int64((wire.MaxCompressed(m.ChunkSize) + st.symSize - 1) / st.symSize)
 	for i, c := range m.Chunks {
 		st.chunks[i].done = c.Zero
 		if !c.Zero {
@@ -88,7 +85,7 @@ func newStore(m *image.Manifest, ann *Announce, file, spool *os.File) *store {
 
 // add stores one symbol; when it completes its chunk's last block, the
 // chunk joins st.ready for a decoder.
-func (st *store) add(s *Symbol) error {
+func (st *store) add(s *wire.Symbol) error {
 	if int(s.Chunk) >= len(st.chunks) || len(s.Payload) != st.symSize {
 		return fmt.Errorf("%w: chunk %d, %d bytes", errBadSymbol, s.Chunk, len(s.Payload))
 	}
@@ -129,7 +126,7 @@ func (st *store) frameLen(i uint32, delta bool) uint32 {
 	return st.lens[i][0]
 }
 
-func (st *store) addToBlock(s *Symbol, cs *chunkState, l layout) error {
+func (st *store) addToBlock(s *wire.Symbol, cs *chunkState, l layout) error {
 	bs := &cs.blocks[s.Block]
 	start, k := l.block(int(s.Block))
 	w, bit := s.Index/64, uint64(1)<<(s.Index%64)
@@ -169,7 +166,7 @@ const maxMemOrder = 1024
 // put stores symbol s in slot (of the chunk's slot layout): in the
 // chunk's memory buffer, allocated at its first symbol, or in the spool
 // once the chunk has been spilled.
-func (st *store) put(s *Symbol, cs *chunkState, l layout, slot int) error {
+func (st *store) put(s *wire.Symbol, cs *chunkState, l layout, slot int) error {
 	if cs.mem == nil && !cs.spooled {
 		if err := st.makeRoom(l.symbols * st.symSize); err != nil {
 			return err
@@ -267,13 +264,13 @@ func (st *store) decoded(i int, err error) error {
 
 // needs lists what the host lacks: chunks with no symbol yet and, per
 // started chunk, blocks with how many symbols each still misses.
-func (st *store) needs() (chunks []Range, blocks []BlockNeed) {
+func (st *store) needs() (chunks []wire.Range, blocks []wire.BlockNeed) {
 	for i := range st.chunks {
 		cs := &st.chunks[i]
 		switch {
 		case cs.done, cs.pending:
 		case cs.clen == 0:
-			chunks = appendChunk(chunks, uint32(i))
+			chunks = wire.AppendChunk(chunks, uint32(i))
 		default:
 			blocks = st.blockNeeds(blocks, uint32(i), cs)
 		}
@@ -281,22 +278,14 @@ func (st *store) needs() (chunks []Range, blocks []BlockNeed) {
 	return chunks, blocks
 }
 
-func (st *store) blockNeeds(out []BlockNeed, i uint32, cs *chunkState) []BlockNeed {
+func (st *store) blockNeeds(out []wire.BlockNeed, i uint32, cs *chunkState) []wire.BlockNeed {
 	l := newLayout(int(cs.clen), st.symSize, st.k)
 	for b := range cs.blocks {
 		if _, k := l.block(b); len(cs.blocks[b].slots) < k {
-			out = append(out, BlockNeed{Chunk: i, Block: uint16(b), Missing: uint8(k - len(cs.blocks[b].slots))})
+			out = append(out, wire.BlockNeed{Chunk: i, Block: uint16(b), Missing: uint8(k - len(cs.blocks[b].slots))})
 		}
 	}
 	return out
-}
-
-func appendChunk(rs []Range, c uint32) []Range {
-	if n := len(rs); n > 0 && rs[n-1].First+rs[n-1].Count == c {
-		rs[n-1].Count++
-		return rs
-	}
-	return append(rs, Range{First: c, Count: 1})
 }
 
 // resume marks chunks of an existing partial image that already verify.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // The unicast path. Many networks carry no multicast (cloud VPCs, a
@@ -91,7 +92,7 @@ func readFrame(r io.Reader, buf []byte) (int, error) {
 	}
 	n := int(binary.BigEndian.Uint16(l[:]))
 	if n == 0 || n > MaxPacket || n > len(buf) {
-		return 0, fmt.Errorf("%w: a stream frame of %d bytes (at most %d)", ErrMalformed, n, MaxPacket)
+		return 0, fmt.Errorf("%w: a stream frame of %d bytes (at most %d)", wire.ErrMalformed, n, MaxPacket)
 	}
 	_, err := io.ReadFull(r, buf[:n])
 	return n, err
@@ -413,15 +414,15 @@ func (u *streams) pushChunk(st *stream, w *bufio.Writer, i uint32, delta bool, b
 	if src.cipher != nil {
 		data = src.cipher.seal(data, i, isDelta, src.release)
 	}
-	if len(data) == 0 || len(data) > maxCompressed(src.m.ChunkSize) {
+	if len(data) == 0 || len(data) > wire.MaxCompressed(src.m.ChunkSize) {
 		return buf, fmt.Errorf("multicast: chunk %d: a frame of %d bytes", i, len(data))
 	}
 	l := newLayout(len(data), src.symSize, src.k)
 	pkt := make([]byte, 0, MaxPacket)
 	for b := range l.blocks {
 		for idx, sh := range symbols(data, l, b, src.symSize) {
-			pkt, err = AppendPacket(pkt[:0], Header{Session: src.session},
-				&Symbol{Chunk: i, Compressed: uint32(len(data)), Block: uint16(b), Index: uint8(idx), Delta: isDelta, Payload: sh})
+			pkt, err = wire.AppendPacket(pkt[:0], wire.Header{Session: src.session},
+				&wire.Symbol{Chunk: i, Compressed: uint32(len(data)), Block: uint16(b), Index: uint8(idx), Delta: isDelta, Payload: sh})
 			if err == nil {
 				err = u.writeOne(st, w, pkt)
 			}

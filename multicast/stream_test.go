@@ -17,6 +17,7 @@ import (
 
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/memnet"
+	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
 // deafTo drops every multicast packet (a sequence number) the sender
@@ -24,7 +25,7 @@ import (
 // unicast (sequence 0) still arrives.
 func deafTo(hosts ...string) func(from, to string, b []byte) bool {
 	return func(from, to string, b []byte) bool {
-		return from == "sender" && slices.Contains(hosts, to) && len(b) >= HeaderLen && binary.BigEndian.Uint32(b[12:16]) != 0
+		return from == "sender" && slices.Contains(hosts, to) && len(b) >= wire.HeaderLen && binary.BigEndian.Uint32(b[12:16]) != 0
 	}
 }
 
@@ -384,7 +385,7 @@ func TestUnicastLargeManifest(t *testing.T) {
 	m.Sign(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, ed25519.SeedSize)))
 	ts.img, ts.m, ts.send.Manifest = path, m, m
 	ts.send.Pack = openPack(t, path, m, "")
-	desc, err := appendDescriptor(nil, m, ts.send.Pack)
+	desc, err := wire.AppendDescriptor(nil, m, ts.send.Pack)
 	if err != nil {
 		t.Fatal(err)
 	}

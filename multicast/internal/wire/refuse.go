@@ -1,8 +1,10 @@
-package multicast
+package wire
 
 import (
-	"crypto/ed25519"
 	"fmt"
+	"unicode/utf8"
+
+	"golang.org/x/crypto/cryptobyte"
 )
 
 // RefuseCode says why a host will not take a session. Values are on the
@@ -30,18 +32,6 @@ func (c RefuseCode) String() string {
 	return fmt.Sprintf("refusal(%d)", uint8(c))
 }
 
-// Refusal is an error a receiver's Accept hook (or the receiver itself)
-// returns to refuse a session with a cause the sender's report can name.
-type Refusal struct {
-	Code   RefuseCode
-	Detail string // what an operator acts on: paths, sizes, key ids
-}
-
-func (r *Refusal) Error() string { return r.Code.String() + ": " + r.Detail }
-
-// Unwrap makes every refusal an ErrUntrusted: the session is refused.
-func (r *Refusal) Unwrap() error { return ErrUntrusted }
-
 // Refuse is a host's answer to a session it will not take (unicast to the
 // sender, at most once per refuseEvery per session), signed by the host's
 // key. Its layout, like the header's, is the same in every version from
@@ -65,15 +55,37 @@ func (m *Refuse) AppendBinary(b []byte) ([]byte, error) {
 	}
 	b = append(b, m.HostKey[:]...)
 	b = append(b, byte(m.Code))
-	return appendStr8(b, "detail", truncate(m.Detail, MaxReason), MaxReason)
+	return appendStr8(b, "detail", Truncate(m.Detail, MaxReason), MaxReason)
 }
 
 func parseRefuse(b []byte) (*Refuse, error) {
-	r := reader{b: b}
-	m := &Refuse{Host: r.str8("host id", MaxHostID)}
-	copy(m.HostKey[:], r.take(ed25519.PublicKeySize))
-	m.Code = RefuseCode(r.u8())
-	r.check(m.Code != 0, "refuse code 0")
-	m.Detail = r.str8("detail", MaxReason)
-	return m, r.done()
+	s := cryptobyte.String(b)
+	m := &Refuse{}
+	if err := readStr8(&s, b, "host id", MaxHostID, &m.Host); err != nil {
+		return nil, err
+	}
+	var code uint8
+	if !s.CopyBytes(m.HostKey[:]) || !s.ReadUint8(&code) {
+		return nil, short(b, s, "refuse key and code")
+	}
+	if m.Code = RefuseCode(code); m.Code == 0 {
+		return nil, malformed("refuse code 0")
+	}
+	if err := readStr8(&s, b, "detail", MaxReason, &m.Detail); err != nil {
+		return nil, err
+	}
+	return m, done(s)
+}
+
+// Truncate cuts s to at most n bytes, on a rune boundary: a free-text
+// field (a reason, a detail) that would not fit its str8 is cut, not
+// refused.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

@@ -1,8 +1,10 @@
-package multicast
+package wire
 
 import (
 	"encoding/binary"
 	"fmt"
+
+	"golang.org/x/crypto/cryptobyte"
 
 	"github.com/loopcast/loopcast/image"
 )
@@ -60,18 +62,18 @@ type Announce struct {
 	// SessionDH is the session's X25519 key, for each host's MAC keys.
 	SessionDH [32]byte
 	// Encrypted: every chunk frame is sealed under a content key each
-	// host gets in the acknowledgement of its REGISTER (seal.go).
+	// host gets in the acknowledgement of its REGISTER (multicast's seal.go).
 	Encrypted bool
 	// FetchPort is the sender's TCP port for the unicast path (0: none):
 	// a host that hears no multicast runs the session over one TCP
-	// connection to the announcing address at this port (stream.go).
+	// connection to the announcing address at this port (multicast's stream.go).
 	FetchPort uint16
 }
 
 func (*Announce) Type() Type { return TypeAnnounce }
 
 func (a *Announce) AppendBinary(b []byte) ([]byte, error) {
-	if err := a.check(); err != nil {
+	if err := a.Check(); err != nil {
 		return b, err
 	}
 	b = append(b, a.ReleaseID[:]...)
@@ -117,8 +119,8 @@ func (a *Announce) AppendBinary(b []byte) ([]byte, error) {
 	return append(b, a.SessionDH[:]...), nil
 }
 
-// check validates the fields a receiver relies on.
-func (a *Announce) check() error {
+// Check validates the fields a receiver relies on.
+func (a *Announce) Check() error {
 	switch {
 	case a.ManifestSize == 0 || a.ManifestSize > MaxManifestSize:
 		return fmt.Errorf("%w: manifest size %d", ErrMalformed, a.ManifestSize)
@@ -139,42 +141,85 @@ func (a *Announce) check() error {
 }
 
 func parseAnnounce(b []byte) (*Announce, error) {
-	r := reader{b: b}
+	s := cryptobyte.String(b)
 	a := &Announce{}
-	copy(a.ReleaseID[:], r.take(8))
-	copy(a.ManifestDigest[:], r.take(32))
-	a.ManifestSize = r.u32()
-	a.ImageSize = r.u64()
-	a.ChunkSize = r.u32()
-	a.ChunkCount = r.u32()
-	a.SymbolSize = r.u16()
-	a.BlockSymbols = r.u8()
-	fl := r.u8()
-	r.check(fl&^(announceClosed|announceBase|announceSealed|announceFetch) == 0, "announce flags %#x", fl)
-	a.Closed = fl&announceClosed != 0
-	a.Encrypted = fl&announceSealed != 0
-	a.Rate = r.u64()
-	a.HostsTotal = r.u16()
-	a.HostsFirst = r.u16()
-	n := int(r.u8())
-	r.check(n <= MaxAnnounceHosts, "%d hosts in one announce, more than %d", n, MaxAnnounceHosts)
-	for i := 0; i < n && r.err == nil; i++ {
-		a.Hosts = append(a.Hosts, r.str8("host id", MaxHostID))
-	}
-	if fl&announceBase != 0 {
-		copy(a.BaseID[:], r.take(8))
-		r.check(!a.BaseID.IsZero(), "announce base release id all zero")
-	}
-	if fl&announceFetch != 0 {
-		a.FetchPort = r.u16()
-		r.check(a.FetchPort != 0, "announce fetch port 0")
-	}
-	a.SignedAt = int64(r.u64())
-	copy(a.ReleaseKey[:], r.take(32))
-	copy(a.SessionKey[:], r.take(32))
-	copy(a.SessionDH[:], r.take(32))
-	if err := r.done(); err != nil {
+	fl, err := a.readFixed(&s, b)
+	if err != nil {
 		return nil, err
 	}
-	return a, a.check()
+	if err := a.readHosts(&s, b); err != nil {
+		return nil, err
+	}
+	if err := a.readOptional(&s, b, fl); err != nil {
+		return nil, err
+	}
+	var at uint64
+	if !s.ReadUint64(&at) || !s.CopyBytes(a.ReleaseKey[:]) || !s.CopyBytes(a.SessionKey[:]) || !s.CopyBytes(a.SessionDH[:]) {
+		return nil, short(b, s, "announce keys")
+	}
+	a.SignedAt = int64(at)
+	if err := done(s); err != nil {
+		return nil, err
+	}
+	return a, a.Check()
+}
+
+// readFixed reads the fields at fixed offsets, up to the first host; it
+// returns the flags.
+func (a *Announce) readFixed(s *cryptobyte.String, b []byte) (uint8, error) {
+	var fl uint8
+	if !s.CopyBytes(a.ReleaseID[:]) || !s.CopyBytes(a.ManifestDigest[:]) || !s.ReadUint32(&a.ManifestSize) ||
+		!s.ReadUint64(&a.ImageSize) || !s.ReadUint32(&a.ChunkSize) || !s.ReadUint32(&a.ChunkCount) ||
+		!s.ReadUint16(&a.SymbolSize) || !s.ReadUint8(&a.BlockSymbols) || !s.ReadUint8(&fl) {
+		return 0, short(b, *s, "announce")
+	}
+	if fl&^(announceClosed|announceBase|announceSealed|announceFetch) != 0 {
+		return 0, malformed("announce flags %#x", fl)
+	}
+	a.Closed, a.Encrypted = fl&announceClosed != 0, fl&announceSealed != 0
+	if !s.ReadUint64(&a.Rate) || !s.ReadUint16(&a.HostsTotal) || !s.ReadUint16(&a.HostsFirst) {
+		return 0, short(b, *s, "announce hosts")
+	}
+	return fl, nil
+}
+
+// readHosts reads the page of host ids.
+func (a *Announce) readHosts(s *cryptobyte.String, b []byte) error {
+	var n uint8
+	if !s.ReadUint8(&n) {
+		return short(b, *s, "announce host count")
+	}
+	if n > MaxAnnounceHosts {
+		return malformed("%d hosts in one announce, more than %d", n, MaxAnnounceHosts)
+	}
+	for range n {
+		var h string
+		if err := readStr8(s, b, "host id", MaxHostID, &h); err != nil {
+			return err
+		}
+		a.Hosts = append(a.Hosts, h)
+	}
+	return nil
+}
+
+// readOptional reads the base release id and the fetch port, as the flags
+// say they follow.
+func (a *Announce) readOptional(s *cryptobyte.String, b []byte, fl uint8) error {
+	if fl&announceBase != 0 {
+		if !s.CopyBytes(a.BaseID[:]) {
+			return short(b, *s, "announce base release id")
+		}
+		if a.BaseID.IsZero() {
+			return malformed("announce base release id all zero")
+		}
+	}
+	if fl&announceFetch != 0 {
+		if !s.ReadUint16(&a.FetchPort) {
+			return short(b, *s, "announce fetch port")
+		}
+		if a.FetchPort == 0 {
+			return malformed("announce fetch port 0")
+		}
+	}
+	return nil
 }

@@ -1,14 +1,16 @@
-package multicast
+package wire
 
 import (
 	"encoding/binary"
 	"fmt"
+
+	"golang.org/x/crypto/cryptobyte"
 )
 
 // Status flags.
 const (
 	statusProbe   = 1 // a loss probe during the first pass: answer with loss only
-	statusQuiet   = 2 // a large group's round: the host count follows; answer only with a need (quiet.go)
+	statusQuiet   = 2 // a large group's round: the host count follows; answer only with a need (multicast's quiet.go)
 	statusSummary = 4 // what the round's NACKs asked so far follows: a host it covers stays quiet
 )
 
@@ -17,7 +19,7 @@ const (
 // sent while the first pass is still going, asks only for the loss each
 // host saw: hosts answer with one NACK that lists nothing, and the sender
 // sizes proactive parity from the answers. In a large group the round is
-// quiet (quiet.go): hosts answer only with a need, after a backoff, and a
+// quiet (multicast's quiet.go): hosts answer only with a need, after a backoff, and a
 // host whose need a summary of the round already covers stays silent.
 //
 //	0 round u32   4 flags u8 (1: probe, 2: quiet, 4: summary)
@@ -60,33 +62,34 @@ func (s *Status) AppendBinary(b []byte) ([]byte, error) {
 		b = append(b, byte(len(s.Chunks)))
 		b = appendRanges(b, s.Chunks)
 		b = binary.BigEndian.AppendUint16(b, uint16(len(s.Blocks)))
-		for _, e := range s.Blocks {
-			b = binary.BigEndian.AppendUint32(b, e.Chunk)
-			b = binary.BigEndian.AppendUint16(b, e.Block)
-			b = append(b, e.Missing)
-		}
+		b = appendBlocks(b, s.Blocks)
 	}
 	return b, nil
 }
 
 func parseStatus(b []byte) (*Status, error) {
-	r := reader{b: b}
-	s := &Status{Round: r.u32()}
-	fl := r.u8()
-	r.check(fl&^(statusProbe|statusQuiet|statusSummary) == 0, "status flags %#x", fl)
-	s.Probe, s.Quiet, s.Summary = fl&statusProbe != 0, fl&statusQuiet != 0, fl&statusSummary != 0
-	if s.Quiet {
-		s.Hosts = r.u16()
+	s := cryptobyte.String(b)
+	m := &Status{}
+	var fl uint8
+	if !s.ReadUint32(&m.Round) || !s.ReadUint8(&fl) {
+		return nil, short(b, s, "status header")
 	}
-	if s.Summary {
-		nr := int(r.u8())
-		r.check(nr <= MaxNackRanges, "%d ranges in a status summary, more than %d", nr, MaxNackRanges)
-		s.Chunks = readRanges(&r, nr)
-		nb := int(r.u16())
-		r.check(nb <= MaxNackBlocks, "%d blocks in a status summary, more than %d", nb, MaxNackBlocks)
-		for i := 0; i < nb && r.err == nil; i++ {
-			s.Blocks = append(s.Blocks, BlockNeed{Chunk: r.u32(), Block: r.u16(), Missing: r.u8()})
+	if fl&^(statusProbe|statusQuiet|statusSummary) != 0 {
+		return nil, malformed("status flags %#x", fl)
+	}
+	m.Probe, m.Quiet, m.Summary = fl&statusProbe != 0, fl&statusQuiet != 0, fl&statusSummary != 0
+	if m.Quiet && !s.ReadUint16(&m.Hosts) {
+		return nil, short(b, s, "status hosts")
+	}
+	if m.Summary {
+		var nr uint8
+		if !s.ReadUint8(&nr) {
+			return nil, short(b, s, "status summary")
+		}
+		var err error
+		if m.Chunks, m.Blocks, err = readNeeds(&s, b, int(nr), "a status summary"); err != nil {
+			return nil, err
 		}
 	}
-	return s, r.done()
+	return m, done(s)
 }

@@ -1,12 +1,14 @@
-package multicast
+package wire
 
 import (
 	"encoding/binary"
 	"fmt"
+
+	"golang.org/x/crypto/cryptobyte"
 )
 
-// symbolHeaderLen is the size of a Symbol before its payload.
-const symbolHeaderLen = 14
+// SymbolHeaderLen is the size of a Symbol before its payload.
+const SymbolHeaderLen = 14
 
 // Symbol flags.
 const symbolDelta = 1 // the chunk is zstd-compressed against the base image's chunk at its index
@@ -19,7 +21,7 @@ const symbolDelta = 1 // the chunk is zstd-compressed against the base image's c
 //	11 flags u8 (1: delta)  12 payload length u16  14 payload
 //
 // The chunk's compressed bytes are cut into symbols of the announced size
-// (the last one zero-padded) and grouped into blocks; see layout in fec.go.
+// (the last one zero-padded) and grouped into blocks; see layout in multicast's fec.go.
 type Symbol struct {
 	Repair     bool // REPAIR rather than DATA
 	Chunk      uint32
@@ -54,13 +56,25 @@ func (s *Symbol) AppendBinary(b []byte) ([]byte, error) {
 }
 
 func parseSymbol(t Type, b []byte) (*Symbol, error) {
-	r := reader{b: b}
-	s := &Symbol{Repair: t == TypeRepair, Chunk: r.u32(), Compressed: r.u32(), Block: r.u16(), Index: r.u8()}
-	fl := r.u8()
-	r.check(fl&^symbolDelta == 0, "symbol flags %#x", fl)
-	s.Delta = fl&symbolDelta != 0
-	n := int(r.u16())
-	r.check(n > 0 && n <= MaxSymbolSize, "symbol of %d bytes", n)
-	s.Payload = r.take(n)
-	return s, r.done()
+	s := cryptobyte.String(b)
+	m := &Symbol{Repair: t == TypeRepair}
+	var fl uint8
+	if !s.ReadUint32(&m.Chunk) || !s.ReadUint32(&m.Compressed) || !s.ReadUint16(&m.Block) || !s.ReadUint8(&m.Index) || !s.ReadUint8(&fl) {
+		return nil, short(b, s, "symbol header")
+	}
+	if fl&^symbolDelta != 0 {
+		return nil, malformed("symbol flags %#x", fl)
+	}
+	m.Delta = fl&symbolDelta != 0
+	var n uint16
+	if !s.ReadUint16(&n) {
+		return nil, short(b, s, "symbol length")
+	}
+	if n == 0 || int(n) > MaxSymbolSize {
+		return nil, malformed("symbol of %d bytes", n)
+	}
+	if !s.ReadBytes(&m.Payload, int(n)) {
+		return nil, short(b, s, "symbol payload")
+	}
+	return m, done(s)
 }

@@ -1,6 +1,10 @@
-package multicast
+package wire
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"golang.org/x/crypto/cryptobyte"
+)
 
 // Complete statuses (values are on the wire — only append).
 const (
@@ -9,9 +13,6 @@ const (
 	CompleteStaged      = 2 // image verified, in place and staged: ready to switch
 	CompleteStageFailed = 3 // image verified and in place, but staging failed; Reason says why
 )
-
-// received reports whether a status says the host has the verified image.
-func received(status uint8) bool { return status != CompleteFailed }
 
 // Complete reports a host's end of the session (unicast), with the outcome
 // of its staging when it staged the image at once, so the sender learns
@@ -39,12 +40,24 @@ func (c *Complete) AppendBinary(b []byte) ([]byte, error) {
 }
 
 func parseComplete(b []byte) (*Complete, error) {
-	r := reader{b: b}
-	c := &Complete{Host: r.str8("host id", MaxHostID), Status: r.u8()}
-	r.check(c.Status <= CompleteStageFailed, "complete status %d", c.Status)
-	c.Reason = r.str8("reason", MaxReason)
-	c.StageMillis = r.u32()
-	return c, r.done()
+	s := cryptobyte.String(b)
+	c := &Complete{}
+	if err := readStr8(&s, b, "host id", MaxHostID, &c.Host); err != nil {
+		return nil, err
+	}
+	if !s.ReadUint8(&c.Status) {
+		return nil, short(b, s, "complete status")
+	}
+	if c.Status > CompleteStageFailed {
+		return nil, malformed("complete status %d", c.Status)
+	}
+	if err := readStr8(&s, b, "reason", MaxReason, &c.Reason); err != nil {
+		return nil, err
+	}
+	if !s.ReadUint32(&c.StageMillis) {
+		return nil, short(b, s, "stage time")
+	}
+	return c, done(s)
 }
 
 // Abort ends the session for everyone (multicast): receivers discard
@@ -62,7 +75,10 @@ func (a *Abort) AppendBinary(b []byte) ([]byte, error) {
 }
 
 func parseAbort(b []byte) (*Abort, error) {
-	r := reader{b: b}
-	a := &Abort{Reason: r.str8("reason", MaxReason)}
-	return a, r.done()
+	s := cryptobyte.String(b)
+	a := &Abort{}
+	if err := readStr8(&s, b, "reason", MaxReason, &a.Reason); err != nil {
+		return nil, err
+	}
+	return a, done(s)
 }

@@ -1,8 +1,10 @@
-package multicast
+package wire
 
 import (
 	"encoding/binary"
 	"fmt"
+
+	"golang.org/x/crypto/cryptobyte"
 )
 
 // BlockNeed says how many symbols a host still lacks to decode one block.
@@ -46,26 +48,7 @@ func (n *Nack) AppendBinary(b []byte) ([]byte, error) {
 	b = append(b, n.Part, n.Parts, byte(len(n.Chunks)))
 	b = appendRanges(b, n.Chunks)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(n.Blocks)))
-	for _, e := range n.Blocks {
-		b = binary.BigEndian.AppendUint32(b, e.Chunk)
-		b = binary.BigEndian.AppendUint16(b, e.Block)
-		b = append(b, e.Missing)
-	}
-	return b, nil
-}
-
-// asked measures what a NACK asks for, for the sender's progress check: a
-// missing symbol counts one, a chunk of which nothing arrived counts as
-// many as its symbols could be (MaxShards).
-func (n *Nack) asked() int64 {
-	var a int64
-	for _, rg := range n.Chunks {
-		a += int64(rg.Count) * MaxShards
-	}
-	for _, b := range n.Blocks {
-		a += int64(b.Missing)
-	}
-	return a
+	return appendBlocks(b, n.Blocks), nil
 }
 
 func (n *Nack) check() error {
@@ -86,18 +69,43 @@ func (n *Nack) check() error {
 }
 
 func parseNack(b []byte) (*Nack, error) {
-	r := reader{b: b}
-	n := &Nack{Host: r.str8("host id", MaxHostID), Round: r.u32(), Loss: r.u16(), Part: r.u8(), Parts: r.u8()}
-	nr := int(r.u8())
-	r.check(nr <= MaxNackRanges, "%d ranges in nack, more than %d", nr, MaxNackRanges)
-	n.Chunks = readRanges(&r, nr)
-	nb := int(r.u16())
-	r.check(nb <= MaxNackBlocks, "%d blocks in nack, more than %d", nb, MaxNackBlocks)
-	for i := 0; i < nb && r.err == nil; i++ {
-		n.Blocks = append(n.Blocks, BlockNeed{Chunk: r.u32(), Block: r.u16(), Missing: r.u8()})
+	s := cryptobyte.String(b)
+	n := &Nack{}
+	if err := readStr8(&s, b, "host id", MaxHostID, &n.Host); err != nil {
+		return nil, err
 	}
-	if err := r.done(); err != nil {
+	var nr uint8
+	if !s.ReadUint32(&n.Round) || !s.ReadUint16(&n.Loss) || !s.ReadUint8(&n.Part) || !s.ReadUint8(&n.Parts) || !s.ReadUint8(&nr) {
+		return nil, short(b, s, "nack header")
+	}
+	var err error
+	if n.Chunks, n.Blocks, err = readNeeds(&s, b, int(nr), "nack"); err != nil {
+		return nil, err
+	}
+	if err := done(s); err != nil {
 		return nil, err
 	}
 	return n, n.check()
+}
+
+// readNeeds reads what a NACK, or a STATUS summary, lists once its range
+// count nr is read: nr ranges, a block count u16, the blocks; both counts
+// bounded (MaxNackRanges, MaxNackBlocks).
+func readNeeds(s *cryptobyte.String, body []byte, nr int, in string) ([]Range, []BlockNeed, error) {
+	if nr > MaxNackRanges {
+		return nil, nil, malformed("%d ranges in %s, more than %d", nr, in, MaxNackRanges)
+	}
+	rs, err := readRanges(s, body, nr)
+	if err != nil {
+		return nil, nil, err
+	}
+	var nb uint16
+	if !s.ReadUint16(&nb) {
+		return nil, nil, short(body, *s, "block count")
+	}
+	if nb > MaxNackBlocks {
+		return nil, nil, malformed("%d blocks in %s, more than %d", nb, in, MaxNackBlocks)
+	}
+	bs, err := readBlocks(s, body, int(nb))
+	return rs, bs, err
 }

@@ -1,10 +1,13 @@
-package multicast
+package wire
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/binary"
 	"fmt"
 	"slices"
+
+	"golang.org/x/crypto/cryptobyte"
 )
 
 // Register flags.
@@ -15,8 +18,9 @@ const (
 	registerKey          = 8 // (the sender's acknowledgement) the sealed content key follows the keys
 )
 
-// wrappedKeyLen is a sealed content key's length: the key and its tag.
-const wrappedKeyLen = contentKeyLen + sealOverhead
+// WrappedKeyLen is a sealed content key's length: an AES-256 key and its
+// AES-GCM tag (multicast's seal.go).
+const WrappedKeyLen = 32 + 16
 
 // Range is a run of chunks [First, First+Count).
 type Range struct{ First, Count uint32 }
@@ -44,7 +48,7 @@ type Register struct {
 	HostKey   [32]byte // the host's ed25519 identity
 	Ephemeral [32]byte // the host's X25519 key for this session
 	// WrappedKey, in the sender's acknowledgement of an encrypted
-	// session, is the content key sealed for this host (seal.go).
+	// session, is the content key sealed for this host (multicast's seal.go).
 	WrappedKey   []byte
 	NeedManifest bool
 	HasBase      bool    // holds the announced base release's image: can decode deltas
@@ -69,7 +73,7 @@ func (m *Register) AppendBinary(b []byte) ([]byte, error) {
 		fl |= registerHasBase
 	}
 	if m.WrappedKey != nil {
-		if len(m.WrappedKey) != wrappedKeyLen {
+		if len(m.WrappedKey) != WrappedKeyLen {
 			return b, fmt.Errorf("%w: wrapped key of %d bytes", ErrMalformed, len(m.WrappedKey))
 		}
 		fl |= registerKey
@@ -117,52 +121,90 @@ func largestRuns(rs []Range, max int) []Range {
 	return rs
 }
 
-func appendRanges(b []byte, rs []Range) []byte {
-	for _, rg := range rs {
-		b = binary.BigEndian.AppendUint32(b, rg.First)
-		b = binary.BigEndian.AppendUint32(b, rg.Count)
-	}
-	return b
-}
-
-func readRanges(r *reader, n int) []Range {
-	var rs []Range
-	for i := 0; i < n && r.err == nil; i++ {
-		rg := Range{First: r.u32(), Count: r.u32()}
-		r.check(rg.Count > 0 && rg.First+rg.Count > rg.First, "range %d+%d", rg.First, rg.Count)
-		rs = append(rs, rg)
-	}
-	return rs
-}
-
 func parseRegister(b []byte) (*Register, error) {
-	r := reader{b: b}
-	m := &Register{Host: r.str8("host id", MaxHostID)}
-	fl := r.u8()
-	r.check(fl&^(registerNeedManifest|registerHasBase|registerBitmap|registerKey) == 0, "register flags %#x", fl)
-	m.NeedManifest = fl&registerNeedManifest != 0
-	m.HasBase = fl&registerHasBase != 0
-	m.SignedAt = int64(r.u64())
-	copy(m.HostKey[:], r.take(32))
-	copy(m.Ephemeral[:], r.take(32))
-	if fl&registerKey != 0 {
-		m.WrappedKey = append([]byte(nil), r.take(wrappedKeyLen)...)
+	s := cryptobyte.String(b)
+	m := &Register{}
+	if err := readStr8(&s, b, "host id", MaxHostID, &m.Host); err != nil {
+		return nil, err
+	}
+	fl, err := m.readKeys(&s, b)
+	if err != nil {
+		return nil, err
 	}
 	if fl&registerBitmap != 0 {
-		bits := r.u32()
-		r.check(bits <= MaxRegisterBitmap, "register bitmap of %d chunks, more than %d", bits, MaxRegisterBitmap)
-		if r.err == nil {
-			m.Have = bitmapRanges(r.take(int(bits+7)/8), bits)
-			// the encoding is canonical: a set that fits as ranges goes as ranges
-			r.check(len(m.Have) > MaxRegisterRanges, "register bitmap of %d runs, which fit as ranges", len(m.Have))
-		}
-		return m, r.done()
+		err = m.readBitmap(&s, b)
+	} else {
+		err = m.readRanges(&s, b)
 	}
-	n := int(r.u16())
-	r.check(n <= MaxRegisterRanges, "%d ranges in register, more than %d", n, MaxRegisterRanges)
-	m.Have = readRanges(&r, n)
-	r.check(disjoint(m.Have), "register ranges not ascending and disjoint")
-	return m, r.done()
+	if err != nil {
+		return nil, err
+	}
+	return m, done(s)
+}
+
+// readKeys reads the flags, the signing time, the keys and (in an
+// acknowledgement) the wrapped content key; it returns the flags.
+func (m *Register) readKeys(s *cryptobyte.String, b []byte) (uint8, error) {
+	var fl uint8
+	if !s.ReadUint8(&fl) {
+		return 0, short(b, *s, "register flags")
+	}
+	if fl&^(registerNeedManifest|registerHasBase|registerBitmap|registerKey) != 0 {
+		return 0, malformed("register flags %#x", fl)
+	}
+	m.NeedManifest, m.HasBase = fl&registerNeedManifest != 0, fl&registerHasBase != 0
+	var at uint64
+	if !s.ReadUint64(&at) || !s.CopyBytes(m.HostKey[:]) || !s.CopyBytes(m.Ephemeral[:]) {
+		return 0, short(b, *s, "register keys")
+	}
+	m.SignedAt = int64(at)
+	if fl&registerKey != 0 {
+		var k []byte
+		if !s.ReadBytes(&k, WrappedKeyLen) {
+			return 0, short(b, *s, "register wrapped key")
+		}
+		m.WrappedKey = bytes.Clone(k)
+	}
+	return fl, nil
+}
+
+// readBitmap reads held chunks sent as a bitmap, which must be the
+// canonical encoding: a set that fits as ranges goes as ranges.
+func (m *Register) readBitmap(s *cryptobyte.String, b []byte) error {
+	var bits uint32
+	if !s.ReadUint32(&bits) {
+		return short(b, *s, "register bitmap")
+	}
+	if bits > MaxRegisterBitmap {
+		return malformed("register bitmap of %d chunks, more than %d", bits, MaxRegisterBitmap)
+	}
+	var bm []byte
+	if !s.ReadBytes(&bm, int(bits+7)/8) {
+		return short(b, *s, "register bitmap")
+	}
+	if m.Have = bitmapRanges(bm, bits); len(m.Have) <= MaxRegisterRanges {
+		return malformed("register bitmap of %d runs, which fit as ranges", len(m.Have))
+	}
+	return nil
+}
+
+// readRanges reads held chunks sent as ranges, ascending and disjoint.
+func (m *Register) readRanges(s *cryptobyte.String, b []byte) error {
+	var n uint16
+	if !s.ReadUint16(&n) {
+		return short(b, *s, "register range count")
+	}
+	if n > MaxRegisterRanges {
+		return malformed("%d ranges in register, more than %d", n, MaxRegisterRanges)
+	}
+	var err error
+	if m.Have, err = readRanges(s, b, int(n)); err != nil {
+		return err
+	}
+	if !disjoint(m.Have) {
+		return malformed("register ranges not ascending and disjoint")
+	}
+	return nil
 }
 
 // bitmapRanges turns a REGISTER bitmap of bits chunks into ranges.
@@ -170,7 +212,7 @@ func bitmapRanges(bm []byte, bits uint32) []Range {
 	var rs []Range
 	for c := uint32(0); c < bits && int(c/8) < len(bm); c++ {
 		if bm[c/8]&(0x80>>(c%8)) != 0 {
-			rs = appendChunk(rs, c)
+			rs = AppendChunk(rs, c)
 		}
 	}
 	return rs
@@ -188,4 +230,14 @@ func disjoint(rs []Range) bool {
 		end = uint64(rg.First) + uint64(rg.Count)
 	}
 	return true
+}
+
+// AppendChunk adds chunk c to rs, extending the last range when c follows
+// it (chunks are added in ascending order).
+func AppendChunk(rs []Range, c uint32) []Range {
+	if n := len(rs); n > 0 && rs[n-1].First+rs[n-1].Count == c {
+		rs[n-1].Count++
+		return rs
+	}
+	return append(rs, Range{First: c, Count: 1})
 }

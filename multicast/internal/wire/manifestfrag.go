@@ -1,8 +1,10 @@
-package multicast
+package wire
 
 import (
 	"encoding/binary"
 	"fmt"
+
+	"golang.org/x/crypto/cryptobyte"
 )
 
 // ManifestFrag carries bytes [Offset, Offset+len(Data)) of the encoded
@@ -35,10 +37,13 @@ func (m *ManifestFrag) check() error {
 }
 
 func parseManifestFrag(b []byte) (*ManifestFrag, error) {
-	r := reader{b: b}
-	m := &ManifestFrag{Offset: r.u32(), Total: r.u32()}
-	m.Data = r.take(int(r.u16()))
-	if err := r.done(); err != nil {
+	s := cryptobyte.String(b)
+	m := &ManifestFrag{}
+	var n uint16
+	if !s.ReadUint32(&m.Offset) || !s.ReadUint32(&m.Total) || !s.ReadUint16(&n) || !s.ReadBytes(&m.Data, int(n)) {
+		return nil, short(b, s, "manifest fragment")
+	}
+	if err := done(s); err != nil {
 		return nil, err
 	}
 	return m, m.check()

@@ -1,10 +1,9 @@
-package multicast
+package wire
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 )
 
 // VersionError is a packet of another protocol version: its peer runs
@@ -22,35 +21,17 @@ func (e *VersionError) Error() string {
 
 func (e *VersionError) Unwrap() error { return ErrVersion }
 
-// maxVersionNotes bounds the peers a side remembers having warned about.
-const maxVersionNotes = 64
-
-// versionNotes warns once per peer address that it speaks another version.
-type versionNotes map[string]bool
-
-func (n *versionNotes) note(err error, from net.Addr, warnf func(string, ...any)) {
-	var ve *VersionError
-	if from == nil || !errors.As(err, &ve) || (*n)[from.String()] {
-		return
-	}
-	if *n == nil || len(*n) >= maxVersionNotes {
-		*n = versionNotes{}
-	}
-	(*n)[from.String()] = true
-	warnf("multicast: packets from %v refused: %v", from, err)
-}
-
 // Version is the wire protocol version this package speaks. A packet with
 // another version is rejected, never guessed at.
 //
 // Version 2: COMPLETE carries the staging outcome; images are named by a
-// version 2 manifest. Version 3: packets are authenticated (see auth.go):
+// version 2 manifest. Version 3: packets are authenticated (multicast's auth.go):
 // ANNOUNCE is signed by the release key and names the session's keys,
 // STATUS and ABORT are signed by the session key, REGISTER and REFUSE by
 // the host's key, and NACK, COMPLETE and the sender's acknowledgements
 // carry a MAC under per-host keys agreed in REGISTER. Version 4: ANNOUNCE
 // may name a TCP fetch port, over which a host that hears no multicast
-// runs the session (stream.go).
+// runs the session (multicast's stream.go).
 const Version = 4
 
 // HeaderLen is the size of the fixed header every packet starts with.
@@ -82,7 +63,7 @@ const (
 	// MinSymbolSize and MaxSymbolSize bound the symbol (payload) size an
 	// ANNOUNCE may name; the upper bound keeps DATA within MaxPacket.
 	MinSymbolSize = 64
-	MaxSymbolSize = MaxPacket - HeaderLen - symbolHeaderLen
+	MaxSymbolSize = MaxPacket - HeaderLen - SymbolHeaderLen
 	// MaxAnnounceHosts caps the host ids in one ANNOUNCE page.
 	MaxAnnounceHosts = 16
 	// MaxRegisterRanges caps the held-chunk ranges in one REGISTER: with a
@@ -148,7 +129,7 @@ func (t Type) String() string {
 
 // Header is the fixed start of every packet:
 //
-//	0 magic "LCMC"  4 version u8  5 type u8  6 flags u16 (auth.go)
+//	0 magic "LCMC"  4 version u8  5 type u8  6 flags u16 (Auth)
 //	8 session u32  12 sequence u32
 //
 // These 16 bytes keep their layout in every version, and so does REFUSE's
@@ -160,7 +141,7 @@ type Header struct {
 	Seq     uint32 // per-sender packet counter; receivers estimate loss from gaps
 	Version uint8  // as parsed; Version when encoding
 
-	auth    uint16 // authFlag* of a parsed packet
+	auth    Auth   // of a parsed packet
 	tag     []byte // its signature or MAC (aliases the packet)
 	covered []byte // the bytes the tag covers: the packet before the tag
 }
@@ -189,7 +170,7 @@ func parseHeader(b []byte) (Header, error) {
 	if b[4] != Version && (h.Type != TypeRefuse || b[4] < minRefuseVersion) {
 		return h, &VersionError{Got: b[4]}
 	}
-	fl := binary.BigEndian.Uint16(b[6:])
+	fl := Auth(binary.BigEndian.Uint16(b[6:]))
 	n := tagLen(fl)
 	if n < 0 {
 		return h, fmt.Errorf("%w: header flags %#x", ErrMalformed, b[6:8])

@@ -1,4 +1,4 @@
-package multicast
+package wire
 
 import (
 	"encoding/binary"
@@ -23,7 +23,9 @@ type FrameLens interface {
 	FrameLens(i int) (plain, delta uint32)
 }
 
-func appendDescriptor(b []byte, m *image.Manifest, lens FrameLens) ([]byte, error) {
+// AppendDescriptor appends the session descriptor of m, with the frame
+// lengths lens gives.
+func AppendDescriptor(b []byte, m *image.Manifest, lens FrameLens) ([]byte, error) {
 	start := len(b)
 	b = binary.BigEndian.AppendUint32(b, 0)
 	b, err := m.AppendBinary(b)
@@ -42,9 +44,9 @@ func appendDescriptor(b []byte, m *image.Manifest, lens FrameLens) ([]byte, erro
 	return b, nil
 }
 
-// parseDescriptor splits a descriptor into the manifest bytes and the
+// ParseDescriptor splits a descriptor into the manifest bytes and the
 // frame lengths, checked against the manifest's chunk count and size.
-func parseDescriptor(b []byte) (manifest []byte, lens func(m *image.Manifest) ([][2]uint32, error), err error) {
+func ParseDescriptor(b []byte) (manifest []byte, lens func(m *image.Manifest) ([][2]uint32, error), err error) {
 	if len(b) < 4 {
 		return nil, nil, fmt.Errorf("%w: session descriptor of %d bytes", ErrMalformed, len(b))
 	}
@@ -58,7 +60,7 @@ func parseDescriptor(b []byte) (manifest []byte, lens func(m *image.Manifest) ([
 			return nil, fmt.Errorf("%w: descriptor has %d bytes of frame lengths for %d chunks", ErrMalformed, len(table), len(m.Chunks))
 		}
 		out := make([][2]uint32, len(m.Chunks))
-		limit := uint32(maxCompressed(m.ChunkSize))
+		limit := uint32(MaxCompressed(m.ChunkSize))
 		for i := range out {
 			p, d := binary.BigEndian.Uint32(table[8*i:]), binary.BigEndian.Uint32(table[8*i+4:])
 			if m.Chunks[i].Zero != (p == 0) || p > limit || d > limit || p == 0 && d != 0 {
@@ -69,3 +71,7 @@ func parseDescriptor(b []byte) (manifest []byte, lens func(m *image.Manifest) ([
 		return out, nil
 	}, nil
 }
+
+// MaxCompressed bounds a chunk's compressed size: zstd stores
+// incompressible data raw, adding a few bytes per 128 KiB block.
+func MaxCompressed(chunkSize uint32) int { return int(chunkSize) + int(chunkSize)/256 + 1024 }
