@@ -166,7 +166,7 @@ func (d *decoder) readBlock(j decodeJob, l layout, b int) ([][]byte, error) {
 			return nil, fmt.Errorf("read spool: %w", err)
 		}
 	}
-	shards := make([][]byte, wire.MaxShards)
+	shards := make([][]byte, wire.Shards(k))
 	needRS := false
 	for slot, idx := range j.blocks[b].slots {
 		shards[idx] = buf[slot*d.symSize : (slot+1)*d.symSize]

@@ -36,7 +36,11 @@
 // image is built (the [ChunkSource], an image.Pack: the sender compresses
 // and hashes nothing), and cut into symbols of the announced size (1408 bytes by default, the last one
 // zero-padded); a chunk's symbols are spread evenly over FEC blocks of at
-// most the announced count (64). All-zero chunks are never sent: receivers
+// most the announced count: 64 in a small group, coded over GF(2^8); in a
+// group of more than 64 hosts a whole chunk (up to 1,024 symbols), coded
+// with Leopard GF(2^16), because a block's repair is the most any host
+// lacks in it and that shrinks, as a share, with the block (fec.go,
+// wire.Shards). All-zero chunks are never sent: receivers
 // leave them as holes. A receiver that has no symbol of a chunk cannot know
 // its block layout and asks for the whole chunk; the sender resends it once
 // however many hosts ask. A chunk that fails its check is forgotten and so
@@ -193,7 +197,7 @@
 //	+---------------+---------------+---------------+---------------+
 //	|                      magic "LCMC"                             |
 //	+---------------+---------------+---------------+---------------+
-//	|  version (4)  |     type      |  flags (0, 1 signed, 2 MAC)   |
+//	|  version (5)  |     type      |  flags (0, 1 signed, 2 MAC)   |
 //	+---------------+---------------+---------------+---------------+
 //	|                          session id                           |
 //	+---------------+---------------+---------------+---------------+
@@ -212,10 +216,10 @@
 //	ANNOUNCE  (sender → group)
 //	  0 release id [8]       8 manifest SHA-256 [32]   40 manifest size u32
 //	 44 image size u64      52 chunk size u32         56 chunk count u32
-//	 60 symbol size u16     62 block symbols u8       63 flags u8 (1: closed group,
+//	 60 symbol size u16     62 block symbols u16      64 flags u8 (1: closed group,
 //	                                                   2: base, 4: sealed, 8: fetch port)
-//	 64 rate bit/s u64      72 hosts total u16        74 first host u16
-//	 76 host count u8 (≤16) 77 host ids: str8 each (a page of the closed group)
+//	 65 rate bit/s u64      73 hosts total u16        75 first host u16
+//	 77 host count u8 (≤16) 78 host ids: str8 each (a page of the closed group)
 //	  then, with flag 2 (base): base release id [8] (not all zero)
 //	  then, with flag 8 (unicast path): TCP fetch port u16 (not 0)
 //	  then signed at (unix ms) u64 | release key [32] | session key [32]
@@ -235,9 +239,10 @@
 //	  length u32, delta frame length u32 (its SHA-256 is in the ANNOUNCE)
 //
 //	DATA, REPAIR  (sender → group)
-//	  0 chunk u32   4 compressed length u32   8 block u16   10 index u8
-//	 11 flags u8     12 payload length u16    14 payload
-//	  index < the block's data count: a data symbol; above: parity shard index
+//	  0 chunk u32   4 compressed length u32   8 block u16   10 index u16
+//	 12 flags u8     13 payload length u16    15 payload
+//	  index < the block's data count k: a data symbol; above: parity shard
+//	  index, below wire.Shards(k)
 //	  flags 1: delta (the chunk's bytes are zstd against the base chunk)
 //
 //	STATUS  (sender → group)
@@ -246,13 +251,13 @@
 //	                            2: quiet round; 4: summary)
 //	  then, with flag 2: hosts u16 (members still receiving)
 //	  then, with flag 4: range count u8 (≤16) | ranges: first chunk u32,
-//	  count u32 | block count u16 (≤160) | blocks: chunk u32, block u16,
-//	  missing u8 (what the round's NACKs asked so far)
+//	  count u32 | block count u16 (≤150) | blocks: chunk u32, block u16,
+//	  missing u16 (what the round's NACKs asked so far)
 //
 //	NACK  (host → sender; ≤16 per round)
 //	  host id str8 | round u32 | loss ‰ u16 | part u8 | parts u8
 //	  | range count u8 (≤16) | ranges: first chunk u32, count u32 (nothing held)
-//	  | block count u16 (≤160) | blocks: chunk u32, block u16, missing u8
+//	  | block count u16 (≤150) | blocks: chunk u32, block u16, missing u16
 //
 //	COMPLETE  (host → sender; echoed back as the acknowledgement)
 //	  host id str8 | status u8 (0 ok, 1 failed, 2 staged, 3 staging failed)

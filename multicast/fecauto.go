@@ -51,7 +51,7 @@ func (s *sender) fecPercent() int {
 }
 
 // parityFor is the proactive parity of a block of k data symbols at pct.
-func parityFor(k, pct int) int { return min(wire.MaxShards-k, (k*pct+99)/100) }
+func parityFor(k, pct int) int { return min(wire.Shards(k)-k, (k*pct+99)/100) }
 
 // probe queues a loss probe when one is due: only with AutoFEC, during
 // the first pass.

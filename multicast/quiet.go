@@ -183,7 +183,7 @@ func (r *receiver) covered(s *wire.Status) bool {
 	if len(blocks) == 0 {
 		return true
 	}
-	asked := make(map[blockKey]uint8, len(s.Blocks))
+	asked := make(map[blockKey]uint16, len(s.Blocks))
 	for _, b := range s.Blocks {
 		asked[blockKey{b.Chunk, b.Block}] = b.Missing
 	}

@@ -68,7 +68,7 @@ func TestSummaryCovers(t *testing.T) {
 	// chunk 0: nothing yet (asked whole); chunk 1: one block missing 2
 	st.chunks[1].clen = 1408 * 10
 	st.chunks[1].blocks = make([]blockState, 1)
-	st.chunks[1].blocks[0].slots = make([]uint8, 8)
+	st.chunks[1].blocks[0].slots = make([]uint16, 8)
 	for i := 2; i < len(st.chunks); i++ {
 		st.chunks[i].done = true
 	}

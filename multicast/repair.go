@@ -21,7 +21,7 @@ type blockKey struct {
 type roundAgg struct {
 	round  uint32
 	chunks uint32 // chunk count of the image: entries beyond are ignored
-	blocks map[blockKey]uint8
+	blocks map[blockKey]uint16
 	whole  chunkSet
 	worst  uint16 // highest loss per mille reported
 	// changed: what is asked grew since the last summary of a quiet round
@@ -29,7 +29,7 @@ type roundAgg struct {
 }
 
 func newRoundAgg(round, chunks uint32) *roundAgg {
-	return &roundAgg{round: round, chunks: chunks, blocks: map[blockKey]uint8{}, whole: make(chunkSet, (chunks+63)/64)}
+	return &roundAgg{round: round, chunks: chunks, blocks: map[blockKey]uint16{}, whole: make(chunkSet, (chunks+63)/64)}
 }
 
 // add folds in one NACK packet; packets of other rounds are ignored.
@@ -137,8 +137,9 @@ func (j repairJob) wholeRank() int {
 }
 
 // parity allocates missing fresh parity indices for one block; when the
-// GF(2^8) index space is used up it wraps to the block's first parity
-// index (hosts that already hold a wrapped symbol simply ignore it).
+// block's index space (wire.Shards) is used up it wraps to the block's
+// first parity index (hosts that already hold a wrapped symbol simply
+// ignore it).
 func (s *scheduler) parity(key blockKey, missing int, k func(uint32, uint16) (int, int, bool)) ([]repairJob, bool) {
 	dk, first, ok := k(key.chunk, key.block)
 	if !ok || missing > dk {
@@ -153,11 +154,12 @@ func (s *scheduler) parity(key blockKey, missing int, k func(uint32, uint16) (in
 		next = first
 	}
 	var jobs []repairJob
+	end := wire.Shards(dk)
 	for missing > 0 {
-		if next >= wire.MaxShards {
+		if next >= end {
 			next = dk
 		}
-		n := min(missing, wire.MaxShards-next)
+		n := min(missing, end-next)
 		jobs = append(jobs, repairJob{chunk: key.chunk, block: key.block, from: next, to: next + n})
 		next += n
 		missing -= n

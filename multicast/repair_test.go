@@ -14,7 +14,7 @@ func TestRoundAggMax(t *testing.T) {
 	a.add(&wire.Nack{Host: "b", Round: 3, Loss: 40, Blocks: []wire.BlockNeed{{Chunk: 1, Block: 0, Missing: 4}, {Chunk: 2, Block: 0, Missing: 1}}, Chunks: []wire.Range{{First: 8, Count: 5}}})
 	a.add(&wire.Nack{Host: "c", Round: 2, Blocks: []wire.BlockNeed{{Chunk: 1, Block: 0, Missing: 60}}}) // stale round: ignored
 	a.add(&wire.Nack{Host: "d", Round: 3, Blocks: []wire.BlockNeed{{Chunk: 99, Block: 0, Missing: 9}}}) // beyond the image: ignored
-	want := map[blockKey]uint8{{1, 0}: 4, {1, 1}: 5, {2, 0}: 1}
+	want := map[blockKey]uint16{{1, 0}: 4, {1, 1}: 5, {2, 0}: 1}
 	if d := cmp.Diff(want, a.blocks, cmp.AllowUnexported(blockKey{})); d != "" {
 		t.Errorf("blocks (-want +got):\n%s", d)
 	}

@@ -49,6 +49,9 @@ func burstyLoss(p, enter, leave float64, seed uint64) func(from, to string, b []
 // round or probe), repair overhead (REPAIR symbols per DATA symbol), rounds,
 // and the session's time against the payload at the rate. The receivers
 // decode and verify for real, into files under the test's temp dir.
+// LOOPCAST_SCALE_MIB sizes the image (2), LOOPCAST_SCALE_CHUNK its chunks
+// (65536 bytes), LOOPCAST_SCALE_BLOCK the FEC block (0: the default for the
+// group's size).
 //
 //	go test ./multicast -run '^$' -bench Scale -benchtime 1x
 func BenchmarkScale(b *testing.B) {
@@ -70,7 +73,16 @@ func BenchmarkScale(b *testing.B) {
 		defer func(q int) { quietHosts = q }(quietHosts)
 		quietHosts = math.MaxInt
 	}
-	img, m, pub := scaleImage(b)
+	chunk, mib, block := testChunk, 2, 0
+	for name, v := range map[string]*int{"LOOPCAST_SCALE_CHUNK": &chunk, "LOOPCAST_SCALE_MIB": &mib, "LOOPCAST_SCALE_BLOCK": &block} {
+		if e := os.Getenv(name); e != "" {
+			var err error
+			if *v, err = strconv.Atoi(e); err != nil || *v < 0 {
+				b.Fatalf("%s=%q", name, e)
+			}
+		}
+	}
+	img, m, pub := scaleImage(b, mib<<20, chunk)
 	pack := openPack(b, img, m, "")
 	// bit/s: slow enough for this process to deliver every packet to every
 	// receiver and let each handle it (the in-memory network copies each
@@ -90,7 +102,7 @@ func BenchmarkScale(b *testing.B) {
 			ids[i] = fmt.Sprintf("h%04d", i)
 		}
 		opts := SendOptions{Key: testReleaseKey(), Group: memnet.Group, Session: 0x5ca1e, Manifest: m, Pack: pack, Rate: int64(rate),
-			Hosts: ids, Wait: 60 * time.Second, HostTimeout: 30 * time.Second, FECOverhead: AutoFEC}
+			Hosts: ids, Wait: 60 * time.Second, HostTimeout: 30 * time.Second, FECOverhead: AutoFEC, BlockSymbols: block}
 		if path := os.Getenv("LOOPCAST_SCALE_LOG"); path != "" { // the sender's log, to a file
 			f, err := os.Create(path)
 			if err != nil {
@@ -157,12 +169,12 @@ func BenchmarkScale(b *testing.B) {
 	}
 }
 
-// scaleImage is 2 MiB of incompressible chunks (about 1,500 symbols),
-// signed: enough blocks for loss to spread over, small enough for
-// thousands of receivers in one process.
-func scaleImage(tb testing.TB) (path string, m *image.Manifest, pub ed25519.PublicKey) {
+// scaleImage is size bytes of incompressible chunks of chunk bytes,
+// signed; 2 MiB (about 1,500 symbols) is enough blocks for loss to spread
+// over, small enough for thousands of receivers in one process.
+func scaleImage(tb testing.TB, size, chunk int) (path string, m *image.Manifest, pub ed25519.PublicKey) {
 	r := rand.New(rand.NewPCG(9, 9))
-	b := make([]byte, 32*testChunk)
+	b := make([]byte, size)
 	for i := range b {
 		b[i] = byte(r.Uint32())
 	}
@@ -170,7 +182,7 @@ func scaleImage(tb testing.TB) (path string, m *image.Manifest, pub ed25519.Publ
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		tb.Fatal(err)
 	}
-	m, err := image.HashFile(context.Background(), path, testChunk)
+	m, err := image.HashFile(context.Background(), path, uint32(chunk))
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -24,13 +24,21 @@ var ErrAllRefused = errors.New("multicast: no host will take the session")
 
 // Sender tunables.
 const (
-	// DefaultSymbolSize fits a DATA packet (16+14+1408 = 1438 bytes) in a
+	// DefaultSymbolSize fits a DATA packet (16+15+1408 = 1439 bytes) in a
 	// 1500-byte MTU with room for IP options; a multiple of 64 suits the
 	// SIMD Reed-Solomon kernels.
 	DefaultSymbolSize = 1408
-	// DefaultBlockSymbols is the FEC block size: 64 data symbols need ~7%
-	// parity at 1% loss over 1,000 hosts where plain NACKs resend ~100%.
+	// DefaultBlockSymbols is the FEC block size of a small group: 64 data
+	// symbols, coded over GF(2^8), decode at ~8 GB/s a core; with few hosts
+	// the most any one lacks in a block is close to the mean anyway.
 	DefaultBlockSymbols = 64
+	// LargeGroupBlockSymbols is the block size of a group of more than
+	// quietHosts hosts: a whole compressed chunk (up to 1,024 symbols,
+	// Leopard GF(2^16)). A block's repair is the most any host lacks in it,
+	// and over 2,000 hosts at 1% loss that is ~9% of a 64-symbol block but
+	// ~2.5% of a 745-symbol one (BenchmarkScale); decoding costs a host
+	// ~1 ms a chunk with losses instead of ~0.1 ms.
+	LargeGroupBlockSymbols = wire.MaxBlockSymbols
 	// DefaultWait is how long the sender waits for hosts to register.
 	DefaultWait = 10 * time.Second
 	// DefaultHostTimeout is how long a host may leave STATUS requests
@@ -56,6 +64,15 @@ const (
 	// so feedback is read between batches.
 	sendBatch = 32
 )
+
+// defaultBlockSymbols sizes FEC blocks by the group the sender expects:
+// the hosts listed, or at least MinHosts.
+func defaultBlockSymbols(o *SendOptions) int {
+	if max(len(o.Hosts), o.MinHosts) > quietHosts && o.SymbolSize%wire.LeopardAlign == 0 {
+		return LargeGroupBlockSymbols
+	}
+	return DefaultBlockSymbols
+}
 
 // SendOptions configure Send.
 type SendOptions struct {
@@ -128,7 +145,12 @@ func (o *SendOptions) defaults() error {
 	o.Wait = cmp.Or(o.Wait, DefaultWait)
 	o.HostTimeout = cmp.Or(o.HostTimeout, DefaultHostTimeout)
 	o.SymbolSize = cmp.Or(o.SymbolSize, DefaultSymbolSize)
-	o.BlockSymbols = cmp.Or(o.BlockSymbols, DefaultBlockSymbols)
+	o.BlockSymbols = cmp.Or(o.BlockSymbols, defaultBlockSymbols(o))
+	if o.BlockSymbols < 1 || o.BlockSymbols > wire.MaxBlockSymbols ||
+		o.BlockSymbols > wire.GF8MaxData && o.SymbolSize%wire.LeopardAlign != 0 {
+		return fmt.Errorf("multicast: blocks of %d symbols of %d bytes: want 1 to %d symbols, of a multiple of %d bytes above %d",
+			o.BlockSymbols, o.SymbolSize, wire.MaxBlockSymbols, wire.LeopardAlign, wire.GF8MaxData)
+	}
 	if o.Session == 0 {
 		var b [4]byte
 		rand.Read(b[:])
@@ -273,7 +295,7 @@ func (s *sender) baseAnnounce() wire.Announce {
 	a := wire.Announce{
 		ManifestDigest: sha256.Sum256(s.manifest), ManifestSize: uint32(len(s.manifest)),
 		ImageSize: uint64(m.ImageSize), ChunkSize: m.ChunkSize, ChunkCount: uint32(len(m.Chunks)),
-		SymbolSize: uint16(s.opts.SymbolSize), BlockSymbols: uint8(s.opts.BlockSymbols),
+		SymbolSize: uint16(s.opts.SymbolSize), BlockSymbols: uint16(s.opts.BlockSymbols),
 		Closed: len(s.opts.Hosts) > 0, Rate: uint64(s.opts.Rate), HostsTotal: uint16(len(s.opts.Hosts)),
 		ReleaseKey: pub32(s.opts.Key.Public().(ed25519.PublicKey)),
 		SessionKey: pub32(s.sessKey.Public().(ed25519.PublicKey)), SessionDH: pub32(s.dh.PublicKey().Bytes()),

@@ -89,7 +89,7 @@ func (s *sender) expand(j repairJob) error {
 	for b := range l.blocks {
 		shards := symbols(data, l, b, s.opts.SymbolSize)
 		for i, sh := range shards {
-			s.queueSymbol(&wire.Symbol{Chunk: j.chunk, Compressed: uint32(len(data)), Block: uint16(b), Index: uint8(i), Delta: e.delta, Payload: sh})
+			s.queueSymbol(&wire.Symbol{Chunk: j.chunk, Compressed: uint32(len(data)), Block: uint16(b), Index: uint16(i), Delta: e.delta, Payload: sh})
 		}
 		if p := parityFor(len(shards), pct); p > 0 {
 			s.stats.Proactive += int64(p)
@@ -114,7 +114,7 @@ func (s *sender) queueParity(chunk uint32, e encoded, l layout, block uint16, fr
 		return fmt.Errorf("multicast: chunk %d block %d: %w", chunk, block, err)
 	}
 	for i, sh := range par {
-		s.queueSymbol(&wire.Symbol{Repair: true, Chunk: chunk, Compressed: uint32(len(data)), Block: block, Index: uint8(from + i), Delta: e.delta, Payload: sh})
+		s.queueSymbol(&wire.Symbol{Repair: true, Chunk: chunk, Compressed: uint32(len(data)), Block: block, Index: uint16(from + i), Delta: e.delta, Payload: sh})
 	}
 	return nil
 }

@@ -72,7 +72,7 @@ func simNacks(need []uint8, round uint32) []*wire.Nack {
 			cur = &wire.Nack{Host: "h", Round: round, Parts: 1}
 			out = append(out, cur)
 		}
-		cur.Blocks = append(cur.Blocks, wire.BlockNeed{Chunk: uint32(b), Missing: n})
+		cur.Blocks = append(cur.Blocks, wire.BlockNeed{Chunk: uint32(b), Missing: uint16(n)})
 	}
 	return out
 }

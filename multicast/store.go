@@ -66,8 +66,8 @@ type chunkState struct {
 // blockState records which shard indices a block holds and, per spool
 // slot, which shard the slot holds.
 type blockState struct {
-	have  [wire.MaxShards / 64]uint64
-	slots []uint8
+	have  []uint64 // a bit per shard index, wire.Shards(k) of them; nil until the first symbol
+	slots []uint16
 }
 
 func newStore(m *image.Manifest, ann *wire.Announce, file, spool *os.File) *store {
@@ -129,6 +129,12 @@ func (st *store) frameLen(i uint32, delta bool) uint32 {
 func (st *store) addToBlock(s *wire.Symbol, cs *chunkState, l layout) error {
 	bs := &cs.blocks[s.Block]
 	start, k := l.block(int(s.Block))
+	if int(s.Index) >= wire.Shards(k) {
+		return fmt.Errorf("%w: chunk %d block %d index %d, beyond the block's %d shards", errBadSymbol, s.Chunk, s.Block, s.Index, wire.Shards(k))
+	}
+	if bs.have == nil {
+		bs.have = make([]uint64, (wire.Shards(k)+63)/64)
+	}
 	w, bit := s.Index/64, uint64(1)<<(s.Index%64)
 	if len(bs.slots) >= k || bs.have[w]&bit != 0 {
 		return nil // block already decodable, or a duplicate
@@ -282,7 +288,7 @@ func (st *store) blockNeeds(out []wire.BlockNeed, i uint32, cs *chunkState) []wi
 	l := newLayout(int(cs.clen), st.symSize, st.k)
 	for b := range cs.blocks {
 		if _, k := l.block(b); len(cs.blocks[b].slots) < k {
-			out = append(out, wire.BlockNeed{Chunk: i, Block: uint16(b), Missing: uint8(k - len(cs.blocks[b].slots))})
+			out = append(out, wire.BlockNeed{Chunk: i, Block: uint16(b), Missing: uint16(k - len(cs.blocks[b].slots))})
 		}
 	}
 	return out

@@ -422,7 +422,7 @@ func (u *streams) pushChunk(st *stream, w *bufio.Writer, i uint32, delta bool, b
 	for b := range l.blocks {
 		for idx, sh := range symbols(data, l, b, src.symSize) {
 			pkt, err = wire.AppendPacket(pkt[:0], wire.Header{Session: src.session},
-				&wire.Symbol{Chunk: i, Compressed: uint32(len(data)), Block: uint16(b), Index: uint8(idx), Delta: isDelta, Payload: sh})
+				&wire.Symbol{Chunk: i, Compressed: uint32(len(data)), Block: uint16(b), Index: uint16(idx), Delta: isDelta, Payload: sh})
 			if err == nil {
 				err = u.writeOne(st, w, pkt)
 			}

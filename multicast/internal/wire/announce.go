@@ -23,9 +23,9 @@ const (
 //
 //	 0 release id [8]        8 manifest SHA-256 [32]  40 manifest size u32
 //	44 image size u64       52 chunk size u32        56 chunk count u32
-//	60 symbol size u16      62 block symbols u8      63 flags u8
-//	64 rate bit/s u64       72 hosts total u16       74 first host u16
-//	76 host count u8        77 hosts: len u8 + id, repeated
+//	60 symbol size u16      62 block symbols u16     64 flags u8
+//	65 rate bit/s u64       73 hosts total u16       75 first host u16
+//	77 host count u8        78 hosts: len u8 + id, repeated
 //	   then, with flag 2: base release id [8]
 //	   then, with flag 8: fetch port u16 (the sender's TCP port for hosts
 //	   that hear no multicast)
@@ -43,7 +43,7 @@ type Announce struct {
 	ChunkSize      uint32
 	ChunkCount     uint32
 	SymbolSize     uint16 // payload bytes of every DATA/REPAIR symbol
-	BlockSymbols   uint8  // data symbols per full FEC block
+	BlockSymbols   uint16 // data symbols per full FEC block
 	Closed         bool
 	Rate           uint64 // sending rate in bit/s, for information
 	HostsTotal     uint16
@@ -96,7 +96,8 @@ func (a *Announce) AppendBinary(b []byte) ([]byte, error) {
 	if a.FetchPort != 0 {
 		fl |= announceFetch
 	}
-	b = append(b, a.BlockSymbols, fl)
+	b = binary.BigEndian.AppendUint16(b, a.BlockSymbols)
+	b = append(b, fl)
 	b = binary.BigEndian.AppendUint64(b, a.Rate)
 	b = binary.BigEndian.AppendUint16(b, a.HostsTotal)
 	b = binary.BigEndian.AppendUint16(b, a.HostsFirst)
@@ -134,6 +135,8 @@ func (a *Announce) Check() error {
 		return fmt.Errorf("%w: symbol size %d", ErrMalformed, a.SymbolSize)
 	case a.BlockSymbols == 0 || a.BlockSymbols > MaxBlockSymbols:
 		return fmt.Errorf("%w: %d symbols per block", ErrMalformed, a.BlockSymbols)
+	case a.BlockSymbols > GF8MaxData && a.SymbolSize%LeopardAlign != 0:
+		return fmt.Errorf("%w: blocks of %d symbols need a symbol size that is a multiple of %d, not %d", ErrMalformed, a.BlockSymbols, LeopardAlign, a.SymbolSize)
 	case len(a.Hosts) > MaxAnnounceHosts || int(a.HostsFirst)+len(a.Hosts) > int(a.HostsTotal):
 		return fmt.Errorf("%w: hosts %d+%d of %d", ErrMalformed, a.HostsFirst, len(a.Hosts), a.HostsTotal)
 	}
@@ -170,7 +173,7 @@ func (a *Announce) readFixed(s *cryptobyte.String, b []byte) (uint8, error) {
 	var fl uint8
 	if !s.CopyBytes(a.ReleaseID[:]) || !s.CopyBytes(a.ManifestDigest[:]) || !s.ReadUint32(&a.ManifestSize) ||
 		!s.ReadUint64(&a.ImageSize) || !s.ReadUint32(&a.ChunkSize) || !s.ReadUint32(&a.ChunkCount) ||
-		!s.ReadUint16(&a.SymbolSize) || !s.ReadUint8(&a.BlockSymbols) || !s.ReadUint8(&fl) {
+		!s.ReadUint16(&a.SymbolSize) || !s.ReadUint16(&a.BlockSymbols) || !s.ReadUint8(&fl) {
 		return 0, short(b, *s, "announce")
 	}
 	if fl&^(announceClosed|announceBase|announceSealed|announceFetch) != 0 {

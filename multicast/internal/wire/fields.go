@@ -87,7 +87,7 @@ func appendRanges(b []byte, rs []Range) []byte {
 	return b
 }
 
-// readBlocks reads n block needs (chunk u32, block u16, missing u8); nil
+// readBlocks reads n block needs (chunk u32, block u16, missing u16); nil
 // for none. Callers bound n.
 func readBlocks(s *cryptobyte.String, body []byte, n int) ([]BlockNeed, error) {
 	if n == 0 {
@@ -95,7 +95,7 @@ func readBlocks(s *cryptobyte.String, body []byte, n int) ([]BlockNeed, error) {
 	}
 	bs := make([]BlockNeed, n)
 	for i := range bs {
-		if !s.ReadUint32(&bs[i].Chunk) || !s.ReadUint16(&bs[i].Block) || !s.ReadUint8(&bs[i].Missing) {
+		if !s.ReadUint32(&bs[i].Chunk) || !s.ReadUint16(&bs[i].Block) || !s.ReadUint16(&bs[i].Missing) {
 			return nil, short(body, *s, "block")
 		}
 	}
@@ -107,7 +107,7 @@ func appendBlocks(b []byte, bs []BlockNeed) []byte {
 	for _, e := range bs {
 		b = binary.BigEndian.AppendUint32(b, e.Chunk)
 		b = binary.BigEndian.AppendUint16(b, e.Block)
-		b = append(b, e.Missing)
+		b = binary.BigEndian.AppendUint16(b, e.Missing)
 	}
 	return b
 }

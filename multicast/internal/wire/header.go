@@ -31,8 +31,11 @@ func (e *VersionError) Unwrap() error { return ErrVersion }
 // the host's key, and NACK, COMPLETE and the sender's acknowledgements
 // carry a MAC under per-host keys agreed in REGISTER. Version 4: ANNOUNCE
 // may name a TCP fetch port, over which a host that hears no multicast
-// runs the session (multicast's stream.go).
-const Version = 4
+// runs the session (multicast's stream.go). Version 5: FEC blocks of up to
+// MaxBlockSymbols (1,024) data symbols, a whole compressed chunk, coded
+// with Leopard GF(2^16) Reed-Solomon above GF8MaxData: a symbol's index,
+// ANNOUNCE's block symbols and a block's missing count are u16.
+const Version = 5
 
 // HeaderLen is the size of the fixed header every packet starts with.
 const HeaderLen = 16
@@ -55,11 +58,12 @@ const (
 	// of manifest and 8 of frame lengths per chunk in the descriptor) and
 	// keeps a receiver's memory bounded.
 	MaxManifestSize = 8 << 20
-	// MaxBlockSymbols caps the data symbols of one FEC block. GF(2^8)
-	// Reed-Solomon allows 256 shards; 128 data leaves room for parity.
-	MaxBlockSymbols = 128
-	// MaxShards is the GF(2^8) limit on data + parity shards of a block.
-	MaxShards = 256
+	// MaxBlockSymbols caps the data symbols of one FEC block: a 1 MiB
+	// chunk that does not compress is 745 symbols of 1,408 bytes, so one
+	// block holds a whole chunk.
+	MaxBlockSymbols = 1024
+	// MaxShards caps data + parity shards of a block (Shards(MaxBlockSymbols)).
+	MaxShards = 2048
 	// MinSymbolSize and MaxSymbolSize bound the symbol (payload) size an
 	// ANNOUNCE may name; the upper bound keeps DATA within MaxPacket.
 	MinSymbolSize = 64
@@ -82,9 +86,9 @@ const (
 	MaxNackRanges = 16
 	// MaxNackBlocks caps per-block entries in one NACK packet; with a
 	// maximal host id the packet stays under MaxPacket (see nack.go).
-	MaxNackBlocks = 160
-	// MaxNackParts caps the NACK packets a host sends per round: 16 × 160
-	// blocks covers ~2,500 incomplete blocks (~200 MiB at 5% loss) per
+	MaxNackBlocks = 150
+	// MaxNackParts caps the NACK packets a host sends per round: 16 × 150
+	// blocks covers ~2,400 incomplete blocks (~200 MiB at 5% loss) per
 	// round while a sender's work per host and round stays bounded.
 	MaxNackParts = 16
 )

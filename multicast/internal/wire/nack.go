@@ -11,18 +11,19 @@ import (
 type BlockNeed struct {
 	Chunk   uint32
 	Block   uint16
-	Missing uint8
+	Missing uint16
 }
 
 // Nack answers a STATUS (unicast): for each incomplete block a count of
 // missing symbols — not a list — and the chunks of which the host has no
 // symbol at all (it cannot know their block layout). One round's answer
 // may span Parts packets; each is bounded, so at most
-// 1+64+10+1+16*8+2+160*7 = 1326 bytes of body.
+// 1+64+10+1+16*8+2+150*8 = 1406 bytes of body (1,438 with the header and
+// MAC: under MaxPacket).
 //
 //	0 host id: len u8 + bytes   round u32   loss ‰ u16   part u8   parts u8
 //	  range count u8, ranges: first chunk u32, count u32
-//	  block count u16, blocks: chunk u32, block u16, missing u8
+//	  block count u16, blocks: chunk u32, block u16, missing u16
 type Nack struct {
 	Host   string
 	Round  uint32

@@ -25,8 +25,8 @@ const (
 //	0 round u32   4 flags u8 (1: probe, 2: quiet, 4: summary)
 //	  then, with flag 2: hosts u16 (members still receiving)
 //	  then, with flag 4: range count u8 (≤16) | ranges: first chunk u32,
-//	  count u32 (chunks asked whole) | block count u16 (≤160) | blocks:
-//	  chunk u32, block u16, missing u8 (the most any host asked)
+//	  count u32 (chunks asked whole) | block count u16 (≤150) | blocks:
+//	  chunk u32, block u16, missing u16 (the most any host asked)
 type Status struct {
 	Round   uint32
 	Probe   bool

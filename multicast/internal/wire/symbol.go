@@ -8,7 +8,7 @@ import (
 )
 
 // SymbolHeaderLen is the size of a Symbol before its payload.
-const SymbolHeaderLen = 14
+const SymbolHeaderLen = 15
 
 // Symbol flags.
 const symbolDelta = 1 // the chunk is zstd-compressed against the base image's chunk at its index
@@ -17,8 +17,8 @@ const symbolDelta = 1 // the chunk is zstd-compressed against the base image's c
 // the block's data count) or a REPAIR parity symbol (Index at or above it).
 // Both are multicast and share this layout:
 //
-//	0 chunk u32  4 compressed length u32  8 block u16  10 index u8
-//	11 flags u8 (1: delta)  12 payload length u16  14 payload
+//	0 chunk u32  4 compressed length u32  8 block u16  10 index u16
+//	12 flags u8 (1: delta)  13 payload length u16  15 payload
 //
 // The chunk's compressed bytes are cut into symbols of the announced size
 // (the last one zero-padded) and grouped into blocks; see layout in multicast's fec.go.
@@ -27,7 +27,7 @@ type Symbol struct {
 	Chunk      uint32
 	Compressed uint32 // compressed length of the chunk
 	Block      uint16
-	Index      uint8
+	Index      uint16
 	Delta      bool   // the chunk's bytes are a delta against the base chunk at its index
 	Payload    []byte // aliases the packet when parsed
 }
@@ -50,7 +50,8 @@ func (s *Symbol) AppendBinary(b []byte) ([]byte, error) {
 	if s.Delta {
 		fl |= symbolDelta
 	}
-	b = append(b, s.Index, fl)
+	b = binary.BigEndian.AppendUint16(b, s.Index)
+	b = append(b, fl)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(s.Payload)))
 	return append(b, s.Payload...), nil
 }
@@ -59,7 +60,7 @@ func parseSymbol(t Type, b []byte) (*Symbol, error) {
 	s := cryptobyte.String(b)
 	m := &Symbol{Repair: t == TypeRepair}
 	var fl uint8
-	if !s.ReadUint32(&m.Chunk) || !s.ReadUint32(&m.Compressed) || !s.ReadUint16(&m.Block) || !s.ReadUint8(&m.Index) || !s.ReadUint8(&fl) {
+	if !s.ReadUint32(&m.Chunk) || !s.ReadUint32(&m.Compressed) || !s.ReadUint16(&m.Block) || !s.ReadUint16(&m.Index) || !s.ReadUint8(&fl) {
 		return nil, short(b, s, "symbol header")
 	}
 	if fl&^symbolDelta != 0 {

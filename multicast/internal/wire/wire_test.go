@@ -24,31 +24,31 @@ var (
 // golden is the encoding of samples(), made by this package and checked by
 // hand against the layouts in doc.go and multicast's doc.go; a change here is a protocol change.
 var golden = []string{
-	"4c434d43040100000102030400000001" + "0102030405060708" + "aa" + strings.Repeat("00", 30) + "bb" +
-		"000003e8" + "0000000000300000" + "00100000" + "00000003" + "0580" + "40" + "01" +
+	"4c434d43050100000102030400000001" + "0102030405060708" + "aa" + strings.Repeat("00", 30) + "bb" +
+		"000003e8" + "0000000000300000" + "00100000" + "00000003" + "0580" + "0040" + "01" +
 		"0000000035a4e900" + "0003" + "0001" + "02" + "0477656232" + "0477656233" + "0000018bcfe56800" + "11" + strings.Repeat("00", 31) + "22" + strings.Repeat("00", 31) + "33" + strings.Repeat("00", 31),
-	"4c434d43040200000102030400000002" + "0477656231" + "01" + "0000018bcfe56800" + "44" + strings.Repeat("00", 31) + "55" + strings.Repeat("00", 31) + "0001" + "0000000000000002",
-	"4c434d43040300000102030400000003" + "00000580000007d00004" + "4c434d46",
-	"4c434d43040400000102030400000004" + "000000070000138800010300" + "0003090807",
-	"4c434d43040700000102030400000005" + "000000070000138800014600" + "000101",
-	"4c434d43040500000102030400000006" + "00000005" + "00",
-	"4c434d43040600000102030400000007" + "0477656231" + "00000005000c0002" + "01" + "0000000400000003" + "0001" + "00000002000104",
-	"4c434d43040800000102030400000008" + "0477656231" + "01" + "096469736b2066756c6c" + "00000000",
-	"4c434d43040900000102030400000009" + "0963616e63656c6c6564",
-	"4c434d4304020000010203040000000a" + "0477656232" + "00" + "0000018bcfe56800" + "44" + strings.Repeat("00", 31) + "55" + strings.Repeat("00", 31) + "0003" + "0000000000000005" + "0000000900000003" + "0000000c00000001",
-	"4c434d4304010000010203040000000b" + "0102030405060708" + "aa" + strings.Repeat("00", 30) + "bb" +
-		"000003e8" + "0000000000300000" + "00100000" + "00000003" + "0580" + "40" + "02" +
+	"4c434d43050200000102030400000002" + "0477656231" + "01" + "0000018bcfe56800" + "44" + strings.Repeat("00", 31) + "55" + strings.Repeat("00", 31) + "0001" + "0000000000000002",
+	"4c434d43050300000102030400000003" + "00000580000007d00004" + "4c434d46",
+	"4c434d43050400000102030400000004" + "00000007000013880001000300" + "0003090807",
+	"4c434d43050700000102030400000005" + "00000007000013880001004600" + "000101",
+	"4c434d43050500000102030400000006" + "00000005" + "00",
+	"4c434d43050600000102030400000007" + "0477656231" + "00000005000c0002" + "01" + "0000000400000003" + "0001" + "0000000200010004",
+	"4c434d43050800000102030400000008" + "0477656231" + "01" + "096469736b2066756c6c" + "00000000",
+	"4c434d43050900000102030400000009" + "0963616e63656c6c6564",
+	"4c434d4305020000010203040000000a" + "0477656232" + "00" + "0000018bcfe56800" + "44" + strings.Repeat("00", 31) + "55" + strings.Repeat("00", 31) + "0003" + "0000000000000005" + "0000000900000003" + "0000000c00000001",
+	"4c434d4305010000010203040000000b" + "0102030405060708" + "aa" + strings.Repeat("00", 30) + "bb" +
+		"000003e8" + "0000000000300000" + "00100000" + "00000003" + "0580" + "0040" + "02" +
 		"0000000035a4e900" + "0000" + "0000" + "00" + "0909090909090909" + "0000018bcfe56800" + "11" + strings.Repeat("00", 31) + "22" + strings.Repeat("00", 31) + "33" + strings.Repeat("00", 31),
-	"4c434d4304020000010203040000000c" + "0477656233" + "02" + "0000018bcfe56800" + "44" + strings.Repeat("00", 31) + "55" + strings.Repeat("00", 31) + "0001" + "0000000100000001",
-	"4c434d4304040000010203040000000d" + "00000007000001f400000201" + "000105",
-	"4c434d4304080000010203040000000e" + "0477656232" + "02" + "00" + "000004d2",
-	"4c434d4304080000010203040000000f" + "0477656233" + "03" + "076e6f206c6f6f70" + "00000000",
-	"4c434d43040500000102030400000010" + "80000002" + "01",
-	"4c434d43040a00000102030400000011" + "0477656234" + "66" + strings.Repeat("00", 31) + "02" + "0466756c6c",
-	"4c434d43040100000102030400000012" + "0102030405060708" + "aa" + strings.Repeat("00", 30) + "bb" +
-		"000003e8" + "0000000000300000" + "00100000" + "00000003" + "0580" + "40" + "08" +
+	"4c434d4305020000010203040000000c" + "0477656233" + "02" + "0000018bcfe56800" + "44" + strings.Repeat("00", 31) + "55" + strings.Repeat("00", 31) + "0001" + "0000000100000001",
+	"4c434d4305040000010203040000000d" + "00000007000001f40000000201" + "000105",
+	"4c434d4305080000010203040000000e" + "0477656232" + "02" + "00" + "000004d2",
+	"4c434d4305080000010203040000000f" + "0477656233" + "03" + "076e6f206c6f6f70" + "00000000",
+	"4c434d43050500000102030400000010" + "80000002" + "01",
+	"4c434d43050a00000102030400000011" + "0477656234" + "66" + strings.Repeat("00", 31) + "02" + "0466756c6c",
+	"4c434d43050100000102030400000012" + "0102030405060708" + "aa" + strings.Repeat("00", 30) + "bb" +
+		"000003e8" + "0000000000300000" + "00100000" + "00000003" + "0580" + "0040" + "08" +
 		"0000000035a4e900" + "0000" + "0000" + "00" + "1389" + "0000018bcfe56800" + "11" + strings.Repeat("00", 31) + "22" + strings.Repeat("00", 31) + "33" + strings.Repeat("00", 31),
-	"4c434d43040500000102030400000013" + "00000006" + "06" + "07d0" + "01" + "0000000400000002" + "0001" + "00000002000103",
+	"4c434d43050500000102030400000013" + "00000006" + "06" + "07d0" + "01" + "0000000400000002" + "0001" + "0000000200010003",
 }
 
 func TestGolden(t *testing.T) {
@@ -134,7 +134,7 @@ func mustBody(t *testing.T, f func(*wire.Announce)) []byte {
 		t.Fatal(err)
 	}
 	f(&a)
-	b[62] = a.BlockSymbols
+	binary.BigEndian.PutUint16(b[62:], a.BlockSymbols)
 	return b
 }
 
@@ -281,8 +281,39 @@ func BenchmarkParse(b *testing.B) {
 func TestShortNamesField(t *testing.T) {
 	b := encodeSample(t, 4, samples()[3]) // DATA with a 3-byte payload
 	_, _, err := wire.Parse(b[:len(b)-1])
-	want := "DATA packet seq 4: multicast: packet truncated: symbol payload at offset 14, 2 bytes left"
+	want := "DATA packet seq 4: multicast: packet truncated: symbol payload at offset 15, 2 bytes left"
 	if !errors.Is(err, wire.ErrShort) || err.Error() != want {
 		t.Errorf("got %v, want %s", err, want)
+	}
+}
+
+// The largest NACK (a maximal host id, every range and block) with its MAC,
+// and the largest STATUS summary with its signature, fit one packet.
+func TestLargestFeedbackFits(t *testing.T) {
+	nack := &wire.Nack{Host: strings.Repeat("h", wire.MaxHostID), Round: 7, Parts: 1,
+		Chunks: make([]wire.Range, wire.MaxNackRanges), Blocks: make([]wire.BlockNeed, wire.MaxNackBlocks)}
+	for i := range nack.Chunks {
+		nack.Chunks[i] = wire.Range{First: uint32(10 * i), Count: 2}
+	}
+	for i := range nack.Blocks {
+		nack.Blocks[i] = wire.BlockNeed{Chunk: uint32(i), Missing: wire.MaxBlockSymbols}
+	}
+	status := &wire.Status{Round: 6, Quiet: true, Hosts: 2000, Summary: true, Chunks: nack.Chunks, Blocks: nack.Blocks}
+	for _, tc := range []struct {
+		m wire.Message
+		a wire.Auth
+		n int
+	}{{nack, wire.AuthMAC, wire.MACLen}, {status, wire.AuthSig, wire.SigLen}} {
+		b, err := wire.AppendTagged(nil, wire.Header{Type: tc.m.Type(), Session: 1, Seq: 1}, tc.m, tc.a,
+			func([]byte) []byte { return make([]byte, tc.n) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > wire.MaxPacket {
+			t.Errorf("the largest %v is %d bytes with its tag, more than MaxPacket %d", tc.m.Type(), len(b), wire.MaxPacket)
+		}
+		if _, _, err := wire.Parse(b); err != nil {
+			t.Errorf("the largest %v does not parse: %v", tc.m.Type(), err)
+		}
 	}
 }
