@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/internal/cliutil"
+	"github.com/loopcast/loopcast/internal/logline"
 
 	"github.com/loopcast/loopcast/control"
 	"github.com/loopcast/loopcast/deploy"
@@ -104,7 +106,17 @@ func runDeploy(c *cli.Context) error {
 	}
 	defer d.Close()
 	k := consoleFor(c, c.App.Writer)
-	opts.Infof, opts.Warnf, opts.Logf, opts.Watch = k.Logf, k.Warnf, k.Detailf, k.Progress
+	opts.Watch = k.Progress
+	opts.Logger = slog.New(logline.New(slog.LevelDebug, func(level slog.Level, line string) {
+		switch {
+		case level >= slog.LevelWarn:
+			k.Warnf("%s", line)
+		case level >= slog.LevelInfo:
+			k.Logf("%s", line)
+		default:
+			k.Detailf("%s", line)
+		}
+	}))
 	if err := prepareImage(c, d, &opts); err != nil {
 		return err
 	}
@@ -290,12 +302,12 @@ func buildForDeploy(c *cli.Context, d *deploy.Deployer, o *deploy.Options, src s
 		return err
 	}
 	for _, p := range b.Removed {
-		o.Infof("deploy: removed old build %s", p)
+		o.Logger.Info("deploy: removed an old build", "path", p)
 	}
-	o.Infof("deploy: built release %s from %s: %s, %d files, in %s", b.Manifest.ReleaseID(), src,
-		cliutil.HumanBytes(b.Manifest.ImageSize), b.Files, b.Time.Round(time.Millisecond))
+	o.Logger.Info("deploy: built release", "release", b.Manifest.ReleaseID(), "src", src,
+		"size", cliutil.HumanBytes(b.Manifest.ImageSize), "files", b.Files, "took", b.Time.Round(time.Millisecond))
 	if b.Base != nil {
-		o.Infof("deploy: base %s: %s", b.BaseImage, describeBase(b.Base))
+		o.Logger.Info("deploy: built on a base", "base", b.BaseImage, "layout", describeBase(b.Base))
 	}
 	o.ImagePath, o.Manifest, o.BuildTime = b.Path, b.Manifest, b.Time
 	return nil

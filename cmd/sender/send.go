@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"text/tabwriter"
 	"time"
 
 	"github.com/loopcast/loopcast/internal/cliutil"
+	"github.com/loopcast/loopcast/internal/logline"
 
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/multicast"
@@ -56,12 +58,12 @@ func runSend(c *cli.Context) error {
 	}
 	defer conn.Close()
 	start := time.Now()
-	opts.Logf = func(f string, a ...any) {
-		fmt.Fprintf(c.App.ErrWriter, "%7.3fs "+f+"\n", append([]any{time.Since(start).Seconds()}, a...)...)
-	}
-	opts.Warnf = func(f string, a ...any) {
-		fmt.Fprintf(c.App.ErrWriter, "%7.3fs warning: "+f+"\n", append([]any{time.Since(start).Seconds()}, a...)...)
-	}
+	opts.Logger = slog.New(logline.New(slog.LevelDebug, func(level slog.Level, line string) {
+		if level >= slog.LevelWarn {
+			line = "warning: " + line
+		}
+		fmt.Fprintf(c.App.ErrWriter, "%7.3fs %s\n", time.Since(start).Seconds(), line)
+	}))
 	rep, err := multicast.Send(c.Context, conn, opts)
 	if rep != nil {
 		printReport(c.App.Writer, rep)
