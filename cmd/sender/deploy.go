@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/internal/cliutil"
-	"github.com/loopcast/loopcast/internal/logline"
 
 	"github.com/loopcast/loopcast/control"
 	"github.com/loopcast/loopcast/deploy"
@@ -106,17 +104,7 @@ func runDeploy(c *cli.Context) error {
 	}
 	defer d.Close()
 	k := consoleFor(c, c.App.Writer)
-	opts.Watch = k.Progress
-	opts.Logger = slog.New(logline.New(slog.LevelDebug, func(level slog.Level, line string) {
-		switch {
-		case level >= slog.LevelWarn:
-			k.Warnf("%s", line)
-		case level >= slog.LevelInfo:
-			k.Logf("%s", line)
-		default:
-			k.Detailf("%s", line)
-		}
-	}))
+	opts.Logger, opts.Watch = k.Logger(), k.Progress
 	if err := prepareImage(c, d, &opts); err != nil {
 		return err
 	}

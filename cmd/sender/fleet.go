@@ -4,13 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/loopcast/loopcast/internal/cliutil"
-	"github.com/loopcast/loopcast/internal/logline"
 
 	"github.com/loopcast/loopcast/deploy"
 	"github.com/loopcast/loopcast/hostkey"
@@ -45,7 +43,7 @@ func fleet(c *cli.Context) (*deploy.Fleet, *hostkey.Pins, error) {
 	return &deploy.Fleet{Group: g, Iface: c.String("iface"), TTL: c.Int("ttl"), Hosts: inv.ids, Key: key, GroupSize: pins.Len(),
 		Audit: paths.Audit, PointerFile: paths.Pointer,
 		Cmd: deploy.Commander{Timeout: c.Duration("timeout"), Unicast: addrs.Map(inv.ids), HostKeys: hostKeyPolicy(pins, inv.ids, c.Bool("allow-new-hosts")),
-			Logger: slog.New(logline.New(slog.LevelWarn, func(_ slog.Level, line string) { fmt.Fprintln(c.App.ErrWriter, "warning: "+line) }))}}, pins, nil
+			Logger: consoleFor(c, c.App.Writer).Logger()}}, pins, nil
 }
 
 func statusCommand() *cli.Command {

@@ -4,13 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"text/tabwriter"
-	"time"
 
 	"github.com/loopcast/loopcast/internal/cliutil"
-	"github.com/loopcast/loopcast/internal/logline"
 
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/multicast"
@@ -57,13 +54,9 @@ func runSend(c *cli.Context) error {
 		return err
 	}
 	defer conn.Close()
-	start := time.Now()
-	opts.Logger = slog.New(logline.New(slog.LevelDebug, func(level slog.Level, line string) {
-		if level >= slog.LevelWarn {
-			line = "warning: " + line
-		}
-		fmt.Fprintf(c.App.ErrWriter, "%7.3fs %s\n", time.Since(start).Seconds(), line)
-	}))
+	k := consoleFor(c, c.App.Writer)
+	k.verbose = true // send has no -v: it always printed the session's detail
+	opts.Logger = k.Logger()
 	rep, err := multicast.Send(c.Context, conn, opts)
 	if rep != nil {
 		printReport(c.App.Writer, rep)
