@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -292,8 +291,8 @@ func (c *catchUp) fetch(ctx context.Context, p *control.Pointer, current string,
 		Peers: addrs, Out: out, Local: local.Lookup, Base: base, BaseImage: bases[base],
 		Auth: &peer.Auth{Host: c.cfg.HostID, Key: c.cfg.HostKey, Cert: c.ownCert(),
 			Got: func(cert []byte) { c.certs.take(cert, time.Now()) }},
-		Logf: func(f string, a ...any) { c.log.Info(fmt.Sprintf(f, a...)) },
-		Room: func(n int64) error { return noRoom{c.store.MakeRoom(n)}.err() }})
+		Logger: c.log,
+		Room:   func(n int64) error { return noRoom{c.store.MakeRoom(n)}.err() }})
 	var nr noRoom
 	if errors.As(err, &nr) {
 		c.log.Error("agent: catch-up: no room for the fleet's release", append(attrs, "err", nr.error)...)

@@ -245,8 +245,7 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 			return err
 		},
 		Probed: func(nonce [16]byte, _ net.Addr) { cfg.doctor.heard(nonce) },
-		Logf:   func(f string, a ...any) { log.Debug(fmt.Sprintf(f, a...)) },
-		Warnf:  func(f string, a ...any) { log.Warn(fmt.Sprintf(f, a...)) },
+		Logger: log,
 	})
 	cfg.receiving.Store(false)
 	cfg.metrics.received(res, err)

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"time"
@@ -46,8 +47,9 @@ type Commander struct {
 	// host it names (a hostkey.Pins check); a reply it refuses is not
 	// counted. Every reply's signature is checked whether or not it is set.
 	HostKeys func(host string, key ed25519.PublicKey) error
-	Logf     func(format string, args ...any)
-	Warnf    func(format string, args ...any) // what the operator must see; Logf when nil
+	// Logger hears, at Warn, replies not counted and a fleet pointer not
+	// sent, at Debug each retransmission. Nil discards.
+	Logger *slog.Logger
 }
 
 // readWake bounds a blocking read, so a cancelled context is noticed.
@@ -83,10 +85,10 @@ func (c *Commander) Do(ctx context.Context, cmd control.Command, hosts []string)
 			if sent == 0 {
 				return t, fmt.Errorf("deploy: send %s to %v: %w", cmd.Type(), c.To, err)
 			}
-			c.logf("deploy: %s: resend to %v: %v", cmd.Type(), c.To, err) // try again next round
+			c.log().Debug("deploy: resend failed", "command", cmd.Type(), "addr", c.To, "err", err) // try again next round
 		}
 		if sent > 0 {
-			c.logf("deploy: %s: resent, waiting for %v", cmd.Type(), t.Missing())
+			c.log().Debug("deploy: resent", "command", cmd.Type(), "waiting_for", t.Missing())
 			c.unicast(pkt, t.Missing())
 		}
 		next := earliest(time.Now().Add(every), deadline)
@@ -141,12 +143,12 @@ func (c *Commander) collect(ctx context.Context, t *control.Tally, buf []byte, u
 			continue // not a reply for us: ignore
 		}
 		if !c.fromHost(r.Host, from) {
-			c.logf("deploy: reply for host %s from %v, which is not its address: ignored", r.Host, from)
+			c.log().Debug("deploy: reply from another address than the host's: ignored", "host", r.Host, "addr", from)
 			continue
 		}
 		if c.HostKeys != nil {
 			if err := c.HostKeys(r.Host, r.HostKey); err != nil {
-				c.warnf("deploy: reply from %v not counted: %v", from, err)
+				c.log().Warn("deploy: reply not counted", "addr", from, "err", err)
 				t.Unverified(r.Host, err)
 				continue
 			}
@@ -169,19 +171,7 @@ func (c *Commander) fromHost(host string, addr net.Addr) bool {
 	return err == nil && got == want
 }
 
-func (c *Commander) warnf(format string, args ...any) {
-	if c.Warnf != nil {
-		c.Warnf(format, args...)
-		return
-	}
-	c.logf(format, args...)
-}
-
-func (c *Commander) logf(format string, args ...any) {
-	if c.Logf != nil {
-		c.Logf(format, args...)
-	}
-}
+func (c *Commander) log() *slog.Logger { return orDiscard(c.Logger) }
 
 func earliest(a, b time.Time) time.Time {
 	if a.Before(b) {

@@ -69,7 +69,7 @@ func openPack(ctx context.Context, o *Options) (*image.Pack, error) {
 		return nil, fmt.Errorf("deploy: %w", err)
 	}
 	if made {
-		o.infof("deploy: %s had no pack: made %s%s", o.ImagePath, o.ImagePath, image.PackSuffix)
+		o.log().Info("deploy: the image had no pack: made it", "image", o.ImagePath, "pack", o.ImagePath+image.PackSuffix)
 	}
 	return pack, nil
 }
@@ -77,7 +77,7 @@ func openPack(ctx context.Context, o *Options) (*image.Pack, error) {
 // commander is the deploy's: it speaks for o over conns' control conn.
 func (o *Options) commander(conns Conns) *Commander {
 	return &Commander{Conn: conns.Control, To: conns.ControlTo, Group: o.Group.String(), Unicast: o.hostIPs(),
-		Key: o.Key, Timeout: o.CommandTimeout, HostKeys: o.HostKeys, Logf: o.Logf, Warnf: o.Warnf}
+		Key: o.Key, Timeout: o.CommandTimeout, HostKeys: o.HostKeys, Logger: o.Logger}
 }
 
 // transfer sends the image and records the hosts' part in res; it returns
@@ -113,7 +113,8 @@ func (o *Options) enough(res *Result, staged []string) bool {
 	if len(staged) > 0 && len(staged) >= need {
 		return true
 	}
-	o.infof("deploy: %d of %d hosts staged %s, %d required: switching none", len(staged), members, res.ReleaseID, need)
+	o.log().Info("deploy: too few hosts staged the release: switching none", "release", res.ReleaseID, "staged", len(staged),
+		"hosts", members, "required", need)
 	return false
 }
 
@@ -140,16 +141,16 @@ func (d *Deployer) publish(cmd *Commander, o *Options, res *Result) {
 		_, err = Publish(cmd, d.Pointer, res.ReleaseID, digest, hostIDs(res.Hosts), o.GroupSize, false, o.Encrypt)
 	}
 	if err != nil {
-		o.warnf("deploy: the fleet pointer was not published: %v (hosts that missed the deploy will not catch up on their own)", err)
+		o.log().Warn("deploy: the fleet pointer was not published: hosts that missed the deploy will not catch up on their own", "err", err)
 		return
 	}
 	if o.HostPub == nil {
 		return
 	}
 	n, err := IssueCerts(cmd, d.Certs, hostIDs(res.Hosts), o.HostPub)
-	o.infof("deploy: %d host certificates issued", n)
+	o.log().Info("deploy: host certificates issued", "hosts", n)
 	if err != nil {
-		o.warnf("deploy: host certificates: %v (a host without one is not served by its peers)", err)
+		o.log().Warn("deploy: host certificates not all issued: a host without one is not served by its peers", "err", err)
 	}
 }
 

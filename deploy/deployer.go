@@ -114,11 +114,11 @@ func (d *Deployer) Fail(o Options, err error) {
 func (d *Deployer) record(o *Options, res *Result, err error) {
 	if res != nil && res.Outcome() != OutcomeNone && o.ImagePath != "" {
 		if werr := atomicfile.WriteFile(d.LastBuild, []byte(o.ImagePath+"\n"), 0o644); werr != nil {
-			o.warnf("deploy: the next build's base: %v", werr)
+			o.log().Warn("deploy: the next build's base was not recorded", "err", werr)
 		}
 	}
 	if aerr := AppendAudit(d.Audit, auditEntry(o, res, err)); aerr != nil {
-		o.warnf("%v", aerr)
+		o.log().Warn("deploy: the deploy is not in the audit log", "err", aerr)
 	}
 }
 
@@ -159,7 +159,7 @@ func (d *Deployer) Rollback(ctx context.Context, f *Fleet, to string) (string, [
 		e.Outcome, e.Error = "error", err.Error()
 	}
 	if aerr := AppendAudit(d.Audit, e); aerr != nil {
-		f.Cmd.warnf("rollback: %v", aerr)
+		f.Cmd.log().Warn("rollback: the rollback is not in the audit log", "err", aerr)
 	}
 	return to, res, err
 }

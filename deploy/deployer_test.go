@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -110,7 +111,7 @@ func (a *agentSim) serve(conn *memnet.Conn) {
 func (a *agentSim) receive(ctx context.Context, t *testing.T, conn *memnet.Conn, out string) {
 	o := multicast.ReceiveOptions{HostID: a.id, HostKey: hostKey(a.id), Out: out,
 		Trusted: []ed25519.PublicKey{testKey.Public().(ed25519.PublicKey)}, SenderTimeout: 5 * time.Second,
-		AnnounceTimeout: 30 * time.Second, Logf: func(f string, args ...any) { t.Logf(a.id+": "+f, args...) }}
+		AnnounceTimeout: 30 * time.Second, Logger: testLogger(t).With("host", a.id)}
 	if !a.lateStage {
 		o.Stage = func(r *multicast.Result) error { a.stage(r.ReleaseID); return nil }
 	}
@@ -206,10 +207,15 @@ func openDeployer(t *testing.T) *Deployer {
 // testOptions deploys b to hosts, requiring all of them.
 func testOptions(t *testing.T, b *Built, hosts []string) Options {
 	o := Options{SendOptions: multicast.SendOptions{Key: testKey, Hosts: hosts, Rate: 100e6, Wait: 5 * time.Second,
-		HostTimeout: 2 * time.Second, Logf: t.Logf}, RequirePct: 100, ImagePath: b.Path, BuildTime: b.Time,
+		HostTimeout: 2 * time.Second, Logger: testLogger(t)}, RequirePct: 100, ImagePath: b.Path, BuildTime: b.Time,
 		CommandTimeout: time.Second, StageTimeout: 5 * time.Second}
 	o.Manifest = b.Manifest
 	return o
+}
+
+// testLogger writes a deploy's records, detail included, to the test's log.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // readAudit returns the audit log's entries.

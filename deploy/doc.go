@@ -17,7 +17,9 @@
 // conn and where commands go, the unicast path's listener), so the whole
 // flow runs over the in-process network of internal/memnet in tests; Dial
 // opens the real sockets. Options embed multicast.SendOptions, whose
-// fields the transfer and the commands share. The Result keeps each fact
+// fields the transfer and the commands share; its Logger hears the deploy
+// too (its own lines at Info, what the operator must see at Warn, the
+// session's and the commands' detail at Debug). The Result keeps each fact
 // once: the host lines sorted by id, the transfer's report (bytes and
 // chunks are read from it), and the outcome read from the hosts' phases;
 // its JSON is what `sender deploy --json` prints.

@@ -25,7 +25,7 @@ type Fleet struct {
 	// that switched hosts publishes a pointer to its target.
 	PointerFile string
 	GroupSize   int       // the hosts the sender knows in the group, for the pointer
-	Cmd         Commander // Timeout, HostKeys, Unicast, Logf and Warnf are used; the rest is set by open
+	Cmd         Commander // Timeout, HostKeys, Unicast and Logger are used; the rest is set by open
 }
 
 // open dials the control socket.
@@ -221,7 +221,7 @@ func (f *Fleet) Rollback(ctx context.Context, to string) (string, []HostResult, 
 		// the sender may not hold the target's manifest: hosts check its id
 		// and signature instead of a digest
 		if _, perr := Publish(c, f.PointerFile, to, [32]byte{}, hostIDs(out), f.GroupSize, true, true); perr != nil {
-			c.warnf("rollback: the fleet pointer was not published: %v", perr)
+			c.log().Warn("rollback: the fleet pointer was not published", "err", perr)
 		}
 	}
 	return to, out, err

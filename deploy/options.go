@@ -1,7 +1,9 @@
 package deploy
 
 import (
+	"cmp"
 	"crypto/ed25519"
+	"log/slog"
 	"net"
 	"time"
 
@@ -15,10 +17,13 @@ type Options struct {
 	// command is for; Key signs the commands too; HostKeys checks the
 	// key of every command's reply too; HostAddrs (each listed host's IP
 	// at the group's port) is also where commands reach a host that does
-	// not answer the group; Logf hears the session's detail and the
-	// commands' retransmissions; Warnf what the operator must see
-	// (refusals). Group is the Deployer's; Pack, BaseID, Unicast and
-	// Progress are set by the deploy.
+	// not answer the group; Logger hears the deploy too: at Info its own
+	// lines, which the operator always sees (a pack made, waves
+	// switching, nothing switched), at Warn what the operator must see
+	// (refusals, dropped hosts, a pointer not published), at Debug the
+	// session's detail and the commands' retransmissions. Group is the
+	// Deployer's; Pack, BaseID, Unicast and Progress are set by the
+	// deploy.
 	multicast.SendOptions
 	// RequirePct is the percentage of hosts (1 to 100) that must have
 	// staged the release for any host to switch; 100 means all.
@@ -32,9 +37,6 @@ type Options struct {
 	BuildTime      time.Duration
 	StageTimeout   time.Duration
 	CommandTimeout time.Duration
-	// Infof hears the deploy's own lines, which the operator always sees
-	// (a pack made, waves switching, nothing switched); Logf when nil.
-	Infof func(format string, args ...any)
 	// Watch, when set, hears of the deploy's progress: the transfer's (as
 	// multicast reports it), then staging and switching.
 	Watch func(Progress)
@@ -86,19 +88,7 @@ func (o *Options) watch(p Progress) {
 	}
 }
 
-func (o *Options) infof(format string, args ...any) {
-	switch {
-	case o.Infof != nil:
-		o.Infof(format, args...)
-	case o.Logf != nil:
-		o.Logf(format, args...)
-	}
-}
+func (o *Options) log() *slog.Logger { return orDiscard(o.Logger) }
 
-func (o *Options) warnf(format string, args ...any) {
-	if o.Warnf != nil {
-		o.Warnf(format, args...)
-	} else {
-		o.infof(format, args...)
-	}
-}
+// orDiscard is l, or a logger that discards when l is nil.
+func orDiscard(l *slog.Logger) *slog.Logger { return cmp.Or(l, slog.New(slog.DiscardHandler)) }

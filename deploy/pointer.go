@@ -86,11 +86,11 @@ func Publish(c *Commander, path, release string, digest [sha256.Size]byte, hosts
 			time.Sleep(pointerGap)
 		}
 		if _, err := c.Conn.WriteTo(pkt, c.To); err != nil && i == 0 {
-			c.warnf("deploy: multicast the fleet pointer to %v: %v (hosts learn it from their peers)", c.To, err)
+			c.log().Warn("deploy: the fleet pointer was not multicast: hosts learn it from their peers", "addr", c.To, "err", err)
 		}
 		c.unicast(pkt, hosts)
 	}
-	c.logf("deploy: %v published", p)
+	c.log().Debug("deploy: fleet pointer published", "pointer", p)
 	return p, nil
 }
 

@@ -171,7 +171,7 @@ func sleep(ctx context.Context, d time.Duration) {
 func (o *Options) roll(ctx context.Context, c *Commander, res *Result, staged []string) error {
 	waves := o.Rollout.waves(staged)
 	if o.Rollout.Canary >= len(staged) {
-		o.warnf("deploy: --canary %d covers all %d staged hosts: they switch at once", o.Rollout.Canary, len(staged))
+		o.log().Warn("deploy: --canary covers all the staged hosts: they switch at once", "canary", o.Rollout.Canary, "staged", len(staged))
 	}
 	var switched []string
 	prior := map[string]string{} // host -> the release it served before its switch
@@ -188,7 +188,7 @@ func (o *Options) roll(ctx context.Context, c *Commander, res *Result, staged []
 		} else if err != nil {
 			return o.halt(c, res, switched, prior, fmt.Sprintf("%s: %v", name, err), nil)
 		}
-		o.infof("deploy: switching %s: %s", name, strings.Join(wave, ", "))
+		o.log().Info("deploy: switching", "wave", name, "hosts", strings.Join(wave, ","))
 		err := activate(context.WithoutCancel(ctx), c, res, wave)
 		var failed []string
 		for _, h := range wave {
@@ -218,7 +218,7 @@ func (o *Options) roll(ctx context.Context, c *Commander, res *Result, staged []
 		if i == len(waves)-1 || o.Rollout.Soak <= 0 {
 			continue
 		}
-		o.infof("deploy: %s healthy; soaking %s", name, o.Rollout.Soak)
+		o.log().Info("deploy: healthy: soaking", "wave", name, "soak", o.Rollout.Soak)
 		sleep(ctx, o.Rollout.Soak)
 		if ctx.Err() != nil {
 			return abort("while " + name + " soaked")
@@ -271,7 +271,7 @@ func (o *Options) halt(c *Commander, res *Result, switched []string, prior map[s
 	for h, err := range bad {
 		res.host(h).Error = err.Error()
 	}
-	o.warnf("deploy: rollout halted: %s; switching %d hosts back", why, len(switched))
+	o.log().Warn("deploy: rollout halted: switching the switched hosts back", "why", why, "hosts", len(switched))
 	if len(switched) == 0 {
 		return nil
 	}

@@ -41,7 +41,7 @@ func preflight(ctx context.Context, c *Commander, hosts []string) error {
 		return fmt.Errorf("deploy: hosts refuse this sender's commands, nothing sent: %s", strings.Join(refused, "; "))
 	}
 	if m := t.Missing(); len(m) > 0 {
-		c.logf("deploy: no STATUS answer yet from %v (down, or not trusting this key)", m)
+		c.log().Debug("deploy: no STATUS answer yet (down, or not trusting this key)", "hosts", m)
 	}
 	return nil
 }

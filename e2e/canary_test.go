@@ -58,7 +58,7 @@ func TestCanaryRollout(t *testing.T) {
 	if err != nil {
 		t.Fatalf("healthy canary rollout: %v\n%s", err, out)
 	}
-	for _, want := range []string{"switching the canary: r1", "switching wave 1 of 2: r2", "switching wave 2 of 2: r3"} {
+	for _, want := range []string{`switching wave="the canary" hosts=r1`, `switching wave="wave 1 of 2" hosts=r2`, `switching wave="wave 2 of 2" hosts=r3`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %q:\n%s", want, out)
 		}

@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/loopcast/loopcast/internal/logline"
 	"github.com/loopcast/loopcast/internal/memnet"
 	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
@@ -213,7 +214,7 @@ func TestHostIDRule(t *testing.T) {
 // stallTime; a host asking for nothing (busy decoding or copying) or for
 // less each round is not.
 func TestStalledHostDropped(t *testing.T) {
-	s := &sender{hosts: newHostTable(nil), opts: SendOptions{Warnf: t.Logf}}
+	s := &sender{hosts: newHostTable(nil), log: testLogger(t)}
 	for _, id := range []string{"greedy", "idle", "honest"} {
 		h := newHost(id, true)
 		h.registered = true
@@ -301,16 +302,16 @@ func TestEncryptedSession(t *testing.T) {
 // NACK) are logged once, with a count when the run ends.
 func TestIdleRoundsSummarised(t *testing.T) {
 	var lines []string
-	s := &sender{opts: SendOptions{Logf: func(f string, a ...any) { lines = append(lines, fmt.Sprintf(f, a...)) }}}
+	s := &sender{log: slog.New(logline.New(slog.LevelDebug, func(_ slog.Level, line string) { lines = append(lines, line) }))}
 	for r := 1; r <= 40; r++ {
 		s.round = uint32(r)
-		s.logRound("0 blocks and 0 chunks asked for")
+		s.logRound(roundSummary{blocks: 0, chunks: 0})
 	}
 	s.round = 41
-	s.logRound("3 blocks and 0 chunks asked for")
+	s.logRound(roundSummary{blocks: 3, chunks: 0})
 	s.round = 42
 	s.flushRounds()
-	if len(lines) != 3 || !strings.Contains(lines[1], "39 more rounds like it") {
+	if len(lines) != 3 || !strings.Contains(lines[1], "multicast: more rounds like it count=39") {
 		t.Errorf("logged %d lines for 40 identical rounds and one other:\n%s", len(lines), strings.Join(lines, "\n"))
 	}
 }

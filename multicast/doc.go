@@ -141,6 +141,15 @@
 // left by a killed predecessor (Out.<release>.partial) after re-verifying
 // its chunks.
 //
+// # Logging
+//
+// Each side logs to the *slog.Logger of its options (nil: nowhere), in
+// records with a constant message and attributes (session, host, addr,
+// err, ...): at Warn what an operator must see (a host refusing or refused,
+// a host dropped, a session refused, the unicast path taken), at Debug the
+// detail (hosts registering and completing, each repair round). Nothing is
+// logged per packet on the happy path.
+//
 // # Trust
 //
 // What a receiver writes is bound to the signed manifest: every received

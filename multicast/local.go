@@ -3,6 +3,7 @@ package multicast
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -51,7 +52,7 @@ const maxLocalFiles = 16
 
 // fillLocal fills the partial image with every chunk it still lacks that
 // local names (see FillLocal). It returns the chunks filled.
-func (st *store) fillLocal(ctx context.Context, local LocalFunc, logf func(string, ...any)) (int, error) {
+func (st *store) fillLocal(ctx context.Context, local LocalFunc, log *slog.Logger) (int, error) {
 	if local == nil {
 		return 0, nil
 	}
@@ -61,7 +62,7 @@ func (st *store) fillLocal(ctx context.Context, local LocalFunc, logf func(strin
 			st.chunks[i].done = true
 			st.remaining--
 			n++
-		}, logf)
+		}, log)
 	st.reflinked += refl
 	return n, err
 }
@@ -73,9 +74,11 @@ func (st *store) fillLocal(ctx context.Context, local LocalFunc, logf func(strin
 // the filesystem cannot, one copy_file_range (the kernel copies, nothing
 // passes through here). The chunks are trusted as local vouches for them:
 // not read back, not hashed. A run that fails to copy is logged and left
-// out. done(i) hears of each chunk copied; it returns the bytes reflinked.
+// out (at Debug, to log; nil discards). done(i) hears of each chunk
+// copied; it returns the bytes reflinked.
 func FillLocal(ctx context.Context, dst *os.File, m *image.Manifest, want func(int) bool, local LocalFunc,
-	done func(int), logf func(string, ...any)) (int64, error) {
+	done func(int), log *slog.Logger) (int64, error) {
+	log = orDiscard(log)
 	files := map[string]*os.File{}
 	defer func() {
 		for _, f := range files {
@@ -93,7 +96,7 @@ func FillLocal(ctx context.Context, dst *os.File, m *image.Manifest, want func(i
 			refl, err = copyRun(dst, m, src, run)
 		}
 		if err != nil {
-			logf("local chunks %d-%d from %s@%d not used: %v", run.first, run.first+run.count-1, run.path, run.off, err)
+			log.Debug("multicast: local chunks not used", "first", run.first, "last", run.first+run.count-1, "path", run.path, "offset", run.off, "err", err)
 			continue
 		}
 		for i := run.first; i < run.first+run.count; i++ {

@@ -74,7 +74,7 @@ func helperSend(t *testing.T, ctx context.Context, group *net.UDPAddr, a helperA
 		t.Fatal(err)
 	}
 	rep, err := Send(ctx, conn, SendOptions{Key: testReleaseKey(), Group: group, Manifest: m, Pack: pack, Rate: a.Rate, Hosts: a.Hosts, FECOverhead: a.FEC,
-		Wait: 5 * time.Second, HostTimeout: 3 * time.Second, Logf: t.Logf})
+		Wait: 5 * time.Second, HostTimeout: 3 * time.Second, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func helperRecv(t *testing.T, ctx context.Context, group *net.UDPAddr, a helperA
 	}
 	priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, ed25519.SeedSize))
 	res, err := Receive(ctx, conn, ReceiveOptions{HostID: a.Host, HostKey: testHostKey(a.Host), Out: a.Out, Trusted: []ed25519.PublicKey{priv.Public().(ed25519.PublicKey)},
-		SenderTimeout: 10 * time.Second, Logf: t.Logf})
+		SenderTimeout: 10 * time.Second, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,9 +27,9 @@ func TestQuietRounds(t *testing.T) {
 	session := func() (*Report, int) {
 		ts := newTestSession(t, lossy(0.02, 11))
 		ts.send.Hosts, ts.send.Rate, ts.send.FECOverhead, ts.send.Wait = hosts, 20e6, AutoFEC, 20*time.Second
-		ts.send.Logf = func(string, ...any) {}
+		ts.send.Logger = nil
 		res, errs := ts.run(context.Background(), hosts, func(_ string, o *ReceiveOptions) {
-			o.Logf, o.SenderTimeout, o.AnnounceTimeout = nil, 20*time.Second, 30*time.Second
+			o.Logger, o.SenderTimeout, o.AnnounceTimeout = nil, 20*time.Second, 30*time.Second
 		})
 		suppressed := 0
 		for _, h := range hosts {

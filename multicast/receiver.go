@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -97,11 +98,11 @@ type ReceiveOptions struct {
 	// (staged, or the error): the sender learns it without asking. Its
 	// error is in Result.StageErr; Receive does not fail for it.
 	Stage func(*Result) error
-	Logf  func(format string, args ...any)
-	// Warnf, if set, hears what the host's operator must see: a session
-	// refused (untrusted key, not wanted) or a sender of another protocol
-	// version. Logf when nil.
-	Warnf func(format string, args ...any)
+	// Logger hears the receiver: at Warn what the host's operator must
+	// see (a session refused: untrusted key, not wanted; a sender of
+	// another protocol version; the unicast path taken), at Debug the
+	// detail (the session tried, chunks reused, bad chunks). Nil discards.
+	Logger *slog.Logger
 	// NoUnicast refuses the unicast path: a host that hears no multicast
 	// waits for it rather than dial a sender's fetch port.
 	NoUnicast bool
@@ -148,12 +149,7 @@ func Receive(ctx context.Context, conn Conn, opts ReceiveOptions) (*Result, erro
 		return nil, fmt.Errorf("%w: no trusted keys given (and not insecure)", ErrUntrusted)
 	}
 	opts.SenderTimeout = cmp.Or(opts.SenderTimeout, DefaultSenderTimeout)
-	if opts.Logf == nil {
-		opts.Logf = func(string, ...any) {}
-	}
-	if opts.Warnf == nil {
-		opts.Warnf = opts.Logf
-	}
+	opts.Logger = orDiscard(opts.Logger)
 	res, err := receive(ctx, conn, opts, false)
 	var to *streamTarget
 	if errors.As(err, &to) {
@@ -164,7 +160,7 @@ func Receive(ctx context.Context, conn Conn, opts ReceiveOptions) (*Result, erro
 
 // receive runs one receiver over conn (a stream: the unicast path).
 func receive(ctx context.Context, conn Conn, opts ReceiveOptions, onStream bool) (*Result, error) {
-	r := &receiver{opts: opts, conn: conn, begin: time.Now(), eph: newDH(), onStream: onStream,
+	r := &receiver{opts: opts, log: opts.Logger, conn: conn, begin: time.Now(), eph: newDH(), onStream: onStream,
 		hostPub: pub32(opts.HostKey.Public().(ed25519.PublicKey))}
 	err := serve(ctx, conn, r.run)
 	if err != nil {
@@ -202,7 +198,7 @@ func receiveStream(ctx context.Context, opts ReceiveOptions, to *streamTarget) (
 		return nil, fmt.Errorf("multicast: session %08x from %v: this host hears no multicast, and the unicast path failed: %w", to.session, to.from, err)
 	}
 	defer c.Close()
-	opts.Warnf("session %08x: no multicast heard from %v: receiving over TCP from %v", to.session, to.from, c.RemoteAddr())
+	opts.Logger.Warn("multicast: no multicast heard: receiving over TCP", sessionAttr(to.session), "from", to.from, "addr", c.RemoteAddr())
 	opts.Session = to.session
 	res, err := receive(ctx, newStreamConn(c), opts, true)
 	if err != nil {
@@ -226,6 +222,7 @@ type receiver struct {
 	begin      time.Time
 	join       joinState
 	opts       ReceiveOptions
+	log        *slog.Logger // opts.Logger
 	conn       Conn
 	res        Result
 	sender     net.Addr
@@ -358,7 +355,7 @@ func (r *receiver) onDecoded(res decodeResult) error {
 		return err
 	}
 	if res.err != nil {
-		r.opts.Logf("%v", res.err)
+		r.log.Debug("multicast: chunk failed its check", sessionAttr(r.res.Session), "err", res.err)
 		r.res.BadChunks = r.st.bad
 	}
 	if r.st.remaining == 0 && !r.phase.inPlace() {
@@ -428,7 +425,7 @@ func (r *receiver) handle(p packet, now time.Time) error {
 	}
 	h, m, err := wire.Parse(p.b)
 	if err != nil {
-		r.foreign.note(err, p.from, r.opts.Warnf)
+		r.foreign.note(err, p.from, r.log.Warn)
 		r.refuseVersion(h, err, p.from, now)
 	} else if h.Seq != 0 {
 		r.mcSession, r.mcAt = h.Session, now
@@ -543,7 +540,7 @@ func (r *receiver) takeKey(m *wire.Register) bool {
 		r.st.cipher, err = newContentCipher(key)
 	}
 	if err != nil {
-		r.opts.Warnf("session %08x: %v", r.res.Session, err)
+		r.log.Warn("multicast: no content key", sessionAttr(r.res.Session), "err", err)
 		return false
 	}
 	r.res.Encrypted = true
@@ -581,7 +578,9 @@ func (r *receiver) onSymbol(s *wire.Symbol) error {
 	}
 	err := r.st.add(s)
 	if errors.Is(err, errBadSymbol) {
-		r.opts.Logf("%v", err)
+		if r.log.Enabled(r.ctx, slog.LevelDebug) { // one record per bad packet: no work when unheard
+			r.log.Debug("multicast: symbol ignored", sessionAttr(r.res.Session), "err", err)
+		}
 		return nil
 	}
 	return err
@@ -660,7 +659,7 @@ func (r *receiver) finish(now time.Time) error {
 		return err // renamed, but not durably: the caller must not stage it
 	}
 	r.res.Path, r.res.BadChunks, r.res.Spilled = r.opts.Out, r.st.bad, r.st.spilled
-	r.opts.Logf("session %08x: image %s verified", r.res.Session, r.opts.Out)
+	r.log.Debug("multicast: image verified", sessionAttr(r.res.Session), "path", r.opts.Out)
 	if r.opts.Stage != nil {
 		t := time.Now()
 		r.res.StageErr = r.opts.Stage(&r.res)

@@ -127,7 +127,7 @@ func (r *receiver) accept(h *wire.Header, m wire.Message, from net.Addr, now tim
 	}
 	r.ann, r.sender, r.res.Session, r.keys = a, from, h.Session, keys
 	r.on(evCandidate, now)
-	r.opts.Logf("trying session %08x from %v", h.Session, from)
+	r.log.Debug("multicast: trying session", sessionAttr(h.Session), "from", from)
 	return true
 }
 
@@ -139,7 +139,7 @@ func (r *receiver) trustKey(a *wire.Announce) error {
 		}
 	}
 	if r.opts.Insecure {
-		r.opts.Logf("insecure: following a session signed by untrusted key %s", image.KeyID(a.ReleaseKey[:]))
+		r.log.Debug("multicast: insecure: following a session signed by an untrusted key", "key", image.KeyID(a.ReleaseKey[:]))
 		return nil
 	}
 	ids := make([]string, len(r.opts.Trusted))
@@ -279,7 +279,7 @@ func (r *receiver) refuseSession(session uint32, from net.Addr, why error, now t
 	}
 	r.remember(refusalKey(session, from), rf)
 	r.join.last = why
-	r.opts.Warnf("refusing session %08x from %v: %v", session, from, why)
+	r.log.Warn("multicast: refusing session", sessionAttr(session), "from", from, "err", why)
 	if rf.rf != nil {
 		rf.sent = now
 		r.sendRefuse(session, rf.rf, from)
@@ -311,7 +311,7 @@ func refusalOf(why error) *Refusal {
 // and enforces AnnounceTimeout.
 func (r *receiver) tickJoin(now time.Time) error {
 	if r.phase.following() && !r.join.acked && r.join.alt != nil && now.Sub(r.join.since) > ackWait {
-		r.opts.Warnf("session %08x: %v does not acknowledge; following %v, which sends the session too", r.res.Session, r.sender, r.join.alt)
+		r.log.Warn("multicast: sender does not acknowledge: following another that sends the session too", sessionAttr(r.res.Session), "from", r.sender, "to", r.join.alt)
 		r.sender, r.join.alt, r.join.since, r.lastReg = r.join.alt, nil, now, time.Time{}
 	}
 	if r.phase.joined() {

@@ -85,7 +85,7 @@ func (r *receiver) checkManifest(b []byte) (*image.Manifest, error) {
 		if !r.opts.Insecure {
 			return nil, fmt.Errorf("%w: session %08x release %s: %w", ErrUntrusted, r.res.Session, m.ReleaseID(), err)
 		}
-		r.opts.Logf("insecure: accepting release %s: %v", m.ReleaseID(), err)
+		r.log.Debug("multicast: insecure: accepting a release", sessionAttr(r.res.Session), "release", m.ReleaseID(), "err", err)
 	}
 	a := r.ann
 	if m.ID() != a.ReleaseID || uint64(m.ImageSize) != a.ImageSize || m.ChunkSize != a.ChunkSize {
@@ -157,17 +157,17 @@ func (r *receiver) prepare(m *image.Manifest) error {
 	}
 	if fi.Size() == m.ImageSize {
 		r.res.Resumed = r.st.resume()
-		r.opts.Logf("resuming %s: %d chunks already verified", r.partial, r.res.Resumed)
+		r.log.Debug("multicast: resuming a partial image", sessionAttr(r.res.Session), "path", r.partial, "verified_chunks", r.res.Resumed)
 	}
 	if err := r.st.file.Truncate(m.ImageSize); err != nil {
 		return fmt.Errorf("multicast: size %s: %w", r.partial, err)
 	}
-	if r.res.Reused, err = r.st.fillLocal(r.ctx, r.opts.Local, r.opts.Logf); err != nil {
+	if r.res.Reused, err = r.st.fillLocal(r.ctx, r.opts.Local, r.log); err != nil {
 		return err
 	}
 	r.res.Reflinked = r.st.reflinked
 	if r.opts.Local != nil {
-		r.opts.Logf("session %08x: %d chunks reused from local images", r.res.Session, r.res.Reused)
+		r.log.Debug("multicast: chunks reused from local images", sessionAttr(r.res.Session), "chunks", r.res.Reused)
 	}
 	r.have = r.st.held()
 	r.heard = time.Now() // a long local fill is not the sender's silence

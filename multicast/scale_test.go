@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -109,10 +110,7 @@ func BenchmarkScale(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer f.Close()
-			start := time.Now()
-			opts.Logf = func(format string, a ...any) {
-				fmt.Fprintf(f, "%7.3fs "+format+"\n", append([]any{time.Since(start).Seconds()}, a...)...)
-			}
+			opts.Logger = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		}
 		dir := b.TempDir()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

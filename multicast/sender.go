@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"time"
 
@@ -112,10 +113,11 @@ type SendOptions struct {
 	// registered host holds it, each chunk with a delta frame goes as that
 	// frame.
 	BaseID string
-	Logf   func(format string, args ...any)
-	// Warnf, if set, hears what the operator must see: a host refusing the
-	// session or refused by HostKeys. Logf when nil.
-	Warnf func(format string, args ...any)
+	// Logger hears the session, each record with its id ("session"): at
+	// Warn what the operator must see (a host refusing the session,
+	// refused by HostKeys, or dropped), at Debug the detail (hosts
+	// registering and completing, each repair round). Nil discards.
+	Logger *slog.Logger
 	// Progress, if set, is called by the session goroutine at phase
 	// changes and at most every progressEvery between them; it must
 	// return quickly.
@@ -167,12 +169,6 @@ func (o *SendOptions) defaults() error {
 			return fmt.Errorf("multicast: %w", err)
 		}
 	}
-	if o.Logf == nil {
-		o.Logf = func(string, ...any) {}
-	}
-	if o.Warnf == nil {
-		o.Warnf = o.Logf
-	}
 	return nil
 }
 
@@ -204,6 +200,7 @@ const (
 
 type sender struct {
 	opts        SendOptions
+	log         *slog.Logger // opts.Logger, with the session
 	conn        Conn
 	seq         uint32
 	manifest    []byte
@@ -234,7 +231,7 @@ type sender struct {
 	dh          *ecdh.PrivateKey   // agrees each host's MAC keys
 	content     []byte             // the content key of an encrypted session
 	totalSym    int64              // data symbols of the first pass, for host progress
-	lastRound   string             // the last round summary logged
+	lastRound   *roundSummary      // the last round summary logged; nil: none yet
 	sameRounds  int                // identical rounds since it
 	uni         *streams           // the unicast path; nil: none
 	uniAnnounce time.Time          // next unicast ANNOUNCE
@@ -277,7 +274,7 @@ func newSender(conn Conn, o SendOptions) (*sender, error) {
 		return nil, err
 	}
 	_, sk, _ := ed25519.GenerateKey(rand.Reader)
-	s := &sender{opts: o, conn: conn, manifest: mb, src: newSource(o.Pack, o.Manifest), hosts: newHostTable(o.Hosts),
+	s := &sender{opts: o, log: orDiscard(o.Logger).With(sessionAttr(o.Session)), conn: conn, manifest: mb, src: newSource(o.Pack, o.Manifest), hosts: newHostTable(o.Hosts),
 		sessKey: sk, dh: newDH(), content: content}
 	s.src.cipher = cc
 	s.ann = s.baseAnnounce()
@@ -490,8 +487,8 @@ func (s *sender) startTransfer(now time.Time) {
 			s.pushLacking(h)
 		}
 	}
-	s.opts.Logf("session %08x: sending %d chunks to %d hosts (%d held by every host, %d all zero, deltas: %v)",
-		s.opts.Session, len(s.jobs), s.hosts.live(), s.stats.ChunksReused, s.stats.ChunksZero, s.src.deltas)
+	s.log.Debug("multicast: sending", "chunks", len(s.jobs), "hosts", s.hosts.live(), "held_by_all", s.stats.ChunksReused,
+		"zero", s.stats.ChunksZero, "deltas", s.src.deltas)
 }
 
 // allHoldBase reports whether there is a base and every registered host

@@ -3,7 +3,6 @@ package multicast
 import (
 	"cmp"
 	"crypto/ed25519"
-	"fmt"
 	"net"
 	"slices"
 	"time"
@@ -17,7 +16,7 @@ import (
 func (s *sender) handle(p packet, now time.Time) {
 	h, m, err := wire.Parse(p.b)
 	if err != nil {
-		s.foreign.note(err, p.from, s.opts.Logf)
+		s.foreign.note(err, p.from, s.log.Debug)
 	}
 	if err != nil || h.Session != s.opts.Session {
 		s.stats.Ignored++
@@ -53,8 +52,7 @@ func (s *sender) identify(id string, key [32]byte, hdr *wire.Header) *host {
 			return h
 		}
 		// a second key for one host in one session: keep the first
-		s.opts.Warnf("session %08x: host %s: a packet signed by key %s, but this session knows it by key %s: ignored",
-			s.opts.Session, id, hostkey.KeyID(pub), hostkey.KeyID(h.key))
+		s.log.Warn("multicast: host signs with a second key: ignored", "host", id, "key", hostkey.KeyID(pub), "known_key", hostkey.KeyID(h.key))
 		return nil
 	}
 	var keyErr error
@@ -69,7 +67,7 @@ func (s *sender) identify(id string, key [32]byte, hdr *wire.Header) *host {
 	}
 	if keyErr != nil {
 		if h.keyErr == "" {
-			s.opts.Warnf("session %08x: host %s refused: %v", s.opts.Session, id, keyErr)
+			s.log.Warn("multicast: host refused", "host", id, "err", keyErr)
 		}
 		h.keyErr = keyErr.Error()
 		return nil
@@ -117,7 +115,7 @@ func (s *sender) onRegister(m *wire.Register, hdr *wire.Header, from net.Addr, n
 		return true
 	}
 	if !h.registered || h.dropped != "" {
-		s.opts.Logf("session %08x: host %s registered from %v", s.opts.Session, h.id, h.addr)
+		s.log.Debug("multicast: host registered", "host", h.id, "addr", h.addr)
 	}
 	h.registered, h.dropped, h.have, h.hasBase, h.refused = true, "", m.Have, m.HasBase, nil
 	ack := &wire.Register{Host: h.id}
@@ -205,7 +203,7 @@ func (s *sender) onRefuse(m *wire.Refuse, hdr *wire.Header, from net.Addr) bool 
 		return h != nil
 	}
 	if h.refused == nil || *h.refused != (Refusal{Code: m.Code, Detail: m.Detail}) {
-		s.opts.Warnf("session %08x: host %s (%v) refuses the session: %s: %s", s.opts.Session, h.id, from, m.Code, hostkey.Printable(m.Detail))
+		s.log.Warn("multicast: host refuses the session", "host", h.id, "addr", from, "code", m.Code, "detail", hostkey.Printable(m.Detail))
 	}
 	h.refused = &Refusal{Code: m.Code, Detail: m.Detail}
 	if h.addr == nil {
@@ -228,20 +226,14 @@ func (s *sender) onComplete(m *wire.Complete, hdr *wire.Header) bool {
 		if m.Status == wire.CompleteStageFailed {
 			h.stageErr = cmp.Or(m.Reason, "staging failed")
 		}
-		s.opts.Logf("session %08x: host %s complete%s", s.opts.Session, h.id, stagedNote(m))
+		args := []any{"host", h.id, "staged", h.staged}
+		if h.stageErr != "" {
+			args = append(args, "stage_err", hostkey.Printable(h.stageErr))
+		}
+		s.log.Debug("multicast: host complete", args...)
 	}
 	s.reply(m, h)
 	return true
-}
-
-func stagedNote(m *wire.Complete) string {
-	switch m.Status {
-	case wire.CompleteStaged:
-		return ", staged"
-	case wire.CompleteStageFailed:
-		return ", staging failed: " + hostkey.Printable(m.Reason)
-	}
-	return ""
 }
 
 // reply sends a unicast acknowledgement to h, under its MAC key, unpaced
@@ -262,7 +254,7 @@ func (s *sender) reply(m wire.Message, h *host) {
 // dropSilent gives up on hosts that have left STATUS unanswered too long.
 func (s *sender) dropSilent(now time.Time) {
 	for _, h := range s.hosts.dropSilent(now, s.opts.HostTimeout) {
-		s.opts.Logf("session %08x: dropping host %s: %s", s.opts.Session, h.id, h.dropped)
+		s.log.Warn("multicast: dropping host", "host", h.id, "reason", h.dropped)
 	}
 }
 
@@ -302,26 +294,32 @@ func (s *sender) finishRound(now time.Time) {
 	s.fec.worst = max(s.fec.worst, s.agg.worst)
 	s.jobs = s.sched.plan(s.agg, s.blockInfo)
 	s.phase = phaseSend
-	s.logRound(fmt.Sprintf("%d blocks and %d chunks asked for in %d NACK packets, worst loss %d‰, %d hosts to go",
-		len(s.agg.blocks), len(s.agg.whole.list()), s.fbRound, s.agg.worst, s.hosts.live()))
+	s.logRound(roundSummary{blocks: len(s.agg.blocks), chunks: len(s.agg.whole.list()), nacks: s.fbRound,
+		worst: int(s.agg.worst), hosts: s.hosts.live()})
 }
+
+// roundSummary is what a repair round's record says: the blocks and
+// whole chunks asked for, in how many NACK packets, the worst loss (‰)
+// and the hosts still to finish.
+type roundSummary struct{ blocks, chunks, nacks, worst, hosts int }
 
 // logRound logs a round's summary, once for a run of identical rounds
 // (hosts still decoding answer the same empty NACK round after round):
 // the first is logged, and the count of the others when the run ends.
-func (s *sender) logRound(summary string) {
-	if summary == s.lastRound {
+func (s *sender) logRound(sum roundSummary) {
+	if s.lastRound != nil && sum == *s.lastRound {
 		s.sameRounds++
 		return
 	}
 	s.flushRounds()
-	s.lastRound = summary
-	s.opts.Logf("session %08x: round %d: %s", s.opts.Session, s.round, summary)
+	s.lastRound = &sum
+	s.log.Debug("multicast: repair round", "round", s.round, "blocks", sum.blocks, "chunks", sum.chunks, "nack_packets", sum.nacks,
+		"worst_loss_permille", sum.worst, "hosts_to_go", sum.hosts)
 }
 
 func (s *sender) flushRounds() {
 	if s.sameRounds > 0 {
-		s.opts.Logf("session %08x: %d more rounds like it, to round %d", s.opts.Session, s.sameRounds, s.round-1)
+		s.log.Debug("multicast: more rounds like it", "count", s.sameRounds, "to_round", s.round-1)
 	}
 	s.sameRounds = 0
 }
@@ -342,7 +340,7 @@ const stallTime = 30 * time.Second
 // checkStalls drops hosts whose NACKs stopped getting smaller.
 func (s *sender) checkStalls(now time.Time) {
 	for _, h := range s.hosts.checkStalls(now, s.round) {
-		s.opts.Warnf("session %08x: dropping host %s: %s", s.opts.Session, h.id, h.dropped)
+		s.log.Warn("multicast: dropping host", "host", h.id, "reason", h.dropped)
 	}
 }
 

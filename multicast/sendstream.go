@@ -61,7 +61,7 @@ func (s *sender) unicastAnnounce(now time.Time) {
 		}
 		if !h.uniTold {
 			h.uniTold = true
-			s.opts.Logf("session %08x: host %s has not registered by multicast: announcing to %v by unicast (fetch port %d)", s.opts.Session, id, addr, s.ann.FetchPort)
+			s.log.Debug("multicast: host not registered by multicast: announcing by unicast", "host", id, "addr", addr, "fetch_port", s.ann.FetchPort)
 		}
 	}
 }
@@ -96,7 +96,7 @@ func (s *sender) streamGone(st *stream) {
 	h.stream, h.streamBytes = nil, h.streamBytes+st.bytes.Load()
 	if h.active() {
 		h.dropped, h.brokeAt = fmt.Sprintf("its unicast connection from %v closed before it completed", st.addr), time.Now()
-		s.opts.Warnf("session %08x: host %s: %s", s.opts.Session, h.id, h.dropped)
+		s.log.Warn("multicast: dropping host", "host", h.id, "reason", h.dropped)
 	}
 }
 
@@ -132,7 +132,7 @@ func (s *sender) streamRegistered(h *host, st *stream) {
 	if h.stream == st {
 		return // a REGISTER again on the same stream: its pushes are under way, STATUS rounds fill what is lost
 	}
-	s.opts.Logf("session %08x: host %s takes the session over its unicast connection from %v", s.opts.Session, h.id, st.addr)
+	s.log.Debug("multicast: host takes the unicast path", "host", h.id, "addr", st.addr)
 	h.stream, h.everStream, st.host = st, true, h
 	st.hello.Store(true)
 	if s.phase != phaseRegister {
@@ -155,7 +155,7 @@ func (s *sender) pushLacking(h *host) {
 		}
 	}
 	s.streamPush(h.stream, chunks, h.hasBase && s.opts.BaseID != "")
-	s.opts.Logf("session %08x: host %s: %d chunks to push over its unicast connection", s.opts.Session, h.id, len(chunks))
+	s.log.Debug("multicast: pushing over the unicast path", "host", h.id, "chunks", len(chunks))
 }
 
 func (s *sender) streamPush(st *stream, chunks []uint32, delta bool) {
@@ -183,7 +183,7 @@ func (s *sender) stepStreams(now time.Time) {
 		}
 		if !st.statusAt.IsZero() && now.Sub(st.statusAt) > s.opts.HostTimeout {
 			h.dropped = fmt.Sprintf("silent for %v on its unicast connection (no answer to status requests)", now.Sub(st.statusAt).Round(time.Millisecond))
-			s.opts.Warnf("session %08x: dropping host %s: %s", s.opts.Session, h.id, h.dropped)
+			s.log.Warn("multicast: dropping host", "host", h.id, "reason", h.dropped)
 			st.close()
 			continue
 		}
@@ -231,7 +231,7 @@ func (s *sender) streamNack(h *host, m *wire.Nack) {
 	}
 	st.parts = nil
 	if len(again) > 0 {
-		s.opts.Logf("session %08x: host %s asks again for %d chunks over its unicast connection: pushing them plain %v %d", s.opts.Session, h.id, len(again), again, st.queued.Load())
+		s.log.Debug("multicast: pushing again, plain, over the unicast path", "host", h.id, "chunks", len(again), "list", again, "queued", st.queued.Load())
 		s.streamPush(st, again, false)
 	}
 }

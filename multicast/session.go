@@ -55,7 +55,7 @@ const maxVersionNotes = 64
 // versionNotes warns once per peer address that it speaks another version.
 type versionNotes map[string]bool
 
-func (n *versionNotes) note(err error, from net.Addr, warnf func(string, ...any)) {
+func (n *versionNotes) note(err error, from net.Addr, log func(msg string, args ...any)) {
 	var ve *wire.VersionError
 	if from == nil || !errors.As(err, &ve) || (*n)[from.String()] {
 		return
@@ -64,5 +64,5 @@ func (n *versionNotes) note(err error, from net.Addr, warnf func(string, ...any)
 		*n = versionNotes{}
 	}
 	(*n)[from.String()] = true
-	warnf("multicast: packets from %v refused: %v", from, err)
+	log("multicast: packets refused", "addr", from, "err", err)
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/logline"
 	"github.com/loopcast/loopcast/internal/memnet"
 	"github.com/loopcast/loopcast/multicast/internal/wire"
 	"github.com/loopcast/loopcast/multicast/internal/wire/wiretest"
@@ -96,8 +98,14 @@ func newTestSession(t *testing.T, drop func(from, to string, b []byte) bool) *te
 	img, m, pub := testImage(t)
 	ts := &testSession{t: t, net: memnet.New(drop), img: img, m: m, pub: pub, dir: t.TempDir()}
 	ts.send = SendOptions{Key: testReleaseKey(), Group: memnet.Group, Session: 0x5e55, Manifest: m, Rate: 100e6,
-		Wait: 5 * time.Second, HostTimeout: 2 * time.Second, Logf: t.Logf}
+		Wait: 5 * time.Second, HostTimeout: 2 * time.Second, Logger: testLogger(t)}
 	return ts
+}
+
+// testLogger writes a session's records, detail included, to the test's
+// log.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // openPack packs img (on base, if not "": an image with its manifest
@@ -138,7 +146,7 @@ func (ts *testSession) run(ctx context.Context, hosts []string, recv func(host s
 	})
 	for _, h := range hosts {
 		o := ReceiveOptions{HostID: h, HostKey: testHostKey(h), Out: filepath.Join(ts.dir, h+".img"), Trusted: []ed25519.PublicKey{ts.pub},
-			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second, Logf: func(f string, a ...any) { ts.t.Logf(h+": "+f, a...) }}
+			SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second, Logger: testLogger(ts.t).With("host", h)}
 		if recv != nil {
 			recv(h, &o)
 		}
@@ -537,13 +545,13 @@ func TestForgedAbortBeforeJoin(t *testing.T) {
 	var mu sync.Mutex
 	var tried []string
 	o := ReceiveOptions{HostID: "h", HostKey: testHostKey("h"), Out: filepath.Join(ts.dir, "h.img"), Trusted: []ed25519.PublicKey{ts.pub},
-		SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second, Logf: func(f string, a ...any) {
-			if msg := fmt.Sprintf(f, a...); strings.HasPrefix(msg, "trying session 01020304") {
+		SenderTimeout: 5 * time.Second, AnnounceTimeout: 15 * time.Second, Logger: slog.New(logline.New(slog.LevelDebug, func(_ slog.Level, msg string) {
+			if strings.HasPrefix(msg, "multicast: trying session session=01020304") {
 				mu.Lock()
 				tried = append(tried, msg)
 				mu.Unlock()
 			}
-		}}
+		}))}
 	rconn, evil := ts.net.Conn("h", true), ts.net.Conn("evil", true)
 	ctx := context.Background()
 	done := make(chan error, 1)

@@ -455,7 +455,9 @@ type FetchOptions struct {
 	// (reflinked where the filesystem can), not fetched.
 	Local multicast.LocalFunc
 	Dial  func(ctx context.Context, addr string) (net.Conn, error)
-	Logf  func(format string, args ...any)
+	// Logger hears, at Info, each peer that fails and is left for
+	// another. Nil discards.
+	Logger *slog.Logger
 	// Base, when set, is a release this host holds, at BaseImage: peers
 	// that hold it too send changed chunks as deltas against it.
 	Base, BaseImage string
@@ -498,13 +500,10 @@ func Fetch(ctx context.Context, o FetchOptions) (m *image.Manifest, st Stats, er
 		d := &net.Dialer{Timeout: 5 * time.Second}
 		o.Dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 	}
-	logf := o.Logf
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
+	log := cmp.Or(o.Logger, slog.New(slog.DiscardHandler))
 	peers := append([]string(nil), o.Peers...)
 	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
-	m, err = fetchManifest(ctx, o, peers, logf)
+	m, err = fetchManifest(ctx, o, peers, log)
 	if err != nil {
 		return nil, st, err
 	}
@@ -529,12 +528,12 @@ func Fetch(ctx context.Context, o FetchOptions) (m *image.Manifest, st Stats, er
 		return nil, st, fmt.Errorf("peer: %w", err)
 	}
 	st = Stats{FromPeers: map[string]int64{}, Chunks: len(m.Chunks)}
-	need, local, err := fillLocal(ctx, f, m, o.Local, logf)
+	need, local, err := fillLocal(ctx, f, m, o.Local, log)
 	st.Local = local
 	if err != nil {
 		return nil, st, err
 	}
-	if err = fetchRanges(ctx, o, f, m, peers, ranges(need, cmp.Or(o.Range, RangeChunks)), &st, logf); err != nil {
+	if err = fetchRanges(ctx, o, f, m, peers, ranges(need, cmp.Or(o.Range, RangeChunks)), &st, log); err != nil {
 		return nil, st, err
 	}
 	if err = ctx.Err(); err != nil {
@@ -547,14 +546,14 @@ func Fetch(ctx context.Context, o FetchOptions) (m *image.Manifest, st Stats, er
 }
 
 // fetchManifest takes the manifest from the first peer that has a good one.
-func fetchManifest(ctx context.Context, o FetchOptions, peers []string, logf func(string, ...any)) (*image.Manifest, error) {
+func fetchManifest(ctx context.Context, o FetchOptions, peers []string, log *slog.Logger) (*image.Manifest, error) {
 	var errs []error
 	for _, p := range peers {
 		m, err := manifestFrom(ctx, o, p)
 		if err == nil {
 			return m, nil
 		}
-		logf("peer: manifest of %s from %s: %v", o.Release, p, err)
+		log.Info("peer: no manifest from a peer", "release", o.Release, "peer", p, "err", err)
 		errs = append(errs, fmt.Errorf("%s: %w", p, err))
 	}
 	return nil, fmt.Errorf("peer: no peer gave the manifest of %s: %w", o.Release, errors.Join(errs...))
@@ -625,7 +624,7 @@ var (
 // copied in the kernel, trusted as the kept images' verified manifests
 // vouch for them, as the multicast receiver does) and returns which
 // chunks are still needed (not zero, not held) and the bytes copied.
-func fillLocal(ctx context.Context, f *os.File, m *image.Manifest, local multicast.LocalFunc, logf func(string, ...any)) ([]bool, int64, error) {
+func fillLocal(ctx context.Context, f *os.File, m *image.Manifest, local multicast.LocalFunc, log *slog.Logger) ([]bool, int64, error) {
 	need := make([]bool, len(m.Chunks))
 	for i, c := range m.Chunks {
 		need[i] = !c.Zero
@@ -638,7 +637,7 @@ func fillLocal(ctx context.Context, f *os.File, m *image.Manifest, local multica
 		need[i] = false
 		_, n := m.ChunkRange(i)
 		copied += int64(n)
-	}, logf)
+	}, log)
 	if err != nil {
 		return nil, copied, err
 	}
@@ -668,7 +667,7 @@ func ranges(need []bool, per int) []chunkRange {
 
 // fetchRanges has up to Peers workers, one peer each, take ranges off a
 // shared queue until it is empty.
-func fetchRanges(ctx context.Context, o FetchOptions, f *os.File, m *image.Manifest, peers []string, todo []chunkRange, st *Stats, logf func(string, ...any)) error {
+func fetchRanges(ctx context.Context, o FetchOptions, f *os.File, m *image.Manifest, peers []string, todo []chunkRange, st *Stats, log *slog.Logger) error {
 	if len(todo) == 0 {
 		return nil
 	}
@@ -729,7 +728,7 @@ func fetchRanges(ctx context.Context, o FetchOptions, f *os.File, m *image.Manif
 			if err == nil {
 				return
 			}
-			logf("peer: %s: %v; trying another peer", p, err)
+			log.Info("peer: a peer failed: trying another", "peer", p, "err", err)
 			mu.Lock()
 			errs = append(errs, fmt.Errorf("%s: %w", p, err))
 			mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -88,7 +89,7 @@ func TestFetchFromPeers(t *testing.T) {
 	out := filepath.Join(dir, "out.img")
 	got, st, err := Fetch(context.Background(), FetchOptions{Release: id, Digest: sha256.Sum256(raw),
 		Trusted: []ed25519.PublicKey{pub}, Peers: []string{addrNone, addrBad, addrA, addrB}, Out: out, Local: lookup,
-		Logf: t.Logf, Range: 4})
+		Logger: slog.New(slog.NewTextHandler(t.Output(), nil)), Range: 4})
 	if err != nil {
 		t.Fatal(err)
 	}

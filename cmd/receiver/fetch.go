@@ -3,12 +3,14 @@ package main
 import (
 	"crypto/ed25519"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 
 	"github.com/loopcast/loopcast/hostkey"
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/cliutil"
+	"github.com/loopcast/loopcast/internal/logline"
 	"github.com/loopcast/loopcast/multicast"
 	"github.com/urfave/cli/v2"
 )
@@ -70,8 +72,12 @@ func runFetch(c *cli.Context) error {
 	res, err := multicast.Receive(c.Context, conn, multicast.ReceiveOptions{
 		HostID: c.String("host-id"), HostKey: hk, Out: c.String("out"), Trusted: trusted, Insecure: c.Bool("insecure"),
 		SenderTimeout: c.Duration("sender-timeout"), AnnounceTimeout: c.Duration("wait"),
-		Logf:  func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, f+"\n", a...) },
-		Warnf: func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, "warning: "+f+"\n", a...) },
+		Logger: slog.New(logline.New(slog.LevelDebug, func(level slog.Level, line string) {
+			if level >= slog.LevelWarn {
+				line = "warning: " + line
+			}
+			fmt.Fprintln(c.App.ErrWriter, line)
+		})),
 	})
 	if err != nil {
 		return err

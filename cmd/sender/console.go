@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/loopcast/loopcast/deploy"
 	"github.com/loopcast/loopcast/hostkey"
 	"github.com/loopcast/loopcast/internal/cliutil"
+	"github.com/loopcast/loopcast/internal/logline"
 	"github.com/loopcast/loopcast/multicast"
 	"github.com/urfave/cli/v2"
 	"github.com/vbauerster/mpb/v8"
@@ -27,6 +29,8 @@ import (
 // start. Either way quiet by default: phases once, with their durations,
 // warnings always; the session's detail (hosts registering, repair rounds)
 // only with -v. With --json-events, one JSON object per event on stdout.
+// What the deploy says comes as slog records (Logger): each is one line,
+// its message then its attributes as key=value.
 type console struct {
 	w       io.Writer
 	tty     bool
@@ -100,24 +104,32 @@ func (k *console) println(kind, line string) {
 	}
 }
 
-// Logf prints what the operator always sees: phases, the build, the base.
-func (k *console) Logf(format string, args ...any) { k.println("log", fmt.Sprintf(format, args...)) }
-
-// Warnf prints a warning.
-func (k *console) Warnf(format string, args ...any) {
-	k.println("warning", k.paint("warning: ", yellow)+fmt.Sprintf(format, args...))
+// Logger is the console's logger. A record at Info is what the operator
+// always sees (the build, the base, the waves), printed as a "log" line;
+// at Warn (and above) a "warning: " line; at Debug the session's detail, a
+// "detail" line printed only with -v (and always an event).
+func (k *console) Logger() *slog.Logger {
+	level := slog.LevelInfo
+	if k.verbose || k.events != nil {
+		level = slog.LevelDebug
+	}
+	return slog.New(logline.New(level, k.record))
 }
 
-// Detailf prints the session's detail, only with -v (and always as an
-// event).
-func (k *console) Detailf(format string, args ...any) {
-	if k.verbose {
-		k.println("detail", fmt.Sprintf(format, args...))
-		return
+// record prints a record's line by its level.
+func (k *console) record(level slog.Level, line string) {
+	switch {
+	case level >= slog.LevelWarn:
+		k.println("warning", k.paint("warning: ", yellow)+line)
+	case level >= slog.LevelInfo:
+		k.println("log", line)
+	case k.verbose:
+		k.println("detail", line)
+	default:
+		k.mu.Lock()
+		k.emit(event{Kind: "detail", Text: line})
+		k.mu.Unlock()
 	}
-	k.mu.Lock()
-	k.emit(event{Kind: "detail", Text: fmt.Sprintf(format, args...)})
-	k.mu.Unlock()
 }
 
 // Progress takes the deploy's progress: a phase change is printed once,

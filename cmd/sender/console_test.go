@@ -17,9 +17,10 @@ import (
 func TestConsolePlain(t *testing.T) {
 	var w bytes.Buffer
 	k := &console{w: &w, start: time.Now()}
-	k.Logf("deploy: built release %s", "abc")
-	k.Detailf("session 1: round 3: nothing asked for")
-	k.Warnf("host r2 refuses")
+	log := k.Logger()
+	log.Info("deploy: built release", "release", "abc")
+	log.Debug("multicast: repair round", "session", "00000001", "round", 3, "chunks", 0)
+	log.Warn("multicast: host refuses the session", "host", "r2", "detail", "does not trust the key")
 	for _, ph := range []multicast.SendPhase{multicast.PhaseRegistering, multicast.PhaseSending, multicast.PhaseSending, multicast.PhaseRepairing, multicast.PhaseDone} {
 		k.Progress(deploy.Progress{Phase: "transfer", Transfer: multicast.SendProgress{Phase: ph}})
 	}
@@ -36,10 +37,10 @@ func TestConsolePlain(t *testing.T) {
 			t.Errorf("a control sequence off a terminal: %q", l)
 		}
 	}
-	if strings.Contains(out, "round 3") {
+	if strings.Contains(out, "round=3") {
 		t.Errorf("detail printed without -v:\n%s", out)
 	}
-	for _, want := range []string{"deploy: built release abc", "warning: host r2 refuses", "transfer registering:", "transfer sending:", "transfer repairing:", "stage:"} {
+	for _, want := range []string{"deploy: built release release=abc", `warning: multicast: host refuses the session host=r2 detail="does not trust the key"`, "transfer registering:", "transfer sending:", "transfer repairing:", "stage:"} {
 		if strings.Count(out, want) != 1 {
 			t.Errorf("%q printed %d times, want once:\n%s", want, strings.Count(out, want), out)
 		}
@@ -50,20 +51,27 @@ func TestConsolePlain(t *testing.T) {
 func TestConsoleEvents(t *testing.T) {
 	var w, events bytes.Buffer
 	k := &console{w: &w, start: time.Now(), events: json.NewEncoder(&events)}
-	k.Logf("built")
-	k.Detailf("round 1")
+	log := k.Logger()
+	log.Info("deploy: built release", "release", "abc")
+	log.Debug("multicast: repair round", "round", 1)
 	k.Progress(deploy.Progress{Phase: "transfer"})
 	k.Report(&w, &deploy.Result{ReleaseID: "abc"}, false)
-	kinds := []string{}
+	kinds, texts := []string{}, []string{}
 	dec := json.NewDecoder(&events)
 	for dec.More() {
 		var e event
 		if err := dec.Decode(&e); err != nil {
 			t.Fatal(err)
 		}
-		kinds = append(kinds, e.Kind)
+		kinds, texts = append(kinds, e.Kind), append(texts, e.Text)
 	}
 	if got := strings.Join(kinds, ","); got != "log,detail,progress,report" {
 		t.Errorf("events %s, want log,detail,progress,report", got)
+	}
+	if len(texts) < 2 || texts[0] != "deploy: built release release=abc" || texts[1] != "multicast: repair round round=1" {
+		t.Errorf("event texts %q, want each record's message and attributes", texts)
+	}
+	if strings.Contains(w.String(), "repair round") {
+		t.Errorf("detail printed without -v:\n%s", w.String())
 	}
 }

@@ -104,7 +104,7 @@ func runDeploy(c *cli.Context) error {
 	}
 	defer d.Close()
 	k := consoleFor(c, c.App.Writer)
-	opts.Infof, opts.Warnf, opts.Logf, opts.Watch = k.Logf, k.Warnf, k.Detailf, k.Progress
+	opts.Logger, opts.Watch = k.Logger(), k.Progress
 	if err := prepareImage(c, d, &opts); err != nil {
 		return err
 	}
@@ -290,12 +290,12 @@ func buildForDeploy(c *cli.Context, d *deploy.Deployer, o *deploy.Options, src s
 		return err
 	}
 	for _, p := range b.Removed {
-		o.Infof("deploy: removed old build %s", p)
+		o.Logger.Info("deploy: removed an old build", "path", p)
 	}
-	o.Infof("deploy: built release %s from %s: %s, %d files, in %s", b.Manifest.ReleaseID(), src,
-		cliutil.HumanBytes(b.Manifest.ImageSize), b.Files, b.Time.Round(time.Millisecond))
+	o.Logger.Info("deploy: built release", "release", b.Manifest.ReleaseID(), "src", src,
+		"size", cliutil.HumanBytes(b.Manifest.ImageSize), "files", b.Files, "took", b.Time.Round(time.Millisecond))
 	if b.Base != nil {
-		o.Infof("deploy: base %s: %s", b.BaseImage, describeBase(b.Base))
+		o.Logger.Info("deploy: built on a base", "base", b.BaseImage, "layout", describeBase(b.Base))
 	}
 	o.ImagePath, o.Manifest, o.BuildTime = b.Path, b.Manifest, b.Time
 	return nil

@@ -43,7 +43,7 @@ func fleet(c *cli.Context) (*deploy.Fleet, *hostkey.Pins, error) {
 	return &deploy.Fleet{Group: g, Iface: c.String("iface"), TTL: c.Int("ttl"), Hosts: inv.ids, Key: key, GroupSize: pins.Len(),
 		Audit: paths.Audit, PointerFile: paths.Pointer,
 		Cmd: deploy.Commander{Timeout: c.Duration("timeout"), Unicast: addrs.Map(inv.ids), HostKeys: hostKeyPolicy(pins, inv.ids, c.Bool("allow-new-hosts")),
-			Warnf: func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, "warning: "+f+"\n", a...) }}}, pins, nil
+			Logger: consoleFor(c, c.App.Writer).Logger()}}, pins, nil
 }
 
 func statusCommand() *cli.Command {

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"text/tabwriter"
-	"time"
 
 	"github.com/loopcast/loopcast/internal/cliutil"
 
@@ -55,13 +54,9 @@ func runSend(c *cli.Context) error {
 		return err
 	}
 	defer conn.Close()
-	start := time.Now()
-	opts.Logf = func(f string, a ...any) {
-		fmt.Fprintf(c.App.ErrWriter, "%7.3fs "+f+"\n", append([]any{time.Since(start).Seconds()}, a...)...)
-	}
-	opts.Warnf = func(f string, a ...any) {
-		fmt.Fprintf(c.App.ErrWriter, "%7.3fs warning: "+f+"\n", append([]any{time.Since(start).Seconds()}, a...)...)
-	}
+	k := consoleFor(c, c.App.Writer)
+	k.verbose = true // send has no -v: it always printed the session's detail
+	opts.Logger = k.Logger()
 	rep, err := multicast.Send(c.Context, conn, opts)
 	if rep != nil {
 		printReport(c.App.Writer, rep)
