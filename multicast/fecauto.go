@@ -41,6 +41,16 @@ type autoFEC struct {
 	quiet   bool     // the latest probe was quiet
 }
 
+// startRate begins the first pass's rate adaptation (a paced session).
+func (s *sender) startRate(now time.Time) {
+	if s.opts.Rate <= 0 {
+		return
+	}
+	s.rate = newRateCtl(s.opts.Rate, s.opts.SlowStart, now)
+	s.pacer.setRate(s.rate.rate)
+	s.fec.probeAt = now.Add(probeEvery)
+}
+
 // percent is the proactive parity to send now.
 func (s *sender) fecPercent() int {
 	if s.opts.FECOverhead != AutoFEC {
@@ -53,11 +63,15 @@ func (s *sender) fecPercent() int {
 // parityFor is the proactive parity of a block of k data symbols at pct.
 func parityFor(k, pct int) int { return min(wire.Shards(k)-k, (k*pct+99)/100) }
 
-// probe queues a loss probe when one is due: only with AutoFEC, during
-// the first pass.
+// probe queues a loss probe when one is due: during the first pass, with
+// AutoFEC or a paced rate to adapt. Each probe closes a rate interval.
 func (s *sender) probe(now time.Time) {
-	if s.opts.FECOverhead != AutoFEC || s.phase != phaseSend || s.round != 0 || now.Before(s.fec.probeAt) {
+	if s.opts.FECOverhead != AutoFEC && s.rate == nil || s.phase != phaseSend || s.round != 0 || now.Before(s.fec.probeAt) {
 		return
+	}
+	if s.rate != nil {
+		s.pacer.setRate(s.rate.newInterval(now))
+		s.probeWorst = 0
 	}
 	s.fec.probes++
 	s.fec.fresh, s.fec.samples, s.fbProbe = false, s.fec.samples[:0], 0
@@ -68,11 +82,20 @@ func (s *sender) probe(now time.Time) {
 }
 
 // heardLoss takes a host's answer to a probe: the latest probe's worst
-// answer so far is the estimate.
+// answer so far is the estimate, for the rate and for the parity. The
+// parity takes no loss from an interval that sent above what the hosts
+// were known to take: that loss is congestion, gone at the next rate.
 func (s *sender) heardLoss(round uint32, loss uint16) {
 	s.fec.worst = max(s.fec.worst, loss)
 	if round != probeRound|s.fec.probes {
 		return
+	}
+	if s.rate != nil {
+		s.probeWorst = max(s.probeWorst, loss)
+		s.pacer.setRate(s.rate.judge(s.probeWorst))
+		if !s.rate.clean() {
+			return
+		}
 	}
 	if s.fec.quiet {
 		s.quietLoss(loss)

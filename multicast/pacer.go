@@ -85,5 +85,13 @@ func (p *pacer) reportLoss(permille int) {
 	}
 }
 
+// setRate paces at r bytes/s from now on (r > 0), keeping the burst, and
+// makes r the ceiling the repair rounds' recovery climbs back to.
+func (p *pacer) setRate(r float64) {
+	if p.rate > 0 {
+		p.rate, p.max = r, r
+	}
+}
+
 // bitsPerSec returns the current rate.
 func (p *pacer) bitsPerSec() int64 { return int64(p.rate * 8) }

@@ -100,7 +100,7 @@ func (s *sender) quietLoss(loss uint16) {
 func (r *receiver) onQuietStatus(s *wire.Status, now time.Time) {
 	switch {
 	case s.Probe:
-		if r.probeAt.IsZero() && rand.Float64() < float64(quietSample)/float64(max(1, s.Hosts)) {
+		if r.probeAt.IsZero() && rand.Float64() < r.probeShare(s.Hosts) {
 			r.probeAt, r.probeRound = now.Add(rand.N(nackSpread)), s.Round
 		}
 	case s.Summary:
@@ -125,6 +125,26 @@ func (r *receiver) onQuietStatus(s *wire.Status, now time.Time) {
 		r.nackAt, r.nackRound = now.Add(backoff(s.Hosts)), s.Round
 	}
 }
+
+// probeShare is the chance this host answers a quiet probe: quietSample
+// of the group; a host losing more than congestedProbe answers at
+// congestedShare times that, so the sender's rate hears a host behind a
+// slower link within a few probes (at 2,000 hosts 6% a probe: ~4 s on
+// average), and a probe brings at most congestedShare × quietSample
+// answers even when every host is congested (the sender's own link).
+func (r *receiver) probeShare(hosts uint16) float64 {
+	p := float64(quietSample) / float64(max(1, hosts))
+	if r.seq.peekPermille() >= congestedProbe {
+		p *= congestedShare
+	}
+	return p
+}
+
+// congestedProbe and congestedShare: see probeShare.
+const (
+	congestedProbe = startupExitLoss * 2
+	congestedShare = 2
+)
 
 // heartbeatRound is the round a heartbeat NACK names: none the sender
 // runs (rounds count from 1), so it counts as the host's life and in no

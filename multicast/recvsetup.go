@@ -222,14 +222,18 @@ func (q *seqStats) saw(seq uint32) {
 
 // lossPermille returns the loss since the last call and resets.
 func (q *seqStats) lossPermille() uint16 {
+	l := q.peekPermille()
+	*q = seqStats{}
+	return l
+}
+
+// peekPermille returns the loss since the last lossPermille.
+func (q *seqStats) peekPermille() uint16 {
 	span := q.last - q.first + 1
 	if q.got == 0 || span == 0 || q.got >= span {
-		*q = seqStats{}
 		return 0
 	}
-	l := 1000 - uint64(q.got)*1000/uint64(span)
-	*q = seqStats{}
-	return uint16(l)
+	return uint16(1000 - uint64(q.got)*1000/uint64(span))
 }
 
 // nacks packs what the host lacks into at most MaxNackParts packets.

@@ -80,8 +80,9 @@ type Report struct {
 	DataPackets   int64         // DATA symbols, first pass and whole-chunk resends
 	RepairPackets int64         // REPAIR symbols, proactive and on request
 	Proactive     int64         // of those, proactive (sent with the data)
-	Probes        int           // loss probes sent during the first pass (AutoFEC)
+	Probes        int           // loss probes sent during the first pass (AutoFEC, or a paced rate to adapt)
 	LossPermille  int           // the worst loss any host reported, per mille
+	Rate          int64         // bit/s the first pass ended at: the slowest host's delivery, within SendOptions.Rate
 	ChunksTotal   int           // chunks in the manifest
 	ChunksZero    int           // all-zero chunks: never sent, holes at the hosts
 	ChunksReused  int           // non-zero chunks every registered host held: left out of the first pass

@@ -97,7 +97,16 @@ type SendOptions struct {
 	// Pack holds the image's chunks compressed (an [image.Pack] opened
 	// with Manifest, which checks it belongs to it).
 	Pack     ChunkSource
-	Rate     int64         // bit/s; 0 sends unpaced
+	// Rate caps the sending rate, in bit/s (0 sends unpaced). Within it
+	// the first pass follows the slowest host's delivery (ratectl.go):
+	// probes of the hosts' loss every 250 ms set the rate to what got
+	// through, so a slower link is used, not flooded.
+	Rate int64
+	// SlowStart starts the first pass at Rate/8 and doubles the rate
+	// each probe interval while every host keeps up: for a Rate that is a
+	// default rather than the link's known speed. Without it the first
+	// pass starts at Rate.
+	SlowStart bool
 	Hosts    []string      // closed group: hosts that must complete; empty: open group
 	Wait     time.Duration // registration window (default DefaultWait)
 	MinHosts int           // open group: start once this many registered
@@ -207,6 +216,8 @@ type sender struct {
 	ann         wire.Announce
 	src         *source
 	pacer       *pacer
+	rate        *rateCtl // the first pass's rate adaptation; nil unpaced
+	probeWorst  uint16   // the worst loss the answers to the latest probe reported
 	coder       coder
 	sched       scheduler
 	hosts       *hostTable
@@ -481,6 +492,7 @@ func (s *sender) startTransfer(now time.Time) {
 	}
 	s.phase = phaseSend
 	s.stats.Registration = now.Sub(s.started)
+	s.startRate(now)
 	s.src.deltas = s.allHoldBase()
 	for h := range s.hosts.all() {
 		if h.stream != nil && h.active() {

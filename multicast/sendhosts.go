@@ -260,6 +260,9 @@ func (s *sender) dropSilent(now time.Time) {
 
 // startRound multicasts STATUS and starts collecting NACKs.
 func (s *sender) startRound(now time.Time) {
+	if s.round == 0 && s.rate != nil {
+		s.stats.Rate = s.pacer.bitsPerSec() // where the first pass's adaptation left it
+	}
 	s.round++
 	s.stats.Rounds++
 	s.fbRound = 0

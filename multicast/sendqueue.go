@@ -27,6 +27,7 @@ func (s *sender) flush(now time.Time) error {
 		b := s.queue[0]
 		s.queue = s.queue[1:]
 		s.pacer.sent(now, len(b)+wireOverhead)
+		s.rate.charge(len(b) + wireOverhead)
 		batch = append(batch, b)
 	}
 	if s.err != nil {

@@ -54,7 +54,7 @@ func deployCommand() *cli.Command {
 		Usage:     "build (from a directory) or take an image, ship it to every host, and switch them together",
 		ArgsUsage: "SRC_DIR|IMAGE",
 		Flags: append(groupFlags(),
-			&cli.StringFlag{Name: "rate", Value: "900M", Usage: "sending `RATE` in " + cliutil.RateUnits + "; 0: unpaced"},
+			rateFlag(),
 			&cli.DurationFlag{Name: "wait", Value: multicast.DefaultWait, Usage: "how long hosts may take to register"},
 			&cli.IntFlag{Name: "min-hosts", Usage: "open group: start once `N` hosts registered"},
 			&cli.IntFlag{Name: "fec-overhead", Usage: "proactive parity, `PCT` of each block (default: sized from the loss hosts report)"},
@@ -109,7 +109,7 @@ func runDeploy(c *cli.Context) error {
 		return err
 	}
 	if c.Bool("dry-run") {
-		printDryRun(c.App.Writer, &opts, group, c.String("rate"))
+		printDryRun(c.App.Writer, &opts, group)
 		return nil
 	}
 	res, err := deployOver(c, d, group, opts)
@@ -184,8 +184,8 @@ func deployOptions(c *cli.Context, group *net.UDPAddr) (o deploy.Options, pins *
 	o.Encrypt, o.NoPointer = c.Bool("encrypt"), c.Bool("no-pointer")
 	o.HostPub, o.GroupSize = pins.Known, pins.Len()
 	o.HostTimeout = c.Duration("host-timeout")
-	if o.Rate, err = cliutil.ParseRate(c.String("rate")); err != nil {
-		return o, nil, nil, fmt.Errorf("deploy: --rate: %w", err)
+	if o.Rate, o.SlowStart, err = rateOption(c); err != nil {
+		return o, nil, nil, fmt.Errorf("deploy: %w", err)
 	}
 	if o.RequirePct, err = parseRequire(c.String("require")); err != nil {
 		return o, nil, nil, err
@@ -312,7 +312,7 @@ func outcomeExit(o deploy.Outcome, id string) *cliutil.ExitError {
 	return nil
 }
 
-func printDryRun(w io.Writer, o *deploy.Options, group *net.UDPAddr, rate string) {
+func printDryRun(w io.Writer, o *deploy.Options, group *net.UDPAddr) {
 	hosts := "whoever registers (open group)"
 	if o.Hosts != nil {
 		hosts = strings.Join(o.Hosts, ", ")
@@ -325,7 +325,14 @@ func printDryRun(w io.Writer, o *deploy.Options, group *net.UDPAddr, rate string
 	}
 	fmt.Fprintf(w, "dry run: would deploy release %s (%s, %d chunks, %d all-zero not sent)\n", o.Manifest.ReleaseID(),
 		cliutil.HumanBytes(o.Manifest.ImageSize), len(o.Manifest.Chunks), zero)
-	fmt.Fprintf(w, "  to      %s on %s (control %s:%d) at %s bit/s\n", hosts, group, group.IP, control.Addr(group).Port, rate)
+	rate := "unpaced"
+	switch {
+	case o.Rate > 0 && o.SlowStart:
+		rate = "up to " + cliutil.HumanRate(float64(o.Rate)) + ", as fast as the slowest host takes"
+	case o.Rate > 0:
+		rate = "at most " + cliutil.HumanRate(float64(o.Rate))
+	}
+	fmt.Fprintf(w, "  to      %s on %s (control %s:%d), %s\n", hosts, group, group.IP, control.Addr(group).Port, rate)
 	if p, err := image.OpenPack(o.ImagePath+image.PackSuffix, o.Manifest); err == nil {
 		if plain, delta := p.Sizes(); p.BaseID != "" {
 			fmt.Fprintf(w, "  pack    %s plain, %s of deltas against release %s (if every host holds it)\n",
@@ -400,6 +407,9 @@ func printDeploy(w io.Writer, r *deploy.Result, asJSON, color bool) {
 			hosts = "host"
 		}
 		wire = fmt.Sprintf("%s multicast + %s unicast to %d %s that heard no multicast (receiver doctor on them says why)", wire, cliutil.HumanBytes(t.UnicastBytes), n, hosts)
+	}
+	if t.Rate > 0 {
+		wire += ", paced at " + cliutil.HumanRate(float64(t.Rate))
 	}
 	fmt.Fprintf(w, "wire %s; build %s, register %s, transfer %s (staged on arrival), stage %s, switch %s\n",
 		wire, ms(r.BuildTime), ms(r.RegisterTime()), ms(r.TransferTime()), ms(r.StageTime), ms(r.SwitchTime))

@@ -26,7 +26,7 @@ func sendCommand() *cli.Command {
 			&cli.StringFlag{Name: "group", Required: true, Usage: "multicast `ADDR:PORT`, e.g. 239.192.0.1:5000"},
 			&cli.StringFlag{Name: "iface", Usage: "send through this network `INTERFACE`"},
 			&cli.IntFlag{Name: "ttl", Value: multicast.DefaultTTL, Usage: "multicast TTL (1 stays on the local link)"},
-			&cli.StringFlag{Name: "rate", Value: "900M", Usage: "sending `RATE` in " + cliutil.RateUnits + "; 0: unpaced"},
+			rateFlag(),
 			&cli.StringFlag{Name: "hosts", Usage: "closed group: host ids `a,b,...` or @FILE (one per line) that must complete"},
 			&cli.DurationFlag{Name: "wait", Value: multicast.DefaultWait, Usage: "how long hosts may take to register"},
 			&cli.IntFlag{Name: "min-hosts", Usage: "open group: start as soon as `N` hosts registered"},
@@ -85,9 +85,9 @@ func sendOptions(c *cli.Context) (multicast.SendOptions, *closers, error) {
 	if err != nil {
 		return o, nil, fmt.Errorf("send: %w", err)
 	}
-	rate, err := cliutil.ParseRate(c.String("rate"))
+	rate, slow, err := rateOption(c)
 	if err != nil {
-		return o, nil, fmt.Errorf("send: --rate: %w", err)
+		return o, nil, fmt.Errorf("send: %w", err)
 	}
 	inv, err := parseHosts(c.String("hosts"))
 	if err != nil {
@@ -112,7 +112,7 @@ func sendOptions(c *cli.Context) (multicast.SendOptions, *closers, error) {
 	if made {
 		fmt.Fprintf(c.App.ErrWriter, "send: %s had no pack: made %s%s\n", path, path, image.PackSuffix)
 	}
-	o = multicast.SendOptions{Group: group, Manifest: m, Pack: p, BaseID: p.BaseID, Rate: rate, Hosts: inv.ids,
+	o = multicast.SendOptions{Group: group, Manifest: m, Pack: p, BaseID: p.BaseID, Rate: rate, SlowStart: slow, Hosts: inv.ids,
 		Wait: c.Duration("wait"), MinHosts: c.Int("min-hosts"), FECOverhead: fecOverhead(c),
 		HostTimeout: c.Duration("host-timeout"), Key: key, HostKeys: hostKeyPolicy(pins, inv.ids, c.Bool("allow-new-hosts")),
 		Encrypt: c.Bool("encrypt")}
@@ -145,6 +145,9 @@ func printReport(w io.Writer, r *multicast.Report) {
 	}
 	fmt.Fprintf(w, "release %s session %08x: %d/%d hosts complete in %v; %d packets (%d data, %d repair), %s on the wire, %.3f× the compressed payload, %d rounds\n",
 		r.ReleaseID, r.Session, done, all, r.Duration.Round(1e6), r.Packets, r.DataPackets, r.RepairPackets, cliutil.HumanBytes(r.Bytes), ratio, r.Rounds)
+	if r.Rate > 0 {
+		fmt.Fprintf(w, "rate: the first pass ended at %s (the slowest host's delivery, within --rate)\n", cliutil.HumanRate(float64(r.Rate)))
+	}
 	if r.UnicastBytes > 0 {
 		fmt.Fprintf(w, "unicast: %s over TCP to the hosts that heard no multicast\n", cliutil.HumanBytes(r.UnicastBytes))
 	}
@@ -169,4 +172,29 @@ func fecOverhead(c *cli.Context) int {
 		return c.Int("fec-overhead")
 	}
 	return multicast.AutoFEC
+}
+
+// defaultRate caps a session given no --rate: the first pass starts at an
+// eighth of it and climbs while every host keeps up, so the slowest link
+// sets the pace (a gigabit link's payload is ~950 Mbit/s).
+const defaultRate = "900M"
+
+// rateFlag is --rate, shared by send and deploy.
+func rateFlag() cli.Flag {
+	return &cli.StringFlag{Name: "rate", Usage: "cap the sending rate at `RATE`, in " + cliutil.RateUnits +
+		"; the transfer starts there and follows the slowest host below it (default: start low and climb to " + defaultRate + "); 0: unpaced"}
+}
+
+// rateOption reads --rate: the cap in bit/s, and whether the first pass
+// starts low (no --rate: the cap is a default, not the link's speed).
+func rateOption(c *cli.Context) (int64, bool, error) {
+	if !c.IsSet("rate") {
+		r, err := cliutil.ParseRate(defaultRate)
+		return r, true, err
+	}
+	r, err := cliutil.ParseRate(c.String("rate"))
+	if err != nil {
+		return 0, false, fmt.Errorf("--rate: %w", err)
+	}
+	return r, false, nil
 }
