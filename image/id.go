@@ -1,6 +1,7 @@
 package image
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -19,17 +20,21 @@ func (id ID) String() string { return hex.EncodeToString(id[:]) }
 // IsZero reports whether id is the zero id, which names no release.
 func (id ID) IsZero() bool { return id == ID{} }
 
-// ParseID reads a release id written by String.
+// Compare orders ids as their texts sort: -1, 0 or +1.
+func (id ID) Compare(other ID) int { return bytes.Compare(id[:], other[:]) }
+
+// ParseID reads a release id written by String. On error it returns the
+// zero id, never a partly decoded one.
 func ParseID(s string) (ID, error) {
 	var id ID
 	if len(s) != 2*len(id) {
-		return id, fmt.Errorf("image: release id %q: want %d hex digits", s, 2*len(id))
+		return ID{}, fmt.Errorf("image: release id %q: want %d hex digits", s, 2*len(id))
 	}
 	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
-		return id, fmt.Errorf("image: release id %q: %w", s, err)
+		return ID{}, fmt.Errorf("image: release id %q: %w", s, err)
 	}
 	if id.String() != s {
-		return id, fmt.Errorf("image: release id %q: want lowercase hex digits", s)
+		return ID{}, fmt.Errorf("image: release id %q: want lowercase hex digits", s)
 	}
 	return id, nil
 }

@@ -12,9 +12,12 @@ func TestParseID(t *testing.T) {
 		t.Fatalf("ParseID: %v, %v", id, err)
 	}
 	for _, s := range []string{"", "0123", "0123456789ABCDEF", "0123456789abcdeg", "0123456789abcdef00"} {
-		if _, err := ParseID(s); err == nil {
-			t.Errorf("ParseID(%q) succeeded", s)
+		if id, err := ParseID(s); err == nil || !id.IsZero() {
+			t.Errorf("ParseID(%q) = %s, %v; want the zero id and an error", s, id, err)
 		}
+	}
+	if a, b := (ID{1}), (ID{2}); a.Compare(b) != -1 || b.Compare(a) != 1 || a.Compare(a) != 0 {
+		t.Error("Compare does not order ids as their texts")
 	}
 	if !(ID{}).IsZero() {
 		t.Error("the zero id is not zero")
