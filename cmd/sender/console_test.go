@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/deploy"
+	"github.com/loopcast/loopcast/internal/testid"
 	"github.com/loopcast/loopcast/multicast"
 )
 
@@ -53,7 +54,7 @@ func TestConsoleEvents(t *testing.T) {
 	k.Logf("built")
 	k.Detailf("round 1")
 	k.Progress(deploy.Progress{Phase: "transfer"})
-	k.Report(&w, &deploy.Result{ReleaseID: "abc"}, false)
+	k.Report(&w, &deploy.Result{ReleaseID: testid.Of("abc")}, false)
 	kinds := []string{}
 	dec := json.NewDecoder(&events)
 	for dec.More() {

@@ -153,7 +153,7 @@ func deployExit(err error, res *deploy.Result) error {
 
 // withOutcome gives err the exit code of the outcome: a deploy interrupted
 // after it switched some hosts still exits "partial".
-func withOutcome(err error, o deploy.Outcome, id string) error {
+func withOutcome(err error, o deploy.Outcome, id image.ID) error {
 	oerr := outcomeExit(o, id)
 	if oerr == nil {
 		return err
@@ -302,7 +302,7 @@ func buildForDeploy(c *cli.Context, d *deploy.Deployer, o *deploy.Options, src s
 }
 
 // outcomeExit is the exit error of an outcome, nil when every host switched.
-func outcomeExit(o deploy.Outcome, id string) *cliutil.ExitError {
+func outcomeExit(o deploy.Outcome, id image.ID) *cliutil.ExitError {
 	switch o {
 	case deploy.OutcomePartial:
 		return &cliutil.ExitError{Code: exitPartial, Err: fmt.Errorf("release %s: only some hosts switched", id)}
