@@ -292,7 +292,7 @@ func buildForDeploy(c *cli.Context, d *deploy.Deployer, o *deploy.Options, src s
 	for _, p := range b.Removed {
 		o.Infof("deploy: removed old build %s", p)
 	}
-	o.Infof("deploy: built release %s from %s: %s, %d files, in %s", b.Manifest.ReleaseID(), src,
+	o.Infof("deploy: built release %s from %s: %s, %d files, in %s", b.ID, src,
 		cliutil.HumanBytes(b.Manifest.ImageSize), b.Files, b.Time.Round(time.Millisecond))
 	if b.Base != nil {
 		o.Infof("deploy: base %s: %s", b.BaseImage, describeBase(b.Base))
@@ -323,7 +323,7 @@ func printDryRun(w io.Writer, o *deploy.Options, group *net.UDPAddr, rate string
 			zero++
 		}
 	}
-	fmt.Fprintf(w, "dry run: would deploy release %s (%s, %d chunks, %d all-zero not sent)\n", o.Manifest.ReleaseID(),
+	fmt.Fprintf(w, "dry run: would deploy release %s (%s, %d chunks, %d all-zero not sent)\n", o.Manifest.ID(),
 		cliutil.HumanBytes(o.Manifest.ImageSize), len(o.Manifest.Chunks), zero)
 	fmt.Fprintf(w, "  to      %s on %s (control %s:%d) at %s bit/s\n", hosts, group, group.IP, control.Addr(group).Port, rate)
 	if p, err := image.OpenPack(o.ImagePath+image.PackSuffix, o.Manifest); err == nil {
