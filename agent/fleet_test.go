@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -276,5 +278,34 @@ func TestNewerPending(t *testing.T) {
 	st.Staged = []image.ID{b}
 	if got := newerPending(st, b); !got.IsZero() {
 		t.Errorf("the pointer's own release staged: %q, want none", got)
+	}
+}
+
+// TestFleetRecordFormat: fleet.json as the agent wrote it before release
+// ids were typed (the servable list as strings) still loads, and is
+// written back with the same text.
+func TestFleetRecordFormat(t *testing.T) {
+	root := t.TempDir()
+	ptr := signedPointer(t, goldenKey, "web", 7, testid.Parse("aaaaaaaaaaaaaaaa"), t0)
+	old := fmt.Sprintf("{\n  \"pointer\": %q,\n  \"learned\": \"2026-11-22T05:00:00Z\",\n  \"servable\": [\n    \"aaaaaaaaaaaaaaaa\",\n    \"bbbbbbbbbbbbbbbb\"\n  ]\n}\n",
+		base64.StdEncoding.EncodeToString(ptr))
+	if err := os.WriteFile(filepath.Join(root, FleetFile), []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := LoadFleet(root, []ed25519.PublicKey{trustedPub}, "web", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := f.Pointer(); p == nil || p.Release != testid.Parse("aaaaaaaaaaaaaaaa") {
+		t.Fatalf("pointer %v, want #7 naming aaaaaaaaaaaaaaaa", p)
+	}
+	if !f.servable(testid.Parse("bbbbbbbbbbbbbbbb")) || f.servable(testid.Parse("cccccccccccccccc")) {
+		t.Errorf("servable list not read: %v", f.rec.Servable)
+	}
+	f.mu.Lock()
+	f.save()
+	f.mu.Unlock()
+	if b, _ := os.ReadFile(filepath.Join(root, FleetFile)); string(b) != old {
+		t.Errorf("written back:\n%s\nwant\n%s", b, old)
 	}
 }
