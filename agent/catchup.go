@@ -178,7 +178,7 @@ func (c *catchUp) attempt(ctx context.Context) catchUpResult {
 		return upToDate
 	}
 	if st, err = c.store.State(); err == nil {
-		if id := newerPending(st, p.Release); id != "" { // a deploy in flight staged it: its ACTIVATE comes
+		if id := newerPending(st, p.Release); !id.IsZero() { // a deploy in flight staged it: its ACTIVATE comes
 			c.log.Info("agent: catch-up waits: a newer release is staged, awaiting its deploy's switch", append(attrs, "staged", id)...)
 			return tryAgain
 		}
@@ -230,11 +230,11 @@ const pendingHold = 30 * time.Minute
 // newerPending returns a release staged within pendingHold, never
 // activated, built after id (by the signed manifests' build times): one a
 // deploy in flight brought, which catch-up must not push aside.
-func newerPending(st *release.State, id string) string {
+func newerPending(st *release.State, id image.ID) image.ID {
 	return newerPendingAt(st, id, time.Now())
 }
 
-func newerPendingAt(st *release.State, id string, now time.Time) string {
+func newerPendingAt(st *release.State, id image.ID, now time.Time) image.ID {
 	built := int64(-1)
 	for _, e := range st.History {
 		if e.ID == id {
@@ -251,11 +251,11 @@ func newerPendingAt(st *release.State, id string, now time.Time) string {
 			}
 		}
 	}
-	return ""
+	return image.ID{}
 }
 
 // holds reports whether the store keeps release (staged or older).
-func (c *catchUp) holds(id string) bool {
+func (c *catchUp) holds(id image.ID) bool {
 	kept, err := c.store.KeptImages()
 	if err != nil {
 		return false
@@ -265,7 +265,7 @@ func (c *catchUp) holds(id string) bool {
 
 // fetch takes the pointer's release from the peers that serve it and
 // stages it; nil stats with the result to return when it did not.
-func (c *catchUp) fetch(ctx context.Context, p *control.Pointer, current string, attrs []any) (*peer.Stats, catchUpResult) {
+func (c *catchUp) fetch(ctx context.Context, p *control.Pointer, current image.ID, attrs []any) (*peer.Stats, catchUpResult) {
 	ips := c.fleet.peersServing(p.Release, time.Now())
 	if c.peerPort == 0 || len(ips) == 0 {
 		c.log.Info("agent: behind the fleet, and no peer serves its release yet", attrs...)
@@ -285,7 +285,7 @@ func (c *catchUp) fetch(ctx context.Context, p *control.Pointer, current string,
 	// changed chunks come as deltas against the release this host serves
 	base := current
 	if bases[base] == "" {
-		base = ""
+		base = image.ID{}
 	}
 	m, st, err := peer.Fetch(ctx, peer.FetchOptions{Release: p.Release, Digest: p.Digest, Trusted: c.cfg.Keys,
 		Peers: addrs, Out: out, Local: local.Lookup, Base: base, BaseImage: bases[base],
@@ -389,7 +389,7 @@ func (c *catchUp) takeControl(pkt []byte, from net.Addr, now time.Time) bool {
 		if now.Sub(time.UnixMilli(c.queried.Load())) > settle+time.Second {
 			return true
 		}
-		serves := ""
+		var serves image.ID
 		if a.Serves {
 			serves = p.Release
 		}
@@ -438,12 +438,12 @@ func (c *catchUp) answer(pkt []byte, from net.Addr, now time.Time) {
 // heldCache keeps the parsed manifests of the releases served to peers.
 type heldCache struct {
 	mu sync.Mutex
-	m  map[string]peer.Held
+	m  map[image.ID]peer.Held
 }
 
 // source returns release's image and manifest when this agent serves it:
 // kept (verified, not quarantined) and received in the clear.
-func (h *heldCache) source(c *catchUp, id string) (peer.Held, bool) {
+func (h *heldCache) source(c *catchUp, id image.ID) (peer.Held, bool) {
 	if !c.fleet.servable(id) {
 		return peer.Held{}, false
 	}
@@ -467,14 +467,14 @@ func (h *heldCache) source(c *catchUp, id string) (peer.Held, bool) {
 		return peer.Held{}, false
 	}
 	m, err := image.ParseManifest(raw)
-	if err != nil || m.ReleaseID() != id {
+	if err != nil || m.ID() != id {
 		return peer.Held{}, false
 	}
 	if _, err := os.Stat(kept[i].Image); err != nil {
 		return peer.Held{}, false
 	}
 	if h.m == nil || len(h.m) >= 8 {
-		h.m = map[string]peer.Held{}
+		h.m = map[image.ID]peer.Held{}
 	}
 	got := peer.Held{Image: kept[i].Image, Manifest: m, Raw: raw}
 	h.m[id] = got
@@ -491,7 +491,7 @@ func (c *catchUp) servePeers(ctx context.Context, addr string) error {
 		return nil
 	}
 	c.log.Info("agent: serving releases to peers", "addr", ln.Addr().String())
-	s := &peer.Server{Source: func(id string) (peer.Held, bool) { return c.held.source(c, id) }, Logger: c.log,
+	s := &peer.Server{Source: func(id image.ID) (peer.Held, bool) { return c.held.source(c, id) }, Logger: c.log,
 		Authorize: peer.CheckProof(c.cfg.Keys, c.fleet.group), Certs: c.certs.get}
 	if err := s.Serve(ctx, ln); err != nil && ctx.Err() == nil {
 		c.log.Error("agent: peer server stopped", "err", err)

@@ -3,7 +3,8 @@
 // ready — and the loop that receives images and obeys control commands.
 // Its Handler joins the control protocol (package control) to the release
 // store (package release): it applies verified commands and signs every
-// reply with the host key.
+// reply with the host key. Both name releases by image.ID, so a command's
+// release reaches the store as parsed off the wire, unchecked again.
 //
 // It also keeps the host with its fleet (fleet.go, catchup.go): it holds
 // the newest signed fleet pointer (ROOT/fleet.json) and every host

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/control"
+	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/atomicfile"
 )
 
@@ -65,12 +66,12 @@ type fleetRecord struct {
 	// from peers): only those are served to peers. A release received
 	// sealed is for the hosts the sender chose, and one staged before the
 	// agent kept this list is of unknown kind: neither is served.
-	Servable []string `json:"servable,omitempty"`
+	Servable []image.ID `json:"servable,omitempty"`
 }
 
 type peerInfo struct {
-	serves     string // the release it says it serves to peers, "" if none
-	lastResort bool   // the sender's `sender serve`: used only when no peer serves
+	serves     image.ID // the release it says it serves to peers, zero if none
+	lastResort bool     // the sender's `sender serve`: used only when no peer serves
 	at         time.Time
 }
 
@@ -188,7 +189,7 @@ func (f *Fleet) NoteCommand(issued time.Time) {
 // not a time: the host's clock is not the sender's.
 func NoteLocalCommand(root string) error {
 	seq := uint64(0)
-	if s, err := ReadSync(root, "", time.Now()); err == nil {
+	if s, err := ReadSync(root, image.ID{}, time.Now()); err == nil {
 		seq = s.Seq
 	}
 	return atomicfile.WriteFile(filepath.Join(root, LocalCommandFile), []byte(strconv.FormatUint(seq, 10)+"\n"), 0o644)
@@ -233,7 +234,7 @@ const maxServable = 64
 
 // NoteServable records that release came in the clear: it may be served
 // to peers.
-func (f *Fleet) NoteServable(release string) {
+func (f *Fleet) NoteServable(release image.ID) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !slices.Contains(f.rec.Servable, release) {
@@ -242,14 +243,14 @@ func (f *Fleet) NoteServable(release string) {
 	}
 }
 
-func (f *Fleet) servable(release string) bool {
+func (f *Fleet) servable(release image.ID) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Contains(f.rec.Servable, release)
 }
 
 // notePeer records a pointer answer from ip.
-func (f *Fleet) notePeer(ip string, serves string, lastResort bool, now time.Time) {
+func (f *Fleet) notePeer(ip string, serves image.ID, lastResort bool, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for k, v := range f.peers { // forget what is too old to believe
@@ -278,12 +279,12 @@ const (
 
 // peersServing returns the IPs of peers that said, lately, that they serve
 // release; only when none did, the sources of last resort that did.
-func (f *Fleet) peersServing(release string, now time.Time) []string {
+func (f *Fleet) peersServing(release image.ID, now time.Time) []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out, last []string
 	for ip, p := range f.peers {
-		if p.serves != release || now.Sub(p.at) >= peerMaxAge {
+		if release.IsZero() || p.serves != release || now.Sub(p.at) >= peerMaxAge {
 			continue
 		}
 		if p.lastResort {
@@ -303,8 +304,8 @@ func (f *Fleet) peersServing(release string, now time.Time) []string {
 type SyncState struct {
 	Pointer *control.Pointer `json:"-"`
 	Seq     uint64           `json:"seq,omitempty"`
-	Release string           `json:"release,omitempty"` // the pointer's
-	Current string           `json:"current,omitempty"` // what this host serves
+	Release image.ID         `json:"release,omitzero"` // the pointer's
+	Current image.ID         `json:"current,omitzero"` // what this host serves
 	InSync  bool             `json:"in_sync"`
 	// Superseded: a command this host obeyed came after the pointer (a
 	// deploy or rollback in progress, a local rollback): the host follows
@@ -317,13 +318,13 @@ type SyncState struct {
 
 // Sync returns how a host serving current stands against the pointer at
 // now. With no pointer known, a host serving something is in sync.
-func (f *Fleet) Sync(current string, now time.Time) SyncState {
+func (f *Fleet) Sync(current image.ID, now time.Time) SyncState {
 	f.mu.Lock()
 	p, learned, rec := f.ptr, f.rec.Learned, f.rec
 	f.mu.Unlock()
 	s := SyncState{Pointer: p, Current: current}
 	if p == nil {
-		s.InSync = current != ""
+		s.InSync = !current.IsZero()
 		return s
 	}
 	s.Seq, s.Release = p.Seq, p.Release
@@ -331,7 +332,7 @@ func (f *Fleet) Sync(current string, now time.Time) SyncState {
 	case current == p.Release:
 		s.InSync = true
 	case p.Issued <= rec.LastCommand || p.Seq <= f.localCommand():
-		s.InSync, s.Superseded = current != "", true
+		s.InSync, s.Superseded = !current.IsZero(), true
 	default:
 		s.Behind = max(now.Sub(learned), 0)
 		if rec.FailedSeq == p.Seq {
@@ -345,7 +346,7 @@ func (f *Fleet) Sync(current string, now time.Time) SyncState {
 // running agent) and says how current stands against it. The pointer's
 // signature is checked, not whether the agent trusts its key: the agent
 // checked that when it took it.
-func ReadSync(root, current string, now time.Time) (SyncState, error) {
+func ReadSync(root string, current image.ID, now time.Time) (SyncState, error) {
 	f, err := loadFleet(&Fleet{root: root, log: slog.New(slog.DiscardHandler), readOnly: true})
 	if err != nil {
 		return SyncState{}, err

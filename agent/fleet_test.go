@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,16 +17,18 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/control"
+	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/testid"
 	"github.com/loopcast/loopcast/release"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-func signedPointer(t *testing.T, key ed25519.PrivateKey, group string, seq uint64, rel string, issued time.Time) []byte {
+func signedPointer(t *testing.T, key ed25519.PrivateKey, group string, seq uint64, rel image.ID, issued time.Time) []byte {
 	return signedPointerKind(t, key, group, seq, rel, issued, false)
 }
 
-func signedPointerKind(t *testing.T, key ed25519.PrivateKey, group string, seq uint64, rel string, issued time.Time, rollback bool) []byte {
+func signedPointerKind(t *testing.T, key ed25519.PrivateKey, group string, seq uint64, rel image.ID, issued time.Time, rollback bool) []byte {
 	t.Helper()
 	b, err := control.SignPointer(&control.Pointer{Seq: seq, Issued: issued.UnixMilli(), Group: group, Release: rel, Hosts: 3, Rollback: rollback}, key)
 	if err != nil {
@@ -43,12 +47,12 @@ func TestFleetPointer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := signedPointer(t, goldenKey, "web", 10, "aaaaaaaaaaaaaaaa", t0)
-	newer := signedPointer(t, goldenKey, "web", 11, "bbbbbbbbbbbbbbbb", t0.Add(time.Minute))
-	if ok, err := f.Offer(signedPointer(t, stranger, "web", 99, "cccccccccccccccc", t0), "x"); ok || err == nil {
+	old := signedPointer(t, goldenKey, "web", 10, testid.Parse("aaaaaaaaaaaaaaaa"), t0)
+	newer := signedPointer(t, goldenKey, "web", 11, testid.Parse("bbbbbbbbbbbbbbbb"), t0.Add(time.Minute))
+	if ok, err := f.Offer(signedPointer(t, stranger, "web", 99, testid.Parse("cccccccccccccccc"), t0), "x"); ok || err == nil {
 		t.Errorf("untrusted pointer taken: %v %v", ok, err)
 	}
-	if ok, err := f.Offer(signedPointer(t, goldenKey, "other", 99, "cccccccccccccccc", t0), "x"); ok || err == nil {
+	if ok, err := f.Offer(signedPointer(t, goldenKey, "other", 99, testid.Parse("cccccccccccccccc"), t0), "x"); ok || err == nil {
 		t.Errorf("other group's pointer taken: %v %v", ok, err)
 	}
 	if ok, err := f.Offer(old, "x"); !ok || err != nil {
@@ -70,20 +74,20 @@ func TestFleetPointer(t *testing.T) {
 	if ok, _ := f2.Offer(old, "replay"); ok {
 		t.Error("a replayed older pointer was taken after a restart")
 	}
-	if p, _ := f2.Pointer(); p.Release != "bbbbbbbbbbbbbbbb" {
+	if p, _ := f2.Pointer(); p.Release != testid.Parse("bbbbbbbbbbbbbbbb") {
 		t.Errorf("pointer names %s after the replay", p.Release)
 	}
 
 	// how a host stands against it
 	now := time.Now()
-	if s := f2.Sync("bbbbbbbbbbbbbbbb", now); !s.InSync {
+	if s := f2.Sync(testid.Parse("bbbbbbbbbbbbbbbb"), now); !s.InSync {
 		t.Errorf("on the pointer's release: %+v", s)
 	}
-	if s := f2.Sync("aaaaaaaaaaaaaaaa", now); s.InSync || s.Behind <= 0 {
+	if s := f2.Sync(testid.Parse("aaaaaaaaaaaaaaaa"), now); s.InSync || s.Behind <= 0 {
 		t.Errorf("off the pointer's release: %+v, want behind", s)
 	}
 	f2.NoteCommand(t0.Add(2 * time.Minute)) // a deploy or rollback after the pointer
-	if s := f2.Sync("aaaaaaaaaaaaaaaa", now); !s.InSync || !s.Superseded {
+	if s := f2.Sync(testid.Parse("aaaaaaaaaaaaaaaa"), now); !s.InSync || !s.Superseded {
 		t.Errorf("after a newer command: %+v, want in sync, superseded", s)
 	}
 	p, _ := f2.Pointer()
@@ -94,7 +98,7 @@ func TestFleetPointer(t *testing.T) {
 	// a local rollback supersedes it too (a fresh record without commands)
 	root3 := t.TempDir()
 	f3, _ := LoadFleet(root3, []ed25519.PublicKey{trustedPub}, "web", quiet)
-	f3.Offer(signedPointer(t, goldenKey, "web", 5, "bbbbbbbbbbbbbbbb", time.Now().Add(-time.Minute)), "x")
+	f3.Offer(signedPointer(t, goldenKey, "web", 5, testid.Parse("bbbbbbbbbbbbbbbb"), time.Now().Add(-time.Minute)), "x")
 	p3, _ := f3.Pointer()
 	if f3.superseded(p3) {
 		t.Fatal("superseded with no command")
@@ -106,25 +110,25 @@ func TestFleetPointer(t *testing.T) {
 		t.Error("a local rollback while the pointer was held does not supersede it")
 	}
 	// a newer pointer (a later deploy or rollback) is acted on again
-	f3.Offer(signedPointer(t, goldenKey, "web", 6, "cccccccccccccccc", time.Now().Add(-time.Hour)), "x")
+	f3.Offer(signedPointer(t, goldenKey, "web", 6, testid.Parse("cccccccccccccccc"), time.Now().Add(-time.Hour)), "x")
 	if p, _ := f3.Pointer(); f3.superseded(p) {
 		t.Error("a pointer newer than the local rollback is superseded (by the host's clock?)")
 	}
 	// the sender's `sender serve` is used only when no peer serves
-	f2.notePeer("10.0.0.1", "bbbbbbbbbbbbbbbb", true, now)
-	if got := f2.peersServing("bbbbbbbbbbbbbbbb", now); len(got) != 1 || got[0] != "10.0.0.1" {
+	f2.notePeer("10.0.0.1", testid.Parse("bbbbbbbbbbbbbbbb"), true, now)
+	if got := f2.peersServing(testid.Parse("bbbbbbbbbbbbbbbb"), now); len(got) != 1 || got[0] != "10.0.0.1" {
 		t.Errorf("only the last resort serves: %v", got)
 	}
-	f2.notePeer("10.0.0.2", "bbbbbbbbbbbbbbbb", false, now)
-	f2.notePeer("10.0.0.3", "", false, now) // holds the pointer, not the release
-	if got := f2.peersServing("bbbbbbbbbbbbbbbb", now); len(got) != 1 || got[0] != "10.0.0.2" {
+	f2.notePeer("10.0.0.2", testid.Parse("bbbbbbbbbbbbbbbb"), false, now)
+	f2.notePeer("10.0.0.3", image.ID{}, false, now) // holds the pointer, not the release
+	if got := f2.peersServing(testid.Parse("bbbbbbbbbbbbbbbb"), now); len(got) != 1 || got[0] != "10.0.0.2" {
 		t.Errorf("a peer serves: %v, want it alone", got)
 	}
-	if got := f2.peersServing("bbbbbbbbbbbbbbbb", now.Add(peerMaxAge)); len(got) != 0 {
+	if got := f2.peersServing(testid.Parse("bbbbbbbbbbbbbbbb"), now.Add(peerMaxAge)); len(got) != 0 {
 		t.Errorf("stale answers still count: %v", got)
 	}
 	// receiver status reads the record beside the agent
-	if s, err := ReadSync(root, "aaaaaaaaaaaaaaaa", now); err != nil || s.Seq != 11 || !s.Superseded {
+	if s, err := ReadSync(root, testid.Parse("aaaaaaaaaaaaaaaa"), now); err != nil || s.Seq != 11 || !s.Superseded {
 		t.Errorf("ReadSync: %+v %v", s, err)
 	}
 }
@@ -205,7 +209,7 @@ func TestCatchUpFromStore(t *testing.T) {
 		t.Errorf("a pointer older than the last command was acted on: serving %s", a.served())
 	}
 	// a release neither held nor served by any peer: tried again later
-	f.Offer(signedPointer(t, goldenKey, "web", 4, "0123456789abcdef", a.now.Add(time.Second)), "x")
+	f.Offer(signedPointer(t, goldenKey, "web", 4, testid.Parse("0123456789abcdef"), a.now.Add(time.Second)), "x")
 	if res := cu.attempt(ctx); res != tryAgain || a.served() != relB {
 		t.Errorf("unknown release: result %v, serving %s; want tryAgain, B", res, a.served())
 	}
@@ -242,10 +246,10 @@ func TestCatchUpFromStore(t *testing.T) {
 		t.Error("a release of unknown kind (staged, not received in the clear) is served to peers")
 	}
 	f.NoteServable(relA)
-	if h, ok := cu.held.source(cu, relA); !ok || h.Manifest.ReleaseID() != relA || h.Image == "" {
+	if h, ok := cu.held.source(cu, relA); !ok || h.Manifest.ID() != relA || h.Image == "" {
 		t.Errorf("a release received in the clear is not served: %+v %v", h, ok)
 	}
-	if _, ok := cu.held.source(cu, "0123456789abcdef"); ok {
+	if _, ok := cu.held.source(cu, testid.Parse("0123456789abcdef")); ok {
 		t.Error("a release not held is served")
 	}
 }
@@ -255,23 +259,53 @@ func TestCatchUpFromStore(t *testing.T) {
 // does not.
 func TestNewerPending(t *testing.T) {
 	now := time.Now()
-	st := &release.State{Staged: []string{"c", "old", "gone"}, History: []release.Entry{
-		{ID: "a", Built: 100}, {ID: "b", Built: 200}, {ID: "c", Built: 300, StagedAt: now.Add(-time.Minute)}, {ID: "old", Built: 50},
-		{ID: "gone", Built: 400, Retired: true},
+	a, b, c, old, gone := testid.Of("a"), testid.Of("b"), testid.Of("c"), testid.Of("old"), testid.Of("gone")
+	st := &release.State{Staged: []image.ID{c, old, gone}, History: []release.Entry{
+		{ID: a, Built: 100}, {ID: b, Built: 200}, {ID: c, Built: 300, StagedAt: now.Add(-time.Minute)}, {ID: old, Built: 50},
+		{ID: gone, Built: 400, Retired: true},
 	}}
-	if got := newerPending(st, "b"); got != "c" {
+	if got := newerPending(st, b); got != c {
 		t.Errorf("pointer to b with c staged: %q, want c", got)
 	}
 	// staged long ago: a deploy that stopped (a halted rollout) holds nothing back
-	if got := newerPendingAt(st, "b", now.Add(pendingHold)); got != "" {
+	if got := newerPendingAt(st, b, now.Add(pendingHold)); !got.IsZero() {
 		t.Errorf("c staged %v ago still holds catch-up back", pendingHold)
 	}
-	st.Staged = []string{"old", "gone"}
-	if got := newerPending(st, "b"); got != "" {
+	st.Staged = []image.ID{old, gone}
+	if got := newerPending(st, b); !got.IsZero() {
 		t.Errorf("pointer to b with only older or retired staged: %q, want none", got)
 	}
-	st.Staged = []string{"b"}
-	if got := newerPending(st, "b"); got != "" {
+	st.Staged = []image.ID{b}
+	if got := newerPending(st, b); !got.IsZero() {
 		t.Errorf("the pointer's own release staged: %q, want none", got)
+	}
+}
+
+// TestFleetRecordFormat: fleet.json as the agent wrote it before release
+// ids were typed (the servable list as strings) still loads, and is
+// written back with the same text.
+func TestFleetRecordFormat(t *testing.T) {
+	root := t.TempDir()
+	ptr := signedPointer(t, goldenKey, "web", 7, testid.Parse("aaaaaaaaaaaaaaaa"), t0)
+	old := fmt.Sprintf("{\n  \"pointer\": %q,\n  \"learned\": \"2026-11-22T05:00:00Z\",\n  \"servable\": [\n    \"aaaaaaaaaaaaaaaa\",\n    \"bbbbbbbbbbbbbbbb\"\n  ]\n}\n",
+		base64.StdEncoding.EncodeToString(ptr))
+	if err := os.WriteFile(filepath.Join(root, FleetFile), []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := LoadFleet(root, []ed25519.PublicKey{trustedPub}, "web", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := f.Pointer(); p == nil || p.Release != testid.Parse("aaaaaaaaaaaaaaaa") {
+		t.Fatalf("pointer %v, want #7 naming aaaaaaaaaaaaaaaa", p)
+	}
+	if !f.servable(testid.Parse("bbbbbbbbbbbbbbbb")) || f.servable(testid.Parse("cccccccccccccccc")) {
+		t.Errorf("servable list not read: %v", f.rec.Servable)
+	}
+	f.mu.Lock()
+	f.save()
+	f.mu.Unlock()
+	if b, _ := os.ReadFile(filepath.Join(root, FleetFile)); string(b) != old {
+		t.Errorf("written back:\n%s\nwant\n%s", b, old)
 	}
 }

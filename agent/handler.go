@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/release"
 )
 
@@ -122,10 +123,10 @@ func (h *Handler) apply(c control.Command) *control.Reply {
 		attrs = append(attrs, "release", c.Release)
 		err = h.store.Activate(c.Release)
 	case *control.Rollback:
-		var to string
+		var to image.ID
 		to, err = h.store.Rollback(c.To)
 		attrs = append(attrs, "release", to)
-		if c.To != "" && errors.Is(err, release.ErrAlreadyCurrent) {
+		if !c.To.IsZero() && errors.Is(err, release.ErrAlreadyCurrent) {
 			err = nil // the state asked for: a re-issued rollback is not a failure
 		}
 	case *control.StatusRequest:
@@ -150,7 +151,7 @@ func (h *Handler) servesCommanded(c control.Command) bool {
 	case *control.Activate:
 		return st.Current == c.Release
 	case *control.Rollback:
-		return c.To != "" && st.Current == c.To
+		return !c.To.IsZero() && st.Current == c.To
 	}
 	return false
 }

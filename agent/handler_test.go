@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/testenv"
+	"github.com/loopcast/loopcast/internal/testid"
 	"github.com/loopcast/loopcast/release"
 )
 
@@ -31,7 +32,7 @@ type agent struct {
 	h     *Handler
 	now   time.Time
 	logs  *bytes.Buffer
-	names map[string]string // release id -> the name in its id.txt
+	names map[image.ID]string // release id -> the name in its id.txt
 }
 
 func newAgent(t *testing.T) *agent {
@@ -50,7 +51,7 @@ func newAgent(t *testing.T) *agent {
 	}
 	v := newVerifier(t, control.VerifierConfig{NotBefore: t0})
 	h := NewHandler(HandlerConfig{Store: s, Verifier: v, Version: "v9.9.9-test", Logger: log})
-	return &agent{t: t, dir: dir, store: s, h: h, now: t0, logs: logs, names: map[string]string{}}
+	return &agent{t: t, dir: dir, store: s, h: h, now: t0, logs: logs, names: map[image.ID]string{}}
 }
 
 // send signs c, hands it to the handler and checks that the reply, if
@@ -106,7 +107,7 @@ func TestHandlerRefusals(t *testing.T) {
 
 	// Commands not validly signed by a trusted key get no answer (an answer
 	// to a forged source would make the agent a reflector), only an error.
-	r, err := a.send(&control.Activate{Envelope: cmdEnv(), Release: "0123456789abcdef"}, otherKey)
+	r, err := a.send(&control.Activate{Envelope: cmdEnv(), Release: testid.Parse("0123456789abcdef")}, otherKey)
 	if r != nil || !errors.Is(err, control.ErrUntrustedKey) || !strings.Contains(err.Error(), "ACTIVATE") ||
 		!strings.Contains(err.Error(), image.KeyID(otherKey.Public().(ed25519.PublicKey))) {
 		t.Errorf("untrusted ACTIVATE: reply %+v, %v; want no reply and an error naming the command and key", r, err)
@@ -120,14 +121,14 @@ func TestHandlerRefusals(t *testing.T) {
 	}
 
 	// A trusted but stale command is answered "refused", naming host and deploy.
-	stale := &control.Activate{Envelope: cmdEnv(), Release: "0123456789abcdef"}
+	stale := &control.Activate{Envelope: cmdEnv(), Release: testid.Parse("0123456789abcdef")}
 	stale.Issued = a.now.Add(-time.Hour).UnixMilli()
 	staleWire, _ := control.Sign(stale, goldenKey)
 	if r, _ := a.deliver(staleWire); r == nil || r.Outcome != control.OutcomeRefused || r.Host != "web01" || r.Deploy != 99 || r.Command != control.TypeActivate {
 		t.Errorf("stale ACTIVATE: reply %+v; want refused, identifying host, deploy and command", r)
 	}
 
-	if r, err := a.send(&control.Activate{Envelope: cmdEnv("web02"), Release: "0123456789abcdef"}, goldenKey); r != nil || !errors.Is(err, control.ErrNotForHost) {
+	if r, err := a.send(&control.Activate{Envelope: cmdEnv("web02"), Release: testid.Parse("0123456789abcdef")}, goldenKey); r != nil || !errors.Is(err, control.ErrNotForHost) {
 		t.Errorf("command for web02: reply %+v, %v; want no reply, control.ErrNotForHost", r, err)
 	}
 	if r, err := a.deliver([]byte("LCCP garbage")); r != nil || !errors.Is(err, control.ErrMalformed) {
@@ -184,7 +185,7 @@ func TestHandlerApplies(t *testing.T) {
 	a.needLoop()
 	relA, relB, relC := a.stage("A"), a.stage("B"), a.stage("C")
 
-	ok := func(r *control.Reply, err error, current string) {
+	ok := func(r *control.Reply, err error, current image.ID) {
 		t.Helper()
 		if err != nil || r == nil || r.Outcome != control.OutcomeOK || r.Current != current {
 			t.Fatalf("reply %+v, %v; want ok with current %s", r, err, current)
@@ -193,7 +194,7 @@ func TestHandlerApplies(t *testing.T) {
 			t.Fatalf("store serves %s, want %s", got, current)
 		}
 	}
-	sendOK := func(c control.Command, current string) {
+	sendOK := func(c control.Command, current image.ID) {
 		t.Helper()
 		r, err := a.send(c, goldenKey)
 		ok(r, err, current)
@@ -208,7 +209,7 @@ func TestHandlerApplies(t *testing.T) {
 
 	// The retransmitted ACTIVATE B, after a local rollback to A, answers as
 	// before and does not switch again.
-	if _, err := a.store.Rollback(""); err != nil {
+	if _, err := a.store.Rollback(image.ID{}); err != nil {
 		t.Fatal(err)
 	}
 	if again, err := a.deliver(wireB); err != nil || again != first || a.served() != relA {
@@ -225,7 +226,7 @@ func TestHandlerApplies(t *testing.T) {
 	sendOK(&control.Rollback{Envelope: cmdEnv(), To: relA}, relA) // re-issued with a new nonce: already there
 	sendOK(&control.Rollback{Envelope: cmdEnv()}, relB)
 
-	r, err = a.send(&control.Activate{Envelope: cmdEnv(), Release: "0123456789abcdef"}, goldenKey)
+	r, err = a.send(&control.Activate{Envelope: cmdEnv(), Release: testid.Parse("0123456789abcdef")}, goldenKey)
 	if err != nil || r.Outcome != control.OutcomeFailed || !strings.Contains(r.Error, "not staged") {
 		t.Errorf("ACTIVATE of an unknown release: %+v, %v; want failed", r, err)
 	}
@@ -234,7 +235,7 @@ func TestHandlerApplies(t *testing.T) {
 	if err != nil || r.Outcome != control.OutcomeOK || r.Status == nil {
 		t.Fatalf("STATUS: %+v, %v", r, err)
 	}
-	want := &control.Status{Previous: relA, FreeBytes: r.Status.FreeBytes, Staged: []string{relC},
+	want := &control.Status{Previous: relA, FreeBytes: r.Status.FreeBytes, Staged: []image.ID{relC},
 		AgentVersion: "v9.9.9-test", LastError: r.Status.LastError}
 	if diff := cmp.Diff(want, r.Status); diff != "" || r.Current != relB || r.Status.FreeBytes == 0 {
 		t.Errorf("STATUS reply current %s (-want +got):\n%s", r.Current, diff)
@@ -260,10 +261,10 @@ func (a *agent) needLoop() {
 
 // stage builds an image whose id.txt says name, signs its manifest and
 // stages it.
-func (a *agent) stage(name string) string {
+func (a *agent) stage(name string) image.ID {
 	t := a.t
 	img, man := buildImage(t, a.dir, name, goldenKey)
-	id, err := a.store.Stage(context.Background(), "", img, man)
+	id, err := a.store.Stage(context.Background(), image.ID{}, img, man)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,12 +274,15 @@ func (a *agent) stage(name string) string {
 
 // served returns the release id current resolves to, after checking that
 // the mounted tree there is that release's.
-func (a *agent) served() string {
+func (a *agent) served() image.ID {
 	real, err := filepath.EvalSymlinks(a.store.CurrentPath())
 	if err != nil {
-		return ""
+		return image.ID{}
 	}
-	id := filepath.Base(real)
+	id, err := image.ParseID(filepath.Base(real))
+	if err != nil {
+		a.t.Fatalf("current -> %s: %v", real, err)
+	}
 	if b, err := os.ReadFile(filepath.Join(real, "id.txt")); err != nil || string(b) != a.names[id] {
 		a.t.Fatalf("current -> %s holds id.txt %q, %v; want %q", id, b, err, a.names[id])
 	}

@@ -33,7 +33,7 @@ func healthHandler(store *release.Store, fleet *Fleet) http.Handler {
 		s := fleet.Sync(st.Current, time.Now())
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
-		ok := s.InSync || s.Current != "" && s.Failed == "" && s.Behind <= lag
+		ok := s.InSync || !s.Current.IsZero() && s.Failed == "" && s.Behind <= lag
 		if !ok {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
@@ -46,9 +46,9 @@ func healthText(s SyncState, ok bool) string {
 	if !ok {
 		word = "unhealthy"
 	}
-	cur := s.Current
-	if cur == "" {
-		cur = "nothing"
+	cur := "nothing"
+	if !s.Current.IsZero() {
+		cur = s.Current.String()
 	}
 	switch {
 	case s.Pointer == nil:

@@ -12,18 +12,19 @@ import (
 	"testing"
 
 	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/testid"
 	"github.com/loopcast/loopcast/release"
 )
 
 // keptImage writes images/<id>.img of two 4 KiB chunks filled with the
 // given bytes and its manifest, as the store keeps a staged release.
-func keptImage(t *testing.T, root, id string, fill ...byte) *image.Manifest {
+func keptImage(t *testing.T, root string, id image.ID, fill ...byte) *image.Manifest {
 	t.Helper()
 	var b []byte
 	for _, c := range fill {
 		b = append(b, []byte(strings.Repeat(string(c), image.MinChunkSize))...)
 	}
-	img := filepath.Join(root, "images", id+".img")
+	img := filepath.Join(root, "images", id.String()+".img")
 	if err := os.WriteFile(img, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +32,7 @@ func keptImage(t *testing.T, root, id string, fill ...byte) *image.Manifest {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := image.WriteManifestFile(filepath.Join(root, "images", id+".manifest"), m); err != nil {
+	if err := image.WriteManifestFile(filepath.Join(root, "images", id.String()+".manifest"), m); err != nil {
 		t.Fatal(err)
 	}
 	return m
@@ -42,13 +43,16 @@ func keptImage(t *testing.T, root, id string, fill ...byte) *image.Manifest {
 func TestLocalChunks(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	root := s.Root()
-	live := keptImage(t, root, "aaaa", 'a', 'b')
-	newer := keptImage(t, root, "bbbb", 'b', 'c')
-	retired := keptImage(t, root, "cccc", 'd')
-	noImage := keptImage(t, root, "dddd", 'e')
-	os.Remove(filepath.Join(root, "images", "dddd.img"))
-	st := release.State{History: []release.Entry{{ID: "aaaa", Order: 1}, {ID: "bbbb", Order: 2},
-		{ID: "cccc", Order: 3, Retired: true}, {ID: "dddd", Order: 4}, {ID: "../x", Order: 5}}}
+	// the store names a release's files by its id; these ids are not the
+	// manifests': the bases below are keyed by the manifests' own ids
+	aaaa, bbbb, cccc, dddd := testid.Of("aaaa"), testid.Of("bbbb"), testid.Of("cccc"), testid.Of("dddd")
+	live := keptImage(t, root, aaaa, 'a', 'b')
+	newer := keptImage(t, root, bbbb, 'b', 'c')
+	retired := keptImage(t, root, cccc, 'd')
+	noImage := keptImage(t, root, dddd, 'e')
+	os.Remove(filepath.Join(root, "images", dddd.String()+".img"))
+	st := release.State{History: []release.Entry{{ID: aaaa, Order: 1}, {ID: bbbb, Order: 2},
+		{ID: cccc, Order: 3, Retired: true}, {ID: dddd, Order: 4}, {Order: 5}}} // the last: no id
 	b, err := json.Marshal(st)
 	if err != nil {
 		t.Fatal(err)
@@ -77,8 +81,8 @@ func TestLocalChunks(t *testing.T) {
 			t.Errorf("chunk %x points at %s@%d, which holds other bytes", c.Hash[:4], path, off)
 		}
 	}
-	if path, _, _ := x.Lookup(live.Chunks[1].Hash); !strings.HasSuffix(path, "bbbb.img") {
-		t.Errorf("chunk held by two releases found in %q, want the newer bbbb.img", path)
+	if path, _, _ := x.Lookup(live.Chunks[1].Hash); !strings.HasSuffix(path, bbbb.String()+".img") {
+		t.Errorf("chunk held by two releases found in %q, want the newer %s.img", path, bbbb)
 	}
 	for _, m := range []*image.Manifest{retired, noImage} {
 		if _, _, ok := x.Lookup(m.Chunks[0].Hash); ok {
@@ -87,8 +91,8 @@ func TestLocalChunks(t *testing.T) {
 	}
 	// the same live images serve as delta bases, by release id
 	_, bases := localImages(s, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	want := map[string]string{live.ReleaseID(): filepath.Join(root, "images", "aaaa.img"),
-		newer.ReleaseID(): filepath.Join(root, "images", "bbbb.img")}
+	want := map[image.ID]string{live.ID(): filepath.Join(root, "images", aaaa.String()+".img"),
+		newer.ID(): filepath.Join(root, "images", bbbb.String()+".img")}
 	if len(bases) != len(want) {
 		t.Errorf("bases %v, want %v", bases, want)
 	}

@@ -222,7 +222,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		case r.Activated == 0:
 			role = "staged"
 		}
-		gauge(descRelease, 1, r.ID, r.Label, role, r.Slot)
+		gauge(descRelease, 1, r.ID.String(), r.Label, role, r.Slot)
 	}
 	gauge(descKept, float64(len(st.Releases)))
 	gauge(descFree, float64(st.FreeBytes))

@@ -41,8 +41,8 @@ func TestMetricsNameTheReleaseServed(t *testing.T) {
 	m.refused(&multicast.Refusal{Code: multicast.RefuseNoSpace})
 	page := scrape(t, m)
 	for _, want := range []string{
-		`loopcast_release_info{label="cur",release="` + cur + `",role="current",slot=""} 1`,
-		`loopcast_release_info{label="old",release="` + old + `",role="previous",slot=""} 1`,
+		`loopcast_release_info{label="cur",release="` + cur.String() + `",role="current",slot=""} 1`,
+		`loopcast_release_info{label="old",release="` + old.String() + `",role="previous",slot=""} 1`,
 		`loopcast_releases_kept 2`,
 		`loopcast_store_error 0`,
 		`loopcast_sessions_total{outcome="staged"} 1`,

@@ -223,7 +223,14 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 		HostID: cfg.HostID, HostKey: cfg.HostKey, Out: img, Trusted: cfg.Keys, Skip: skip, Local: local.Lookup,
 		// a live release's image serves as the base of delta chunks; the
 		// receiver checks every chunk decoded against it like any other
-		BaseImage: func(id string) (string, bool) { p, ok := bases[id]; return p, ok },
+		BaseImage: func(name string) (string, bool) {
+			id, err := image.ParseID(name)
+			if err != nil {
+				return "", false
+			}
+			p, ok := bases[id]
+			return p, ok
+		},
 		// refuse, before receiving anything, an image the disk cannot hold
 		// (retiring releases kept only by --keep-for if the disk needs it)
 		// the image and the most the session's spool can take
@@ -256,15 +263,16 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 	if res.Unicast {
 		path = multicast.PathUnicast
 	}
-	log.Info("agent: received", "release", res.ReleaseID, "session", res.Session, "path", path,
+	rel := res.Manifest.ID() // once: it hashes the manifest
+	log.Info("agent: received", "release", rel, "session", res.Session, "path", path,
 		"reused_chunks", res.Reused, "reflinked_bytes", res.Reflinked, "resumed_chunks", res.Resumed, "bad_chunks", res.BadChunks)
 	if res.StageErr != nil {
-		return res.Session, fmt.Errorf("agent: stage %s: %w", res.ReleaseID, res.StageErr)
+		return res.Session, fmt.Errorf("agent: stage %s: %w", rel, res.StageErr)
 	}
 	if !res.Encrypted { // a sealed release's chunks are for the hosts the sender chose
-		cfg.fleet.NoteServable(res.ReleaseID)
+		cfg.fleet.NoteServable(rel)
 	}
-	log.Info("agent: staged", "release", res.ReleaseID)
+	log.Info("agent: staged", "release", rel)
 	return res.Session, nil
 }
 
@@ -314,8 +322,8 @@ func refusal(err error) error {
 // It reads only manifests (33 bytes per chunk), so it is built afresh per
 // session. It need not be trusted: the receiver checks every chunk it
 // copies against the new, signed manifest; an unreadable release is skipped.
-func localImages(store *release.Store, log *slog.Logger) (multicast.ChunkIndex, map[string]string) {
-	x, bases := multicast.ChunkIndex{}, map[string]string{}
+func localImages(store *release.Store, log *slog.Logger) (multicast.ChunkIndex, map[image.ID]string) {
+	x, bases := multicast.ChunkIndex{}, map[image.ID]string{}
 	kept, err := store.KeptImages()
 	if err != nil {
 		log.Warn("agent: no local chunks to reuse", "err", err)
@@ -331,7 +339,7 @@ func localImages(store *release.Store, log *slog.Logger) (multicast.ChunkIndex, 
 			continue
 		}
 		x.Add(k.Image, m)
-		bases[m.ReleaseID()] = k.Image
+		bases[m.ID()] = k.Image
 	}
 	return x, bases
 }

@@ -26,8 +26,8 @@ func Start(ctx context.Context, s *release.Store) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	status := "serving nothing yet"
-	if st.Current != "" {
-		status = "serving " + st.Current
+	if !st.Current.IsZero() {
+		status = "serving " + st.Current.String()
 	}
 	slog.Info("agent: store reconciled", "root", s.Root(), "current", st.Current,
 		"previous", st.Previous, "staged", st.Staged)

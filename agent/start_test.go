@@ -129,7 +129,7 @@ func TestStartAfterReboot(t *testing.T) {
 	s := openStore(t, dir, pub)
 	for _, name := range []string{"A", "B"} {
 		img, man := buildImage(t, dir, name, key)
-		id, err := s.Stage(context.Background(), "", img, man)
+		id, err := s.Stage(context.Background(), image.ID{}, img, man)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -143,14 +143,14 @@ type Command interface {
 // a release older than its current one: only Rollback may name it.
 type Activate struct {
 	Envelope
-	Release string
+	Release image.ID
 }
 
 // Rollback tells agents to go back to the previous release, or to the one
 // named (which may be older than current).
 type Rollback struct {
 	Envelope
-	To string // empty: the previous release
+	To image.ID // zero: the previous release
 }
 
 // StatusRequest asks agents for their state; it changes nothing.
@@ -166,12 +166,12 @@ func (c *Activate) Env() *Envelope      { return &c.Envelope }
 func (c *Rollback) Env() *Envelope      { return &c.Envelope }
 func (c *StatusRequest) Env() *Envelope { return &c.Envelope }
 
-func (c *Activate) appendFields(b []byte) []byte    { return appendName(b, c.Release) }
-func (c *Rollback) appendFields(b []byte) []byte    { return appendName(b, c.To) }
+func (c *Activate) appendFields(b []byte) []byte    { return appendRelease(b, c.Release) }
+func (c *Rollback) appendFields(b []byte) []byte    { return appendRelease(b, c.To) }
 func (*StatusRequest) appendFields(b []byte) []byte { return b }
 
-func (c *Activate) checkFields() error    { return checkName("release", c.Release, false) }
-func (c *Rollback) checkFields() error    { return checkName("release", c.To, true) }
+func (c *Activate) checkFields() error    { return checkRelease("release", c.Release, false) }
+func (c *Rollback) checkFields() error    { return checkRelease("release", c.To, true) }
 func (*StatusRequest) checkFields() error { return nil }
 
 func (c *Activate) AppendBinary(b []byte) ([]byte, error)      { return appendCommand(b, c) }
@@ -225,14 +225,14 @@ func signedBytes(c Command) ([]byte, error) { return appendSigned(nil, c) }
 
 func parseActivate(r *reader, h Header) (*Activate, error) {
 	c := &Activate{Envelope: parseEnvelope(r, h)}
-	c.Release = r.name("release", false)
+	c.Release = r.release("release", false)
 	parseTrailer(r, &c.Envelope)
 	return c, r.Done()
 }
 
 func parseRollback(r *reader, h Header) (*Rollback, error) {
 	c := &Rollback{Envelope: parseEnvelope(r, h)}
-	c.To = r.name("release", true)
+	c.To = r.release("release", true)
 	parseTrailer(r, &c.Envelope)
 	return c, r.Done()
 }

@@ -8,7 +8,11 @@
 //
 // All integers are big-endian. A name (group, host, release id) is a length
 // u8 and 0..MaxName printable ASCII bytes without spaces; a text (error,
-// version) is a length u16 and at most MaxText bytes of UTF-8.
+// version) is a length u16 and at most MaxText bytes of UTF-8. A release
+// name is a release id (image.ID) in its 16 lowercase hex digits, or empty
+// for none where none is allowed (the Go value is then the zero ID); any
+// other name there, the zero id's digits included, is ErrMalformed naming
+// the field.
 //
 //	every message
 //	 0  magic "LCCP" [4]   4  version u8   5  type u8   6  flags u16 (0)

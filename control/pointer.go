@@ -31,7 +31,7 @@ type Pointer struct {
 	Seq     uint64
 	Issued  int64 // Unix milliseconds, by the sender's clock
 	Group   string
-	Release string
+	Release image.ID
 	// Digest is the SHA-256 of the release's signed manifest
 	// (image.Manifest.Digest): a host fetching the release from a peer
 	// takes only that manifest.
@@ -67,7 +67,7 @@ func (p *Pointer) appendSigned(b []byte) ([]byte, error) {
 	if err := checkName("group", p.Group, false); err != nil {
 		return b, err
 	}
-	if err := checkName("release", p.Release, false); err != nil {
+	if err := checkRelease("release", p.Release, false); err != nil {
 		return b, err
 	}
 	if len(p.PublicKey) != ed25519.PublicKeySize {
@@ -76,7 +76,7 @@ func (p *Pointer) appendSigned(b []byte) ([]byte, error) {
 	b = Header{Type: TypePointer, Deploy: p.Seq}.appendHeader(b)
 	b = binary.BigEndian.AppendUint64(b, uint64(p.Issued))
 	b = appendName(b, p.Group)
-	b = appendName(b, p.Release)
+	b = appendRelease(b, p.Release)
 	b = append(b, p.Digest[:]...)
 	b = binary.BigEndian.AppendUint32(b, p.Hosts)
 	kind := byte(0)
@@ -111,7 +111,7 @@ func ParsePointer(b []byte) (*Pointer, error) {
 	r := newReader(rest)
 	p := &Pointer{Seq: h.Deploy, Issued: int64(r.U64("issued"))}
 	p.Group = r.name("group", false)
-	p.Release = r.name("release", false)
+	p.Release = r.release("release", false)
 	copy(p.Digest[:], r.Bytes("digest", sha256.Size))
 	p.Hosts = r.U32("hosts")
 	switch k := r.U8("kind"); {

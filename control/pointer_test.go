@@ -10,7 +10,7 @@ import (
 func TestPointerRoundTrip(t *testing.T) {
 	_, key, _ := ed25519.GenerateKey(nil)
 	_, other, _ := ed25519.GenerateKey(nil)
-	p := &Pointer{Seq: 42, Issued: time.Now().UnixMilli(), Group: "239.192.0.1:5000", Release: "0123456789abcdef", Hosts: 2000, Rollback: true}
+	p := &Pointer{Seq: 42, Issued: time.Now().UnixMilli(), Group: "239.192.0.1:5000", Release: relA, Hosts: 2000, Rollback: true}
 	p.Digest[0], p.Digest[31] = 1, 2
 	b, err := SignPointer(p, key)
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/loopcast/loopcast/image"
 )
 
 // Reply is an agent's answer to a command addressed to it.
@@ -14,9 +16,9 @@ type Reply struct {
 	Nonce   [NonceLen]byte // the command's nonce: which command this answers
 	Command Type           // the command's type
 	Outcome Outcome
-	Host    string // the agent's host id
-	Current string // the release current after the command; empty: none
-	Error   string // why it failed or was refused; empty iff Outcome is ok
+	Host    string   // the agent's host id
+	Current image.ID // the release current after the command; zero: none
+	Error   string   // why it failed or was refused; empty iff Outcome is ok
 	Status  *Status
 	// HostKey is the key the reply is signed by (set by ParseReply): the
 	// sender counts the reply only if it pins that key for Host.
@@ -26,9 +28,9 @@ type Reply struct {
 // Status is what a STATUS command asks for; a reply carries it exactly
 // when it answers STATUS with OutcomeOK.
 type Status struct {
-	Previous     string   // the rollback target
-	FreeBytes    uint64   // free disk on the agent's root
-	Staged       []string // staged, never activated, oldest first
+	Previous     image.ID   // the rollback target; zero: none
+	FreeBytes    uint64     // free disk on the agent's root
+	Staged       []image.ID // staged, never activated, oldest first
 	AgentVersion string
 	LastError    string // the store's last error; empty: none
 	LastRefusal  string // the last session the agent refused, and why; empty: none
@@ -57,7 +59,7 @@ func (r *Reply) check() error {
 		return fmt.Errorf("%w: %v reply %v with status %v", ErrMalformed, r.Command, r.Outcome, r.Status != nil)
 	}
 	for _, err := range []error{
-		checkHost("host", r.Host), checkName("current release", r.Current, true),
+		checkHost("host", r.Host), checkRelease("current release", r.Current, true),
 		checkText("error", r.Error),
 	} {
 		if err != nil {
@@ -75,12 +77,12 @@ func (s *Status) check() error {
 		return fmt.Errorf("%w: %d staged releases, more than %d", ErrMalformed, len(s.Staged), MaxStaged)
 	}
 	for _, id := range s.Staged {
-		if err := checkName("staged release", id, false); err != nil {
+		if err := checkRelease("staged release", id, false); err != nil {
 			return err
 		}
 	}
 	for _, err := range []error{
-		checkName("previous release", s.Previous, true), checkText("agent version", s.AgentVersion),
+		checkRelease("previous release", s.Previous, true), checkText("agent version", s.AgentVersion),
 		checkText("last error", s.LastError), checkText("last refusal", s.LastRefusal),
 		checkText("problems", s.Problems),
 	} {
@@ -100,14 +102,14 @@ func (r *Reply) AppendBinary(b []byte) ([]byte, error) {
 	b = append(b, r.Nonce[:]...)
 	b = append(b, byte(r.Command), byte(r.Outcome))
 	b = appendName(b, r.Host)
-	b = appendName(b, r.Current)
+	b = appendRelease(b, r.Current)
 	b = appendText(b, r.Error)
 	if s := r.Status; s != nil {
-		b = appendName(b, s.Previous)
+		b = appendRelease(b, s.Previous)
 		b = binary.BigEndian.AppendUint64(b, s.FreeBytes)
 		b = append(b, byte(len(s.Staged)))
 		for _, id := range s.Staged {
-			b = appendName(b, id)
+			b = appendRelease(b, id)
 		}
 		b = appendText(b, s.AgentVersion)
 		b = appendText(b, s.LastError)
@@ -126,7 +128,7 @@ func parseReply(r *reader, h Header) (*Reply, error) {
 	copy(p.Nonce[:], r.Bytes("nonce", NonceLen))
 	p.Command, p.Outcome = Type(r.U8("command")), Outcome(r.U8("outcome"))
 	p.Host = r.name("host", false)
-	p.Current = r.name("current release", true)
+	p.Current = r.release("current release", true)
 	p.Error = r.text("error")
 	if r.Err() == nil && p.Command == TypeStatus && p.Outcome == OutcomeOK {
 		p.Status = parseStatus(r)
@@ -138,7 +140,7 @@ func parseReply(r *reader, h Header) (*Reply, error) {
 }
 
 func parseStatus(r *reader) *Status {
-	s := &Status{Previous: r.name("previous release", true), FreeBytes: r.U64("free bytes")}
+	s := &Status{Previous: r.release("previous release", true), FreeBytes: r.U64("free bytes")}
 	n := int(r.U8("staged count"))
 	if n > MaxStaged {
 		r.Fail("%d staged releases, more than %d", n, MaxStaged)
@@ -148,7 +150,7 @@ func parseStatus(r *reader) *Status {
 		if r.Err() != nil {
 			break
 		}
-		s.Staged = append(s.Staged, r.name("staged release", false))
+		s.Staged = append(s.Staged, r.release("staged release", false))
 	}
 	s.AgentVersion = r.text("agent version")
 	s.LastError = r.text("last error")

@@ -7,7 +7,7 @@ import (
 )
 
 func TestTally(t *testing.T) {
-	c := &Activate{Envelope: env("h1", "h2", "h3"), Release: "0123456789abcdef"}
+	c := &Activate{Envelope: env("h1", "h2", "h3"), Release: relA}
 	tl := NewTally(c, c.Targets)
 	reply := func(host string, o Outcome) *Reply {
 		r := &Reply{Deploy: 42, Nonce: goldenNonce, Command: TypeActivate, Outcome: o, Host: host}

@@ -12,8 +12,8 @@ const Version = 2
 // Bounds on what a message may hold; every one is checked when encoding
 // and when parsing.
 const (
-	// MaxName caps a host, group or release name: a DNS label set fits,
-	// release ids are 16 hex digits.
+	// MaxName caps a host, group or release name: a DNS label set fits;
+	// release ids (image.ID) are written as names of 16 hex digits.
 	MaxName = 64
 	// MaxTargets caps a command's host list so that a command with every
 	// name at MaxName (about 33 KiB) fits one UDP datagram. A sender with

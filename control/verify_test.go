@@ -38,7 +38,7 @@ func newVerifier(t *testing.T, cfg VerifierConfig) *Verifier {
 // from its encoding as an agent would see it.
 func signed(t *testing.T, key ed25519.PrivateKey, at time.Time, targets ...string) Command {
 	t.Helper()
-	c := &Activate{Envelope: NewEnvelope("web", 7, targets, at), Release: "0123456789abcdef"}
+	c := &Activate{Envelope: NewEnvelope("web", 7, targets, at), Release: relA}
 	wire, err := Sign(c, key)
 	if err != nil {
 		t.Fatal(err)
@@ -71,13 +71,13 @@ func TestVerify(t *testing.T) {
 		{"at the window's old edge", ok, t0.Add(MaxClockSkew), nil, nil},
 		{"at the window's future edge", ok, t0.Add(-MaxClockSkew), nil, nil},
 		{"unsigned", func() Command {
-			c := &Activate{Envelope: NewEnvelope("web", 7, nil, t0), Release: "0123456789abcdef"}
+			c := &Activate{Envelope: NewEnvelope("web", 7, nil, t0), Release: relA}
 			wire, _ := c.AppendBinary(nil)
 			return parsed(t, wire)
 		}, t0, ErrUnsigned, []string{"ACTIVATE", "unsigned"}},
 		{"forged release", func() Command {
 			c := ok().(*Activate)
-			c.Release = "fedcba9876543210" // signature was over another id
+			c.Release = relB // signature was over another id
 			return c
 		}, t0, ErrBadSignature, []string{"ACTIVATE", image.KeyID(trustedPub)}},
 		{"forged signature", func() Command {

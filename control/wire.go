@@ -2,10 +2,12 @@ package control
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"unicode/utf8"
 
 	"github.com/loopcast/loopcast/hostkey"
+	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/binread"
 )
 
@@ -68,6 +70,15 @@ func checkName(what, s string, empty bool) error {
 	return nil
 }
 
+// checkRelease checks a release id to encode: the zero id (no release) is
+// written as the empty name, where one is allowed.
+func checkRelease(what string, id image.ID, empty bool) error {
+	if id.IsZero() && !empty {
+		return fmt.Errorf("%w: empty %s", ErrMalformed, what)
+	}
+	return nil
+}
+
 // checkHost checks a host id: the one rule (hostkey.CheckID) the wire,
 // the CLI and inventories share.
 func checkHost(what, s string) error {
@@ -91,6 +102,15 @@ func checkText(what, s string) error {
 // appendName appends a checked name: length u8, bytes.
 func appendName(b []byte, s string) []byte { return append(append(b, byte(len(s))), s...) }
 
+// appendRelease appends a release id as a name: its 16 hex digits, or the
+// empty name for the zero id.
+func appendRelease(b []byte, id image.ID) []byte {
+	if id.IsZero() {
+		return append(b, 0)
+	}
+	return appendName(b, id.String())
+}
+
 // appendText appends a checked text: length u16, bytes.
 func appendText(b []byte, s string) []byte {
 	return append(binary.BigEndian.AppendUint16(b, uint16(len(s))), s...)
@@ -110,6 +130,26 @@ func (r *reader) name(what string, empty bool) string {
 	return s
 }
 
+// release reads a release id written as a name: 16 lowercase hex digits,
+// or, where empty is allowed, the empty name for the zero id. Anything
+// else (another name, the zero id's digits, which appendRelease never
+// writes) is malformed, naming the field.
+func (r *reader) release(what string, empty bool) image.ID {
+	s := r.name(what, empty)
+	if r.Err() != nil || s == "" {
+		return image.ID{}
+	}
+	id, err := image.ParseID(s)
+	if err == nil && id.IsZero() {
+		err = errors.New("the zero id names no release")
+	}
+	if err != nil {
+		r.Fail("%s: %v", what, err)
+		return image.ID{}
+	}
+	return id
+}
+
 // text reads a text (length u16) and checks it.
 func (r *reader) text(what string) string {
 	s := string(r.Prefixed16(what))
@@ -117,7 +157,7 @@ func (r *reader) text(what string) string {
 	return s
 }
 
-// CheckName reports whether s can name a host, group or release in a
-// command: 1 to MaxName printable ASCII bytes without spaces. Callers use
-// it to refuse a bad name before anything is sent.
+// CheckName reports whether s can name a host or group in a command: 1 to
+// MaxName printable ASCII bytes without spaces. Callers use it to refuse a
+// bad name before anything is sent. Releases are named by image.ID.
 func CheckName(s string) error { return checkName("name", s, false) }

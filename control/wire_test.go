@@ -9,6 +9,9 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/testid"
 )
 
 // goldenKey signs the signed golden; it comes from a fixed seed, and
@@ -16,6 +19,9 @@ import (
 var goldenKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
 
 var goldenNonce = [NonceLen]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
+
+// The golden release ids; on the wire, names of their 16 hex digits.
+var relA, relB = testid.Parse("0123456789abcdef"), testid.Parse("fedcba9876543210")
 
 // env is the golden envelope: deploy 42, group "web", issued 1700000000000.
 func env(targets ...string) Envelope {
@@ -46,28 +52,28 @@ var goldens = []struct {
 	msg  Message
 	wire []byte
 }{
-	{"activate all", &Activate{Envelope: env(), Release: "0123456789abcdef"},
+	{"activate all", &Activate{Envelope: env(), Release: relA},
 		hexs(hdrActivate, envAll, releaseHex, "00")},
-	{"activate two hosts", &Activate{Envelope: env("h1", "h2"), Release: "0123456789abcdef"},
+	{"activate two hosts", &Activate{Envelope: env("h1", "h2"), Release: relA},
 		hexs(hdrActivate, "0000018bcfe56800", nonceHex, "03776562",
 			"0002 02 6831 02 6832", // targets h1, h2
 			releaseHex, "00")},
 	{"rollback to previous", &Rollback{Envelope: env()},
 		hexs(hdrRollback, envAll, "00", "00")},
-	{"rollback to named", &Rollback{Envelope: env(), To: "fedcba9876543210"},
+	{"rollback to named", &Rollback{Envelope: env(), To: relB},
 		hexs(hdrRollback, envAll, "10 66656463626139383736353433323130", "00")},
 	{"status", &StatusRequest{Envelope: env()},
 		hexs(hdrStatus, envAll, "00")},
 	{"reply ok", &Reply{Deploy: 42, Nonce: goldenNonce, Command: TypeActivate, Outcome: OutcomeOK,
-		Host: "web01", Current: "0123456789abcdef"},
+		Host: "web01", Current: relA},
 		hexs(hdrReply, nonceHex, "01 01", "05 7765623031", releaseHex, "0000")},
 	{"reply failed", &Reply{Deploy: 42, Nonce: goldenNonce, Command: TypeActivate, Outcome: OutcomeFailed,
 		Host: "web01", Error: "release: not staged"},
 		hexs(hdrReply, nonceHex, "01 02", "05 7765623031", "00",
 			"0013 72656c656173653a206e6f7420737461676564")},
 	{"reply status", &Reply{Deploy: 42, Nonce: goldenNonce, Command: TypeStatus, Outcome: OutcomeOK,
-		Host: "web01", Current: "0123456789abcdef",
-		Status: &Status{Previous: "fedcba9876543210", FreeBytes: 1 << 30, Staged: []string{"0123456789abcdef"},
+		Host: "web01", Current: relA,
+		Status: &Status{Previous: relB, FreeBytes: 1 << 30, Staged: []image.ID{relA},
 			AgentVersion: "v1.2.3", LastError: "disk full"}},
 		hexs(hdrReply, nonceHex, "03 01", "05 7765623031", releaseHex, "0000",
 			"10 66656463626139383736353433323130", // previous
@@ -81,7 +87,7 @@ var goldens = []struct {
 // ed25519.Verify as well.
 func signedGolden(t *testing.T) (*Activate, []byte) {
 	t.Helper()
-	c := &Activate{Envelope: env(), Release: "0123456789abcdef"}
+	c := &Activate{Envelope: env(), Release: relA}
 	wire, err := Sign(c, goldenKey)
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +143,7 @@ func encodings(t testing.TB) [][]byte {
 	for _, tc := range goldens {
 		out = append(out, tc.wire)
 	}
-	c := &Activate{Envelope: env("h1"), Release: "0123456789abcdef"}
+	c := &Activate{Envelope: env("h1"), Release: relA}
 	wire, err := Sign(c, goldenKey)
 	if err != nil {
 		t.Fatal(err)
@@ -182,6 +188,7 @@ func TestParseRefuses(t *testing.T) {
 		{"group space", edit(41, ' '), ErrMalformed},
 		{"too many targets", edit(44, 0xff, 0xff), ErrMalformed},
 		{"scheme", edit(len(base)-1, 9), ErrMalformed},
+		{"release with slash space", hexs(hdrActivate, envAll, "03 612062", "00"), ErrMalformed},
 		{"oversized", append(bytes.Clone(base), make([]byte, MaxMessageLen)...), ErrMalformed},
 		{"reply outcome 0", edit32(goldens[5].wire, 33, 0), ErrMalformed},
 		{"reply ok with error", hexs(hdrReply, nonceHex, "01 01", "05 7765623031", "00", "0001 78"), ErrMalformed},
@@ -225,7 +232,6 @@ func TestEncodeRefuses(t *testing.T) {
 		{"too many targets", &StatusRequest{Envelope: Envelope{Group: "g", Targets: many}}},
 		{"empty target", &StatusRequest{Envelope: Envelope{Group: "g", Targets: []string{""}}}},
 		{"empty release", &Activate{Envelope: env()}},
-		{"release with slash space", &Activate{Envelope: env(), Release: "a b"}},
 		{"bad key", &StatusRequest{Envelope: Envelope{Group: "g", PublicKey: make([]byte, 3)}}},
 		{"reply no host", &Reply{Command: TypeActivate, Outcome: OutcomeOK}},
 		{"reply to a reply", &Reply{Command: TypeReply, Outcome: OutcomeOK, Host: "h"}},
@@ -234,7 +240,7 @@ func TestEncodeRefuses(t *testing.T) {
 		{"reply long error", &Reply{Command: TypeActivate, Outcome: OutcomeFailed, Host: "h",
 			Error: strings.Repeat("e", MaxText+1)}},
 		{"reply too many staged", &Reply{Command: TypeStatus, Outcome: OutcomeOK, Host: "h",
-			Status: &Status{Staged: make([]string, MaxStaged+1)}}},
+			Status: &Status{Staged: make([]image.ID, MaxStaged+1)}}},
 	}
 	for _, tc := range cases {
 		if b, err := tc.msg.AppendBinary(nil); !errors.Is(err, ErrMalformed) {
@@ -245,7 +251,7 @@ func TestEncodeRefuses(t *testing.T) {
 
 // TestMaxCommandFits: a command at every bound still fits one datagram.
 func TestMaxCommandFits(t *testing.T) {
-	c := &Activate{Envelope: env(), Release: strings.Repeat("r", MaxName)}
+	c := &Activate{Envelope: env(), Release: relA} // release ids are 16 digits
 	c.Group = strings.Repeat("g", MaxName)
 	for range MaxTargets {
 		c.Targets = append(c.Targets, strings.Repeat("h", MaxName))
@@ -318,7 +324,7 @@ func FuzzParse(f *testing.F) {
 // so send and deploy accept the same ids.
 func TestHostIDRule(t *testing.T) {
 	for _, id := range []string{"a b", "-web", "web\x1b"} {
-		c := &Activate{Envelope: NewEnvelope("web", 1, []string{id}, t0), Release: "0123456789abcdef"}
+		c := &Activate{Envelope: NewEnvelope("web", 1, []string{id}, t0), Release: relA}
 		if _, err := c.AppendBinary(nil); !errors.Is(err, ErrMalformed) {
 			t.Errorf("a command targeting %q encodes: %v", id, err)
 		}
@@ -358,5 +364,41 @@ func TestStatusDoctorFields(t *testing.T) {
 	zero := append(bytes.Clone(b[:old]), make([]byte, NonceLen+2+2)...)
 	if _, err := Parse(zero); !errors.Is(err, ErrMalformed) {
 		t.Errorf("an all-zero doctor block: %v, want ErrMalformed", err)
+	}
+}
+
+// TestReleaseIDs: a release id is a name of its 16 lowercase hex digits on
+// the wire, as before ids were typed; the zero id (none) the empty name,
+// where none is allowed. Any other name where an id is expected does not
+// parse, and the error names the field.
+func TestReleaseIDs(t *testing.T) {
+	cases := []struct {
+		name, field string
+		wire        []byte
+	}{
+		{"activate v1", "release", hexs(hdrActivate, envAll, "02 7631", "00")},
+		{"activate upper case", "release", hexs(hdrActivate, envAll, "10 30313233343536373839414243444546", "00")},
+		{"activate zero id", "release", hexs(hdrActivate, envAll, "10 30303030303030303030303030303030", "00")},
+		{"activate none", "release", hexs(hdrActivate, envAll, "00", "00")},
+		{"rollback to a path", "release", hexs(hdrRollback, envAll, "09 2e2e2f2e2e2f657463", "00")},
+		{"reply current", "current release", hexs(hdrReply, nonceHex, "01 01", "05 7765623031", "02 7631", "0000")},
+		{"status previous", "previous release", hexs(hdrReply, nonceHex, "03 01", "05 7765623031", "00", "0000",
+			"03 6f6c64", "0000000000000000", "00", "0000", "0000", "0000")},
+		{"status staged", "staged release", hexs(hdrReply, nonceHex, "03 01", "05 7765623031", "00", "0000",
+			"00", "0000000000000000", "01 00", "0000", "0000", "0000")},
+	}
+	for _, tc := range cases {
+		m, err := Parse(tc.wire)
+		if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("%s: Parse = %+v, %v; want ErrMalformed naming %q", tc.name, m, err, tc.field)
+		}
+	}
+	p, _ := SignPointer(&Pointer{Group: "web", Release: relA}, goldenKey)
+	bad := bytes.Replace(p, []byte(relA.String()), []byte("0123456789ABCDEF"), 1)
+	if _, err := ParsePointer(bad); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "release") {
+		t.Errorf("pointer naming no release id: %v, want ErrMalformed naming the release", err)
+	}
+	if _, err := (&Pointer{Group: "web", PublicKey: goldenKey.Public().(ed25519.PublicKey)}).appendSigned(nil); !errors.Is(err, ErrMalformed) {
+		t.Errorf("a pointer to no release encodes: %v", err)
 	}
 }

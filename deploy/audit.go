@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/user"
 	"time"
+
+	"github.com/loopcast/loopcast/image"
 )
 
 // AuditEntry is one line of the sender's audit log: every deploy and
@@ -17,7 +19,7 @@ type AuditEntry struct {
 	User     string    `json:"user"`
 	Action   string    `json:"action"` // "deploy" or "rollback"
 	Group    string    `json:"group"`
-	Release  string    `json:"release"`
+	Release  image.ID  `json:"release"`
 	Label    string    `json:"label,omitempty"`
 	Hosts    []string  `json:"hosts"`
 	Outcome  string    `json:"outcome"` // all, partial, none, or error
@@ -63,17 +65,19 @@ var ErrNoHistory = errors.New("deploy: no earlier release in this sender's deplo
 // (successfully on some hosts) before the last deploy of current. It moves
 // back through history: after a rollback to B, the next one goes to what
 // came before B, never forward again.
-func PreviousRelease(path, group, current string) (string, error) {
+// A line that does not read (a rollback an older sender logged with a
+// target that is no release id) is no deploy of this sender: it is passed.
+func PreviousRelease(path, group string, current image.ID) (image.ID, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("%w (%v)", ErrNoHistory, err)
+		return image.ID{}, fmt.Errorf("%w (%v)", ErrNoHistory, err)
 	}
 	defer f.Close()
-	var seq []string
+	var seq []image.ID
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		var e AuditEntry
-		if json.Unmarshal(sc.Bytes(), &e) != nil || e.Action != "deploy" || e.Group != group {
+		if json.Unmarshal(sc.Bytes(), &e) != nil || e.Action != "deploy" || e.Group != group || e.Release.IsZero() {
 			continue
 		}
 		if e.Outcome == OutcomeAll.String() || e.Outcome == OutcomePartial.String() {
@@ -92,7 +96,7 @@ func PreviousRelease(path, group, current string) (string, error) {
 		}
 	}
 	if last < 0 {
-		return "", fmt.Errorf("%w: %s was not deployed from here", ErrNoHistory, current)
+		return image.ID{}, fmt.Errorf("%w: %s was not deployed from here", ErrNoHistory, current)
 	}
-	return "", fmt.Errorf("%w before %s", ErrNoHistory, current)
+	return image.ID{}, fmt.Errorf("%w before %s", ErrNoHistory, current)
 }

@@ -20,7 +20,8 @@ const KeepBuilds = 2
 // Built is an image built for a deploy.
 type Built struct {
 	*image.Result
-	Path string // images/G/<release>.img, with its manifest, layout and pack beside it
+	ID   image.ID // the release built (its manifest's id, hashed once)
+	Path string   // images/G/<release>.img, with its manifest, layout and pack beside it
 	// BaseImage is the image the build was laid out on (Base says how),
 	// "" when the group has none.
 	BaseImage string
@@ -44,7 +45,8 @@ func (d *Deployer) Build(ctx context.Context, src string, opts image.Options) (*
 	if err != nil {
 		return nil, err
 	}
-	b.Result, b.Path = res, filepath.Join(d.Images, res.Manifest.ReleaseID()+".img")
+	b.Result, b.ID = res, res.Manifest.ID()
+	b.Path = filepath.Join(d.Images, b.ID.String()+".img")
 	for _, suffix := range []string{".manifest", image.LayoutSuffix, image.PackSuffix, ""} {
 		if err := os.Rename(out+suffix, b.Path+suffix); err != nil {
 			return nil, fmt.Errorf("deploy: %w", err)

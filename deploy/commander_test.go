@@ -16,6 +16,8 @@ import (
 
 	"github.com/loopcast/loopcast/control"
 	"github.com/loopcast/loopcast/hostkey"
+	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/testid"
 )
 
 var testKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{3}, ed25519.SeedSize))
@@ -125,11 +127,11 @@ func (f *fakeAgents) WriteTo(p []byte, to net.Addr) (int, error) {
 			continue
 		}
 		e := c.Env()
-		r := &control.Reply{Deploy: e.Deploy, Nonce: e.Nonce, Command: c.Type(), Outcome: control.OutcomeOK, Host: h, Current: "r1"}
+		r := &control.Reply{Deploy: e.Deploy, Nonce: e.Nonce, Command: c.Type(), Outcome: control.OutcomeOK, Host: h, Current: rel("r1")}
 		if why, ok := f.refuse[h]; ok {
-			r.Outcome, r.Error, r.Current = control.OutcomeRefused, why, ""
+			r.Outcome, r.Error, r.Current = control.OutcomeRefused, why, image.ID{}
 		} else if c.Type() == control.TypeStatus {
-			r.Status = &control.Status{Previous: "r0"}
+			r.Status = &control.Status{Previous: rel("r0")}
 		}
 		key := hostKey(h)
 		if k, ok := f.impostor[h]; ok {
@@ -153,7 +155,7 @@ func TestCommanderRetransmitsToMissingHosts(t *testing.T) {
 	f := newFakeAgents("a", "b", "c")
 	f.deaf["b"] = 2 // b hears the third transmission
 	c := commander(f, 5*time.Second)
-	cmd := &control.Activate{Envelope: c.NewEnvelope(1, nil), Release: "r1"}
+	cmd := &control.Activate{Envelope: c.NewEnvelope(1, nil), Release: rel("r1")}
 	tally, err := c.Do(context.Background(), cmd, []string{"a", "b", "c"})
 	if err != nil {
 		t.Fatal(err)
@@ -251,15 +253,15 @@ func TestCommanderStopsOnCancel(t *testing.T) {
 
 func TestMajorityAndRollbackTarget(t *testing.T) {
 	st := []HostStatus{
-		{ID: "a", Current: "r2", Previous: "r1"},
-		{ID: "b", Current: "r2", Previous: "r1"},
-		{ID: "c", Current: "r1", Previous: "r0"},
+		{ID: "a", Current: rel("r2"), Previous: rel("r1")},
+		{ID: "b", Current: rel("r2"), Previous: rel("r1")},
+		{ID: "c", Current: rel("r1"), Previous: rel("r0")},
 		{ID: "d", Error: "no answer"},
 	}
-	if m := Majority(st); m != "r2" {
+	if m := Majority(st); m != rel("r2") {
 		t.Errorf("majority %q, want r2", m)
 	}
-	if p := majorityPrevious(st); p != "r1" {
+	if p := majorityPrevious(st); p != rel("r1") {
 		t.Errorf("rollback target %q, want r1", p)
 	}
 	flagOffMajority(st)
@@ -309,17 +311,18 @@ func TestPreflightStopsOnRefusal(t *testing.T) {
 }
 
 func TestHopeless(t *testing.T) {
+	abc := testid.Parse("00000000000000bc")
 	for _, tc := range []struct {
 		r    *control.Reply
 		want bool
 	}{
 		{nil, false},
 		{&control.Reply{Outcome: control.OutcomeRefused}, true},
-		{&control.Reply{Outcome: control.OutcomeOK, Status: &control.Status{LastError: "release: stage abc: corrupt"}}, true},
-		{&control.Reply{Outcome: control.OutcomeOK, Status: &control.Status{LastError: "release: stage xyz: corrupt"}}, false},
+		{&control.Reply{Outcome: control.OutcomeOK, Status: &control.Status{LastError: "release: stage 00000000000000bc: corrupt"}}, true},
+		{&control.Reply{Outcome: control.OutcomeOK, Status: &control.Status{LastError: "release: stage 00000000000000ef: corrupt"}}, false},
 		{&control.Reply{Outcome: control.OutcomeOK, Status: &control.Status{}}, false},
 	} {
-		if got := hopeless(tc.r, "abc"); got != tc.want {
+		if got := hopeless(tc.r, abc); got != tc.want {
 			t.Errorf("hopeless(%+v) = %v, want %v", tc.r, got, tc.want)
 		}
 	}

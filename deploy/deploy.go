@@ -37,7 +37,7 @@ func (d *Deployer) run(ctx context.Context, conns Conns, o *Options) (*Result, e
 	if err := preflight(ctx, cmd, o.Hosts); err != nil {
 		return nil, err
 	}
-	res := &Result{ReleaseID: o.Manifest.ReleaseID(), DeployID: newDeployID(), BuildTime: o.BuildTime}
+	res := &Result{ReleaseID: o.Manifest.ID(), DeployID: newDeployID(), BuildTime: o.BuildTime}
 	staged, ask, err := o.transfer(ctx, conns, pack, res)
 	switch {
 	case errors.Is(err, multicast.ErrAllRefused) && res.Transfer != nil:

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/atomicfile"
 )
 
@@ -124,14 +125,15 @@ func (d *Deployer) record(o *Options, res *Result, err error) {
 
 // auditEntry is a deploy's audit line.
 func auditEntry(o *Options, res *Result, err error) AuditEntry {
-	e := AuditEntry{Action: "deploy", Group: o.Group.String(), Release: o.Manifest.ReleaseID(), Label: o.Manifest.Label,
-		Hosts: o.Hosts, Outcome: "error"}
+	e := AuditEntry{Action: "deploy", Group: o.Group.String(), Label: o.Manifest.Label, Hosts: o.Hosts, Outcome: "error"}
 	if err != nil {
 		e.Error = err.Error()
 	}
 	if res == nil {
+		e.Release = o.Manifest.ID()
 		return e
 	}
+	e.Release = res.ReleaseID
 	e.Outcome, e.DeployID, e.Hosts, e.Halted = res.Outcome().String(), res.DeployID, nil, res.Halted
 	for _, h := range res.Hosts {
 		e.Hosts = append(e.Hosts, h.ID)
@@ -148,9 +150,9 @@ func auditEntry(o *Options, res *Result, err error) AuditEntry {
 
 // Rollback switches the fleet f back (Fleet.Rollback) and appends the
 // audit line when it had a target.
-func (d *Deployer) Rollback(ctx context.Context, f *Fleet, to string) (string, []HostResult, error) {
+func (d *Deployer) Rollback(ctx context.Context, f *Fleet, to image.ID) (image.ID, []HostResult, error) {
 	to, res, err := f.Rollback(ctx, to)
-	if to == "" {
+	if to.IsZero() {
 		return to, res, err
 	}
 	outcome, _ := OutcomeOf(res)

@@ -33,8 +33,8 @@ type agentSim struct {
 	verify    *control.Verifier
 
 	mu       sync.Mutex
-	staged   []string
-	cur      string
+	staged   []image.ID
+	cur      image.ID
 	obeyed   []string                          // "ACTIVATE <release>", in order
 	answered map[[control.NonceLen]byte][]byte // a retransmission gets the same answer
 }
@@ -70,24 +70,24 @@ func (a *agentSim) answer(b []byte) []byte {
 	return out
 }
 
-func (a *agentSim) activate(release string, r *control.Reply) {
+func (a *agentSim) activate(release image.ID, r *control.Reply) {
 	if !slices.Contains(a.staged, release) {
-		r.Outcome, r.Error = control.OutcomeFailed, "not staged: "+release
+		r.Outcome, r.Error = control.OutcomeFailed, "not staged: "+release.String()
 		return
 	}
 	a.cur = release
-	a.staged = slices.DeleteFunc(a.staged, func(id string) bool { return id == release })
-	a.obeyed = append(a.obeyed, "ACTIVATE "+release)
+	a.staged = slices.DeleteFunc(a.staged, func(id image.ID) bool { return id == release })
+	a.obeyed = append(a.obeyed, "ACTIVATE "+release.String())
 }
 
 // state is the release the host serves and the switches it obeyed.
-func (a *agentSim) state() (cur string, obeyed []string) {
+func (a *agentSim) state() (cur image.ID, obeyed []string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.cur, slices.Clone(a.obeyed)
 }
 
-func (a *agentSim) stage(release string) {
+func (a *agentSim) stage(release image.ID) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.staged = append(a.staged, release)
@@ -113,14 +113,14 @@ func (a *agentSim) receive(ctx context.Context, t *testing.T, conn *memnet.Conn,
 		Trusted: []ed25519.PublicKey{testKey.Public().(ed25519.PublicKey)}, SenderTimeout: 5 * time.Second,
 		AnnounceTimeout: 30 * time.Second, Logger: testLogger(t).With("host", a.id)}
 	if !a.lateStage {
-		o.Stage = func(r *multicast.Result) error { a.stage(r.ReleaseID); return nil }
+		o.Stage = func(r *multicast.Result) error { a.stage(r.Manifest.ID()); return nil }
 	}
 	r, err := multicast.Receive(ctx, conn, o)
 	switch {
 	case err != nil && ctx.Err() == nil:
 		t.Errorf("%s: receive: %v", a.id, err)
 	case err == nil && a.lateStage:
-		a.stage(r.ReleaseID)
+		a.stage(r.Manifest.ID())
 	}
 }
 
@@ -247,7 +247,7 @@ func TestDeployAllHostsSwitch(t *testing.T) {
 	f.start(t)
 	d := openDeployer(t)
 	b := buildRelease(t, d)
-	id := b.Manifest.ReleaseID()
+	id := b.ID
 	res, err := f.deploy(d, testOptions(t, b, f.ids))
 	if err != nil {
 		t.Fatal(err)
@@ -363,7 +363,7 @@ func TestDeployFailRecorded(t *testing.T) {
 	b := buildRelease(t, d)
 	d.Fail(testOptions(t, b, []string{"web1"}), errors.New("multicast: no route"))
 	log := readAudit(t, d.Audit)
-	want := AuditEntry{Action: "deploy", Group: "group", Release: b.Manifest.ReleaseID(), Label: "test", Hosts: []string{"web1"},
+	want := AuditEntry{Action: "deploy", Group: "group", Release: b.ID, Label: "test", Hosts: []string{"web1"},
 		Outcome: "error", Error: "multicast: no route"}
 	if len(log) != 1 || !sameAudit(log[0], want) {
 		t.Errorf("audit log %+v, want %+v", log, want)

@@ -24,6 +24,11 @@
 // chunks are read from it), and the outcome read from the hosts' phases;
 // its JSON is what `sender deploy --json` prints.
 //
+// Releases are named by image.ID throughout (Result.ReleaseID, host
+// lines, the audit log, the fleet pointer record, a rollback's target);
+// JSON writes an id as its 16 hex digits, and no release as "" or not at
+// all, as each field did before ids were typed.
+//
 // Two phases: nothing is switched until the staging phase is over, and
 // then only if the policy (--require) is met; the switch goes to every
 // staged host together, or by health-gated waves (Rollout). Commands are

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/control"
+	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/multicast"
 )
 
@@ -67,14 +68,15 @@ func (f *Fleet) Probe(nonce [16]byte) error {
 }
 
 // HostStatus is one host's answer to STATUS (Error set when none came).
+// JSON writes the zero id (none) as "".
 type HostStatus struct {
-	ID       string   `json:"id"`
-	Current  string   `json:"current"`
-	Previous string   `json:"previous"`
-	Staged   []string `json:"staged"`
-	Free     uint64   `json:"free_bytes"`
-	Version  string   `json:"agent_version"`
-	LastErr  string   `json:"last_error,omitempty"`
+	ID       string     `json:"id"`
+	Current  image.ID   `json:"current"`
+	Previous image.ID   `json:"previous"`
+	Staged   []image.ID `json:"staged"`
+	Free     uint64     `json:"free_bytes"`
+	Version  string     `json:"agent_version"`
+	LastErr  string     `json:"last_error,omitempty"`
 	// LastRefusal is the last session the host refused, and why.
 	LastRefusal string `json:"last_refusal,omitempty"`
 	Error       string `json:"error,omitempty"`
@@ -150,16 +152,17 @@ func statusOf(h string, r *control.Reply) HostStatus {
 	return s
 }
 
-// Majority returns the release most answering hosts serve.
-func Majority(st []HostStatus) string {
-	count := map[string]int{}
-	best := ""
+// Majority returns the release most answering hosts serve (the zero id
+// when none serves any); a tie goes to the id that sorts first.
+func Majority(st []HostStatus) image.ID {
+	count := map[image.ID]int{}
+	var best image.ID
 	for _, s := range st {
-		if s.Error != "" || s.Current == "" {
+		if s.Error != "" || s.Current.IsZero() {
 			continue
 		}
 		count[s.Current]++
-		if c := count[s.Current]; c > count[best] || c == count[best] && s.Current < best {
+		if c := count[s.Current]; c > count[best] || c == count[best] && s.Current.Compare(best) < 0 {
 			best = s.Current
 		}
 	}
@@ -173,27 +176,24 @@ func flagOffMajority(st []HostStatus) {
 	}
 }
 
-// Rollback switches the hosts to release to. With to empty it asks the
+// Rollback switches the hosts to release to. With to zero it asks the
 // hosts what they serve and goes to the release this sender deployed
 // before the majority's current one (history: the audit log at
 // f.Audit), so a second rollback goes further back, never forward again.
 // It returns the target and each host's outcome.
-func (f *Fleet) Rollback(ctx context.Context, to string) (string, []HostResult, error) {
-	if to == "" {
+func (f *Fleet) Rollback(ctx context.Context, to image.ID) (image.ID, []HostResult, error) {
+	if to.IsZero() {
 		st, err := f.Status(ctx)
 		if err != nil {
-			return "", nil, err
+			return image.ID{}, nil, err
 		}
 		cur := Majority(st)
-		if cur == "" {
-			return "", nil, fmt.Errorf("deploy: no rollback target: no host reports a current release")
+		if cur.IsZero() {
+			return image.ID{}, nil, fmt.Errorf("deploy: no rollback target: no host reports a current release")
 		}
 		if to, err = PreviousRelease(f.Audit, f.Group.String(), cur); err != nil {
-			return "", nil, fmt.Errorf("%w; name the target with --to (the hosts' previous release is %q)", err, majorityPrevious(st))
+			return image.ID{}, nil, fmt.Errorf("%w; name the target with --to (the hosts' previous release is %q)", err, idText(majorityPrevious(st)))
 		}
-	}
-	if err := control.CheckName(to); err != nil {
-		return "", nil, fmt.Errorf("deploy: rollback target: %w", err)
 	}
 	c, done, err := f.open()
 	if err != nil {
@@ -229,11 +229,11 @@ func (f *Fleet) Rollback(ctx context.Context, to string) (string, []HostResult, 
 
 // majorityPrevious is the previous release of the hosts on the majority
 // release, the most common one among them.
-func majorityPrevious(st []HostStatus) string {
+func majorityPrevious(st []HostStatus) image.ID {
 	m := Majority(st)
 	var prev []HostStatus
 	for _, s := range st {
-		if s.Error == "" && s.Current == m && s.Previous != "" {
+		if s.Error == "" && s.Current == m && !s.Previous.IsZero() {
 			prev = append(prev, HostStatus{Current: s.Previous})
 		}
 	}

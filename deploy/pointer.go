@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/control"
+	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/atomicfile"
 )
 
@@ -25,7 +26,7 @@ const (
 // kept in its state directory so the next one's sequence number is higher.
 type PointerRecord struct {
 	Seq     uint64    `json:"seq"`
-	Release string    `json:"release"`
+	Release image.ID  `json:"release"`
 	Issued  time.Time `json:"issued"`
 	Pointer []byte    `json:"pointer"` // the signed encoding
 	// Sealed: the release may have been deployed sealed (--encrypt, or a
@@ -59,7 +60,7 @@ func ReadPointer(path string) (*PointerRecord, error) {
 // A rollback's pointer says so: only it takes hosts to an older release.
 // groupSize, when above len(hosts), is the hosts the sender knows in the
 // group (agents size their share of pointer answers by it).
-func Publish(c *Commander, path, release string, digest [sha256.Size]byte, hosts []string, groupSize int, rollback, sealed bool) (*control.Pointer, error) {
+func Publish(c *Commander, path string, release image.ID, digest [sha256.Size]byte, hosts []string, groupSize int, rollback, sealed bool) (*control.Pointer, error) {
 	last, err := ReadPointer(path)
 	if err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/loopcast/loopcast/control"
+	"github.com/loopcast/loopcast/internal/testid"
 )
 
 // captureConn records what is written to it.
@@ -36,17 +37,17 @@ func TestPublishPointer(t *testing.T) {
 	c := &Commander{Conn: conn, To: group, Group: "239.192.0.1:5000", Key: key,
 		Unicast: map[string]string{"web2": "10.0.0.2"}}
 	path := filepath.Join(t.TempDir(), "pointer.json")
-	p1, err := Publish(c, path, "aaaaaaaaaaaaaaaa", [32]byte{1}, []string{"web1", "web2"}, 0, false, false)
+	p1, err := Publish(c, path, testid.Parse("aaaaaaaaaaaaaaaa"), [32]byte{1}, []string{"web1", "web2"}, 0, false, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// a record from the future (another sender's clock ahead): still higher
 	rec, _ := ReadPointer(path)
 	rec.Seq += 1 << 40
-	b, _ := control.SignPointer(&control.Pointer{Seq: rec.Seq, Group: c.Group, Release: "x"}, key)
+	b, _ := control.SignPointer(&control.Pointer{Seq: rec.Seq, Group: c.Group, Release: rel("x")}, key)
 	rec.Pointer = b
 	writeRecord(t, path, rec)
-	p2, err := Publish(c, path, "bbbbbbbbbbbbbbbb", [32]byte{}, []string{"web1", "web2"}, 0, true, false)
+	p2, err := Publish(c, path, testid.Parse("bbbbbbbbbbbbbbbb"), [32]byte{}, []string{"web1", "web2"}, 0, true, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +62,7 @@ func TestPublishPointer(t *testing.T) {
 	if err != nil || control.VerifyPointer(p, []ed25519.PublicKey{key.Public().(ed25519.PublicKey)}, c.Group) != nil {
 		t.Fatalf("published pointer: %+v %v", p, err)
 	}
-	if p.Release != "bbbbbbbbbbbbbbbb" || p.Hosts != 2 || p.Seq != p2.Seq || !p.Rollback {
+	if p.Release != testid.Parse("bbbbbbbbbbbbbbbb") || p.Hosts != 2 || p.Seq != p2.Seq || !p.Rollback {
 		t.Errorf("published %v, want release b, 2 hosts, seq %d", p, p2.Seq)
 	}
 	if n := len(conn.sent["10.0.0.2:5001"]); n != 2*pointerSends {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/multicast"
 )
 
@@ -34,11 +35,11 @@ func (o Outcome) String() string {
 
 // HostResult is one host's line in the report.
 type HostResult struct {
-	ID      string `json:"id"`
-	Addr    string `json:"addr,omitempty"`
-	Phase   string `json:"phase"`
-	Current string `json:"current,omitempty"` // the release it serves after the deploy
-	Error   string `json:"error,omitempty"`
+	ID      string   `json:"id"`
+	Addr    string   `json:"addr,omitempty"`
+	Phase   string   `json:"phase"`
+	Current image.ID `json:"current,omitzero"` // the release it serves after the deploy
+	Error   string   `json:"error,omitempty"`
 	// Cause names why a refusing host refused: no-space, untrusted-key,
 	// version, busy, older-than-current, other, or host-key (its key was
 	// refused by this sender).
@@ -58,7 +59,7 @@ type HostResult struct {
 // transfer's figures are its report's, the outcome is read from the
 // hosts' phases.
 type Result struct {
-	ReleaseID string
+	ReleaseID image.ID
 	DeployID  uint64
 	// Hosts has one line per host of the deploy, sorted by id; the deploy
 	// finds a host's line by binary search (host), so there is no second
@@ -110,7 +111,7 @@ func (r *Result) transfer() *multicast.Report {
 // resultJSON is the report `sender deploy --json` prints: its names are
 // read by scripts, so they stay.
 type resultJSON struct {
-	ReleaseID    string        `json:"release"`
+	ReleaseID    image.ID      `json:"release"`
 	DeployID     uint64        `json:"deploy_id"`
 	Hosts        []HostResult  `json:"hosts"`
 	WireBytes    int64         `json:"wire_bytes"`    // multicast datagrams, and the unicast acknowledgements
@@ -253,4 +254,12 @@ func hostIDs(hosts []HostResult) []string {
 		ids[i] = h.ID
 	}
 	return ids
+}
+
+// idText is id's text as JSON writes it: "" for the zero id (none).
+func idText(id image.ID) string {
+	if id.IsZero() {
+		return ""
+	}
+	return id.String()
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/loopcast/loopcast/internal/testid"
 	"github.com/loopcast/loopcast/multicast"
 )
 
@@ -14,17 +15,18 @@ import (
 // and meaning; the transfer's figures come from its report. The golden
 // texts were printed by the Result before it kept them once.
 func TestResultJSON(t *testing.T) {
-	r := &Result{ReleaseID: "00112233aabbccdd", DeployID: 42, BuildTime: time.Second, StageTime: 4 * time.Second, SwitchTime: 5 * time.Second,
+	id := testid.Parse("00112233aabbccdd")
+	r := &Result{ReleaseID: id, DeployID: 42, BuildTime: time.Second, StageTime: 4 * time.Second, SwitchTime: 5 * time.Second,
 		Transfer: &multicast.Report{Bytes: 4096, UnicastBytes: 512, ChunksTotal: 10, ChunksZero: 2, ChunksReused: 3, ChunksSent: 5,
 			DeltaChunks: 1, Registration: 2 * time.Second, Duration: 5 * time.Second},
 		Switched: true, Halted: "the canary unhealthy", NotBack: []string{"b"}, Hosts: []HostResult{
-			{ID: "a", Addr: "10.0.0.1:5000", Phase: PhaseActive, Current: "00112233aabbccdd", Done: time.Second, StageTime: time.Millisecond, Needed: 100, Path: "multicast"},
+			{ID: "a", Addr: "10.0.0.1:5000", Phase: PhaseActive, Current: id, Done: time.Second, StageTime: time.Millisecond, Needed: 100, Path: "multicast"},
 			{ID: "b", Phase: PhaseRefused, Error: "refused: x", Cause: "no-space"},
 		}}
 	for _, tc := range []struct {
 		r    *Result
 		want string
-	}{{r, goldenResult}, {&Result{ReleaseID: "x"}, goldenEmptyResult}} {
+	}{{r, goldenResult}, {&Result{ReleaseID: id}, goldenEmptyResult}} {
 		b, err := json.MarshalIndent(tc.r, "", "  ")
 		if err != nil {
 			t.Fatal(err)
@@ -78,7 +80,7 @@ const goldenResult = `{
 }`
 
 const goldenEmptyResult = `{
-  "release": "x",
+  "release": "00112233aabbccdd",
   "deploy_id": 0,
   "hosts": null,
   "wire_bytes": 0,

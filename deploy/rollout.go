@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/control"
+	"github.com/loopcast/loopcast/image"
 )
 
 // PhaseRolledBack is a host a halted rollout switched back: it serves the
@@ -174,7 +175,7 @@ func (o *Options) roll(ctx context.Context, c *Commander, res *Result, staged []
 		o.log().Warn("deploy: --canary covers all the staged hosts: they switch at once", "canary", o.Rollout.Canary, "staged", len(staged))
 	}
 	var switched []string
-	prior := map[string]string{} // host -> the release it served before its switch
+	prior := map[string]image.ID{} // host -> the release it served before its switch
 	abort := func(where string) error {
 		return errors.Join(ctx.Err(), o.halt(c, res, switched, prior, "interrupted "+where, nil))
 	}
@@ -244,7 +245,7 @@ func waveName(i, n int, canary bool) string {
 
 // priorReleases asks the hosts of a wave what they serve, before it
 // switches: what a halt switches each back to.
-func priorReleases(ctx context.Context, c *Commander, res *Result, hosts []string, prior map[string]string) error {
+func priorReleases(ctx context.Context, c *Commander, res *Result, hosts []string, prior map[string]image.ID) error {
 	t, err := c.Do(ctx, &control.StatusRequest{Envelope: c.NewEnvelope(res.DeployID, hosts)}, hosts)
 	if t == nil {
 		return err
@@ -266,7 +267,7 @@ func priorReleases(ctx context.Context, c *Commander, res *Result, hosts []strin
 // halt switches the switched hosts back, each to the release it served
 // before (a signed ROLLBACK naming it), and records why. A host that
 // served nothing before, or already served this release, stays.
-func (o *Options) halt(c *Commander, res *Result, switched []string, prior map[string]string, why string, bad map[string]error) error {
+func (o *Options) halt(c *Commander, res *Result, switched []string, prior map[string]image.ID, why string, bad map[string]error) error {
 	res.Halted = why
 	for h, err := range bad {
 		res.host(h).Error = err.Error()
@@ -278,10 +279,10 @@ func (o *Options) halt(c *Commander, res *Result, switched []string, prior map[s
 	// The rollback must reach every switched host even if interrupted.
 	var left []string // hosts not confirmed back
 	ctx := context.Background()
-	byTo := map[string][]string{}
+	byTo := map[image.ID][]string{}
 	for _, h := range switched {
 		switch to := prior[h]; to {
-		case "":
+		case image.ID{}:
 			hr := res.host(h)
 			hr.Error = joinErr(hr.Error, "served nothing before this deploy: left on it")
 			if hr.Phase == PhaseActive {
@@ -294,7 +295,7 @@ func (o *Options) halt(c *Commander, res *Result, switched []string, prior map[s
 		}
 	}
 	var errs []error
-	for _, to := range slices.Sorted(maps.Keys(byTo)) {
+	for _, to := range slices.SortedFunc(maps.Keys(byTo), image.ID.Compare) {
 		hosts := byTo[to]
 		t, err := c.Do(ctx, &control.Rollback{Envelope: c.NewEnvelope(res.DeployID, hosts), To: to}, hosts)
 		for _, h := range hosts {
@@ -305,7 +306,7 @@ func (o *Options) halt(c *Commander, res *Result, switched []string, prior map[s
 			}
 			switch {
 			case rep == nil:
-				hr.Error = joinErr(hr.Error, "no answer to the ROLLBACK to "+to+": it may still serve the new release")
+				hr.Error = joinErr(hr.Error, "no answer to the ROLLBACK to "+to.String()+": it may still serve the new release")
 				left = append(left, h)
 			case rep.Outcome == control.OutcomeOK:
 				if hr.Phase == PhaseActive {

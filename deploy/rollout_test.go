@@ -16,7 +16,8 @@ import (
 	"github.com/loopcast/loopcast/control"
 )
 
-// fleetSim is a fleet of agents that obey: each host serves a release,
+// fleetSim is a fleet of agents that obey: each host serves a release
+// (by its label: see rel),
 // ACTIVATE switches the targeted hosts, ROLLBACK switches them to the
 // named release (or their previous), STATUS reports. It logs every
 // command it obeys.
@@ -57,19 +58,19 @@ func (f *fleetSim) WriteTo(p []byte, _ net.Addr) (int, error) {
 				r.Outcome, r.Error = control.OutcomeFailed, "mount failed"
 				break
 			}
-			if f.cur[h] != cmd.Release {
-				f.prev[h], f.cur[h] = f.cur[h], cmd.Release
+			if f.cur[h] != labelOf(cmd.Release) {
+				f.prev[h], f.cur[h] = f.cur[h], labelOf(cmd.Release)
 			}
 		case *control.Rollback:
-			to := cmd.To
-			if to == "" {
+			to := labelOf(cmd.To)
+			if cmd.To.IsZero() {
 				to = f.prev[h]
 			}
 			f.prev[h], f.cur[h] = f.cur[h], to
 		case *control.StatusRequest:
-			r.Status = &control.Status{Previous: f.prev[h]}
+			r.Status = &control.Status{Previous: rel(f.prev[h])}
 		}
-		r.Current = f.cur[h]
+		r.Current = rel(f.cur[h])
 		if _, ok := c.(*control.Activate); ok && f.lostAck[h] {
 			continue
 		}
@@ -83,9 +84,9 @@ func (f *fleetSim) WriteTo(p []byte, _ net.Addr) (int, error) {
 		what := map[control.Type]string{control.TypeActivate: "ACTIVATE", control.TypeRollback: "ROLLBACK"}[c.Type()]
 		switch cmd := c.(type) {
 		case *control.Activate:
-			what += " " + cmd.Release
+			what += " " + labelOf(cmd.Release)
 		case *control.Rollback:
-			what += " " + cmd.To
+			what += " " + labelOf(cmd.To)
 		}
 		f.log = append(f.log, what+" "+strings.Join(targets, ","))
 	}
@@ -102,7 +103,7 @@ func rollResult(t *testing.T, f *fleetSim, r Rollout, hosts ...string) (*Result,
 func rollResultCtx(t *testing.T, ctx context.Context, f *fleetSim, r Rollout, hosts ...string) (*Result, error) {
 	t.Helper()
 	c := &Commander{Conn: f, To: &net.UDPAddr{}, Group: "239.192.0.1:5000", Key: testKey, Timeout: time.Second}
-	res := &Result{ReleaseID: "new", DeployID: 7}
+	res := &Result{ReleaseID: rel("new"), DeployID: 7}
 	for _, h := range slices.Sorted(slices.Values(hosts)) {
 		res.Hosts = append(res.Hosts, HostResult{ID: h, Addr: "10.0.0.1:5000", Phase: PhaseStaged})
 	}
@@ -198,7 +199,7 @@ func TestRolloutHaltsOnUnhealthyCanary(t *testing.T) {
 		t.Fatalf("outcome %v, halted %q", res.Outcome(), res.Halted)
 	}
 	a := res.host("a")
-	if a.Phase != PhaseRolledBack || a.Current != "old" || !strings.Contains(a.Error, "status 500") {
+	if a.Phase != PhaseRolledBack || a.Current != rel("old") || !strings.Contains(a.Error, "status 500") {
 		t.Fatalf("canary's line: %+v", a)
 	}
 	if b := res.host("b"); b.Phase != PhaseStaged {

@@ -122,18 +122,18 @@ func (s *server) answer(conn multicast.Conn, pkt []byte, from net.Addr, now time
 // source returns the image of the fleet pointer's release, if the sender
 // built it and did not deploy it sealed: nothing else is served (an older
 // image may be of a sealed deploy).
-func (s *server) source(id string) (peer.Held, bool) {
+func (s *server) source(id image.ID) (peer.Held, bool) {
 	rec, err := ReadPointer(s.o.PointerFile)
-	if err != nil || rec == nil || rec.Release != id || rec.Sealed || control.CheckName(id) != nil || filepath.Base(id) != id {
+	if err != nil || rec == nil || id.IsZero() || rec.Release != id || rec.Sealed {
 		return peer.Held{}, false
 	}
-	img := filepath.Join(s.o.Images, id+".img")
+	img := filepath.Join(s.o.Images, id.String()+".img")
 	raw, err := os.ReadFile(img + ".manifest")
 	if err != nil {
 		return peer.Held{}, false
 	}
 	m, err := image.ParseManifest(raw)
-	if err != nil || m.ReleaseID() != id {
+	if err != nil || m.ID() != id {
 		return peer.Held{}, false
 	}
 	if fi, err := os.Stat(img); err != nil || fi.Size() != m.ImageSize {

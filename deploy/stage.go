@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/control"
+	"github.com/loopcast/loopcast/image"
 )
 
 // preflightTimeout bounds the STATUS asked before shipping anything: hosts
@@ -98,17 +99,17 @@ func (r *Result) tallyStaged(pending []string, replies map[string]*control.Reply
 // mounted rollback target (a release rolled back from and deployed again).
 // hopeless: the host refuses our commands, or reports that staging this
 // release failed.
-func hopeless(rep *control.Reply, id string) bool {
+func hopeless(rep *control.Reply, id image.ID) bool {
 	return rep != nil && (rep.Outcome == control.OutcomeRefused ||
-		rep.Status != nil && strings.Contains(rep.Status.LastError, id))
+		rep.Status != nil && strings.Contains(rep.Status.LastError, id.String()))
 }
 
-func isStaged(rep *control.Reply, id string) bool {
+func isStaged(rep *control.Reply, id image.ID) bool {
 	return rep.Current == id || rep.Status != nil &&
 		(slices.Contains(rep.Status.Staged, id) || rep.Status.Previous == id)
 }
 
-func stageError(rep *control.Reply, id string) string {
+func stageError(rep *control.Reply, id image.ID) string {
 	switch {
 	case rep == nil:
 		return "no answer to STATUS"
@@ -117,7 +118,7 @@ func stageError(rep *control.Reply, id string) string {
 	case rep.Status != nil && rep.Status.LastError != "":
 		return "not staged: " + rep.Status.LastError
 	}
-	return "not staged yet: " + id
+	return "not staged yet: " + id.String()
 }
 
 // activate switches every staged host with one ACTIVATE.

@@ -23,6 +23,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/loopcast/loopcast/control"
+	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/multicast"
 	"github.com/loopcast/loopcast/opcache"
 	"github.com/loopcast/loopcast/release"
@@ -404,7 +405,7 @@ func checkStore(cfg Config) []Finding {
 	if err == nil {
 		var st *release.Status
 		if st, err = s.Status(); err == nil {
-			out = append(out, ok("store", fmt.Sprintf("%s: current %s, %d releases kept, %s free", cfg.Root, orNone(st.Current), len(st.Releases), humanize.IBytes(uint64(st.FreeBytes)))))
+			out = append(out, ok("store", fmt.Sprintf("%s: current %s, %d releases kept, %s free", cfg.Root, idOrNone(st.Current), len(st.Releases), humanize.IBytes(uint64(st.FreeBytes)))))
 			if st.LastError != "" {
 				out = append(out, Finding{Check: "store", Level: Warn, Detail: "last error: " + st.LastError, Fix: "receiver status says more"})
 			}
@@ -442,11 +443,12 @@ func checkStore(cfg Config) []Finding {
 	return out
 }
 
-func orNone(s string) string {
-	if s == "" {
+// idOrNone is a release id, "none" for the zero id.
+func idOrNone(id image.ID) string {
+	if id.IsZero() {
 		return "none"
 	}
-	return s
+	return id.String()
 }
 
 // checkNginx reads nginx's whole configuration (nginx -T): PHP must be

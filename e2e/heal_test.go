@@ -91,14 +91,14 @@ func TestFleetHeals(t *testing.T) {
 	}) {
 		t.Fatalf("r3 lagging: health never unhealthy/behind; last %q", body)
 	}
-	if got := storeCurrent(t, c, 3); got == relB {
+	if got := storeCurrent(t, c, 3); got == relB.String() {
 		t.Fatalf("r3 switched to %s with its peers out of reach", relB)
 	}
 	start := time.Now()
 	if out, err := c.script(append([]string{"exec", c.name + "-r3", "iptables", "-D"}, block...)...); err != nil {
 		t.Fatalf("iptables: %v\n%s", err, out)
 	}
-	if !waitFor(90*time.Second, func() bool { return storeCurrent(t, c, 3) == relB }) {
+	if !waitFor(90*time.Second, func() bool { return storeCurrent(t, c, 3) == relB.String() }) {
 		t.Fatalf("r3 did not catch up with %s; it serves %s\n%s", relB, storeCurrent(t, c, 3), agentLog(c, 3))
 	}
 	t.Logf("r3 (agent down during the deploy) converged %.1f s after its peers became reachable (retry backoff included)", time.Since(start).Seconds())
@@ -111,7 +111,7 @@ func TestFleetHeals(t *testing.T) {
 	if out, err := c.script("wipe", "2"); err != nil {
 		t.Fatalf("wipe r2: %v\n%s", err, out)
 	}
-	if !waitFor(90*time.Second, func() bool { return storeCurrent(t, c, 2) == relB }) {
+	if !waitFor(90*time.Second, func() bool { return storeCurrent(t, c, 2) == relB.String() }) {
 		t.Fatalf("wiped r2 did not catch up with %s\n%s", relB, agentLog(c, 2))
 	}
 	t.Logf("r2 (store wiped) converged %.1f s after its agent was restarted", time.Since(start).Seconds())
@@ -135,7 +135,7 @@ func TestFleetHeals(t *testing.T) {
 	}
 	time.Sleep(5 * time.Second)
 	for i := 1; i <= 3; i++ {
-		if got := storeCurrent(t, c, i); got != relB {
+		if got := storeCurrent(t, c, i); got != relB.String() {
 			t.Errorf("after the replayed pointer r%d serves %s, want %s", i, got, relB)
 		}
 		s, err := agent.ReadSync(filepath.Join(c.dir, fmt.Sprintf("r%d", i)), relB, time.Now())
@@ -181,7 +181,7 @@ func TestFleetHeals(t *testing.T) {
 	if out, err := c.script("wipe", "2"); err != nil {
 		t.Fatalf("wipe r2: %v\n%s", err, out)
 	}
-	if !waitFor(90*time.Second, func() bool { return storeCurrent(t, c, 2) == relB }) {
+	if !waitFor(90*time.Second, func() bool { return storeCurrent(t, c, 2) == relB.String() }) {
 		t.Fatalf("wiped r2, its peers down, did not catch up from sender serve\n%s\nserve: %s", agentLog(c, 2), serveLog.String())
 	}
 	logs := agentLog(c, 2)

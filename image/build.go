@@ -249,8 +249,9 @@ func publish(out string, f *atomicfile.File, m *Manifest, lay []byte, pw *packWr
 	if err := f.Commit(); err != nil {
 		return err
 	}
-	baseID := ""
-	if prev != nil && prev.id != m.ReleaseID() { // the same tree again needs no deltas
+	id := m.ID() // final now: hashed once for the pack
+	var baseID ID
+	if prev != nil && prev.id != id { // the same tree again needs no deltas
 		baseID = prev.id
 	}
 	err := WriteManifestFile(out+".manifest", m)
@@ -258,7 +259,7 @@ func publish(out string, f *atomicfile.File, m *Manifest, lay []byte, pw *packWr
 		err = atomicfile.WriteFile(out+LayoutSuffix, lay, 0o644)
 	}
 	if err == nil {
-		err = pw.finish(m, baseID)
+		err = pw.finish(m, id, baseID)
 	}
 	if err != nil {
 		for _, p := range []string{out, out + ".manifest", out + LayoutSuffix} {

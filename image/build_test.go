@@ -55,8 +55,8 @@ func TestBuildEveryKindPassesFsck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.ReleaseID() != res.Manifest.ReleaseID() || m.FileCount != res.Files {
-		t.Errorf("manifest on disk differs from the result: %s/%d vs %s/%d", m.ReleaseID(), m.FileCount, res.Manifest.ReleaseID(), res.Files)
+	if m.ID() != res.Manifest.ID() || m.FileCount != res.Files {
+		t.Errorf("manifest on disk differs from the result: %s/%d vs %s/%d", m.ID(), m.FileCount, res.Manifest.ID(), res.Files)
 	}
 	fi, _ := os.Stat(img)
 	if fi.Size() != m.ImageSize {
@@ -219,7 +219,7 @@ func TestBuildGolden(t *testing.T) {
 	epoch := int64(1_700_000_000)
 	img, res := build(t, src, Options{Epoch: &epoch, Label: "golden"})
 	got := fmt.Sprintf("%x", fileSHA(t, img))
-	t.Logf("image sha256 %s, release %s", got, res.Manifest.ReleaseID())
+	t.Logf("image sha256 %s, release %s", got, res.Manifest.ID())
 	if got != goldenImageSHA {
 		t.Errorf("golden image sha256 = %s, want %s", got, goldenImageSHA)
 	}
@@ -240,8 +240,8 @@ func TestBuildEpochNormalises(t *testing.T) {
 	if fileSHA(t, a) != fileSHA(t, b) {
 		t.Error("images with the same epoch differ after the files' times changed")
 	}
-	if ra.Manifest.Created != epoch || rb.Manifest.ReleaseID() != ra.Manifest.ReleaseID() {
-		t.Errorf("created %d release %s/%s; want epoch %d and equal ids", ra.Manifest.Created, ra.Manifest.ReleaseID(), rb.Manifest.ReleaseID(), epoch)
+	if ra.Manifest.Created != epoch || rb.Manifest.ID() != ra.Manifest.ID() {
+		t.Errorf("created %d release %s/%s; want epoch %d and equal ids", ra.Manifest.Created, ra.Manifest.ID(), rb.Manifest.ID(), epoch)
 	}
 	c, _ := build(t, src, Options{})
 	if fileSHA(t, a) == fileSHA(t, c) {

@@ -32,4 +32,12 @@
 // ed25519 signature. It is what the sender distributes and what receivers
 // check every chunk against. This package touches neither the network nor
 // any mount.
+//
+// A release is named by its ID (Manifest.ID: the first 8 bytes of the
+// SHA-256 of the unsigned manifest body), the one type every package uses
+// for a release. It is written as 16 lowercase hex digits (String,
+// ParseID, and MarshalText for JSON and file names: images/<id>.img); the
+// zero ID names no release and its text is empty. Text becomes an ID only
+// through ParseID (or UnmarshalText), where it enters: a wire, a file, the
+// command line. ID hashes the manifest: callers take it once.
 package image

@@ -77,11 +77,14 @@ func TestManifestGolden(t *testing.T) {
 			}
 		})
 	}
-	if unsigned.ReleaseID() != signed.ReleaseID() {
+	if unsigned.ID() != signed.ID() {
 		t.Error("release id depends on the signature")
 	}
-	if got, want := unsigned.ReleaseID(), "2547cb3ae6d78b76"; got != want {
+	if got, want := unsigned.ID().String(), "2547cb3ae6d78b76"; got != want {
 		t.Errorf("release id %s, want %s", got, want)
+	}
+	if got := unsigned.ReleaseID(); got != unsigned.ID().String() { // kept for multicast
+		t.Errorf("ReleaseID %s, want ID's text %s", got, unsigned.ID())
 	}
 }
 

@@ -72,7 +72,8 @@ type Pack struct {
 	f       *os.File
 	path    string
 	entries []packEntry
-	// BaseID is the release the delta frames are against; "" when none.
+	// BaseID is the release the delta frames are against, in its 16 hex
+	// digits (multicast.SendOptions.BaseID takes it so); "" when none.
 	BaseID string
 }
 
@@ -113,9 +114,9 @@ func (p *Pack) readIndex(m *Manifest) error {
 	count, cs := binary.BigEndian.Uint32(t[8:]), binary.BigEndian.Uint32(t[12:])
 	idxOff := int64(binary.BigEndian.Uint64(t[16:]))
 	id, base := ID(t[24:32]), ID(t[32:40])
-	if id != m.ID() || !bytes.Equal(t[40:72], m.ImageDigest[:]) ||
+	if mid := m.ID(); id != mid || !bytes.Equal(t[40:72], m.ImageDigest[:]) ||
 		int(count) != len(m.Chunks) || cs != m.ChunkSize {
-		return fmt.Errorf("it is the pack of release %v (%d chunks), not of %s", id, count, m.ReleaseID())
+		return fmt.Errorf("it is the pack of release %v (%d chunks), not of %s", id, count, mid)
 	}
 	if !base.IsZero() {
 		p.BaseID = base.String()
@@ -294,8 +295,9 @@ func copyFrame(src *os.File, soff int64, dst *os.File, doff int64, n int) error 
 }
 
 // finish writes the index and trailer and publishes the pack, for m (its
-// digest and release id final) and deltas against baseID ("" none).
-func (w *packWriter) finish(m *Manifest, baseID string) error {
+// digest final; id is its release id) and deltas against release base
+// (the zero id: none).
+func (w *packWriter) finish(m *Manifest, id, base ID) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.err != nil {
@@ -316,15 +318,7 @@ func (w *packWriter) finish(m *Manifest, baseID string) error {
 	t = binary.BigEndian.AppendUint32(t, uint32(len(w.entries)))
 	t = binary.BigEndian.AppendUint32(t, m.ChunkSize)
 	t = binary.BigEndian.AppendUint64(t, uint64(w.off))
-	id := m.ID()
 	t = append(t, id[:]...)
-	var base ID
-	if baseID != "" {
-		var err error
-		if base, err = ParseID(baseID); err != nil {
-			return err
-		}
-	}
 	t = append(t, base[:]...)
 	t = append(t, m.ImageDigest[:]...)
 	t = binary.BigEndian.AppendUint64(t, xxhash.Sum64(idx))

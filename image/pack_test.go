@@ -77,8 +77,8 @@ func TestPack(t *testing.T) {
 	pb, err := OpenPack(rb.Pack, rb.Manifest)
 	must(t, err)
 	defer pb.Close()
-	if pb.BaseID != ra.Manifest.ReleaseID() {
-		t.Errorf("pack base %q, want %s", pb.BaseID, ra.Manifest.ReleaseID())
+	if pb.BaseID != ra.Manifest.ID().String() {
+		t.Errorf("pack base %q, want %s", pb.BaseID, ra.Manifest.ID())
 	}
 	imgB := readAll(t, b)
 	changed := 0

@@ -44,7 +44,7 @@ type buildBase struct {
 	img  *os.File
 	m    *Manifest
 	pack *Pack
-	id   string
+	id   ID // the base's release id, hashed once
 }
 
 // openBuildBase opens the image, manifest and pack of the base build at
@@ -61,7 +61,7 @@ func openBuildBase(base string, chunkSize uint32) *buildBase {
 	if err != nil {
 		return nil
 	}
-	bb := &buildBase{img: f, m: m, id: m.ReleaseID()}
+	bb := &buildBase{img: f, m: m, id: m.ID()}
 	if p, err := OpenPack(img+PackSuffix, m); err == nil {
 		bb.pack = p
 	}
@@ -342,7 +342,7 @@ func MakePack(ctx context.Context, img string, m *Manifest, base string) (*Proce
 	}
 	defer f.Close()
 	if fi, err := f.Stat(); err != nil || fi.Size() != m.ImageSize {
-		return nil, fmt.Errorf("%w: %s is not the image of release %s (size)", ErrChunkMismatch, img, m.ReleaseID())
+		return nil, fmt.Errorf("%w: %s is not the image of release %s (size)", ErrChunkMismatch, img, m.ID())
 	}
 	pw, err := newPackWriter(img+PackSuffix, len(m.Chunks))
 	if err != nil {
@@ -368,11 +368,11 @@ func MakePack(ctx context.Context, img string, m *Manifest, base string) (*Proce
 	if len(bad) > 0 {
 		return nil, &ChunkError{Path: img, Chunks: bad}
 	}
-	baseID := ""
+	var baseID ID
 	if prev != nil {
 		baseID = prev.id
 	}
-	if err := pw.finish(m, baseID); err != nil {
+	if err := pw.finish(m, m.ID(), baseID); err != nil {
 		return nil, err
 	}
 	return &proc.stats, nil

@@ -96,7 +96,7 @@ type SendOptions struct {
 	Encrypt bool
 	// Pack holds the image's chunks compressed (an [image.Pack] opened
 	// with Manifest, which checks it belongs to it).
-	Pack     ChunkSource
+	Pack ChunkSource
 	// Rate caps the sending rate, in bit/s (0 sends unpaced). Within it
 	// the first pass follows the slowest host's delivery (ratectl.go):
 	// probes of the hosts' loss every 250 ms set the rate to what got
@@ -107,9 +107,9 @@ type SendOptions struct {
 	// default rather than the link's known speed. Without it the first
 	// pass starts at Rate.
 	SlowStart bool
-	Hosts    []string      // closed group: hosts that must complete; empty: open group
-	Wait     time.Duration // registration window (default DefaultWait)
-	MinHosts int           // open group: start once this many registered
+	Hosts     []string      // closed group: hosts that must complete; empty: open group
+	Wait      time.Duration // registration window (default DefaultWait)
+	MinHosts  int           // open group: start once this many registered
 	// FECOverhead is the proactive parity, percent of each block's data
 	// symbols; AutoFEC sizes it from the loss hosts report (probes during
 	// the first pass, then each round's NACKs).

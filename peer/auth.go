@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/control"
+	"github.com/loopcast/loopcast/image"
 )
 
 // Authentication. A server opens each connection with a challenge:
@@ -80,7 +81,7 @@ func (s *Server) authenticate(w *bufio.Writer, q request, challenge [16]byte) er
 	if err := s.Authorize(q.cert, proofMessage(challenge), q.sig); err != nil {
 		w.WriteByte(statusDenied)
 		w.Flush()
-		return fmt.Errorf("peer: %s refused: %w", q.id, err)
+		return fmt.Errorf("peer: %s refused: %w", q.name, err)
 	}
 	w.WriteByte(statusOK)
 	return w.Flush()
@@ -144,7 +145,7 @@ func authenticate(c net.Conn, r *bufio.Reader, a *Auth, challenge [16]byte) erro
 			return err
 		}
 	}
-	b := appendRequest(nil, opAuth, a.Host, 0, 0, "")
+	b := appendRequest(nil, opAuth, a.Host, 0, 0, image.ID{})
 	b = binary.BigEndian.AppendUint16(b, uint16(len(cert)))
 	b = append(b, cert...)
 	b = append(b, ed25519.Sign(a.Key, proofMessage(challenge))...)
@@ -157,7 +158,7 @@ func authenticate(c net.Conn, r *bufio.Reader, a *Auth, challenge [16]byte) erro
 // askCert asks the peer for this host's certificate and keeps it when it
 // is for this host's key.
 func askCert(c net.Conn, r *bufio.Reader, a *Auth) ([]byte, error) {
-	if _, err := c.Write(appendRequest(nil, opCert, a.Host, 0, 0, "")); err != nil {
+	if _, err := c.Write(appendRequest(nil, opCert, a.Host, 0, 0, image.ID{})); err != nil {
 		return nil, err
 	}
 	if err := readStatus(r); err != nil {

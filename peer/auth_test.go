@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/control"
+	"github.com/loopcast/loopcast/image"
 )
 
 // TestAuthenticatedFetch: a server that authenticates serves only a host
@@ -19,7 +20,7 @@ func TestAuthenticatedFetch(t *testing.T) {
 	dir := t.TempDir()
 	pub, key, _ := ed25519.GenerateKey(nil)
 	img, m, raw := held(t, dir, 20, key)
-	id := m.ReleaseID()
+	id := m.ID()
 	_, hostKey, _ := ed25519.GenerateKey(nil)
 	_, strangerKey, _ := ed25519.GenerateKey(nil)
 	cert := func(host string, k ed25519.PrivateKey, expires time.Time) []byte {
@@ -36,7 +37,7 @@ func TestAuthenticatedFetch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Source: func(r string) (Held, bool) { return Held{Image: img, Manifest: m, Raw: raw}, r == id },
+	s := &Server{Source: func(r image.ID) (Held, bool) { return Held{Image: img, Manifest: m, Raw: raw}, r == id },
 		Authorize: CheckProof([]ed25519.PublicKey{pub}, "g"), Certs: func(h string) []byte { return certs[h] }}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -7,7 +7,8 @@
 // the client likes, after the server's challenge (auth.go):
 //
 //	request  "LCPR" | version u8 (1) | op u8 | name (u8 length, bytes):
-//	         the release, or for ops 3 and 4 the host
+//	         the release (its id's 16 lowercase hex digits; anything else
+//	         ends the connection), or for ops 3 and 4 the host
 //	         op 2: first chunk u32 | chunk count u32 | base release name
 //	         (u8 length, bytes; empty: none)
 //	         op 4 (AUTH): certificate length u16 | certificate | signature [64]
@@ -108,7 +109,7 @@ type Held struct {
 type Server struct {
 	// Source returns the release's image and manifest when this agent
 	// serves it (held, verified, not sealed).
-	Source func(release string) (Held, bool)
+	Source func(release image.ID) (Held, bool)
 	// Authorize, when set, must accept a client's certificate and its
 	// signature over msg (CheckProof) before anything but certificates is
 	// served; nil serves anyone.
@@ -208,7 +209,7 @@ func (s *Server) release(addr string) {
 func (s *Server) serveConn(ctx context.Context, c net.Conn) error {
 	r := bufio.NewReader(c)
 	w := bufio.NewWriterSize(c, 256<<10)
-	var files = map[string]*os.File{}
+	var files = map[image.ID]*os.File{}
 	var buf, dict []byte
 	defer func() {
 		for _, f := range files {
@@ -230,11 +231,11 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) error {
 		if err != nil {
 			return err
 		}
-		op, id, first, count, baseID := q.op, q.id, q.first, q.count, q.base
+		op, id, first, count, baseID := q.op, q.release, q.first, q.count, q.base
 		c.SetDeadline(time.Now().Add(RequestTimeout))
 		switch {
 		case op == opCert:
-			if err := s.answerCert(w, id); err != nil {
+			if err := s.answerCert(w, q.name); err != nil {
 				return err
 			}
 			continue
@@ -324,10 +325,11 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) error {
 // request is one parsed request.
 type request struct {
 	op           byte
-	id           string // the release; opCert, opAuth: the host
+	name         string   // opCert, opAuth: the host
+	release      image.ID // opManifest, opChunks
 	first, count uint32
-	base         string
-	cert, sig    []byte // opAuth
+	base         image.ID // opChunks; zero: none
+	cert, sig    []byte   // opAuth
 }
 
 func readRequest(r *bufio.Reader) (q request, err error) {
@@ -343,10 +345,15 @@ func readRequest(r *bufio.Reader) (q request, err error) {
 	if _, err = io.ReadFull(r, name); err != nil {
 		return
 	}
-	q.id = string(name)
+	q.name = string(name)
 	switch q.op {
-	case opManifest, opCert:
+	case opCert:
+	case opManifest:
+		q.release, err = parseRelease("release", q.name)
 	case opChunks:
+		if q.release, err = parseRelease("release", q.name); err != nil {
+			return
+		}
 		var rg [8]byte
 		if _, err = io.ReadFull(r, rg[:]); err != nil {
 			return
@@ -357,10 +364,10 @@ func readRequest(r *bufio.Reader) (q request, err error) {
 			return
 		}
 		b := make([]byte, n)
-		if _, err = io.ReadFull(r, b); err != nil {
+		if _, err = io.ReadFull(r, b); err != nil || n == 0 {
 			return
 		}
-		q.base = string(b)
+		q.base, err = parseRelease("base release", string(b))
 	case opAuth:
 		var l uint16
 		if err = binary.Read(r, binary.BigEndian, &l); err != nil {
@@ -379,14 +386,32 @@ func readRequest(r *bufio.Reader) (q request, err error) {
 	return
 }
 
-func appendRequest(b []byte, op byte, id string, first, count uint32, base string) []byte {
+// parseRelease reads a release id a request names (what names the field).
+func parseRelease(what, s string) (image.ID, error) {
+	id, err := image.ParseID(s)
+	if err == nil && id.IsZero() {
+		err = errors.New("the zero id names no release")
+	}
+	if err != nil {
+		return image.ID{}, fmt.Errorf("peer: request: %s: %w", what, err)
+	}
+	return id, nil
+}
+
+// appendRequest appends a request naming name (a release's id in its 16
+// digits, or a host) and, for opChunks, the range and base (the zero id:
+// the empty name, none).
+func appendRequest(b []byte, op byte, name string, first, count uint32, base image.ID) []byte {
 	b = append(b, magic[:]...)
-	b = append(b, version, op, byte(len(id)))
-	b = append(b, id...)
+	b = append(b, version, op, byte(len(name)))
+	b = append(b, name...)
 	if op == opChunks {
 		b = binary.BigEndian.AppendUint32(b, first)
 		b = binary.BigEndian.AppendUint32(b, count)
-		b = append(append(b, byte(len(base))), base...)
+		if base.IsZero() {
+			return append(b, 0)
+		}
+		b = append(append(b, byte(2*len(base))), base.String()...)
 	}
 	return b
 }
@@ -399,8 +424,8 @@ type baseImage struct {
 
 // openBase opens the base release for deltas of release id's chunks, when
 // this server serves it and it has the same chunk size; nil otherwise.
-func (s *Server) openBase(files map[string]*os.File, baseID, id string) *baseImage {
-	if baseID == "" || baseID == id {
+func (s *Server) openBase(files map[image.ID]*os.File, baseID, id image.ID) *baseImage {
+	if baseID.IsZero() || baseID == id {
 		return nil
 	}
 	h, ok := s.Source(baseID)
@@ -442,7 +467,7 @@ func delta(f *os.File, base *baseImage, m *image.Manifest, i int, buf, dict []by
 
 // FetchOptions configures Fetch.
 type FetchOptions struct {
-	Release string
+	Release image.ID
 	// Digest is the manifest digest the signed fleet pointer names; when
 	// zero (a rollback's pointer), any manifest of Release signed by a
 	// trusted key is taken (the id is a digest of the manifest's body).
@@ -458,9 +483,10 @@ type FetchOptions struct {
 	// Logger hears, at Info, each peer that fails and is left for
 	// another. Nil discards.
 	Logger *slog.Logger
-	// Base, when set, is a release this host holds, at BaseImage: peers
-	// that hold it too send changed chunks as deltas against it.
-	Base, BaseImage string
+	// Base, when not zero, is a release this host holds, at BaseImage:
+	// peers that hold it too send changed chunks as deltas against it.
+	Base      image.ID
+	BaseImage string
 	// Range is the chunks asked for per request; RangeChunks when zero.
 	Range int
 	// Auth, when set, authenticates this host to each peer.
@@ -494,7 +520,7 @@ func (s *Stats) PeerBytes() int64 {
 // On error o.Out is removed.
 func Fetch(ctx context.Context, o FetchOptions) (m *image.Manifest, st Stats, err error) {
 	if len(o.Peers) == 0 {
-		return nil, st, errors.New("peer: no peer serves " + o.Release)
+		return nil, st, errors.New("peer: no peer serves " + o.Release.String())
 	}
 	if o.Dial == nil {
 		d := &net.Dialer{Timeout: 5 * time.Second}
@@ -566,7 +592,7 @@ func manifestFrom(ctx context.Context, o FetchOptions, addr string) (*image.Mani
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(RequestTimeout))
-	if _, err := c.Write(appendRequest(nil, opManifest, o.Release, 0, 0, "")); err != nil {
+	if _, err := c.Write(appendRequest(nil, opManifest, o.Release.String(), 0, 0, image.ID{})); err != nil {
 		return nil, err
 	}
 	if err := readStatus(r); err != nil {
@@ -593,8 +619,8 @@ func manifestFrom(ctx context.Context, o FetchOptions, addr string) (*image.Mani
 	if err := m.Verify(o.Trusted); err != nil {
 		return nil, err
 	}
-	if m.ReleaseID() != o.Release {
-		return nil, fmt.Errorf("manifest of release %s, not %s", m.ReleaseID(), o.Release)
+	if id := m.ID(); id != o.Release {
+		return nil, fmt.Errorf("manifest of release %s, not %s", id, o.Release)
 	}
 	return m, nil
 }
@@ -764,7 +790,7 @@ func fetchFrom(ctx context.Context, o FetchOptions, f *os.File, m *image.Manifes
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 	defer stop()
 	d := &decoder{chunkSize: m.ChunkSize, buf: make([]byte, m.ChunkSize), comp: make([]byte, 0, m.ChunkSize)}
-	if o.Base != "" {
+	if !o.Base.IsZero() {
 		if bf, err := os.Open(o.BaseImage); err == nil {
 			defer bf.Close()
 			d.base, d.dict = bf, make([]byte, m.ChunkSize)
@@ -772,7 +798,7 @@ func fetchFrom(ctx context.Context, o FetchOptions, f *os.File, m *image.Manifes
 	}
 	base := o.Base
 	if d.base == nil {
-		base = ""
+		base = image.ID{}
 	}
 	for {
 		if err := ctx.Err(); err != nil {
@@ -800,9 +826,9 @@ type decoder struct {
 
 // fetchRange asks p for a range and writes its chunks, each checked; it
 // returns the bytes that crossed the wire.
-func fetchRange(c net.Conn, r *bufio.Reader, f *os.File, m *image.Manifest, id, base string, rg chunkRange, d *decoder) (int64, error) {
+func fetchRange(c net.Conn, r *bufio.Reader, f *os.File, m *image.Manifest, id, base image.ID, rg chunkRange, d *decoder) (int64, error) {
 	c.SetDeadline(time.Now().Add(RequestTimeout))
-	if _, err := c.Write(appendRequest(nil, opChunks, id, rg.first, rg.count, base)); err != nil {
+	if _, err := c.Write(appendRequest(nil, opChunks, id.String(), rg.first, rg.count, base)); err != nil {
 		return 0, err
 	}
 	if err := readStatus(r); err != nil {

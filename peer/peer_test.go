@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -14,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/testid"
 )
 
 // held makes a signed image of n chunks (every 7th all zero) in dir.
@@ -43,7 +45,7 @@ func held(t *testing.T, dir string, n int, key ed25519.PrivateKey) (string, *ima
 	return path, m, raw
 }
 
-func serve(t *testing.T, src func(string) (Held, bool)) (*Server, string) {
+func serve(t *testing.T, src func(image.ID) (Held, bool)) (*Server, string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -60,12 +62,12 @@ func TestFetchFromPeers(t *testing.T) {
 	dir := t.TempDir()
 	pub, key, _ := ed25519.GenerateKey(nil)
 	img, m, raw := held(t, dir, 300, key)
-	id := m.ReleaseID()
-	good := func(r string) (Held, bool) { return Held{Image: img, Manifest: m, Raw: raw}, r == id }
+	id := m.ID()
+	good := func(r image.ID) (Held, bool) { return Held{Image: img, Manifest: m, Raw: raw}, r == id }
 	a, addrA := serve(t, good)
 	b, addrB := serve(t, good)
 	// a peer that holds nothing, and one that serves corrupt chunks
-	_, addrNone := serve(t, func(string) (Held, bool) { return Held{}, false })
+	_, addrNone := serve(t, func(image.ID) (Held, bool) { return Held{}, false })
 	bad := filepath.Join(dir, "bad.img")
 	data, _ := os.ReadFile(img)
 	corrupt := bytes.Clone(data)
@@ -73,7 +75,7 @@ func TestFetchFromPeers(t *testing.T) {
 		corrupt[i+10] ^= 0xff
 	}
 	os.WriteFile(bad, corrupt, 0o644)
-	_, addrBad := serve(t, func(r string) (Held, bool) { return Held{Image: bad, Manifest: m, Raw: raw}, r == id })
+	_, addrBad := serve(t, func(r image.ID) (Held, bool) { return Held{Image: bad, Manifest: m, Raw: raw}, r == id })
 
 	// a local image holding the first 50 chunks
 	local := filepath.Join(dir, "local.img")
@@ -93,8 +95,8 @@ func TestFetchFromPeers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.ReleaseID() != id {
-		t.Errorf("fetched %s, want %s", got.ReleaseID(), id)
+	if got.ID() != id {
+		t.Errorf("fetched %s, want %s", got.ID(), id)
 	}
 	if b, _ := os.ReadFile(out); !bytes.Equal(b, data) {
 		t.Fatal("fetched image differs from the source")
@@ -118,13 +120,13 @@ func TestFetchRefusesWrongManifest(t *testing.T) {
 	pub, key, _ := ed25519.GenerateKey(nil)
 	_, other, _ := ed25519.GenerateKey(nil)
 	img, m, raw := held(t, dir, 10, key)
-	id := m.ReleaseID()
-	_, addr := serve(t, func(r string) (Held, bool) { return Held{Image: img, Manifest: m, Raw: raw}, true })
+	id := m.ID()
+	_, addr := serve(t, func(r image.ID) (Held, bool) { return Held{Image: img, Manifest: m, Raw: raw}, true })
 	out := filepath.Join(dir, "out.img")
 	for name, o := range map[string]FetchOptions{
 		"digest not the pointer's": {Release: id, Digest: [32]byte{1}, Trusted: []ed25519.PublicKey{pub}},
 		"untrusted key":            {Release: id, Digest: sha256.Sum256(raw), Trusted: []ed25519.PublicKey{other.Public().(ed25519.PublicKey)}},
-		"other release":            {Release: "0000000000000000", Digest: sha256.Sum256(raw), Trusted: []ed25519.PublicKey{pub}},
+		"other release":            {Release: testid.Of("other"), Digest: sha256.Sum256(raw), Trusted: []ed25519.PublicKey{pub}},
 	} {
 		o.Peers, o.Out = []string{addr}, out
 		if _, _, err := Fetch(context.Background(), o); err == nil || !strings.Contains(err.Error(), "no peer gave the manifest") {
@@ -156,11 +158,11 @@ func TestFetchDeltas(t *testing.T) {
 	}
 	newM.Sign(key)
 	newRaw, _ := newM.AppendBinary(nil)
-	src := map[string]Held{
-		baseM.ReleaseID(): {Image: baseImg, Manifest: baseM, Raw: baseRaw},
-		newM.ReleaseID():  {Image: newImg, Manifest: newM, Raw: newRaw},
+	src := map[image.ID]Held{
+		baseM.ID(): {Image: baseImg, Manifest: baseM, Raw: baseRaw},
+		newM.ID():  {Image: newImg, Manifest: newM, Raw: newRaw},
 	}
-	_, addr := serve(t, func(r string) (Held, bool) { h, ok := src[r]; return h, ok })
+	_, addr := serve(t, func(r image.ID) (Held, bool) { h, ok := src[r]; return h, ok })
 	// the host holds the base: its unchanged chunks are copied locally
 	lookup := func(h [32]byte) (string, int64, bool) {
 		for i, c := range baseM.Chunks {
@@ -170,10 +172,10 @@ func TestFetchDeltas(t *testing.T) {
 		}
 		return "", 0, false
 	}
-	fetch := func(base string) Stats {
-		out := filepath.Join(dir, "out-"+base+".img")
-		o := FetchOptions{Release: newM.ReleaseID(), Trusted: []ed25519.PublicKey{pub}, Peers: []string{addr}, Out: out, Local: lookup}
-		if base != "" {
+	fetch := func(base image.ID) Stats {
+		out := filepath.Join(dir, "out-"+base.String()+".img")
+		o := FetchOptions{Release: newM.ID(), Trusted: []ed25519.PublicKey{pub}, Peers: []string{addr}, Out: out, Local: lookup}
+		if !base.IsZero() {
 			o.Base, o.BaseImage = base, baseImg
 		}
 		_, st, err := Fetch(context.Background(), o)
@@ -185,7 +187,7 @@ func TestFetchDeltas(t *testing.T) {
 		}
 		return st
 	}
-	raw, withBase := fetch(""), fetch(baseM.ReleaseID())
+	raw, withBase := fetch(image.ID{}), fetch(baseM.ID())
 	changed := int64(0)
 	for i := range newM.Chunks {
 		if newM.Chunks[i] != baseM.Chunks[i] && !newM.Chunks[i].Zero {
@@ -199,5 +201,33 @@ func TestFetchDeltas(t *testing.T) {
 	}
 	if withBase.PeerBytes()*5 > changed {
 		t.Errorf("with the base %d bytes crossed for %d changed: deltas not used", withBase.PeerBytes(), changed)
+	}
+}
+
+// TestRequestReleaseIDs: a request names a release by its id's 16 hex
+// digits (a base by the empty name when none), as before ids were typed;
+// a request naming anything else as a release does not parse.
+func TestRequestReleaseIDs(t *testing.T) {
+	id, base := testid.Parse("0123456789abcdef"), testid.Parse("fedcba9876543210")
+	want := "LCPR\x01\x02\x100123456789abcdef\x00\x00\x00\x05\x00\x00\x00\x07\x10fedcba9876543210"
+	if got := string(appendRequest(nil, opChunks, id.String(), 5, 7, base)); got != want {
+		t.Errorf("request %q, want %q", got, want)
+	}
+	if got := string(appendRequest(nil, opChunks, id.String(), 5, 7, image.ID{})); got != want[:len(want)-17]+"\x00" {
+		t.Errorf("request without a base %q", got)
+	}
+	q, err := readRequest(bufio.NewReader(strings.NewReader(want)))
+	if err != nil || q.release != id || q.base != base || q.first != 5 || q.count != 7 {
+		t.Errorf("readRequest = %+v, %v", q, err)
+	}
+	for _, bad := range []string{
+		"LCPR\x01\x01\x02v1",
+		"LCPR\x01\x01\x100000000000000000",
+		"LCPR\x01\x01\x100123456789ABCDEF",
+		"LCPR\x01\x02\x100123456789abcdef\x00\x00\x00\x05\x00\x00\x00\x07\x09../../etc",
+	} {
+		if q, err := readRequest(bufio.NewReader(strings.NewReader(bad))); err == nil || !strings.Contains(err.Error(), "release") {
+			t.Errorf("readRequest(%q) = %+v, %v; want an error naming the release", bad, q, err)
+		}
 	}
 }

@@ -77,10 +77,10 @@ func TestCrashChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	if job.Rollback {
-		to, err := s.Rollback("")
+		to, err := s.Rollback(image.ID{})
 		t.Fatalf("rollback to %s (%v) finished without reaching crash point %q", to, err, job.Step)
 	}
-	id, err := s.Stage(context.Background(), "", job.Image, job.Manifest)
+	id, err := s.Stage(context.Background(), image.ID{}, job.Image, job.Manifest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,15 +200,15 @@ func (f *fixture) crashAt(job crashJob) {
 	}
 }
 
-type crashIDs struct{ x, a, b string }
+type crashIDs struct{ x, a, b image.ID }
 
-func releaseOf(t *testing.T, man string) string {
+func releaseOf(t *testing.T, man string) image.ID {
 	t.Helper()
 	m, err := image.ReadManifestFile(man)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return m.ReleaseID()
+	return m.ID()
 }
 
 // checkLeft checks that the kill left what the crash point says: the
@@ -268,15 +268,15 @@ func checkRecovered(t *testing.T, f *fixture, s *Store, want string) {
 	}
 	st := state(t, s)
 	id := s.linkedID(st)
-	if id == "" || st.Current != id {
+	if id.IsZero() || st.Current != id {
 		t.Errorf("current -> %q, state says %q", id, st.Current)
 	}
 	m, err := image.ReadManifestFile(s.manifestPath(id))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Verify([]ed25519.PublicKey{testPub}); err != nil || m.ReleaseID() != id {
-		t.Errorf("current's manifest: %v, id %s; want signed, %s", err, m.ReleaseID(), id)
+	if err := m.Verify([]ed25519.PublicKey{testPub}); err != nil || m.ID() != id {
+		t.Errorf("current's manifest: %v, id %s; want signed, %s", err, m.ID(), id)
 	}
 	if err := verifyImage(context.Background(), s.imagePath(id), m); err != nil {
 		t.Errorf("current's image: %v", err)
@@ -284,8 +284,8 @@ func checkRecovered(t *testing.T, f *fixture, s *Store, want string) {
 	var live, want2 []string
 	for _, e := range st.History {
 		if !e.Retired {
-			live = append(live, e.ID)
-			want2 = append(want2, e.ID+".img", e.ID+".manifest")
+			live = append(live, e.ID.String())
+			want2 = append(want2, e.ID.String()+".img", e.ID.String()+".manifest")
 			mustMounted(t, s, e.ID, true)
 		}
 	}
@@ -332,9 +332,9 @@ func finishDeploy(t *testing.T, f *fixture, s *Store, img, man string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := m.ReleaseID()
+	id := m.ID()
 	if state(t, s).live(id) == nil {
-		if _, err := s.Stage(context.Background(), "", img, man); err != nil {
+		if _, err := s.Stage(context.Background(), image.ID{}, img, man); err != nil {
 			t.Fatalf("staging B again: %v", err)
 		}
 	}

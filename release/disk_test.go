@@ -34,7 +34,7 @@ func TestFullDisk(t *testing.T) {
 	rand.Read(big)
 	img, man := f.buildFiles("big", map[string]string{"id.txt": "big", "blob": string(big)}, "40M")
 	before := takeSnapshot(t, f, s)
-	_, err := s.Stage(context.Background(), "", img, man)
+	_, err := s.Stage(context.Background(), image.ID{}, img, man)
 	if !errors.Is(err, ErrNoSpace) {
 		t.Fatalf("Stage of a too big image: %v, want ErrNoSpace", err)
 	}
@@ -88,7 +88,7 @@ func TestReconcileAfterReboot(t *testing.T) {
 	if err := s.Reconcile(); err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{a, b, c, d} {
+	for _, id := range []image.ID{a, b, c, d} {
 		mustMounted(t, s, id, true)
 	}
 	if got := served(t, s); got != "C" {
@@ -117,7 +117,7 @@ func TestReconcileAfterReboot(t *testing.T) {
 	}
 
 	// A crash after the flip but before the state write: the link wins.
-	if err := atomicfile.Symlink("releases/"+a, s.CurrentPath()); err != nil {
+	if err := atomicfile.Symlink("releases/"+a.String(), s.CurrentPath()); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Reconcile(); err != nil {
@@ -165,7 +165,7 @@ func TestReconcileEmpty(t *testing.T) {
 
 // checkSparseCopy checks that the copied image of id still matches its
 // manifest and kept its holes.
-func checkSparseCopy(t *testing.T, s *Store, id string) {
+func checkSparseCopy(t *testing.T, s *Store, id image.ID) {
 	t.Helper()
 	m, err := image.ReadManifestFile(s.manifestPath(id))
 	if err != nil {
@@ -197,7 +197,7 @@ func TestReconcileKeepsImagesOnTransientFailure(t *testing.T) {
 	}
 	err := s.Reconcile()
 	unix.Unmount(s.ReleaseDir(id), 0)
-	if err == nil || !strings.Contains(err.Error(), id) {
+	if err == nil || !strings.Contains(err.Error(), id.String()) {
 		t.Fatalf("reconcile with the release dir taken: %v, want an error naming %s", err, id)
 	}
 	if _, err := os.Stat(s.imagePath(id)); err != nil {

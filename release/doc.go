@@ -1,7 +1,9 @@
 // Package release is the receiver's store of releases: verified images,
 // their read-only loop mounts, the `current` symlink, and a state file.
 //
-// Layout under the root (default /srv/loopcast):
+// Releases are named by image.ID; the store makes file names only from an
+// id's 16 hex digits, so no name from the network reaches a path. Layout
+// under the root (default /srv/loopcast):
 //
 //	images/<id>.img       verified images, kept for retention
 //	images/<id>.manifest  their manifests
@@ -10,6 +12,7 @@
 //	current -> slots/<name>, or releases/<id> for a release in no slot
 //	opcache/              the agent's OPcache helper for php-fpm
 //	state                 JSON: staged, current, previous, failed, history, slots
+//	                      (ids as their digits; no current or previous: left out)
 //	lock                  flock(2) serialising the agent and local commands
 //
 // Stage verifies an image against its manifest, adopts it into images/ and

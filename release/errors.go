@@ -23,6 +23,4 @@ var (
 	ErrEmptyTree = errors.New("release: image holds no tree")
 	// ErrQuarantined: the release's image was found corrupt.
 	ErrQuarantined = errors.New("release: quarantined (its image is corrupt)")
-	// ErrBadID: a release id that is not a safe file name.
-	ErrBadID = errors.New("release: invalid id")
 )

@@ -120,10 +120,10 @@ func (f *fixture) manifest(img, label string, key ed25519.PrivateKey) string {
 }
 
 // stage builds release name and stages it, returning its id.
-func (f *fixture) stage(s *Store, name string) string {
+func (f *fixture) stage(s *Store, name string) image.ID {
 	f.t.Helper()
 	img, man := f.build(name)
-	id, err := s.Stage(context.Background(), "", img, man)
+	id, err := s.Stage(context.Background(), image.ID{}, img, man)
 	if err != nil {
 		f.t.Fatalf("stage %s: %v", name, err)
 	}
@@ -131,7 +131,7 @@ func (f *fixture) stage(s *Store, name string) string {
 }
 
 // deploy stages and activates release name.
-func (f *fixture) deploy(s *Store, name string) string {
+func (f *fixture) deploy(s *Store, name string) image.ID {
 	f.t.Helper()
 	id := f.stage(s, name)
 	if err := s.Activate(id); err != nil {
@@ -169,11 +169,11 @@ func state(t *testing.T, s *Store) *State {
 	return st
 }
 
-func mustMounted(t *testing.T, s *Store, id string, want bool) {
+func mustMounted(t *testing.T, s *Store, id image.ID, want bool) {
 	t.Helper()
 	if got := s.mounted(id); got != want {
 		t.Errorf("release %s mounted = %v, want %v", id, got, want)
 	}
 }
 
-func releaseLink(id string) string { return fmt.Sprintf("releases/%s", id) }
+func releaseLink(id image.ID) string { return fmt.Sprintf("releases/%s", id) }

@@ -8,9 +8,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/loopmount"
 	"golang.org/x/sys/unix"
 )
@@ -20,8 +20,8 @@ import (
 // makes any unmount of it fail. It takes no lock and needs no privilege, so
 // a cron job of the web server's user can take one.
 type Lease struct {
-	ID  string // the release held
-	Dir string // its real path: <root>/releases/<id>, or the slot it is served from
+	ID  image.ID // the release held
+	Dir string   // its real path: <root>/releases/<id>, or the slot it is served from
 	f   *os.File
 }
 
@@ -78,7 +78,10 @@ func checkLease(root string, f *os.File) (*Lease, error) {
 		return nil, fmt.Errorf("release: %w", err)
 	}
 	dir, name := filepath.Split(real)
-	if d := filepath.Clean(dir); d != filepath.Join(root, releasesDir) && d != filepath.Join(root, slotsDir) || checkID(name) != nil {
+	switch d := filepath.Clean(dir); {
+	case d == filepath.Join(root, releasesDir) && isID(name):
+	case d == filepath.Join(root, slotsDir) && isSlotName(name):
+	default:
 		return nil, fmt.Errorf("release: %s leads to %s, not to a release under %s", filepath.Join(root, currentName), real, root)
 	}
 	var in, parent unix.Stat_t
@@ -97,8 +100,8 @@ func checkLease(root string, f *os.File) (*Lease, error) {
 	if err != nil {
 		return nil, fmt.Errorf("release: %s: %w", real, err)
 	}
-	id, ok := strings.CutSuffix(filepath.Base(img), ".img")
-	if !ok || filepath.Dir(img) != filepath.Join(root, imagesDir) || checkID(id) != nil {
+	id, ok := imageID(img)
+	if !ok || filepath.Dir(img) != filepath.Join(root, imagesDir) {
 		return nil, fmt.Errorf("release: %s is mounted from %s, not from an image under %s", real, img, root)
 	}
 	return &Lease{ID: id, Dir: real, f: f}, nil
@@ -110,7 +113,7 @@ func checkLease(root string, f *os.File) (*Lease, error) {
 func (l *Lease) Command(name string, args ...string) *exec.Cmd {
 	cmd := exec.Command(name, args...)
 	cmd.Dir = l.Dir
-	cmd.Env = append(os.Environ(), "LOOPCAST_RELEASE="+l.ID, "LOOPCAST_RELEASE_DIR="+l.Dir, "PWD="+l.Dir)
+	cmd.Env = append(os.Environ(), "LOOPCAST_RELEASE="+l.ID.String(), "LOOPCAST_RELEASE_DIR="+l.Dir, "PWD="+l.Dir)
 	return cmd
 }
 

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/loopmount"
 )
 
@@ -26,7 +27,7 @@ func dirOf(path string) string { return filepath.Dir(path) }
 
 // ensureMounted mounts release id's image at its release directory unless
 // it is mounted there already, and checks that it holds a tree.
-func (s *Store) ensureMounted(id string) error {
+func (s *Store) ensureMounted(id image.ID) error {
 	dir, img := s.ReleaseDir(id), s.imagePath(id)
 	ms, err := loopmount.FindMounts(img)
 	if err != nil {
@@ -55,7 +56,7 @@ func (s *Store) ensureMounted(id string) error {
 }
 
 // mounted reports whether release id's directory is a mount point.
-func (s *Store) mounted(id string) bool {
+func (s *Store) mounted(id image.ID) bool {
 	mp, err := loopmount.IsMountPoint(s.ReleaseDir(id))
 	return err == nil && mp
 }
@@ -77,13 +78,16 @@ func checkTree(dir string) error {
 
 // unmount unmounts release id and removes its mount point. A mount in use
 // stays: the error matches loopmount.ErrBusy.
-func (s *Store) unmount(id string) error {
-	dir := s.ReleaseDir(id)
-	if s.mounted(id) {
+func (s *Store) unmount(id image.ID) error { return s.unmountDir(s.ReleaseDir(id)) }
+
+// unmountDir unmounts a directory under releases/ (a release's, or a stray
+// one named by no release) and removes it.
+func (s *Store) unmountDir(dir string) error {
+	if mp, err := loopmount.IsMountPoint(dir); err == nil && mp {
 		if err := loopmount.Unmount(dir); err != nil {
 			return err
 		}
-		s.log.Info("release: unmounted", "id", id)
+		s.log.Info("release: unmounted", "dir", dir)
 	}
 	if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("release: %w", err)
@@ -93,7 +97,7 @@ func (s *Store) unmount(id string) error {
 
 // discard unbinds release id from its slot, unmounts it and removes its
 // image and manifest. A release in use is left whole (loopmount.ErrBusy).
-func (s *Store) discard(st *State, id string) error {
+func (s *Store) discard(st *State, id image.ID) error {
 	if err := s.unbindRelease(st, id); err != nil {
 		return err
 	}

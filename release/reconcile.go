@@ -60,8 +60,8 @@ func (s *Store) removeTemps() {
 // manifestOnly reports whether name is a manifest in images/ without its
 // image.
 func (s *Store) manifestOnly(name string) bool {
-	id, ok := strings.CutSuffix(name, ".manifest")
-	return ok && !exists(s.imagePath(id))
+	base, ok := strings.CutSuffix(name, ".manifest")
+	return ok && !exists(filepath.Join(s.root, imagesDir, base+".img"))
 }
 
 func exists(path string) bool {
@@ -73,18 +73,28 @@ func exists(path string) bool {
 // in Stage after the rename, or a lost state file), oldest first by
 // modification time. An image is only ever renamed into images/ after it
 // was verified, so one with its manifest is staged; one without is
-// removed. It returns the ids adopted.
-func (s *Store) adoptOrphans(st *State) []string {
+// removed, as is an image whose name is no release id. It returns the ids
+// adopted.
+func (s *Store) adoptOrphans(st *State) []image.ID {
 	imgs, _ := filepath.Glob(filepath.Join(s.root, imagesDir, "*.img"))
 	slices.SortFunc(imgs, func(a, b string) int { return cmp.Compare(mtime(a), mtime(b)) })
-	var adopted []string
+	var adopted []image.ID
 	for _, img := range imgs {
-		id := strings.TrimSuffix(filepath.Base(img), ".img")
+		id, ok := imageID(img)
+		if !ok {
+			s.log.Warn("release: removing an image named by no release id", "path", img)
+			os.Remove(img)
+			os.Remove(strings.TrimSuffix(img, ".img") + ".manifest")
+			continue
+		}
 		if st.live(id) != nil {
 			continue
 		}
 		m, err := image.ReadManifestFile(s.manifestPath(id))
-		if err != nil || checkID(id) != nil || m.ReleaseID() != id {
+		if err == nil && m.ID() != id {
+			err = fmt.Errorf("%w: %s names release %s", ErrIDMismatch, s.manifestPath(id), m.ID())
+		}
+		if err != nil {
 			s.log.Warn("release: removing unrecorded image", "path", img, "err", err)
 			s.discard(st, id)
 			continue
@@ -139,8 +149,8 @@ func (s *Store) remountAll(st *State) error {
 func (s *Store) removeStrayDirs(st *State) {
 	ents, _ := os.ReadDir(filepath.Join(s.root, releasesDir))
 	for _, e := range ents {
-		if st.live(e.Name()) == nil {
-			if err := s.unmount(e.Name()); err != nil {
+		if id, err := image.ParseID(e.Name()); err != nil || st.live(id) == nil {
+			if err := s.unmountDir(filepath.Join(s.root, releasesDir, e.Name())); err != nil {
 				s.log.Warn("release: cannot remove stray release directory", "err", err)
 			}
 		}
@@ -151,7 +161,7 @@ func (s *Store) removeStrayDirs(st *State) {
 // release. The link is the truth when it is sound: a crash between the
 // flip and the state write leaves the state one switch behind.
 func (s *Store) repairCurrent(st *State) error {
-	if id := s.linkedID(st); id != "" && st.live(id) != nil {
+	if id := s.linkedID(st); st.live(id) != nil {
 		if id != st.Current {
 			s.log.Warn("release: state was behind current", "state", st.Current, "current", id)
 			s.makeCurrent(st, st.live(id))
@@ -169,18 +179,18 @@ func (s *Store) repairCurrent(st *State) error {
 		}
 		return nil
 	}
-	if len(st.History) == 0 || st.Current == "" && st.Previous == "" {
+	if len(st.History) == 0 || st.Current.IsZero() && st.Previous.IsZero() {
 		return nil // nothing was ever served
 	}
-	return fmt.Errorf("release: no mounted release to serve under %s (current was %q)", s.root, st.Current)
+	return fmt.Errorf("release: no mounted release to serve under %s (current was %q)", s.root, idText(st.Current))
 }
 
 // fallbacks lists the live releases `current` may be repaired to, best
 // first: the recorded current, the previous, then by latest activation.
-func (s *Store) fallbacks(st *State) []string {
-	var ids []string
-	for _, id := range []string{st.Current, st.Previous} {
-		if id != "" && st.live(id) != nil {
+func (s *Store) fallbacks(st *State) []image.ID {
+	var ids []image.ID
+	for _, id := range []image.ID{st.Current, st.Previous} {
+		if st.live(id) != nil {
 			ids = append(ids, id)
 		}
 	}

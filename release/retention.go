@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/loopmount"
 )
 
@@ -31,14 +32,14 @@ const (
 // in the set is retired once no process uses it.
 // The policy is the one the agent last applied (recorded in the state),
 // else the store's own.
-func (s *Store) keepSet(st *State, extra ...string) map[string]string {
+func (s *Store) keepSet(st *State, extra ...image.ID) map[image.ID]string {
 	policy := Retention{Keep: s.opts.Keep, KeepFor: s.opts.KeepFor}
 	if st.Retention != nil {
 		policy = *st.Retention
 	}
-	keep := map[string]string{}
-	add := func(id, why string) {
-		if _, ok := keep[id]; id != "" && !ok {
+	keep := map[image.ID]string{}
+	add := func(id image.ID, why string) {
+		if _, ok := keep[id]; !id.IsZero() && !ok {
 			keep[id] = why
 		}
 	}
@@ -90,10 +91,10 @@ func (s *Store) keepSet(st *State, extra ...string) map[string]string {
 // that no process uses: unmounted, images removed. A release in use stays
 // mounted, with a log line naming its users, and is tried again at the next
 // prune. It returns how many it retired.
-func (s *Store) prune(st *State, extra ...string) (int, error) {
+func (s *Store) prune(st *State, extra ...image.ID) (int, error) {
 	st.Retention = &Retention{Keep: s.opts.Keep, KeepFor: s.opts.KeepFor}
 	keep := s.keepSet(st, extra...)
-	var ids []string
+	var ids []image.ID
 	for _, e := range st.History {
 		if _, ok := keep[e.ID]; !ok && !e.Retired {
 			ids = append(ids, e.ID)
@@ -141,7 +142,7 @@ func (s *Store) Retire() error {
 // users finds the processes using each release of ids (by its mount and
 // its slot). When /proc cannot be read it logs and returns none: the
 // unmount itself still refuses a mount in use.
-func (s *Store) users(st *State, ids []string) map[string][]loopmount.Process {
+func (s *Store) users(st *State, ids []image.ID) map[image.ID][]loopmount.Process {
 	u, _, err := s.usersOf(st, ids)
 	if err != nil {
 		s.log.Warn("release: cannot tell which processes use the releases", "err", err)
@@ -153,7 +154,7 @@ func (s *Store) users(st *State, ids []string) map[string][]loopmount.Process {
 // usersOf reads from /proc the processes using each release of ids, in
 // its own mount or in its slot, and how many processes it could not
 // inspect.
-func (s *Store) usersOf(st *State, ids []string) (map[string][]loopmount.Process, int, error) {
+func (s *Store) usersOf(st *State, ids []image.ID) (map[image.ID][]loopmount.Process, int, error) {
 	var dirs []string
 	for _, id := range ids {
 		dirs = append(dirs, s.ReleaseDir(id))
@@ -165,7 +166,7 @@ func (s *Store) usersOf(st *State, ids []string) (map[string][]loopmount.Process
 	if err != nil {
 		return nil, 0, err
 	}
-	out := map[string][]loopmount.Process{}
+	out := map[image.ID][]loopmount.Process{}
 	for _, id := range ids {
 		out[id] = u.Users[s.ReleaseDir(id)]
 		if name := st.slotOf(id); name != "" {
@@ -177,7 +178,7 @@ func (s *Store) usersOf(st *State, ids []string) (map[string][]loopmount.Process
 
 // noteBusy logs that release id stays mounted because procs use it, once
 // per change of its users; nil procs clears the note.
-func (s *Store) noteBusy(id string, procs []loopmount.Process) {
+func (s *Store) noteBusy(id image.ID, procs []loopmount.Process) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if procs == nil {
@@ -189,7 +190,7 @@ func (s *Store) noteBusy(id string, procs []loopmount.Process) {
 		return
 	}
 	if s.busy == nil {
-		s.busy = map[string]string{}
+		s.busy = map[image.ID]string{}
 	}
 	s.busy[id] = who
 	s.log.Info("release: kept mounted, in use", "id", id, "users", who)
@@ -257,9 +258,9 @@ func (s *Store) MakeRoom(n int64) error {
 // only by --keep-for and used by no process, the one that left current
 // first first; held are the others outside Keep that processes use, with
 // their users.
-func (s *Store) roomPlan(st *State) (free, held []*Entry, users map[string][]loopmount.Process) {
+func (s *Store) roomPlan(st *State) (free, held []*Entry, users map[image.ID][]loopmount.Process) {
 	keep := s.keepSet(st)
-	var ids []string
+	var ids []image.ID
 	var timed []*Entry
 	for i := range st.History {
 		e := &st.History[i]
@@ -300,7 +301,7 @@ func (s *Store) shortfall(n int64) (int64, error) {
 
 // allocated is the disk space release id's image takes, which retiring it
 // frees (once the kernel lets go of its loop device).
-func (s *Store) allocated(id string) int64 {
+func (s *Store) allocated(id image.ID) int64 {
 	fi, err := os.Stat(s.imagePath(id))
 	if err != nil {
 		return 0
@@ -310,7 +311,7 @@ func (s *Store) allocated(id string) int64 {
 
 // noRoom is MakeRoom's refusal: the space check's error, plus the releases
 // that processes hold and who holds them.
-func (s *Store) noRoom(n int64, held []*Entry, users map[string][]loopmount.Process) error {
+func (s *Store) noRoom(n int64, held []*Entry, users map[image.ID][]loopmount.Process) error {
 	err := s.CheckSpace(n)
 	if err == nil {
 		err = fmt.Errorf("%w on %s for %d bytes", ErrNoSpace, s.root, n)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/mounttest"
 	"github.com/loopcast/loopcast/loopmount"
 )
@@ -38,7 +39,7 @@ func (c *clock) advance(d time.Duration) {
 
 // releaseStatus returns release id's line of the store's status, with its
 // users.
-func releaseStatus(t *testing.T, s *Store, id string) ReleaseStatus {
+func releaseStatus(t *testing.T, s *Store, id image.ID) ReleaseStatus {
 	t.Helper()
 	st, err := s.Status()
 	if err != nil {
@@ -70,7 +71,7 @@ func TestLongRunningScriptKeepsItsRelease(t *testing.T) {
 	s := f.open(Options{Keep: 2})
 	a := f.deploy(s, "A")
 	script := startScript(t, filepath.Join(s.CurrentPath(), "."))
-	var later []string
+	var later []image.ID
 	for _, name := range []string{"B", "C", "D", "E", "F", "G"} {
 		later = append(later, f.deploy(s, name))
 	}
@@ -134,7 +135,7 @@ func TestKeepFor(t *testing.T) {
 	clk := newClock()
 	opts := Options{Keep: 1, KeepFor: time.Hour, Clock: clk.now}
 	s := f.open(opts)
-	ids := map[string]string{}
+	ids := map[string]image.ID{}
 	for _, name := range []string{"A", "B", "C", "D"} {
 		ids[name] = f.deploy(s, name)
 		clk.advance(time.Minute)
@@ -196,7 +197,7 @@ func TestMakeRoom(t *testing.T) {
 	if !errors.Is(err, ErrNoSpace) {
 		t.Fatalf("MakeRoom that needs A's space: %v, want ErrNoSpace", err)
 	}
-	for _, want := range []string{root, a, fmt.Sprintf("pid %d", script.cmd.Process.Pid), "in use"} {
+	for _, want := range []string{root, a.String(), fmt.Sprintf("pid %d", script.cmd.Process.Pid), "in use"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("refusal %q does not name %q", err, want)
 		}

@@ -81,10 +81,15 @@ func (s *Store) slotNames() []string {
 // SlotDir returns the path of slot name.
 func (s *Store) SlotDir(name string) string { return filepath.Join(s.root, slotsDir, name) }
 
+// isSlotName reports whether name is one of the ring's (a..z).
+func isSlotName(name string) bool {
+	return len(name) == 1 && name[0] >= 'a' && name[0] < 'a'+MaxSlots
+}
+
 // slotOf returns the slot release id is bound in, or "".
-func (st *State) slotOf(id string) string {
+func (st *State) slotOf(id image.ID) string {
 	for name, bound := range st.Slots {
-		if bound == id && id != "" {
+		if bound == id && !id.IsZero() {
 			return name
 		}
 	}
@@ -93,7 +98,7 @@ func (st *State) slotOf(id string) string {
 
 // servedDir is where `current` points for release id: its slot, else its
 // own mount.
-func (s *Store) servedDir(st *State, id string) string {
+func (s *Store) servedDir(st *State, id image.ID) string {
 	if name := st.slotOf(id); name != "" {
 		return s.SlotDir(name)
 	}
@@ -102,19 +107,19 @@ func (s *Store) servedDir(st *State, id string) string {
 
 // placeReport says where a staged release is served from, for the log.
 type placeReport struct {
-	Slot     string // "" when served from releases/<id>
-	Replaced string // the release the slot held before, if any
-	Changed  int    // files that differ from the slot's old release (-1: unknown, all dropped)
-	Dropped  int    // paths OPcache was told to forget that it knew
-	Warmed   int    // scripts compiled before the switch
-	Why      string // why no slot, or a warning
+	Slot     string   // "" when served from releases/<id>
+	Replaced image.ID // the release the slot held before, if any
+	Changed  int      // files that differ from the slot's old release (-1: unknown, all dropped)
+	Dropped  int      // paths OPcache was told to forget that it knew
+	Warmed   int      // scripts compiled before the switch
+	Why      string   // why no slot, or a warning
 	Took     time.Duration
 }
 
 // place binds release id (staged, mounted) in a free slot. It never fails
 // the staging: what goes wrong is logged and the release is served from
 // releases/<id>.
-func (s *Store) place(ctx context.Context, st *State, id string) {
+func (s *Store) place(ctx context.Context, st *State, id image.ID) {
 	names := s.slotNames()
 	if len(names) == 0 || st.slotOf(id) != "" {
 		return
@@ -134,7 +139,7 @@ func (s *Store) place(ctx context.Context, st *State, id string) {
 	}
 }
 
-func (s *Store) tryPlace(ctx context.Context, st *State, id string, names []string) *placeReport {
+func (s *Store) tryPlace(ctx context.Context, st *State, id image.ID, names []string) *placeReport {
 	rep := &placeReport{}
 	var whys []string
 	for _, name := range s.slotOrder(st, names) {
@@ -175,7 +180,7 @@ func (s *Store) tryPlace(ctx context.Context, st *State, id string, names []stri
 			return rep
 		}
 		if st.Slots == nil {
-			st.Slots = map[string]string{}
+			st.Slots = map[string]image.ID{}
 		}
 		st.Slots[name] = id
 		rep.Slot, rep.Replaced = name, old
@@ -194,9 +199,9 @@ func (s *Store) tryPlace(ctx context.Context, st *State, id string, names []stri
 // slot (why) when a symlink changed and the slot was served within PHP's
 // realpath_cache_ttl: a worker could still resolve a path through the old
 // link.
-func (s *Store) slotChanges(ctx context.Context, st *State, name, old, id string) (paths []string, why string) {
+func (s *Store) slotChanges(ctx context.Context, st *State, name string, old, id image.ID) (paths []string, why string) {
 	e := st.live(old)
-	if old == "" || e == nil || !s.mounted(old) || !sameFS(s.SlotDir(name), s.ReleaseDir(old)) {
+	if e == nil || !s.mounted(old) || !sameFS(s.SlotDir(name), s.ReleaseDir(old)) {
 		return nil, "" // empty, or holding what the record does not say
 	}
 	res, err := s.changedFiles(ctx, old, id, e.Quarantined != "")
@@ -236,7 +241,7 @@ func (s *Store) slotOrder(st *State, names []string) []string {
 		id := st.Slots[name]
 		e := st.live(id)
 		switch {
-		case id != "" && id == st.Current:
+		case !id.IsZero() && id == st.Current:
 			continue
 		case e == nil:
 			cands = append(cands, cand{name, 0, time.Time{}})
@@ -287,7 +292,7 @@ func (s *Store) slotBusy(ctx context.Context, st *State, name string) string {
 
 // changedFiles compares the trees of releases from and to; a corrupt
 // (quarantined) from is compared byte by byte, its manifest not trusted.
-func (s *Store) changedFiles(ctx context.Context, from, to string, corrupt bool) (*treediff.Result, error) {
+func (s *Store) changedFiles(ctx context.Context, from, to image.ID, corrupt bool) (*treediff.Result, error) {
 	mf, err1 := image.ReadManifestFile(s.manifestPath(from))
 	mt, err2 := image.ReadManifestFile(s.manifestPath(to))
 	if err := errors.Join(err1, err2); err != nil || corrupt {
@@ -298,7 +303,7 @@ func (s *Store) changedFiles(ctx context.Context, from, to string, corrupt bool)
 
 // warm compiles the PHP files of paths (every one of the release's when
 // paths is nil) in slot name.
-func (s *Store) warm(ctx context.Context, id, name string, paths []string) (int, string) {
+func (s *Store) warm(ctx context.Context, id image.ID, name string, paths []string) (int, string) {
 	if paths == nil {
 		var all []string
 		root := s.ReleaseDir(id)
@@ -327,7 +332,7 @@ func (s *Store) warm(ctx context.Context, id, name string, paths []string) (int,
 }
 
 // bind binds release id's mount at slot name.
-func (s *Store) bind(id, name string) error {
+func (s *Store) bind(id image.ID, name string) error {
 	dir := s.SlotDir(name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("release: %w", err)
@@ -350,7 +355,7 @@ func (s *Store) unbind(st *State, name string) error {
 }
 
 // unbindRelease empties the slot of release id, if it has one.
-func (s *Store) unbindRelease(st *State, id string) error {
+func (s *Store) unbindRelease(st *State, id image.ID) error {
 	if name := st.slotOf(id); name != "" {
 		return s.unbind(st, name)
 	}
@@ -363,7 +368,7 @@ func (s *Store) unbindRelease(st *State, id string) error {
 // crash between a bind and the state's save) is emptied, and with a Cache
 // its scripts dropped before id is bound; without one, or when the pool
 // does not answer, the error says the slot is lost.
-func (s *Store) ensureBound(st *State, id, name string) error {
+func (s *Store) ensureBound(st *State, id image.ID, name string) error {
 	dir := s.SlotDir(name)
 	if sameFS(dir, s.ReleaseDir(id)) {
 		return nil
@@ -408,9 +413,9 @@ func (s *Store) rebindSlots(st *State) {
 		if _, ok := st.Slots[name]; ok {
 			continue
 		}
-		if id := s.boundRelease(name); id != "" && st.live(id) != nil && st.slotOf(id) == "" {
+		if id := s.boundRelease(name); st.live(id) != nil && st.slotOf(id) == "" {
 			if st.Slots == nil {
-				st.Slots = map[string]string{}
+				st.Slots = map[string]image.ID{}
 			}
 			st.Slots[name] = id
 			s.log.Warn("release: slot found bound, not recorded: recorded again", "slot", name, "id", id)
@@ -438,26 +443,25 @@ func (s *Store) rebindSlots(st *State) {
 	}
 }
 
-// boundRelease returns the live release slot name is a bind of, from the
-// loop device behind it, or "".
-func (s *Store) boundRelease(name string) string {
+// boundRelease returns the release slot name is a bind of, from the loop
+// device behind it, or the zero id.
+func (s *Store) boundRelease(name string) image.ID {
 	dir := s.SlotDir(name)
 	if mp, _ := loopmount.IsMountPoint(dir); !mp {
-		return ""
+		return image.ID{}
 	}
 	var st unix.Stat_t
 	if unix.Stat(dir, &st) != nil {
-		return ""
+		return image.ID{}
 	}
 	img, err := loopmount.BackingFileOfDev(uint64(st.Dev))
 	if err != nil || filepath.Dir(img) != filepath.Join(s.root, imagesDir) {
-		return ""
+		return image.ID{}
 	}
-	id, ok := strings.CutSuffix(filepath.Base(img), ".img")
-	if !ok || checkID(id) != nil {
-		return ""
+	if id, ok := imageID(img); ok {
+		return id
 	}
-	return id
+	return image.ID{}
 }
 
 // currentSlot returns the slot `current` points at, or "".

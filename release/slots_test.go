@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/mounttest"
 	"github.com/loopcast/loopcast/loopmount"
 )
@@ -69,17 +70,17 @@ func (c *fakeCache) take() []cacheCall {
 
 // slotRelease builds release name: id.txt and a.txt say name, same.txt is
 // the same in every release.
-func (f *fixture) slotRelease(s *Store, name string) string {
+func (f *fixture) slotRelease(s *Store, name string) image.ID {
 	f.t.Helper()
 	img, man := f.buildFiles(name, map[string]string{"id.txt": name, "a.txt": name, "same.txt": "same"}, "4M")
-	id, err := s.Stage(context.Background(), "", img, man)
+	id, err := s.Stage(context.Background(), image.ID{}, img, man)
 	if err != nil {
 		f.t.Fatalf("stage %s: %v", name, err)
 	}
 	return id
 }
 
-func (f *fixture) slotDeploy(s *Store, name string) string {
+func (f *fixture) slotDeploy(s *Store, name string) image.ID {
 	f.t.Helper()
 	id := f.slotRelease(s, name)
 	if err := s.Activate(id); err != nil {
@@ -111,7 +112,7 @@ func TestSlotsRing(t *testing.T) {
 	s := f.open(Options{Cache: cache, Keep: 5})
 	slot := func(n string) string { return s.SlotDir(n) }
 
-	ids := map[string]string{}
+	ids := map[string]image.ID{}
 	for i, name := range []string{"A", "B", "C"} {
 		ids[name] = f.slotDeploy(s, name)
 		n := string(rune('a' + i))
@@ -128,7 +129,7 @@ func TestSlotsRing(t *testing.T) {
 	ids["D"] = f.slotRelease(s, "D")
 	wantCalls(t, cache.take(), twice(cacheCall{"invalidate", slot("a"), []string{"a.txt", "id.txt"}})...)
 	st := state(t, s)
-	if want := map[string]string{"a": ids["D"], "b": ids["B"], "c": ids["C"]}; !maps.Equal(st.Slots, want) {
+	if want := map[string]image.ID{"a": ids["D"], "b": ids["B"], "c": ids["C"]}; !maps.Equal(st.Slots, want) {
 		t.Fatalf("slots %v, want %v", st.Slots, want)
 	}
 	mustMounted(t, s, ids["A"], true) // still kept, at its own path
@@ -142,7 +143,7 @@ func TestSlotsRing(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(slot("a"), "same.txt")); string(b) != "same" {
 		t.Fatalf("same.txt in slot a: %q", b)
 	}
-	if to, err := s.Rollback(""); err != nil || to != ids["C"] {
+	if to, err := s.Rollback(image.ID{}); err != nil || to != ids["C"] {
 		t.Fatalf("rollback: %s, %v", to, err)
 	}
 	if got := linkTarget(t, s); got != "slots/c" || served(t, s) != "C" {
@@ -173,7 +174,7 @@ func TestSlotsInUse(t *testing.T) {
 	f := newFixture(t)
 	cache := &fakeCache{busy: map[string][]string{}}
 	s := f.open(Options{Cache: cache, Keep: 5})
-	ids := map[string]string{}
+	ids := map[string]image.ID{}
 	for _, name := range []string{"A", "B", "C"} {
 		ids[name] = f.slotDeploy(s, name)
 	}
@@ -236,7 +237,7 @@ func TestSlotsRetireAndReconcile(t *testing.T) {
 	b := f.slotDeploy(s, "B")
 	c := f.slotDeploy(s, "C") // Keep 1: A goes; its slot a is C's
 	st := state(t, s)
-	if st.live(a) != nil || !maps.Equal(st.Slots, map[string]string{"a": c, "b": b}) {
+	if st.live(a) != nil || !maps.Equal(st.Slots, map[string]image.ID{"a": c, "b": b}) {
 		t.Fatalf("after C: A live %v, slots %v", st.live(a) != nil, st.Slots)
 	}
 	cache.take()
@@ -270,7 +271,7 @@ func TestSlotsRetireAndReconcile(t *testing.T) {
 	}
 	// A store opened without a cache (a local command) keeps the slots.
 	local := f.open(Options{})
-	if _, err := local.Rollback(""); err != nil {
+	if _, err := local.Rollback(image.ID{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := linkTarget(t, s); got != "slots/a" || served(t, s) != "C" {
@@ -284,9 +285,9 @@ func TestSlotsWarm(t *testing.T) {
 	f := newFixture(t)
 	cache := &fakeCache{}
 	s := f.open(Options{Cache: cache, Warm: true, Slots: 2})
-	build := func(name string) string {
+	build := func(name string) image.ID {
 		img, man := f.buildFiles(name, map[string]string{"index.php": "<?php echo '" + name + "';", "lib.php": "<?php // same", "id.txt": name}, "4M")
-		id, err := s.Stage(context.Background(), "", img, man)
+		id, err := s.Stage(context.Background(), image.ID{}, img, man)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -324,7 +325,7 @@ func TestSlotsCrash(t *testing.T) {
 	}
 	func() {
 		defer func() { crashHook = nil; recover() }()
-		s.Stage(context.Background(), "", img, man)
+		s.Stage(context.Background(), image.ID{}, img, man)
 		t.Fatal("the stage did not reach the crash point")
 	}()
 	if mp, _ := isMount(s.SlotDir("a")); mp {
@@ -334,7 +335,7 @@ func TestSlotsCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := state(t, s)
-	if !maps.Equal(st.Slots, map[string]string{"a": a, "b": b}) {
+	if !maps.Equal(st.Slots, map[string]image.ID{"a": a, "b": b}) {
 		t.Fatalf("slots after reconcile %v, want a: A, b: B", st.Slots)
 	}
 	if got, _ := os.ReadFile(filepath.Join(s.SlotDir("a"), "id.txt")); string(got) != "A" {
@@ -345,13 +346,13 @@ func TestSlotsCrash(t *testing.T) {
 	}
 	// Reconcile adopted C's image, unplaced; the deploy, sent again,
 	// places it and runs to its end.
-	var c string
+	var c image.ID
 	for _, e := range st.History {
 		if e.ID != a && e.ID != b && !e.Retired {
 			c = e.ID
 		}
 	}
-	if c == "" || st.slotOf(c) != "" {
+	if c.IsZero() || st.slotOf(c) != "" {
 		t.Fatalf("C (%q) not adopted, or placed by Reconcile: %v", c, st.Slots)
 	}
 	again := filepath.Join(f.dir, "C-again.img")
@@ -399,7 +400,7 @@ func TestSlotsSymlinkChange(t *testing.T) {
 	now := time.Now()
 	cache := &fakeCache{ttl: time.Minute}
 	s := f.open(Options{Cache: cache, Keep: 5, Slots: 2, Clock: func() time.Time { return now }})
-	link := func(name, target string) string {
+	link := func(name, target string) image.ID {
 		t.Helper()
 		src := filepath.Join(f.dir, "src", name)
 		os.MkdirAll(src, 0o755)
@@ -474,7 +475,7 @@ func TestSlotsCrashAfterBind(t *testing.T) {
 	}
 	func() {
 		defer func() { crashHook = nil; recover() }()
-		s.Stage(context.Background(), "", img, man)
+		s.Stage(context.Background(), image.ID{}, img, man)
 		t.Fatal("the stage did not reach the crash point")
 	}()
 	if got, _ := os.ReadFile(filepath.Join(s.SlotDir("a"), "id.txt")); string(got) != "C" {

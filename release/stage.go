@@ -24,16 +24,16 @@ const copyBlock = 64 << 10
 // manifest; then it adopts the image as images/<id>.img (a rename on the
 // same filesystem, which moves the caller's file, else a sparse copy) and
 // mounts it read-only at releases/<id>, checking that it holds a tree.
-// An empty id means the manifest's, and Stage returns the id it staged.
+// The zero id means the manifest's, and Stage returns the id it staged.
 // Staging a staged release only checks its mount. A refusal before the
 // image is adopted (bad manifest or signature, wrong id, no space, hash
 // mismatch) changes nothing but the failure record and leaves the caller's
 // files in place; an image adopted but then unmountable or empty is
 // removed.
-func (s *Store) Stage(ctx context.Context, id, imagePath, manifestPath string) (string, error) {
-	m, raw, err := s.check(ctx, id, imagePath, manifestPath)
-	if m != nil && id == "" {
-		id = m.ReleaseID()
+func (s *Store) Stage(ctx context.Context, id image.ID, imagePath, manifestPath string) (image.ID, error) {
+	m, mid, raw, err := s.check(ctx, id, imagePath, manifestPath)
+	if m != nil && id.IsZero() {
+		id = mid
 	}
 	return id, s.admit(ctx, id, imagePath, m, raw, err)
 }
@@ -44,11 +44,11 @@ func (s *Store) Stage(ctx context.Context, id, imagePath, manifestPath string) (
 // hashed again. Otherwise it is Stage: the signature (when TrustedKeys are
 // set), the release id and the space are checked, the image renamed into
 // images/ (copied across filesystems), mounted and recorded.
-func (s *Store) Adopt(ctx context.Context, imagePath string, m *image.Manifest) (string, error) {
-	id := m.ReleaseID()
+func (s *Store) Adopt(ctx context.Context, imagePath string, m *image.Manifest) (image.ID, error) {
+	id := m.ID()
 	raw, err := m.AppendBinary(nil)
 	if err == nil {
-		err = s.checkManifest(m, "", "the manifest of "+imagePath)
+		err = s.checkManifest(m, id, image.ID{}, "the manifest of "+imagePath)
 	}
 	if err == nil {
 		err = s.checkCost(imagePath, id)
@@ -57,7 +57,7 @@ func (s *Store) Adopt(ctx context.Context, imagePath string, m *image.Manifest) 
 }
 
 // admit records a refusal (checkErr) or adopts the checked image.
-func (s *Store) admit(ctx context.Context, id, imagePath string, m *image.Manifest, raw []byte, checkErr error) error {
+func (s *Store) admit(ctx context.Context, id image.ID, imagePath string, m *image.Manifest, raw []byte, checkErr error) error {
 	if checkErr != nil {
 		s.update("stage", func(st *State) error {
 			st.fail(id, checkErr)
@@ -99,27 +99,29 @@ func (s *Store) admit(ctx context.Context, id, imagePath string, m *image.Manife
 }
 
 // check verifies the manifest, the space and the image without touching
-// the store, so a long hash does not hold the lock.
-func (s *Store) check(ctx context.Context, id, imagePath, manifestPath string) (*image.Manifest, []byte, error) {
+// the store, so a long hash does not hold the lock. It returns the
+// manifest with its id (hashed once, here).
+func (s *Store) check(ctx context.Context, id image.ID, imagePath, manifestPath string) (*image.Manifest, image.ID, []byte, error) {
 	raw, err := os.ReadFile(manifestPath)
 	if err != nil {
-		return nil, nil, fmt.Errorf("release: %w", err)
+		return nil, image.ID{}, nil, fmt.Errorf("release: %w", err)
 	}
 	m, err := image.ParseManifest(raw)
 	if err != nil {
-		return nil, nil, fmt.Errorf("release: manifest %s: %w", manifestPath, err)
+		return nil, image.ID{}, nil, fmt.Errorf("release: manifest %s: %w", manifestPath, err)
 	}
-	if err := s.checkManifest(m, id, manifestPath); err != nil {
-		return m, nil, err
+	mid := m.ID()
+	if err := s.checkManifest(m, mid, id, manifestPath); err != nil {
+		return m, mid, nil, err
 	}
-	if err := s.checkCost(imagePath, m.ReleaseID()); err != nil {
-		return m, nil, err
+	if err := s.checkCost(imagePath, mid); err != nil {
+		return m, mid, nil, err
 	}
-	return m, raw, verifyImage(ctx, imagePath, m)
+	return m, mid, raw, verifyImage(ctx, imagePath, m)
 }
 
 // checkCost checks the space adopting the image at path takes.
-func (s *Store) checkCost(path, id string) error {
+func (s *Store) checkCost(path string, id image.ID) error {
 	cost, err := s.stagingCost(path)
 	if err != nil {
 		return err
@@ -130,16 +132,18 @@ func (s *Store) checkCost(path, id string) error {
 	return nil
 }
 
-func (s *Store) checkManifest(m *image.Manifest, id, path string) error {
+// checkManifest checks m's signature (when TrustedKeys are set) and that
+// its id mid is id, unless id is zero (any).
+func (s *Store) checkManifest(m *image.Manifest, mid, id image.ID, path string) error {
 	if len(s.opts.TrustedKeys) > 0 {
 		if err := m.Verify(s.opts.TrustedKeys); err != nil {
 			return fmt.Errorf("release: manifest %s: %w", path, err)
 		}
 	}
-	if id != "" && id != m.ReleaseID() {
-		return fmt.Errorf("%w: %s names %s, not %s", ErrIDMismatch, path, m.ReleaseID(), id)
+	if !id.IsZero() && id != mid {
+		return fmt.Errorf("%w: %s names %s, not %s", ErrIDMismatch, path, mid, id)
 	}
-	return checkID(m.ReleaseID())
+	return nil
 }
 
 // verifyImage checks the image's size and every chunk against the
@@ -153,7 +157,7 @@ func verifyImage(ctx context.Context, path string, m *image.Manifest) error {
 
 // stage adopts a verified image, mounts it and records it; on error it
 // removes whatever it added.
-func (s *Store) stage(ctx context.Context, st *State, id, src string, m *image.Manifest, raw []byte) error {
+func (s *Store) stage(ctx context.Context, st *State, id image.ID, src string, m *image.Manifest, raw []byte) error {
 	if err := atomicfile.WriteFile(s.manifestPath(id), raw, 0o644); err != nil {
 		return fmt.Errorf("release: stage %s: %w", id, err)
 	}
@@ -175,7 +179,7 @@ func (s *Store) stage(ctx context.Context, st *State, id, src string, m *image.M
 
 // record adds id to the history as staged. A release staged before keeps
 // its first order, so it is still older than what came after it.
-func (s *Store) record(st *State, id string, m *image.Manifest) {
+func (s *Store) record(st *State, id image.ID, m *image.Manifest) {
 	e := st.entry(id)
 	if e == nil {
 		st.History = append(st.History, Entry{ID: id, Order: st.next()})

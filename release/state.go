@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/atomicfile"
 )
 
@@ -22,14 +23,16 @@ const (
 	maxHistory = 512
 )
 
-// State is the store's record, kept in the state file as JSON.
+// State is the store's record, kept in the state file as JSON. Release ids
+// are written as their 16 hex digits; the zero id (no release) is left out
+// of current and previous, and written "" in a failure of no known id.
 type State struct {
-	Current   string    `json:"current,omitempty"`
-	Previous  string    `json:"previous,omitempty"` // the rollback target
-	Staged    []string  `json:"staged"`             // staged, never activated, oldest first
-	Failed    []Failure `json:"failed"`             // most recent last
-	History   []Entry   `json:"history"`            // in staging order
-	LastError string    `json:"last_error,omitempty"`
+	Current   image.ID   `json:"current,omitzero"`
+	Previous  image.ID   `json:"previous,omitzero"` // the rollback target
+	Staged    []image.ID `json:"staged"`            // staged, never activated, oldest first
+	Failed    []Failure  `json:"failed"`            // most recent last
+	History   []Entry    `json:"history"`           // in staging order
+	LastError string     `json:"last_error,omitempty"`
 	// LastRefusal is the last session this host refused and why (cause:
 	// detail), with when: what the operator reads instead of silence.
 	LastRefusal   string    `json:"last_refusal,omitempty"`
@@ -39,7 +42,7 @@ type State struct {
 	// `receiver status` explains what is kept with the agent's flags.
 	Retention *Retention `json:"retention,omitempty"`
 	// Slots maps each slot holding a release to that release's id.
-	Slots map[string]string `json:"slots,omitempty"`
+	Slots map[string]image.ID `json:"slots,omitempty"`
 	// PHPFPM is the pool socket the agent last served OPcache through, so
 	// that a local `receiver status` reports on the same pool.
 	PHPFPM string `json:"php_fpm,omitempty"`
@@ -53,11 +56,11 @@ type Retention struct {
 
 // Entry is one release the store has staged.
 type Entry struct {
-	ID        string `json:"id"`
-	Order     uint64 `json:"order"`               // first staging; higher is newer
-	Activated uint64 `json:"activated,omitempty"` // latest activation's order; 0: never
-	Size      int64  `json:"size"`
-	Label     string `json:"label,omitempty"`
+	ID        image.ID `json:"id"`
+	Order     uint64   `json:"order"`               // first staging; higher is newer
+	Activated uint64   `json:"activated,omitempty"` // latest activation's order; 0: never
+	Size      int64    `json:"size"`
+	Label     string   `json:"label,omitempty"`
 	// Built is the signed manifest's build time (Unix seconds): how old
 	// the release is, whatever order hosts staged it in.
 	Built       int64     `json:"built,omitempty"`
@@ -75,7 +78,7 @@ type Entry struct {
 
 // Failure records a release that failed to stage or mount.
 type Failure struct {
-	ID    string    `json:"id"`
+	ID    image.ID  `json:"id"` // zero: the manifest did not say (unreadable)
 	Error string    `json:"error"`
 	At    time.Time `json:"at"`
 }
@@ -87,7 +90,7 @@ func (st *State) next() uint64 {
 }
 
 // entry returns the history entry of id, or nil.
-func (st *State) entry(id string) *Entry {
+func (st *State) entry(id image.ID) *Entry {
 	for i := range st.History {
 		if st.History[i].ID == id {
 			return &st.History[i]
@@ -97,7 +100,7 @@ func (st *State) entry(id string) *Entry {
 }
 
 // live returns the entry of id if it is staged and not retired, or nil.
-func (st *State) live(id string) *Entry {
+func (st *State) live(id image.ID) *Entry {
 	if e := st.entry(id); e != nil && !e.Retired {
 		return e
 	}
@@ -105,7 +108,7 @@ func (st *State) live(id string) *Entry {
 }
 
 // fail records a failure of id.
-func (st *State) fail(id string, err error) {
+func (st *State) fail(id image.ID, err error) {
 	st.Failed = append(st.Failed, Failure{ID: id, Error: err.Error(), At: time.Now().UTC()})
 	if n := len(st.Failed) - maxFailures; n > 0 {
 		st.Failed = slices.Delete(st.Failed, 0, n)
@@ -113,13 +116,13 @@ func (st *State) fail(id string, err error) {
 }
 
 // clearFailure forgets earlier failures of id after it staged fine.
-func (st *State) clearFailure(id string) {
+func (st *State) clearFailure(id image.ID) {
 	st.Failed = slices.DeleteFunc(st.Failed, func(f Failure) bool { return f.ID == id })
 }
 
 // tidy recomputes the derived fields and bounds the history.
 func (st *State) tidy() {
-	st.Staged = []string{} // written as [], not null
+	st.Staged = []image.ID{} // written as [], not null
 	if st.Failed == nil {
 		st.Failed = []Failure{}
 	}

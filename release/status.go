@@ -3,15 +3,17 @@ package release
 import (
 	"time"
 
+	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/loopmount"
 )
 
-// Status is what the agent reports about its store.
+// Status is what the agent reports about its store. The zero id (none) is
+// written "" in JSON.
 type Status struct {
 	Root      string          `json:"root"`
-	Current   string          `json:"current"`  // what `current` points at
-	Previous  string          `json:"previous"` // the rollback target
-	Staged    []string        `json:"staged"`   // staged, never activated
+	Current   image.ID        `json:"current"`  // what `current` points at
+	Previous  image.ID        `json:"previous"` // the rollback target
+	Staged    []image.ID      `json:"staged"`   // staged, never activated
 	Releases  []ReleaseStatus `json:"releases"` // live releases, oldest first
 	Failed    []Failure       `json:"failed,omitempty"`
 	FreeBytes int64           `json:"free_bytes"`
@@ -79,7 +81,7 @@ func (s *Store) WithUsers(st *Status) error {
 	if err != nil {
 		return err
 	}
-	var ids []string
+	var ids []image.ID
 	for _, r := range st.Releases {
 		ids = append(ids, r.ID)
 	}

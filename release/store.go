@@ -7,11 +7,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/loopmount"
 	"golang.org/x/sys/unix"
 )
@@ -43,10 +44,6 @@ const (
 	stateName   = "state"
 	lockName    = "lock"
 )
-
-// validID accepts release ids that are safe as file names: manifests name
-// releases by 16 hex digits, and nothing from the network may climb out.
-var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // Options tune a Store.
 type Options struct {
@@ -92,7 +89,7 @@ type Store struct {
 	log  *slog.Logger
 
 	mu   sync.Mutex
-	busy map[string]string // release -> who held it when last logged
+	busy map[image.ID]string // release -> who held it when last logged
 }
 
 // Open opens the store at root, creating its directories.
@@ -132,33 +129,58 @@ func Open(root string, opts Options) (*Store, error) {
 // Root returns the store's root directory.
 func (s *Store) Root() string { return s.root }
 
-func (s *Store) imagePath(id string) string {
-	return filepath.Join(s.root, imagesDir, id+".img")
+// A release's files are named by its id's 16 hex digits (image.ID), the
+// only names the store makes under images/ and releases/: nothing from the
+// network can name a path.
+
+func (s *Store) imagePath(id image.ID) string {
+	return filepath.Join(s.root, imagesDir, id.String()+".img")
 }
 
-func (s *Store) manifestPath(id string) string {
-	return filepath.Join(s.root, imagesDir, id+".manifest")
+func (s *Store) manifestPath(id image.ID) string {
+	return filepath.Join(s.root, imagesDir, id.String()+".manifest")
 }
 
 // ReleaseDir returns the mount point of release id.
-func (s *Store) ReleaseDir(id string) string {
-	return filepath.Join(s.root, releasesDir, id)
+func (s *Store) ReleaseDir(id image.ID) string {
+	return filepath.Join(s.root, releasesDir, id.String())
 }
 
 // CurrentPath returns the path of the `current` symlink.
 func (s *Store) CurrentPath() string { return filepath.Join(s.root, currentName) }
 
+// idText is id's text as the state file writes it: "" for the zero id.
+func idText(id image.ID) string {
+	if id.IsZero() {
+		return ""
+	}
+	return id.String()
+}
+
+// isID reports whether name is a release id's, as the store names files.
+func isID(name string) bool {
+	_, err := image.ParseID(name)
+	return err == nil
+}
+
+// imageID returns the release an image path under images/ is of
+// (<id>.img); ok is false for any other name.
+func imageID(path string) (image.ID, bool) {
+	name, ok := strings.CutSuffix(filepath.Base(path), ".img")
+	if !ok {
+		return image.ID{}, false
+	}
+	id, err := image.ParseID(name)
+	if err != nil {
+		return image.ID{}, false
+	}
+	return id, true
+}
+
 func (s *Store) statePath() string { return filepath.Join(s.root, stateName) }
 
 func (s *Store) mountOptions() loopmount.Options {
 	return loopmount.Options{FSType: s.opts.FSType, NoExec: s.opts.NoExec}
-}
-
-func checkID(id string) error {
-	if !validID.MatchString(id) {
-		return fmt.Errorf("%w: %q", ErrBadID, id)
-	}
-	return nil
 }
 
 // lock takes the store's exclusive lock; the returned func releases it.
@@ -223,7 +245,8 @@ func (s *Store) State() (*State, error) {
 
 // Kept is a live release's image and manifest on disk.
 type Kept struct {
-	ID, Image, Manifest string
+	ID              image.ID
+	Image, Manifest string
 }
 
 // KeptImages lists the live releases, newest first, with the paths of
@@ -235,7 +258,7 @@ func (s *Store) KeptImages() ([]Kept, error) {
 	}
 	var out []Kept
 	for _, e := range slices.Backward(st.History) {
-		if e.Retired || e.Quarantined != "" || checkID(e.ID) != nil {
+		if e.Retired || e.Quarantined != "" || e.ID.IsZero() {
 			continue
 		}
 		out = append(out, Kept{ID: e.ID, Image: s.imagePath(e.ID), Manifest: s.manifestPath(e.ID)})

@@ -20,6 +20,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/testid"
 	"github.com/loopcast/loopcast/loopmount"
 )
 
@@ -31,7 +32,7 @@ func TestStageActivate(t *testing.T) {
 	if exists(s.CurrentPath()) {
 		t.Fatal("current exists after staging only")
 	}
-	if st := state(t, s); !cmp.Equal(st.Staged, []string{a}) || st.Current != "" {
+	if st := state(t, s); !cmp.Equal(st.Staged, []image.ID{a}) || !st.Current.IsZero() {
 		t.Errorf("state after stage: staged %v current %q; want [%s] and none", st.Staged, st.Current, a)
 	}
 	if err := s.Activate(a); err != nil {
@@ -83,7 +84,7 @@ func TestSwitchAtomic(t *testing.T) {
 	s := f.open(Options{})
 	a := f.deploy(s, "A")
 	b := f.deploy(s, "B")
-	ids := map[string]string{"A": a, "B": b}
+	ids := map[string]image.ID{"A": a, "B": b}
 	var done atomic.Bool
 	var wg sync.WaitGroup
 	var readErr error
@@ -101,7 +102,7 @@ func TestSwitchAtomic(t *testing.T) {
 	for i := range switches {
 		var err error
 		if i%2 == 0 {
-			_, err = s.Rollback("")
+			_, err = s.Rollback(image.ID{})
 		} else {
 			err = s.Activate(b)
 		}
@@ -126,7 +127,7 @@ func TestSwitchAtomic(t *testing.T) {
 // then read files under that real path and through the link. The files
 // must agree with each other and with the release directory (ids maps
 // content to release id).
-func readRelease(current string, ids map[string]string) (string, error) {
+func readRelease(current string, ids map[string]image.ID) (string, error) {
 	real, err := filepath.EvalSymlinks(current)
 	if err != nil {
 		return "", err
@@ -139,7 +140,7 @@ func readRelease(current string, ids map[string]string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if string(a) != string(b) || ids[string(a)] != filepath.Base(real) {
+	if string(a) != string(b) || ids[string(a)].String() != filepath.Base(real) {
 		return "", fmt.Errorf("mix of releases: %s holds %q and %q", real, a, b)
 	}
 	if _, err := os.ReadFile(filepath.Join(current, "id.txt")); err != nil {
@@ -158,7 +159,7 @@ func TestRollback(t *testing.T) {
 	if err != nil || len(before) != 1 {
 		t.Fatalf("mounts of B = %v, %v", before, err)
 	}
-	if got, err := s.Rollback(""); err != nil || got != b {
+	if got, err := s.Rollback(image.ID{}); err != nil || got != b {
 		t.Fatalf("Rollback() = %s, %v; want %s", got, err, b)
 	}
 	if got := served(t, s); got != "B" {
@@ -177,11 +178,13 @@ func TestRollback(t *testing.T) {
 	if _, err := s.Rollback(a); !errors.Is(err, ErrAlreadyCurrent) {
 		t.Errorf("Rollback to current: %v, want ErrAlreadyCurrent", err)
 	}
-	if _, err := s.Rollback("0123456789abcdef"); !errors.Is(err, ErrNotStaged) {
+	if _, err := s.Rollback(testid.Parse("0123456789abcdef")); !errors.Is(err, ErrNotStaged) {
 		t.Errorf("Rollback to unknown: %v, want ErrNotStaged", err)
 	}
-	if _, err := s.Rollback("../../etc"); !errors.Is(err, ErrBadID) {
-		t.Errorf("Rollback to ../../etc: %v, want ErrBadID", err)
+	// A name that would climb out of the store is no release id: it is
+	// refused where it is parsed, and never reaches the store.
+	if id, err := image.ParseID("../../etc"); err == nil {
+		t.Errorf("ParseID(../../etc) = %s, want an error", id)
 	}
 	// Rolling forward is an activation of a newer release.
 	if err := s.Activate(c); err != nil || served(t, s) != "C" {
@@ -200,7 +203,7 @@ func TestRollbackWithoutPrevious(t *testing.T) {
 	f := newFixture(t)
 	s := f.open(Options{})
 	f.deploy(s, "A")
-	if _, err := s.Rollback(""); !errors.Is(err, ErrNoPrevious) {
+	if _, err := s.Rollback(image.ID{}); !errors.Is(err, ErrNoPrevious) {
 		t.Errorf("Rollback with one release: %v, want ErrNoPrevious", err)
 	}
 	if st := state(t, s); !strings.Contains(st.LastError, "no previous") {
@@ -224,14 +227,14 @@ func TestRetentionCountsGoodReleases(t *testing.T) {
 	d := f.stage(s, "D") // staged, never activated
 	img, man := f.build("E")
 	corrupt(t, img)
-	if _, err := s.Stage(context.Background(), "", img, man); !errors.Is(err, ErrCorrupt) {
+	if _, err := s.Stage(context.Background(), image.ID{}, img, man); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("stage corrupt E: %v, want ErrCorrupt", err)
 	}
-	for _, id := range []string{b, c, d} {
+	for _, id := range []image.ID{b, c, d} {
 		mustMounted(t, s, id, true)
 	}
 	mounttest.WaitLoops(t, f.dir, 3)
-	if st := state(t, s); !cmp.Equal(st.Staged, []string{d}) || len(st.Failed) != 1 {
+	if st := state(t, s); !cmp.Equal(st.Staged, []image.ID{d}) || len(st.Failed) != 1 {
 		t.Errorf("state staged %v failed %v; want [%s] and E", st.Staged, st.Failed, d)
 	}
 	if err := s.Activate(d); err != nil {
@@ -239,7 +242,7 @@ func TestRetentionCountsGoodReleases(t *testing.T) {
 	}
 	// Keep 2: D (current), C (previous); B is retired.
 	mustMounted(t, s, b, false)
-	for _, id := range []string{c, d} {
+	for _, id := range []image.ID{c, d} {
 		mustMounted(t, s, id, true)
 	}
 	mounttest.WaitLoops(t, f.dir, 2)
@@ -265,10 +268,11 @@ func corrupt(t *testing.T, path string) {
 
 // snapshot is what a refused stage must leave unchanged.
 type snapshot struct {
-	Link, Current, Previous string
-	Staged                  []string
-	Mounts                  []string
-	Images                  []string
+	Link              string
+	Current, Previous image.ID
+	Staged            []image.ID
+	Mounts            []string
+	Images            []string
 }
 
 func takeSnapshot(t *testing.T, f *fixture, s *Store) snapshot {
@@ -299,7 +303,7 @@ func TestRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			img, man := tc.prepare(f.build(strings.ReplaceAll(tc.name, " ", "-")))
 			before := takeSnapshot(t, f, s)
-			_, err := s.Stage(context.Background(), "", img, man)
+			_, err := s.Stage(context.Background(), image.ID{}, img, man)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("Stage: %v, want %v", err, tc.want)
 			}
@@ -316,7 +320,7 @@ func TestRefusals(t *testing.T) {
 	}
 	t.Run("id mismatch", func(t *testing.T) {
 		img, man := f.build("F")
-		if _, err := s.Stage(context.Background(), "0123456789abcdef", img, man); !errors.Is(err, ErrIDMismatch) {
+		if _, err := s.Stage(context.Background(), testid.Parse("0123456789abcdef"), img, man); !errors.Is(err, ErrIDMismatch) {
 			t.Errorf("Stage with the wrong id: %v, want ErrIDMismatch", err)
 		}
 	})
@@ -351,7 +355,7 @@ func TestConcurrentStores(t *testing.T) {
 	for i, s := range []*Store{s1, s2} {
 		wg.Go(func() {
 			for range rounds {
-				if _, err := s.Rollback(""); err != nil {
+				if _, err := s.Rollback(image.ID{}); err != nil {
 					errs[i] = err
 					return
 				}
@@ -366,7 +370,7 @@ func TestConcurrentStores(t *testing.T) {
 	if link := s1.linkedID(st); st.Current != link {
 		t.Errorf("state current %s, link %s; want them equal", st.Current, link)
 	}
-	if got := map[string]bool{st.Current: true, st.Previous: true}; !got[a] || !got[b] {
+	if got := map[image.ID]bool{st.Current: true, st.Previous: true}; !got[a] || !got[b] {
 		t.Errorf("state current %s previous %s; want A and B", st.Current, st.Previous)
 	}
 	if st.Seq != uint64(4+2*rounds) {

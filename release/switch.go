@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/atomicfile"
 )
 
@@ -14,13 +15,13 @@ import (
 // atomically and the previous current becomes the rollback target. A
 // release older than current is refused with ErrDowngrade; only Rollback
 // may name it. Activating the current release does nothing.
-func (s *Store) Activate(id string) error { return s.ActivateGuarded(id, nil) }
+func (s *Store) Activate(id image.ID) error { return s.ActivateGuarded(id, nil) }
 
 // ActivateGuarded is Activate that first calls guard, when set, under the
 // store's lock (so after any switch another process, `receiver rollback`
 // say, made or is making): an error from guard switches nothing and is
 // returned.
-func (s *Store) ActivateGuarded(id string, guard func() error) error {
+func (s *Store) ActivateGuarded(id image.ID, guard func() error) error {
 	return s.update("activate", func(st *State) error {
 		if guard != nil {
 			if err := guard(); err != nil {
@@ -43,25 +44,25 @@ func (s *Store) ActivateGuarded(id string, guard func() error) error {
 	})
 }
 
-// Rollback makes release to current again; an empty to means the previous
+// Rollback makes release to current again; the zero id means the previous
 // release. It is a symlink flip: a release still mounted is not remounted.
 // It applies no retention (a local `receiver rollback` does not know the
 // agent's Keep); the next activation does. It returns the release now
 // current.
-func (s *Store) Rollback(to string) (string, error) { return s.RollbackGuarded(to, nil) }
+func (s *Store) Rollback(to image.ID) (image.ID, error) { return s.RollbackGuarded(to, nil) }
 
 // RollbackGuarded is Rollback with a guard, as ActivateGuarded.
-func (s *Store) RollbackGuarded(to string, guard func() error) (string, error) {
+func (s *Store) RollbackGuarded(to image.ID, guard func() error) (image.ID, error) {
 	err := s.update("rollback", func(st *State) error {
 		if guard != nil {
 			if err := guard(); err != nil {
 				return guardError{err}
 			}
 		}
-		if to == "" {
+		if to.IsZero() {
 			to = st.Previous
 		}
-		if to == "" {
+		if to.IsZero() {
 			return ErrNoPrevious
 		}
 		if to == st.Current {
@@ -77,10 +78,7 @@ func (s *Store) RollbackGuarded(to string, guard func() error) (string, error) {
 }
 
 // target returns the live entry of id.
-func (s *Store) target(st *State, id string) (*Entry, error) {
-	if err := checkID(id); err != nil {
-		return nil, err
-	}
+func (s *Store) target(st *State, id image.ID) (*Entry, error) {
 	e := st.live(id)
 	if e == nil {
 		return nil, fmt.Errorf("%w: %s under %s", ErrNotStaged, id, s.root)
@@ -130,7 +128,7 @@ func (s *Store) makeCurrent(st *State, e *Entry) {
 // flip points `current` at release id's slot, else at releases/<id>: a
 // relative symlink under a temporary name renamed over `current`, then the
 // root fsynced.
-func (s *Store) flip(st *State, id string) error {
+func (s *Store) flip(st *State, id image.ID) error {
 	target, _ := filepath.Rel(s.root, s.servedDir(st, id))
 	if err := atomicfile.Symlink(target, s.CurrentPath()); err != nil {
 		return fmt.Errorf("release: switch %s to %s: %w", s.CurrentPath(), id, err)
@@ -139,11 +137,12 @@ func (s *Store) flip(st *State, id string) error {
 }
 
 // linkedID returns the release `current` points at (a slot is looked up
-// in st), or "" when it is missing or points outside releases/ and slots/.
-func (s *Store) linkedID(st *State) string {
+// in st), or the zero id when it is missing or points outside releases/
+// and slots/.
+func (s *Store) linkedID(st *State) image.ID {
 	t, err := os.Readlink(s.CurrentPath())
 	if err != nil {
-		return ""
+		return image.ID{}
 	}
 	if !filepath.IsAbs(t) {
 		t = filepath.Join(s.root, t)
@@ -152,19 +151,22 @@ func (s *Store) linkedID(st *State) string {
 }
 
 // idAt returns the release whose served directory is path (releases/<id>
-// or a slot recorded in st), or "".
-func (s *Store) idAt(st *State, path string) string {
+// or a slot recorded in st), or the zero id.
+func (s *Store) idAt(st *State, path string) image.ID {
 	dir, name := filepath.Split(filepath.Clean(path))
 	if strings.HasPrefix(name, ".") {
-		return ""
+		return image.ID{}
 	}
 	switch filepath.Clean(dir) {
 	case filepath.Join(s.root, releasesDir):
-		return name
+		if id, err := image.ParseID(name); err == nil {
+			return id
+		}
+		return image.ID{} // a name that is no id is no release
 	case filepath.Join(s.root, slotsDir):
 		return st.Slots[name]
 	}
-	return ""
+	return image.ID{}
 }
 
 // guardError is a guard's refusal: nothing changed, nothing is recorded.

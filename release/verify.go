@@ -16,13 +16,12 @@ import (
 // it is current, which keeps serving until the next deploy: only the
 // operator can tell whether a damaged release is worse than none). The
 // error names the release and the chunks that differ.
-func (s *Store) Verify(ctx context.Context, id string, bytesPerSec int64) error {
-	if err := checkID(id); err != nil {
-		return err
-	}
+func (s *Store) Verify(ctx context.Context, id image.ID, bytesPerSec int64) error {
 	m, err := image.ReadManifestFile(s.manifestPath(id))
-	if err == nil && m.ReleaseID() != id {
-		err = fmt.Errorf("%w: %s names release %s", ErrIDMismatch, s.manifestPath(id), m.ReleaseID())
+	if err == nil {
+		if mid := m.ID(); mid != id {
+			err = fmt.Errorf("%w: %s names release %s", ErrIDMismatch, s.manifestPath(id), mid)
+		}
 	}
 	if err == nil {
 		err = image.VerifyFile(ctx, s.imagePath(id), m, image.VerifyOptions{BytesPerSec: bytesPerSec})
@@ -38,7 +37,7 @@ func (s *Store) Verify(ctx context.Context, id string, bytesPerSec int64) error 
 }
 
 // quarantine marks release id corrupt, with why, and applies retention.
-func (s *Store) quarantine(id string, why error) error {
+func (s *Store) quarantine(id image.ID, why error) error {
 	return s.update("quarantine", func(st *State) error {
 		e := st.live(id)
 		if e == nil {

@@ -22,7 +22,7 @@ func TestVerifyQuarantines(t *testing.T) {
 	a := f.deploy(s, "A")
 	b := f.deploy(s, "B")
 	ctx := context.Background()
-	for _, id := range []string{a, b} {
+	for _, id := range []image.ID{a, b} {
 		if err := s.Verify(ctx, id, 0); err != nil {
 			t.Fatalf("Verify(%s) of an intact image: %v", id, err)
 		}
@@ -34,7 +34,7 @@ func TestVerifyQuarantines(t *testing.T) {
 	}
 	corrupt(t, s.imagePath(a))
 	err = s.Verify(ctx, a, 0)
-	if !errors.Is(err, image.ErrChunkMismatch) || !strings.Contains(err.Error(), a) {
+	if !errors.Is(err, image.ErrChunkMismatch) || !strings.Contains(err.Error(), a.String()) {
 		t.Fatalf("Verify of a corrupted image: %v, want ErrChunkMismatch naming %s", err, a)
 	}
 	kept, _ := s.KeptImages()
@@ -56,18 +56,18 @@ func TestVerifyQuarantines(t *testing.T) {
 	}
 
 	corrupt(t, s.imagePath(b))
-	if err := s.Scrub(ctx, 64<<20); err == nil || !strings.Contains(err.Error(), b) {
+	if err := s.Scrub(ctx, 64<<20); err == nil || !strings.Contains(err.Error(), b.String()) {
 		t.Fatalf("Scrub with the current image corrupted: %v, want an error naming %s", err, b)
 	}
 	mustMounted(t, s, b, true) // current keeps serving, marked
 	if st, _ := s.Status(); len(st.Releases) != 1 || st.Releases[0].Quarantined == "" {
 		t.Errorf("status does not show current %s quarantined: %+v", b, st.Releases)
 	}
-	if _, err := s.Stage(ctx, "", goodB+".img", goodB+".manifest"); !errors.Is(err, ErrQuarantined) {
+	if _, err := s.Stage(ctx, image.ID{}, goodB+".img", goodB+".manifest"); !errors.Is(err, ErrQuarantined) {
 		t.Errorf("staging again the current, quarantined release: %v, want ErrQuarantined", err)
 	}
 	f.deploy(s, "C") // B is no longer current: a verified copy replaces it
-	if _, err := s.Stage(ctx, "", goodB+".img", goodB+".manifest"); err != nil {
+	if _, err := s.Stage(ctx, image.ID{}, goodB+".img", goodB+".manifest"); err != nil {
 		t.Fatalf("staging B again after the switch: %v", err)
 	}
 	if err := s.Verify(ctx, b, 0); err != nil {
@@ -80,9 +80,9 @@ func TestVerifyQuarantines(t *testing.T) {
 
 // copyRelease copies release id's image and manifest out of the store and
 // returns their path without suffix.
-func copyRelease(t *testing.T, f *fixture, s *Store, id string) string {
+func copyRelease(t *testing.T, f *fixture, s *Store, id image.ID) string {
 	t.Helper()
-	dst := filepath.Join(f.dir, "copy-"+id)
+	dst := filepath.Join(f.dir, "copy-"+id.String())
 	for src, to := range map[string]string{s.imagePath(id): dst + ".img", s.manifestPath(id): dst + ".manifest"} {
 		if out, err := exec.Command("cp", "--sparse=always", src, to).CombinedOutput(); err != nil {
 			t.Fatalf("cp: %v %s", err, out)

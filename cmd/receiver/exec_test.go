@@ -50,7 +50,7 @@ func newExecFixture(t *testing.T) *execFixture {
 }
 
 // deploy builds, stages and activates a release whose id.txt says name.
-func (f *execFixture) deploy(name string) string {
+func (f *execFixture) deploy(name string) image.ID {
 	f.t.Helper()
 	src := filepath.Join(f.dir, "src", name)
 	if err := os.MkdirAll(src, 0o755); err != nil {
@@ -63,7 +63,7 @@ func (f *execFixture) deploy(name string) string {
 	if _, err := image.Build(context.Background(), src, img, image.Options{Key: f.key, Label: name}); err != nil {
 		f.t.Fatal(err)
 	}
-	id, err := f.store.Stage(context.Background(), "", img, img+".manifest")
+	id, err := f.store.Stage(context.Background(), image.ID{}, img, img+".manifest")
 	if err == nil {
 		err = f.store.Activate(id)
 	}
@@ -73,7 +73,7 @@ func (f *execFixture) deploy(name string) string {
 	return id
 }
 
-func (f *execFixture) mounted(id string) bool {
+func (f *execFixture) mounted(id image.ID) bool {
 	f.t.Helper()
 	st, err := f.store.Status()
 	if err != nil {
@@ -110,7 +110,7 @@ func TestExecHoldsItsRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := f.store.ReleaseDir(a)
-	if want := a + " " + dir + " " + dir + "\n"; line != want {
+	if want := a.String() + " " + dir + " " + dir + "\n"; line != want {
 		t.Errorf("the command saw %q, want %q (release, its dir, its working directory)", line, want)
 	}
 	for _, name := range []string{"B", "C", "D"} {
@@ -175,8 +175,8 @@ func TestExecExitAndSignals(t *testing.T) {
 // names a corrupted one, quarantines it and fails.
 func TestVerifyCommand(t *testing.T) {
 	f := newExecFixture(t)
-	a := f.deploy("A")
-	b := f.deploy("B")
+	a := f.deploy("A").String() // as the command line names it
+	b := f.deploy("B").String()
 	out, err := run(t, "verify", "--root", f.store.Root())
 	if err != nil || !strings.Contains(out, a+": ok") || !strings.Contains(out, b+": ok") {
 		t.Fatalf("verify of intact images: %v\n%s", err, out)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/loopcast/loopcast/agent"
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/release"
 )
@@ -86,5 +87,31 @@ func TestRunChecksItsArguments(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("receiver %v: %v, want an error mentioning %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// TestReleaseIDArguments: a release named on the command line is 16
+// lowercase hex digits; anything else is refused, naming the flag, before
+// the store changes.
+func TestReleaseIDArguments(t *testing.T) {
+	root := t.TempDir()
+	if _, err := release.Open(root, release.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"rollback", "--root", root, "--to", "v1"}, `--to "v1" is not a release id`},
+		{[]string{"rollback", "--root", root, "--to", "0000000000000000"}, "names no release"},
+		{[]string{"verify", "--root", root, "../../etc"}, `"../../etc" is not a release id`},
+	} {
+		_, err := run(t, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("receiver %v: %v, want an error mentioning %q", tc.args, err, tc.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, agent.LocalCommandFile)); err == nil {
+		t.Error("a refused rollback recorded a local command")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/loopcast/loopcast/agent"
+	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/cliutil"
 
 	"github.com/loopcast/loopcast/release"
@@ -22,6 +23,13 @@ func rollbackCommand() *cli.Command {
 			if c.NArg() != 0 {
 				return fmt.Errorf("rollback: unexpected arguments %v (use --to ID)", c.Args().Slice())
 			}
+			var to image.ID // zero: the previous release
+			if c.String("to") != "" {
+				var err error
+				if to, err = cliutil.ParseRelease("rollback: --to", c.String("to")); err != nil {
+					return err
+				}
+			}
 			s, err := openStore(c, release.Options{})
 			if err != nil {
 				return err
@@ -31,7 +39,7 @@ func rollbackCommand() *cli.Command {
 			if err := agent.NoteLocalCommand(s.Root()); err != nil {
 				return fmt.Errorf("rollback: %w", err)
 			}
-			to, err := s.Rollback(c.String("to"))
+			to, err = s.Rollback(to)
 			if err != nil {
 				return err
 			}
@@ -39,7 +47,7 @@ func rollbackCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(c.App.Writer, "current %s (rolled back from %s)\n", to, cliutil.OrDash(st.Previous))
+			fmt.Fprintf(c.App.Writer, "current %s (rolled back from %s)\n", to, cliutil.IDOrDash(st.Previous))
 			fmt.Fprintln(c.App.Writer, "the agent will not switch this host to the fleet's release again until a newer deploy or rollback")
 			return nil
 		},

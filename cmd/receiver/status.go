@@ -114,9 +114,9 @@ func printStatus(w io.Writer, out statusOut) {
 	st := out.Status
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintf(tw, "root\t%s\n", st.Root)
-	fmt.Fprintf(tw, "current\t%s\n", cliutil.OrDash(st.Current))
-	fmt.Fprintf(tw, "previous\t%s\n", cliutil.OrDash(st.Previous))
-	fmt.Fprintf(tw, "staged\t%s\n", cliutil.OrDash(strings.Join(st.Staged, " ")))
+	fmt.Fprintf(tw, "current\t%s\n", cliutil.IDOrDash(st.Current))
+	fmt.Fprintf(tw, "previous\t%s\n", cliutil.IDOrDash(st.Previous))
+	fmt.Fprintf(tw, "staged\t%s\n", cliutil.OrDash(cliutil.JoinIDs(st.Staged, " ")))
 	fmt.Fprintf(tw, "free disk\t%s\n", cliutil.HumanBytes(st.FreeBytes))
 	fmt.Fprintf(tw, "last error\t%s\n", cliutil.OrDash(st.LastError))
 	if st.LastRefusal != "" {
@@ -135,7 +135,7 @@ func printStatus(w io.Writer, out statusOut) {
 		printReleases(w, st)
 	}
 	for _, f := range st.Failed {
-		fmt.Fprintf(w, "failed %s at %s: %s\n", cliutil.OrDash(f.ID), f.At.Format("2006-01-02 15:04:05Z"), f.Error)
+		fmt.Fprintf(w, "failed %s at %s: %s\n", cliutil.IDOrDash(f.ID), f.At.Format("2006-01-02 15:04:05Z"), f.Error)
 	}
 }
 
@@ -145,7 +145,7 @@ func fleetLine(s *agent.SyncState) string {
 	case s == nil:
 		return "no fleet pointer yet"
 	case s.InSync && s.Superseded:
-		return fmt.Sprintf("pointer #%d names %s; a newer command put this host on %s", s.Seq, s.Release, cliutil.OrDash(s.Current))
+		return fmt.Sprintf("pointer #%d names %s; a newer command put this host on %s", s.Seq, s.Release, cliutil.IDOrDash(s.Current))
 	case s.InSync:
 		return fmt.Sprintf("in sync: pointer #%d names %s", s.Seq, s.Release)
 	case s.Failed != "":

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/cliutil"
 	"github.com/loopcast/loopcast/release"
 	"github.com/urfave/cli/v2"
 )
@@ -19,7 +21,14 @@ func verifyCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			ids := c.Args().Slice()
+			var ids []image.ID
+			for _, a := range c.Args().Slice() {
+				id, err := cliutil.ParseRelease("verify:", a)
+				if err != nil {
+					return err
+				}
+				ids = append(ids, id)
+			}
 			if len(ids) == 0 {
 				kept, err := s.KeptImages()
 				if err != nil {

@@ -70,7 +70,7 @@ func runBuild(c *cli.Context) error {
 	}
 	m := res.Manifest
 	fmt.Fprintf(c.App.Writer, "release   %s\nimage     %s (%s, %d chunks)\nmanifest  %s.manifest (%s)\nfiles     %d\ntime      %s\n",
-		m.ReleaseID(), c.String("out"), cliutil.HumanBytes(m.ImageSize), len(m.Chunks), c.String("out"),
+		m.ID(), c.String("out"), cliutil.HumanBytes(m.ImageSize), len(m.Chunks), c.String("out"),
 		signedBy(opts.Key), res.Files, time.Since(start).Round(time.Millisecond))
 	fmt.Fprintf(c.App.Writer, "layout    %s\n", res.Layout)
 	fmt.Fprintf(c.App.Writer, "pack      %s\n", describePack(res))

@@ -54,7 +54,7 @@ func TestKeygenBuildInspect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"release   " + m.ReleaseID(), "files     2", "signed, key", "time"} {
+	for _, want := range []string{"release   " + m.ID().String(), "files     2", "signed, key", "time"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("build output lacks %q:\n%s", want, out)
 		}
@@ -65,7 +65,7 @@ func TestKeygenBuildInspect(t *testing.T) {
 	if err != nil {
 		t.Fatalf("inspect: %v\n%s", err, out)
 	}
-	for _, want := range []string{m.ReleaseID(), "label       rev-1", "2023-11-14T22:13:20Z", "ed25519"} {
+	for _, want := range []string{m.ID().String(), "label       rev-1", "2023-11-14T22:13:20Z", "ed25519"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("inspect output lacks %q:\n%s", want, out)
 		}
@@ -79,7 +79,7 @@ func TestKeygenBuildInspect(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &j); err != nil {
 		t.Fatalf("inspect --json: %v\n%s", err, out)
 	}
-	if j.ReleaseID != m.ReleaseID() || len(j.Chunks) != len(m.Chunks) || j.FileCount != 2 {
+	if j.ReleaseID != m.ID() || len(j.Chunks) != len(m.Chunks) || j.FileCount != 2 {
 		t.Errorf("json = %+v", j)
 	}
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/deploy"
+	"github.com/loopcast/loopcast/internal/testid"
 	"github.com/loopcast/loopcast/multicast"
 )
 
@@ -55,7 +56,7 @@ func TestConsoleEvents(t *testing.T) {
 	log.Info("deploy: built release", "release", "abc")
 	log.Debug("multicast: repair round", "round", 1)
 	k.Progress(deploy.Progress{Phase: "transfer"})
-	k.Report(&w, &deploy.Result{ReleaseID: "abc"}, false)
+	k.Report(&w, &deploy.Result{ReleaseID: testid.Of("abc")}, false)
 	kinds, texts := []string{}, []string{}
 	dec := json.NewDecoder(&events)
 	for dec.More() {

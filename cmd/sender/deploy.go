@@ -153,7 +153,7 @@ func deployExit(err error, res *deploy.Result) error {
 
 // withOutcome gives err the exit code of the outcome: a deploy interrupted
 // after it switched some hosts still exits "partial".
-func withOutcome(err error, o deploy.Outcome, id string) error {
+func withOutcome(err error, o deploy.Outcome, id image.ID) error {
 	oerr := outcomeExit(o, id)
 	if oerr == nil {
 		return err
@@ -292,7 +292,7 @@ func buildForDeploy(c *cli.Context, d *deploy.Deployer, o *deploy.Options, src s
 	for _, p := range b.Removed {
 		o.Logger.Info("deploy: removed an old build", "path", p)
 	}
-	o.Logger.Info("deploy: built release", "release", b.Manifest.ReleaseID(), "src", src,
+	o.Logger.Info("deploy: built release", "release", b.ID, "src", src,
 		"size", cliutil.HumanBytes(b.Manifest.ImageSize), "files", b.Files, "took", b.Time.Round(time.Millisecond))
 	if b.Base != nil {
 		o.Logger.Info("deploy: built on a base", "base", b.BaseImage, "layout", describeBase(b.Base))
@@ -302,7 +302,7 @@ func buildForDeploy(c *cli.Context, d *deploy.Deployer, o *deploy.Options, src s
 }
 
 // outcomeExit is the exit error of an outcome, nil when every host switched.
-func outcomeExit(o deploy.Outcome, id string) *cliutil.ExitError {
+func outcomeExit(o deploy.Outcome, id image.ID) *cliutil.ExitError {
 	switch o {
 	case deploy.OutcomePartial:
 		return &cliutil.ExitError{Code: exitPartial, Err: fmt.Errorf("release %s: only some hosts switched", id)}
@@ -323,7 +323,7 @@ func printDryRun(w io.Writer, o *deploy.Options, group *net.UDPAddr) {
 			zero++
 		}
 	}
-	fmt.Fprintf(w, "dry run: would deploy release %s (%s, %d chunks, %d all-zero not sent)\n", o.Manifest.ReleaseID(),
+	fmt.Fprintf(w, "dry run: would deploy release %s (%s, %d chunks, %d all-zero not sent)\n", o.Manifest.ID(),
 		cliutil.HumanBytes(o.Manifest.ImageSize), len(o.Manifest.Chunks), zero)
 	rate := "unpaced"
 	switch {

@@ -166,7 +166,7 @@ func hostFindings(st []deploy.HostStatus, byUnicast map[string]string, group *ne
 				"on " + s.ID + ": receiver doctor (a firewall dropping the group, IGMP snooping without a querier, the agent on another interface or down, or an untrusted release key)"})
 			continue
 		}
-		out = append(out, finding{s.ID, "hears the group", "ok", fmt.Sprintf("answered on %s; serves %s; agent %s", ctl, cliutil.OrDash(s.Current), s.Version), ""})
+		out = append(out, finding{s.ID, "hears the group", "ok", fmt.Sprintf("answered on %s; serves %s; agent %s", ctl, cliutil.IDOrDash(s.Current), s.Version), ""})
 		if s.Probe != probe {
 			out = append(out, finding{s.ID, "data port", "FAIL",
 				fmt.Sprintf("answers commands on port %d but heard no probe multicast to %s: deploys would not reach it by multicast", ctl.Port, group),

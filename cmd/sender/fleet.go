@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -103,7 +102,7 @@ func printStatus(w io.Writer, st []deploy.HostStatus, ptr *deploy.PointerRecord)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tCURRENT\tPREVIOUS\tSTAGED\tFREE\tAGENT\tFLEET\tERROR")
 	for _, s := range st {
-		cur := s.Current
+		cur := idText(s.Current)
 		if s.OffMajor {
 			cur += " *"
 		}
@@ -122,11 +121,11 @@ func printStatus(w io.Writer, st []deploy.HostStatus, ptr *deploy.PointerRecord)
 		default:
 			fleet = "in sync"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, cur, s.Previous, strings.Join(s.Staged, ","),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, cur, idText(s.Previous), cliutil.JoinIDs(s.Staged, ","),
 			cliutil.HumanBytes(int64(s.Free)), s.Version, fleet, errText)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "%d hosts; majority on %s (* = not on it)\n", len(st), deploy.Majority(st))
+	fmt.Fprintf(w, "%d hosts; majority on %s (* = not on it)\n", len(st), idText(deploy.Majority(st)))
 	if ptr != nil {
 		fmt.Fprintf(w, "fleet pointer #%d names %s (issued %s); hosts not on it catch up on their own\n",
 			ptr.Seq, ptr.Release, ptr.Issued.Local().Format(time.DateTime))
@@ -139,6 +138,13 @@ func rollbackCommand() *cli.Command {
 		Usage: "switch every host back, a symlink flip with no transfer: to the release deployed before the current one, or --to ID",
 		Flags: append(groupFlags(), stateDirFlag(), allowNewHostsFlag(), &cli.StringFlag{Name: "to", Usage: "release `ID` to switch to"}),
 		Action: func(c *cli.Context) error {
+			var to image.ID // zero: the release deployed before the current one
+			if c.String("to") != "" {
+				var err error
+				if to, err = cliutil.ParseRelease("rollback: --to", c.String("to")); err != nil {
+					return err
+				}
+			}
 			f, pins, err := fleet(c)
 			if err != nil {
 				return err
@@ -149,7 +155,7 @@ func rollbackCommand() *cli.Command {
 				return err
 			}
 			defer d.Close()
-			to, res, err := d.Rollback(c.Context, f, c.String("to"))
+			to, res, err := d.Rollback(c.Context, f, to)
 			if res == nil {
 				return err
 			}
@@ -160,13 +166,21 @@ func rollbackCommand() *cli.Command {
 	}
 }
 
-func printRollback(w io.Writer, to string, res []deploy.HostResult) {
+func printRollback(w io.Writer, to image.ID, res []deploy.HostResult) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tCURRENT\tERROR")
 	for _, h := range res {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", h.ID, h.Current, h.Error)
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", h.ID, idText(h.Current), h.Error)
 	}
 	tw.Flush()
 	_, ok := deploy.OutcomeOf(res)
 	fmt.Fprintf(w, "rollback to %s: %d/%d hosts\n", to, ok, len(res))
+}
+
+// idText is a release id as the tables print it: "" for the zero id (none).
+func idText(id image.ID) string {
+	if id.IsZero() {
+		return ""
+	}
+	return id.String()
 }

@@ -55,7 +55,7 @@ func inspectCommand() *cli.Command {
 }
 
 type manifestJSON struct {
-	ReleaseID   string      `json:"release_id"`
+	ReleaseID   image.ID    `json:"release_id"`
 	Version     int         `json:"version"`
 	ImageSize   int64       `json:"image_size"`
 	ChunkSize   uint32      `json:"chunk_size"`
@@ -74,7 +74,7 @@ type chunkJSON struct {
 
 func printManifestJSON(w io.Writer, m *image.Manifest) error {
 	j := manifestJSON{
-		ReleaseID: m.ReleaseID(), Version: image.ManifestVersion,
+		ReleaseID: m.ID(), Version: image.ManifestVersion,
 		ImageSize: m.ImageSize, ChunkSize: m.ChunkSize,
 		ImageDigest: hex.EncodeToString(m.ImageDigest[:]), FileCount: m.FileCount,
 		Created: time.Unix(m.Created, 0).UTC(), Label: m.Label,
@@ -101,7 +101,7 @@ func printManifest(w io.Writer, m *image.Manifest) {
 	if m.PublicKey != nil {
 		signed = "ed25519, key " + image.KeyID(m.PublicKey)
 	}
-	fmt.Fprintf(w, "release     %s\n", m.ReleaseID())
+	fmt.Fprintf(w, "release     %s\n", m.ID())
 	fmt.Fprintf(w, "version     %d\n", image.ManifestVersion)
 	fmt.Fprintf(w, "image size  %d bytes (%s)\n", m.ImageSize, cliutil.HumanBytes(m.ImageSize))
 	fmt.Fprintf(w, "chunks      %d × %s (%d all-zero, not sent)\n", len(m.Chunks), cliutil.HumanBytes(int64(m.ChunkSize)), zero)

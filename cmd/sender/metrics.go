@@ -29,7 +29,7 @@ func writeDeployMetrics(path, group, label string, res *deploy.Result, at time.T
 		reg.MustRegister(m)
 	}
 	gauge("loopcast_deploy_timestamp_seconds", "When the last deploy to the group ended.", nil, float64(at.Unix()))
-	gauge("loopcast_deploy_release_info", "The release the last deploy shipped.", prometheus.Labels{"release": res.ReleaseID, "label": label}, 1)
+	gauge("loopcast_deploy_release_info", "The release the last deploy shipped.", prometheus.Labels{"release": res.ReleaseID.String(), "label": label}, 1)
 	outcome := res.Outcome().String()
 	if res.Halted != "" {
 		outcome = "halted"

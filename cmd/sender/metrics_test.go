@@ -8,12 +8,13 @@ import (
 	"time"
 
 	"github.com/loopcast/loopcast/deploy"
+	"github.com/loopcast/loopcast/internal/testid"
 	"github.com/loopcast/loopcast/multicast"
 )
 
 func TestWriteDeployMetrics(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "loopcast.prom")
-	res := &deploy.Result{ReleaseID: "00112233aabbccdd", Transfer: &multicast.Report{Bytes: 4096, ChunksSent: 3}, BuildTime: 1500 * time.Millisecond,
+	res := &deploy.Result{ReleaseID: testid.Parse("00112233aabbccdd"), Transfer: &multicast.Report{Bytes: 4096, ChunksSent: 3}, BuildTime: 1500 * time.Millisecond,
 		Hosts: []deploy.HostResult{{ID: "a", Phase: deploy.PhaseActive}, {ID: "b", Phase: deploy.PhaseActive}, {ID: "c", Phase: deploy.PhaseRefused}}}
 	if err := writeDeployMetrics(path, "239.192.0.1:5000", "v42", res, time.Unix(1_700_000_000, 0)); err != nil {
 		t.Fatal(err)

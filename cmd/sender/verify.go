@@ -38,7 +38,7 @@ func verifyCommand() *cli.Command {
 			if err := image.VerifyFile(c.Context, img, m); err != nil {
 				return fmt.Errorf("verify: %w", err)
 			}
-			fmt.Fprintf(c.App.Writer, "%s: release %s, %d chunks match the manifest\n", img, m.ReleaseID(), len(m.Chunks))
+			fmt.Fprintf(c.App.Writer, "%s: release %s, %d chunks match the manifest\n", img, m.ID(), len(m.Chunks))
 			p, err := image.OpenPack(img+image.PackSuffix, m)
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil

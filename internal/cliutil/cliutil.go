@@ -12,9 +12,12 @@ import (
 	"os/exec"
 	"os/signal"
 	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/loopcast/loopcast/image"
 )
 
 // ExitError carries a specific exit code out of a command; it is a
@@ -63,6 +66,38 @@ func OrDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// IDOrDash returns a release id's 16 digits, or "-" for the zero id (no
+// release).
+func IDOrDash(id image.ID) string {
+	if id.IsZero() {
+		return "-"
+	}
+	return id.String()
+}
+
+// JoinIDs joins release ids' digits with sep ("" for none).
+func JoinIDs(ids []image.ID, sep string) string {
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = id.String()
+	}
+	return strings.Join(s, sep)
+}
+
+// ParseRelease reads a release id given on the command line (what names
+// the flag or argument, "--to" say): 16 lowercase hex digits, as the
+// commands print ids. The zero id names no release and is refused.
+func ParseRelease(what, s string) (image.ID, error) {
+	id, err := image.ParseID(s)
+	if err == nil && id.IsZero() {
+		err = errors.New("the zero id names no release")
+	}
+	if err != nil {
+		return image.ID{}, fmt.Errorf("%s %q is not a release id (16 lowercase hex digits, as status prints them): %w", what, s, err)
+	}
+	return id, nil
 }
 
 // ParseGroup reads a --group flag: a multicast IPv4 ADDR:PORT.
