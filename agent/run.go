@@ -223,11 +223,7 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 		HostID: cfg.HostID, HostKey: cfg.HostKey, Out: img, Trusted: cfg.Keys, Skip: skip, Local: local.Lookup,
 		// a live release's image serves as the base of delta chunks; the
 		// receiver checks every chunk decoded against it like any other
-		BaseImage: func(name string) (string, bool) {
-			id, err := image.ParseID(name)
-			if err != nil {
-				return "", false
-			}
+		BaseImage: func(id image.ID) (string, bool) {
 			p, ok := bases[id]
 			return p, ok
 		},

@@ -118,10 +118,6 @@ func (m *Manifest) ComputeDigest() [sha256.Size]byte {
 	return [sha256.Size]byte(h.Sum(nil))
 }
 
-// ReleaseID is ID's text. It hashes the manifest body at every call; every
-// package but multicast takes ID once instead. It remains for multicast
-// until that package moves off it.
-func (m *Manifest) ReleaseID() string { return m.ID().String() }
 
 // Digest is the SHA-256 of the whole encoded manifest, signature included.
 func (m *Manifest) Digest() ([sha256.Size]byte, error) {

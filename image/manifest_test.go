@@ -83,9 +83,6 @@ func TestManifestGolden(t *testing.T) {
 	if got, want := unsigned.ID().String(), "2547cb3ae6d78b76"; got != want {
 		t.Errorf("release id %s, want %s", got, want)
 	}
-	if got := unsigned.ReleaseID(); got != unsigned.ID().String() { // kept for multicast
-		t.Errorf("ReleaseID %s, want ID's text %s", got, unsigned.ID())
-	}
 }
 
 func TestManifestTruncationsFail(t *testing.T) {

@@ -72,9 +72,8 @@ type Pack struct {
 	f       *os.File
 	path    string
 	entries []packEntry
-	// BaseID is the release the delta frames are against, in its 16 hex
-	// digits (multicast.SendOptions.BaseID takes it so); "" when none.
-	BaseID string
+	// BaseID is the release the delta frames are against; zero when none.
+	BaseID ID
 }
 
 // OpenPack opens the pack at path and checks that it is the pack of m: the
@@ -118,9 +117,7 @@ func (p *Pack) readIndex(m *Manifest) error {
 		int(count) != len(m.Chunks) || cs != m.ChunkSize {
 		return fmt.Errorf("it is the pack of release %v (%d chunks), not of %s", id, count, mid)
 	}
-	if !base.IsZero() {
-		p.BaseID = base.String()
-	}
+	p.BaseID = base
 	idxLen := int64(count) * packEntryLen
 	if idxOff < 0 || idxOff+idxLen != fi.Size()-packTrailerLen {
 		return fmt.Errorf("index at %d does not fit %d bytes", idxOff, fi.Size())
@@ -158,7 +155,7 @@ func (p *Pack) checkEntry(i int, m *Manifest, dataEnd int64) error {
 	if (e.plain.len == 0) != m.Chunks[i].Zero {
 		return fmt.Errorf("chunk %d: plain frame of %d bytes for a chunk zero=%v", i, e.plain.len, m.Chunks[i].Zero)
 	}
-	if e.delta.len > 0 && p.BaseID == "" {
+	if e.delta.len > 0 && p.BaseID.IsZero() {
 		return fmt.Errorf("chunk %d: a delta frame, but no base", i)
 	}
 	return nil

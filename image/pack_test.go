@@ -68,7 +68,7 @@ func TestPack(t *testing.T) {
 			t.Fatalf("chunk %d: plain frame does not decompress to the chunk", i)
 		}
 	}
-	if pa.BaseID != "" {
+	if !pa.BaseID.IsZero() {
 		t.Errorf("fresh pack has base %q", pa.BaseID)
 	}
 
@@ -77,7 +77,7 @@ func TestPack(t *testing.T) {
 	pb, err := OpenPack(rb.Pack, rb.Manifest)
 	must(t, err)
 	defer pb.Close()
-	if pb.BaseID != ra.Manifest.ID().String() {
+	if pb.BaseID != ra.Manifest.ID() {
 		t.Errorf("pack base %q, want %s", pb.BaseID, ra.Manifest.ID())
 	}
 	imgB := readAll(t, b)

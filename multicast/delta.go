@@ -23,7 +23,7 @@ type baseFile struct {
 
 // openBase opens the base image a receiver's BaseImage names, or returns
 // nil when it has none.
-func openBase(lookup func(string) (string, bool), id string) *baseFile {
+func openBase(lookup func(image.ID) (string, bool), id image.ID) *baseFile {
 	if lookup == nil {
 		return nil
 	}

@@ -78,7 +78,7 @@ func hostBase(t *testing.T, ts *testSession, base *image.Manifest, basePath, h s
 	x := ChunkIndex{}
 	x.Add(path, base)
 	o.Local = x.Lookup
-	o.BaseImage = func(id string) (string, bool) { return path, id == base.ReleaseID() }
+	o.BaseImage = func(id image.ID) (string, bool) { return path, id == base.ID() }
 }
 
 // runDelta runs one session to hosts, each holding the base unless

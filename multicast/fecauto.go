@@ -48,7 +48,6 @@ func (s *sender) startRate(now time.Time) {
 	}
 	s.rate = newRateCtl(s.opts.Rate, s.opts.SlowStart, now)
 	s.pacer.setRate(s.rate.rate)
-	s.fec.probeAt = now.Add(probeEvery)
 }
 
 // percent is the proactive parity to send now.

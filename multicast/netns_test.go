@@ -201,7 +201,7 @@ func runNetns(t *testing.T, loss float64) {
 		outs[r] = &bytes.Buffer{}
 		cmds[r] = l.start(r, "recv", helperArgs{Host: r, Out: out(r)}, outs[r])
 	}
-	killMidway(t, cmds["r3"], out("r3")+"."+m.ReleaseID()+".partial", m)
+	killMidway(t, cmds["r3"], out("r3")+"."+m.ID().String()+".partial", m)
 	outs["r3"] = &bytes.Buffer{}
 	cmds["r3"] = l.start("r3", "recv", helperArgs{Host: "r3", Out: out("r3")}, outs["r3"])
 	for _, r := range recv {

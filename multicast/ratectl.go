@@ -104,10 +104,11 @@ func (c *rateCtl) charge(n int) {
 // actually sent is what the next answers are judged against) and starts
 // another. It returns the rate to pace at from now.
 func (c *rateCtl) newInterval(now time.Time) float64 {
-	c.closedSent, c.closedGain, c.closedUp = 0, c.gain, c.gain > 1 || c.startup
+	c.closedSent, c.closedGain = 0, c.gain
 	if dt := now.Sub(c.begun).Seconds(); dt > 0 {
 		c.closedSent = float64(c.sent) / dt
 	}
+	c.closedUp = (c.gain > 1 || c.startup) && c.closedSent > 0
 	c.sent, c.begun = 0, now
 	if !c.startup && c.est > 0 {
 		c.cycle = (c.cycle + 1) % len(gainCycle)

@@ -92,7 +92,7 @@ type ReceiveOptions struct {
 	// host holds, REGISTER says so, and chunks sent as deltas are decoded
 	// against that image's chunk at the same index, then checked against
 	// the manifest like any other.
-	BaseImage func(releaseID string) (path string, ok bool)
+	BaseImage func(id image.ID) (path string, ok bool)
 	// Stage, if set, is called with the result once the verified image is
 	// at Out, before COMPLETE goes out, which then carries its outcome
 	// (staged, or the error): the sender learns it without asking. Its
@@ -114,7 +114,7 @@ type ReceiveOptions struct {
 // Result describes a received image.
 type Result struct {
 	Session   uint32
-	ReleaseID string
+	ReleaseID image.ID
 	Manifest  *image.Manifest // verified against Trusted (unless Insecure)
 	Path      string          // Out: the verified image
 	Resumed   int             // chunks already held by a partial file from an earlier attempt

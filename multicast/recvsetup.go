@@ -81,24 +81,25 @@ func (r *receiver) checkManifest(b []byte) (*image.Manifest, error) {
 	if r.lens, err = lens(m); err != nil {
 		return nil, fmt.Errorf("%w: session %08x: %w", ErrUntrusted, r.res.Session, err)
 	}
+	id := m.ID() // hashes the manifest body: once
 	if err := m.Verify(r.opts.Trusted); err != nil {
 		if !r.opts.Insecure {
-			return nil, fmt.Errorf("%w: session %08x release %s: %w", ErrUntrusted, r.res.Session, m.ReleaseID(), err)
+			return nil, fmt.Errorf("%w: session %08x release %s: %w", ErrUntrusted, r.res.Session, id, err)
 		}
-		r.log.Debug("multicast: insecure: accepting a release", sessionAttr(r.res.Session), "release", m.ReleaseID(), "err", err)
+		r.log.Debug("multicast: insecure: accepting a release", sessionAttr(r.res.Session), "release", id, "err", err)
 	}
 	a := r.ann
-	if m.ID() != a.ReleaseID || uint64(m.ImageSize) != a.ImageSize || m.ChunkSize != a.ChunkSize {
-		return nil, fmt.Errorf("%w: session %08x: announce does not match manifest %s", ErrUntrusted, r.res.Session, m.ReleaseID())
+	if id != a.ReleaseID || uint64(m.ImageSize) != a.ImageSize || m.ChunkSize != a.ChunkSize {
+		return nil, fmt.Errorf("%w: session %08x: announce does not match manifest %s", ErrUntrusted, r.res.Session, a.ReleaseID)
 	}
 	if r.opts.Accept != nil {
 		if err := r.opts.Accept(m); err != nil {
-			return nil, fmt.Errorf("%w: session %08x release %s not wanted: %w", ErrUntrusted, r.res.Session, m.ReleaseID(), err)
+			return nil, fmt.Errorf("%w: session %08x release %s not wanted: %w", ErrUntrusted, r.res.Session, a.ReleaseID, err)
 		}
 	}
 	if r.opts.Room != nil {
 		if err := r.opts.Room(m.ImageSize + r.spoolBound()); err != nil {
-			return nil, fmt.Errorf("%w: session %08x release %s: %w", ErrUntrusted, r.res.Session, m.ReleaseID(), err)
+			return nil, fmt.Errorf("%w: session %08x release %s: %w", ErrUntrusted, r.res.Session, a.ReleaseID, err)
 		}
 	}
 	return m, nil
@@ -121,7 +122,7 @@ func (r *receiver) spoolBound() int64 {
 // open prepares the partial image (resuming one left by a killed
 // receiver) and a fresh spool beside the output.
 func (r *receiver) open(m *image.Manifest, now time.Time) error {
-	r.partial = fmt.Sprintf("%s.%s.partial", r.opts.Out, m.ReleaseID())
+	r.partial = fmt.Sprintf("%s.%s.partial", r.opts.Out, r.ann.ReleaseID)
 	f, err := os.OpenFile(r.partial, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("multicast: %w", err)
@@ -136,9 +137,9 @@ func (r *receiver) open(m *image.Manifest, now time.Time) error {
 	r.st.releaseID = r.ann.ReleaseID
 	r.st.lens = r.lens
 	if !r.ann.BaseID.IsZero() {
-		r.st.base = openBase(r.opts.BaseImage, r.ann.BaseID.String())
+		r.st.base = openBase(r.opts.BaseImage, r.ann.BaseID)
 	}
-	r.res.Manifest, r.res.ReleaseID = m, m.ReleaseID()
+	r.res.Manifest, r.res.ReleaseID = m, r.ann.ReleaseID // checked equal to m.ID() on acceptance
 	if err := r.prepare(m); err != nil {
 		return err
 	}

@@ -1,6 +1,10 @@
 package multicast
 
-import "time"
+import (
+	"time"
+
+	"github.com/loopcast/loopcast/image"
+)
 
 // HostState is how a host ended a session.
 type HostState int
@@ -69,7 +73,7 @@ const (
 // Report summarises a sender's session.
 type Report struct {
 	Session       uint32
-	ReleaseID     string
+	ReleaseID     image.ID
 	Hosts         []HostReport // sorted by id
 	Duration      time.Duration
 	Registration  time.Duration // from the start until the transfer began (hosts registered)

@@ -121,7 +121,7 @@ type SendOptions struct {
 	// hosts' previous image), if any. The ANNOUNCE names it; when every
 	// registered host holds it, each chunk with a delta frame goes as that
 	// frame.
-	BaseID string
+	BaseID image.ID
 	// Logger hears the session, each record with its id ("session"): at
 	// Warn what the operator must see (a host refusing the session,
 	// refused by HostKeys, or dropped), at Debug the detail (hosts
@@ -145,13 +145,8 @@ func (o *SendOptions) defaults() error {
 	if o.Manifest == nil || o.Pack == nil || o.Group == nil || len(o.Key) != ed25519.PrivateKeySize {
 		return errors.New("multicast: send needs a manifest, its pack, a group and the release key")
 	}
-	if o.BaseID == o.Manifest.ReleaseID() {
-		o.BaseID = "" // the same release again: nothing differs from the base
-	}
-	if o.BaseID != "" {
-		if _, err := image.ParseID(o.BaseID); err != nil {
-			return fmt.Errorf("multicast: base of %s: %w", o.Manifest.ReleaseID(), err)
-		}
+	if o.BaseID == o.Manifest.ID() {
+		o.BaseID = image.ID{} // the same release again: nothing differs from the base
 	}
 	o.Wait = cmp.Or(o.Wait, DefaultWait)
 	o.HostTimeout = cmp.Or(o.HostTimeout, DefaultHostTimeout)
@@ -291,7 +286,7 @@ func newSender(conn Conn, o SendOptions) (*sender, error) {
 	s.ann = s.baseAnnounce()
 	s.src.release = s.ann.ReleaseID // the id once: it hashes the whole manifest
 	s.stats.Session = o.Session
-	s.stats.ReleaseID = o.Manifest.ReleaseID()
+	s.stats.ReleaseID = s.ann.ReleaseID
 	s.stats.ChunksTotal = len(o.Manifest.Chunks)
 	s.sent = make(chunkSet, (len(o.Manifest.Chunks)+63)/64)
 	s.fec.pct = make([]uint8, len(o.Manifest.Chunks))
@@ -310,8 +305,8 @@ func (s *sender) baseAnnounce() wire.Announce {
 		Encrypted: s.opts.Encrypt, FetchPort: fetchPort(&s.opts),
 	}
 	a.ReleaseID = m.ID()
-	if s.opts.BaseID != "" {
-		a.BaseID, _ = image.ParseID(s.opts.BaseID) // checked by defaults
+	if !s.opts.BaseID.IsZero() {
+		a.BaseID = s.opts.BaseID
 	}
 	return a
 }
@@ -505,7 +500,7 @@ func (s *sender) startTransfer(now time.Time) {
 
 // allHoldBase reports whether there is a base and every registered host
 // still expected to finish holds it.
-func (s *sender) allHoldBase() bool { return s.opts.BaseID != "" && s.hosts.allHoldBase() }
+func (s *sender) allHoldBase() bool { return !s.opts.BaseID.IsZero() && s.hosts.allHoldBase() }
 
 func (s *sender) allDone(now time.Time) bool {
 	return s.hosts.live() == 0 && !s.hosts.redialing(now, s.opts.HostTimeout)

@@ -154,7 +154,7 @@ func (s *sender) pushLacking(h *host) {
 			chunks = append(chunks, uint32(i))
 		}
 	}
-	s.streamPush(h.stream, chunks, h.hasBase && s.opts.BaseID != "")
+	s.streamPush(h.stream, chunks, h.hasBase && !s.opts.BaseID.IsZero())
 	s.log.Debug("multicast: pushing over the unicast path", "host", h.id, "chunks", len(chunks))
 }
 

@@ -210,7 +210,7 @@ func (ts *testSession) checkImage(host string) {
 			t.Errorf("%s: zero chunk %d was written, want a hole", host, i)
 		}
 	}
-	for _, leftover := range []string{".spool", "." + ts.m.ReleaseID() + ".partial"} {
+	for _, leftover := range []string{".spool", "." + ts.m.ID().String() + ".partial"} {
 		if _, err := os.Stat(path + leftover); err == nil {
 			t.Errorf("%s: %s left behind", host, path+leftover)
 		}
@@ -226,8 +226,8 @@ func TestTransferLossy(t *testing.T) {
 		if errs[h] != nil {
 			t.Fatalf("%s: %v", h, errs[h])
 		}
-		if res[h].ReleaseID != ts.m.ReleaseID() {
-			t.Errorf("%s: release %s, want %s", h, res[h].ReleaseID, ts.m.ReleaseID())
+		if res[h].ReleaseID != ts.m.ID() {
+			t.Errorf("%s: release %s, want %s", h, res[h].ReleaseID, ts.m.ID())
 		}
 		ts.checkImage(h)
 	}
@@ -508,7 +508,7 @@ func TestResumePartial(t *testing.T) {
 	src, _ := os.ReadFile(ts.img)
 	partial := make([]byte, len(src))
 	copy(partial, src[:5*testChunk]) // chunks 0..4: 0,1,3,4 are non-zero
-	os.WriteFile(filepath.Join(ts.dir, "h.img."+ts.m.ReleaseID()+".partial"), partial, 0o644)
+	os.WriteFile(filepath.Join(ts.dir, "h.img."+ts.m.ID().String()+".partial"), partial, 0o644)
 	res, errs := ts.run(context.Background(), ts.send.Hosts, nil)
 	if errs["h"] != nil {
 		t.Fatal(errs["h"])
@@ -528,7 +528,7 @@ func TestAcceptRefuses(t *testing.T) {
 	ts := newTestSession(t, nil)
 	ts.send.Wait = 500 * time.Millisecond
 	res, errs := ts.runAllowSendError([]string{"h"}, func(_ string, o *ReceiveOptions) {
-		o.Accept = func(m *image.Manifest) error { return fmt.Errorf("already have %s", m.ReleaseID()) }
+		o.Accept = func(m *image.Manifest) error { return fmt.Errorf("already have %s", m.ID()) }
 	})
 	if !errors.Is(errs["h"], ErrUntrusted) || !strings.Contains(fmt.Sprint(errs["h"]), "already have") || res["h"] != nil {
 		t.Errorf("got %v, want a refusal naming Accept's reason", errs["h"])

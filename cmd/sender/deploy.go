@@ -334,7 +334,7 @@ func printDryRun(w io.Writer, o *deploy.Options, group *net.UDPAddr) {
 	}
 	fmt.Fprintf(w, "  to      %s on %s (control %s:%d), %s\n", hosts, group, group.IP, control.Addr(group).Port, rate)
 	if p, err := image.OpenPack(o.ImagePath+image.PackSuffix, o.Manifest); err == nil {
-		if plain, delta := p.Sizes(); p.BaseID != "" {
+		if plain, delta := p.Sizes(); !p.BaseID.IsZero() {
 			fmt.Fprintf(w, "  pack    %s plain, %s of deltas against release %s (if every host holds it)\n",
 				cliutil.HumanBytes(plain), cliutil.HumanBytes(delta), p.BaseID)
 		} else {
