@@ -118,7 +118,6 @@ func (m *Manifest) ComputeDigest() [sha256.Size]byte {
 	return [sha256.Size]byte(h.Sum(nil))
 }
 
-
 // Digest is the SHA-256 of the whole encoded manifest, signature included.
 func (m *Manifest) Digest() ([sha256.Size]byte, error) {
 	b, err := m.AppendBinary(nil)
