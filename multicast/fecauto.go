@@ -70,6 +70,8 @@ func (s *sender) probe(now time.Time) {
 	}
 	if s.rate != nil {
 		s.pacer.setRate(s.rate.newInterval(now))
+		s.log.Debug("multicast: rate", "probe", s.fec.probes, "worst_loss_permille", s.probeWorst, "closed_sent_bps", int64(s.rate.sentRate()*8),
+			"estimate_bps", int64(s.rate.est*8), "startup", s.rate.startup, "gain", s.rate.gain, "pace_bps", s.pacer.bitsPerSec())
 		s.probeWorst = 0
 	}
 	s.fec.probes++

@@ -32,6 +32,15 @@ const (
 	// means the estimate is stale (a link got slower): it is reset to what
 	// got through.
 	congestedLoss = 200
+	// minInterval is the shortest interval judged: a probe sooner after
+	// the last one (the first, at the transfer's start) measures a
+	// burst, not a rate.
+	minInterval = probeEvery / 2
+	// appLimitedShare: an interval that sent less than this share of its
+	// pace was held back by the sender, not the path; unless the hosts
+	// lost more than the floor, it neither lowers the estimate nor ramps
+	// the startup.
+	appLimitedShare = 0.8
 	// minRateFloor bounds the rate below (bytes/s, 1 Mbit/s): a session
 	// never stalls on a host that reports nothing got through.
 	minRateFloor = 125_000
@@ -75,6 +84,7 @@ type rateState struct {
 	gain    float64
 	// the interval being judged (the one the last probe closed)
 	closedSent float64 // bytes/s actually sent in it
+	closedPace float64 // bytes/s it was paced at
 	closedGain float64
 	closedUp   bool // it sent above what the hosts were known to take: its loss is no measure of the path's
 }
@@ -104,10 +114,15 @@ func (c *rateCtl) charge(n int) {
 // actually sent is what the next answers are judged against) and starts
 // another. It returns the rate to pace at from now.
 func (c *rateCtl) newInterval(now time.Time) float64 {
-	c.closedSent, c.closedGain = 0, c.gain
-	if dt := now.Sub(c.begun).Seconds(); dt > 0 {
-		c.closedSent = float64(c.sent) / dt
+	dt := now.Sub(c.begun)
+	if dt < minInterval {
+		// too short to measure (the first probe, at the transfer's start):
+		// nothing is judged, the interval goes on
+		c.closedSent = 0
+		c.pre = c.rateState
+		return c.rate
 	}
+	c.closedSent, c.closedPace, c.closedGain = float64(c.sent)/dt.Seconds(), c.rate, c.gain
 	c.closedUp = (c.gain > 1 || c.startup) && c.closedSent > 0
 	c.sent, c.begun = 0, now
 	if !c.startup && c.est > 0 {
@@ -118,6 +133,9 @@ func (c *rateCtl) newInterval(now time.Time) float64 {
 	c.pre = c.rateState
 	return c.rate
 }
+
+// sentRate is what the interval that closed last sent, in bytes/s.
+func (c *rateCtl) sentRate() float64 { return c.closedSent }
 
 // clean reports whether the closed interval's loss measures the path, for
 // the parity sized from it: not when it sent above what the hosts were
@@ -133,6 +151,12 @@ func (c *rateCtl) judge(worst uint16) float64 {
 	}
 	loss := float64(min(worst, 1000)) / 1000
 	got := c.closedSent * (1 - loss)
+	if c.appLimited() && loss-c.floor() < startupExitLoss/1000.0 {
+		// the sender, not the path, held the interval back (descheduled,
+		// reading the pack, few chunks left): what got through says
+		// nothing of what the path takes, unless the hosts lost more
+		return c.rate
+	}
 	switch {
 	case c.startup && loss-c.floor() < startupExitLoss/1000.0 && worst < congestedLoss:
 		c.remember(got, loss)
@@ -156,6 +180,9 @@ func (c *rateCtl) judge(worst uint16) float64 {
 	c.rate = c.clamp(c.est * c.gain)
 	return c.rate
 }
+
+// appLimited reports whether the closed interval sent well below its pace.
+func (c *rateState) appLimited() bool { return c.closedSent < appLimitedShare*c.closedPace }
 
 func (c *rateState) remember(got, loss float64) {
 	c.window[c.next] = sample{got: got, loss: loss, set: true}

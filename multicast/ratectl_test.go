@@ -131,3 +131,23 @@ func TestRateJudgedAfresh(t *testing.T) {
 		t.Errorf("rate %.0f after answers 10, 300, 300‰; %.0f after 300‰ alone", after*8/1e6, want*8/1e6)
 	}
 }
+
+// An interval the sender itself held back (it sent a tenth of its pace,
+// the hosts lost nothing) says nothing of the path: the rate stays; a
+// probe right after the transfer's start closes no interval.
+func TestRateAppLimited(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	c := newRateCtl(800e6, false, t0)
+	c.charge(1000)
+	if r := c.newInterval(t0.Add(time.Millisecond)); r != 100e6 || c.sentRate() != 0 {
+		t.Fatalf("a probe 1 ms after the start: rate %.0f, closed %.0f B/s; want the cap and nothing closed", r, c.sentRate())
+	}
+	c.charge(2_500_000) // 80 Mbit/s for 250 ms under a pace of 800
+	c.newInterval(t0.Add(251 * time.Millisecond))
+	if c.judge(0); c.est != 100e6 {
+		t.Errorf("after an interval held back by the sender: estimate %.0f Mbit/s, want the 800 it was", c.est*8/1e6)
+	}
+	if c.judge(300); c.est >= 100e6 {
+		t.Errorf("the same interval with 30%% loss: estimate %.0f Mbit/s, want lower", c.est*8/1e6)
+	}
+}

@@ -22,6 +22,11 @@
 #   UFTP=0     skip uftp
 #   BENCH_DIR  scratch directory (default /var/tmp/loopcast-bench)
 #   KEEP=1     keep the scratch directory (logs: send.log, lcb-r*.log)
+#   AUTO_RATE=1  loopcast runs with no --rate (its default: the first pass
+#              starts low and follows the slowest host, up to 900 Mbit/s)
+#              instead of 95% of the link rate
+#   SENDER_UNSHAPED=1  shape only the receivers' links (a sender link
+#              faster than the hosts', as 10 GbE in front of 1 GbE hosts)
 #   DEAF=K     after the loopcast run, make the last K receivers drop the
 #              multicast group (iptables -d 224.0.0.0/4 -j DROP in their
 #              namespace) and run loopcast again: they take the unicast path
@@ -86,14 +91,15 @@ run_loopcast() {
 			--host-id "$r" --host-key "$WORK/$r.hostkey" --out "$WORK/$r.img" 2>"$WORK/$r.log" &
 		PIDS+=($!)
 	done
-	rate=0
-	[[ $LINK != 0 ]] && rate=$(awk -v l="$LINK" 'BEGIN { printf "%dM", l * 0.95 }')
+	rate=(--rate 0)
+	[[ $LINK != 0 ]] && rate=(--rate "$(awk -v l="$LINK" 'BEGIN { printf "%dM", l * 0.95 }')")
+	[[ -n ${AUTO_RATE:-} ]] && rate=()
 	hosts=$WORK/hosts # one "ID IP" line per receiver: the unicast path reaches hosts that hear no multicast
 	for i in $(seq 1 "$N"); do echo "lcb-r$i 10.77.0.$((10 + i))"; done >"$hosts"
 	sleep 0.5 # receivers listening
 	local t0 b0 t1 b1
 	b0=$(tx_bytes) t0=$(now)
-	$CLUSTER exec lcb-s "$SENDER" send --key "$WORK/bench.key" --state-dir "$WORK/state" --group "$GROUP" --iface eth0 --rate "$rate" --hosts "@$hosts" \
+	$CLUSTER exec lcb-s "$SENDER" send --key "$WORK/bench.key" --state-dir "$WORK/state" --group "$GROUP" --iface eth0 "${rate[@]}" --hosts "@$hosts" \
 		${FEC:+--fec-overhead "$FEC"} --wait 30s "$WORK/bench.img" >"$WORK/send.out" 2>"$WORK/send.log" ||
 		log "loopcast sender: exit $? ($(tail -1 "$WORK/send.out"))"
 	t1=$(now) b1=$(tx_bytes)
@@ -152,9 +158,10 @@ WORK=$(mktemp -d "$BENCH_DIR/transfer.XXXXXX")
 make_image
 shape=()
 [[ $LINK != 0 ]] && shape=(--rate "$LINK")
+[[ $LINK != 0 && -n ${SENDER_UNSHAPED:-} ]] && shape+=(--sender-unshaped)
 $CLUSTER down || true
 $CLUSTER up "$N" --loss "$LOSS" "${shape[@]}" >&2
-echo "# $N receivers, ${LOSS}% loss, ${SIZE_MB} MiB payload ($IMAGE_BYTES B image), link ${LINK} Mbit/s, loopcast fec ${FEC}%"
+echo "# $N receivers, ${LOSS}% loss, ${SIZE_MB} MiB payload ($IMAGE_BYTES B image), link ${LINK} Mbit/s${SENDER_UNSHAPED:+ (the sender unshaped)}, loopcast fec ${FEC:-auto}${AUTO_RATE:+, no --rate}"
 run_loopcast
 if [[ ${DEAF:-0} -gt 0 ]]; then
 	for i in $(seq $((N - DEAF + 1)) "$N"); do

@@ -2,7 +2,7 @@
 # cluster.sh — a LAN of network namespaces on one machine, for tests,
 # benchmarks and the demo.
 #
-#   cluster.sh [--name NAME] up N [--loss PCT] [--rate MBIT] [--agents KEY.pub [--web]]
+#   cluster.sh [--name NAME] up N [--loss PCT] [--rate MBIT [--sender-unshaped]] [--agents KEY.pub [--web]]
 #   cluster.sh [--name NAME] down
 #   cluster.sh [--name NAME] loss HOST PCT   drop PCT% of UDP arriving at HOST
 #   cluster.sh [--name NAME] exec HOST CMD...
@@ -74,12 +74,13 @@ set_loss() {
 }
 
 up() {
-	local n=$1 loss=0 rate="" pub="" web=0
+	local n=$1 loss=0 rate="" pub="" web=0 shape_from=0
 	shift
 	while [[ $# -gt 0 ]]; do
 		case $1 in
 		--loss) loss=$2; shift 2 ;;
 		--rate) rate=$2; shift 2 ;;
+		--sender-unshaped) shape_from=1; shift ;; # only the receivers' links are MBIT (a faster sender, as 10 GbE in front of 1 GbE hosts)
 		--agents) pub=$(realpath "$2"); shift 2 ;;
 		--web) web=1; shift ;;
 		*) die "up: unknown option $1" ;;
@@ -106,7 +107,7 @@ up() {
 		in_ns "$h" ip link set eth0 up
 		# multicast leaves through eth0
 		in_ns "$h" ip route add 224.0.0.0/4 dev eth0
-		[[ -n $rate ]] && shape "$h" "$rate"
+		[[ -n $rate && $i -ge $shape_from ]] && shape "$h" "$rate"
 		[[ $i != 0 && $loss != 0 ]] && set_loss "$h" "$loss"
 	done
 	if [[ -n $pub ]]; then
@@ -122,7 +123,7 @@ up() {
 	fi
 	UP_OK=1
 	trap - EXIT
-	echo "cluster $NAME: sender $(hostname_of 0) ($(addr_of 0)), $n receivers, loss ${loss}%, rate ${rate:-unshaped}"
+	echo "cluster $NAME: sender $(hostname_of 0) ($(addr_of 0)), $n receivers, loss ${loss}%, rate ${rate:-unshaped}$([[ $shape_from == 1 ]] && echo " (the sender's link unshaped)")"
 }
 
 # start_bg HOST LOG CMD...: run CMD in HOST's network namespace, in the
