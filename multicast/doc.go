@@ -107,7 +107,28 @@
 // the sender multicasts signed summaries of what the round's NACKs asked,
 // which silence the hosts they cover. Proactive parity then follows the
 // probes' 90th percentile of loss. The feedback a round brings stays near
-// a hundred packets however large the group (BenchmarkScale).
+// a hundred packets however large the group (BenchmarkScale). A host
+// losing more than 10% answers a probe at twice the sample's share, so
+// the rate hears a slow host among thousands. Blocks are whole chunks
+// (fec.go): a block's repair is the most any host lacks in it.
+//
+// # Rate
+//
+// [SendOptions].Rate is a cap. Within it the first pass follows the
+// slowest host (ratectl.go): each loss probe (every 250 ms) closes an
+// interval, and what got through to the worst host (what was sent times
+// one minus its loss) sets the pace: the best of the last eight intervals,
+// scaled back by their least loss, the random loss a path shows at any
+// rate (so a few percent of it costs nothing) while a slower link's loss
+// falls away whenever the pace drops below it. A gain cycle (1.25, 0.85,
+// then 1) finds capacity that appears and drains the queue it builds; an
+// interval at gain 1 losing 20% resets the estimate (a path got slower).
+// Intervals the sender itself held back (it sent under 80% of its pace)
+// do not lower it. With [SendOptions].SlowStart the first pass starts at
+// an eighth of the cap and doubles each interval while every host keeps
+// up. Proactive parity is sized only from intervals that sent no more
+// than the hosts were known to take. The repair rounds keep the pace
+// the first pass ended at ([Report].Rate), backing off on heavy loss.
 //
 // # Unicast path
 //
