@@ -20,6 +20,7 @@ import (
 	"github.com/loopcast/loopcast/control"
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/memnet"
+	"github.com/loopcast/loopcast/internal/testid"
 	"github.com/loopcast/loopcast/multicast"
 )
 
@@ -35,6 +36,7 @@ type agentSim struct {
 	mu       sync.Mutex
 	staged   []image.ID
 	cur      image.ID
+	prev     image.ID                          // the release it served before cur, still mounted
 	obeyed   []string                          // "ACTIVATE <release>", in order
 	answered map[[control.NonceLen]byte][]byte // a retransmission gets the same answer
 }
@@ -57,7 +59,9 @@ func (a *agentSim) answer(b []byte) []byte {
 	case *control.Activate:
 		a.activate(cmd.Release, r)
 	case *control.StatusRequest:
-		r.Status = &control.Status{Staged: slices.Clone(a.staged)}
+		r.Status = &control.Status{Staged: slices.Clone(a.staged), Previous: a.prev}
+	case *control.Rollback:
+		a.rollback(cmd.To, r)
 	default:
 		r.Outcome, r.Error = control.OutcomeFailed, "not simulated"
 	}
@@ -75,9 +79,20 @@ func (a *agentSim) activate(release image.ID, r *control.Reply) {
 		r.Outcome, r.Error = control.OutcomeFailed, "not staged: "+release.String()
 		return
 	}
-	a.cur = release
+	a.cur, a.prev = release, a.cur
 	a.staged = slices.DeleteFunc(a.staged, func(id image.ID) bool { return id == release })
 	a.obeyed = append(a.obeyed, "ACTIVATE "+release.String())
+}
+
+// rollback goes back to the release it served before, when that is the
+// one named.
+func (a *agentSim) rollback(to image.ID, r *control.Reply) {
+	if to != a.prev || to.IsZero() {
+		r.Outcome, r.Error = control.OutcomeFailed, "not held: "+to.String()
+		return
+	}
+	a.cur, a.prev = a.prev, a.cur
+	a.obeyed = append(a.obeyed, "ROLLBACK "+to.String())
 }
 
 // state is the release the host serves and the switches it obeyed.
@@ -370,5 +385,42 @@ func TestDeployFailRecorded(t *testing.T) {
 	}
 	if _, err := os.Stat(d.LastBuild); err == nil {
 		t.Error("a failed deploy recorded a base")
+	}
+}
+
+// TestRollbackOverFleet: with no target named, a rollback asks the hosts
+// what they serve, takes the release deployed before it from the audit
+// log, switches every host there with one signed ROLLBACK, and logs it.
+func TestRollbackOverFleet(t *testing.T) {
+	f := newSimFleet(t, "web1", "web2", "web3")
+	f.start(t)
+	d := openDeployer(t)
+	older, newer := testid.Of("v1"), testid.Of("v2")
+	for _, id := range []image.ID{older, newer} {
+		if err := AppendAudit(d.Audit, AuditEntry{Action: "deploy", Group: "group", Release: id, Hosts: f.ids, Outcome: "all"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, a := range f.agents {
+		a.cur, a.prev = newer, older
+	}
+	fl := &Fleet{Group: memnet.Group, Hosts: f.ids, Key: testKey, Audit: d.Audit,
+		Control: f.ctl.Conn("10.0.0.100:5001", false), ControlTo: memnet.Group}
+	fl.Cmd.Logger = testLogger(t)
+	to, res, err := d.Rollback(context.Background(), fl, image.ID{})
+	if err != nil || to != older {
+		t.Fatalf("rollback to %s, %v; want %s", to, err, older)
+	}
+	for _, h := range res {
+		if cur, obeyed := f.agents[h.ID].state(); h.Phase != PhaseActive || cur != older || len(obeyed) != 1 {
+			t.Errorf("%s: line %+v, serves %s after %v; want active on %s after one ROLLBACK", h.ID, h, cur, obeyed, older)
+		}
+	}
+	if len(res) != len(f.ids) {
+		t.Errorf("%d hosts in the result, want %d", len(res), len(f.ids))
+	}
+	log := readAudit(t, d.Audit)
+	if last := log[len(log)-1]; len(log) != 3 || last.Action != "rollback" || last.Release != older || last.Outcome != "all" {
+		t.Errorf("audit log ends %+v (%d lines), want a third line: rollback to %s, all", last, len(log), older)
 	}
 }

@@ -16,7 +16,7 @@ import (
 
 // Fleet addresses the agents of one group for status and rollback.
 type Fleet struct {
-	Group *net.UDPAddr
+	Group net.Addr // a *net.UDPAddr, unless Control is set
 	Iface string
 	TTL   int
 	Hosts []string // nil: whoever answers within the timeout
@@ -27,17 +27,40 @@ type Fleet struct {
 	PointerFile string
 	GroupSize   int       // the hosts the sender knows in the group, for the pointer
 	Cmd         Commander // Timeout, HostKeys, Unicast and Logger are used; the rest is set by open
+	// Control and ControlTo, when set, are the conn commands go out on
+	// (to ControlTo) instead of a socket dialled to the group's control
+	// port: tests pass an in-process network's.
+	Control   ControlConn
+	ControlTo net.Addr
 }
 
-// open dials the control socket.
+// open dials the control socket, or takes f.Control.
 func (f *Fleet) open() (*Commander, func(), error) {
-	conn, err := multicast.DialGroup(control.Addr(f.Group), f.Iface, f.TTL)
+	c := f.Cmd
+	c.Group, c.Key = f.Group.String(), f.Key
+	if f.Control != nil {
+		c.Conn, c.To = f.Control, f.ControlTo
+		return &c, func() {}, nil
+	}
+	g, err := f.udpGroup()
 	if err != nil {
 		return nil, nil, err
 	}
-	c := f.Cmd
-	c.Conn, c.To, c.Group, c.Key = conn, control.Addr(f.Group), f.Group.String(), f.Key
+	conn, err := multicast.DialGroup(control.Addr(g), f.Iface, f.TTL)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.Conn, c.To = conn, control.Addr(g)
 	return &c, func() { conn.Close() }, nil
+}
+
+// udpGroup is the group as a UDP address, for the sockets dialled to it.
+func (f *Fleet) udpGroup() (*net.UDPAddr, error) {
+	g, ok := f.Group.(*net.UDPAddr)
+	if !ok {
+		return nil, fmt.Errorf("deploy: group %v is not a UDP address", f.Group)
+	}
+	return g, nil
 }
 
 // probeSends is how many times Probe multicasts its probe, probeGap apart.
@@ -50,7 +73,11 @@ const (
 // (not the control port commands use), a few times: each agent that hears
 // it reports the nonce in its next STATUS reply (HostStatus.Probe).
 func (f *Fleet) Probe(nonce [16]byte) error {
-	conn, err := multicast.DialGroup(f.Group, f.Iface, f.TTL)
+	g, err := f.udpGroup()
+	if err != nil {
+		return err
+	}
+	conn, err := multicast.DialGroup(g, f.Iface, f.TTL)
 	if err != nil {
 		return err
 	}

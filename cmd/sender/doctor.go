@@ -61,7 +61,8 @@ func doctorCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			fs = append(fs, hostFindings(st, byUnicast, f.Group, nonce, lastImageSize(deploy.StatePaths(c.String("state-dir"), f.Group).Images))...)
+			group := f.Group.(*net.UDPAddr) // the CLI's fleet is a UDP group
+			fs = append(fs, hostFindings(st, byUnicast, group, nonce, lastImageSize(deploy.StatePaths(c.String("state-dir"), group).Images))...)
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
