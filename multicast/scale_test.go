@@ -51,8 +51,11 @@ func burstyLoss(p, enter, leave float64, seed uint64) func(from, to string, b []
 // and the session's time against the payload at the rate. The receivers
 // decode and verify for real, into files under the test's temp dir.
 // LOOPCAST_SCALE_MIB sizes the image (2), LOOPCAST_SCALE_CHUNK its chunks
-// (65536 bytes), LOOPCAST_SCALE_BLOCK the FEC block (0: the default for the
-// group's size).
+// (65536 bytes), LOOPCAST_SCALE_SYMBOL the symbols (0: the default, 1,408
+// bytes), LOOPCAST_SCALE_BLOCK the FEC block (0: the default for the
+// group's size). A real chunk is ~250 symbols (1 MiB compressed 3:1) and
+// 2,000 receivers of 1 MiB chunks do not fit this machine's memory: 128
+// KiB chunks of 512-byte symbols give blocks of the same 256 symbols.
 //
 //	go test ./multicast -run '^$' -bench Scale -benchtime 1x
 func BenchmarkScale(b *testing.B) {
@@ -74,8 +77,9 @@ func BenchmarkScale(b *testing.B) {
 		defer func(q int) { quietHosts = q }(quietHosts)
 		quietHosts = math.MaxInt
 	}
-	chunk, mib, block := testChunk, 2, 0
-	for name, v := range map[string]*int{"LOOPCAST_SCALE_CHUNK": &chunk, "LOOPCAST_SCALE_MIB": &mib, "LOOPCAST_SCALE_BLOCK": &block} {
+	chunk, mib, block, symbol := testChunk, 2, 0, 0
+	for name, v := range map[string]*int{"LOOPCAST_SCALE_CHUNK": &chunk, "LOOPCAST_SCALE_MIB": &mib, "LOOPCAST_SCALE_BLOCK": &block,
+		"LOOPCAST_SCALE_SYMBOL": &symbol} {
 		if e := os.Getenv(name); e != "" {
 			var err error
 			if *v, err = strconv.Atoi(e); err != nil || *v < 0 {
@@ -103,7 +107,7 @@ func BenchmarkScale(b *testing.B) {
 			ids[i] = fmt.Sprintf("h%04d", i)
 		}
 		opts := SendOptions{Key: testReleaseKey(), Group: memnet.Group, Session: 0x5ca1e, Manifest: m, Pack: pack, Rate: int64(rate),
-			Hosts: ids, Wait: 60 * time.Second, HostTimeout: 30 * time.Second, FECOverhead: AutoFEC, BlockSymbols: block}
+			Hosts: ids, Wait: 60 * time.Second, HostTimeout: 30 * time.Second, FECOverhead: AutoFEC, BlockSymbols: block, SymbolSize: symbol}
 		if path := os.Getenv("LOOPCAST_SCALE_LOG"); path != "" { // the sender's log, to a file
 			f, err := os.Create(path)
 			if err != nil {
