@@ -33,6 +33,13 @@ const (
 type autoFEC struct {
 	pct     []uint8 // per chunk: the largest parity percent its blocks went with
 	loss    uint16  // per mille: the worst loss of the latest probe or round answered
+	// before is the loss of the probe before the latest, once there was
+	// one with answers: parity follows the lesser of the two, so one
+	// interval's burst of loss (a receiver descheduled, a switch queue
+	// overflowing once) does not size a quarter second of parity, while
+	// loss that lasts two intervals does
+	before    uint16
+	hadBefore bool
 	worst   uint16  // per mille: the worst loss any host reported in the session
 	probes  uint32  // probes sent
 	probeAt time.Time
@@ -55,7 +62,11 @@ func (s *sender) fecPercent() int {
 	if s.opts.FECOverhead != AutoFEC {
 		return s.opts.FECOverhead
 	}
-	pct := int(float64(s.fec.loss)*autoFECFactor/10 + 0.999)
+	loss := s.fec.loss
+	if s.fec.hadBefore {
+		loss = min(loss, s.fec.before)
+	}
+	pct := int(float64(loss)*autoFECFactor/10 + 0.999)
 	return min(maxAutoFEC, pct)
 }
 
@@ -75,6 +86,9 @@ func (s *sender) probe(now time.Time) {
 		s.probeWorst = 0
 	}
 	s.fec.probes++
+	if s.fec.fresh { // the latest probe was answered: it becomes the one before
+		s.fec.before, s.fec.hadBefore = s.fec.loss, true
+	}
 	s.fec.fresh, s.fec.samples, s.fbProbe = false, s.fec.samples[:0], 0
 	quiet, hosts := s.quiet()
 	s.fec.quiet = quiet
