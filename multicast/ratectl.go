@@ -151,7 +151,7 @@ func (c *rateCtl) judge(worst uint16) float64 {
 	}
 	loss := float64(min(worst, 1000)) / 1000
 	got := c.closedSent * (1 - loss)
-	if c.appLimited() && loss-c.floor() < startupExitLoss/1000.0 {
+	if c.appLimited() && loss-c.knownFloor() < startupExitLoss/1000.0 {
 		// the sender, not the path, held the interval back (descheduled,
 		// reading the pack, few chunks left): what got through says
 		// nothing of what the path takes, unless the hosts lost more
@@ -168,10 +168,7 @@ func (c *rateCtl) judge(worst uint16) float64 {
 		// a slower path than remembered: forget what got through before,
 		// not the random loss the path was known to have (this interval's
 		// loss is congestion, no floor)
-		floor := 0.0 // none known: take none
-		if c.floor() < 1 {
-			floor = min(c.floor(), loss)
-		}
+		floor := min(c.knownFloor(), loss) // none known: take none
 		c.window = [rateWindow]sample{}
 		loss = floor
 	}
@@ -198,6 +195,14 @@ func (c *rateState) floor() float64 {
 		}
 	}
 	return f
+}
+
+// knownFloor is the floor, or no loss when no interval is remembered.
+func (c *rateState) knownFloor() float64 {
+	if f := c.floor(); f < 1 {
+		return f
+	}
+	return 0
 }
 
 // estimate is the best delivery remembered, scaled back by the loss floor
