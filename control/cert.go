@@ -69,7 +69,7 @@ func ParseHostCert(b []byte) (*HostCert, error) {
 	r := newReader(rest)
 	c := &HostCert{Issued: int64(r.U64("issued")), Expires: int64(r.U64("expires"))}
 	c.Group = r.name("group", false)
-	c.Host = r.name("host", false)
+	c.Host = r.host("host")
 	if k := r.Bytes("host key", ed25519.PublicKeySize); k != nil {
 		c.HostKey = ed25519.PublicKey(bytes.Clone(k))
 	}

@@ -105,7 +105,7 @@ func parseEnvelope(r *reader, h Header) Envelope {
 		if r.Err() != nil {
 			break
 		}
-		e.Targets = append(e.Targets, r.name("target host", false))
+		e.Targets = append(e.Targets, r.host("target host"))
 	}
 	return e
 }

@@ -127,7 +127,7 @@ func parseReply(r *reader, h Header) (*Reply, error) {
 	p := &Reply{Deploy: h.Deploy}
 	copy(p.Nonce[:], r.Bytes("nonce", NonceLen))
 	p.Command, p.Outcome = Type(r.U8("command")), Outcome(r.U8("outcome"))
-	p.Host = r.name("host", false)
+	p.Host = r.host("host")
 	p.Current = r.release("current release", true)
 	p.Error = r.text("error")
 	if r.Err() == nil && p.Command == TypeStatus && p.Outcome == OutcomeOK {

@@ -130,6 +130,16 @@ func (r *reader) name(what string, empty bool) string {
 	return s
 }
 
+// host reads a host id (length u8) and checks it by the one host-id rule,
+// as checkHost does before encoding: what parses, encodes.
+func (r *reader) host(what string) string {
+	s := string(r.Prefixed8(what))
+	if r.Err() == nil {
+		r.Check(checkHost(what, s))
+	}
+	return s
+}
+
 // release reads a release id written as a name: 16 lowercase hex digits,
 // or, where empty is allowed, the empty name for the zero id. Anything
 // else (another name, the zero id's digits, which appendRelease never
@@ -156,8 +166,3 @@ func (r *reader) text(what string) string {
 	r.Check(checkText(what, s))
 	return s
 }
-
-// CheckName reports whether s can name a host or group in a command: 1 to
-// MaxName printable ASCII bytes without spaces. Callers use it to refuse a
-// bad name before anything is sent. Releases are named by image.ID.
-func CheckName(s string) error { return checkName("name", s, false) }

@@ -333,6 +333,21 @@ func TestHostIDRule(t *testing.T) {
 			t.Errorf("a reply from %q encodes: %v", id, err)
 		}
 	}
+	// and parsing takes no host id encoding refuses (it took "0!": found
+	// by FuzzParse, as a message that parsed and did not encode again)
+	c := &Activate{Envelope: NewEnvelope("web", 1, []string{"hostZ"}, t0), Release: relA}
+	r := &Reply{Command: TypeStatus, Outcome: OutcomeRefused, Error: "no", Host: "hostZ"}
+	for _, m := range []interface{ AppendBinary([]byte) ([]byte, error) }{c, r} {
+		b, err := m.AppendBinary(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := bytes.Index(b, []byte("hostZ"))
+		copy(b[i:], "0!stZ")
+		if _, err := Parse(b); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%T naming host %q parses: %v", m, "0!stZ", err)
+		}
+	}
 }
 
 // TestStatusDoctorFields: the doctor's fields follow the status, only when
