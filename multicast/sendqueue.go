@@ -39,6 +39,7 @@ func (s *sender) flush(now time.Time) error {
 // refill expands the next job into packets, or starts a status round when
 // the jobs are done. It reports whether it queued anything.
 func (s *sender) refill(now time.Time) bool {
+	s.gated = false
 	if s.phase != phaseSend {
 		return false
 	}
@@ -51,6 +52,10 @@ func (s *sender) refill(now time.Time) bool {
 		return true
 	}
 	j := s.jobs[0]
+	if s.opts.down != nil && !s.opts.down.ready(j) {
+		s.gated = true // the link wakes the loop when the frame arrives
+		return false
+	}
 	s.jobs = s.jobs[1:]
 	if err := s.expand(j); err != nil {
 		s.err = err
