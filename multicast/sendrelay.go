@@ -145,8 +145,7 @@ func (s *sender) relayedHost(rl *host, e wire.RelayedHost) {
 	}
 	h.ownAddr = e.Addr
 	if (e.State == wire.RelayHostDropped || e.State == wire.RelayHostFailed) && h.active() {
-		h.dropped = fmt.Sprintf("relay %s gave up on it: %s", rl.id, hostkey.Printable(e.Reason))
-		s.log.Warn("multicast: dropping host", "host", h.id, "reason", h.dropped)
+		s.dropRelayed(h, fmt.Sprintf("relay %s gave up on it: %s", rl.id, hostkey.Printable(e.Reason)))
 	}
 }
 
@@ -170,8 +169,17 @@ func (s *sender) dropUnrelayed(now time.Time) {
 		default:
 			continue
 		}
-		s.log.Warn("multicast: dropping host", "host", h.id, "reason", h.dropped)
+		s.dropRelayed(h, h.dropped)
 	}
+}
+
+// dropRelayed drops a relayed host its relay lost: as for a host whose
+// unicast connection broke, the session waits HostTimeout for it and
+// announces to it by unicast meanwhile, so a host that gave up on its
+// relay can still take the unicast path.
+func (s *sender) dropRelayed(h *host, why string) {
+	h.dropped, h.brokeAt = why, time.Now()
+	s.log.Warn("multicast: dropping host", "host", h.id, "reason", h.dropped)
 }
 
 // relayReports lists what each relay reported, by id.
@@ -203,8 +211,8 @@ func (s *sender) announceDue(h *host, now time.Time) bool {
 	switch {
 	case h.stream != nil || h.complete:
 		return false
-	case h.via != nil:
-		if !h.active() || now.Sub(h.viaAt) < viaAnnounceEvery || now.Sub(h.viaTold) < viaAnnounceEvery {
+	case h.via != nil && h.active():
+		if now.Sub(h.viaAt) < viaAnnounceEvery || now.Sub(h.viaTold) < viaAnnounceEvery {
 			return false
 		}
 		h.viaTold = now
