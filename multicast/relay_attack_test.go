@@ -192,3 +192,41 @@ func runBadRelay(t *testing.T, mangle func(p []byte) bool) {
 		}
 	}
 }
+
+// Attack: a relay that reports a host behind it complete, by a COMPLETE it
+// signs itself (or MACs), or by RELAY-STATUS, does not make it complete at
+// the sender; the host's own signed COMPLETE, forwarded, does.
+func TestAttackRelayForgesComplete(t *testing.T) {
+	ts := newTestSession(t, nil)
+	ts.usePack()
+	o := ts.send
+	o.Hosts, o.Relays = []string{"rb", "b1"}, []string{"rb"}
+	if err := o.defaults(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := newSender(ts.net.Conn("sender", false), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	rb, b1 := s.hosts.get("rb"), s.hosts.get("b1")
+	rb.registered, rb.addr, rb.key, rb.keys = true, memnet.Addr("rb"), testHostKey("rb").Public().(ed25519.PublicKey), &pairKeys{}
+	rb.relay = &relayState{}
+	b1.registered, b1.via, b1.viaAt, b1.key = true, rb, now, testHostKey("b1").Public().(ed25519.PublicKey)
+	c := &wire.Complete{Host: "b1", Status: wire.CompleteStaged}
+	hdr := wire.Header{Session: o.Session}
+	forged, _ := appendSigned(nil, hdr, c, testHostKey("rb"))
+	macd, _ := appendMAC(nil, hdr, c, &rb.keys.up)
+	status, _ := appendMAC(nil, hdr, &wire.RelayStatus{Relay: "rb", Seq: 1, Hosts: []wire.RelayedHost{{Host: "b1", State: wire.RelayHostComplete}}}, &rb.keys.up)
+	for _, p := range [][]byte{forged, macd, status} {
+		s.handle(packet{b: p, from: memnet.Addr("rb")}, now)
+	}
+	if b1.complete {
+		t.Fatal("the relay's own word made b1 complete")
+	}
+	real, _ := appendSigned(nil, hdr, c, testHostKey("b1"))
+	s.handle(packet{b: real, from: memnet.Addr("rb")}, now)
+	if !b1.complete || !b1.staged {
+		t.Error("b1's own signed COMPLETE, forwarded by its relay, was not taken")
+	}
+}
