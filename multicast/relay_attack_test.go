@@ -158,9 +158,21 @@ func TestAttackRelayJunkOrStall(t *testing.T) {
 	}
 }
 
-func runBadRelay(t *testing.T, mangle func(p []byte) bool) {
+// A sealed session is not relayed (slice 1): the relay takes part as a
+// host, and the hosts behind it take the unicast path.
+func TestRelaySealedRefused(t *testing.T) {
+	rep := runBadRelay(t, nil, func(o *SendOptions) { o.Encrypt = true })
+	if rep != nil {
+		t.Errorf("the relay ran a sealed session on its subnet: %+v", rep)
+	}
+}
+
+func runBadRelay(t *testing.T, mangle func(p []byte) bool, opts ...func(*SendOptions)) *Report {
 	b := []string{"b1", "b2"}
 	ts := newTestSession(t, routed(b, mangle))
+	for _, f := range opts {
+		f(&ts.send)
+	}
 	hosts := append([]string{"a1", "rb"}, b...)
 	ts.send.Hosts, ts.send.Relays, ts.send.HostKeys = hosts, []string{"rb"}, pinnedTestKeys(hosts)
 	ts.send.HostTimeout, ts.send.Wait = 10*time.Second, 5*time.Second
@@ -170,8 +182,9 @@ func runBadRelay(t *testing.T, mangle func(p []byte) bool) {
 		Trusted: []ed25519.PublicKey{ts.pub}, SenderTimeout: 5 * time.Second, Logger: testLogger(t).With("host", "rb")}
 	uni("rb", &ro.ReceiveOptions)
 	var relayErr error
+	var rep *Report
 	var wg sync.WaitGroup
-	wg.Go(func() { _, _, relayErr = Relay(context.Background(), ts.net.Conn("rb", true), ro) })
+	wg.Go(func() { _, rep, relayErr = Relay(context.Background(), ts.net.Conn("rb", true), ro) })
 	res, errs := ts.run(context.Background(), []string{"a1", "b1", "b2"}, func(h string, o *ReceiveOptions) {
 		uni(h, o)
 		o.SenderTimeout = 10 * time.Second
@@ -191,6 +204,7 @@ func runBadRelay(t *testing.T, mangle func(p []byte) bool) {
 			t.Errorf("%s: %v over %q (unicast result %v), want complete over the unicast path", h, hr.State, hr.Path, res[h].Unicast)
 		}
 	}
+	return rep
 }
 
 // Attack: a relay that reports a host behind it complete, by a COMPLETE it

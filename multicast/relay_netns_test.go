@@ -281,7 +281,11 @@ func TestRelayNetns(t *testing.T) {
 	if k := n.heard("rb", "b1"); k == 0 {
 		t.Fatal("precheck: b1 heard no multicast probe from rb in its own subnet")
 	}
-	img, m, _ := randomImage(t, 32<<20)
+	size := 32 << 20
+	if raceEnabled {
+		size = 8 << 20 // the race detector slows every node several times
+	}
+	img, m, _ := randomImage(t, size)
 	if err := image.WriteManifestFile(img+".manifest", m); err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,13 @@ type relayLab struct {
 }
 
 func newRelayLab(t *testing.T, downDrop func(from, to string, b []byte) bool) *relayLab {
-	ts := newTestSession(t, deafTo("rb"))
+	return newRelayLabOn(newTestSession(t, nil), downDrop)
+}
+
+// newRelayLabOn makes the lab of session ts.
+func newRelayLabOn(ts *testSession, downDrop func(from, to string, b []byte) bool) *relayLab {
+	t := ts.t
+	ts.net.SetDrop(deafTo("rb"))
 	l := &relayLab{ts: ts, down: memnet.New(downDrop), a: []string{"a1", "a2"}, b: []string{"b1", "b2", "b3"},
 		res: map[string]*Result{}, errs: map[string]error{}}
 	ts.send.Hosts, ts.send.Relays = append(append(slices.Clone(l.a), "rb"), l.b...), []string{"rb"}
@@ -59,8 +65,11 @@ func (l *relayLab) recvOptions(h string) ReceiveOptions {
 }
 
 // run runs the session: the sender and a* (ts.run), the relay, and b*,
-// each b* host's options from recv.
+// each host's options (the relay's too) from recv.
 func (l *relayLab) run(recv func(h string, o *ReceiveOptions)) {
+	if recv != nil {
+		recv("rb", &l.relay.ReceiveOptions)
+	}
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -82,7 +91,7 @@ func (l *relayLab) run(recv func(h string, o *ReceiveOptions)) {
 			l.mu.Unlock()
 		})
 	}
-	_, errs := l.ts.run(ctx, l.a, nil)
+	_, errs := l.ts.run(ctx, l.a, recv)
 	wg.Wait()
 	for _, h := range l.a {
 		l.errs[h] = errs[h]
@@ -141,4 +150,40 @@ func TestRelay(t *testing.T) {
 	}
 	t.Logf("sender: %d B multicast + %d B unicast; relay: %d B, %d data + %d repair packets, %d rounds",
 		r.Bytes, r.UnicastBytes, l.rep.Bytes, l.rep.DataPackets, l.rep.RepairPackets, l.rep.Rounds)
+}
+
+// A relay tells the sender it holds only what it holds and every host
+// behind it holds too. When they all hold the base, the sender pushes it
+// only the changed chunks; a host that registers with it late, lacking
+// the base, still gets every chunk: the relay asks the sender again for
+// the frames of chunks it held but was never sent (frameWant).
+func TestRelayHeldChunks(t *testing.T) {
+	for _, late := range []bool{false, true} {
+		t.Run(map[bool]string{false: "all hold the base", true: "a late host lacks it"}[late], func(t *testing.T) {
+			ts, base, basePath := deltaSession(t, true)
+			gate := time.Now().Add(2 * time.Second) // b3 hears the relay only from here, b1 its data
+			l := newRelayLabOn(ts, func(from, to string, p []byte) bool {
+				return late && from == "rb-down" && time.Now().Before(gate) &&
+					(to == "b3" || to == "b1" && len(p) > 5 && (p[5] == 4 || p[5] == 7)) // DATA, REPAIR
+			})
+			if late {
+				ts.send.Wait = time.Second // the transfer begins without b3
+			}
+			l.run(func(h string, o *ReceiveOptions) {
+				if h != "b3" || !late {
+					hostBase(t, ts, base, basePath, h, o, nil)
+				}
+			})
+			l.checkAll()
+			rb := hostReport(ts.report, "rb")
+			changed := int64(len(deltaChanged)) * testChunk
+			switch {
+			case !late && rb.UnicastBytes > changed:
+				t.Errorf("the relay took %d B over the unicast path, more than the %d B of changed chunks", rb.UnicastBytes, changed)
+			case late && rb.UnicastBytes <= changed:
+				t.Errorf("the relay took %d B over the unicast path: no frame asked again for the late host", rb.UnicastBytes)
+			}
+			t.Logf("the relay took %d B over the unicast path (%d changed chunks: at most %d B)", rb.UnicastBytes, len(deltaChanged), changed)
+		})
+	}
 }

@@ -95,5 +95,6 @@ func addrPort(a net.Addr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// ready reports whether job j may go: its chunk's frame is in the store.
-func (d *downSide) ready(j repairJob) bool { return d.link.frameReady(j.chunk) }
+// ready reports whether the next job may go: its chunk's frame is in the
+// store.
+func (d *downSide) ready(jobs []repairJob) bool { return d.link.framesReady(jobs) }

@@ -124,21 +124,24 @@ func (l *relayLink) arrived(i uint32) {
 	wake(l.downWake)
 }
 
-// frameReady reports whether chunk i's frame is in the store
-// (downstream); when not, it is wanted, and the upstream side asks for it
-// if it holds the chunk but not the frame.
-func (l *relayLink) frameReady(i uint32) bool {
+// framesReady reports whether the first job's frame is in the store
+// (downstream); when not, every job's frame not there is wanted at once,
+// and the upstream side asks for those of chunks it holds but never had
+// the frame of.
+func (l *relayLink) framesReady(jobs []repairJob) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.frames.has(i) {
+	if l.frames.has(jobs[0].chunk) {
 		return true
 	}
 	if l.wanted == nil {
 		l.wanted = make(chunkSet, len(l.frames))
 	}
-	if !l.wanted.has(i) {
-		l.wanted.addRange(i, i+1)
-		wake(l.upWake)
+	for _, j := range jobs {
+		if i := j.chunk; !l.frames.has(i) && !l.wanted.has(i) {
+			l.wanted.addRange(i, i+1)
+			wake(l.upWake)
+		}
 	}
 	return false
 }

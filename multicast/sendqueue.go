@@ -51,11 +51,11 @@ func (s *sender) refill(now time.Time) bool {
 		s.startRound(now)
 		return true
 	}
-	j := s.jobs[0]
-	if s.opts.down != nil && !s.opts.down.ready(j) {
+	if s.opts.down != nil && !s.opts.down.ready(s.jobs) {
 		s.gated = true // the link wakes the loop when the frame arrives
 		return false
 	}
+	j := s.jobs[0]
 	s.jobs = s.jobs[1:]
 	if err := s.expand(j); err != nil {
 		s.err = err
