@@ -414,9 +414,9 @@ func (h *host) report() HostReport {
 		hr.Addr = h.addr.String()
 	}
 	switch {
-	case h.via != nil:
-		hr.Path, hr.Via = PathRelay, h.via.id
-		if hr.Addr = ""; h.ownAddr.IsValid() {
+	case h.via != nil: // its own address, as its relay reports it
+		hr.Path, hr.Via, hr.Addr = PathRelay, h.via.id, ""
+		if h.ownAddr.IsValid() {
 			hr.Addr = h.ownAddr.String()
 		}
 	case h.everStream:

@@ -527,23 +527,30 @@ func (r *receiver) send(m wire.Message) {
 	var b []byte
 	var err error
 	h := wire.Header{Session: r.res.Session}
-	_, complete := m.(*wire.Complete)
 	switch m := m.(type) {
 	case *wire.Register:
 		b, err = r.signRegister(h, m)
-	case *wire.Complete, *wire.Nack, *wire.RelayStatus:
-		switch {
-		case complete && r.relayed():
+	case *wire.Complete:
+		if r.relayed() {
 			b, err = appendSigned(nil, h, m, r.opts.HostKey)
-		case r.keys == nil:
-			return
-		default:
-			b, err = appendMAC(nil, h, m, &r.keys.up)
+			break
 		}
+		b, err = r.appendUp(h, m)
+	default:
+		b, err = r.appendUp(h, m)
 	}
 	if err == nil && b != nil {
 		r.conn.WriteTo(b, r.sender)
 	}
+}
+
+// appendUp frames m under the session's MAC key to the sender; nothing
+// before the keys are agreed.
+func (r *receiver) appendUp(h wire.Header, m wire.Message) ([]byte, error) {
+	if r.keys == nil {
+		return nil, nil
+	}
+	return appendMAC(nil, h, m, &r.keys.up)
 }
 
 // signRegister completes and signs a REGISTER.

@@ -153,25 +153,31 @@ func (r *receiver) relayTurn(now time.Time) {
 		return
 	}
 	if _, gen := up.link.heldSet(); gen != up.heldGen && !up.started {
-		r.lastReg = now
+		r.lastReg = now // what it holds narrowed before the transfer: say so first
 		r.send(&wire.Register{Host: r.opts.HostID, Relay: true, Have: r.upHave()})
 	}
-	for _, c := range up.link.takeWanted() {
-		if int(c) < len(r.st.chunks) && r.st.chunks[c].done && !r.st.m.Chunks[c].Zero {
-			r.st.want.addRange(c, c+1)
-		}
-	}
+	r.relayWants()
 	for _, f := range up.link.takeForwards() {
 		r.conn.WriteTo(f.b, r.sender)
 	}
-	if !up.link.holding() {
+	switch {
+	case !up.link.holding():
 		r.relayStatus(now)
 		up.released, r.doneAt = true, now // its COMPLETE may go, and linger from now
 		r.log.Debug("multicast: the relayed session ended", sessionAttr(r.res.Session))
-		return
-	}
-	if now.Sub(up.statusAt) >= relayStatusEvery {
+	case now.Sub(up.statusAt) >= relayStatusEvery:
 		r.relayStatus(now)
+	}
+}
+
+// relayWants takes again the symbols of chunks the relay holds whose
+// frames its subnet's session waits for (the chunks it lacks come
+// anyway): its next answer to the sender asks for them.
+func (r *receiver) relayWants() {
+	for _, c := range r.opts.relay.link.takeWanted() {
+		if int(c) < len(r.st.chunks) && r.st.chunks[c].done && !r.st.m.Chunks[c].Zero {
+			r.st.want.addRange(c, c+1)
+		}
 	}
 }
 

@@ -32,6 +32,7 @@ type relayLink struct {
 	heldGen  int      // grows when held shrinks
 	wanted   chunkSet // frames a downstream job waits for
 	fwd      []forward
+	fwdAt    map[string]int // index in fwd by key
 	snap     relaySnapshot
 	downDone bool
 	report   *Report
@@ -175,17 +176,21 @@ func (l *relayLink) registered(have []wire.Range, chunks int, b []byte, host str
 	l.queue("R"+host, b)
 }
 
-// queue adds a packet to forward, replacing one of the same key.
+// queue adds a packet to forward, replacing one of the same key still
+// queued.
 func (l *relayLink) queue(key string, b []byte) {
-	for i := range l.fwd {
-		if l.fwd[i].key == key {
-			l.fwd[i].b = b
-			return
-		}
+	if i, ok := l.fwdAt[key]; ok {
+		l.fwd[i].b = b
+		return
 	}
-	if len(l.fwd) < maxForward {
-		l.fwd = append(l.fwd, forward{key: key, b: b})
+	if len(l.fwd) >= maxForward {
+		return
 	}
+	if l.fwdAt == nil {
+		l.fwdAt = map[string]int{}
+	}
+	l.fwdAt[key] = len(l.fwd)
+	l.fwd = append(l.fwd, forward{key: key, b: b})
 	wake(l.upWake)
 }
 
@@ -209,7 +214,7 @@ func (l *relayLink) takeForwards() []forward {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	f := l.fwd
-	l.fwd = nil
+	l.fwd, l.fwdAt = nil, nil
 	return f
 }
 

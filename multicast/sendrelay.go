@@ -104,6 +104,10 @@ func (s *sender) onRelayedRegister(m *wire.Register, hdr *wire.Header, rl *host,
 	if h.via != rl || h.dropped != "" {
 		s.log.Debug("multicast: host registered through a relay", "host", h.id, "relay", rl.id)
 	}
+	if st := h.stream; st != nil { // it left its unicast connection for the relay
+		h.stream, h.streamBytes = nil, h.streamBytes+st.bytes.Load()
+		st.close()
+	}
 	h.regAt, h.via, h.viaAt, h.addr, h.keys, h.eph, h.asked = m.SignedAt, rl, now, nil, nil, [32]byte{}, time.Time{}
 	h.registered, h.dropped, h.have, h.hasBase, h.refused = true, "", m.Have, m.HasBase, nil
 	return true
@@ -212,11 +216,7 @@ func (s *sender) announceDue(h *host, now time.Time) bool {
 	case h.stream != nil || h.complete:
 		return false
 	case h.via != nil && h.active():
-		if now.Sub(h.viaAt) < viaAnnounceEvery || now.Sub(h.viaTold) < viaAnnounceEvery {
-			return false
-		}
-		h.viaTold = now
-		return true
+		return now.Sub(h.viaAt) >= viaAnnounceEvery && now.Sub(h.viaTold) >= viaAnnounceEvery
 	case h.decided() && h.dropped == "":
 		return false
 	case s.isRelay(h.id):

@@ -59,6 +59,9 @@ func (s *sender) unicastAnnounce(now time.Time) {
 			s.stats.Packets++
 			s.stats.Bytes += int64(len(b))
 		}
+		if h.via != nil {
+			h.viaTold = now
+		}
 		if !h.uniTold {
 			h.uniTold = true
 			s.log.Debug("multicast: host not registered by multicast: announcing by unicast", "host", id, "addr", addr, "fetch_port", s.ann.FetchPort)
