@@ -15,6 +15,11 @@
 // kept releases to peers that show a certificate, and /healthz on the
 // metrics address says whether the host is in sync.
 //
+// Run with RunConfig.Relay (receiver run --relay), the agent is its
+// subnet's relay: it takes each session with multicast.Relay, which joins
+// it as any agent does and, when the sender grants it, runs it on the
+// relay's subnet too, from a frame store beside the incoming image.
+//
 // The unit file (packaging/loopcast-receiver.service) is Type=notify and
 // ordered before nginx and php-fpm, so the web server starts only once
 // Start has remounted the kept releases and repaired `current`: it never

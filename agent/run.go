@@ -59,11 +59,24 @@ type RunConfig struct {
 	// peers on, for hosts catching up with the fleet: "" means the control
 	// port (the group's port+1) on every address; "off" serves none. Every
 	// agent of a group must use the same port.
-	PeerAddr  string
+	PeerAddr string
+	// Relay, when set, makes the agent its subnet's relay (receiver run
+	// --relay): it joins each session as any agent does and, when the
+	// sender grants it (its --relays names this host), runs the session
+	// on its own subnet too, for the hosts there (multicast.Relay).
+	Relay     *RelayConfig
+	relayDown multicast.Conn
 	metrics   *Metrics
 	fleet     *Fleet
 	doctor    *doctorState
 	receiving *atomic.Bool // in a session: catch-up does not switch meanwhile
+}
+
+// RelayConfig is where a relay agent runs its subnet's sessions.
+type RelayConfig struct {
+	Iface string       // the interface to its subnet ("": the kernel's choice)
+	Group *net.UDPAddr // the group there (nil: the agent's own)
+	Rate  int64        // bit/s cap there (0: the sender's announced rate)
 }
 
 // Run is the agent: it reconciles the store and reports ready, then
@@ -114,6 +127,13 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		return err
 	}
 	defer data.Close()
+	if cfg.Relay != nil {
+		down, err := openRelay(&cfg)
+		if err != nil {
+			return err
+		}
+		defer down.Close()
+	}
 	ctl, err := listen(ctx, control.Addr(cfg.Group), cfg.Iface, log)
 	if err != nil {
 		return err
@@ -188,6 +208,20 @@ func listen(ctx context.Context, group *net.UDPAddr, iface string, log *slog.Log
 	}
 }
 
+// openRelay opens a relay agent's socket to its subnet (multicast loopback
+// off: the agent's own listener must not hear what it relays).
+func openRelay(cfg *RunConfig) (*multicast.UDPConn, error) {
+	if cfg.Relay.Group == nil {
+		cfg.Relay.Group = cfg.Group
+	}
+	down, err := multicast.DialRelay(cfg.Relay.Group, cfg.Relay.Iface, multicast.DefaultTTL)
+	if err != nil {
+		return nil, fmt.Errorf("agent: relay: %w", err)
+	}
+	cfg.relayDown = down
+	return down, nil
+}
+
 // receiveLoop takes one session after another and stages each image.
 func receiveLoop(ctx context.Context, conn multicast.Conn, store *release.Store, cfg RunConfig, log *slog.Logger) error {
 	in := store.IncomingPath()
@@ -219,7 +253,7 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 	defer os.Remove(img) // staging renamed it, or it is not wanted
 	cleanPartials(img, time.Now(), log)
 	local, bases := localImages(store, log)
-	res, err := multicast.Receive(ctx, conn, multicast.ReceiveOptions{
+	res, err := receive(ctx, conn, cfg, in, multicast.ReceiveOptions{
 		HostID: cfg.HostID, HostKey: cfg.HostKey, Out: img, Trusted: cfg.Keys, Skip: skip, Local: local.Lookup,
 		// a live release's image serves as the base of delta chunks; the
 		// receiver checks every chunk decoded against it like any other
@@ -249,7 +283,7 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 		},
 		Probed: func(nonce [16]byte, _ net.Addr) { cfg.doctor.heard(nonce) },
 		Logger: log,
-	})
+	}, log)
 	cfg.receiving.Store(false)
 	cfg.metrics.received(res, err)
 	if err != nil {
@@ -270,6 +304,21 @@ func receiveOne(ctx context.Context, conn multicast.Conn, store *release.Store, 
 	}
 	log.Info("agent: staged", "release", rel)
 	return res.Session, nil
+}
+
+// receive receives one session, and relays it too when the agent is a
+// relay (and the sender grants it).
+func receive(ctx context.Context, conn multicast.Conn, cfg RunConfig, in string, o multicast.ReceiveOptions, log *slog.Logger) (*multicast.Result, error) {
+	if cfg.relayDown == nil {
+		return multicast.Receive(ctx, conn, o)
+	}
+	res, rep, err := multicast.Relay(ctx, conn, multicast.RelayOptions{ReceiveOptions: o, Down: cfg.relayDown,
+		DownGroup: cfg.Relay.Group, Rate: cfg.Relay.Rate, Frames: in + ".frames"})
+	if rep != nil {
+		done, all := rep.Completed()
+		log.Info("agent: relayed", "session", rep.Session, "hosts", all, "complete", done, "bytes", rep.Bytes, "rounds", rep.Rounds)
+	}
+	return res, err
 }
 
 // partialMaxAge bounds how long a partial image left by a killed agent is

@@ -45,7 +45,7 @@ func (d *Deployer) run(ctx context.Context, conns Conns, o *Options) (*Result, e
 	case err != nil:
 		return nil, err
 	}
-	cmd.Addrs = res.addrs()
+	cmd.Addrs = res.addrs(cmd.Unicast)
 	if staged, err = o.stage(ctx, cmd, res, staged, ask); err != nil {
 		return res, err
 	}

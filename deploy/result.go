@@ -53,6 +53,9 @@ type HostResult struct {
 	// the rest it held); Path is how they reached it.
 	Needed int64  `json:"needed_bytes"`
 	Path   string `json:"path,omitempty"`
+	// Via, with Path relay, is the relay it received the release from on
+	// its own subnet (Addr is then its own address, as the relay saw it).
+	Via string `json:"via,omitempty"`
 }
 
 // Result is the report of a deploy. Each fact is kept once: the
@@ -182,7 +185,7 @@ func (r *Result) fromTransfer(rep *multicast.Report) (staged, ask []string) {
 func transferLine(h multicast.HostReport) HostResult {
 	hr := HostResult{ID: h.ID, Addr: h.Addr, Phase: PhaseNone, Done: h.Done, StageTime: h.StageTime, Needed: h.Needed}
 	if h.State == multicast.HostComplete {
-		hr.Path = h.Path
+		hr.Path, hr.Via = h.Path, h.Via
 	}
 	switch {
 	case h.State == multicast.HostComplete && h.Staged:
@@ -219,12 +222,15 @@ func refusalText(h multicast.HostReport) string {
 }
 
 // addrs maps each host to the address it registered from, so replies to
-// commands are only taken from there.
-func (r *Result) addrs() map[string]string {
+// commands are only taken from there: a relayed host's own, as its relay
+// reported it, or else the one known (an inventory's).
+func (r *Result) addrs(known map[string]string) map[string]string {
 	m := map[string]string{}
 	for _, h := range r.Hosts {
 		if host, _, err := net.SplitHostPort(h.Addr); err == nil {
 			m[h.ID] = host
+		} else if ip := known[h.ID]; h.Via != "" && ip != "" {
+			m[h.ID] = ip
 		}
 	}
 	return m

@@ -98,3 +98,26 @@ const goldenEmptyResult = `{
   "switched": false,
   "outcome": "none"
 }`
+
+// A host reached through a relay keeps its relay in its line, staged by
+// its own COMPLETE; commands' replies are taken from its own address, as
+// the relay reported it, or else the one known for it.
+func TestRelayedHostLine(t *testing.T) {
+	r := &Result{}
+	staged, ask := r.fromTransfer(&multicast.Report{Hosts: []multicast.HostReport{
+		{ID: "b1", Member: true, State: multicast.HostComplete, Staged: true, Path: multicast.PathRelay, Via: "rb", Addr: "10.0.2.11:5000"},
+		{ID: "b2", Member: true, State: multicast.HostComplete, Staged: true, Path: multicast.PathRelay, Via: "rb"},
+		{ID: "rb", Member: true, State: multicast.HostComplete, Staged: true, Path: multicast.PathUnicast, Addr: "10.0.2.10:40000"},
+	}})
+	if len(staged) != 3 || len(ask) != 0 {
+		t.Errorf("staged %v, to ask %v: want all three staged by their COMPLETE", staged, ask)
+	}
+	if h := r.host("b1"); h.Path != multicast.PathRelay || h.Via != "rb" || h.Addr != "10.0.2.11:5000" {
+		t.Errorf("b1's line: %+v", *h)
+	}
+	got := r.addrs(map[string]string{"b2": "10.0.2.12", "rb": "10.9.9.9"})
+	want := map[string]string{"b1": "10.0.2.11", "b2": "10.0.2.12", "rb": "10.0.2.10"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("reply addresses (-want +got):\n%s", d)
+	}
+}

@@ -22,13 +22,17 @@ import (
 //	         digest (in the signed ANNOUNCE) and chunk hashes vouch for
 //	         their content.
 //	flags 1: an ed25519 signature (64 bytes). ANNOUNCE by the release
-//	         key; STATUS and ABORT by the session key the ANNOUNCE names;
-//	         REGISTER and REFUSE by the host's own key, which they carry.
+//	         key (a relay's by its host key, which a grant signed by the
+//	         release key names: relay.go); STATUS and ABORT by the session
+//	         key the ANNOUNCE names; REGISTER and REFUSE by the host's own
+//	         key, which they carry; COMPLETE in a relayed session by the
+//	         host's own key (its relay forwards it to the sender as it is).
 //	flags 2: HMAC-SHA256 truncated to 16 bytes. NACK and COMPLETE (host
-//	         to sender) and the sender's acknowledgements (sender to host),
-//	         each under its direction's key from an X25519 agreement of the
-//	         host's per-session key (in its signed REGISTER) with the
-//	         session's (in the signed ANNOUNCE).
+//	         to sender), RELAY-STATUS (relay to sender) and the sender's
+//	         acknowledgements (sender to host), each under its direction's
+//	         key from an X25519 agreement of the host's per-session key (in
+//	         its signed REGISTER) with the session's (in the signed
+//	         ANNOUNCE).
 //
 // So a stranger on the LAN, who may know the release public key, every
 // host id and the session id, can neither announce, steer (STATUS, ABORT)

@@ -31,12 +31,17 @@ type decodeJob struct {
 	// cipher opens the frame of an encrypted session (nil: plain)
 	cipher  *contentCipher
 	release image.ID
+	// frames, a relay's, keeps the verified plain frame; frameOnly: the
+	// chunk is held already, only its frame is wanted
+	frames    *frameStore
+	frameOnly bool
 }
 
 // decodeResult is a decoder's verdict on one chunk.
 type decodeResult struct {
-	chunk int
-	err   error
+	chunk  int
+	err    error
+	framed bool // its frame went to the frame store
 }
 
 // decoder turns a chunk's spooled symbols into verified image bytes. It
@@ -74,6 +79,7 @@ func (d *decoder) run(ctx context.Context, jobs <-chan decodeJob, results chan<-
 	defer d.zd.Close()
 	for j := range jobs {
 		r := decodeResult{chunk: j.chunk, err: d.chunk(j)}
+		r.framed = r.err == nil && j.frames != nil && !j.delta
 		select {
 		case results <- r:
 		case <-ctx.Done():
@@ -95,6 +101,14 @@ func (d *decoder) chunk(j decodeJob) error {
 	}
 	if err != nil {
 		return fmt.Errorf("%w: chunk %d: %w", errChunkRetry, j.chunk, err)
+	}
+	if j.frames != nil && !j.delta {
+		if err := j.frames.put(j.chunk, d.comp[:j.clen]); err != nil {
+			return err
+		}
+	}
+	if j.frameOnly {
+		return nil
 	}
 	off, _ := d.m.ChunkRange(j.chunk)
 	if _, err := d.file.WriteAt(raw, off); err != nil {

@@ -152,6 +152,33 @@
 // no host within 10 s is closed, control packets queued per connection
 // are capped (dropped beyond, as UDP would).
 //
+// # Relays
+//
+// A subnet behind a router that carries no multicast would otherwise take
+// one unicast copy per host. A host named in [SendOptions].Relays that
+// runs [Relay] (receiver run --relay) is sent the unicast ANNOUNCE at
+// once, takes the session over the unicast path (one copy), and asks in
+// its REGISTER to relay; the acknowledgement carries a grant signed by the
+// release key, naming the session, the release, the descriptor, the layout
+// and the relay's host key. The relay then runs the same session on its
+// own subnet: the sender's descriptor and frames (cut through chunk by
+// chunk from a frame store as each verifies), its own session keys, its
+// own repair rounds, its ANNOUNCE signed by its host key with the grant
+// in it. Hosts there follow it only with a grant that names what the
+// ANNOUNCE announces, verify every chunk against the signed manifest, and
+// sign their COMPLETE with their host keys; the relay forwards their
+// REGISTER, COMPLETE and REFUSE to the sender as they came, reports them
+// in RELAY-STATUS (their own addresses, for commands), and holds its own
+// COMPLETE until its subnet's session ends. The sender waits for relayed
+// hosts but asks them nothing: [HostReport].Path is PathRelay and Via the
+// relay. Other listed hosts get their unicast ANNOUNCE relayGrace (2 s)
+// later than without relays, so the relay is up first. A host whose relay
+// verifies nothing for relayStall (60 s), junk or silence, gives that
+// relay up for the session and takes the unicast path, which the sender
+// offers relayed hosts every 5 s. Slice 1: plain sessions only (a sealed
+// one is not relayed: the relay takes part as a host), no deltas through a
+// relay, no relay chaining.
+//
 // # Liveness
 //
 // A host that leaves STATUS requests unanswered for HostTimeout is dropped
@@ -176,10 +203,16 @@
 // What a receiver writes is bound to the signed manifest: every received
 // chunk's SHA-256 is checked before it is written (reused chunks come from
 // images verified before), and the manifest names the image by a digest
-// over those chunk hashes, so the whole image needs no pass of its own. The session's control packets (ANNOUNCE, STATUS, ABORT and
-// the acknowledgements) are not authenticated in this version: a forged
-// ABORT from the sender's address can make receivers discard a transfer,
-// though never accept wrong data.
+// over those chunk hashes, so the whole image needs no pass of its own.
+// Every control packet is authenticated (auth.go): ANNOUNCE by the release
+// key, or a relay's by its host key under a grant the release key signed
+// for that session; STATUS and ABORT by the session key the ANNOUNCE
+// names; REGISTER, REFUSE and a relayed host's COMPLETE by the host's own
+// key; NACK, COMPLETE, RELAY-STATUS and the acknowledgements by per-host
+// MACs. So a relay can delay its subnet (stall, send junk, drop what it
+// should forward, abort its own session), never make a host write a byte
+// the manifest does not name, relay another session or release, or speak
+// for a host to the sender. docs/SECURITY.md has the threat model.
 //
 // # Bounds
 //
@@ -210,7 +243,10 @@
 //
 // and changes it only in receiver.on, by the table in recvphase.go. The
 // packet codec is the internal package wire: nothing here builds or reads
-// bytes of a packet by hand.
+// bytes of a packet by hand. Relays (relay.go) join the two: a relay's
+// receiver (recvrelay.go) and its subnet's sender (relaydown.go) share a
+// relayLink (relaylink.go) and a frame store (relayframes.go); the
+// sender's side of relays is sendrelay.go, a relayed host's recvrelayed.go.
 //
 // # Wire format
 //
@@ -236,7 +272,7 @@
 //
 // Types (values are on the wire — only append): 1 ANNOUNCE, 2 REGISTER,
 // 3 MANIFEST, 4 DATA, 5 STATUS, 6 NACK, 7 REPAIR, 8 COMPLETE, 9 ABORT,
-// 10 REFUSE. Flags 1: the packet ends with an ed25519 signature (64 bytes)
+// 10 REFUSE, 11 RELAY-STATUS. Flags 1: the packet ends with an ed25519 signature (64 bytes)
 // over every byte before it; flags 2: with HMAC-SHA256 truncated to 16
 // bytes, under a per-host session key (auth.go says which packet carries
 // which, under which key). The header and REFUSE keep their layout in
@@ -247,17 +283,34 @@
 //	  0 release id [8]       8 manifest SHA-256 [32]   40 manifest size u32
 //	 44 image size u64      52 chunk size u32         56 chunk count u32
 //	 60 symbol size u16     62 block symbols u16      64 flags u8 (1: closed group,
-//	                                                   2: base, 4: sealed, 8: fetch port)
+//	                                                   2: base, 4: sealed, 8: fetch port,
+//	                                                   16: relayed)
 //	 65 rate bit/s u64      73 hosts total u16        75 first host u16
 //	 77 host count u8 (≤16) 78 host ids: str8 each (a page of the closed group)
 //	  then, with flag 2 (base): base release id [8] (not all zero)
 //	  then, with flag 8 (unicast path): TCP fetch port u16 (not 0)
+//	  then, with flag 16 (a relay's): grant length u16 | grant (below);
+//	  no host ids then, not closed
 //	  then signed at (unix ms) u64 | release key [32] | session key [32]
-//	  | session X25519 key [32]; signed by the release key
+//	  | session X25519 key [32]; signed by the release key (with flag 16:
+//	  by the relay's host key the grant names)
+//
+//	GRANT  (in a relayed ANNOUNCE, and in the REGISTER acknowledgement)
+//	  0 "LCRG"  4 version u8  5 session u32  9 release id [8]
+//	 17 manifest SHA-256 [32]  49 manifest size u32  53 image size u64
+//	 61 chunk size u32  65 symbol size u16  67 block symbols u16
+//	 69 flags u8 (1: sealed, 2: base) | with flag 2: base release id [8]
+//	  | issued (unix ms) u64 | expires (unix ms) u64 | relay host id str8
+//	  | relay host key [32] | upstream session X25519 key [32]
+//	  | release key [32] | signature [64] by the release key over all before
 //
 //	REGISTER  (host → sender; echoed back as the acknowledgement)
-//	  host id str8 | flags u8 (1: need manifest, 2: holds the base, 4: bitmap)
+//	  host id str8 | flags u8 (1: need manifest, 2: holds the base, 4: bitmap,
+//	  8: wrapped key, 16: asks to relay, 32: grant)
 //	  | signed at (unix ms) u64 | host key [32] | host X25519 key [32]
+//	  | with flag 8 (acknowledgement): wrapped content key [48]
+//	  | with flag 32 (acknowledgement): grant length u16 | grant (then no
+//	    held chunks)
 //	  | range count u16 (≤150)
 //	  | ranges, ascending and disjoint: first chunk u32, count u32
 //	    (chunks already held; empty with need manifest)
@@ -292,6 +345,8 @@
 //	COMPLETE  (host → sender; echoed back as the acknowledgement)
 //	  host id str8 | status u8 (0 ok, 1 failed, 2 staged, 3 staging failed)
 //	  | reason str8 (≤200) | stage time ms u32
+//	  (MAC'd; in a relayed session signed by the host key, and forwarded
+//	  by the relay to the sender as it is)
 //
 //	ABORT  (sender → group; signed by the session key, as STATUS is)
 //	  reason str8 (≤200)
@@ -303,4 +358,10 @@
 //	  host id str8 | host key [32] | code u8 (1 other, 2 no-space,
 //	  3 untrusted-key, 4 version, 5 busy, 6 older-than-current)
 //	  | detail str8 (≤200)
+//
+//	RELAY-STATUS  (relay → sender; MAC'd under the relay's own MAC key)
+//	  relay id str8 | seq u32 | down bytes u64 | down packets u64
+//	  | rounds u32 | count u8 (≤8) | per host: host id str8, state u8
+//	  (1 receiving, 2 complete, 3 failed, 4 dropped), address [16]
+//	  (IPv4-mapped; all zero: unknown), port u16, reason str8 (≤64)
 package multicast

@@ -7,6 +7,7 @@ import (
 	"iter"
 	"maps"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -51,13 +52,23 @@ type host struct {
 	streamBytes int64             // bytes written to its closed connections
 	uniTold     bool              // it was sent a unicast ANNOUNCE (logged once)
 	brokeAt     time.Time         // when its unicast connection broke before it completed
+	feedback    int64             // NACK packets taken from it by UDP
+	via         *host             // the relay it registered through (relay.go); nil: none
+	viaAt       time.Time         // when it did
+	viaTold     time.Time         // when it was last sent the unicast ANNOUNCE, relayed
+	ownAddr     netip.AddrPort    // a relayed host's own address, as its relay reports it
+	relay       *relayState       // its grant to relay the session, once issued
 }
 
 // counts reports whether h takes part in the group's decisions (which
 // chunks every host holds, whether all hold the delta base, who is still
 // expected): a member still in the session. A guest (a host not listed in
 // a closed group, or a forged REGISTER) decides nothing.
-func (h *host) counts() bool { return h.member && h.active() && h.stream == nil }
+func (h *host) counts() bool { return h.member && h.active() && h.onGroup() }
+
+// onGroup reports whether h receives the sender's own multicast: neither
+// over a unicast connection nor through a relay.
+func (h *host) onGroup() bool { return h.stream == nil && h.via == nil }
 
 func (h *host) active() bool { return h.registered && !h.complete && h.failed == "" && h.dropped == "" }
 
@@ -197,12 +208,12 @@ func (t *hostTable) live() int {
 	return n
 }
 
-// mcLive counts hosts still receiving by multicast: the repair rounds are
-// theirs.
+// mcLive counts hosts still receiving by the sender's multicast: the
+// repair rounds are theirs.
 func (t *hostTable) mcLive() int {
 	n := 0
 	for h := range t.all() {
-		if h.active() && h.stream == nil {
+		if h.active() && h.onGroup() {
 			n++
 		}
 	}
@@ -236,7 +247,7 @@ func (t *hostTable) unfinished() bool {
 func (t *hostTable) dropSilent(now time.Time, timeout time.Duration) []*host {
 	var out []*host
 	for h := range t.all() {
-		if h.active() && h.stream == nil && !h.asked.IsZero() && now.Sub(h.asked) > timeout {
+		if h.active() && h.onGroup() && !h.asked.IsZero() && now.Sub(h.asked) > timeout {
 			h.dropped = fmt.Sprintf("silent for %v (no answer to status requests)", now.Sub(h.asked).Round(time.Millisecond))
 			out = append(out, h)
 		}
@@ -247,7 +258,7 @@ func (t *hostTable) dropSilent(now time.Time, timeout time.Duration) []*host {
 // ask marks a STATUS sent to every multicast host not already asked.
 func (t *hostTable) ask(now time.Time) {
 	for h := range t.all() {
-		if h.active() && h.stream == nil && h.asked.IsZero() {
+		if h.active() && h.onGroup() && h.asked.IsZero() {
 			h.asked = now
 		}
 	}
@@ -257,7 +268,7 @@ func (t *hostTable) ask(now time.Time) {
 // whole answer to round.
 func (t *hostTable) answered(round uint32) bool {
 	for h := range t.all() {
-		if h.active() && h.stream == nil && (h.round != round || len(h.parts) < int(h.partsWant) || h.partsWant == 0) {
+		if h.active() && h.onGroup() && (h.round != round || len(h.parts) < int(h.partsWant) || h.partsWant == 0) {
 			return false
 		}
 	}
@@ -398,11 +409,17 @@ func (t *hostTable) reports() []HostReport {
 
 // report says how h ended.
 func (h *host) report() HostReport {
-	hr := HostReport{ID: h.id, Member: h.member, Needed: h.needed, Path: PathMulticast}
+	hr := HostReport{ID: h.id, Member: h.member, Needed: h.needed, Path: PathMulticast, Feedback: h.feedback}
 	if h.addr != nil {
 		hr.Addr = h.addr.String()
 	}
-	if h.everStream {
+	switch {
+	case h.via != nil: // its own address, as its relay reports it
+		hr.Path, hr.Via, hr.Addr = PathRelay, h.via.id, ""
+		if h.ownAddr.IsValid() {
+			hr.Addr = h.ownAddr.String()
+		}
+	case h.everStream:
 		hr.Path, hr.UnicastBytes = PathUnicast, h.streamBytes
 		if h.stream != nil {
 			hr.UnicastBytes += h.stream.bytes.Load()

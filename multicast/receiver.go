@@ -109,6 +109,10 @@ type ReceiveOptions struct {
 	// dial opens the unicast path (tests); nil dials TCP to the announcing
 	// address at the fetch port.
 	dial func(ctx context.Context, from net.Addr, port uint16) (net.Conn, error)
+	// relay makes the receiver a relay's upstream side (Relay).
+	relay *relayUp
+	// shun lists relays given up on (relayStall).
+	shun []shunned
 }
 
 // Result describes a received image.
@@ -150,7 +154,7 @@ func Receive(ctx context.Context, conn Conn, opts ReceiveOptions) (*Result, erro
 	}
 	opts.SenderTimeout = cmp.Or(opts.SenderTimeout, DefaultSenderTimeout)
 	opts.Logger = orDiscard(opts.Logger)
-	res, err := receive(ctx, conn, opts, false)
+	res, err := receiveShunning(ctx, conn, opts)
 	var to *streamTarget
 	if errors.As(err, &to) {
 		return receiveStream(ctx, opts, to)
@@ -164,7 +168,8 @@ func receive(ctx context.Context, conn Conn, opts ReceiveOptions, onStream bool)
 		hostPub: pub32(opts.HostKey.Public().(ed25519.PublicKey))}
 	err := serve(ctx, conn, r.run)
 	if err != nil {
-		if ctx.Err() == nil { // cancelled: keep the partial file to resume
+		var st *errRelayStalled
+		if ctx.Err() == nil && !errors.As(err, &st) { // cancelled, or a relay given up on: keep the partial file to resume
 			r.discard()
 		}
 		return nil, err
@@ -258,6 +263,7 @@ type receiver struct {
 	mcAt       time.Time        // and when
 	lastAnswer time.Time        // the last NACK sent
 	nackDone   uint32           // the last round answered (or silenced by a summary)
+	progressAt time.Time        // the last chunk verified (or the manifest accepted)
 }
 
 // run is the session loop; it alone touches the receiver's state.
@@ -284,6 +290,8 @@ func (r *receiver) run(ctx context.Context, inbox <-chan packet) error {
 			r.st.ready = r.st.ready[1:]
 		case res := <-r.results:
 			err = r.onDecoded(res)
+		case <-r.relayWake():
+			r.relayTurn(time.Now())
 		case <-timer.C:
 		}
 		if err != nil {
@@ -357,6 +365,9 @@ func (r *receiver) onDecoded(res decodeResult) error {
 	if res.err != nil {
 		r.log.Debug("multicast: chunk failed its check", sessionAttr(r.res.Session), "err", res.err)
 		r.res.BadChunks = r.st.bad
+	} else {
+		r.progressAt = time.Now()
+		r.relayArrived(res)
 	}
 	if r.st.remaining == 0 && !r.phase.inPlace() {
 		return r.finish(time.Now())
@@ -372,20 +383,24 @@ func (r *receiver) tick(now time.Time) error {
 	if r.phase.transferring() && now.Sub(r.heard) > r.opts.SenderTimeout {
 		return fmt.Errorf("%w: nothing from %v for %v (session %08x)", ErrSenderGone, r.sender, r.opts.SenderTimeout, r.res.Session)
 	}
+	if err := r.checkStall(now); err != nil {
+		return err
+	}
+	r.relayTurn(now)
 	if r.phase.registering() {
 		r.register(now) // retried until acknowledged; rate-limited inside
 	}
 	r.answerStatus(now)
 	r.answerProbe(now)
 	r.heartbeat(now)
-	if r.phase.inPlace() && !r.acked && now.Sub(r.lastDone) >= completeEvery {
+	if r.phase.inPlace() && !r.acked && now.Sub(r.lastDone) >= completeEvery && !r.relayHolding() {
 		r.sendComplete(now)
 	}
 	return nil
 }
 
 func (r *receiver) finished(now time.Time) bool {
-	return r.phase.inPlace() && ((r.acked && r.phase == recvDone) || now.Sub(r.doneAt) > completeLinger)
+	return r.phase.inPlace() && !r.relayHolding() && ((r.acked && r.phase == recvDone) || now.Sub(r.doneAt) > completeLinger)
 }
 
 func (r *receiver) wakeIn(now time.Time) time.Duration {
@@ -427,7 +442,7 @@ func (r *receiver) handle(p packet, now time.Time) error {
 	if err != nil {
 		r.foreign.note(err, p.from, r.log.Warn)
 		r.refuseVersion(h, err, p.from, now)
-	} else if h.Seq != 0 {
+	} else if h.Seq != 0 && (r.opts.shun == nil || !r.shunsAddr(h.Session, p.from)) {
 		r.mcSession, r.mcAt = h.Session, now
 	}
 	if err != nil || !r.accept(&h, m, p.from, now) || !r.authentic(&h, m, now) {
@@ -446,11 +461,14 @@ func (r *receiver) handle(p packet, now time.Time) error {
 	case *wire.ManifestFrag:
 		return r.onManifest(m, now)
 	case *wire.Symbol:
+		r.relayStarted()
 		return r.onSymbol(m)
 	case *wire.Status:
+		r.relayStarted()
 		return r.onStatus(m, now)
 	case *wire.Register:
 		if m.Host == r.opts.HostID && r.phase.joined() && r.takeKey(m) {
+			r.takeGrant(m)
 			r.on(evAcked, now)
 		}
 		r.join.acked = true
@@ -473,6 +491,7 @@ func (r *receiver) handle(p packet, now time.Time) error {
 // host completed), a failure before.
 func (r *receiver) streamEnded(err error) error {
 	if r.phase.inPlace() {
+		r.relayUpstreamEnded()
 		r.acked = true // nothing more can come, and nothing more is needed
 		r.on(evAcked, time.Now())
 		return nil
@@ -496,11 +515,14 @@ func (r *receiver) register(now time.Time) {
 		return
 	}
 	r.lastReg = now
-	r.send(&wire.Register{Host: r.opts.HostID, NeedManifest: !r.phase.joined(), HasBase: r.phase.joined() && r.st.base != nil, Have: r.have})
+	r.send(&wire.Register{Host: r.opts.HostID, NeedManifest: !r.phase.joined(), HasBase: r.phase.joined() && r.st.base != nil,
+		Have: r.upHave(), Relay: r.relaying()})
 }
 
 // send sends m to the followed session's sender: REGISTER signed by the
-// host key, NACK and COMPLETE under the session's MAC key.
+// host key, NACK and COMPLETE under the session's MAC key (COMPLETE
+// signed by the host key in a relayed session: the relay forwards it to
+// the sender as it is).
 func (r *receiver) send(m wire.Message) {
 	var b []byte
 	var err error
@@ -508,15 +530,27 @@ func (r *receiver) send(m wire.Message) {
 	switch m := m.(type) {
 	case *wire.Register:
 		b, err = r.signRegister(h, m)
-	default:
-		if r.keys == nil {
-			return
+	case *wire.Complete:
+		if r.relayed() {
+			b, err = appendSigned(nil, h, m, r.opts.HostKey)
+			break
 		}
-		b, err = appendMAC(nil, h, m, &r.keys.up)
+		b, err = r.appendUp(h, m)
+	default:
+		b, err = r.appendUp(h, m)
 	}
-	if err == nil {
+	if err == nil && b != nil {
 		r.conn.WriteTo(b, r.sender)
 	}
+}
+
+// appendUp frames m under the session's MAC key to the sender; nothing
+// before the keys are agreed.
+func (r *receiver) appendUp(h wire.Header, m wire.Message) ([]byte, error) {
+	if r.keys == nil {
+		return nil, nil
+	}
+	return appendMAC(nil, h, m, &r.keys.up)
 }
 
 // signRegister completes and signs a REGISTER.
@@ -553,8 +587,8 @@ func (r *receiver) takeKey(m *wire.Register) bool {
 // carry no tag: the descriptor's digest and the chunk hashes check them.
 func (r *receiver) authentic(h *wire.Header, m wire.Message, now time.Time) bool {
 	switch m := m.(type) {
-	case *wire.Announce:
-		return m.ReleaseKey == r.ann.ReleaseKey && fresh(m.SignedAt, now) && signedBy(h, m.ReleaseKey[:])
+	case *wire.Announce: // the same announcer: the same session keys
+		return m.ReleaseKey == r.ann.ReleaseKey && m.SessionDH == r.ann.SessionDH && fresh(m.SignedAt, now) && r.verifyAnnounce(h, m, now)
 	case *wire.Status, *wire.Abort:
 		return signedBy(h, r.ann.SessionKey[:])
 	case *wire.Register, *wire.Complete:
@@ -573,7 +607,7 @@ func (r *receiver) keysDown() *macKey {
 }
 
 func (r *receiver) onSymbol(s *wire.Symbol) error {
-	if !r.phase.transferring() {
+	if !r.phase.transferring() && !(r.phase.inPlace() && r.relayHolding()) { // a relay in place still takes frames it wants
 		return nil
 	}
 	err := r.st.add(s)
@@ -588,7 +622,7 @@ func (r *receiver) onSymbol(s *wire.Symbol) error {
 
 func (r *receiver) onStatus(s *wire.Status, now time.Time) error {
 	switch {
-	case r.phase.inPlace():
+	case r.phase.inPlace() && !r.relayHolding():
 		r.sendComplete(now)
 	case !r.phase.registered():
 		r.register(now)
@@ -619,7 +653,7 @@ func (r *receiver) answerProbe(now time.Time) {
 // answerStatus sends the NACKs for the pending STATUS once its jitter
 // has passed.
 func (r *receiver) answerStatus(now time.Time) {
-	if r.nackAt.IsZero() || now.Before(r.nackAt) || r.phase.inPlace() {
+	if r.nackAt.IsZero() || now.Before(r.nackAt) || r.phase.inPlace() && !r.relayHolding() {
 		return
 	}
 	r.nackAt, r.lastAnswer, r.nackDone = time.Time{}, now, r.nackRound
@@ -666,6 +700,8 @@ func (r *receiver) finish(now time.Time) error {
 		r.res.Staged, r.res.StageTime = r.res.StageErr == nil, time.Since(t)
 	}
 	r.on(evInPlace, time.Now())
-	r.sendComplete(r.doneAt)
+	if !r.relayHolding() {
+		r.sendComplete(r.doneAt)
+	}
 	return nil
 }

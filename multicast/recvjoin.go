@@ -91,6 +91,9 @@ func (r *receiver) accept(h *wire.Header, m wire.Message, from net.Addr, now tim
 		}
 		return false
 	}
+	if r.opts.shun != nil && r.shunsAddr(h.Session, from) {
+		return false // a relay given up on: not even asked for its manifest
+	}
 	if rf := r.join.refused[refusalKey(h.Session, from)]; rf != nil && (rf.until.IsZero() || now.Before(rf.until)) {
 		if isAnn {
 			r.tellRefusal(rf, h, a, from, now)
@@ -104,7 +107,7 @@ func (r *receiver) accept(h *wire.Header, m wire.Message, from net.Addr, now tim
 		r.solicitAnnounce(*h, from, now)
 		return false
 	}
-	if !signedBy(h, a.ReleaseKey[:]) {
+	if !r.verifyAnnounce(h, a, now) {
 		return false // forged: not worth an answer
 	}
 	if !fresh(a.SignedAt, now) {
@@ -170,7 +173,7 @@ func (r *receiver) refuseBusy(h *wire.Header, a *wire.Announce, from net.Addr, n
 // every refuseEvery, and only to an ANNOUNCE that is fresh and signed by
 // the key it names.
 func (r *receiver) tellRefusal(rf *refusal, h *wire.Header, a *wire.Announce, from net.Addr, now time.Time) {
-	if rf.rf == nil || now.Sub(rf.sent) < refuseEvery || !fresh(a.SignedAt, now) || !signedBy(h, a.ReleaseKey[:]) {
+	if rf.rf == nil || now.Sub(rf.sent) < refuseEvery || !fresh(a.SignedAt, now) || !r.verifyAnnounce(h, a, now) {
 		return
 	}
 	rf.sent = now

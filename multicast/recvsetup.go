@@ -57,6 +57,9 @@ func (r *receiver) onManifest(f *wire.ManifestFrag, now time.Time) error {
 		r.refuse(err)
 		return nil
 	}
+	if err := r.relayJoin(r.man.b); err != nil {
+		return err
+	}
 	if err := r.open(m, now); err != nil {
 		return err
 	}
@@ -98,7 +101,7 @@ func (r *receiver) checkManifest(b []byte) (*image.Manifest, error) {
 		}
 	}
 	if r.opts.Room != nil {
-		if err := r.opts.Room(m.ImageSize + r.spoolBound()); err != nil {
+		if err := r.opts.Room(m.ImageSize + r.spoolBound() + r.relayBound()); err != nil {
 			return nil, fmt.Errorf("%w: session %08x release %s: %w", ErrUntrusted, r.res.Session, a.ReleaseID, err)
 		}
 	}
@@ -136,7 +139,11 @@ func (r *receiver) open(m *image.Manifest, now time.Time) error {
 	r.on(evManifest, now)
 	r.st.releaseID = r.ann.ReleaseID
 	r.st.lens = r.lens
-	if !r.ann.BaseID.IsZero() {
+	r.progressAt = now
+	switch {
+	case r.relaying(): // relayed frames are plain: a relay takes no delta
+		r.st.frames, r.st.want = r.opts.relay.frames, make(chunkSet, (len(m.Chunks)+63)/64)
+	case !r.ann.BaseID.IsZero():
 		r.st.base = openBase(r.opts.BaseImage, r.ann.BaseID)
 	}
 	r.res.Manifest, r.res.ReleaseID = m, r.ann.ReleaseID // checked equal to m.ID() on acceptance

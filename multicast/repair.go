@@ -75,6 +75,21 @@ func (s chunkSet) addRange(first, end uint32) {
 	}
 }
 
+// remove takes chunk c out of the set.
+func (s chunkSet) remove(c uint32) { s[c/64] &^= 1 << (c % 64) }
+
+// intersect keeps only the chunks o has too (o as long as s); it reports
+// whether s lost any.
+func (s chunkSet) intersect(o chunkSet) bool {
+	changed := false
+	for i := range s {
+		w := s[i] & o[i]
+		changed = changed || w != s[i]
+		s[i] = w
+	}
+	return changed
+}
+
 // list returns the chunks in the set, in order.
 func (s chunkSet) list() []uint32 {
 	var out []uint32

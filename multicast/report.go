@@ -62,13 +62,31 @@ type HostReport struct {
 	// the kernel: a connection that broke may not have delivered it all).
 	Path         string
 	UnicastBytes int64 `json:",omitempty"`
+	// Via, with PathRelay, is the relay the host received the session
+	// from, on its own subnet; Addr is then the host's own address as
+	// the relay reports it.
+	Via string `json:",omitempty"`
+	// Feedback counts the NACK packets the sender took from the host by
+	// UDP (a relayed host's go to its relay).
+	Feedback int64 `json:",omitempty"`
 }
 
 // Paths a host's session can take.
 const (
 	PathMulticast = "multicast"
 	PathUnicast   = "unicast"
+	PathRelay     = "relay" // from a relay on the host's subnet (HostReport.Via)
 )
+
+// RelayReport is what a relay said of the session it ran on its subnet,
+// in its last RELAY-STATUS.
+type RelayReport struct {
+	ID          string
+	Hosts       int   // hosts that registered through it
+	DownBytes   int64 // datagram bytes it sent on its subnet
+	DownPackets int64
+	Rounds      int // its repair rounds
+}
 
 // Report summarises a sender's session.
 type Report struct {
@@ -100,6 +118,9 @@ type Report struct {
 	// round or probe: what the sender's socket must absorb at once.
 	Feedback    int64
 	FeedbackMax int
+	// Relays lists the hosts that relayed the session to their subnets
+	// (SendOptions.Relays), by id.
+	Relays []RelayReport `json:",omitempty"`
 }
 
 // Completed counts member hosts that completed, and members in all.

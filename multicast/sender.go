@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/loopcast/loopcast/hostkey"
@@ -139,6 +140,15 @@ type SendOptions struct {
 	// hosts: one that has not registered after unicastAfter is sent the
 	// ANNOUNCE there too, so it can take the unicast path.
 	HostAddrs map[string]net.Addr
+	// Relays names listed hosts that may relay the session to their own
+	// subnets (relay.go; they run receiver run --relay): each is sent the
+	// unicast ANNOUNCE at once, takes the session over the unicast path,
+	// and gets a grant, signed by Key, to announce it on its subnet; the
+	// other hosts wait relayGrace longer for theirs. Not with Encrypt:
+	// a sealed session is not relayed (the relays take part as hosts).
+	Relays []string
+	// down makes the session a relay's, on its subnet (relay.go).
+	down *downSide
 }
 
 func (o *SendOptions) defaults() error {
@@ -171,6 +181,11 @@ func (o *SendOptions) defaults() error {
 	for _, h := range o.Hosts {
 		if err := hostkey.CheckID(h); err != nil {
 			return fmt.Errorf("multicast: %w", err)
+		}
+	}
+	for _, h := range o.Relays {
+		if !slices.Contains(o.Hosts, h) {
+			return fmt.Errorf("multicast: relay %q is not a listed host (a relay needs a closed group that names it)", h)
 		}
 	}
 	return nil
@@ -246,6 +261,16 @@ type sender struct {
 	roundQuiet  bool               // the current round is quiet (quiet.go)
 	roundHosts  uint16             // the members it was sent to
 	lastSummary time.Time          // the last summary of a quiet round
+	gated       bool               // a relay's next job waits for its frame
+}
+
+// descriptorOf is the session descriptor: made from the manifest and
+// frame lengths, or a relay's, the sender's as it came.
+func descriptorOf(o *SendOptions, lens wire.FrameLens) ([]byte, error) {
+	if o.down != nil {
+		return o.down.sess.desc, nil
+	}
+	return wire.AppendDescriptor(nil, o.Manifest, lens)
 }
 
 // sealedLens gives the frame lengths of an encrypted session: each frame
@@ -275,7 +300,7 @@ func newSender(conn Conn, o SendOptions) (*sender, error) {
 		}
 		lens = sealedLens{o.Pack}
 	}
-	mb, err := wire.AppendDescriptor(nil, o.Manifest, lens)
+	mb, err := descriptorOf(&o, lens)
 	if err != nil {
 		return nil, err
 	}
@@ -304,6 +329,10 @@ func (s *sender) baseAnnounce() wire.Announce {
 		SessionKey: pub32(s.sessKey.Public().(ed25519.PublicKey)), SessionDH: pub32(s.dh.PublicKey().Bytes()),
 		Encrypted: s.opts.Encrypt, FetchPort: fetchPort(&s.opts),
 	}
+	if s.opts.down != nil {
+		s.opts.down.announce(&a, s.manifest)
+		return a
+	}
 	a.ReleaseID = m.ID()
 	if !s.opts.BaseID.IsZero() {
 		a.BaseID = s.opts.BaseID
@@ -321,6 +350,10 @@ func (s *sender) run(ctx context.Context, inbox <-chan packet) error {
 	var opened <-chan *stream
 	var streamIn <-chan packet
 	var gone <-chan *stream
+	var frames <-chan struct{} // a relay's: a frame arrived, or the sender's transfer began
+	if s.opts.down != nil {
+		frames = s.opts.down.link.downWake
+	}
 	if s.opts.Unicast != nil {
 		uctx, cancel := context.WithCancel(ctx)
 		s.uni = startStreams(uctx, s.opts.Unicast, s.streamSourceOf())
@@ -352,6 +385,7 @@ func (s *sender) run(ctx context.Context, inbox <-chan packet) error {
 			s.streamOpened(st)
 		case st := <-gone:
 			s.streamGone(st)
+		case <-frames:
 		case <-timer.C:
 		}
 	}
@@ -371,7 +405,7 @@ func (s *sender) drain(inbox <-chan packet) {
 
 // wakeIn is the time until the loop has something to do.
 func (s *sender) wakeIn(now time.Time) time.Duration {
-	if len(s.queue) > 0 || s.phase == phaseSend {
+	if len(s.queue) > 0 || s.phase == phaseSend && !s.gated {
 		return s.pacer.delay(now)
 	}
 	d := min(s.deadline.Sub(now), s.announce.Sub(now), hostCheckEvery)
@@ -394,6 +428,9 @@ func (s *sender) step(now time.Time) {
 	}
 	s.probe(now)
 	s.unicastAnnounce(now)
+	if s.opts.down != nil {
+		s.opts.down.publish(s, now)
+	}
 	s.stepStreams(now)
 	switch s.phase {
 	case phaseRegister:
@@ -411,6 +448,7 @@ func (s *sender) step(now time.Time) {
 	}
 	if s.phase != phaseRegister {
 		s.dropSilent(now)
+		s.dropUnrelayed(now)
 		if s.allDone(now) {
 			s.phase = phaseDone
 		}
@@ -442,6 +480,12 @@ func (s *sender) queueManifest(now time.Time) {
 }
 
 func (s *sender) stepRegister(now time.Time) {
+	if s.opts.down != nil { // a relay's: until the sender's transfer begins, with no host too
+		if s.opts.down.link.upStarted() {
+			s.startTransfer(now)
+		}
+		return
+	}
 	members, reg, decided := s.hosts.registration()
 	closed := len(s.opts.Hosts) > 0
 	switch {

@@ -32,9 +32,13 @@ func (s *sender) handle(p packet, now time.Time) {
 		ok = s.onComplete(m, &h)
 	case *wire.Refuse:
 		ok = s.onRefuse(m, &h, p.from)
+	case *wire.RelayStatus:
+		ok = s.onRelayStatus(m, &h, now)
 	}
 	if !ok {
 		s.stats.Ignored++
+	} else if s.opts.down != nil {
+		s.opts.down.forward(m, p.b, len(s.opts.Manifest.Chunks))
 	}
 }
 
@@ -80,6 +84,9 @@ func (s *sender) identify(id string, key [32]byte, hdr *wire.Header) *host {
 // change only with a REGISTER signed later than the one they came from, so
 // a replayed one steers nothing.
 func (s *sender) onRegister(m *wire.Register, hdr *wire.Header, from net.Addr, now time.Time) bool {
+	if rl := s.relayAt(from); rl != nil && m.Host != rl.id {
+		return s.onRelayedRegister(m, hdr, rl, now)
+	}
 	h := s.identify(m.Host, m.HostKey, hdr)
 	if h == nil {
 		return false
@@ -101,7 +108,7 @@ func (s *sender) onRegister(m *wire.Register, hdr *wire.Header, from net.Addr, n
 		h.keys, h.eph = keys, m.Ephemeral
 	}
 	if m.SignedAt > h.regAt {
-		h.regAt, h.addr = m.SignedAt, from
+		h.regAt, h.addr, h.via = m.SignedAt, from, nil
 	}
 	h.asked = time.Time{}
 	st := s.streamOf(from)
@@ -118,7 +125,7 @@ func (s *sender) onRegister(m *wire.Register, hdr *wire.Header, from net.Addr, n
 		s.log.Debug("multicast: host registered", "host", h.id, "addr", h.addr)
 	}
 	h.registered, h.dropped, h.have, h.hasBase, h.refused = true, "", m.Have, m.HasBase, nil
-	ack := &wire.Register{Host: h.id}
+	ack := &wire.Register{Host: h.id, Grant: s.grantFor(h, m, now)}
 	if s.content != nil {
 		ack.WrappedKey = wrapKey(s.content, &h.keys.wrap)
 	}
@@ -160,7 +167,7 @@ func (s *sender) onNack(m *wire.Nack, hdr *wire.Header) bool {
 		s.streamNack(h, m)
 		return true
 	}
-	h.dropped = ""
+	h.dropped, h.feedback = "", h.feedback+1
 	s.countFeedback(m.Round)
 	if m.Round&probeRound != 0 {
 		s.heardLoss(m.Round, m.Loss)
@@ -206,14 +213,19 @@ func (s *sender) onRefuse(m *wire.Refuse, hdr *wire.Header, from net.Addr) bool 
 		s.log.Warn("multicast: host refuses the session", "host", h.id, "addr", from, "code", m.Code, "detail", hostkey.Printable(m.Detail))
 	}
 	h.refused = &Refusal{Code: m.Code, Detail: m.Detail}
-	if h.addr == nil {
+	if h.addr == nil && s.relayAt(from) == nil { // a REFUSE its relay forwarded does not say where it is
 		h.addr = from
 	}
 	return true
 }
 
+// onComplete takes a host's COMPLETE: MAC'd under its session key, or
+// signed by its host key (a relayed host's, which its relay forwards).
 func (s *sender) onComplete(m *wire.Complete, hdr *wire.Header) bool {
 	h := s.hostMAC(m.Host, hdr)
+	if h == nil && hdr.Auth() == wire.AuthSig {
+		h = s.hostSigned(m.Host, hdr)
+	}
 	if h == nil {
 		return false
 	}
@@ -397,6 +409,7 @@ func (s *sender) finalReport() *Report {
 	for _, hr := range r.Hosts {
 		r.UnicastBytes += hr.UnicastBytes
 	}
+	r.Relays = s.relayReports()
 	return &r
 }
 

@@ -39,6 +39,7 @@ func (s *sender) flush(now time.Time) error {
 // refill expands the next job into packets, or starts a status round when
 // the jobs are done. It reports whether it queued anything.
 func (s *sender) refill(now time.Time) bool {
+	s.gated = false
 	if s.phase != phaseSend {
 		return false
 	}
@@ -49,6 +50,10 @@ func (s *sender) refill(now time.Time) bool {
 	if len(s.jobs) == 0 {
 		s.startRound(now)
 		return true
+	}
+	if s.opts.down != nil && !s.opts.down.ready(s.jobs) {
+		s.gated = true // the link wakes the loop when the frame arrives
+		return false
 	}
 	j := s.jobs[0]
 	s.jobs = s.jobs[1:]

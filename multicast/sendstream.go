@@ -35,20 +35,20 @@ func (s *sender) encodeUnicast(m wire.Message) []byte {
 }
 
 // unicastAnnounce sends, every unicastEvery, one ANNOUNCE by unicast to
-// every listed host that has not registered (or was dropped) and whose
-// address is known: a host that hears no multicast learns of the
-// session, and of the fetch port, this way.
+// every listed host due one (announceDue) whose address is known: a host
+// that hears no multicast learns of the session, and of the fetch port,
+// this way; so does a relay, at once.
 func (s *sender) unicastAnnounce(now time.Time) {
-	if s.uni == nil || len(s.opts.HostAddrs) == 0 || now.Sub(s.started) < unicastAfter || now.Before(s.uniAnnounce) {
+	if s.uni == nil || len(s.opts.HostAddrs) == 0 || now.Before(s.uniAnnounce) {
 		return
 	}
 	s.uniAnnounce = now.Add(unicastEvery)
 	var b []byte
 	for _, id := range s.opts.Hosts {
-		h, addr := s.hosts.get(id), s.opts.HostAddrs[id]
 		// a host dropped (its connection broke, or it went silent) is
 		// announced to again: it may still take the session
-		if addr == nil || h == nil || h.stream != nil || h.decided() && h.dropped == "" {
+		h, addr := s.hosts.get(id), s.opts.HostAddrs[id]
+		if addr == nil || h == nil || !s.announceDue(h, now) {
 			continue
 		}
 		if b == nil {
@@ -58,6 +58,9 @@ func (s *sender) unicastAnnounce(now time.Time) {
 		if _, err := s.conn.WriteTo(b, addr); err == nil {
 			s.stats.Packets++
 			s.stats.Bytes += int64(len(b))
+		}
+		if h.via != nil {
+			h.viaTold = now
 		}
 		if !h.uniTold {
 			h.uniTold = true

@@ -44,7 +44,7 @@ func ListenGroup(group *net.UDPAddr, iface string) (*UDPConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("multicast: listen on port %d: %w", group.Port, err)
 	}
-	return setup(pc.(*net.UDPConn), group, iface, 0, true)
+	return setup(pc.(*net.UDPConn), group, iface, 0, true, true)
 }
 
 // DialGroup opens a sender's socket on an ephemeral port, sending to the
@@ -54,12 +54,12 @@ func DialGroup(group *net.UDPAddr, iface string, ttl int) (*UDPConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("multicast: open sender socket: %w", err)
 	}
-	return setup(c, group, iface, ttl, false)
+	return setup(c, group, iface, ttl, false, true)
 }
 
 // setup is the one place that configures ipv4.PacketConn: buffers,
 // interface, TTL, loopback and group membership.
-func setup(c *net.UDPConn, group *net.UDPAddr, iface string, ttl int, join bool) (*UDPConn, error) {
+func setup(c *net.UDPConn, group *net.UDPAddr, iface string, ttl int, join, loop bool) (*UDPConn, error) {
 	p := ipv4.NewPacketConn(c)
 	fail := func(what string, err error) (*UDPConn, error) {
 		c.Close()
@@ -82,7 +82,7 @@ func setup(c *net.UDPConn, group *net.UDPAddr, iface string, ttl int, join bool)
 			return fail("set ttl", err)
 		}
 	}
-	if err := p.SetMulticastLoopback(true); err != nil {
+	if err := p.SetMulticastLoopback(loop); err != nil {
 		return fail("set loopback", err)
 	}
 	if join {

@@ -48,6 +48,12 @@ type store struct {
 
 	base     *baseFile // the announced base image; nil: deltas are ignored
 	deltaBad chunkSet  // chunks whose delta failed: only a plain copy is taken
+
+	// A relay's (relay.go): frames keeps every plain frame verified;
+	// want lists chunks held (done) whose frame is wanted all the same:
+	// their symbols are taken again, verified and kept as a frame only.
+	frames *frameStore
+	want   chunkSet
 }
 
 type chunkState struct {
@@ -90,7 +96,7 @@ func (st *store) add(s *wire.Symbol) error {
 		return fmt.Errorf("%w: chunk %d, %d bytes", errBadSymbol, s.Chunk, len(s.Payload))
 	}
 	cs := &st.chunks[s.Chunk]
-	if cs.done || cs.pending {
+	if cs.pending || cs.done && !st.wants(s.Chunk) {
 		return nil
 	}
 	if s.Delta && (st.base == nil || st.deltaBad.has(s.Chunk)) {
@@ -98,7 +104,7 @@ func (st *store) add(s *wire.Symbol) error {
 	}
 	if cs.clen != 0 && cs.delta && !s.Delta {
 		st.release(cs)
-		*cs = chunkState{} // the sender switched this chunk to plain: start over with it
+		*cs = chunkState{done: cs.done} // the sender switched this chunk to plain: start over with it
 	}
 	if cs.clen == 0 {
 		if s.Compressed == 0 || s.Compressed != st.frameLen(s.Chunk, s.Delta) {
@@ -113,6 +119,9 @@ func (st *store) add(s *wire.Symbol) error {
 	}
 	return st.addToBlock(s, cs, l)
 }
+
+// wants reports whether a held chunk's frame is wanted (a relay's).
+func (st *store) wants(i uint32) bool { return st.want != nil && st.want.has(i) }
 
 // frameLen is the length of chunk i's frame as the signed session
 // descriptor gives it: a symbol naming another is forged or corrupt.
@@ -244,24 +253,31 @@ func (st *store) release(cs *chunkState) {
 // not change while the chunk is pending.
 func (st *store) job(i int) decodeJob {
 	cs := &st.chunks[i]
-	return decodeJob{chunk: i, clen: cs.clen, delta: cs.delta, blocks: cs.blocks, mem: cs.mem, cipher: st.cipher, release: st.releaseID}
+	return decodeJob{chunk: i, clen: cs.clen, delta: cs.delta, blocks: cs.blocks, mem: cs.mem, cipher: st.cipher, release: st.releaseID,
+		frames: st.frames, frameOnly: cs.done}
 }
 
 // decoded records a decoder's verdict on chunk i: written, or forgotten
 // so the next NACK asks for it whole. Other errors are fatal.
 func (st *store) decoded(i int, err error) error {
+	held := st.chunks[i].done // decoded for its frame only (a relay's)
 	switch {
 	case err == nil:
 		st.release(&st.chunks[i])
 		st.chunks[i] = chunkState{done: true}
-		st.remaining--
+		if st.want != nil {
+			st.want.remove(uint32(i))
+		}
+		if !held {
+			st.remaining--
+		}
 	case errors.Is(err, errChunkRetry):
 		st.bad++
 		if st.chunks[i].delta {
 			st.deltaBad.addRange(uint32(i), uint32(i)+1)
 		}
 		st.release(&st.chunks[i])
-		st.chunks[i] = chunkState{}
+		st.chunks[i] = chunkState{done: held}
 	default:
 		return err
 	}
@@ -274,7 +290,7 @@ func (st *store) needs() (chunks []wire.Range, blocks []wire.BlockNeed) {
 	for i := range st.chunks {
 		cs := &st.chunks[i]
 		switch {
-		case cs.done, cs.pending:
+		case cs.pending, cs.done && !st.wants(uint32(i)):
 		case cs.clen == 0:
 			chunks = wire.AppendChunk(chunks, uint32(i))
 		default:

@@ -3,6 +3,7 @@
 # benchmarks and the demo.
 #
 #   cluster.sh [--name NAME] up N [--loss PCT] [--rate MBIT [--sender-unshaped]] [--agents KEY.pub [--web]]
+#                                 [--routed K [--relay I]]
 #   cluster.sh [--name NAME] down
 #   cluster.sh [--name NAME] loss HOST PCT   drop PCT% of UDP arriving at HOST
 #   cluster.sh [--name NAME] exec HOST CMD...
@@ -34,10 +35,20 @@
 # bridge. `exec` enters only the network namespace (nsenter --net), so a
 # process started there shares the machine's mounts (loop mounts of the
 # agents stay visible). `down` removes everything `up` made.
+#
+# --routed K puts the last K receivers on a second subnet, SUBNET_B
+# (10.77.1.0/24, addresses .11 on as in the first), its own bridge NAME-sw2,
+# behind a router namespace NAME-rt (10.77.0.254 and 10.77.1.254) that
+# forwards unicast and carries no multicast (no multicast routing); every
+# host's default route is its subnet's router. --relay I (repeatable) runs
+# receiver rI's agent with --relay: it relays sessions to its subnet when
+# the sender's --relays names it.
 set -euo pipefail
 
 NAME=lc
 SUBNET=10.77.0
+SUBNET_B=10.77.1
+ROUTED_FROM=100000 # receivers from this index on are on SUBNET_B (up --routed)
 NETNS_DIR=/var/run/netns
 GROUP=239.192.0.1:5000
 NETS=
@@ -50,16 +61,45 @@ die() { echo "cluster: $*" >&2; exit 1; }
 hostname_of() { # hostname_of INDEX -> NAME-s or NAME-rI
 	if [[ $1 == 0 ]]; then echo "$NAME-s"; else echo "$NAME-r$1"; fi
 }
-addr_of() { if [[ $1 == 0 ]]; then echo "$SUBNET.1"; else echo "$SUBNET.$((10 + $1))"; fi; }
+addr_of() {
+	if [[ $1 == 0 ]]; then echo "$SUBNET.1"; elif [[ $1 -ge $ROUTED_FROM ]]; then echo "$SUBNET_B.$((10 + $1))"; else echo "$SUBNET.$((10 + $1))"; fi
+}
+switch_of() { if [[ $1 -ge $ROUTED_FROM ]]; then echo "$NAME-sw2"; else echo "$NAME-sw"; fi; }
+subnet_of() { if [[ $1 -ge $ROUTED_FROM ]]; then echo "$SUBNET_B"; else echo "$SUBNET"; fi; }
 
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
-# shape HOST MBIT: token bucket on the host's side, so every link is MBIT.
+# shape HOST MBIT SWITCH: token bucket on the host's side, so every link is MBIT.
 shape() {
-	local ns=$1 rate=$2
+	local ns=$1 rate=$2 sw=$3
 	in_ns "$ns" tc qdisc replace dev eth0 root tbf rate "${rate}mbit" burst 64kb latency 50ms
 	# and the switch side, towards the host
-	in_ns "$NAME-sw" tc qdisc replace dev "v-${ns#"$NAME"-}" root tbf rate "${rate}mbit" burst 64kb latency 50ms
+	in_ns "$sw" tc qdisc replace dev "v-${ns#"$NAME"-}" root tbf rate "${rate}mbit" burst 64kb latency 50ms
+}
+
+# make_switch SWITCH: a namespace holding a bridge without multicast
+# snooping (every port hears the group).
+make_switch() {
+	ip netns add "$1"
+	in_ns "$1" ip link set lo up
+	in_ns "$1" ip link add br0 type bridge mcast_snooping 0
+	in_ns "$1" ip link set br0 up
+}
+
+# make_router: NAME-rt on both switches, forwarding unicast only.
+make_router() {
+	local rt=$NAME-rt x sw net
+	ip netns add "$rt"
+	in_ns "$rt" ip link set lo up
+	for x in a b; do
+		sw=$NAME-sw net=$SUBNET
+		[[ $x == b ]] && sw=$NAME-sw2 net=$SUBNET_B
+		in_ns "$sw" ip link add v-rt type veth peer name "eth-$x" netns "$rt"
+		in_ns "$sw" ip link set v-rt master br0 up
+		in_ns "$rt" ip addr add "$net.254/24" dev "eth-$x"
+		in_ns "$rt" ip link set "eth-$x" up
+	done
+	in_ns "$rt" sysctl -qw net.ipv4.ip_forward=1
 }
 
 set_loss() {
@@ -74,10 +114,12 @@ set_loss() {
 }
 
 up() {
-	local n=$1 loss=0 rate="" pub="" web=0 shape_from=0
+	local n=$1 loss=0 rate="" pub="" web=0 shape_from=0 routed=0 relays=()
 	shift
 	while [[ $# -gt 0 ]]; do
 		case $1 in
+		--routed) routed=$2; shift 2 ;;
+		--relay) relays+=("$2"); shift 2 ;;
 		--loss) loss=$2; shift 2 ;;
 		--rate) rate=$2; shift 2 ;;
 		--sender-unshaped) shape_from=1; shift ;; # only the receivers' links are MBIT (a faster sender, as 10 GbE in front of 1 GbE hosts)
@@ -88,26 +130,31 @@ up() {
 	done
 	[[ $web == 0 || -n $pub ]] || die "up: --web needs --agents"
 	[[ $n =~ ^[0-9]+$ && $n -ge 1 && $n -le 200 ]] || die "up: N must be 1..200"
+	[[ $routed =~ ^[0-9]+$ && $routed -lt $n ]] || die "up: --routed K must be below N"
+	[[ $routed -gt 0 ]] && ROUTED_FROM=$((n - routed + 1))
+	[[ ${#relays[@]} == 0 || -n $pub ]] || die "up: --relay needs --agents"
 	[[ -e $NETNS_DIR/$NAME-sw ]] && die "cluster $NAME is already up (cluster.sh down --name $NAME)"
 	# any failure from here on (die exits too) removes what was made
 	UP_OK=0
 	trap 'rc=$?; if [[ $UP_OK != 1 ]]; then echo "cluster: setup failed, removing it" >&2; tail_logs >&2; down; fi; exit $rc' EXIT
-	ip netns add "$NAME-sw"
-	in_ns "$NAME-sw" ip link set lo up
-	in_ns "$NAME-sw" ip link add br0 type bridge mcast_snooping 0
-	in_ns "$NAME-sw" ip link set br0 up
+	make_switch "$NAME-sw"
+	if [[ $routed -gt 0 ]]; then
+		make_switch "$NAME-sw2"
+		make_router
+	fi
 	for i in $(seq 0 "$n"); do
-		local h; h=$(hostname_of "$i")
+		local h sw; h=$(hostname_of "$i") sw=$(switch_of "$i")
 		ip netns add "$h"
 		in_ns "$h" ip link set lo up
 		# create the pair inside the switch namespace, then move one end out
-		in_ns "$NAME-sw" ip link add "v-${h#"$NAME"-}" type veth peer name eth0 netns "$h"
-		in_ns "$NAME-sw" ip link set "v-${h#"$NAME"-}" master br0 up
+		in_ns "$sw" ip link add "v-${h#"$NAME"-}" type veth peer name eth0 netns "$h"
+		in_ns "$sw" ip link set "v-${h#"$NAME"-}" master br0 up
 		in_ns "$h" ip addr add "$(addr_of "$i")/24" dev eth0
 		in_ns "$h" ip link set eth0 up
 		# multicast leaves through eth0
 		in_ns "$h" ip route add 224.0.0.0/4 dev eth0
-		[[ -n $rate && $i -ge $shape_from ]] && shape "$h" "$rate"
+		[[ $routed -gt 0 ]] && in_ns "$h" ip route add default via "$(subnet_of "$i").254"
+		[[ -n $rate && $i -ge $shape_from ]] && shape "$h" "$rate" "$sw"
 		[[ $i != 0 && $loss != 0 ]] && set_loss "$h" "$loss"
 	done
 	if [[ -n $pub ]]; then
@@ -115,6 +162,7 @@ up() {
 		[[ $web == 1 ]] && touch "$DIR/web"
 		# copied once, whole, before any agent reads it
 		cp "$pub" "$DIR/trust.pub.tmp" && mv "$DIR/trust.pub.tmp" "$DIR/trust.pub"
+		for i in "${relays[@]}"; do touch "$DIR/relay-r$i"; done
 		for i in $(seq 1 "$n"); do
 			[[ $web == 1 ]] && start_web "$i"
 			start_agent "$i" "$pub"
@@ -123,7 +171,7 @@ up() {
 	fi
 	UP_OK=1
 	trap - EXIT
-	echo "cluster $NAME: sender $(hostname_of 0) ($(addr_of 0)), $n receivers, loss ${loss}%, rate ${rate:-unshaped}$([[ $shape_from == 1 ]] && echo " (the sender's link unshaped)")"
+	echo "cluster $NAME: sender $(hostname_of 0) ($(addr_of 0)), $n receivers, loss ${loss}%, rate ${rate:-unshaped}$([[ $shape_from == 1 ]] && echo " (the sender's link unshaped)")$([[ $routed -gt 0 ]] && echo ", the last $routed behind a router (subnet $SUBNET_B.0/24)")"
 }
 
 # start_bg HOST LOG CMD...: run CMD in HOST's network namespace, in the
@@ -144,6 +192,7 @@ start_agent() {
 	# LOOPCAST_CLUSTER_NO_SLOTS=1: agents without their pool, each release
 	# served from its own path (what the OPcache benchmark compares with)
 	[[ -f $DIR/web && ${LOOPCAST_CLUSTER_NO_SLOTS:-0} != 1 ]] && extra+=(--php-fpm "$DIR/web-r$i/php.sock")
+	[[ -f $DIR/relay-r$i ]] && extra+=(--relay --relay-iface eth0)
 	# shellcheck disable=SC2206 # flags, split on purpose
 	extra+=(${LOOPCAST_CLUSTER_AGENT_ARGS:-})
 	start_bg "$h" "$DIR/agent-r$i.log" "$BIN/receiver" run --root "$DIR/r$i" \
@@ -298,7 +347,7 @@ unmount_all() {
 down() {
 	stop_started
 	local ns
-	for ns in $(ip netns list | awk '{print $1}' | grep -E "^$NAME-(s|sw|r[0-9]+)$" || true); do
+	for ns in $(ip netns list | awk '{print $1}' | grep -E "^$NAME-(s|sw|sw2|rt|r[0-9]+)$" || true); do
 		ip netns del "$ns"
 	done
 	unmount_all

@@ -82,6 +82,9 @@ func TestRunChecksItsArguments(t *testing.T) {
 		{[]string{"run", "--root", dir, "--trust", pub, "--group", "10.0.0.1:5000"}, "not a multicast"},
 		{[]string{"run", "--root", dir, "--trust", pub, "--host-id", ""}, "--host-id"},
 		{[]string{"run", "--root", dir, "--trust", filepath.Join(dir, "missing.pub")}, "missing.pub"},
+		{[]string{"run", "--root", dir, "--trust", pub, "--relay-iface", "eth1"}, "--relay-iface needs --relay"},
+		{[]string{"run", "--root", dir, "--trust", pub, "--relay", "--relay-group", "10.0.0.1:5000"}, "--relay-group"},
+		{[]string{"run", "--root", dir, "--trust", pub, "--relay", "--relay-rate", "fast"}, "--relay-rate"},
 	} {
 		_, err := run(t, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -42,6 +42,10 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"LOOPCAST_METRICS_ADDR"}, Usage: "serve Prometheus metrics on `ADDR` (e.g. :9172), path /metrics, and the load balancer's health check, /healthz (200 only when in sync with the fleet; ?lag=SECONDS tolerates that much lag)"},
 			&cli.StringFlag{Name: "peer-addr", EnvVars: []string{"LOOPCAST_PEER_ADDR"}, Usage: "serve kept releases to peers catching up with the fleet on TCP `ADDR` (default: the control port, the group's port+1, on every address; \"off\": serve none); the same port on every agent of the group"},
 			hostKeyFlag(),
+			&cli.BoolFlag{Name: "relay", EnvVars: []string{"LOOPCAST_RELAY"}, Usage: "relay sessions to this host's subnet: join each as any agent, and when the sender grants it (sender --relays names this host) run it on the subnet for the hosts there"},
+			&cli.StringFlag{Name: "relay-iface", EnvVars: []string{"LOOPCAST_RELAY_IFACE"}, Usage: "with --relay, send the subnet's sessions through this network `INTERFACE` (default: --iface)"},
+			&cli.StringFlag{Name: "relay-group", EnvVars: []string{"LOOPCAST_RELAY_GROUP"}, Usage: "with --relay, the subnet's multicast `ADDR:PORT` (default: --group)"},
+			&cli.StringFlag{Name: "relay-rate", EnvVars: []string{"LOOPCAST_RELAY_RATE"}, Usage: "with --relay, cap the subnet's sessions at `RATE`, in " + cliutil.RateUnits + " (default: the sender's rate)"},
 		},
 		Action: func(c *cli.Context) error {
 			if err := hostkey.CheckID(c.String("host-id")); err != nil {
@@ -64,6 +68,10 @@ func runCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("run: %w", err)
 			}
+			relay, err := relayConfig(c)
+			if err != nil {
+				return fmt.Errorf("run: %w", err)
+			}
 			log := agent.NewLogger(os.Stderr, slog.LevelInfo)
 			slog.SetDefault(log)
 			hk, err := loadHostKey(c, log)
@@ -76,10 +84,41 @@ func runCommand() *cli.Command {
 				Store: release.Options{Keep: c.Int("keep"), KeepFor: keepFor(c.Duration("keep-for")), Reserve: c.Int64("reserve"), NoExec: c.Bool("noexec"),
 					Slots: c.Int("slots"), Warm: c.Bool("opcache-warm")},
 				Logger: log, PHPFPM: c.String("php-fpm"), OPcacheReload: c.String("opcache-reload"),
-				MetricsAddr: c.String("metrics-addr"), PeerAddr: c.String("peer-addr"),
+				MetricsAddr: c.String("metrics-addr"), PeerAddr: c.String("peer-addr"), Relay: relay,
 			})
 		},
 	}
+}
+
+// relayConfig reads --relay and its options; nil without --relay.
+func relayConfig(c *cli.Context) (*agent.RelayConfig, error) {
+	if !c.Bool("relay") {
+		for _, f := range []string{"relay-iface", "relay-group", "relay-rate"} {
+			if c.IsSet(f) {
+				return nil, fmt.Errorf("--%s needs --relay", f)
+			}
+		}
+		return nil, nil
+	}
+	r := &agent.RelayConfig{Iface: c.String("iface")}
+	if c.IsSet("relay-iface") {
+		r.Iface = c.String("relay-iface")
+	}
+	if s := c.String("relay-group"); s != "" {
+		g, err := cliutil.ParseGroup(s)
+		if err != nil {
+			return nil, fmt.Errorf("--relay-group: %w", err)
+		}
+		r.Group = g
+	}
+	if s := c.String("relay-rate"); s != "" {
+		rate, err := cliutil.ParseRate(s)
+		if err != nil {
+			return nil, fmt.Errorf("--relay-rate: %w", err)
+		}
+		r.Rate = rate
+	}
+	return r, nil
 }
 
 func hostKeyFlag() cli.Flag {

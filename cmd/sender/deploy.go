@@ -74,7 +74,7 @@ func deployCommand() *cli.Command {
 			&cli.IntFlag{Name: "health-port", Value: 80, Usage: "`PORT` of the --health probe"},
 			&cli.StringFlag{Name: "health-host", Usage: "`NAME` the --health probe asks for (HTTP Host), so the site's own server block answers (default: the host's address)"},
 			&cli.DurationFlag{Name: "soak", Usage: "how long each wave serves before the next (its hosts are probed again at the end)"},
-			noUnicastFlag(),
+			noUnicastFlag(), relaysFlag(),
 			&cli.StringFlag{Name: "metrics-file", Usage: "write the report to `FILE` in Prometheus text format (for node_exporter's textfile collector), replaced atomically"},
 		),
 		Action: runDeploy,
@@ -173,6 +173,9 @@ func deployOptions(c *cli.Context, group *net.UDPAddr) (o deploy.Options, pins *
 		return o, nil, nil, err
 	}
 	o.Hosts = inv.ids
+	if o.Relays, err = relays(c, inv); err != nil {
+		return o, nil, nil, fmt.Errorf("deploy: %w", err)
+	}
 	if pins, err = openPins(c, inv); err != nil {
 		return o, nil, nil, err
 	}
@@ -301,6 +304,14 @@ func buildForDeploy(c *cli.Context, d *deploy.Deployer, o *deploy.Options, src s
 	return nil
 }
 
+// pathText is a host's path as the report prints it: the relay named.
+func pathText(path, via string) string {
+	if via != "" {
+		return path + " " + via
+	}
+	return cliutil.OrDash(path)
+}
+
 // outcomeExit is the exit error of an outcome, nil when every host switched.
 func outcomeExit(o deploy.Outcome, id image.ID) *cliutil.ExitError {
 	switch o {
@@ -374,7 +385,7 @@ func printDeploy(w io.Writer, r *deploy.Result, asJSON, color bool) {
 		if h.Path != "" {
 			recv = cliutil.HumanBytes(h.Needed)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.ID, h.Addr, phase, h.Current, at, stage, recv, cliutil.OrDash(h.Path), h.Error)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.ID, h.Addr, phase, h.Current, at, stage, recv, pathText(h.Path, h.Via), h.Error)
 	}
 	tw.Flush()
 	active := 0
@@ -413,4 +424,5 @@ func printDeploy(w io.Writer, r *deploy.Result, asJSON, color bool) {
 	}
 	fmt.Fprintf(w, "wire %s; build %s, register %s, transfer %s (staged on arrival), stage %s, switch %s\n",
 		wire, ms(r.BuildTime), ms(r.RegisterTime()), ms(r.TransferTime()), ms(r.StageTime), ms(r.SwitchTime))
+	printRelays(w, t.Relays)
 }

@@ -16,18 +16,24 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// inventory is what --hosts names: host ids in order, and the keys and
-// addresses an inventory file gives for some of them.
+// inventory is what --hosts names: host ids in order, the keys and
+// addresses an inventory file gives for some of them, and the relays it
+// marks.
 type inventory struct {
-	ids   []string
-	keys  map[string]ed25519.PublicKey
-	addrs map[string]string
+	ids    []string
+	keys   map[string]ed25519.PublicKey
+	addrs  map[string]string
+	relays []string
 }
 
+// relayWord marks an inventory line's host as a relay of its subnet.
+const relayWord = "relay"
+
 // parseHosts reads --hosts: "a,b,c", or @FILE with one host per line,
-// "ID [IP] [ed25519:BASE64]" (the IP reaches the host by unicast when it
-// hears no multicast; the key pins that host's key: a host presenting
-// another is refused), # comments allowed.
+// "ID [IP] [ed25519:BASE64] [relay]" (the IP reaches the host by unicast
+// when it hears no multicast; the key pins that host's key: a host
+// presenting another is refused; relay: the host relays sessions to its
+// subnet, as --relays), # comments allowed.
 func parseHosts(s string) (inventory, error) {
 	inv := inventory{keys: map[string]ed25519.PublicKey{}, addrs: map[string]string{}}
 	if s == "" {
@@ -52,22 +58,14 @@ func parseHosts(s string) (inventory, error) {
 		if file != "" {
 			where = fmt.Sprintf("--hosts %s line %d", file, n+1)
 		}
-		if len(f) > 3 || len(f) > 1 && file == "" {
-			return inv, fmt.Errorf("%s: want \"HOST-ID\" or (in a file) \"HOST-ID [IP] [ed25519:BASE64]\"", where)
+		if len(f) > 4 || len(f) > 1 && file == "" {
+			return inv, fmt.Errorf("%s: want \"HOST-ID\" or (in a file) \"HOST-ID [IP] [ed25519:BASE64] [relay]\"", where)
 		}
 		if err := hostkey.CheckID(f[0]); err != nil {
 			return inv, fmt.Errorf("%s: %w", where, err)
 		}
-		for _, v := range f[1:] {
-			if ip := net.ParseIP(v); ip != nil && ip.To4() != nil {
-				inv.addrs[f[0]] = ip.String()
-				continue
-			}
-			pub, err := hostkey.ParsePublic(v)
-			if err != nil {
-				return inv, fmt.Errorf("%s: %q is neither an IPv4 address nor a key: %w", where, v, err)
-			}
-			inv.keys[f[0]] = pub
+		if err := inv.fields(f[0], f[1:]); err != nil {
+			return inv, fmt.Errorf("%s: %w", where, err)
 		}
 		if !seen[f[0]] {
 			seen[f[0]] = true
@@ -75,6 +73,54 @@ func parseHosts(s string) (inventory, error) {
 		}
 	}
 	return inv, nil
+}
+
+// fields takes an inventory line's fields after the host id: an IPv4
+// address, a key, the word relay.
+func (inv *inventory) fields(id string, fs []string) error {
+	for _, v := range fs {
+		if v == relayWord {
+			if !slices.Contains(inv.relays, id) {
+				inv.relays = append(inv.relays, id)
+			}
+			continue
+		}
+		if ip := net.ParseIP(v); ip != nil && ip.To4() != nil {
+			inv.addrs[id] = ip.String()
+			continue
+		}
+		pub, err := hostkey.ParsePublic(v)
+		if err != nil {
+			return fmt.Errorf("%q is neither an IPv4 address, a key nor %q: %w", v, relayWord, err)
+		}
+		inv.keys[id] = pub
+	}
+	return nil
+}
+
+// relaysFlag is --relays, shared by send and deploy.
+func relaysFlag() cli.Flag {
+	return &cli.StringFlag{Name: "relays", EnvVars: []string{"LOOPCAST_RELAYS"}, Usage: "hosts `a,b,...` of --hosts that relay the session to their own subnets " +
+		"(each runs receiver run --relay; an inventory marks one with the word relay): the router need carry no multicast, and the link to each subnet one copy"}
+}
+
+// relays reads --relays and the inventory's relays: hosts --hosts names.
+func relays(c *cli.Context, inv inventory) ([]string, error) {
+	out := slices.Clone(inv.relays)
+	for _, id := range strings.Split(c.String("relays"), ",") {
+		if id = strings.TrimSpace(id); id != "" && !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	for _, id := range out {
+		if !slices.Contains(inv.ids, id) {
+			return nil, fmt.Errorf("--relays: %q is not a host --hosts names", hostkey.Printable(id))
+		}
+	}
+	if len(out) > 0 && c.Bool("no-unicast") {
+		return nil, errors.New("--relays: a relay takes the session over the unicast path, which --no-unicast turns off")
+	}
+	return out, nil
 }
 
 func encryptFlag() cli.Flag {

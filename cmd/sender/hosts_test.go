@@ -41,4 +41,9 @@ func TestParseHostsInventory(t *testing.T) {
 	if _, err := parseHosts("web1 10.0.0.1"); err == nil {
 		t.Error("the comma form took an address")
 	}
+	relays := filepath.Join(dir, "relays")
+	os.WriteFile(relays, []byte("rb 10.0.2.10 "+pub+" relay\nb1 10.0.2.11\n"), 0o644)
+	if inv, err := parseHosts("@" + relays); err != nil || strings.Join(inv.relays, ",") != "rb" || inv.addrs["rb"] != "10.0.2.10" || inv.keys["rb"] == nil {
+		t.Errorf("an inventory marking a relay: %+v, %v", inv, err)
+	}
 }

@@ -33,7 +33,7 @@ func sendCommand() *cli.Command {
 			&cli.IntFlag{Name: "fec-overhead", Usage: "proactive parity, `PCT` of each block's data packets (default: sized from the loss hosts report)"},
 			&cli.DurationFlag{Name: "host-timeout", Value: multicast.DefaultHostTimeout, Usage: "drop a host silent this long"},
 			&cli.StringFlag{Name: "key", Required: true, EnvVars: []string{"LOOPCAST_KEY"}, Usage: "release private key `FILE`: signs the session (the manifest must be signed by it)"},
-			allowNewHostsFlag(), stateDirFlag(), encryptFlag(), noUnicastFlag(),
+			allowNewHostsFlag(), stateDirFlag(), encryptFlag(), noUnicastFlag(), relaysFlag(),
 		},
 		Action: runSend,
 	}
@@ -93,6 +93,10 @@ func sendOptions(c *cli.Context) (multicast.SendOptions, *closers, error) {
 	if err != nil {
 		return o, nil, err
 	}
+	rl, err := relays(c, inv)
+	if err != nil {
+		return o, nil, fmt.Errorf("send: %w", err)
+	}
 	key, err := image.ReadPrivateKeyFile(c.String("key"))
 	if err != nil {
 		return o, nil, err
@@ -115,7 +119,7 @@ func sendOptions(c *cli.Context) (multicast.SendOptions, *closers, error) {
 	o = multicast.SendOptions{Group: group, Manifest: m, Pack: p, BaseID: p.BaseID, Rate: rate, SlowStart: slow, Hosts: inv.ids,
 		Wait: c.Duration("wait"), MinHosts: c.Int("min-hosts"), FECOverhead: fecOverhead(c),
 		HostTimeout: c.Duration("host-timeout"), Key: key, HostKeys: hostKeyPolicy(pins, inv.ids, c.Bool("allow-new-hosts")),
-		Encrypt: c.Bool("encrypt")}
+		Encrypt: c.Bool("encrypt"), Relays: rl}
 	cl := &closers{c: p, pins: pins, addrs: addrs}
 	if !c.Bool("no-unicast") {
 		if o.Unicast, err = net.Listen("tcp4", ":0"); err != nil {
@@ -133,7 +137,7 @@ func printReport(w io.Writer, r *multicast.Report) {
 	for _, h := range r.Hosts {
 		path := "-"
 		if h.State == multicast.HostComplete {
-			path = h.Path
+			path = pathText(h.Path, h.Via)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.ID, h.State, h.Addr, path, h.Reason)
 	}
@@ -150,6 +154,14 @@ func printReport(w io.Writer, r *multicast.Report) {
 	}
 	if r.UnicastBytes > 0 {
 		fmt.Fprintf(w, "unicast: %s over TCP to the hosts that heard no multicast\n", cliutil.HumanBytes(r.UnicastBytes))
+	}
+	printRelays(w, r.Relays)
+}
+
+// printRelays says what each relay sent on its subnet.
+func printRelays(w io.Writer, relays []multicast.RelayReport) {
+	for _, rl := range relays {
+		fmt.Fprintf(w, "relay %s: %s to %d hosts on its subnet, %d rounds\n", rl.ID, cliutil.HumanBytes(rl.DownBytes), rl.Hosts, rl.Rounds)
 	}
 }
 

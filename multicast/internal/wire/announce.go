@@ -11,10 +11,11 @@ import (
 
 // Announce flags.
 const (
-	announceClosed = 1 // closed group: only the listed hosts are waited for
-	announceBase   = 2 // a base release id follows the host list
-	announceSealed = 4 // chunk frames are sealed (an encrypted session)
-	announceFetch  = 8 // a TCP fetch port follows: hosts that hear no multicast run the session over it
+	announceClosed = 1  // closed group: only the listed hosts are waited for
+	announceBase   = 2  // a base release id follows the host list
+	announceSealed = 4  // chunk frames are sealed (an encrypted session)
+	announceFetch  = 8  // a TCP fetch port follows: hosts that hear no multicast run the session over it
+	announceRelay  = 16 // a relay's: its grant follows, and the relay's host key signs the packet
 )
 
 // Announce opens a session; the sender multicasts it repeatedly. The host
@@ -29,8 +30,10 @@ const (
 //	   then, with flag 2: base release id [8]
 //	   then, with flag 8: fetch port u16 (the sender's TCP port for hosts
 //	   that hear no multicast)
+//	   then, with flag 16: grant length u16, grant (RelayGrant)
 //	   then signed at (unix ms) u64, release key [32], session key [32],
-//	   session X25519 key [32]; the packet is signed by the release key
+//	   session X25519 key [32]; the packet is signed by the release key,
+//	   or, with flag 16, by the relay's host key the grant names
 //
 // Every field a receiver sizes state by (manifest size, symbol size, block
 // layout) is covered by the release key's signature, and the signing time
@@ -68,6 +71,10 @@ type Announce struct {
 	// a host that hears no multicast runs the session over one TCP
 	// connection to the announcing address at this port (multicast's stream.go).
 	FetchPort uint16
+	// Grant, in a relay's ANNOUNCE of the session on its own subnet, is
+	// the sender's leave for it (signed by the release key): the packet is
+	// signed by the relay's host key it names, and names no hosts.
+	Grant *RelayGrant
 }
 
 func (*Announce) Type() Type { return TypeAnnounce }
@@ -96,6 +103,9 @@ func (a *Announce) AppendBinary(b []byte) ([]byte, error) {
 	if a.FetchPort != 0 {
 		fl |= announceFetch
 	}
+	if a.Grant != nil {
+		fl |= announceRelay
+	}
 	b = binary.BigEndian.AppendUint16(b, a.BlockSymbols)
 	b = append(b, fl)
 	b = binary.BigEndian.AppendUint64(b, a.Rate)
@@ -113,6 +123,11 @@ func (a *Announce) AppendBinary(b []byte) ([]byte, error) {
 	}
 	if fl&announceFetch != 0 {
 		b = binary.BigEndian.AppendUint16(b, a.FetchPort)
+	}
+	if a.Grant != nil {
+		if b, err = appendGrant(b, a.Grant); err != nil {
+			return b, err
+		}
 	}
 	b = binary.BigEndian.AppendUint64(b, uint64(a.SignedAt))
 	b = append(b, a.ReleaseKey[:]...)
@@ -139,6 +154,8 @@ func (a *Announce) Check() error {
 		return fmt.Errorf("%w: blocks of %d symbols need a symbol size that is a multiple of %d, not %d", ErrMalformed, a.BlockSymbols, LeopardAlign, a.SymbolSize)
 	case len(a.Hosts) > MaxAnnounceHosts || int(a.HostsFirst)+len(a.Hosts) > int(a.HostsTotal):
 		return fmt.Errorf("%w: hosts %d+%d of %d", ErrMalformed, a.HostsFirst, len(a.Hosts), a.HostsTotal)
+	case a.Grant != nil && (a.HostsTotal != 0 || a.Closed):
+		return fmt.Errorf("%w: a relayed announce naming %d hosts", ErrMalformed, a.HostsTotal)
 	}
 	return nil
 }
@@ -176,7 +193,7 @@ func (a *Announce) readFixed(s *cryptobyte.String, b []byte) (uint8, error) {
 		!s.ReadUint16(&a.SymbolSize) || !s.ReadUint16(&a.BlockSymbols) || !s.ReadUint8(&fl) {
 		return 0, short(b, *s, "announce")
 	}
-	if fl&^(announceClosed|announceBase|announceSealed|announceFetch) != 0 {
+	if fl&^(announceClosed|announceBase|announceSealed|announceFetch|announceRelay) != 0 {
 		return 0, malformed("announce flags %#x", fl)
 	}
 	a.Closed, a.Encrypted = fl&announceClosed != 0, fl&announceSealed != 0
@@ -205,8 +222,8 @@ func (a *Announce) readHosts(s *cryptobyte.String, b []byte) error {
 	return nil
 }
 
-// readOptional reads the base release id and the fetch port, as the flags
-// say they follow.
+// readOptional reads the base release id, the fetch port and the grant,
+// as the flags say they follow.
 func (a *Announce) readOptional(s *cryptobyte.String, b []byte, fl uint8) error {
 	if fl&announceBase != 0 {
 		if !s.CopyBytes(a.BaseID[:]) {
@@ -222,6 +239,12 @@ func (a *Announce) readOptional(s *cryptobyte.String, b []byte, fl uint8) error 
 		}
 		if a.FetchPort == 0 {
 			return malformed("announce fetch port 0")
+		}
+	}
+	if fl&announceRelay != 0 {
+		var err error
+		if a.Grant, err = readGrant(s, b); err != nil {
+			return err
 		}
 	}
 	return nil

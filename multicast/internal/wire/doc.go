@@ -1,7 +1,8 @@
 // Package wire is the packet codec of loopcast's multicast sessions: the
 // fixed [Header], one struct per message type ([Announce], [Register],
 // [ManifestFrag], [Symbol] for DATA and REPAIR, [Status], [Nack],
-// [Complete], [Abort], [Refuse]), the session descriptor that MANIFEST
+// [Complete], [Abort], [Refuse], [RelayStatus]), the relay grant
+// ([RelayGrant]) that ANNOUNCE and REGISTER may carry, the session descriptor that MANIFEST
 // fragments carry, and the doctor probe. It is pure encoding: it keeps no
 // state, opens no socket and checks no key; the sessions, and which packet
 // carries which signature or MAC under which key, are package multicast's.

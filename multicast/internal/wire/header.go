@@ -34,7 +34,9 @@ func (e *VersionError) Unwrap() error { return ErrVersion }
 // runs the session (multicast's stream.go). Version 5: FEC blocks of up to
 // MaxBlockSymbols (1,024) data symbols, a whole compressed chunk, coded
 // with Leopard GF(2^16) Reed-Solomon above GF8MaxData: a symbol's index,
-// ANNOUNCE's block symbols and a block's missing count are u16.
+// ANNOUNCE's block symbols and a block's missing count are u16; relays
+// (multicast's relay.go): a RelayGrant in ANNOUNCE and in the REGISTER
+// acknowledgement, REGISTER's relay flag, RELAY-STATUS.
 const Version = 5
 
 // HeaderLen is the size of the fixed header every packet starts with.
@@ -116,12 +118,13 @@ const (
 	TypeComplete
 	TypeAbort
 	TypeRefuse // its value and layout stay in every version
+	TypeRelayStatus
 )
 
 var typeNames = [...]string{
 	TypeAnnounce: "ANNOUNCE", TypeRegister: "REGISTER", TypeManifest: "MANIFEST",
 	TypeData: "DATA", TypeStatus: "STATUS", TypeNack: "NACK", TypeRepair: "REPAIR",
-	TypeComplete: "COMPLETE", TypeAbort: "ABORT", TypeRefuse: "REFUSE",
+	TypeComplete: "COMPLETE", TypeAbort: "ABORT", TypeRefuse: "REFUSE", TypeRelayStatus: "RELAY-STATUS",
 }
 
 func (t Type) String() string {
@@ -233,6 +236,8 @@ func parseBody(t Type, b []byte) (Message, error) {
 		return parseAbort(b)
 	case TypeRefuse:
 		return parseRefuse(b)
+	case TypeRelayStatus:
+		return parseRelayStatus(b)
 	}
 	return nil, fmt.Errorf("%w %d", ErrType, uint8(t))
 }

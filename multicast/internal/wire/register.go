@@ -12,10 +12,12 @@ import (
 
 // Register flags.
 const (
-	registerNeedManifest = 1 // the host lacks the manifest; please resend it
-	registerHasBase      = 2 // the host holds the announced base image
-	registerBitmap       = 4 // the held chunks are a bitmap, not ranges
-	registerKey          = 8 // (the sender's acknowledgement) the sealed content key follows the keys
+	registerNeedManifest = 1  // the host lacks the manifest; please resend it
+	registerHasBase      = 2  // the host holds the announced base image
+	registerBitmap       = 4  // the held chunks are a bitmap, not ranges
+	registerKey          = 8  // (the sender's acknowledgement) the sealed content key follows the keys
+	registerRelay        = 16 // the host asks to relay the session on its own subnet
+	registerGrant        = 32 // (the sender's acknowledgement) a relay grant follows the keys
 )
 
 // WrappedKeyLen is a sealed content key's length: an AES-256 key and its
@@ -29,8 +31,11 @@ type Range struct{ First, Count uint32 }
 // sender echoes it back to acknowledge. A host that lacks the manifest
 // sets NeedManifest; it counts as registered only once it has it.
 //
-//	0 host id: len u8 + bytes   flags u8 (4: bitmap)
+//	0 host id: len u8 + bytes   flags u8 (1: need manifest, 2: holds the
+//	  base, 4: bitmap, 8: wrapped key, 16: asks to relay, 32: grant)
 //	  signed at (unix ms) u64   host key [32]   host X25519 key [32]
+//	  with flag 8: wrapped content key [48]
+//	  with flag 32: grant length u16, grant (then no held chunks)
 //	  ranges:  range count u16, then first chunk u32, count u32, repeated
 //	  bitmap:  bit count u32 (≤ MaxRegisterBitmap), then ⌈count/8⌉ bytes,
 //	           bit i (MSB first) set when chunk i is held
@@ -53,6 +58,12 @@ type Register struct {
 	NeedManifest bool
 	HasBase      bool    // holds the announced base release's image: can decode deltas
 	Have         []Range // chunks the host already holds: ascending, disjoint
+	// Relay: the host asks to relay the session on its own subnet (it runs
+	// receiver run --relay).
+	Relay bool
+	// Grant, in the sender's acknowledgement of a relay's REGISTER, is
+	// its leave to relay (signed by the release key).
+	Grant *RelayGrant
 }
 
 func (*Register) Type() Type { return TypeRegister }
@@ -60,6 +71,9 @@ func (*Register) Type() Type { return TypeRegister }
 func (m *Register) AppendBinary(b []byte) ([]byte, error) {
 	if !disjoint(m.Have) {
 		return b, fmt.Errorf("%w: register ranges not ascending and disjoint", ErrMalformed)
+	}
+	if m.Grant != nil && len(m.Have) > 0 {
+		return b, fmt.Errorf("%w: register with a grant and held chunks", ErrMalformed)
 	}
 	b, err := appendStr8(b, "host id", m.Host, MaxHostID)
 	if err != nil {
@@ -78,17 +92,26 @@ func (m *Register) AppendBinary(b []byte) ([]byte, error) {
 		}
 		fl |= registerKey
 	}
+	if m.Relay {
+		fl |= registerRelay
+	}
+	if m.Grant != nil {
+		fl |= registerGrant
+	}
 	bits := uint64(0)
 	if n := len(m.Have); n > 0 {
 		bits = uint64(m.Have[n-1].First) + uint64(m.Have[n-1].Count)
 	}
 	if len(m.Have) <= MaxRegisterRanges || bits > MaxRegisterBitmap {
 		have := largestRuns(m.Have, MaxRegisterRanges)
-		b = m.appendKeys(b, fl)
+		b, err = m.appendKeys(b, fl)
 		b = binary.BigEndian.AppendUint16(b, uint16(len(have)))
-		return appendRanges(b, have), nil
+		return appendRanges(b, have), err
 	}
-	b = m.appendKeys(b, fl|registerBitmap)
+	b, err = m.appendKeys(b, fl|registerBitmap)
+	if err != nil {
+		return b, err
+	}
 	b = binary.BigEndian.AppendUint32(b, uint32(bits))
 	bm := make([]byte, (bits+7)/8)
 	for _, rg := range m.Have {
@@ -99,13 +122,18 @@ func (m *Register) AppendBinary(b []byte) ([]byte, error) {
 	return append(b, bm...), nil
 }
 
-// appendKeys appends the flags, the signing time and the keys.
-func (m *Register) appendKeys(b []byte, fl byte) []byte {
+// appendKeys appends the flags, the signing time, the keys and (in an
+// acknowledgement) the wrapped content key and the grant.
+func (m *Register) appendKeys(b []byte, fl byte) ([]byte, error) {
 	b = append(b, fl)
 	b = binary.BigEndian.AppendUint64(b, uint64(m.SignedAt))
 	b = append(b, m.HostKey[:]...)
 	b = append(b, m.Ephemeral[:]...)
-	return append(b, m.WrappedKey...)
+	b = append(b, m.WrappedKey...)
+	if m.Grant == nil {
+		return b, nil
+	}
+	return appendGrant(b, m.Grant)
 }
 
 // largestRuns returns rs when it has at most max ranges, else its max
@@ -139,6 +167,9 @@ func parseRegister(b []byte) (*Register, error) {
 	if err != nil {
 		return nil, err
 	}
+	if m.Grant != nil && len(m.Have) > 0 {
+		return nil, malformed("register with a grant and held chunks")
+	}
 	return m, done(s)
 }
 
@@ -149,10 +180,10 @@ func (m *Register) readKeys(s *cryptobyte.String, b []byte) (uint8, error) {
 	if !s.ReadUint8(&fl) {
 		return 0, short(b, *s, "register flags")
 	}
-	if fl&^(registerNeedManifest|registerHasBase|registerBitmap|registerKey) != 0 {
+	if fl&^(registerNeedManifest|registerHasBase|registerBitmap|registerKey|registerRelay|registerGrant) != 0 {
 		return 0, malformed("register flags %#x", fl)
 	}
-	m.NeedManifest, m.HasBase = fl&registerNeedManifest != 0, fl&registerHasBase != 0
+	m.NeedManifest, m.HasBase, m.Relay = fl&registerNeedManifest != 0, fl&registerHasBase != 0, fl&registerRelay != 0
 	var at uint64
 	if !s.ReadUint64(&at) || !s.CopyBytes(m.HostKey[:]) || !s.CopyBytes(m.Ephemeral[:]) {
 		return 0, short(b, *s, "register keys")
@@ -164,6 +195,12 @@ func (m *Register) readKeys(s *cryptobyte.String, b []byte) (uint8, error) {
 			return 0, short(b, *s, "register wrapped key")
 		}
 		m.WrappedKey = bytes.Clone(k)
+	}
+	if fl&registerGrant != 0 {
+		var err error
+		if m.Grant, err = readGrant(s, b); err != nil {
+			return 0, err
+		}
 	}
 	return fl, nil
 }

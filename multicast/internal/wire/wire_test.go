@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -20,6 +21,10 @@ var (
 	samples      = wiretest.Samples
 	encodeSample = wiretest.Encode
 )
+
+// cmpAddr compares the addresses of RELAY-STATUS (netip keeps its
+// fields to itself).
+var cmpAddr = cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })
 
 // golden is the encoding of samples(), made by this package and checked by
 // hand against the layouts in doc.go and multicast's doc.go; a change here is a protocol change.
@@ -49,6 +54,23 @@ var golden = []string{
 		"000003e8" + "0000000000300000" + "00100000" + "00000003" + "0580" + "0040" + "08" +
 		"0000000035a4e900" + "0000" + "0000" + "00" + "1389" + "0000018bcfe56800" + "11" + strings.Repeat("00", 31) + "22" + strings.Repeat("00", 31) + "33" + strings.Repeat("00", 31),
 	"4c434d43050500000102030400000013" + "00000006" + "06" + "07d0" + "01" + "0000000400000002" + "0001" + "0000000200010003",
+	"4c434d43050100000102030400000014" + "0102030405060708" + "aa" + strings.Repeat("00", 30) + "bb" +
+		"000003e8" + "0000000000300000" + "00100000" + "00000003" + "0580" + "0040" + "10" +
+		"0000000035a4e900" + "0000" + "0000" + "00" + "00f9" + grantHex("00", "") + "0000018bcfe56800" + "11" + strings.Repeat("00", 31) + "77" + strings.Repeat("00", 31) + "88" + strings.Repeat("00", 31),
+	"4c434d43050200000102030400000015" + "027262" + "10" + "0000018bcfe56800" + "44" + strings.Repeat("00", 31) + "55" + strings.Repeat("00", 31) + "0001" + "0000000200000001",
+	"4c434d43050200000102030400000016" + "027262" + "20" + "0000000000000000" + strings.Repeat("00", 64) + "0101" + grantHex("03", "0909090909090909") + "0000",
+	"4c434d4305" + "0b" + "0000010203040000" + "0017" + "027262" + "00000009" + "000000000001e240" + "0000000000000063" + "00000003" + "02" +
+		"026231" + "02" + strings.Repeat("00", 10) + "ffff" + "0a4d020b" + "1388" + "00" +
+		"026232" + "04" + strings.Repeat("00", 16) + "0000" + "0673696c656e74",
+}
+
+// grantHex is the sample grant's encoding (wiretest.Grant), with flags
+// and the base id that follows them.
+func grantHex(flags, base string) string {
+	return "4c435247" + "05" + "01020304" + "0102030405060708" + "aa" + strings.Repeat("00", 30) + "bb" +
+		"000003e8" + "0000000000300000" + "00100000" + "0580" + "0040" + flags + base +
+		"0000018bcfe56800" + "0000018bd0c12200" + "027262" + "44" + strings.Repeat("00", 31) + "33" + strings.Repeat("00", 31) +
+		"11" + strings.Repeat("00", 31) + "99" + strings.Repeat("00", 62) + "9a"
 }
 
 func TestGolden(t *testing.T) {
@@ -69,7 +91,7 @@ func TestGolden(t *testing.T) {
 			if h.Type != m.Type() || h.Seq != uint32(i+1) || h.Session != 0x01020304 {
 				t.Errorf("header %+v", h)
 			}
-			if d := cmp.Diff(m, back); d != "" {
+			if d := cmp.Diff(m, back, cmpAddr); d != "" {
 				t.Errorf("round trip (-sent +parsed):\n%s", d)
 			}
 		})
@@ -164,7 +186,7 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encoded %v does not parse: %v", h.Type, err)
 		}
-		if d := cmp.Diff(m, m2); d != "" || h.Type != h2.Type || h.Session != h2.Session || h.Seq != h2.Seq {
+		if d := cmp.Diff(m, m2, cmpAddr); d != "" || h.Type != h2.Type || h.Session != h2.Session || h.Seq != h2.Seq {
 			t.Fatalf("parse → append → parse unstable:\n%s", d)
 		}
 		in := bytes.Clone(h.Covered()) // the packet without its tag, flags cleared
@@ -315,5 +337,81 @@ func TestLargestFeedbackFits(t *testing.T) {
 		if _, _, err := wire.Parse(b); err != nil {
 			t.Errorf("the largest %v does not parse: %v", tc.m.Type(), err)
 		}
+	}
+}
+
+// A grant parses back from its every byte and from none fewer or more;
+// relay fields out of their bounds are refused on both sides.
+func TestRelayGrantBounds(t *testing.T) {
+	g := wiretest.Grant()
+	b, err := g.AppendBinary(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back, err := wire.ParseGrant(b); err != nil || *back != *g {
+		t.Fatalf("grant round trip: %v\n got %+v\nwant %+v", err, back, g)
+	}
+	for n := range len(b) {
+		if _, err := wire.ParseGrant(b[:n]); err == nil {
+			t.Errorf("grant truncated to %d of %d bytes: parsed", n, len(b))
+		}
+	}
+	if _, err := wire.ParseGrant(append(b, 0)); err == nil {
+		t.Error("grant with a trailing byte: parsed")
+	}
+	bad := *g
+	bad.Expires = bad.Issued
+	if _, err := bad.AppendBinary(nil); !errors.Is(err, wire.ErrMalformed) {
+		t.Errorf("grant expiring when issued: %v, want %v", err, wire.ErrMalformed)
+	}
+	for name, m := range map[string]wire.Message{
+		"relayed announce with hosts": func() wire.Message {
+			a := *samples()[19].(*wire.Announce)
+			a.HostsTotal, a.Hosts = 1, []string{"b1"}
+			return &a
+		}(),
+		"grant with held chunks":  &wire.Register{Host: "rb", Grant: g, Have: []wire.Range{{First: 0, Count: 1}}},
+		"relay status of 9 hosts": &wire.RelayStatus{Relay: "rb", Hosts: make([]wire.RelayedHost, 9)},
+		"relayed host state 0":    &wire.RelayStatus{Relay: "rb", Hosts: []wire.RelayedHost{{Host: "b1"}}},
+		"relayed host port alone": &wire.RelayStatus{Relay: "rb", Hosts: []wire.RelayedHost{{Host: "b1", State: wire.RelayHostReceiving, Addr: netip.AddrPortFrom(netip.Addr{}, 5)}}},
+	} {
+		if _, err := m.AppendBinary(nil); !errors.Is(err, wire.ErrMalformed) {
+			t.Errorf("%s: encoded (%v), want %v", name, err, wire.ErrMalformed)
+		}
+	}
+}
+
+// The largest relay packets fit one packet with their tags: a relayed
+// ANNOUNCE with a maximal relay id, a base and a fetch port, signed; the
+// acknowledgement carrying a grant and a wrapped key; a full RELAY-STATUS
+// with its MAC.
+func TestLargestRelayFits(t *testing.T) {
+	long := strings.Repeat("h", wire.MaxHostID)
+	g := wiretest.Grant()
+	g.RelayHost, g.BaseID, g.Sealed = long, [8]byte{9}, true
+	a := *samples()[19].(*wire.Announce)
+	a.Grant, a.BaseID, a.FetchPort, a.Encrypted = g, [8]byte{9}, 5001, true
+	st := &wire.RelayStatus{Relay: long}
+	for range wire.MaxRelayStatusHosts {
+		st.Hosts = append(st.Hosts, wire.RelayedHost{Host: long, State: wire.RelayHostDropped, Reason: strings.Repeat("r", 100),
+			Addr: netip.MustParseAddrPort("[2001:db8::1]:5000")})
+	}
+	for _, tc := range []struct {
+		m wire.Message
+		a wire.Auth
+		n int
+	}{
+		{&a, wire.AuthSig, wire.SigLen},
+		{&wire.Register{Host: long, Grant: g, WrappedKey: make([]byte, wire.WrappedKeyLen)}, wire.AuthMAC, wire.MACLen},
+		{st, wire.AuthMAC, wire.MACLen},
+	} {
+		b, err := wire.AppendTagged(nil, wire.Header{Session: 1, Seq: 1}, tc.m, tc.a, func([]byte) []byte { return make([]byte, tc.n) })
+		if err != nil {
+			t.Fatalf("the largest %v: %v", tc.m.Type(), err)
+		}
+		if _, _, err := wire.Parse(b); err != nil {
+			t.Errorf("the largest %v (%d bytes) does not parse: %v", tc.m.Type(), len(b), err)
+		}
+		t.Logf("the largest %v: %d bytes", tc.m.Type(), len(b))
 	}
 }

@@ -3,6 +3,7 @@
 package wiretest
 
 import (
+	"net/netip"
 	"testing"
 
 	"github.com/loopcast/loopcast/multicast/internal/wire"
@@ -49,7 +50,35 @@ func Samples() []wire.Message {
 			SignedAt: 1700000000000, ReleaseKey: [32]byte{0x11}, SessionKey: [32]byte{0x22}, SessionDH: [32]byte{0x33},
 		},
 		&wire.Status{Round: 6, Quiet: true, Hosts: 2000, Summary: true, Chunks: []wire.Range{{First: 4, Count: 2}}, Blocks: []wire.BlockNeed{{Chunk: 2, Block: 1, Missing: 3}}},
+		&wire.Announce{
+			ReleaseID: [8]byte{1, 2, 3, 4, 5, 6, 7, 8}, ManifestDigest: [32]byte{0xaa, 31: 0xbb},
+			ManifestSize: 1000, ImageSize: 3 << 20, ChunkSize: 1 << 20, ChunkCount: 3,
+			SymbolSize: 1408, BlockSymbols: 64, Rate: 900e6, Grant: Grant(),
+			SignedAt: 1700000000000, ReleaseKey: [32]byte{0x11}, SessionKey: [32]byte{0x77}, SessionDH: [32]byte{0x88},
+		},
+		&wire.Register{Host: "rb", Relay: true, Have: []wire.Range{{First: 2, Count: 1}}, SignedAt: 1700000000000, HostKey: [32]byte{0x44}, Ephemeral: [32]byte{0x55}},
+		&wire.Register{Host: "rb", Grant: sealedGrant()},
+		&wire.RelayStatus{Relay: "rb", Seq: 9, DownBytes: 123456, DownPackets: 99, Rounds: 3, Hosts: []wire.RelayedHost{
+			{Host: "b1", State: wire.RelayHostComplete, Addr: netip.MustParseAddrPort("10.77.2.11:5000")},
+			{Host: "b2", State: wire.RelayHostDropped, Reason: "silent"},
+		}},
 	}
+}
+
+// Grant is a sample relay grant for session 0x01020304 (Samples'), for
+// the relay "rb" (host key 0x44...).
+func Grant() *wire.RelayGrant {
+	return &wire.RelayGrant{Session: 0x01020304, ReleaseID: [8]byte{1, 2, 3, 4, 5, 6, 7, 8}, ManifestDigest: [32]byte{0xaa, 31: 0xbb},
+		ManifestSize: 1000, ImageSize: 3 << 20, ChunkSize: 1 << 20, SymbolSize: 1408, BlockSymbols: 64,
+		Issued: 1700000000000, Expires: 1700014400000, RelayHost: "rb", RelayKey: [32]byte{0x44}, UpstreamDH: [32]byte{0x33},
+		ReleaseKey: [32]byte{0x11}, Sig: [64]byte{0x99, 63: 0x9a}}
+}
+
+// sealedGrant is a grant with every optional field: sealed, on a base.
+func sealedGrant() *wire.RelayGrant {
+	g := Grant()
+	g.Sealed, g.BaseID = true, [8]byte{9, 9, 9, 9, 9, 9, 9, 9}
+	return g
 }
 
 // Encode frames a sample as session 0x01020304 with sequence seq.
