@@ -31,8 +31,8 @@ const (
 
 // autoFEC tracks the loss hosts report and the parity each chunk got.
 type autoFEC struct {
-	pct     []uint8 // per chunk: the largest parity percent its blocks went with
-	loss    uint16  // per mille: the worst loss of the latest probe or round answered
+	pct  []uint8 // per chunk: the largest parity percent its blocks went with
+	loss uint16  // per mille: the worst loss of the latest probe or round answered
 	// before is the loss of the probe before the latest, once there was
 	// one with answers: parity follows the lesser of the two, so one
 	// interval's burst of loss (a receiver descheduled, a switch queue
@@ -40,12 +40,12 @@ type autoFEC struct {
 	// loss that lasts two intervals does
 	before    uint16
 	hadBefore bool
-	worst   uint16  // per mille: the worst loss any host reported in the session
-	probes  uint32  // probes sent
-	probeAt time.Time
-	fresh   bool     // loss is from the latest probe's answers
-	samples []uint16 // a quiet probe's answers so far
-	quiet   bool     // the latest probe was quiet
+	worst     uint16 // per mille: the worst loss any host reported in the session
+	probes    uint32 // probes sent
+	probeAt   time.Time
+	fresh     bool     // loss is from the latest probe's answers
+	samples   []uint16 // a quiet probe's answers so far
+	quiet     bool     // the latest probe was quiet
 }
 
 // startRate begins the first pass's rate adaptation (a paced session).
