@@ -86,10 +86,12 @@ func (p *pacer) reportLoss(permille int) {
 }
 
 // setRate paces at r bytes/s from now on (r > 0), keeping the burst, and
-// makes r the ceiling the repair rounds' recovery climbs back to.
+// makes r the ceiling the repair rounds' recovery climbs back to, and
+// r/8 their backoff's floor (a floor above r would make a backoff raise
+// the rate).
 func (p *pacer) setRate(r float64) {
 	if p.rate > 0 {
-		p.rate, p.max = r, r
+		p.rate, p.max, p.floor = r, r, max(r/pacerFloorDiv, min(r, minFloor))
 	}
 }
 

@@ -82,3 +82,15 @@ func TestPacerUnpaced(t *testing.T) {
 		t.Errorf("unpaced delay %v, want 0", d)
 	}
 }
+
+// The controller hands the repair rounds its rate through setRate; a
+// repair round with heavy loss then backs off below that rate, never up
+// to the floor of the cap it started at.
+func TestPacerBackoffBelowSetRate(t *testing.T) {
+	p := newPacer(900e6, time.Unix(1000, 0))
+	p.setRate(50e6 / 8) // the controller found a 50 Mbit/s path
+	p.reportLoss(500)   // a repair round with 50% loss
+	if got := p.bitsPerSec(); got >= 50e6 || got < 50e6/pacerFloorDiv {
+		t.Errorf("paced at 50 Mbit/s, a round with 50%% loss: backoff moves the rate to %d bit/s, want below 50 Mbit/s and not under its eighth", got)
+	}
+}

@@ -45,3 +45,40 @@ func TestProbeHeard(t *testing.T) {
 	}
 	t.Fatal("the receiver never heard the probe")
 }
+
+// Loss is measured between authenticated marks (the sender's signed
+// STATUS and ANNOUNCE): a tenth of the symbols lost reads as ~100‰, and a
+// forged symbol with a sequence number far ahead (symbols carry no tag)
+// adds none.
+func TestSeqLossBetweenMarks(t *testing.T) {
+	var q seqStats
+	for s := uint32(1); s <= 1001; s++ {
+		k := seqCounts
+		if s%100 == 1 {
+			k = seqMarks // a probe every 100 packets
+		}
+		if k == seqMarks || s%10 != 0 {
+			q.saw(s, k)
+		}
+	}
+	if l := q.lossPermille(); l < 95 || l > 105 {
+		t.Errorf("every tenth symbol lost: %d‰, want ~100", l)
+	}
+	for s := uint32(1002); s <= 2001; s++ {
+		k := seqCounts
+		if s%100 == 1 {
+			k = seqMarks
+		}
+		q.saw(s, k)
+		if s == 1500 {
+			q.saw(1<<30, seqCounts) // one forged symbol
+		}
+	}
+	if l := q.lossPermille(); l != 0 {
+		t.Errorf("1000 packets in order and one forged sequence number: %d‰ loss, want 0", l)
+	}
+	q.saw(1<<30, seqMarks) // a signed mark far ahead: the sender's counter is there
+	if l := q.peekPermille(); l < 990 {
+		t.Errorf("a signed packet 2^30 packets ahead: %d‰, want near 1000", l)
+	}
+}

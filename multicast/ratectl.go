@@ -29,8 +29,9 @@ const (
 	// receiver does not slow the session.
 	rateWindow = 8
 	// congestedLoss (per mille) in an interval not spent probing upward
-	// means the estimate is stale (a link got slower): it is reset to what
-	// got through.
+	// means the estimate may be stale (a link got slower): it is reset to
+	// what got through, the rate halved at most, and the startup's
+	// doubling finds the path's rate again.
 	congestedLoss = 200
 	// minInterval is the shortest interval judged: a probe sooner after
 	// the last one (the first, at the transfer's start) measures a
@@ -165,12 +166,20 @@ func (c *rateCtl) judge(worst uint16) float64 {
 	case c.startup:
 		c.startup = false
 	case worst >= congestedLoss && c.closedGain <= 1:
-		// a slower path than remembered: forget what got through before,
-		// not the random loss the path was known to have (this interval's
-		// loss is congestion, no floor)
+		// perhaps a slower path than remembered: forget what got through
+		// before, not the random loss the path was known to have (this
+		// interval's loss is congestion, no floor). One interval proves
+		// little (a receiver descheduled for it, a burst of cross
+		// traffic), so the rate falls by half at most and grows again as
+		// at the start: a slower path ends that growth within an interval
+		// or two, a passing fault costs about one interval.
 		floor := min(c.knownFloor(), loss) // none known: take none
 		c.window = [rateWindow]sample{}
-		loss = floor
+		c.remember(got, floor)
+		c.startup = true
+		c.rate = c.clamp(max(got/(1-floor), c.est/2))
+		c.est = c.rate
+		return c.rate
 	}
 	c.remember(got, loss)
 	c.est = c.estimate()

@@ -151,3 +151,33 @@ func TestRateAppLimited(t *testing.T) {
 		t.Errorf("the same interval with 30%% loss: estimate %.0f Mbit/s, want lower", c.est*8/1e6)
 	}
 }
+
+// One interval in which one host reports near-total loss (a receiver
+// descheduled for it) halves the rate at most, and the rate is back
+// within a few intervals: the next 10 s average well above half the path.
+func TestRateOneBadInterval(t *testing.T) {
+	const mbit = 1e6 / 8
+	for bad := 16; bad < 24; bad++ { // every step of the gain cycle
+		now := time.Unix(1000, 0)
+		c := newRateCtl(900e6, false, now)
+		rate := c.rate
+		var sent []float64
+		for i := range 240 { // 60 s
+			c.charge(int(rate * probeEvery.Seconds()))
+			now = now.Add(probeEvery)
+			loss := uint16(0)
+			if i == bad {
+				loss = 999
+			}
+			c.newInterval(now)
+			rate = c.judge(loss)
+			sent = append(sent, rate)
+		}
+		if sent[bad] < 0.5*900*mbit {
+			t.Errorf("interval %d: one interval of 99.9%% loss: the rate fell to %.1f Mbit/s, want at most a halving of 900", bad, sent[bad]/mbit)
+		}
+		if m := mean(sent[bad+1 : bad+41]); m < 0.8*900*mbit {
+			t.Errorf("interval %d: one interval of 99.9%% loss at one host: the next 10 s average %.1f Mbit/s of the 900 Mbit/s the path takes", bad, m/mbit)
+		}
+	}
+}

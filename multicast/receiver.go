@@ -454,7 +454,7 @@ func (r *receiver) handle(p packet, now time.Time) error {
 	}
 	r.heard = now
 	r.res.Packets++
-	r.seq.saw(h.Seq)
+	r.seq.saw(h.Seq, seqMark(m))
 	switch m := m.(type) {
 	case *wire.Announce:
 		return r.onAnnounce(m, now)
@@ -597,6 +597,21 @@ func (r *receiver) authentic(h *wire.Header, m wire.Message, now time.Time) bool
 		return true
 	}
 	return false
+}
+
+// seqMark says whether m's sequence number marks where the sender's
+// counter stood when it left: a STATUS or ABORT does (signed by the
+// session key, so authentic checked it; queued in order); an ANNOUNCE
+// (signed too) only as the first mark, before the transfer starts: later
+// ones jump the queue.
+func seqMark(m wire.Message) markKind {
+	switch m.(type) {
+	case *wire.Status, *wire.Abort:
+		return seqMarks
+	case *wire.Announce:
+		return seqStarts
+	}
+	return seqCounts
 }
 
 func (r *receiver) keysDown() *macKey {

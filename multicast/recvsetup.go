@@ -210,38 +210,62 @@ func (r *receiver) discard() {
 }
 
 // seqStats estimates loss from gaps in the sender's sequence numbers.
+// Only the sender's signed packets mark where its counter stood (see
+// seqMark): a span between two marks is what the sender sent, the packets
+// seen with numbers in it what got through. DATA, REPAIR and MANIFEST
+// carry no tag, so their numbers are only counted, never taken as marks:
+// a forged symbol with a sequence number far ahead adds no loss (at most
+// it hides some, as a flood could).
 type seqStats struct {
-	first, last uint32
-	got         uint32
+	mark uint32 // the last mark (0: none yet)
+	got  uint32 // packets seen since the mark, numbered after it
+	// the spans closed since the last read, and the packets seen in them
+	// (a packet numbered before the mark that arrives after it, such as
+	// one sent behind an ANNOUNCE that jumped the queue, counts here)
+	span, spanGot uint32
 }
 
-func (q *seqStats) saw(seq uint32) {
-	if seq == 0 {
+// markKind is what a packet's sequence number tells seqStats.
+type markKind uint8
+
+const (
+	seqCounts markKind = iota // a packet, counted
+	seqStarts                 // the first mark, if there is none yet
+	seqMarks                  // a mark
+)
+
+// saw counts a packet of the session.
+func (q *seqStats) saw(seq uint32, k markKind) {
+	switch {
+	case seq == 0:
 		return // unicast replies are not sequenced
+	case q.mark != 0 && int32(seq-q.mark) <= 0:
+		q.spanGot++ // of a closed span (or a copy of the mark)
+	case k == seqCounts || k == seqStarts && q.mark != 0:
+		q.got++
+	default:
+		if q.mark != 0 {
+			q.span += seq - q.mark
+			q.spanGot += q.got + 1
+		}
+		q.mark, q.got = seq, 0
 	}
-	if q.got == 0 {
-		q.first = seq
-	}
-	if int32(seq-q.last) > 0 || q.got == 0 {
-		q.last = seq
-	}
-	q.got++
 }
 
-// lossPermille returns the loss since the last call and resets.
+// lossPermille returns the loss in the spans closed since the last call
+// and starts afresh (the current mark stays).
 func (q *seqStats) lossPermille() uint16 {
 	l := q.peekPermille()
-	*q = seqStats{}
+	q.span, q.spanGot = 0, 0
 	return l
 }
 
 // peekPermille returns the loss since the last lossPermille.
 func (q *seqStats) peekPermille() uint16 {
-	span := q.last - q.first + 1
-	if q.got == 0 || span == 0 || q.got >= span {
+	if q.span == 0 || q.spanGot >= q.span {
 		return 0
 	}
-	return uint16(1000 - uint64(q.got)*1000/uint64(span))
+	return uint16(1000 - uint64(q.spanGot)*1000/uint64(q.span))
 }
 
 // nacks packs what the host lacks into at most MaxNackParts packets.
