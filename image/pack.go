@@ -176,6 +176,20 @@ func (p *Pack) Delta(i int, buf []byte) ([]byte, bool, error) {
 	return b, err == nil, err
 }
 
+// WillNeed tells the kernel that chunk i's frame (its delta frame if
+// delta) will be read soon (fadvise WILLNEED: the read starts now, in the
+// background), so the read finds it in memory: a sender advises the
+// frames of the chunks it sends next.
+func (p *Pack) WillNeed(i int, delta bool) {
+	fr := p.entries[i].plain
+	if delta {
+		fr = p.entries[i].delta
+	}
+	if fr.len > 0 {
+		_ = unix.Fadvise(int(p.f.Fd()), fr.off, int64(fr.len), unix.FADV_WILLNEED)
+	}
+}
+
 // HasDelta reports whether chunk i has a delta frame.
 func (p *Pack) HasDelta(i int) bool { return p.entries[i].delta.len > 0 }
 

@@ -306,8 +306,13 @@ func zstdFastest(b []byte) []byte {
 // EncodeDelta compresses raw with dict (the base image's chunk at the same
 // index) as zstd raw dictionary. The encoder is built per chunk (its
 // dictionary is the chunk's own base), so nothing grows with the image.
+// It runs at zstd's default level: setting up the dictionary dominates
+// the cost, and on a 1 MiB chunk of PHP-like text with a few KB changed
+// the default level takes ~7.6 ms for ~1.5 KB against ~11.8 ms for ~1.1
+// KB at the better level (which a 257-chunk hotfix build spent 4.3
+// CPU-s on, half its CPU).
 func EncodeDelta(raw, dict []byte, chunkSize uint32) ([]byte, error) {
-	return encodeDelta(raw, dict, chunkSize, zstd.SpeedBetterCompression)
+	return encodeDelta(raw, dict, chunkSize, zstd.SpeedDefault)
 }
 
 // EncodeDeltaFast is EncodeDelta at zstd's fastest level: for deltas made

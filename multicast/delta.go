@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 
 	"github.com/loopcast/loopcast/image"
 )
@@ -17,8 +19,9 @@ func deltaWindow(chunkSize uint32) int { return image.DeltaWindow(chunkSize) }
 
 // baseFile is a receiver's copy of the announced base image.
 type baseFile struct {
-	f    *os.File
-	size int64
+	f       *os.File
+	size    int64
+	advised sync.WaitGroup // willNeed's read-ahead, done before close
 }
 
 // openBase opens the base image a receiver's BaseImage names, or returns
@@ -45,8 +48,55 @@ func openBase(lookup func(image.ID) (string, bool), id image.ID) *baseFile {
 
 func (b *baseFile) close() {
 	if b != nil {
+		b.advised.Wait()
 		b.f.Close()
 	}
+}
+
+// maxBaseAdvice bounds the base image read ahead at a session's start.
+const maxBaseAdvice = 256 << 20
+
+// willNeed starts reading the base's chunks at the indexes the image
+// still lacks (lacks(i), asked now), in runs, up to maxBaseAdvice bytes:
+// each delta chunk decodes against its base chunk, and a base image made
+// by reflink has none of its pages in memory, so reading them one by one
+// as the deltas arrive held each decoder ~10 ms a chunk. The fadvise
+// WILLNEED calls (which can take a second to queue 257 MiB of reads) run
+// on a goroutine of their own, so registration does not wait for them. A
+// nil base does nothing.
+func (b *baseFile) willNeed(m *image.Manifest, lacks func(int) bool) {
+	if b == nil {
+		return
+	}
+	var runs [][2]int64
+	var start, end, total int64 // the run being gathered
+	flush := func() {
+		if end > start {
+			runs = append(runs, [2]int64{start, end - start})
+			total += end - start
+		}
+	}
+	for i, c := range m.Chunks {
+		if c.Zero || !lacks(i) {
+			continue
+		}
+		off, n := m.ChunkRange(i)
+		if off >= b.size || total+end-start >= maxBaseAdvice {
+			break
+		}
+		if off != end {
+			flush()
+			start = off
+		}
+		end = min(off+int64(n), b.size)
+	}
+	flush()
+	fd := int(b.f.Fd())
+	b.advised.Go(func() {
+		for _, r := range runs {
+			_ = unix.Fadvise(fd, r[0], r[1], unix.FADV_WILLNEED)
+		}
+	})
 }
 
 // chunk reads the base's chunk i (shorter at the base's end) into buf.

@@ -8,11 +8,15 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/loopcast/loopcast/image"
+	"github.com/loopcast/loopcast/internal/mounttest"
+	"github.com/loopcast/loopcast/internal/testenv"
 	"github.com/loopcast/loopcast/multicast/internal/wire"
 )
 
@@ -205,4 +209,77 @@ func TestDeltaUnderLossWithLateJoiner(t *testing.T) {
 	if ts.report.DeltaChunks != deltaCovered {
 		t.Errorf("%d chunks sent as deltas, want %d: the session must start in delta mode", ts.report.DeltaChunks, deltaCovered)
 	}
+}
+
+// TestDeltaWritesChanged: on a filesystem with reflink (XFS), a delta
+// chunk is written as its base chunk shared by reflink plus the blocks
+// that differ: of each changed chunk, only its one changed 4 KiB block
+// owns new data (filefrag: every other block is shared). On ext4 the
+// chunk is written whole. Either way the image verifies.
+func TestDeltaWritesChanged(t *testing.T) {
+	testenv.RequireLoop(t)
+	for _, fs := range []struct {
+		name, mkfs string
+		args       []string
+		reflink    bool
+	}{
+		{"xfs", "mkfs.xfs", []string{"-q", "-m", "reflink=1"}, true},
+		{"ext4", "mkfs.ext4", []string{"-q", "-F"}, false},
+	} {
+		t.Run(fs.name, func(t *testing.T) {
+			testenv.RequireTool(t, fs.mkfs)
+			testenv.RequireTool(t, "filefrag")
+			ts, base, basePath := deltaSession(t, true)
+			ts.dir = mounttest.ScratchFS(t, fs.mkfs, fs.args...)
+			runDelta(t, ts, base, basePath, []string{"d1"}, nil, nil)
+			if ts.report.DeltaChunks != deltaCovered {
+				t.Fatalf("%d delta chunks, want %d", ts.report.DeltaChunks, deltaCovered)
+			}
+			shared := sharedBlocks(t, filepath.Join(ts.dir, "d1.img"))
+			for _, i := range deltaChanged {
+				if base.Chunks[i].Zero {
+					continue // sent plain: nothing to share
+				}
+				n := 0
+				for b := i * testChunk / 4096; b < (i+1)*testChunk/4096; b++ {
+					if shared[b] {
+						n++
+					}
+				}
+				want := 0
+				if fs.reflink {
+					want = testChunk/4096 - 1
+				}
+				if n != want {
+					t.Errorf("chunk %d: %d of its %d blocks shared with the base, want %d", i, n, testChunk/4096, want)
+				}
+			}
+		})
+	}
+}
+
+// sharedBlocks reads which 4 KiB blocks of path share their extent with
+// another file (filefrag -v: the "shared" flag).
+func sharedBlocks(t *testing.T, path string) map[int]bool {
+	out, err := exec.Command("filefrag", "-b4096", "-v", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("filefrag: %v\n%s", err, out)
+	}
+	shared := map[int]bool{}
+	for _, line := range strings.Split(string(out), "\n") {
+		// "   0:        0..      15:      24592..     24607:     16:             shared"
+		f := strings.Fields(strings.NewReplacer("..", " ", ":", " ").Replace(line))
+		if len(f) < 6 || !strings.Contains(line, "shared") {
+			continue
+		}
+		from, err1 := strconv.Atoi(f[1])
+		to, err2 := strconv.Atoi(f[2])
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		for b := from; b <= to; b++ {
+			shared[b] = true
+		}
+	}
+	return shared
 }

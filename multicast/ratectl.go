@@ -98,7 +98,13 @@ func newRateCtl(capBits int64, slowStart bool, now time.Time) *rateCtl {
 	if slowStart {
 		c.startup, c.rate = true, max(min(c.cap, minRateFloor), c.cap/startDiv)
 	} else {
-		c.est = c.cap // the cap is the link's known speed until the hosts say otherwise
+		// the cap is the link's known speed until the hosts say otherwise:
+		// it is remembered as a delivery seen, so an interval with some
+		// loss while the sender could not keep its pace (the only kind
+		// judged when the sender is the bottleneck) does not replace it
+		// as the best delivery; only intervals at the pace age it out
+		c.est = c.cap
+		c.remember(c.cap, 0)
 	}
 	c.pre = c.rateState
 	return c

@@ -181,3 +181,28 @@ func TestRateOneBadInterval(t *testing.T) {
 		}
 	}
 }
+
+// A sender that cannot keep its pace (the CPU, not the path, bounds it:
+// ~400 of 900 Mbit/s) and an interval with 6% loss: the loss is below
+// congestion, so the rate stays at the cap the sender was told, not at
+// what got through in that one interval (it fell to ~200 Mbit/s for the
+// rest of a full deploy before).
+func TestRateAppLimitedLoss(t *testing.T) {
+	const mbit = 1e6 / 8
+	now := time.Unix(1000, 0)
+	c := newRateCtl(900e6, false, now)
+	rate := c.rate
+	for i := range 40 {
+		c.charge(int(400 * mbit * probeEvery.Seconds()))
+		now = now.Add(probeEvery)
+		c.newInterval(now)
+		loss := uint16(0)
+		if i == 20 {
+			loss = 60
+		}
+		rate = c.judge(loss)
+		if rate < 0.8*900*mbit {
+			t.Fatalf("interval %d (loss %d‰, the sender at 400 Mbit/s of its 900): paced at %.0f Mbit/s", i, loss, rate/mbit)
+		}
+	}
+}

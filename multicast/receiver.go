@@ -253,6 +253,7 @@ type receiver struct {
 	results    chan decodeResult
 	decoders   errgroup.Group
 	stopDecode context.CancelFunc
+	wb         *writeback       // the decoders' writes' writeback
 	eph        *ecdh.PrivateKey // this session's X25519 key
 	hostPub    [32]byte         // this host's public key
 	keys       *pairKeys        // MAC keys with the followed session's sender
@@ -337,8 +338,9 @@ func (r *receiver) startDecoders() error {
 	ctx, cancel := context.WithCancel(r.ctx)
 	n := decoders()
 	r.jobs, r.results, r.stopDecode = make(chan decodeJob), make(chan decodeResult, n), cancel
+	r.wb = startWritebacks(r.st.file)
 	for range n {
-		d, err := newDecoder(r.st)
+		d, err := newDecoder(r.st, r.wb)
 		if err != nil {
 			return err
 		}
@@ -355,6 +357,7 @@ func (r *receiver) stopDecoders() {
 	r.stopDecode()
 	close(r.jobs)
 	r.decoders.Wait()
+	r.wb.stop()
 }
 
 // onDecoded takes a decoder's verdict; the last chunk finishes the image.

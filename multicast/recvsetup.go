@@ -150,6 +150,7 @@ func (r *receiver) open(m *image.Manifest, now time.Time) error {
 	if err := r.prepare(m); err != nil {
 		return err
 	}
+	r.st.base.willNeed(m, func(i int) bool { return !r.st.chunks[i].done })
 	if r.st.remaining == 0 { // all resumed, or all zero
 		return r.finish(time.Now())
 	}

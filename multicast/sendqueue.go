@@ -57,6 +57,7 @@ func (s *sender) refill(now time.Time) bool {
 	}
 	j := s.jobs[0]
 	s.jobs = s.jobs[1:]
+	s.src.readAhead(s.jobs)
 	if err := s.expand(j); err != nil {
 		s.err = err
 		return false

@@ -589,3 +589,46 @@ func TestForgedAbortBeforeJoin(t *testing.T) {
 		t.Errorf("report: %d of %d complete", d, all)
 	}
 }
+
+// advisingPack is a pack that records which frames were advised before
+// they were read.
+type advisingPack struct {
+	*image.Pack
+	mu                 sync.Mutex
+	advised            map[int]bool
+	reads, unannounced int
+}
+
+func (p *advisingPack) WillNeed(i int, delta bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.advised[i] = true
+	p.Pack.WillNeed(i, delta)
+}
+
+func (p *advisingPack) Plain(i int, buf []byte) ([]byte, error) {
+	p.mu.Lock()
+	p.reads++
+	if !p.advised[i] {
+		p.unannounced++
+	}
+	p.mu.Unlock()
+	return p.Pack.Plain(i, buf)
+}
+
+// TestTransferReadsAhead: the first pass advises the pack of the frames
+// it sends next, so every read but the first finds its frame asked for.
+func TestTransferReadsAhead(t *testing.T) {
+	ts := newTestSession(t, nil)
+	p := &advisingPack{Pack: openPack(t, ts.img, ts.m, ""), advised: map[int]bool{}}
+	ts.send.Pack = p
+	ts.send.Hosts = []string{"a"}
+	_, errs := ts.run(context.Background(), ts.send.Hosts, nil)
+	if errs["a"] != nil {
+		t.Fatal(errs["a"])
+	}
+	ts.checkImage("a")
+	if p.reads < 3 || p.unannounced > 1 {
+		t.Errorf("%d frames read, %d of them not advised before: want every read but the first advised", p.reads, p.unannounced)
+	}
+}

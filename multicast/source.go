@@ -39,6 +39,38 @@ type source struct {
 	order   []uint32       // cache keys, oldest first
 	cipher  *contentCipher // an encrypted session's: frames are sealed as they are read
 	release image.ID
+	advised chunkSet // chunks whose frames were advised (readAhead)
+}
+
+// frameAdviser is a ChunkSource that can be told which frames are read
+// next (an [image.Pack]: fadvise WILLNEED).
+type frameAdviser interface {
+	WillNeed(i int, delta bool)
+}
+
+// readAheadJobs is how many first-pass jobs ahead of the one being sent
+// have their frames advised to the source: the reads then overlap the
+// sending instead of stalling the session loop one by one (a pack on a
+// disk busy with the hosts' writes took 5–10 ms a frame: 257 delta
+// frames of a few KB held the first pass of a hotfix for 1.3–1.5 s).
+const readAheadJobs = 32
+
+// readAhead advises the frames of the whole-chunk jobs among the next
+// readAheadJobs, once each.
+func (s *source) readAhead(jobs []repairJob) {
+	a, ok := s.pack.(frameAdviser)
+	if !ok {
+		return
+	}
+	for _, j := range jobs[:min(len(jobs), readAheadJobs)] {
+		if !j.whole || s.advised.has(j.chunk) {
+			continue
+		}
+		s.advised.addRange(j.chunk, j.chunk+1)
+		if _, cached := s.cache[j.chunk]; !cached {
+			a.WillNeed(int(j.chunk), s.isDelta(j.chunk))
+		}
+	}
 }
 
 // encoded is a compressed chunk and how it was compressed.
@@ -49,7 +81,7 @@ type encoded struct {
 
 func newSource(pack ChunkSource, m *image.Manifest) *source {
 	return &source{pack: pack, m: m, clen: make([]uint32, len(m.Chunks)), cache: map[uint32]encoded{},
-		plain: make(chunkSet, (len(m.Chunks)+63)/64)}
+		plain: make(chunkSet, (len(m.Chunks)+63)/64), advised: make(chunkSet, (len(m.Chunks)+63)/64)}
 }
 
 // chunk returns chunk i compressed.

@@ -26,7 +26,10 @@
 # skips the pipeline, XFS=1 puts the hosts' roots, the sender's state dir
 # (where deploy builds, so a hotfix build reflinks its base) and the
 # pipeline's files on an XFS filesystem with reflink, made on a loop device for the
-# run, instead of BENCH_DIR's filesystem.
+# run, instead of BENCH_DIR's filesystem. LOGS=DIR keeps the deploys' logs
+# there; DEPLOY_ARGS adds flags to every `sender deploy` (-v: the session's
+# detail); LOOPCAST_CPUPROFILE=FILE makes every sender and agent write a CPU
+# profile to FILE.PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-3}
@@ -56,6 +59,9 @@ cleanup() {
 	local p
 	for p in ${PIDS[@]+"${PIDS[@]}"}; do kill "$p" 2>/dev/null || true; done
 	for p in "$HOSTS_DIR"/pipe-r*/mnt-*; do [[ -d $p ]] && umount "$p" 2>/dev/null || true; done
+	if [[ -n ${LOGS:-} ]]; then
+		mkdir -p "$LOGS" && cp "$WORK"/deploy-*.log "$LOOPCAST_CLUSTER_DIR/$NAME"/agent-*.log "$LOGS"/ 2>/dev/null || true
+	fi
 	if [[ $UP == 1 ]]; then $CLUSTER down >/dev/null || true; fi
 	[[ $HOSTS_DIR == "$WORK" ]] || umount "$HOSTS_DIR" || true
 	rm -rf "$WORK"
@@ -100,7 +106,7 @@ loopcast() {
 	local out t0
 	t0=$(now)
 	out=$($CLUSTER exec $NAME-s bin/sender deploy --key "$WORK/release.key" --iface eth0 --hosts "$hosts" \
-		--rate "${RATE}M" --state-dir "$HOSTS_DIR/state" --epoch 1700000000 --label "$1" "$2" 2>"$WORK/deploy-$1.log")
+		--rate "${RATE}M" --state-dir "$HOSTS_DIR/state" --epoch 1700000000 --label "$1" ${DEPLOY_ARGS:-} "$2" 2>"$WORK/deploy-$1.log")
 	local wall
 	wall=$(since "$t0")
 	grep -q "^release .*: all " <<<"$out" || { echo "$out" >&2; die "deploy $1 did not switch every host (log $WORK/deploy-$1.log)"; }

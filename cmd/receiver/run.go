@@ -30,6 +30,7 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "group", Value: "239.192.0.1:5000", EnvVars: []string{"LOOPCAST_GROUP"}, Usage: "multicast `ADDR:PORT` for data; control uses PORT+1"},
 			&cli.StringFlag{Name: "iface", EnvVars: []string{"LOOPCAST_IFACE"}, Usage: "join the group on this network `INTERFACE`"},
 			&cli.StringFlag{Name: "host-id", Value: host, EnvVars: []string{"LOOPCAST_HOST_ID"}, Usage: "this host's `ID` as the sender's --hosts names it"},
+			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, EnvVars: []string{"LOOPCAST_VERBOSE"}, Usage: "log the sessions' detail (debug records: chunks taken from kept images, repair requests, staging)"},
 			&cli.StringSliceFlag{Name: "trust", EnvVars: []string{"LOOPCAST_TRUST"}, Usage: "release public key `FILE` whose signatures are accepted (repeatable)"},
 			&cli.IntFlag{Name: "keep", Value: release.DefaultKeep, EnvVars: []string{"LOOPCAST_KEEP"}, Usage: "good releases kept mounted besides current and the rollback target"},
 			&cli.DurationFlag{Name: "keep-for", Value: release.DefaultKeepFor, EnvVars: []string{"LOOPCAST_KEEP_FOR"}, Usage: "keep a release mounted this `LONG` after it stops being current (0: no time rule); releases in use are never retired"},
@@ -72,7 +73,11 @@ func runCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("run: %w", err)
 			}
-			log := agent.NewLogger(os.Stderr, slog.LevelInfo)
+			level := slog.LevelInfo
+			if c.Bool("verbose") {
+				level = slog.LevelDebug
+			}
+			log := agent.NewLogger(os.Stderr, level)
 			slog.SetDefault(log)
 			hk, err := loadHostKey(c, log)
 			if err != nil {

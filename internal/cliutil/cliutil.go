@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"syscall"
@@ -35,13 +36,35 @@ var _ cli.ExitCoder = (*ExitError)(nil)
 
 // Main runs app with a context that Ctrl-C or SIGTERM cancels, so deferred
 // cleanup runs; a second signal ends the process at once. It exits with
-// ExitCode of the result.
+// ExitCode of the result. With LOOPCAST_CPUPROFILE=FILE set it writes a
+// CPU profile of the whole run to FILE.PID (for `go tool pprof`; the
+// benchmarks in docs/BENCHMARKS.md read where the time goes from it).
 func Main(app *cli.App) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() { <-ctx.Done(); stop() }() // a second signal kills
+	endProfile := startProfile(app.Name)
 	err := app.RunContext(ctx, os.Args)
 	stop()
+	endProfile()
 	os.Exit(ExitCode(app.Name, err))
+}
+
+// startProfile starts the CPU profile LOOPCAST_CPUPROFILE asks for, if
+// any, and returns what ends it.
+func startProfile(name string) func() {
+	path := os.Getenv("LOOPCAST_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(fmt.Sprintf("%s.%d", path, os.Getpid()))
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: LOOPCAST_CPUPROFILE: %v\n", name, err)
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
 // ExitCode is the one place where errors become exit codes: 0 for
