@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -185,5 +186,26 @@ func TestRelayHeldChunks(t *testing.T) {
 			}
 			t.Logf("the relay took %d B over the unicast path (%d changed chunks: at most %d B)", rb.UnicastBytes, len(deltaChanged), changed)
 		})
+	}
+}
+
+// Once the sender's session has ended, a frame the relay's subnet
+// session waits for can no longer come: framesReady says so (an error
+// naming the chunk) instead of leaving the subnet's session gated for
+// ever; a frame in the store is still ready.
+func TestRelayLinkStarvedAfterUpstream(t *testing.T) {
+	l := newRelayLink()
+	l.frames = make(chunkSet, 1)
+	l.arrived(1)
+	if ok, err := l.framesReady([]repairJob{{chunk: 2, whole: true}}); ok || err != nil {
+		t.Fatalf("upstream running, frame 2 missing: ready %v, err %v; want to wait", ok, err)
+	}
+	l.endUp()
+	if ok, err := l.framesReady([]repairJob{{chunk: 1, whole: true}}); !ok || err != nil {
+		t.Errorf("upstream ended, frame 1 in the store: ready %v, err %v", ok, err)
+	}
+	ok, err := l.framesReady([]repairJob{{chunk: 2, whole: true}})
+	if ok || err == nil || !strings.Contains(err.Error(), "chunk 2") {
+		t.Errorf("upstream ended, frame 2 missing: ready %v, err %v; want an error naming chunk 2", ok, err)
 	}
 }

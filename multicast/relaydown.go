@@ -97,4 +97,4 @@ func addrPort(a net.Addr) netip.AddrPort {
 
 // ready reports whether the next job may go: its chunk's frame is in the
 // store.
-func (d *downSide) ready(jobs []repairJob) bool { return d.link.framesReady(jobs) }
+func (d *downSide) ready(jobs []repairJob) (bool, error) { return d.link.framesReady(jobs) }

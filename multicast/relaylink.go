@@ -2,6 +2,7 @@ package multicast
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"sync"
 
@@ -128,12 +129,17 @@ func (l *relayLink) arrived(i uint32) {
 // framesReady reports whether the first job's frame is in the store
 // (downstream); when not, every job's frame not there is wanted at once,
 // and the upstream side asks for those of chunks it holds but never had
-// the frame of.
-func (l *relayLink) framesReady(jobs []repairJob) bool {
+// the frame of. Once the upstream session has ended no frame can come:
+// a missing one is an error (the subnet's session ends instead of
+// waiting for ever, its hosts fetch from elsewhere or the next session).
+func (l *relayLink) framesReady(jobs []repairJob) (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.frames.has(jobs[0].chunk) {
-		return true
+		return true, nil
+	}
+	if l.upEnded {
+		return false, fmt.Errorf("multicast: relay: the sender's session ended before chunk %d's frame came, which this subnet's hosts lack", jobs[0].chunk)
 	}
 	if l.wanted == nil {
 		l.wanted = make(chunkSet, len(l.frames))
@@ -144,7 +150,7 @@ func (l *relayLink) framesReady(jobs []repairJob) bool {
 			wake(l.upWake)
 		}
 	}
-	return false
+	return false, nil
 }
 
 // takeWanted returns the frames wanted and not in the store (upstream).

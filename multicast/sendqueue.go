@@ -51,9 +51,16 @@ func (s *sender) refill(now time.Time) bool {
 		s.startRound(now)
 		return true
 	}
-	if s.opts.down != nil && !s.opts.down.ready(s.jobs) {
-		s.gated = true // the link wakes the loop when the frame arrives
-		return false
+	if s.opts.down != nil {
+		ready, err := s.opts.down.ready(s.jobs)
+		if err != nil {
+			s.err = err
+			return false
+		}
+		if !ready {
+			s.gated = true // the link wakes the loop when the frame arrives
+			return false
+		}
 	}
 	j := s.jobs[0]
 	s.jobs = s.jobs[1:]
