@@ -218,14 +218,7 @@ func TestDeltaUnderLossWithLateJoiner(t *testing.T) {
 // chunk is written whole. Either way the image verifies.
 func TestDeltaWritesChanged(t *testing.T) {
 	testenv.RequireLoop(t)
-	for _, fs := range []struct {
-		name, mkfs string
-		args       []string
-		reflink    bool
-	}{
-		{"xfs", "mkfs.xfs", []string{"-q", "-m", "reflink=1"}, true},
-		{"ext4", "mkfs.ext4", []string{"-q", "-F"}, false},
-	} {
+	for _, fs := range scratchFilesystems {
 		t.Run(fs.name, func(t *testing.T) {
 			testenv.RequireTool(t, fs.mkfs)
 			testenv.RequireTool(t, "filefrag")

@@ -306,6 +306,17 @@ func runLateJoiner(t *testing.T, ts *testSession, withheld uint32, early func(*R
 	}
 }
 
+// scratchFilesystems are the hosts' store filesystems the reflink tests
+// make (mounttest.ScratchFS): one that shares extents, one that cannot.
+var scratchFilesystems = []struct {
+	name, mkfs string
+	args       []string
+	reflink    bool
+}{
+	{"xfs", "mkfs.xfs", []string{"-q", "-m", "reflink=1"}, true},
+	{"ext4", "mkfs.ext4", []string{"-q", "-F"}, false},
+}
+
 // TestLocalReflink: a host whose kept image is on XFS with reflink fills
 // the new image from it by sharing extents, one FICLONERANGE per run: every
 // reused byte is reflinked, none copied. On ext4 the same runs are copied
@@ -313,14 +324,7 @@ func runLateJoiner(t *testing.T, ts *testSession, withheld uint32, early func(*R
 // verifies and only the chunks the host lacks are sent.
 func TestLocalReflink(t *testing.T) {
 	testenv.RequireLoop(t)
-	for _, fs := range []struct {
-		name, mkfs string
-		args       []string
-		reflink    bool
-	}{
-		{"xfs", "mkfs.xfs", []string{"-q", "-m", "reflink=1"}, true},
-		{"ext4", "mkfs.ext4", []string{"-q", "-F"}, false},
-	} {
+	for _, fs := range scratchFilesystems {
 		t.Run(fs.name, func(t *testing.T) {
 			testenv.RequireTool(t, fs.mkfs)
 			dir := mounttest.ScratchFS(t, fs.mkfs, fs.args...)
