@@ -122,13 +122,20 @@
 // rate (so a few percent of it costs nothing) while a slower link's loss
 // falls away whenever the pace drops below it. A gain cycle (1.25, 0.85,
 // then 1) finds capacity that appears and drains the queue it builds; an
-// interval at gain 1 losing 20% resets the estimate (a path got slower).
-// Intervals the sender itself held back (it sent under 80% of its pace)
-// do not lower it. With [SendOptions].SlowStart the first pass starts at
-// an eighth of the cap and doubles each interval while every host keeps
-// up. Proactive parity is sized only from intervals that sent no more
-// than the hosts were known to take. The repair rounds keep the pace
-// the first pass ended at ([Report].Rate), backing off on heavy loss.
+// interval at gain 1 losing 20% resets the estimate (perhaps a path got
+// slower): the pace halves at most and doubles back while the hosts keep
+// up, so one bad interval (a descheduled receiver) costs about one
+// interval. Intervals the sender itself held back (it sent under 80% of
+// its pace) do not lower it, and without SlowStart the cap counts as a
+// delivery seen until intervals at the pace age it out. With
+// [SendOptions].SlowStart the first pass starts at an eighth of the cap
+// and doubles each interval while every host keeps up. A host measures
+// its loss between the sender's signed STATUS packets (their sequence
+// numbers mark where the sender's counter stood): symbols carry no tag,
+// so a forged one can add no loss. Proactive parity is sized only from
+// intervals that sent no more than the hosts were known to take. The
+// repair rounds keep the pace the first pass ended at ([Report].Rate),
+// backing off on heavy loss, never below an eighth of it.
 //
 // # Unicast path
 //
