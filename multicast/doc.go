@@ -77,7 +77,11 @@
 // symbols flagged delta. A
 // group with any member lacking the base gets plain chunks only. A receiver
 // decodes a delta against its own base image's chunk and checks the result
-// against the manifest like any chunk: the base is never trusted. A delta
+// against the manifest like any chunk: the base is never trusted. Where
+// the image's filesystem shares extents (XFS, btrfs) a verified delta
+// chunk is written as its base chunk shared by reflink plus the 4 KiB
+// blocks that differ, so a hotfix writes what it changed; the base
+// chunks a host lacks are read ahead when the session opens. A delta
 // that fails (a corrupt base) is forgotten and not taken again; the host
 // asks for the chunk whole, and a chunk asked for whole after the first
 // pass is sent plain from then on, so the host gets it. A host that joins
