@@ -29,6 +29,26 @@ func BenchmarkBuild(b *testing.B) {
 	b.SetBytes(size)
 }
 
+// BenchmarkScan scans the tree at $LOOPCAST_BENCH_TREE (or a small
+// generated one): the stat of every entry, what a hotfix build on a base
+// pays whatever it changed. It reports entries per second.
+func BenchmarkScan(b *testing.B) {
+	src := os.Getenv("LOOPCAST_BENCH_TREE")
+	if src == "" {
+		src = b.TempDir()
+		randomTree(b, src, 3)
+	}
+	var n int
+	for b.Loop() {
+		t, err := scanTree(src)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n = len(t.nodes)
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "entries/s")
+}
+
 func BenchmarkHashFile(b *testing.B) {
 	p := filepath.Join(b.TempDir(), "img")
 	data := make([]byte, 64<<20)

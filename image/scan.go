@@ -77,12 +77,19 @@ func scanTree(src string) (*tree, error) {
 	if err := unix.Stat(src, &st); err != nil {
 		return nil, fmt.Errorf("image: stat %s: %w", src, err)
 	}
-	t.nodes = append(t.nodes, nodeFromStat("", 0, &st))
-	t.nodes[0].kind = kindDir
-	links := map[devIno]int32{}
 	// the stat of every entry, on all cores; the tree is then put
 	// together from it in one fixed order, as before
 	pre := prescan(src, runtime.GOMAXPROCS(0))
+	n := 1
+	for _, l := range pre {
+		n += len(l.names)
+	}
+	// sized once: growing a slice of 163,000 nodes (with pointers) by
+	// doubling cost a one-file hotfix build 0.4 CPU-s of copying
+	t.nodes = make([]node, 0, n)
+	t.nodes = append(t.nodes, nodeFromStat("", 0, &st))
+	t.nodes[0].kind = kindDir
+	links := map[devIno]int32{}
 	if err := t.scanDir(0, src, links, pre); err != nil {
 		return nil, err
 	}
