@@ -60,12 +60,14 @@ func TestNetnsHelper(t *testing.T) {
 	}
 }
 
-func helperSend(t *testing.T, ctx context.Context, group *net.UDPAddr, a helperArgs) {
-	m, err := image.ReadManifestFile(a.Image + ".manifest")
+// helperImage opens the image's manifest and pack a sender helper sends,
+// and its socket on the group.
+func helperImage(t *testing.T, img string, group *net.UDPAddr) (*image.Manifest, *image.Pack, *UDPConn) {
+	m, err := image.ReadManifestFile(img + ".manifest")
 	if err != nil {
 		t.Fatal(err)
 	}
-	pack, err := image.OpenPack(a.Image+image.PackSuffix, m)
+	pack, err := image.OpenPack(img+image.PackSuffix, m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,6 +75,11 @@ func helperSend(t *testing.T, ctx context.Context, group *net.UDPAddr, a helperA
 	if err != nil {
 		t.Fatal(err)
 	}
+	return m, pack, conn
+}
+
+func helperSend(t *testing.T, ctx context.Context, group *net.UDPAddr, a helperArgs) {
+	m, pack, conn := helperImage(t, a.Image, group)
 	rep, err := Send(ctx, conn, SendOptions{Key: testReleaseKey(), Group: group, Manifest: m, Pack: pack, Rate: a.Rate, Hosts: a.Hosts, FECOverhead: a.FEC,
 		Wait: 5 * time.Second, HostTimeout: 3 * time.Second, Logger: testLogger(t)})
 	if err != nil {
@@ -113,46 +120,62 @@ func (l *lab) ip(args ...string) {
 
 func (l *lab) ns(name string) string { return "lc" + l.tag + name }
 
+// add makes namespace name, removed when the test ends.
+func (l *lab) add(name string) {
+	ns := l.ns(name)
+	l.ip("netns", "add", ns)
+	l.t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	l.ip("-n", ns, "link", "set", "lo", "up")
+}
+
+// bridge makes namespace name with a bridge br0 (no multicast snooping).
+func (l *lab) bridge(name string) {
+	l.add(name)
+	l.ip("-n", l.ns(name), "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
+	l.ip("-n", l.ns(name), "link", "set", "br0", "up")
+}
+
+// plug links a bridge namespace's port to interface ifname in namespace
+// ns, with address cidr.
+func (l *lab) plug(br, port, ns, ifname, cidr string) {
+	l.ip("-n", br, "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", ns)
+	l.ip("-n", br, "link", "set", port, "master", "br0", "up")
+	l.ip("-n", ns, "addr", "add", cidr, "dev", ifname)
+	l.ip("-n", ns, "link", "set", ifname, "up")
+}
+
+// drop makes node's namespace drop UDP arriving with probability p.
+func (l *lab) drop(node string, p float64) {
+	cmd := exec.Command("ip", "netns", "exec", l.ns(node), "iptables", "-A", "INPUT", "-p", "udp",
+		"-m", "statistic", "--mode", "random", "--probability", fmt.Sprint(p), "-j", "DROP")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		l.t.Fatalf("iptables in %s: %v\n%s", l.ns(node), err, out)
+	}
+}
+
 // newLab builds the bridge and nodes named names (10.77.0.1, .2, ...);
 // loss[name] is the input drop probability at that node.
 func newLab(t *testing.T, names []string, loss map[string]float64) *lab {
 	l := &lab{t: t, tag: strconv.Itoa(os.Getpid() % 100000)}
-	br := l.ns("br")
-	l.ip("netns", "add", br)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", br).Run() })
-	l.ip("-n", br, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
-	l.ip("-n", br, "link", "set", "br0", "up")
+	l.bridge("br")
 	for i, n := range names {
-		ns := l.ns(n)
-		l.ip("netns", "add", ns)
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-		port := fmt.Sprintf("p%d", i)
-		l.ip("-n", br, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
-		l.ip("-n", br, "link", "set", port, "master", "br0", "up")
-		l.ip("-n", ns, "addr", "add", fmt.Sprintf("10.77.0.%d/24", i+1), "dev", "eth0")
-		l.ip("-n", ns, "link", "set", "eth0", "up")
-		l.ip("-n", ns, "link", "set", "lo", "up")
+		l.add(n)
+		l.plug(l.ns("br"), fmt.Sprintf("p%d", i), l.ns(n), "eth0", fmt.Sprintf("10.77.0.%d/24", i+1))
 		if p := loss[n]; p > 0 {
-			cmd := exec.Command("ip", "netns", "exec", ns, "iptables", "-A", "INPUT", "-p", "udp",
-				"-m", "statistic", "--mode", "random", "--probability", fmt.Sprint(p), "-j", "DROP")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("iptables in %s: %v\n%s", ns, err, out)
-			}
+			l.drop(n, p)
 		}
 		l.nodes = append(l.nodes, n)
 	}
 	return l
 }
 
-// start runs this test binary as a helper in node's namespace.
-func (l *lab) start(node, role string, a helperArgs, stdout *bytes.Buffer) *exec.Cmd {
+// run runs this test binary's helper test in node's namespace, with
+// env added to its environment; its output goes to stdout and stderr.
+func (l *lab) run(node, helper string, env []string, stdout, stderr *bytes.Buffer) *exec.Cmd {
 	l.t.Helper()
-	js, _ := json.Marshal(a)
-	cmd := exec.Command("nsenter", "--net=/var/run/netns/"+l.ns(node), "--", os.Args[0], "-test.run=^TestNetnsHelper$", "-test.v")
-	cmd.Env = append(os.Environ(), envRole+"="+role, envArgs+"="+string(js))
-	cmd.Stdout = stdout
-	var errBuf bytes.Buffer
-	cmd.Stderr = &errBuf
+	cmd := exec.Command("nsenter", "--net=/var/run/netns/"+l.ns(node), "--", os.Args[0], "-test.run=^"+helper+"$", "-test.v")
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
 	if err := cmd.Start(); err != nil {
 		l.t.Fatal(err)
 	}
@@ -163,6 +186,13 @@ func (l *lab) start(node, role string, a helperArgs, stdout *bytes.Buffer) *exec
 		}
 	})
 	return cmd
+}
+
+// start runs this test binary as a TestNetns helper in node's namespace.
+func (l *lab) start(node, role string, a helperArgs, stdout *bytes.Buffer) *exec.Cmd {
+	l.t.Helper()
+	js, _ := json.Marshal(a)
+	return l.run(node, "TestNetnsHelper", []string{envRole + "=" + role, envArgs + "=" + string(js)}, stdout, &bytes.Buffer{})
 }
 
 func TestNetns(t *testing.T) {
@@ -298,14 +328,7 @@ func verifiedChunks(path string, m *image.Manifest) int {
 }
 
 func checkNetnsReport(t *testing.T, out []byte, m *image.Manifest, recv []string) {
-	i := bytes.LastIndex(out, []byte(`{"Session"`))
-	if i < 0 {
-		t.Fatalf("no report in sender output:\n%s", out)
-	}
-	var rep Report
-	if err := json.NewDecoder(bytes.NewReader(out[i:])).Decode(&rep); err != nil {
-		t.Fatalf("report: %v", err)
-	}
+	rep := decodeReport(t, out)
 	want := map[string]HostState{"ghost": HostMissing}
 	for _, r := range recv {
 		want[r] = HostComplete

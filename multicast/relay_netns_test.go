@@ -71,18 +71,7 @@ func TestRelayNetnsHelper(t *testing.T) {
 }
 
 func relayNetnsSend(t *testing.T, ctx context.Context, group *net.UDPAddr, a relayArgs) {
-	m, err := image.ReadManifestFile(a.Image + ".manifest")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pack, err := image.OpenPack(a.Image+image.PackSuffix, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := DialGroup(group, "eth0", DefaultTTL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, pack, conn := helperImage(t, a.Image, group)
 	ln, err := net.Listen("tcp4", ":0")
 	if err != nil {
 		t.Fatal(err)
@@ -169,11 +158,8 @@ func newSubnets(t *testing.T, loss map[string]float64) *subnets {
 	n.add("rt")
 	n.ip("netns", "exec", n.ns("rt"), "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	for i, x := range []string{"A", "B"} {
-		br := n.ns("br" + x)
-		n.add("br" + x)
-		n.ip("-n", br, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
-		n.ip("-n", br, "link", "set", "br0", "up")
-		n.plug(br, "prt", n.ns("rt"), "rt"+x, fmt.Sprintf("10.77.%d.254/24", i+1))
+		n.bridge("br" + x)
+		n.plug(n.ns("br"+x), "prt", n.ns("rt"), "rt"+x, fmt.Sprintf("10.77.%d.254/24", i+1))
 	}
 	for i, h := range relayNetA {
 		n.node(h, "A", fmt.Sprintf("10.77.1.%d", i+1), "p"+strconv.Itoa(i))
@@ -182,30 +168,9 @@ func newSubnets(t *testing.T, loss map[string]float64) *subnets {
 		n.node(h, "B", fmt.Sprintf("10.77.2.%d", i+10), "p"+strconv.Itoa(i))
 	}
 	for h, p := range loss {
-		cmd := exec.Command("ip", "netns", "exec", n.ns(h), "iptables", "-A", "INPUT", "-p", "udp",
-			"-m", "statistic", "--mode", "random", "--probability", fmt.Sprint(p), "-j", "DROP")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("iptables in %s: %v\n%s", n.ns(h), err, out)
-		}
+		n.drop(h, p)
 	}
 	return n
-}
-
-// add makes namespace name, removed when the test ends.
-func (n *subnets) add(name string) {
-	ns := n.ns(name)
-	n.ip("netns", "add", ns)
-	n.t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	n.ip("-n", ns, "link", "set", "lo", "up")
-}
-
-// plug links a bridge namespace's port to interface ifname in namespace
-// ns, with address cidr.
-func (n *subnets) plug(br, port, ns, ifname, cidr string) {
-	n.ip("-n", br, "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", ns)
-	n.ip("-n", br, "link", "set", port, "master", "br0", "up")
-	n.ip("-n", ns, "addr", "add", cidr, "dev", ifname)
-	n.ip("-n", ns, "link", "set", ifname, "up")
 }
 
 // node makes host h on subnet x at ip, routed through the router.
@@ -231,23 +196,11 @@ func (n *subnets) txBytes(node, ifname string) int64 {
 	return links[0].Stats.Tx.Bytes
 }
 
-// start runs this test binary as node's helper.
+// start runs this test binary as node's TestRelayNetns helper.
 func (n *subnets) start(node, role string, a relayArgs, stdout *bytes.Buffer) *exec.Cmd {
 	n.t.Helper()
 	js, _ := json.Marshal(a)
-	cmd := exec.Command("nsenter", "--net=/var/run/netns/"+n.ns(node), "--", os.Args[0], "-test.run=^TestRelayNetnsHelper$", "-test.v")
-	cmd.Env = append(os.Environ(), envRelayRole+"="+role, envRelayArgs+"="+string(js))
-	cmd.Stdout, cmd.Stderr = stdout, stdout
-	if err := cmd.Start(); err != nil {
-		n.t.Fatal(err)
-	}
-	n.t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
-	return cmd
+	return n.run(node, "TestRelayNetnsHelper", []string{envRelayRole + "=" + role, envRelayArgs + "=" + string(js)}, stdout, stdout)
 }
 
 // heard shouts from one node and returns how many probes another heard.
