@@ -90,17 +90,11 @@ func hostBase(t *testing.T, ts *testSession, base *image.Manifest, basePath, h s
 func runDelta(t *testing.T, ts *testSession, base *image.Manifest, basePath string, hosts []string,
 	lacking map[string]bool, corrupt map[string]func([]byte)) map[string]*Result {
 	ts.send.Hosts = hosts
-	res, errs := ts.run(context.Background(), hosts, func(h string, o *ReceiveOptions) {
+	res := ts.runVerified(hosts, func(h string, o *ReceiveOptions) {
 		if !lacking[h] {
 			hostBase(t, ts, base, basePath, h, o, corrupt[h])
 		}
 	})
-	for _, h := range hosts {
-		if errs[h] != nil {
-			t.Fatalf("%s: %v", h, errs[h])
-		}
-		ts.checkImage(h)
-	}
 	if done, all := ts.report.Completed(); done != len(hosts) || all != len(hosts) {
 		t.Errorf("report: %d of %d complete: %+v", done, all, ts.report.Hosts)
 	}

@@ -178,15 +178,22 @@ func (ts *testSession) run(ctx context.Context, hosts []string, recv func(host s
 func (ts *testSession) runLate(hosts []string, begin <-chan struct{}, recv func(string, *ReceiveOptions)) {
 	ts.t.Helper()
 	ts.late = map[string]<-chan struct{}{"late": begin}
-	_, errs := ts.run(context.Background(), hosts, recv)
+	ts.runVerified(hosts, recv)
+}
+
+// runVerified runs the session as run does and fails the test unless
+// every host ended without error and with the right image; it returns
+// the hosts' results.
+func (ts *testSession) runVerified(hosts []string, recv func(string, *ReceiveOptions)) map[string]*Result {
+	ts.t.Helper()
+	res, errs := ts.run(context.Background(), hosts, recv)
 	for _, h := range hosts {
 		if errs[h] != nil {
 			ts.t.Fatalf("%s: %v", h, errs[h])
 		}
-	}
-	for _, h := range hosts {
 		ts.checkImage(h)
 	}
+	return res
 }
 
 // checkImage asserts the received file matches the manifest, with holes
@@ -285,13 +292,7 @@ func TestTransferAutoFEC(t *testing.T) {
 		ts.send.Rate = 10e6 // a first pass long enough for probes to come back
 		hosts := []string{"a", "b", "c"}
 		ts.send.Hosts = hosts
-		_, errs := ts.run(context.Background(), hosts, nil)
-		for _, h := range hosts {
-			if errs[h] != nil {
-				t.Fatalf("loss %v: %s: %v", tc.loss, h, errs[h])
-			}
-			ts.checkImage(h)
-		}
+		ts.runVerified(hosts, nil)
 		r := ts.report
 		t.Logf("loss %v: %d probes, loss reported %d‰, %d proactive of %d repair packets, %d rounds",
 			tc.loss, r.Probes, r.LossPermille, r.Proactive, r.RepairPackets, r.Rounds)
@@ -309,13 +310,7 @@ func TestTransferProactiveParity(t *testing.T) {
 	ts.send.FECOverhead = 10
 	hosts := []string{"a", "b"}
 	ts.send.Hosts = hosts
-	_, errs := ts.run(context.Background(), hosts, nil)
-	for _, h := range hosts {
-		if errs[h] != nil {
-			t.Fatalf("%s: %v", h, errs[h])
-		}
-		ts.checkImage(h)
-	}
+	ts.runVerified(hosts, nil)
 	// lossless, so every parity symbol on the wire is proactive
 	clean := newTestSession(t, nil)
 	clean.send.FECOverhead, clean.send.Hosts = 10, hosts
