@@ -60,7 +60,6 @@ type decoder struct {
 	opened     []byte // an encrypted session's frame, opened
 	base       *baseFile
 	dict       []byte // base chunk buffer, allocated at the first delta
-	lastDict   []byte // the base chunk the last delta decoded against
 	noClone    bool   // the image's filesystem refused a reflink
 	wb         *writeback
 }
@@ -99,7 +98,7 @@ func (d *decoder) chunk(j decodeJob) error {
 	if j.mem == nil {
 		defer d.punch(j.chunk)
 	}
-	raw, err := d.decode(j)
+	raw, base, err := d.decode(j)
 	if err == nil {
 		err = d.m.VerifyChunk(j.chunk, raw)
 	}
@@ -115,7 +114,7 @@ func (d *decoder) chunk(j decodeJob) error {
 		return nil
 	}
 	off, _ := d.m.ChunkRange(j.chunk)
-	if j.delta && d.writeChanged(raw, off) {
+	if base != nil && d.writeChanged(raw, base, off) {
 		return nil
 	}
 	if _, err := d.file.WriteAt(raw, off); err != nil {
@@ -129,18 +128,17 @@ func (d *decoder) chunk(j decodeJob) error {
 // filesystem block of the hosts' stores (4 KiB on XFS, btrfs, ext4).
 const diffBlock = 4096
 
-// writeChanged writes a delta chunk as its base chunk shared by reflink
+// writeChanged writes a delta chunk as its base chunk (dict) shared by reflink
 // (FICLONERANGE from the base image at the same offset: no data written)
 // and only the blocks whose bytes differ from the base's, which it has
 // just decoded against: a hotfix that changes a few files of a chunk
-// writes a few blocks, not the chunk. It reports false, having written
-// nothing, where it cannot (no reflink on this filesystem, a chunk whose
-// size is not a whole number of blocks, a base shorter than the chunk):
-// the caller writes the chunk whole. The bytes of the image are raw's
+// writes a few blocks, not the chunk. It reports false where it cannot
+// (no reflink on this filesystem, a chunk whose size is not a whole
+// number of blocks, a base shorter than the chunk, a failed write): the
+// caller then writes the chunk whole over whatever it left. The bytes of the image are raw's
 // either way (raw is verified; the base image is a kept, verified image
 // that nothing writes to, and dict was read from it at this offset).
-func (d *decoder) writeChanged(raw []byte, off int64) bool {
-	dict := d.lastDict
+func (d *decoder) writeChanged(raw, dict []byte, off int64) bool {
 	if d.noClone || len(dict) != len(raw) || len(raw)%diffBlock != 0 || off%diffBlock != 0 {
 		return false
 	}
@@ -169,53 +167,54 @@ func (d *decoder) writeChanged(raw []byte, off int64) bool {
 }
 
 // decode reassembles the compressed bytes from the spool, rebuilding lost
-// data symbols from parity, and decompresses them.
-func (d *decoder) decode(j decodeJob) ([]byte, error) {
+// data symbols from parity, and decompresses them; for a delta it also
+// returns the base chunk it decoded against.
+func (d *decoder) decode(j decodeJob) (raw, base []byte, err error) {
 	l := newLayout(int(j.clen), d.symSize, d.k)
 	d.comp = d.comp[:0]
 	for b := range j.blocks {
 		shards, err := d.readBlock(j, l, b)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, sh := range shards {
 			d.comp = append(d.comp, sh...)
 		}
 	}
-	raw, err := d.decompress(j)
+	raw, base, err = d.decompress(j)
 	if err != nil {
-		return nil, fmt.Errorf("decompress: %w", err)
+		return nil, nil, fmt.Errorf("decompress: %w", err)
 	}
-	return raw, nil
+	return raw, base, nil
 }
 
 // decompress inflates a chunk's compressed bytes, a delta against the
 // base image's chunk at its index. Either way the caller checks the
-// result against the manifest: the base is never trusted.
-func (d *decoder) decompress(j decodeJob) ([]byte, error) {
+// result against the manifest: the base is never trusted. For a delta it
+// also returns the base chunk.
+func (d *decoder) decompress(j decodeJob) (raw, base []byte, err error) {
 	frame := d.comp[:j.clen]
 	if j.cipher != nil {
-		var err error
 		if frame, err = j.cipher.open(d.opened[:0], frame, uint32(j.chunk), j.delta, j.release); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		d.opened = frame
 	}
 	if !j.delta {
-		return d.zd.DecodeAll(frame, d.raw[:0])
+		raw, err = d.zd.DecodeAll(frame, d.raw[:0])
+		return raw, nil, err
 	}
 	if d.base == nil {
-		return nil, errors.New("delta chunk without a base image")
+		return nil, nil, errors.New("delta chunk without a base image")
 	}
 	if d.dict == nil {
 		d.dict = make([]byte, d.m.ChunkSize)
 	}
-	dict, err := d.base.chunk(j.chunk, d.m.ChunkSize, d.dict)
-	if err != nil {
-		return nil, err
+	if base, err = d.base.chunk(j.chunk, d.m.ChunkSize, d.dict); err != nil {
+		return nil, nil, err
 	}
-	d.lastDict = dict
-	return decodeDelta(frame, dict, d.raw[:0], d.m.ChunkSize)
+	raw, err = decodeDelta(frame, base, d.raw[:0], d.m.ChunkSize)
+	return raw, base, err
 }
 
 // readBlock returns block b's k data shards.
