@@ -219,7 +219,7 @@ func (f *Fleet) Rollback(ctx context.Context, to image.ID) (image.ID, []HostResu
 			return image.ID{}, nil, fmt.Errorf("deploy: no rollback target: no host reports a current release")
 		}
 		if to, err = PreviousRelease(f.Audit, f.Group.String(), cur); err != nil {
-			return image.ID{}, nil, fmt.Errorf("%w; name the target with --to (the hosts' previous release is %q)", err, idText(majorityPrevious(st)))
+			return image.ID{}, nil, fmt.Errorf("%w; name the target with --to (the hosts' previous release is %q)", err, majorityPrevious(st).Text())
 		}
 	}
 	c, done, err := f.open()

@@ -261,11 +261,3 @@ func hostIDs(hosts []HostResult) []string {
 	}
 	return ids
 }
-
-// idText is id's text as JSON writes it: "" for the zero id (none).
-func idText(id image.ID) string {
-	if id.IsZero() {
-		return ""
-	}
-	return id.String()
-}

@@ -39,15 +39,19 @@ func ParseID(s string) (ID, error) {
 	return id, nil
 }
 
+// Text is the id's digits, or "" for the zero id, which names no release:
+// what messages and the sender's tables print.
+func (id ID) Text() string {
+	if id.IsZero() {
+		return ""
+	}
+	return id.String()
+}
+
 // MarshalText writes the id as String does, and the zero id, which names
 // no release, as the empty text: a JSON field that held no release reads
 // "" as before ids were typed, and a field tagged `omitzero` is left out.
-func (id ID) MarshalText() ([]byte, error) {
-	if id.IsZero() {
-		return []byte{}, nil
-	}
-	return hex.AppendEncode(nil, id[:]), nil
-}
+func (id ID) MarshalText() ([]byte, error) { return []byte(id.Text()), nil }
 
 // UnmarshalText reads what MarshalText writes: 16 lowercase hex digits, or
 // the empty text for the zero id.

@@ -182,7 +182,7 @@ func (s *Store) repairCurrent(st *State) error {
 	if len(st.History) == 0 || st.Current.IsZero() && st.Previous.IsZero() {
 		return nil // nothing was ever served
 	}
-	return fmt.Errorf("release: no mounted release to serve under %s (current was %q)", s.root, idText(st.Current))
+	return fmt.Errorf("release: no mounted release to serve under %s (current was %q)", s.root, st.Current.Text())
 }
 
 // fallbacks lists the live releases `current` may be repaired to, best

@@ -12,9 +12,10 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/loopmount"
-	"golang.org/x/sys/unix"
 )
 
 // DefaultRoot is the agent's store when none is configured.
@@ -148,14 +149,6 @@ func (s *Store) ReleaseDir(id image.ID) string {
 
 // CurrentPath returns the path of the `current` symlink.
 func (s *Store) CurrentPath() string { return filepath.Join(s.root, currentName) }
-
-// idText is id's text as the state file writes it: "" for the zero id.
-func idText(id image.ID) string {
-	if id.IsZero() {
-		return ""
-	}
-	return id.String()
-}
 
 // isID reports whether name is a release id's, as the store names files.
 func isID(name string) bool {

@@ -385,7 +385,7 @@ func printDeploy(w io.Writer, r *deploy.Result, asJSON, color bool) {
 		if h.Path != "" {
 			recv = cliutil.HumanBytes(h.Needed)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.ID, h.Addr, phase, h.Current, at, stage, recv, pathText(h.Path, h.Via), h.Error)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.ID, h.Addr, phase, h.Current.Text(), at, stage, recv, pathText(h.Path, h.Via), h.Error)
 	}
 	tw.Flush()
 	active := 0

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"github.com/loopcast/loopcast/deploy"
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/internal/cliutil"
+	"github.com/loopcast/loopcast/multicast"
 )
 
 func TestParseRequire(t *testing.T) {
@@ -133,5 +135,24 @@ func TestHostsFlagRefusesEmptyAndBadIDs(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "host") {
 			t.Errorf("--hosts %q: %v, want a refusal", hosts, err)
 		}
+	}
+}
+
+// A host that serves no release after a deploy shows an empty CURRENT
+// cell, not the zero id's sixteen zeros; one that does shows its id.
+func TestPrintDeployCurrent(t *testing.T) {
+	id, err := image.ParseID("0123456789abcdef")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &deploy.Result{ReleaseID: id, Transfer: &multicast.Report{}, Hosts: []deploy.HostResult{
+		{ID: "r1", Phase: deploy.PhaseActive, Current: id},
+		{ID: "r2", Phase: "refused"},
+	}}
+	var b bytes.Buffer
+	printDeploy(&b, r, false, false)
+	out := b.String()
+	if strings.Contains(out, "0000000000000000") || !strings.Contains(out, "r1") || strings.Count(out, id.String()) < 2 {
+		t.Errorf("deploy table:\n%s\nwant r1's current release %s and no zero id", out, id)
 	}
 }

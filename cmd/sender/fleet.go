@@ -9,10 +9,11 @@ import (
 
 	"github.com/loopcast/loopcast/internal/cliutil"
 
+	"github.com/urfave/cli/v2"
+
 	"github.com/loopcast/loopcast/deploy"
 	"github.com/loopcast/loopcast/hostkey"
 	"github.com/loopcast/loopcast/image"
-	"github.com/urfave/cli/v2"
 )
 
 func fleet(c *cli.Context) (*deploy.Fleet, *hostkey.Pins, error) {
@@ -102,7 +103,7 @@ func printStatus(w io.Writer, st []deploy.HostStatus, ptr *deploy.PointerRecord)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tCURRENT\tPREVIOUS\tSTAGED\tFREE\tAGENT\tFLEET\tERROR")
 	for _, s := range st {
-		cur := idText(s.Current)
+		cur := s.Current.Text()
 		if s.OffMajor {
 			cur += " *"
 		}
@@ -121,11 +122,11 @@ func printStatus(w io.Writer, st []deploy.HostStatus, ptr *deploy.PointerRecord)
 		default:
 			fleet = "in sync"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, cur, idText(s.Previous), cliutil.JoinIDs(s.Staged, ","),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, cur, s.Previous.Text(), cliutil.JoinIDs(s.Staged, ","),
 			cliutil.HumanBytes(int64(s.Free)), s.Version, fleet, errText)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "%d hosts; majority on %s (* = not on it)\n", len(st), idText(deploy.Majority(st)))
+	fmt.Fprintf(w, "%d hosts; majority on %s (* = not on it)\n", len(st), deploy.Majority(st).Text())
 	if ptr != nil {
 		fmt.Fprintf(w, "fleet pointer #%d names %s (issued %s); hosts not on it catch up on their own\n",
 			ptr.Seq, ptr.Release, ptr.Issued.Local().Format(time.DateTime))
@@ -170,17 +171,9 @@ func printRollback(w io.Writer, to image.ID, res []deploy.HostResult) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tCURRENT\tERROR")
 	for _, h := range res {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", h.ID, idText(h.Current), h.Error)
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", h.ID, h.Current.Text(), h.Error)
 	}
 	tw.Flush()
 	_, ok := deploy.OutcomeOf(res)
 	fmt.Fprintf(w, "rollback to %s: %d/%d hosts\n", to, ok, len(res))
-}
-
-// idText is a release id as the tables print it: "" for the zero id (none).
-func idText(id image.ID) string {
-	if id.IsZero() {
-		return ""
-	}
-	return id.String()
 }
