@@ -95,16 +95,18 @@ func (r *Result) Outcome() Outcome {
 }
 
 // RegisterTime is how long hosts took to register (or --wait passed).
-func (r *Result) RegisterTime() time.Duration { return r.transfer().Registration }
+func (r *Result) RegisterTime() time.Duration { return r.TransferReport().Registration }
 
 // TransferTime is the transfer from the end of the registration until
 // every host completed (and staged).
 func (r *Result) TransferTime() time.Duration {
-	t := r.transfer()
+	t := r.TransferReport()
 	return t.Duration - t.Registration
 }
 
-func (r *Result) transfer() *multicast.Report {
+// TransferReport is Transfer, or an empty report for a Result made
+// without one (a test's, a dry run's): what tables and metrics read.
+func (r *Result) TransferReport() *multicast.Report {
 	if r.Transfer == nil {
 		return &multicast.Report{}
 	}
@@ -138,7 +140,7 @@ type resultJSON struct {
 // MarshalJSON writes the report with the transfer's figures and the
 // outcome spelled out.
 func (r Result) MarshalJSON() ([]byte, error) {
-	t := r.transfer()
+	t := r.TransferReport()
 	return json.Marshal(resultJSON{
 		ReleaseID: r.ReleaseID, DeployID: r.DeployID, Hosts: r.Hosts,
 		WireBytes: t.Bytes, UnicastBytes: t.UnicastBytes, ChunksTotal: t.ChunksTotal, ChunksZero: t.ChunksZero,

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
@@ -16,12 +15,13 @@ import (
 
 	"github.com/loopcast/loopcast/internal/cliutil"
 
+	"github.com/urfave/cli/v2"
+
 	"github.com/loopcast/loopcast/control"
 	"github.com/loopcast/loopcast/deploy"
 	"github.com/loopcast/loopcast/hostkey"
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/multicast"
-	"github.com/urfave/cli/v2"
 )
 
 // exitNone is the exit code of deploy and rollback when no host switched
@@ -388,20 +388,15 @@ func printDeploy(w io.Writer, r *deploy.Result, asJSON, color bool) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.ID, h.Addr, phase, h.Current.Text(), at, stage, recv, pathText(h.Path, h.Via), h.Error)
 	}
 	tw.Flush()
-	active := 0
-	for _, h := range r.Hosts {
-		if h.Phase == deploy.PhaseActive {
-			active++
-		}
-	}
-	fmt.Fprintf(w, "release %s: %s (%d/%d hosts active)\n", r.ReleaseID, r.Outcome(), active, len(r.Hosts))
+	outcome, active := deploy.OutcomeOf(r.Hosts)
+	fmt.Fprintf(w, "release %s: %s (%d/%d hosts active)\n", r.ReleaseID, outcome, active, len(r.Hosts))
 	switch {
 	case r.Halted != "" && len(r.NotBack) > 0:
 		fmt.Fprintf(w, "rollout halted: %s; NOT confirmed back on their earlier release: %s\n", r.Halted, strings.Join(r.NotBack, ", "))
 	case r.Halted != "":
 		fmt.Fprintf(w, "rollout halted: %s; the hosts it had switched went back\n", r.Halted)
 	}
-	t := cmp.Or(r.Transfer, &multicast.Report{})
+	t := r.TransferReport()
 	fmt.Fprintf(w, "chunks %d: %d all-zero, %d reused from the hosts' own images, %d sent (%d as deltas)\n",
 		t.ChunksTotal, t.ChunksZero, t.ChunksReused, t.ChunksSent, t.DeltaChunks)
 	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }

@@ -1,13 +1,12 @@
 package main
 
 import (
-	"cmp"
 	"fmt"
 	"time"
 
-	"github.com/loopcast/loopcast/deploy"
-	"github.com/loopcast/loopcast/multicast"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/loopcast/loopcast/deploy"
 )
 
 // writeDeployMetrics writes a deploy's report to path in Prometheus's text
@@ -54,7 +53,7 @@ func writeDeployMetrics(path, group, label string, res *deploy.Result, at time.T
 	} {
 		gauge("loopcast_deploy_phase_seconds", "How long each phase of the last deploy took.", prometheus.Labels{"phase": phase}, d.Seconds())
 	}
-	t := cmp.Or(res.Transfer, &multicast.Report{})
+	t := res.TransferReport()
 	gauge("loopcast_deploy_wire_bytes", "Bytes the last deploy put on the wire.", nil, float64(t.Bytes))
 	gauge("loopcast_deploy_unicast_bytes", "Bytes the last deploy sent over TCP to hosts that heard no multicast.", nil, float64(t.UnicastBytes))
 	gauge("loopcast_deploy_chunks_sent", "Chunks the last deploy sent (the rest the hosts held, or were all zeros).", nil, float64(t.ChunksSent))
