@@ -35,9 +35,9 @@
 //
 // A release is named by its ID (Manifest.ID: the first 8 bytes of the
 // SHA-256 of the unsigned manifest body), the one type every package uses
-// for a release. It is written as 16 lowercase hex digits (String,
-// ParseID, and MarshalText for JSON and file names: images/<id>.img); the
-// zero ID names no release and its text is empty. Text becomes an ID only
+// for a release. It is written as 16 lowercase hex digits (String, for
+// file names such as images/<id>.img, and ParseID); the zero ID names no
+// release and its text (Text, MarshalText for JSON) is empty. Text becomes an ID only
 // through ParseID (or UnmarshalText), where it enters: a wire, a file, the
 // command line. ID hashes the manifest: callers take it once.
 package image

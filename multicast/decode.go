@@ -142,9 +142,7 @@ func (d *decoder) writeChanged(raw, dict []byte, off int64) bool {
 	if d.noClone || len(dict) != len(raw) || len(raw)%diffBlock != 0 || off%diffBlock != 0 {
 		return false
 	}
-	err := unix.IoctlFileCloneRange(int(d.file.Fd()), &unix.FileCloneRange{
-		Src_fd: int64(d.base.f.Fd()), Src_offset: uint64(off), Src_length: uint64(len(raw)), Dest_offset: uint64(off)})
-	if err != nil {
+	if err := cloneRange(d.base.f, off, d.file, off, int64(len(raw))); err != nil {
 		d.noClone = true // the filesystem cannot share extents: whole chunks from now on
 		return false
 	}

@@ -37,7 +37,9 @@
 // and hashes nothing), and cut into symbols of the announced size (1408 bytes by default, the last one
 // zero-padded); a chunk's symbols are spread evenly over FEC blocks of at
 // most the announced count: 64 in a small group, coded over GF(2^8); in a
-// group of more than 64 hosts a whole chunk (up to 1,024 symbols), coded
+// group of more than 64 hosts (the hosts listed, or MinHosts, as the
+// session starts; with symbols a multiple of 64 bytes) a whole chunk (up
+// to 1,024 symbols), coded
 // with Leopard GF(2^16), because a block's repair is the most any host
 // lacks in it and that shrinks, as a share, with the block (fec.go,
 // wire.Shards). All-zero chunks are never sent: receivers
@@ -114,7 +116,7 @@
 // a hundred packets however large the group (BenchmarkScale). A host
 // losing more than 10% answers a probe at twice the sample's share, so
 // the rate hears a slow host among thousands. Blocks are whole chunks
-// (fec.go): a block's repair is the most any host lacks in it.
+// there (fec.go): a block's repair is the most any host lacks in it.
 //
 // # Rate
 //
@@ -126,10 +128,10 @@
 // rate (so a few percent of it costs nothing) while a slower link's loss
 // falls away whenever the pace drops below it. A gain cycle (1.25, 0.85,
 // then 1) finds capacity that appears and drains the queue it builds; an
-// interval at gain 1 losing 20% resets the estimate (perhaps a path got
-// slower): the pace halves at most and doubles back while the hosts keep
-// up, so one bad interval (a descheduled receiver) costs about one
-// interval. Intervals the sender itself held back (it sent under 80% of
+// interval not probing upward (gain 1 or the drain) losing 20% resets
+// the estimate (perhaps a path got slower): the pace halves at most and
+// doubles back while the hosts keep up, so one bad interval (a
+// descheduled receiver) costs about one interval. Intervals the sender itself held back (it sent under 80% of
 // its pace) do not lower it, and without SlowStart the cap counts as a
 // delivery seen until intervals at the pace age it out. With
 // [SendOptions].SlowStart the first pass starts at an eighth of the cap

@@ -151,9 +151,7 @@ func localRuns(m *image.Manifest, want func(int) bool, local LocalFunc) []localR
 func copyRun(dst *os.File, m *image.Manifest, src *os.File, run localRun) (bool, error) {
 	doff, _ := m.ChunkRange(run.first)
 	n := run.bytes(m)
-	err := unix.IoctlFileCloneRange(int(dst.Fd()), &unix.FileCloneRange{
-		Src_fd: int64(src.Fd()), Src_offset: uint64(run.off), Src_length: uint64(n), Dest_offset: uint64(doff)})
-	if err == nil {
+	if cloneRange(src, run.off, dst, doff, n) == nil {
 		return true, nil
 	}
 	if err := copyRange(src, run.off, dst, doff, n); err != nil {
@@ -179,6 +177,13 @@ func openLocal(files map[string]*os.File, path string) (*os.File, error) {
 	}
 	files[path] = f
 	return f, nil
+}
+
+// cloneRange shares n bytes of src from soff into dst at doff
+// (FICLONERANGE: XFS, btrfs); other filesystems refuse it.
+func cloneRange(src *os.File, soff int64, dst *os.File, doff, n int64) error {
+	return unix.IoctlFileCloneRange(int(dst.Fd()), &unix.FileCloneRange{
+		Src_fd: int64(src.Fd()), Src_offset: uint64(soff), Src_length: uint64(n), Dest_offset: uint64(doff)})
 }
 
 // copyRange copies n bytes with copy_file_range(2), which copies in the

@@ -29,7 +29,7 @@ type downSide struct {
 	pubAt time.Time
 }
 
-// relayedAnnounce is the relay's ANNOUNCE: the sender's session as the
+// announce makes the relay's ANNOUNCE: the sender's session as the
 // grant names it, with the relay's own session keys.
 func (d *downSide) announce(a *wire.Announce, desc []byte) {
 	g := d.sess.grant

@@ -36,7 +36,6 @@ type relayLink struct {
 	fwdAt    map[string]int // index in fwd by key
 	snap     relaySnapshot
 	downDone bool
-	report   *Report
 
 	upWake, downWake chan struct{}
 }
@@ -241,7 +240,7 @@ func (l *relayLink) snapshot() relaySnapshot {
 func (l *relayLink) endDown(rep *Report) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.downDone, l.report = true, rep
+	l.downDone = true
 	if rep != nil {
 		l.snap = snapshotOf(rep)
 	}

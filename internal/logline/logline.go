@@ -43,13 +43,13 @@ func (h *Handler) Enabled(_ context.Context, level slog.Level) bool {
 
 // Handle prints r as one line: "message key=value ...".
 func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
-	line, err := h.Line(ctx, r)
+	line, err := h.line(ctx, r)
 	h.print(r.Level, line)
 	return err
 }
 
-// Line renders r as Handle prints it.
-func (h *Handler) Line(ctx context.Context, r slog.Record) (string, error) {
+// line renders r as Handle prints it.
+func (h *Handler) line(ctx context.Context, r slog.Record) (string, error) {
 	h.mu.Lock()
 	h.buf.Reset()
 	err := h.attrs.Handle(ctx, r)
