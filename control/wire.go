@@ -2,7 +2,6 @@ package control
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"unicode/utf8"
 
@@ -149,10 +148,7 @@ func (r *reader) release(what string, empty bool) image.ID {
 	if r.Err() != nil || s == "" {
 		return image.ID{}
 	}
-	id, err := image.ParseID(s)
-	if err == nil && id.IsZero() {
-		err = errors.New("the zero id names no release")
-	}
+	id, err := image.ParseRelease(s)
 	if err != nil {
 		r.Fail("%s: %v", what, err)
 		return image.ID{}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 )
 
@@ -37,6 +38,16 @@ func ParseID(s string) (ID, error) {
 		return ID{}, fmt.Errorf("image: release id %q: want lowercase hex digits", s)
 	}
 	return id, nil
+}
+
+// ParseRelease is ParseID for text that must name a release: the zero
+// id, which names none, is refused.
+func ParseRelease(s string) (ID, error) {
+	id, err := ParseID(s)
+	if err == nil && id.IsZero() {
+		return ID{}, errors.New("the zero id names no release")
+	}
+	return id, err
 }
 
 // Text is the id's digits, or "" for the zero id, which names no release:

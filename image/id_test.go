@@ -52,3 +52,16 @@ func TestIDText(t *testing.T) {
 		}
 	}
 }
+
+// ParseRelease reads what ParseID reads but refuses the zero id, which
+// names no release.
+func TestParseRelease(t *testing.T) {
+	if id, err := ParseRelease("0123456789abcdef"); err != nil || id.String() != "0123456789abcdef" {
+		t.Errorf("ParseRelease(0123456789abcdef) = %v, %v", id, err)
+	}
+	for _, s := range []string{"0000000000000000", "", "0123"} {
+		if _, err := ParseRelease(s); err == nil {
+			t.Errorf("ParseRelease(%q): no error", s)
+		}
+	}
+}

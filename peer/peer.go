@@ -51,6 +51,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/multicast"
 )
@@ -388,10 +389,7 @@ func readRequest(r *bufio.Reader) (q request, err error) {
 
 // parseRelease reads a release id a request names (what names the field).
 func parseRelease(what, s string) (image.ID, error) {
-	id, err := image.ParseID(s)
-	if err == nil && id.IsZero() {
-		err = errors.New("the zero id names no release")
-	}
+	id, err := image.ParseRelease(s)
 	if err != nil {
 		return image.ID{}, fmt.Errorf("peer: request: %s: %w", what, err)
 	}

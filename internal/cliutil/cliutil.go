@@ -113,10 +113,7 @@ func JoinIDs(ids []image.ID, sep string) string {
 // the flag or argument, "--to" say): 16 lowercase hex digits, as the
 // commands print ids. The zero id names no release and is refused.
 func ParseRelease(what, s string) (image.ID, error) {
-	id, err := image.ParseID(s)
-	if err == nil && id.IsZero() {
-		err = errors.New("the zero id names no release")
-	}
+	id, err := image.ParseRelease(s)
 	if err != nil {
 		return image.ID{}, fmt.Errorf("%s %q is not a release id (16 lowercase hex digits, as status prints them): %w", what, s, err)
 	}
