@@ -396,14 +396,19 @@ func (r *receiver) tick(now time.Time) error {
 	r.answerStatus(now)
 	r.answerProbe(now)
 	r.heartbeat(now)
-	if r.phase.inPlace() && !r.acked && now.Sub(r.lastDone) >= completeEvery && !r.relayHolding() {
+	if r.settled() && !r.acked && now.Sub(r.lastDone) >= completeEvery {
 		r.sendComplete(now)
 	}
 	return nil
 }
 
+// settled reports whether the image is in place and nothing holds the
+// host's COMPLETE back (a relay holds it while its subnet's session
+// wants frames): the host then says COMPLETE and answers nothing else.
+func (r *receiver) settled() bool { return r.phase.inPlace() && !r.relayHolding() }
+
 func (r *receiver) finished(now time.Time) bool {
-	return r.phase.inPlace() && !r.relayHolding() && ((r.acked && r.phase == recvDone) || now.Sub(r.doneAt) > completeLinger)
+	return r.settled() && ((r.acked && r.phase == recvDone) || now.Sub(r.doneAt) > completeLinger)
 }
 
 func (r *receiver) wakeIn(now time.Time) time.Duration {
@@ -640,7 +645,7 @@ func (r *receiver) onSymbol(s *wire.Symbol) error {
 
 func (r *receiver) onStatus(s *wire.Status, now time.Time) error {
 	switch {
-	case r.phase.inPlace() && !r.relayHolding():
+	case r.settled():
 		r.sendComplete(now)
 	case !r.phase.registered():
 		r.register(now)
@@ -671,7 +676,7 @@ func (r *receiver) answerProbe(now time.Time) {
 // answerStatus sends the NACKs for the pending STATUS once its jitter
 // has passed.
 func (r *receiver) answerStatus(now time.Time) {
-	if r.nackAt.IsZero() || now.Before(r.nackAt) || r.phase.inPlace() && !r.relayHolding() {
+	if r.nackAt.IsZero() || now.Before(r.nackAt) || r.settled() {
 		return
 	}
 	r.nackAt, r.lastAnswer, r.nackDone = time.Time{}, now, r.nackRound
