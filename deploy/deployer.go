@@ -148,10 +148,13 @@ func auditEntry(o *Options, res *Result, err error) AuditEntry {
 	return e
 }
 
-// Rollback switches the fleet f back (Fleet.Rollback) and appends the
-// audit line when it had a target.
+// Rollback switches the fleet f back (Fleet.Rollback), reading the
+// deploy history from the Deployer's audit log (whatever f.Audit says),
+// and appends the audit line there when it had a target.
 func (d *Deployer) Rollback(ctx context.Context, f *Fleet, to image.ID) (image.ID, []HostResult, error) {
-	to, res, err := f.Rollback(ctx, to)
+	fl := *f
+	fl.Audit = d.Audit // the history the target is read from is the log the rollback is written to
+	to, res, err := fl.Rollback(ctx, to)
 	if to.IsZero() {
 		return to, res, err
 	}

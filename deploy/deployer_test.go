@@ -404,7 +404,7 @@ func TestRollbackOverFleet(t *testing.T) {
 	for _, a := range f.agents {
 		a.cur, a.prev = newer, older
 	}
-	fl := &Fleet{Group: memnet.Group, Hosts: f.ids, Key: testKey, Audit: d.Audit,
+	fl := &Fleet{Group: memnet.Group, Hosts: f.ids, Key: testKey,
 		Control: f.ctl.Conn("10.0.0.100:5001", false), ControlTo: memnet.Group}
 	fl.Cmd.Logger = testLogger(t)
 	to, res, err := d.Rollback(context.Background(), fl, image.ID{})
