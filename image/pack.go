@@ -21,8 +21,8 @@ const PackSuffix = ".pack"
 // A pack holds an image's chunks compressed, made once at build on every
 // core, so that sending reads symbols and compresses nothing. Each
 // non-zero chunk has a plain zstd frame and, when the build had a base,
-// may have a delta frame: zstd with the base image's chunk at the same
-// index as raw dictionary. Frames start on 4 KiB boundaries, so a pack
+// may have a delta frame (delta.go: the 4 KiB blocks in which the chunk
+// differs from the base image's chunk at the same index). Frames start on 4 KiB boundaries, so a pack
 // built on a base shares the unchanged frames with the base's pack by
 // reflink where the filesystem can (copy_file_range elsewhere). Layout:
 //
@@ -31,7 +31,7 @@ const PackSuffix = ".pack"
 //	                  delta off u64, delta len u32, delta xxh64 u64
 //	                  (lengths 0: no such frame; all-zero chunks have none)
 //	trailer (96 bytes):
-//	  0 magic "LCPK"     4 version u16 (1)   6 flags u16 (0)
+//	  0 magic "LCPK"     4 version u16 (2)   6 flags u16 (0)
 //	  8 chunk count u32 12 chunk size u32   16 index offset u64
 //	 24 release id [8]  32 base release id [8] (zero: no deltas)
 //	 40 image digest [32]                   72 index xxh64 u64
@@ -42,7 +42,7 @@ const PackSuffix = ".pack"
 // what it decodes to, but the sender would keep sending it), and the
 // trailer binds the pack to one manifest.
 const (
-	packVersion    = 1
+	packVersion    = 2 // 2: block delta frames (1: zstd with the whole base chunk as dictionary)
 	packAlign      = 4096
 	packEntryLen   = 40
 	packTrailerLen = 96

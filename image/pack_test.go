@@ -28,10 +28,10 @@ func unpack(t *testing.T, p *Pack, m *Manifest, i int, delta bool, base []byte) 
 		t.Fatalf("chunk %d: no delta frame (%v)", i, err)
 	}
 	off, n := m.ChunkRange(i)
-	zd, _ := zstd.NewReader(nil, zstd.WithDecoderDictRaw(DeltaDictID, base[off:off+int64(n)]),
-		zstd.WithDecoderMaxWindow(uint64(DeltaWindow(m.ChunkSize))))
-	defer zd.Close()
-	b, err := zd.DecodeAll(fr, nil)
+	dd, err := NewDeltaDecoder(m.ChunkSize)
+	must(t, err)
+	defer dd.Close()
+	b, err := dd.Decode(fr, base[off:off+int64(n)], nil)
 	must(t, err)
 	return b
 }

@@ -15,25 +15,8 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// DeltaDictID names the raw dictionary (the base chunk) in a delta frame;
-// any non-zero value would do, it never leaves loopcast.
-const DeltaDictID = 0x4c43_4d44 // "LCMD"
-
-// DeltaWindow is the zstd window of a delta frame: the base chunk (the
-// dictionary) and the chunk itself must both be in reach, so twice the
-// chunk size, rounded up to the power of two zstd requires. Receivers cap
-// their decoders' window at the same value.
-func DeltaWindow(chunkSize uint32) int {
-	w := zstd.MinWindowSize
-	for w < 2*int(chunkSize) {
-		w <<= 1
-	}
-	return w
-}
-
-// minDeltaChunk is the smallest chunk size that gets delta frames: a
-// delta encoder is set up per chunk (its dictionary is the chunk's base),
-// which costs more than it saves on chunks of a few blocks.
+// minDeltaChunk is the smallest chunk size that gets delta frames: on
+// chunks of a few blocks a delta saves too little to be worth a frame.
 const minDeltaChunk = 64 << 10
 
 // buildBase is what a build on a base reads of the previous build besides
@@ -184,9 +167,11 @@ func (p *processor) worker(out chan<- chunkResult) error {
 		return err
 	}
 	defer enc.Close()
+	de := NewDeltaEncoder()
+	defer de.Close()
 	raw, dict := make([]byte, p.m.ChunkSize), make([]byte, p.m.ChunkSize)
 	for i := range p.work {
-		r, err := p.chunk(i, enc, raw, dict)
+		r, err := p.chunk(i, enc, de, raw, dict)
 		if err != nil {
 			return err
 		}
@@ -202,7 +187,7 @@ func (p *processor) worker(out chan<- chunkResult) error {
 // chunk reads chunk i and either finds it equal to the base's chunk (a
 // byte comparison, far cheaper than SHA-256 and zstd) or hashes and
 // compresses it, plain and, when the base has that chunk, as a delta.
-func (p *processor) chunk(i int, enc *zstd.Encoder, raw, dict []byte) (chunkResult, error) {
+func (p *processor) chunk(i int, enc *zstd.Encoder, de *DeltaEncoder, raw, dict []byte) (chunkResult, error) {
 	off, n := p.m.ChunkRange(i)
 	c := &p.m.Chunks[i]
 	if p.clean != nil && p.base != nil && i < len(p.base.m.Chunks) && p.clean(i) {
@@ -233,11 +218,11 @@ func (p *processor) chunk(i int, enc *zstd.Encoder, raw, dict []byte) (chunkResu
 	c.Hash = sha256.Sum256(raw)
 	r := chunkResult{i: i, plain: enc.EncodeAll(raw, nil)}
 	if hasBase && p.m.ChunkSize >= minDeltaChunk {
-		delta, err := EncodeDelta(raw, d, p.m.ChunkSize)
+		delta, err := de.Encode(nil, raw, d, p.m.ChunkSize)
 		if err != nil {
 			return chunkResult{}, err
 		}
-		if len(delta) < len(r.plain) {
+		if len(delta) > 0 && len(delta) < len(r.plain) {
 			r.delta = delta
 		}
 	}
@@ -301,37 +286,6 @@ func zstdFastest(b []byte) []byte {
 	}
 	defer enc.Close()
 	return enc.EncodeAll(b, nil)
-}
-
-// EncodeDelta compresses raw with dict (the base image's chunk at the same
-// index) as zstd raw dictionary. The encoder is built per chunk (its
-// dictionary is the chunk's own base), so nothing grows with the image.
-// It runs at zstd's default level: setting up the dictionary dominates
-// the cost, and on a 1 MiB chunk of PHP-like text with a few KB changed
-// the default level takes ~7.6 ms for ~1.5 KB against ~11.8 ms for ~1.1
-// KB at the better level (which a 257-chunk hotfix build spent 4.3
-// CPU-s on, half its CPU).
-func EncodeDelta(raw, dict []byte, chunkSize uint32) ([]byte, error) {
-	return encodeDelta(raw, dict, chunkSize, zstd.SpeedDefault)
-}
-
-// EncodeDeltaFast is EncodeDelta at zstd's fastest level: for deltas made
-// per request on a serving host (an agent serving a peer), where CPU costs
-// more than bytes. On a 1 MiB chunk of PHP-like text with a few KB
-// changed it takes ~4.9 ms for ~6 KB, against ~7.6 ms for ~1.5 KB at
-// EncodeDelta's level.
-func EncodeDeltaFast(raw, dict []byte, chunkSize uint32) ([]byte, error) {
-	return encodeDelta(raw, dict, chunkSize, zstd.SpeedFastest)
-}
-
-func encodeDelta(raw, dict []byte, chunkSize uint32, level zstd.EncoderLevel) ([]byte, error) {
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1),
-		zstd.WithWindowSize(DeltaWindow(chunkSize)), zstd.WithEncoderDictRaw(DeltaDictID, dict), zstd.WithEncoderCRC(false))
-	if err != nil {
-		return nil, fmt.Errorf("image: zstd delta encoder: %w", err)
-	}
-	defer enc.Close()
-	return enc.EncodeAll(raw, nil), nil
 }
 
 // MakePack writes the pack of the image at img (described by m) beside

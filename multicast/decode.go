@@ -59,8 +59,9 @@ type decoder struct {
 	comp, raw  []byte
 	opened     []byte // an encrypted session's frame, opened
 	base       *baseFile
-	dict       []byte // base chunk buffer, allocated at the first delta
-	noClone    bool   // the image's filesystem refused a reflink
+	dict       []byte              // base chunk buffer, allocated at the first delta
+	dd         *image.DeltaDecoder // made at the first delta
+	noClone    bool                // the image's filesystem refused a reflink
 	wb         *writeback
 }
 
@@ -80,6 +81,11 @@ func decoders() int { return min(maxDecoders, runtime.GOMAXPROCS(0)) }
 // run decodes jobs until the channel closes or ctx ends.
 func (d *decoder) run(ctx context.Context, jobs <-chan decodeJob, results chan<- decodeResult) error {
 	defer d.zd.Close()
+	defer func() {
+		if d.dd != nil {
+			d.dd.Close()
+		}
+	}()
 	for j := range jobs {
 		r := decodeResult{chunk: j.chunk, err: d.chunk(j)}
 		r.framed = r.err == nil && j.frames != nil && !j.delta
@@ -206,12 +212,15 @@ func (d *decoder) decompress(j decodeJob) (raw, base []byte, err error) {
 		return nil, nil, errors.New("delta chunk without a base image")
 	}
 	if d.dict == nil {
+		if d.dd, err = image.NewDeltaDecoder(d.m.ChunkSize); err != nil {
+			return nil, nil, err
+		}
 		d.dict = make([]byte, d.m.ChunkSize)
 	}
 	if base, err = d.base.chunk(j.chunk, d.m.ChunkSize, d.dict); err != nil {
 		return nil, nil, err
 	}
-	raw, err = decodeDelta(frame, base, d.raw[:0], d.m.ChunkSize)
+	raw, err = d.dd.Decode(frame, base, d.raw[:0])
 	return raw, base, err
 }
 

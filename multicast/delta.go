@@ -7,15 +7,10 @@ import (
 	"os"
 	"sync"
 
-	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
 
 	"github.com/loopcast/loopcast/image"
 )
-
-// deltaWindow is the zstd window of a delta chunk (see image.DeltaWindow):
-// receivers cap their decoders' window at this value.
-func deltaWindow(chunkSize uint32) int { return image.DeltaWindow(chunkSize) }
 
 // baseFile is a receiver's copy of the announced base image.
 type baseFile struct {
@@ -110,17 +105,4 @@ func (b *baseFile) chunk(i int, chunkSize uint32, buf []byte) ([]byte, error) {
 		return nil, fmt.Errorf("read base chunk %d: %w", i, err)
 	}
 	return buf, nil
-}
-
-// decodeDelta decompresses a delta chunk against its base chunk, with the
-// same bounds as plain chunks: output at most one chunk, window at most
-// deltaWindow.
-func decodeDelta(comp, dict, dst []byte, chunkSize uint32) ([]byte, error) {
-	zd, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(chunkSize)),
-		zstd.WithDecoderMaxWindow(uint64(deltaWindow(chunkSize))), zstd.WithDecoderDictRaw(image.DeltaDictID, dict))
-	if err != nil {
-		return nil, fmt.Errorf("zstd delta decoder: %w", err)
-	}
-	defer zd.Close()
-	return zd.DecodeAll(comp, dst)
 }

@@ -74,9 +74,9 @@
 // the pack's delta frames are against) names that release in ANNOUNCE; a
 // receiver whose [ReceiveOptions].BaseImage finds it says so in REGISTER.
 // When registration closes and every registered member holds the base,
-// each chunk to send that has a delta frame (made at build: zstd with the
-// base chunk at that index as raw dictionary) goes as that frame, its
-// symbols flagged delta. A
+// each chunk to send that has a delta frame (made at build: the 4 KiB
+// blocks in which it differs from the base chunk at that index, see
+// image's delta.go) goes as that frame, its symbols flagged delta. A
 // group with any member lacking the base gets plain chunks only. A receiver
 // decodes a delta against its own base image's chunk and checks the result
 // against the manifest like any chunk: the base is never trusted. Where

@@ -6,7 +6,7 @@
 // The protocol is request/response on one connection, as many requests as
 // the client likes, after the server's challenge (auth.go):
 //
-//	request  "LCPR" | version u8 (1) | op u8 | name (u8 length, bytes):
+//	request  "LCPR" | version u8 (2) | op u8 | name (u8 length, bytes):
 //	         the release (its id's 16 lowercase hex digits; anything else
 //	         ends the connection), or for ops 3 and 4 the host
 //	         op 2: first chunk u32 | chunk count u32 | base release name
@@ -19,8 +19,9 @@
 //	         op 2 (CHUNKS), ok: for every chunk of the range that is not
 //	         all-zero, in order: kind u8, then kind 0 (raw): the chunk's
 //	         bytes (its length follows from the manifest); kind 1 (delta):
-//	         length u32 | a zstd frame of the chunk with the base release's
-//	         chunk at the same index as raw dictionary (image.EncodeDeltaFast)
+//	         length u32 | a delta frame of the chunk against the base
+//	         release's chunk at the same index (image.DeltaEncoder: the
+//	         4 KiB blocks that differ, compressed)
 //
 // The client names as base a release it holds (its current one): images
 // built on a base keep their layout, so a hotfix's changed chunks cost
@@ -50,8 +51,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/loopcast/loopcast/image"
 	"github.com/loopcast/loopcast/multicast"
 )
@@ -59,7 +58,7 @@ import (
 var magic = [4]byte{'L', 'C', 'P', 'R'}
 
 const (
-	version    = 1
+	version    = 2 // 2: delta frames are image's block deltas
 	opManifest = 1
 	opChunks   = 2
 	opCert     = 3 // a host's certificate, by host id (before authentication)
@@ -212,6 +211,8 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) error {
 	w := bufio.NewWriterSize(c, 256<<10)
 	var files = map[image.ID]*os.File{}
 	var buf, dict []byte
+	de := image.NewFastDeltaEncoder()
+	defer de.Close()
 	defer func() {
 		for _, f := range files {
 			f.Close()
@@ -292,7 +293,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) error {
 				}
 				off, l := m.ChunkRange(i)
 				if base != nil {
-					if d := delta(f, base, m, i, buf, dict); d != nil {
+					if d := delta(de, f, base, m, i, buf, dict); d != nil {
 						w.WriteByte(kindDelta)
 						binary.Write(w, binary.BigEndian, uint32(len(d)))
 						w.Write(d)
@@ -444,7 +445,7 @@ func (s *Server) openBase(files map[image.ID]*os.File, baseID, id image.ID) *bas
 // delta returns chunk i of the image f (described by m) as a delta
 // against the base's chunk i, or nil when the base has no such chunk, the
 // chunk sizes differ or the delta saves less than an eighth.
-func delta(f *os.File, base *baseImage, m *image.Manifest, i int, buf, dict []byte) []byte {
+func delta(de *image.DeltaEncoder, f *os.File, base *baseImage, m *image.Manifest, i int, buf, dict []byte) []byte {
 	if base.m.ChunkSize != m.ChunkSize || i >= len(base.m.Chunks) || base.m.Chunks[i].Zero {
 		return nil
 	}
@@ -456,8 +457,8 @@ func delta(f *os.File, base *baseImage, m *image.Manifest, i int, buf, dict []by
 	if _, err := base.f.ReadAt(dict[:bn], boff); err != nil {
 		return nil
 	}
-	d, err := image.EncodeDeltaFast(buf[:n], dict[:bn], m.ChunkSize)
-	if err != nil || len(d) > n-n/8 {
+	d, err := de.Encode(nil, buf[:n], dict[:bn], m.ChunkSize)
+	if err != nil || len(d) == 0 || len(d) > n-n/8 {
 		return nil
 	}
 	return d
@@ -791,6 +792,10 @@ func fetchFrom(ctx context.Context, o FetchOptions, f *os.File, m *image.Manifes
 	if !o.Base.IsZero() {
 		if bf, err := os.Open(o.BaseImage); err == nil {
 			defer bf.Close()
+			if d.dd, err = image.NewDeltaDecoder(m.ChunkSize); err != nil {
+				return err
+			}
+			defer d.dd.Close()
 			d.base, d.dict = bf, make([]byte, m.ChunkSize)
 		}
 	}
@@ -820,6 +825,7 @@ type decoder struct {
 	buf, comp []byte
 	base      *os.File // the base image, when the request named one
 	dict      []byte
+	dd        *image.DeltaDecoder // with base
 }
 
 // fetchRange asks p for a range and writes its chunks, each checked; it
@@ -883,24 +889,11 @@ func (d *decoder) read(r *bufio.Reader, i, n int) ([]byte, int64, error) {
 		if bn == 0 {
 			return nil, 0, fmt.Errorf("base has no chunk %d: %v", i, err)
 		}
-		out, err := decodeDelta(d.comp, d.dict[:bn], d.buf[:0], d.chunkSize)
+		out, err := d.dd.Decode(d.comp, d.dict[:bn], d.buf[:0])
 		if err != nil {
 			return nil, 0, err
 		}
 		return out, int64(5 + l), nil
 	}
 	return nil, 0, fmt.Errorf("unknown chunk frame kind %d", kind)
-}
-
-// decodeDelta decompresses a delta frame against its base chunk, bounded
-// as the multicast receiver bounds it: at most one chunk out, a window of
-// at most image.DeltaWindow.
-func decodeDelta(comp, dict, dst []byte, chunkSize uint32) ([]byte, error) {
-	zd, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(chunkSize)),
-		zstd.WithDecoderMaxWindow(uint64(image.DeltaWindow(chunkSize))), zstd.WithDecoderDictRaw(image.DeltaDictID, dict))
-	if err != nil {
-		return nil, fmt.Errorf("zstd delta decoder: %w", err)
-	}
-	defer zd.Close()
-	return zd.DecodeAll(comp, dst)
 }

@@ -209,7 +209,7 @@ func TestFetchDeltas(t *testing.T) {
 // a request naming anything else as a release does not parse.
 func TestRequestReleaseIDs(t *testing.T) {
 	id, base := testid.Parse("0123456789abcdef"), testid.Parse("fedcba9876543210")
-	want := "LCPR\x01\x02\x100123456789abcdef\x00\x00\x00\x05\x00\x00\x00\x07\x10fedcba9876543210"
+	want := "LCPR\x02\x02\x100123456789abcdef\x00\x00\x00\x05\x00\x00\x00\x07\x10fedcba9876543210"
 	if got := string(appendRequest(nil, opChunks, id.String(), 5, 7, base)); got != want {
 		t.Errorf("request %q, want %q", got, want)
 	}
@@ -221,10 +221,10 @@ func TestRequestReleaseIDs(t *testing.T) {
 		t.Errorf("readRequest = %+v, %v", q, err)
 	}
 	for _, bad := range []string{
-		"LCPR\x01\x01\x02v1",
-		"LCPR\x01\x01\x100000000000000000",
-		"LCPR\x01\x01\x100123456789ABCDEF",
-		"LCPR\x01\x02\x100123456789abcdef\x00\x00\x00\x05\x00\x00\x00\x07\x09../../etc",
+		"LCPR\x02\x01\x02v1",
+		"LCPR\x02\x01\x100000000000000000",
+		"LCPR\x02\x01\x100123456789ABCDEF",
+		"LCPR\x02\x02\x100123456789abcdef\x00\x00\x00\x05\x00\x00\x00\x07\x09../../etc",
 	} {
 		if q, err := readRequest(bufio.NewReader(strings.NewReader(bad))); err == nil || !strings.Contains(err.Error(), "release") {
 			t.Errorf("readRequest(%q) = %+v, %v; want an error naming the release", bad, q, err)

@@ -36,8 +36,11 @@ func (e *VersionError) Unwrap() error { return ErrVersion }
 // with Leopard GF(2^16) Reed-Solomon above GF8MaxData: a symbol's index,
 // ANNOUNCE's block symbols and a block's missing count are u16; relays
 // (multicast's relay.go): a RelayGrant in ANNOUNCE and in the REGISTER
-// acknowledgement, REGISTER's relay flag, RELAY-STATUS.
-const Version = 5
+// acknowledgement, REGISTER's relay flag, RELAY-STATUS. Version 6: a delta
+// chunk's bytes are image's block delta frame (the 4 KiB blocks in which
+// it differs from its base chunk), not a zstd frame with the whole base
+// chunk as dictionary.
+const Version = 6
 
 // HeaderLen is the size of the fixed header every packet starts with.
 const HeaderLen = 16
