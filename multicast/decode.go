@@ -36,6 +36,7 @@ type decodeJob struct {
 	// chunk is held already, only its frame is wanted
 	frames    *frameStore
 	frameOnly bool
+	prefilled bool // the image holds the base's chunk here already (store.prefillBase)
 }
 
 // decodeResult is a decoder's verdict on one chunk.
@@ -120,7 +121,7 @@ func (d *decoder) chunk(j decodeJob) error {
 		return nil
 	}
 	off, _ := d.m.ChunkRange(j.chunk)
-	if base != nil && d.writeChanged(raw, base, off) {
+	if base != nil && d.writeChanged(raw, base, off, j.prefilled) {
 		return nil
 	}
 	if _, err := d.file.WriteAt(raw, off); err != nil {
@@ -135,22 +136,28 @@ func (d *decoder) chunk(j decodeJob) error {
 const diffBlock = 4096
 
 // writeChanged writes a delta chunk as its base chunk (dict) shared by reflink
-// (FICLONERANGE from the base image at the same offset: no data written)
-// and only the blocks whose bytes differ from the base's, which it has
-// just decoded against: a hotfix that changes a few files of a chunk
-// writes a few blocks, not the chunk. It reports false where it cannot
-// (no reflink on this filesystem, a chunk whose size is not a whole
-// number of blocks, a base shorter than the chunk, a failed write): the
-// caller then writes the chunk whole over whatever it left. The bytes of the image are raw's
-// either way (raw is verified; the base image is a kept, verified image
-// that nothing writes to, and dict was read from it at this offset).
-func (d *decoder) writeChanged(raw, dict []byte, off int64) bool {
-	if d.noClone || len(dict) != len(raw) || len(raw)%diffBlock != 0 || off%diffBlock != 0 {
+// (FICLONERANGE from the base image at the same offset: no data written;
+// done at registration for a prefilled chunk) and only the blocks whose
+// bytes differ from the base's, which it has just decoded against: a
+// hotfix that changes a few files of a chunk writes a few blocks, not the
+// chunk. It reports false where it cannot (no reflink on this filesystem,
+// a chunk whose size is not a whole number of blocks, a base shorter than
+// the chunk, a failed write): the caller then writes the chunk whole over
+// whatever it left. The bytes of the image are raw's either way (raw is
+// verified; the base image is a kept, verified image that nothing writes
+// to, and dict was read from it at this offset).
+func (d *decoder) writeChanged(raw, dict []byte, off int64, prefilled bool) bool {
+	if len(dict) != len(raw) || len(raw)%diffBlock != 0 || off%diffBlock != 0 {
 		return false
 	}
-	if err := cloneRange(d.base.f, off, d.file, off, int64(len(raw))); err != nil {
-		d.noClone = true // the filesystem cannot share extents: whole chunks from now on
-		return false
+	if !prefilled {
+		if d.noClone {
+			return false
+		}
+		if err := cloneRange(d.base.f, off, d.file, off, int64(len(raw))); err != nil {
+			d.noClone = true // the filesystem cannot share extents: whole chunks from now on
+			return false
+		}
 	}
 	for b := 0; b < len(raw); {
 		if bytes.Equal(raw[b:b+diffBlock], dict[b:b+diffBlock]) {

@@ -245,6 +245,33 @@ func TestDeltaWritesChanged(t *testing.T) {
 	}
 }
 
+// TestPrefilledChunksReplaced: where the store shares extents, a host
+// with the base starts from the base's chunks (prefilled by reflink at
+// registration); a session that sends them plain (a host lacks the base)
+// or sends a delta that a corrupt base chunk cannot decode still leaves
+// every host on the new image, byte for byte (runVerified).
+func TestPrefilledChunksReplaced(t *testing.T) {
+	testenv.RequireLoop(t)
+	for _, fs := range scratchFilesystems {
+		t.Run(fs.name, func(t *testing.T) {
+			testenv.RequireTool(t, fs.mkfs)
+			ts, base, basePath := deltaSession(t, true)
+			ts.dir = mounttest.ScratchFS(t, fs.mkfs, fs.args...)
+			runDelta(t, ts, base, basePath, []string{"d1", "nobase"}, map[string]bool{"nobase": true}, nil)
+			if ts.report.DeltaChunks != 0 {
+				t.Errorf("%d delta chunks with a host lacking the base, want 0", ts.report.DeltaChunks)
+			}
+			ts, base, basePath = deltaSession(t, true)
+			ts.dir = mounttest.ScratchFS(t, fs.mkfs, fs.args...)
+			rot := func(b []byte) { b[4*testChunk+60000] ^= 0xff } // chunk 4, away from its changed block
+			res := runDelta(t, ts, base, basePath, []string{"rot"}, nil, map[string]func([]byte){"rot": rot})
+			if res["rot"].BadChunks != 1 {
+				t.Errorf("host with a corrupt base: %d bad chunks, want 1", res["rot"].BadChunks)
+			}
+		})
+	}
+}
+
 // sharedBlocks reads which 4 KiB blocks of path share their extent with
 // another file (filefrag -v: the "shared" flag).
 func sharedBlocks(t *testing.T, path string) map[int]bool {

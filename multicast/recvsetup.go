@@ -179,6 +179,7 @@ func (r *receiver) prepare(m *image.Manifest) error {
 		r.log.Debug("multicast: chunks reused from local images", sessionAttr(r.res.Session), "chunks", r.res.Reused)
 	}
 	r.have = r.st.held()
+	r.st.prefillBase()
 	r.heard = time.Now() // a long local fill is not the sender's silence
 	fd := int(r.st.file.Fd())
 	for i, c := range m.Chunks {
@@ -186,7 +187,7 @@ func (r *receiver) prepare(m *image.Manifest) error {
 		switch {
 		case c.Zero: // a resumed file may hold zeros here: make it a hole
 			unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, int64(n))
-		case !r.st.chunks[i].done:
+		case !r.st.chunks[i].done && !r.st.chunks[i].prefilled:
 			unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, off, int64(n))
 		}
 	}

@@ -62,11 +62,14 @@ type chunkState struct {
 	mem     []byte
 	spooled bool // its symbols are in the spool, not in mem
 	done    bool
-	pending bool   // handed to a decoder; its blocks no longer change
-	delta   bool   // its symbols are of the delta encoding
-	clen    uint32 // compressed length; 0 until a first symbol names it
-	blocks  []blockState
-	ready   int // blocks holding enough symbols to decode
+	pending bool // handed to a decoder; its blocks no longer change
+	delta   bool // its symbols are of the delta encoding
+	// prefilled: the image holds the base image's chunk here, shared by
+	// reflink (prefillBase); a delta then writes only its changed blocks
+	prefilled bool
+	clen      uint32 // compressed length; 0 until a first symbol names it
+	blocks    []blockState
+	ready     int // blocks holding enough symbols to decode
 }
 
 // blockState records which shard indices a block holds and, per spool
@@ -254,7 +257,7 @@ func (st *store) release(cs *chunkState) {
 func (st *store) job(i int) decodeJob {
 	cs := &st.chunks[i]
 	return decodeJob{chunk: i, clen: cs.clen, delta: cs.delta, blocks: cs.blocks, mem: cs.mem, cipher: st.cipher, release: st.releaseID,
-		frames: st.frames, frameOnly: cs.done}
+		frames: st.frames, frameOnly: cs.done, prefilled: cs.prefilled}
 }
 
 // decoded records a decoder's verdict on chunk i: written, or forgotten
