@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sync/errgroup"
@@ -95,6 +96,26 @@ type processor struct {
 	// not written: it is the base's chunk, taken without reading it. It
 	// is asked only once the chunk is final.
 	clean func(i int) bool
+	// frames recycles plain-frame buffers from the collector to the
+	// workers: zstd grew a frame from an empty slice by doubling, 0.7 of
+	// a full build's 13 CPU-s in growslice
+	frames sync.Pool
+}
+
+// frameBuf returns an empty buffer that holds a chunk's plain frame
+// without growing (zstd adds a few bytes to an incompressible chunk).
+func (p *processor) frameBuf() []byte {
+	if b, ok := p.frames.Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, int(p.m.ChunkSize)+int(p.m.ChunkSize)/64+512)
+}
+
+// recycle hands a frame written to the pack back to the workers.
+func (p *processor) recycle(b []byte) {
+	if cap(b) > int(p.m.ChunkSize) {
+		p.frames.Put(&b)
+	}
 }
 
 // ProcessStats says what the build did per chunk.
@@ -216,7 +237,7 @@ func (p *processor) chunk(i int, enc *zstd.Encoder, de *DeltaEncoder, raw, dict 
 		return chunkResult{i: i, same: true}, nil
 	}
 	c.Hash = sha256.Sum256(raw)
-	r := chunkResult{i: i, plain: enc.EncodeAll(raw, nil)}
+	r := chunkResult{i: i, plain: enc.EncodeAll(raw, p.frameBuf())}
 	if hasBase && p.m.ChunkSize >= minDeltaChunk {
 		delta, err := de.Encode(nil, raw, d, p.m.ChunkSize)
 		if err != nil {
@@ -258,6 +279,7 @@ func (p *processor) collect(results <-chan chunkResult) error {
 			}
 			p.stats.Plain += int64(len(r.plain))
 			p.pack.put(r.i, r.plain, r.delta)
+			p.recycle(r.plain)
 		}
 	}
 	return nil
