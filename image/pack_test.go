@@ -1,13 +1,20 @@
 package image
 
 import (
+	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/loopcast/loopcast/internal/mounttest"
+	"github.com/loopcast/loopcast/internal/testenv"
 )
 
 // unpack returns chunk i of the image through its pack: the plain frame
@@ -151,5 +158,72 @@ func TestPackRefusals(t *testing.T) {
 	}
 	if _, err := OpenPack(filepath.Join(dir, "missing.pack"), ra.Manifest); err == nil {
 		t.Error("missing pack opened")
+	}
+}
+
+// TestPackBaseWithoutPack: a build on a base whose pack is missing, or
+// of an older version (made before delta frames were block deltas), still
+// writes a whole pack: the chunks equal to the base's are compressed (by
+// the workers) instead of taken from the base's pack, and no delta frame
+// is lost. On XFS the build starts from a reflink of the base and takes
+// those chunks unread: they are read and compressed all the same.
+func TestPackBaseWithoutPack(t *testing.T) {
+	dirs := map[string]func(t *testing.T) string{
+		"tmp": func(t *testing.T) string { return t.TempDir() },
+		"xfs": func(t *testing.T) string {
+			testenv.RequireLoop(t)
+			testenv.RequireTool(t, "mkfs.xfs")
+			return mounttest.ScratchFS(t, "mkfs.xfs", "-q", "-m", "reflink=1")
+		},
+	}
+	breakPack := map[string]func(t *testing.T, pack string){
+		"no pack": func(t *testing.T, pack string) { must(t, os.Remove(pack)) },
+		"older pack": func(t *testing.T, pack string) {
+			b := readAll(t, pack)
+			binary.BigEndian.PutUint16(b[len(b)-packTrailerLen+4:], packVersion-1)
+			must(t, os.WriteFile(pack, b, 0o644))
+		},
+	}
+	for dname, mkdir := range dirs {
+		for bname, broken := range breakPack {
+			t.Run(dname+"/"+bname, func(t *testing.T) {
+				dir := mkdir(t)
+				src := t.TempDir()
+				deltaTree(t, src)
+				n := 0
+				buildIn := func(base string) (string, *Result) {
+					n++
+					out := filepath.Join(dir, fmt.Sprintf("%s-%s-%d.img", dname, strings.ReplaceAll(bname, " ", "-"), n))
+					res, err := Build(context.Background(), src, out, Options{Epoch: &deltaEpoch, HeadroomPct: DefaultHeadroomPct, Base: base})
+					must(t, err)
+					return out, res
+				}
+				a, ra := buildIn("")
+				broken(t, ra.Pack)
+				time.Sleep(time.Duration(racyWindow) + 100*time.Millisecond)
+				changeSets[0].change(t, src)
+				b, rb := buildIn(a)
+				pb, err := OpenPack(rb.Pack, rb.Manifest)
+				must(t, err)
+				defer pb.Close()
+				img := readAll(t, b)
+				changed := 0
+				for i, c := range rb.Manifest.Chunks {
+					if c.Zero {
+						continue
+					}
+					off, n := rb.Manifest.ChunkRange(i)
+					if got := unpack(t, pb, rb.Manifest, i, false, nil); string(got) != string(img[off:off+int64(n)]) {
+						t.Fatalf("chunk %d: plain frame does not decompress to the chunk", i)
+					}
+					if c.Hash != ra.Manifest.Chunks[i].Hash {
+						changed++
+					}
+				}
+				if rb.Chunks.Same == 0 || rb.Chunks.Packed != changed || rb.Chunks.Deltas == 0 {
+					t.Errorf("stats %+v with %d chunks changed: want the rest same (compressed anew), deltas kept", rb.Chunks, changed)
+				}
+			})
+		}
 	}
 }

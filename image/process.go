@@ -207,17 +207,32 @@ func (p *processor) worker(out chan<- chunkResult) error {
 
 // chunk reads chunk i and either finds it equal to the base's chunk (a
 // byte comparison, far cheaper than SHA-256 and zstd) or hashes and
-// compresses it, plain and, when the base has that chunk, as a delta.
+// compresses it, plain and, when the base has that chunk, as a delta. A
+// chunk equal to the base's takes the base's frame, or, when the base has
+// no pack (none, or one of an older version), is compressed here too.
 func (p *processor) chunk(i int, enc *zstd.Encoder, de *DeltaEncoder, raw, dict []byte) (chunkResult, error) {
 	off, n := p.m.ChunkRange(i)
 	c := &p.m.Chunks[i]
+	same := func() (chunkResult, error) {
+		c.Hash = p.base.m.Chunks[i].Hash
+		if p.base.pack != nil {
+			return chunkResult{i: i, same: true}, nil
+		}
+		return chunkResult{i: i, same: true, plain: enc.EncodeAll(raw, p.frameBuf())}, nil
+	}
 	if p.clean != nil && p.base != nil && i < len(p.base.m.Chunks) && p.clean(i) {
 		if bc := p.base.m.Chunks[i]; bc.Zero {
 			c.Zero, c.Hash = true, zeroHash(n)
 			return chunkResult{i: i, zero: true}, nil
 		}
-		c.Hash = p.base.m.Chunks[i].Hash
-		return chunkResult{i: i, same: true}, nil
+		if p.base.pack != nil {
+			return same()
+		}
+		raw = raw[:n]
+		if _, err := p.f.ReadAt(raw, off); err != nil && !errors.Is(err, io.EOF) {
+			return chunkResult{}, fmt.Errorf("image: read chunk %d: %w", i, err)
+		}
+		return same()
 	}
 	if isHole(p.f, off, n) {
 		c.Zero, c.Hash = true, zeroHash(n)
@@ -233,8 +248,7 @@ func (p *processor) chunk(i int, enc *zstd.Encoder, de *DeltaEncoder, raw, dict 
 	}
 	d, hasBase := p.base.chunk(i, dict)
 	if hasBase && len(d) == n && bytes.Equal(d, raw) {
-		c.Hash = p.base.m.Chunks[i].Hash
-		return chunkResult{i: i, same: true}, nil
+		return same()
 	}
 	c.Hash = sha256.Sum256(raw)
 	r := chunkResult{i: i, plain: enc.EncodeAll(raw, p.frameBuf())}
@@ -261,15 +275,9 @@ func (p *processor) collect(results <-chan chunkResult) error {
 			p.stats.Same++
 			p.pack.reuse(r.i, p.base.pack, r.i)
 		default:
-			if r.same { // equal to the base, but the base has no pack
+			if r.same { // equal to the base, but the base has no pack: compressed by the worker
 				p.same[r.i] = true
 				p.stats.Same++
-				raw := make([]byte, p.m.ChunkSize)
-				off, n := p.m.ChunkRange(r.i)
-				if _, err := p.f.ReadAt(raw[:n], off); err != nil && !errors.Is(err, io.EOF) {
-					return err
-				}
-				r.plain = zstdFastest(raw[:n])
 			} else {
 				p.stats.Packed++
 			}
@@ -298,16 +306,6 @@ func newFrameEncoder() (*zstd.Encoder, error) {
 		return nil, fmt.Errorf("image: zstd encoder: %w", err)
 	}
 	return enc, nil
-}
-
-// zstdFastest compresses b plain, as the workers do.
-func zstdFastest(b []byte) []byte {
-	enc, err := newFrameEncoder()
-	if err != nil {
-		return nil
-	}
-	defer enc.Close()
-	return enc.EncodeAll(b, nil)
 }
 
 // MakePack writes the pack of the image at img (described by m) beside
