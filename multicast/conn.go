@@ -103,8 +103,21 @@ func readBatchLoop(ctx context.Context, br batchReader, inbox chan<- packet) err
 			}
 			return err
 		}
+		// one allocation for the batch's datagrams, not one each
+		var total int
 		for _, m := range ms[:n] {
-			enqueue(inbox, m.Buffers[0][:m.N], m.Addr)
+			if m.N <= MaxPacket {
+				total += m.N
+			}
+		}
+		slab := make([]byte, 0, total)
+		for _, m := range ms[:n] {
+			if m.N > MaxPacket {
+				continue // not ours
+			}
+			at := len(slab)
+			slab = append(slab, m.Buffers[0][:m.N]...)
+			offer(inbox, slab[at:len(slab):len(slab)], m.Addr)
 		}
 	}
 }
@@ -115,8 +128,14 @@ func enqueue(inbox chan<- packet, b []byte, from net.Addr) {
 	if len(b) > MaxPacket {
 		return
 	}
+	offer(inbox, append([]byte(nil), b...), from)
+}
+
+// offer hands a datagram the caller no longer writes to the inbox,
+// dropping it when the inbox is full.
+func offer(inbox chan<- packet, b []byte, from net.Addr) {
 	select {
-	case inbox <- packet{b: append([]byte(nil), b...), from: from}:
+	case inbox <- packet{b: b, from: from}:
 	default:
 	}
 }
