@@ -38,7 +38,7 @@ func (d *Deployer) Build(ctx context.Context, src string, opts image.Options) (*
 		return nil, fmt.Errorf("deploy: %w", err)
 	}
 	b := &Built{BaseImage: d.base()}
-	opts.Base = b.BaseImage
+	opts.Base, opts.BaseOptional = b.BaseImage, true
 	out := filepath.Join(d.Images, "build.img")
 	start := time.Now()
 	res, err := image.Build(ctx, src, out, opts)
@@ -65,8 +65,8 @@ func (d *Deployer) base() string {
 		return ""
 	}
 	img := strings.TrimSpace(string(b))
-	if image.CheckLayout(img) != nil {
-		return "" // gone, corrupt or of another version: lay the next image out afresh
+	if _, err := os.Stat(img + image.LayoutSuffix); err != nil {
+		return "" // gone: lay the next image out afresh (a corrupt one: Build does, BaseOptional)
 	}
 	return img
 }

@@ -66,6 +66,11 @@ type Options struct {
 	// (Result.Base says so). The same tree, options and base give the same
 	// image.
 	Base string
+	// BaseOptional: a Base whose layout file cannot be read (gone,
+	// corrupt, of another version) is laid out afresh, Result.Base.Why
+	// saying why, instead of failing the build (a deploy building on the
+	// last image it deployed; an explicit --base fails).
+	BaseOptional bool
 }
 
 // Result describes a finished build.
@@ -274,6 +279,10 @@ func publish(out string, f *atomicfile.File, m *Manifest, lay []byte, pw *packWr
 func (b *builder) useBase(base string) error {
 	path := layoutPath(base)
 	l, err := readLayoutFile(path)
+	if err != nil && b.opts.BaseOptional {
+		b.baseWhy = err.Error()
+		return nil
+	}
 	if err != nil {
 		return err
 	}

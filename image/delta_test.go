@@ -3,7 +3,6 @@ package image
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
@@ -411,15 +410,20 @@ func TestBaseMissingLayout(t *testing.T) {
 	wantErr(t, err, "none.img.layout")
 	img, _ := build(t, src, Options{})
 	for _, base := range []string{img, img + ".manifest", img + LayoutSuffix} {
-		if err := CheckLayout(base); err != nil {
-			t.Errorf("CheckLayout(%s): %v", base, err)
+		if _, res := build(t, src, Options{Base: base}); res.Base == nil || !res.Base.Kept {
+			t.Errorf("build on %s: base %+v, want kept", base, res.Base)
 		}
 	}
 	must(t, os.WriteFile(img+LayoutSuffix, []byte("LCLY\x01\x00\x00\x00junk"), 0o644))
-	if err := CheckLayout(img); !errors.Is(err, ErrLayout) {
-		t.Errorf("CheckLayout of a spoilt layout: %v, want ErrLayout", err)
-	}
 	wantErr(t, buildErr(t, src, Options{Base: img}), img+LayoutSuffix)
+	// BaseOptional: the same spoilt layout is laid out afresh, and says why
+	b, res := build(t, src, Options{Base: img, BaseOptional: true})
+	if res.Base == nil || res.Base.Kept || !strings.Contains(res.Base.Why, LayoutSuffix) {
+		t.Errorf("optional base with a spoilt layout: %+v, want not kept, naming the layout", res.Base)
+	}
+	if fileSHA(t, b) != fileSHA(t, img) {
+		t.Error("the image laid out afresh differs from a build without a base")
+	}
 }
 
 // TestBaseMultiGroup: on an image of several groups the backup superblocks

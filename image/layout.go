@@ -339,14 +339,6 @@ func (l *layout) check() error {
 	return nil
 }
 
-// CheckLayout reports whether the layout file of base (an image, its
-// manifest or its layout file) is there and decodes, so base can serve as
-// Options.Base.
-func CheckLayout(base string) error {
-	_, err := readLayoutFile(layoutPath(base))
-	return err
-}
-
 // layoutPath returns the layout file of base: an image path, its
 // ".manifest" or its layout file.
 func layoutPath(base string) string {
