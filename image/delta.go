@@ -244,7 +244,6 @@ func (d *DeltaDecoder) Decode(comp, base, dst []byte) ([]byte, error) {
 	if len(blocks) != want {
 		return nil, fmt.Errorf("%w: %d bytes of changed blocks, want %d", ErrDelta, len(blocks), want)
 	}
-	start := len(dst)
 	dst = slices.Grow(dst, n)
 	for b := range nb {
 		s, e := blockRange(b, n)
@@ -254,5 +253,14 @@ func (d *DeltaDecoder) Decode(comp, base, dst []byte) ([]byte, error) {
 		}
 		dst, blocks = append(dst, blocks[:e-s]...), blocks[e-s:]
 	}
-	return dst[start:], nil
+	return dst, nil
+}
+
+// DeltaMap returns the changed-block map of a delta frame Decode accepted:
+// bit b (least significant first) is set where block b, of DeltaBlock
+// bytes, differs from the base's; a host writes those blocks and nothing
+// else over its base's chunk.
+func DeltaMap(frame []byte) []byte {
+	n := int(binary.BigEndian.Uint32(frame[4:8]))
+	return frame[deltaHeader : deltaHeader+(deltaBlocks(n)+7)/8]
 }

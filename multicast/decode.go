@@ -1,7 +1,6 @@
 package multicast
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,7 +16,9 @@ import (
 )
 
 // maxDecoders caps the goroutines decoding chunks: each holds about three
-// chunks of buffers (compressed, decoded, one block), so four keep a
+// chunks of buffers (compressed, decoded, one block), and once deltas
+// arrive three more (the base chunk, the delta's dictionary and changed
+// blocks) and a delta decoder's window of two chunks, so four keep a
 // receiver well inside its memory budget while using the cores a web
 // server can spare.
 const maxDecoders = 4
@@ -62,7 +63,6 @@ type decoder struct {
 	base       *baseFile
 	dict       []byte              // base chunk buffer, allocated at the first delta
 	dd         *image.DeltaDecoder // made at the first delta
-	noClone    bool                // the image's filesystem refused a reflink
 	wb         *writeback
 }
 
@@ -105,7 +105,7 @@ func (d *decoder) chunk(j decodeJob) error {
 	if j.mem == nil {
 		defer d.punch(j.chunk)
 	}
-	raw, base, err := d.decode(j)
+	raw, changed, err := d.decode(j)
 	if err == nil {
 		err = d.m.VerifyChunk(j.chunk, raw)
 	}
@@ -121,7 +121,7 @@ func (d *decoder) chunk(j decodeJob) error {
 		return nil
 	}
 	off, _ := d.m.ChunkRange(j.chunk)
-	if base != nil && d.writeChanged(raw, base, off, j.prefilled) {
+	if changed != nil && j.prefilled && d.writeChanged(raw, changed, off) {
 		return nil
 	}
 	if _, err := d.file.WriteAt(raw, off); err != nil {
@@ -131,47 +131,30 @@ func (d *decoder) chunk(j decodeJob) error {
 	return nil
 }
 
-// diffBlock is the unit writeChanged compares and writes in: the
-// filesystem block of the hosts' stores (4 KiB on XFS, btrfs, ext4).
-const diffBlock = 4096
-
-// writeChanged writes a delta chunk as its base chunk (dict) shared by reflink
-// (FICLONERANGE from the base image at the same offset: no data written;
-// done at registration for a prefilled chunk) and only the blocks whose
-// bytes differ from the base's, which it has just decoded against: a
-// hotfix that changes a few files of a chunk writes a few blocks, not the
-// chunk. It reports false where it cannot (no reflink on this filesystem,
-// a chunk whose size is not a whole number of blocks, a base shorter than
-// the chunk, a failed write): the caller then writes the chunk whole over
-// whatever it left. The bytes of the image are raw's either way (raw is
-// verified; the base image is a kept, verified image that nothing writes
-// to, and dict was read from it at this offset).
-func (d *decoder) writeChanged(raw, dict []byte, off int64, prefilled bool) bool {
-	if len(dict) != len(raw) || len(raw)%diffBlock != 0 || off%diffBlock != 0 {
-		return false
-	}
-	if !prefilled {
-		if d.noClone {
-			return false
-		}
-		if err := cloneRange(d.base.f, off, d.file, off, int64(len(raw))); err != nil {
-			d.noClone = true // the filesystem cannot share extents: whole chunks from now on
-			return false
-		}
-	}
-	for b := 0; b < len(raw); {
-		if bytes.Equal(raw[b:b+diffBlock], dict[b:b+diffBlock]) {
-			b += diffBlock
+// writeChanged writes a delta chunk over its base chunk, which prefillBase
+// shared into the image by reflink at registration: only the blocks the
+// frame's map says differ (image.DeltaMap), in runs, so a hotfix that
+// changes a few files of a chunk writes a few blocks, not the chunk. It
+// reports false on a failed write: the caller then writes the chunk whole.
+// The bytes of the image are raw's either way (raw is verified, and its
+// unchanged blocks are the base's, which the image holds there).
+func (d *decoder) writeChanged(raw, changed []byte, off int64) bool {
+	set := func(b int) bool { return changed[b/8]&(1<<(b%8)) != 0 }
+	nb := (len(raw) + image.DeltaBlock - 1) / image.DeltaBlock
+	for b := 0; b < nb; {
+		if !set(b) {
+			b++
 			continue
 		}
-		e := b + diffBlock // a run of changed blocks: one write
-		for e < len(raw) && !bytes.Equal(raw[e:e+diffBlock], dict[e:e+diffBlock]) {
-			e += diffBlock
+		e := b + 1 // a run of changed blocks: one write
+		for e < nb && set(e) {
+			e++
 		}
-		if _, err := d.file.WriteAt(raw[b:e], off+int64(b)); err != nil {
+		s, end := b*image.DeltaBlock, min(e*image.DeltaBlock, len(raw))
+		if _, err := d.file.WriteAt(raw[s:end], off+int64(s)); err != nil {
 			return false // the caller writes the chunk whole, and reports what fails
 		}
-		d.wb.add(off+int64(b), int64(e-b))
+		d.wb.add(off+int64(s), int64(end-s))
 		b = e
 	}
 	return true
@@ -179,8 +162,8 @@ func (d *decoder) writeChanged(raw, dict []byte, off int64, prefilled bool) bool
 
 // decode reassembles the compressed bytes from the spool, rebuilding lost
 // data symbols from parity, and decompresses them; for a delta it also
-// returns the base chunk it decoded against.
-func (d *decoder) decode(j decodeJob) (raw, base []byte, err error) {
+// returns the frame's changed-block map.
+func (d *decoder) decode(j decodeJob) (raw, changed []byte, err error) {
 	l := newLayout(int(j.clen), d.symSize, d.k)
 	d.comp = d.comp[:0]
 	for b := range j.blocks {
@@ -192,18 +175,18 @@ func (d *decoder) decode(j decodeJob) (raw, base []byte, err error) {
 			d.comp = append(d.comp, sh...)
 		}
 	}
-	raw, base, err = d.decompress(j)
+	raw, changed, err = d.decompress(j)
 	if err != nil {
 		return nil, nil, fmt.Errorf("decompress: %w", err)
 	}
-	return raw, base, nil
+	return raw, changed, nil
 }
 
 // decompress inflates a chunk's compressed bytes, a delta against the
 // base image's chunk at its index. Either way the caller checks the
 // result against the manifest: the base is never trusted. For a delta it
-// also returns the base chunk.
-func (d *decoder) decompress(j decodeJob) (raw, base []byte, err error) {
+// also returns the frame's changed-block map.
+func (d *decoder) decompress(j decodeJob) (raw, changed []byte, err error) {
 	frame := d.comp[:j.clen]
 	if j.cipher != nil {
 		if frame, err = j.cipher.open(d.opened[:0], frame, uint32(j.chunk), j.delta, j.release); err != nil {
@@ -224,11 +207,14 @@ func (d *decoder) decompress(j decodeJob) (raw, base []byte, err error) {
 		}
 		d.dict = make([]byte, d.m.ChunkSize)
 	}
-	if base, err = d.base.chunk(j.chunk, d.m.ChunkSize, d.dict); err != nil {
+	base, err := d.base.chunk(j.chunk, d.m.ChunkSize, d.dict)
+	if err != nil {
 		return nil, nil, err
 	}
-	raw, err = d.dd.Decode(frame, base, d.raw[:0])
-	return raw, base, err
+	if raw, err = d.dd.Decode(frame, base, d.raw[:0]); err != nil {
+		return nil, nil, err
+	}
+	return raw, image.DeltaMap(frame), nil
 }
 
 // readBlock returns block b's k data shards.

@@ -140,7 +140,7 @@ func (st *store) prefillBase() {
 	}
 	for i, c := range st.m.Chunks {
 		off, n := st.m.ChunkRange(i)
-		if c.Zero || st.chunks[i].done || off+int64(n) > b.size || off%diffBlock != 0 || int64(n)%diffBlock != 0 {
+		if c.Zero || st.chunks[i].done || off+int64(n) > b.size || off%image.DeltaBlock != 0 || int64(n)%image.DeltaBlock != 0 {
 			continue
 		}
 		if count > 0 && off == end {

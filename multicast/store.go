@@ -107,7 +107,7 @@ func (st *store) add(s *wire.Symbol) error {
 	}
 	if cs.clen != 0 && cs.delta && !s.Delta {
 		st.release(cs)
-		*cs = chunkState{done: cs.done} // the sender switched this chunk to plain: start over with it
+		*cs = chunkState{done: cs.done, prefilled: cs.prefilled} // the sender switched this chunk to plain: start over with it
 	}
 	if cs.clen == 0 {
 		if s.Compressed == 0 || s.Compressed != st.frameLen(s.Chunk, s.Delta) {
@@ -280,7 +280,7 @@ func (st *store) decoded(i int, err error) error {
 			st.deltaBad.addRange(uint32(i), uint32(i)+1)
 		}
 		st.release(&st.chunks[i])
-		st.chunks[i] = chunkState{done: held}
+		st.chunks[i] = chunkState{done: held, prefilled: st.chunks[i].prefilled} // nothing was written: the base's bytes are still there
 	default:
 		return err
 	}
