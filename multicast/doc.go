@@ -223,9 +223,11 @@
 // names; REGISTER, REFUSE and a relayed host's COMPLETE by the host's own
 // key; NACK, COMPLETE, RELAY-STATUS and the acknowledgements by per-host
 // MACs. So a relay can delay its subnet (stall, send junk, drop what it
-// should forward, abort its own session), never make a host write a byte
-// the manifest does not name, relay another session or release, or speak
-// for a host to the sender. docs/SECURITY.md has the threat model.
+// should forward, abort its own session, misreport in RELAY-STATUS where
+// its hosts are or that they are gone), never make a host write a byte the
+// manifest does not name, relay another session or release, or forge a
+// host's REGISTER, COMPLETE or REFUSE. docs/SECURITY.md has the threat
+// model.
 //
 // # Bounds
 //
@@ -236,8 +238,9 @@
 // session's state; chunk decoding (Reed-Solomon, zstd with bounded window
 // and output, SHA-256, pwrite) runs on up to four decoder goroutines fed by
 // the loop, so the loop keeps answering the sender. Receiver memory is the
-// decoders' buffers (about three chunks each, four with a base chunk for
-// deltas, whose zstd window is capped at twice the chunk size), ~100 bytes
+// decoders' buffers (about three chunks each, six once deltas arrive: the
+// base chunk, the delta's dictionary and changed blocks; a delta's zstd
+// window is capped at twice the chunk size), ~100 bytes
 // per FEC block of chunks begun but not finished, and the symbols of those
 // chunks: in memory up to a budget (24 MiB), beyond it in a sparse spool
 // file until their chunk decodes, when the spool range is punched out.
@@ -339,7 +342,8 @@
 //	 12 flags u8     13 payload length u16    15 payload
 //	  index < the block's data count k: a data symbol; above: parity shard
 //	  index, below wire.Shards(k)
-//	  flags 1: delta (the chunk's bytes are zstd against the base chunk)
+//	  flags 1: delta (the chunk's bytes are image's delta frame against
+//	  the base chunk: the changed 4 KiB blocks, compressed)
 //
 //	STATUS  (sender → group)
 //	  0 round u32   4 flags u8 (1: loss probe during the first pass;

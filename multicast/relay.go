@@ -36,7 +36,7 @@ import (
 // RELAY-STATUS says where they are and which it gave up on. It holds its
 // own COMPLETE until its subnet's session ends. It tells the sender it
 // holds what it holds and every one of its hosts holds too; a frame it
-// lacks though it holds the chunk (frameWant) it asks for again.
+// lacks though it holds the chunk (relayWants, relayLink.takeWanted) it asks for again.
 //
 // A host in a relayed session that verifies no new chunk for relayStall
 // gives up on that relay, ignores it for the rest of the session, and

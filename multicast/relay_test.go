@@ -157,7 +157,7 @@ func TestRelay(t *testing.T) {
 // behind it holds too. When they all hold the base, the sender pushes it
 // only the changed chunks; a host that registers with it late, lacking
 // the base, still gets every chunk: the relay asks the sender again for
-// the frames of chunks it held but was never sent (frameWant).
+// the frames of chunks it held but was never sent (relayWants).
 func TestRelayHeldChunks(t *testing.T) {
 	for _, late := range []bool{false, true} {
 		t.Run(map[bool]string{false: "all hold the base", true: "a late host lacks it"}[late], func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 
 	"github.com/loopcast/loopcast/multicast/internal/wire"
@@ -211,7 +212,7 @@ func (l *relayLink) forwardPacket(key string, b []byte) {
 func (l *relayLink) heldSet() (chunkSet, int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.held, l.heldGen
+	return slices.Clone(l.held), l.heldGen // a copy: registered narrows l.held in place
 }
 
 // takeForwards returns the packets to forward, oldest first.
