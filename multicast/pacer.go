@@ -31,17 +31,17 @@ const (
 // pacer is a token bucket in bytes. It never reads the clock: callers pass
 // now, so it is tested without sleeping.
 type pacer struct {
-	rate, max, floor float64 // bytes per second
-	burst            float64 // bytes
-	tokens           float64 // may go negative: debt paid before the next send
-	last             time.Time
+	rate, max float64 // bytes per second; max is what recovery climbs back to
+	burst     float64 // bytes
+	tokens    float64 // may go negative: debt paid before the next send
+	last      time.Time
 }
 
 // newPacer paces at bitsPerSec; 0 means unpaced.
 func newPacer(bitsPerSec int64, now time.Time) *pacer {
 	r := float64(bitsPerSec) / 8
 	burst := min(maxBurst, max(minBurst, r*burstTime.Seconds()))
-	return &pacer{rate: r, max: r, floor: max(r/pacerFloorDiv, min(r, minFloor)), burst: burst, tokens: burst, last: now}
+	return &pacer{rate: r, max: r, burst: burst, tokens: burst, last: now}
 }
 
 func (p *pacer) refill(now time.Time) {
@@ -79,21 +79,25 @@ func (p *pacer) reportLoss(permille int) {
 	switch {
 	case p.rate <= 0:
 	case permille >= heavyLoss:
-		p.rate = max(p.floor, p.rate*backoffFactor)
+		p.rate = max(p.floor(), p.rate*backoffFactor)
 	case permille < lightLoss:
 		p.rate = min(p.max, p.rate*recoverFactor)
 	}
 }
 
 // setRate paces at r bytes/s from now on (r > 0), keeping the burst, and
-// makes r the ceiling the repair rounds' recovery climbs back to, and
-// r/8 their backoff's floor (a floor above r would make a backoff raise
-// the rate).
+// makes r the ceiling the repair rounds' recovery climbs back to (and so
+// the base of their backoff's floor).
 func (p *pacer) setRate(r float64) {
 	if p.rate > 0 {
-		p.rate, p.max, p.floor = r, r, max(r/pacerFloorDiv, min(r, minFloor))
+		p.rate, p.max = r, r
 	}
 }
+
+// floor is the lowest rate a backoff goes to: max/8, and not under
+// minFloor unless max itself is (a floor above max would make a backoff
+// raise the rate).
+func (p *pacer) floor() float64 { return max(p.max/pacerFloorDiv, min(p.max, minFloor)) }
 
 // bitsPerSec returns the current rate.
 func (p *pacer) bitsPerSec() int64 { return int64(p.rate * 8) }
