@@ -22,8 +22,9 @@ type Built struct {
 	*image.Result
 	ID   image.ID // the release built (its manifest's id, hashed once)
 	Path string   // images/G/<release>.img, with its manifest, layout and pack beside it
-	// BaseImage is the image the build was laid out on (Base says how),
-	// "" when the group has none.
+	// BaseImage is the build's base: the last image deployed to the group,
+	// whose layout it kept (Base says how, or why not) and whose chunks
+	// and pack it took; "" when the group has none.
 	BaseImage string
 	Time      time.Duration // how long the build took
 	Removed   []string      // older builds it pruned
@@ -57,16 +58,17 @@ func (d *Deployer) Build(ctx context.Context, src string, opts image.Options) (*
 	return b, nil
 }
 
-// base returns the image recorded as the group's base if it and its
-// layout still exist.
+// base returns the image recorded as the group's base if it still
+// exists; a layout gone or unreadable is Build's to handle (BaseOptional:
+// laid out afresh, the image's chunks still taken).
 func (d *Deployer) base() string {
 	b, err := os.ReadFile(d.LastBuild)
 	if err != nil {
 		return ""
 	}
 	img := strings.TrimSpace(string(b))
-	if _, err := os.Stat(img + image.LayoutSuffix); err != nil {
-		return "" // gone: lay the next image out afresh (a corrupt one: Build does, BaseOptional)
+	if _, err := os.Stat(img); err != nil {
+		return "" // gone: nothing to build on
 	}
 	return img
 }

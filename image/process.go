@@ -213,6 +213,13 @@ func (p *processor) worker(out chan<- chunkResult) error {
 func (p *processor) chunk(i int, enc *zstd.Encoder, de *DeltaEncoder, raw, dict []byte) (chunkResult, error) {
 	off, n := p.m.ChunkRange(i)
 	c := &p.m.Chunks[i]
+	read := func() error {
+		raw = raw[:n]
+		if _, err := p.f.ReadAt(raw, off); err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("image: read chunk %d: %w", i, err)
+		}
+		return nil
+	}
 	same := func() (chunkResult, error) {
 		c.Hash = p.base.m.Chunks[i].Hash
 		if p.base.pack != nil {
@@ -225,12 +232,10 @@ func (p *processor) chunk(i int, enc *zstd.Encoder, de *DeltaEncoder, raw, dict 
 			c.Zero, c.Hash = true, zeroHash(n)
 			return chunkResult{i: i, zero: true}, nil
 		}
-		if p.base.pack != nil {
-			return same()
-		}
-		raw = raw[:n]
-		if _, err := p.f.ReadAt(raw, off); err != nil && !errors.Is(err, io.EOF) {
-			return chunkResult{}, fmt.Errorf("image: read chunk %d: %w", i, err)
+		if p.base.pack == nil { // taken unread, but it has no frame to take: compress it
+			if err := read(); err != nil {
+				return chunkResult{}, err
+			}
 		}
 		return same()
 	}
@@ -238,9 +243,8 @@ func (p *processor) chunk(i int, enc *zstd.Encoder, de *DeltaEncoder, raw, dict 
 		c.Zero, c.Hash = true, zeroHash(n)
 		return chunkResult{i: i, zero: true}, nil
 	}
-	raw = raw[:n]
-	if _, err := p.f.ReadAt(raw, off); err != nil && !errors.Is(err, io.EOF) {
-		return chunkResult{}, fmt.Errorf("image: read chunk %d: %w", i, err)
+	if err := read(); err != nil {
+		return chunkResult{}, err
 	}
 	if IsZero(raw) {
 		c.Zero, c.Hash = true, zeroHash(n)
